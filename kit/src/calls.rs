@@ -1,0 +1,103 @@
+//! Calls in flight: which request each host token belongs to.
+//!
+//! Replies arrive by token, sometimes on the root context (Higress Redis),
+//! sometimes after the request is gone. The table maps a token to the
+//! stream that sent it; streams are identified by slot and generation, so a
+//! late reply for a finished request is recognised and dropped instead of
+//! reaching the request that reused its slot.
+//!
+//! Entries are reused, never freed: after warm-up, sending a call costs no
+//! allocation, and an entry keeps the capacity of the arguments it saved
+//! for an EVALSHA retry.
+
+use crate::resp::Args;
+
+/// A request's place in the kit's pool of request states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// What kind of answer a token waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    /// A Redis command sent through webdis; answered as an HTTP call.
+    RedisWebdis,
+    /// A Redis command sent with Higress's `proxy_redis_call`.
+    RedisNative,
+    /// A plain HTTP call of the plugin.
+    Http,
+}
+
+#[derive(Debug)]
+pub(crate) struct Call {
+    live: bool,
+    pub(crate) token: u32,
+    pub(crate) stream: StreamId,
+    pub(crate) kind: CallKind,
+    /// Source of the script of an EVALSHA, to retry as EVAL on NOSCRIPT.
+    pub(crate) retry_source: Option<&'static str>,
+    pub(crate) retry_args: Args,
+}
+
+impl Call {
+    pub(crate) fn keep_for_retry(&mut self, source: &'static str, args: &Args) {
+        self.retry_source = Some(source);
+        self.retry_args.copy_from(args);
+    }
+}
+
+/// The table of calls in flight.
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    entries: Vec<Call>,
+}
+
+impl Calls {
+    pub(crate) fn insert(&mut self, token: u32, stream: StreamId, kind: CallKind) -> &mut Call {
+        let index = self.entries.iter().position(|c| !c.live).unwrap_or(self.entries.len());
+        if index == self.entries.len() {
+            self.entries.push(Call {
+                live: false,
+                token,
+                stream,
+                kind,
+                retry_source: None,
+                retry_args: Args::default(),
+            });
+        }
+        #[allow(clippy::indexing_slicing)] // found or pushed just above
+        let call = &mut self.entries[index];
+        call.live = true;
+        call.token = token;
+        call.stream = stream;
+        call.kind = kind;
+        call.retry_source = None;
+        call
+    }
+
+    /// Finds the live call of `token` and marks it answered; returns its
+    /// stream, kind and, for an EVALSHA, the script source, with the
+    /// arguments to retry copied into `retry_args`.
+    pub(crate) fn take(&mut self, token: u32, retry_args: &mut Args) -> Option<(StreamId, CallKind, Option<&'static str>)> {
+        let call = self.entries.iter_mut().find(|c| c.live && c.token == token)?;
+        call.live = false;
+        if call.retry_source.is_some() {
+            retry_args.copy_from(&call.retry_args);
+        }
+        Some((call.stream, call.kind, call.retry_source))
+    }
+
+    /// Whether `stream` waits for any answer.
+    pub(crate) fn waits(&self, stream: StreamId) -> bool {
+        self.entries.iter().any(|c| c.live && c.stream == stream)
+    }
+
+    /// Forgets the calls of a finished stream; their replies will be dropped.
+    pub(crate) fn forget(&mut self, stream: StreamId) {
+        for call in self.entries.iter_mut().filter(|c| c.stream == stream) {
+            call.live = false;
+        }
+    }
+}

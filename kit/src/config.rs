@@ -1,0 +1,377 @@
+//! Reading plugin configuration: parsed once, borrowed for the plugin's life.
+//!
+//! The proxy hands the configuration over as JSON bytes in `on_configure`.
+//! The kit keeps those bytes, parses them once with `simd-json` (which
+//! unescapes strings in place, so every string borrows the kept bytes), and
+//! lets the plugin compile them into its own config type through [`Fields`].
+//! Strings in that type are `&'cfg str` slices of the kept bytes: the request
+//! path never parses, clones or allocates configuration.
+//!
+//! Every accessor names the field it failed on, so a bad configuration is
+//! refused with one line such as
+//! `global_threshold.query_per_minute: must be a positive integer, got -1`.
+
+use core::fmt;
+use simd_json::{BorrowedValue as Value, StaticNode};
+use std::borrow::Cow;
+
+/// A configuration the plugin refuses, with the field at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error about `field` (a dotted path such as `redis.timeout`).
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The dotted path of the offending field; empty for the whole document.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why the field was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses JSON bytes in place into a document whose strings borrow `bytes`.
+///
+/// # Errors
+/// Returns an error for invalid JSON or a top level that is not an object.
+/// An empty or all-whitespace input is an empty object, as proxies pass no
+/// bytes when a filter has no configuration.
+pub(crate) fn parse(bytes: &mut [u8]) -> Result<Value<'_>, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Box::default()));
+    }
+    let value = simd_json::to_borrowed_value(bytes)
+        .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
+    if !matches!(value, Value::Object(_)) {
+        return Err(ConfigError::new("", "configuration must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// A view of one JSON object in the configuration, with the path that led
+/// to it (for error messages) and an optional fallback object.
+///
+/// The fallback implements Higress's rule syntax: inside a `_rules_` entry a
+/// key missing from the rule is looked up in the global configuration.
+#[derive(Clone, Copy)]
+pub struct Fields<'a, 'cfg> {
+    own: &'a simd_json::borrowed::Object<'cfg>,
+    fallback: Option<&'a simd_json::borrowed::Object<'cfg>>,
+    path: &'a Path<'a>,
+}
+
+impl fmt::Debug for Fields<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fields").field("path", &self.path.to_string()).finish()
+    }
+}
+
+/// A linked list of path segments living on the stack of the parser.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(Path::Root, key) => f.write_str(key),
+            Path::Key(parent, key) => write!(f, "{parent}.{key}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+impl<'a> Path<'a> {
+    fn join(&'a self, key: &'a str) -> Path<'a> {
+        Path::Key(self, key)
+    }
+}
+
+/// One JSON value with the path that led to it.
+#[derive(Clone, Copy)]
+pub struct Field<'a, 'cfg> {
+    value: &'a Value<'cfg>,
+    path: Path<'a>,
+}
+
+impl fmt::Debug for Field<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Field").field("path", &self.path.to_string()).finish()
+    }
+}
+
+fn kind(value: &Value<'_>) -> &'static str {
+    match value {
+        Value::Static(StaticNode::Null) => "null",
+        Value::Static(StaticNode::Bool(_)) => "a boolean",
+        Value::Static(StaticNode::F64(_)) => "a fraction",
+        Value::Static(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl<'a, 'cfg> Field<'a, 'cfg> {
+    /// The dotted path of this field, for error messages.
+    pub fn path(&self) -> String {
+        self.path.to_string()
+    }
+
+    /// An error about this field.
+    pub fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.path.to_string(), reason)
+    }
+
+    fn wrong_type(&self, wanted: &str) -> ConfigError {
+        self.error(format!("must be {wanted}, got {}", kind(self.value)))
+    }
+
+    /// The value as a string borrowed from the configuration bytes.
+    ///
+    /// # Errors
+    /// When the value is not a string.
+    pub fn str(&self) -> Result<&'cfg str, ConfigError> {
+        match self.value {
+            Value::String(Cow::Borrowed(s)) => Ok(s),
+            // simd-json unescapes in place, so parsed strings are always
+            // borrowed; an owned one would not outlive the parse tree.
+            Value::String(Cow::Owned(_)) => Err(self.error("string could not be borrowed from the configuration")),
+            _ => Err(self.wrong_type("a string")),
+        }
+    }
+
+    /// The value as a non-negative integer.
+    ///
+    /// # Errors
+    /// When the value is not an integer or is negative.
+    pub fn u64(&self) -> Result<u64, ConfigError> {
+        match self.value {
+            Value::Static(StaticNode::U64(n)) => Ok(*n),
+            Value::Static(StaticNode::I64(n)) => {
+                u64::try_from(*n).map_err(|_| self.error(format!("must be a non-negative integer, got {n}")))
+            }
+            _ => Err(self.wrong_type("a non-negative integer")),
+        }
+    }
+
+    /// The value as an integer of at least 1.
+    ///
+    /// # Errors
+    /// When the value is not an integer or is below 1.
+    pub fn positive(&self) -> Result<u64, ConfigError> {
+        match self.value {
+            Value::Static(StaticNode::U64(n)) if *n > 0 => Ok(*n),
+            Value::Static(StaticNode::I64(n)) if *n > 0 => Ok(n.unsigned_abs()),
+            Value::Static(StaticNode::U64(n)) => Err(self.error(format!("must be a positive integer, got {n}"))),
+            Value::Static(StaticNode::I64(n)) => Err(self.error(format!("must be a positive integer, got {n}"))),
+            _ => Err(self.wrong_type("a positive integer")),
+        }
+    }
+
+    /// The value as a boolean.
+    ///
+    /// # Errors
+    /// When the value is not a boolean.
+    pub fn bool(&self) -> Result<bool, ConfigError> {
+        match self.value {
+            Value::Static(StaticNode::Bool(b)) => Ok(*b),
+            _ => Err(self.wrong_type("a boolean")),
+        }
+    }
+
+    /// The value as an object.
+    ///
+    /// # Errors
+    /// When the value is not an object.
+    pub fn object<'s>(&'s self) -> Result<Fields<'s, 'cfg>, ConfigError> {
+        match self.value {
+            Value::Object(own) => Ok(Fields {
+                own,
+                fallback: None,
+                path: &self.path,
+            }),
+            _ => Err(self.wrong_type("an object")),
+        }
+    }
+
+    /// Calls `each` for every element of an array value, with its index in
+    /// the path.
+    ///
+    /// # Errors
+    /// When the value is not an array, or the first error `each` returns.
+    pub fn each(&self, mut each: impl FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>) -> Result<(), ConfigError> {
+        let Value::Array(items) = self.value else {
+            return Err(self.wrong_type("an array"));
+        };
+        for (i, value) in items.iter().enumerate() {
+            each(Field {
+                value,
+                path: Path::Index(&self.path, i),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Collects a string or an array of strings.
+    ///
+    /// # Errors
+    /// When the value is neither.
+    pub fn strings(&self) -> Result<Vec<&'cfg str>, ConfigError> {
+        if let Value::String(_) = self.value {
+            return Ok(vec![self.str()?]);
+        }
+        let mut out = Vec::new();
+        self.each(|item| {
+            out.push(item.str()?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+impl<'a, 'cfg> Fields<'a, 'cfg> {
+    pub(crate) fn new(
+        own: &'a simd_json::borrowed::Object<'cfg>,
+        fallback: Option<&'a simd_json::borrowed::Object<'cfg>>,
+        path: &'a Path<'a>,
+    ) -> Self {
+        Fields { own, fallback, path }
+    }
+
+    /// The dotted path of this object, for error messages.
+    pub fn path(&self) -> String {
+        self.path.to_string()
+    }
+
+    /// An error about `key` of this object.
+    pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.path.join(key).to_string(), reason)
+    }
+
+    /// Looks `key` up, in the rule first and then in the global config.
+    /// A JSON `null` counts as absent.
+    pub fn get(&self, key: &'a str) -> Option<Field<'a, 'cfg>> {
+        let value = self
+            .own
+            .get(key)
+            .or_else(|| self.fallback.and_then(|f| f.get(key)))?;
+        if matches!(value, Value::Static(StaticNode::Null)) {
+            return None;
+        }
+        Some(Field {
+            value,
+            path: self.path.join(key),
+        })
+    }
+
+    /// Looks `key` up and fails when it is absent.
+    ///
+    /// # Errors
+    /// When the key is absent or null.
+    pub fn require(&self, key: &'a str) -> Result<Field<'a, 'cfg>, ConfigError> {
+        self.get(key).ok_or_else(|| self.error(key, "is required"))
+    }
+
+    /// A required string.
+    ///
+    /// # Errors
+    /// When absent or not a string.
+    pub fn required_str(&self, key: &'a str) -> Result<&'cfg str, ConfigError> {
+        self.require(key)?.str()
+    }
+
+    /// An optional string.
+    ///
+    /// # Errors
+    /// When present and not a string.
+    pub fn opt_str(&self, key: &'a str) -> Result<Option<&'cfg str>, ConfigError> {
+        self.get(key).map(|f| f.str()).transpose()
+    }
+
+    /// An optional boolean, with a default.
+    ///
+    /// # Errors
+    /// When present and not a boolean.
+    pub fn bool_or(&self, key: &'a str, default: bool) -> Result<bool, ConfigError> {
+        Ok(self.get(key).map(|f| f.bool()).transpose()?.unwrap_or(default))
+    }
+
+    /// An optional non-negative integer, with a default.
+    ///
+    /// # Errors
+    /// When present and not a non-negative integer.
+    pub fn u64_or(&self, key: &'a str, default: u64) -> Result<u64, ConfigError> {
+        Ok(self.get(key).map(|f| f.u64()).transpose()?.unwrap_or(default))
+    }
+
+    /// Finds which one of `keys` is set.
+    ///
+    /// # Errors
+    /// When none or more than one of them is set.
+    pub fn one_of(&self, keys: &[&'a str]) -> Result<(usize, Field<'a, 'cfg>), ConfigError> {
+        let mut found = None;
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(field) = self.get(key) {
+                if let Some((j, _)) = found {
+                    let first: &str = keys.get(j).copied().unwrap_or_default();
+                    return Err(self.error(key, format!("conflicts with `{first}`: set only one of {}", keys.join(", "))));
+                }
+                found = Some((i, field));
+            }
+        }
+        found.ok_or_else(|| ConfigError::new(self.path.to_string(), format!("needs one of {}", keys.join(", "))))
+    }
+
+    /// This object looked up before `base`: a `_rules_` entry over the
+    /// global configuration.
+    pub(crate) fn over(self, base: Fields<'a, 'cfg>) -> Fields<'a, 'cfg> {
+        Fields {
+            own: self.own,
+            fallback: Some(base.own),
+            path: self.path,
+        }
+    }
+
+    /// Looks `key` up in this object only, ignoring the fallback.
+    pub(crate) fn get_own(&self, key: &'a str) -> Option<Field<'a, 'cfg>> {
+        let value = self.own.get(key)?;
+        Some(Field {
+            value,
+            path: self.path.join(key),
+        })
+    }
+
+    /// Whether the object (without fallback) has any key besides `ignored`.
+    pub(crate) fn has_keys_besides(&self, ignored: &[&str]) -> bool {
+        self.own.keys().any(|k| !ignored.contains(&k.as_ref()))
+    }
+}

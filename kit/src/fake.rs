@@ -1,0 +1,401 @@
+//! [`FakeHost`]: a scriptable [`Host`] for native tests and benchmarks.
+//!
+//! Tests set headers, properties, bodies, call answers and the clock, drive
+//! a [`Filter`](crate::Filter) through its callbacks, and read back what the
+//! plugin did: local responses, headers it set, calls it sent, counters and
+//! log lines.
+//!
+//! Storage is arena-based and cleared rather than dropped, so a test loop
+//! that reuses one `FakeHost` costs no allocation per request after warm-up;
+//! the zero-allocation tests depend on that.
+
+use crate::host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
+use core::time::Duration;
+
+/// An ordered, case-insensitive multimap of byte headers in one arena.
+#[derive(Debug, Default, Clone)]
+pub struct Headers {
+    arena: Vec<u8>,
+    entries: Vec<(usize, usize, usize)>,
+}
+
+impl Headers {
+    /// Removes every header, keeping capacity.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+    }
+
+    /// Number of header lines.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn name_of(&self, &(start, split, _): &(usize, usize, usize)) -> &[u8] {
+        self.arena.get(start..split).unwrap_or_default()
+    }
+
+    fn value_of(&self, &(_, split, end): &(usize, usize, usize)) -> &[u8] {
+        self.arena.get(split..end).unwrap_or_default()
+    }
+
+    /// Appends a header line.
+    pub fn add(&mut self, name: &str, value: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(name.as_bytes());
+        let split = self.arena.len();
+        self.arena.extend_from_slice(value);
+        self.entries.push((start, split, self.arena.len()));
+    }
+
+    /// Replaces every line of `name` with one (or none, for `None`).
+    pub fn set(&mut self, name: &str, value: Option<&[u8]>) {
+        let arena = &self.arena;
+        self.entries.retain(|e| !arena.get(e.0..e.1).unwrap_or_default().eq_ignore_ascii_case(name.as_bytes()));
+        if let Some(value) = value {
+            self.add(name, value);
+        }
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|e| self.name_of(e).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|e| self.value_of(e))
+    }
+
+    /// The first value of `name` as UTF-8 text.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| core::str::from_utf8(v).ok())
+    }
+
+    /// Every header line in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.entries.iter().map(|e| (self.name_of(e), self.value_of(e)))
+    }
+}
+
+/// A local response the plugin sent.
+#[derive(Debug, Default, Clone)]
+pub struct LocalResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers.
+    pub headers: Headers,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// An outgoing call the plugin sent (HTTP or Redis).
+#[derive(Debug, Default, Clone)]
+pub struct SentCall {
+    /// Token the host gave it.
+    pub token: u32,
+    /// Cluster it went to.
+    pub cluster: String,
+    /// HTTP headers (`:path` etc.); empty for a native Redis call.
+    pub headers: Headers,
+    /// HTTP body, or the RESP bytes of a native Redis call.
+    pub body: Vec<u8>,
+    /// Timeout asked for.
+    pub timeout: Duration,
+}
+
+/// A scriptable host. Fields are public: set them up, run, inspect.
+#[derive(Debug)]
+pub struct FakeHost {
+    /// The clock, in nanoseconds since the epoch; advance it freely.
+    pub now_nanos: u64,
+    /// The log level the plugin will read at configuration.
+    pub log_level: LogLevel,
+    /// Log lines written at or above `log_level`.
+    pub logs: Vec<(LogLevel, String)>,
+    /// Request headers (including pseudo-headers such as `:path`).
+    pub request_headers: Headers,
+    /// Response headers.
+    pub response_headers: Headers,
+    /// Properties, keyed by their path joined with `.` (`source.address`).
+    pub properties: Headers,
+    /// Request body as buffered so far.
+    pub request_body: Vec<u8>,
+    /// Response body as buffered so far.
+    pub response_body: Vec<u8>,
+    /// Headers of the HTTP call answer being delivered.
+    pub call_response_headers: Headers,
+    /// Body of the HTTP call answer, or reply of the Redis call, being delivered.
+    pub call_response_body: Vec<u8>,
+    /// The last local response sent, if any since [`FakeHost::next_request`].
+    pub response: Option<LocalResponse>,
+    /// Number of local responses sent in all.
+    pub responses_sent: u64,
+    /// The last call sent since [`FakeHost::next_request`].
+    pub last_call: Option<SentCall>,
+    /// Number of calls sent in all.
+    pub calls_sent: u64,
+    /// When set, outgoing calls are refused with this error.
+    pub refuse_calls: Option<HostError>,
+    /// Times each direction was resumed.
+    pub resumed: [u64; 2],
+    /// The context made effective last.
+    pub effective_context: u32,
+    /// Clusters initialised for native Redis.
+    pub redis_clusters: Vec<String>,
+    /// Counters by name.
+    pub counters: Vec<(String, u64)>,
+    next_token: u32,
+    spare_response: Option<LocalResponse>,
+    spare_call: Option<SentCall>,
+}
+
+impl Default for FakeHost {
+    fn default() -> Self {
+        FakeHost {
+            now_nanos: 1_700_000_000_000_000_000,
+            log_level: LogLevel::Info,
+            logs: Vec::new(),
+            request_headers: Headers::default(),
+            response_headers: Headers::default(),
+            properties: Headers::default(),
+            request_body: Vec::new(),
+            response_body: Vec::new(),
+            call_response_headers: Headers::default(),
+            call_response_body: Vec::new(),
+            response: None,
+            responses_sent: 0,
+            last_call: None,
+            calls_sent: 0,
+            refuse_calls: None,
+            resumed: [0; 2],
+            effective_context: 0,
+            redis_clusters: Vec::new(),
+            counters: Vec::new(),
+            next_token: 1,
+            spare_response: None,
+            spare_call: None,
+        }
+    }
+}
+
+impl FakeHost {
+    /// A host at a fixed time (1.7e9 s after the epoch), log level info.
+    pub fn new() -> Self {
+        FakeHost::default()
+    }
+
+    /// Clears the per-request parts (headers, bodies, last response and
+    /// call), keeping their memory for the next request.
+    pub fn next_request(&mut self) {
+        self.request_headers.clear();
+        self.response_headers.clear();
+        self.request_body.clear();
+        self.response_body.clear();
+        self.call_response_headers.clear();
+        self.call_response_body.clear();
+        if let Some(r) = self.response.take() {
+            self.spare_response = Some(r);
+        }
+        if let Some(c) = self.last_call.take() {
+            self.spare_call = Some(c);
+        }
+    }
+
+    /// Sets the answer the next HTTP call delivery will read.
+    pub fn answer_http(&mut self, status: u16, body: &[u8]) {
+        self.call_response_headers.clear();
+        let mut digits = itoa::Buffer::new();
+        self.call_response_headers.add(":status", digits.format(status).as_bytes());
+        self.call_response_body.clear();
+        self.call_response_body.extend_from_slice(body);
+    }
+
+    /// Advances the clock.
+    pub fn advance(&mut self, by: Duration) {
+        self.now_nanos += u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    /// The value of a counter by full name (`limiter.allowed`).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+    }
+
+    /// Whether any log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.iter().any(|(_, line)| line.contains(needle))
+    }
+
+    fn headers_mut(&mut self, map: HeaderMap) -> &mut Headers {
+        match map {
+            HeaderMap::Request => &mut self.request_headers,
+            HeaderMap::Response => &mut self.response_headers,
+            HeaderMap::HttpCallResponse => &mut self.call_response_headers,
+        }
+    }
+
+    fn record_call(&mut self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Result<u32, HostError> {
+        if let Some(e) = self.refuse_calls {
+            return Err(e);
+        }
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        let mut call = self.spare_call.take().or_else(|| self.last_call.take()).unwrap_or_default();
+        call.token = token;
+        call.cluster.clear();
+        call.cluster.push_str(cluster);
+        call.headers.clear();
+        for (name, value) in headers {
+            call.headers.add(name, value.as_bytes());
+        }
+        call.body.clear();
+        call.body.extend_from_slice(body);
+        call.timeout = timeout;
+        if let Some(previous) = self.last_call.replace(call) {
+            self.spare_call = Some(previous);
+        }
+        self.calls_sent += 1;
+        Ok(token)
+    }
+}
+
+fn property_key_matches(key: &[u8], path: &[&str]) -> bool {
+    let mut rest = key;
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            match rest.split_first() {
+                Some((b'.', tail)) => rest = tail,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(segment.as_bytes()) {
+            Some(tail) => rest = tail,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+impl Host for FakeHost {
+    fn now_nanos(&self) -> u64 {
+        self.now_nanos
+    }
+
+    fn log_level(&mut self) -> LogLevel {
+        self.log_level
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        self.logs.push((level, message.to_owned()));
+    }
+
+    fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
+        self.headers_mut(map).get(name)
+    }
+
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        self.headers_mut(map).set(name, value);
+    }
+
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) {
+        self.headers_mut(map).add(name, value);
+    }
+
+    fn property(&mut self, path: &[&str]) -> Option<&[u8]> {
+        let props = &self.properties;
+        props
+            .entries
+            .iter()
+            .find(|e| property_key_matches(props.name_of(e), path))
+            .map(|e| props.value_of(e))
+    }
+
+    fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]> {
+        let body = match buffer {
+            BodyBuffer::Request => &self.request_body,
+            BodyBuffer::Response => &self.response_body,
+            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => &self.call_response_body,
+        };
+        let end = start.saturating_add(len).min(body.len());
+        body.get(start.min(end)..end)
+    }
+
+    fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]) {
+        let body = match buffer {
+            BodyBuffer::Request => &mut self.request_body,
+            BodyBuffer::Response => &mut self.response_body,
+            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => &mut self.call_response_body,
+        };
+        let start = start.min(body.len());
+        let end = start.saturating_add(len).min(body.len());
+        body.splice(start..end, data.iter().copied());
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
+        let mut response = self.spare_response.take().or_else(|| self.response.take()).unwrap_or_default();
+        response.status = status;
+        response.headers.clear();
+        for (name, value) in headers {
+            response.headers.add(name, value);
+        }
+        response.body.clear();
+        response.body.extend_from_slice(body);
+        if let Some(previous) = self.response.replace(response) {
+            self.spare_response = Some(previous);
+        }
+        self.responses_sent += 1;
+    }
+
+    fn resume(&mut self, direction: Direction) {
+        let i = match direction {
+            Direction::Request => 0,
+            Direction::Response => 1,
+        };
+        if let Some(n) = self.resumed.get_mut(i) {
+            *n += 1;
+        }
+    }
+
+    fn set_effective_context(&mut self, context_id: u32) {
+        self.effective_context = context_id;
+    }
+
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        self.record_call(cluster, headers, body.unwrap_or_default(), timeout)
+    }
+
+    fn redis_init(&mut self, cluster: &str, _username: &str, _password: &str, _timeout: Duration) -> Result<(), HostError> {
+        if let Some(e) = self.refuse_calls {
+            return Err(e);
+        }
+        self.redis_clusters.push(cluster.to_owned());
+        Ok(())
+    }
+
+    fn redis_call(&mut self, cluster: &str, command: &[u8]) -> Result<u32, HostError> {
+        self.record_call(cluster, &[], command, Duration::ZERO)
+    }
+
+    fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+        if let Some(i) = self.counters.iter().position(|(n, _)| n == name) {
+            return Ok(u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        self.counters.push((name.to_owned(), 0));
+        Ok(u32::try_from(self.counters.len() - 1).unwrap_or(u32::MAX))
+    }
+
+    fn increment_counter(&mut self, id: u32, delta: u64) {
+        if let Some((_, value)) = self.counters.get_mut(id as usize) {
+            *value += delta;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! What a phase handler may do to its request: [`Io`].
+
+use crate::calls::{CallKind, Calls, StreamId};
+use crate::host::{Direction, HeaderMap, Host, LogLevel};
+use crate::http::{HttpError, HttpRequest};
+use crate::plugin::{Flow, Responded};
+use crate::redis::{Redis, RedisClient, RedisError};
+use core::fmt;
+
+/// The proxy as seen from one request's phase handler.
+///
+/// Slices returned by the readers borrow the host's scratch memory: copy
+/// what must outlive the next call.
+pub struct Io<'a, H: Host> {
+    pub(crate) host: &'a mut H,
+    pub(crate) redis: Option<&'a mut RedisClient>,
+    pub(crate) calls: &'a mut Calls,
+    pub(crate) stream: StreamId,
+    pub(crate) counters: &'a [u32],
+    pub(crate) log_level: LogLevel,
+    pub(crate) plugin: &'static str,
+    pub(crate) responded: &'a mut bool,
+}
+
+impl<H: Host> fmt::Debug for Io<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Io").field("plugin", &self.plugin).finish_non_exhaustive()
+    }
+}
+
+impl<'a, H: Host> Io<'a, H> {
+    /// A request header, or `None` when absent.
+    pub fn request_header(&mut self, name: &str) -> Option<&[u8]> {
+        self.host.header(HeaderMap::Request, name)
+    }
+
+    /// A response header, or `None` when absent (or before the response).
+    pub fn response_header(&mut self, name: &str) -> Option<&[u8]> {
+        self.host.header(HeaderMap::Response, name)
+    }
+
+    /// A header of the HTTP call answer being delivered to
+    /// [`Plugin::on_http_reply`](crate::Plugin::on_http_reply).
+    pub fn http_reply_header(&mut self, name: &str) -> Option<&[u8]> {
+        self.host.header(HeaderMap::HttpCallResponse, name)
+    }
+
+    /// Sets a request header, replacing any value.
+    pub fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        self.host.set_header(HeaderMap::Request, name, Some(value));
+    }
+
+    /// Removes a request header.
+    pub fn remove_request_header(&mut self, name: &str) {
+        self.host.set_header(HeaderMap::Request, name, None);
+    }
+
+    /// Sets a response header, replacing any value.
+    pub fn set_response_header(&mut self, name: &str, value: &[u8]) {
+        self.host.set_header(HeaderMap::Response, name, Some(value));
+    }
+
+    /// Adds a response header value.
+    pub fn add_response_header(&mut self, name: &str, value: &[u8]) {
+        self.host.add_header(HeaderMap::Response, name, value);
+    }
+
+    /// Removes a response header.
+    pub fn remove_response_header(&mut self, name: &str) {
+        self.host.set_header(HeaderMap::Response, name, None);
+    }
+
+    /// A proxy property such as `["source", "address"]`.
+    pub fn property(&mut self, path: &[&str]) -> Option<&[u8]> {
+        self.host.property(path)
+    }
+
+    /// Wall-clock time in nanoseconds since the Unix epoch.
+    pub fn now_nanos(&self) -> u64 {
+        self.host.now_nanos()
+    }
+
+    /// Answers the request locally with `status`, `headers` and `body`; the
+    /// upstream is not called. Return the [`Flow`] this gives.
+    ///
+    /// A second answer for the same request is ignored (and logged): the
+    /// proxy could not send it.
+    pub fn respond(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> Flow {
+        if *self.responded {
+            self.log(LogLevel::Error, format_args!("a second local response for one request was dropped"));
+        } else {
+            *self.responded = true;
+            self.host.send_response(status, headers, body);
+        }
+        Flow::Responded(Responded(()))
+    }
+
+    /// The Redis client, to send one command for this request.
+    ///
+    /// # Errors
+    /// [`RedisError::NotConfigured`] when the plugin has no `redis` config.
+    pub fn redis(&mut self) -> Result<Redis<'_, H>, RedisError> {
+        let client = self.redis.as_deref_mut().ok_or(RedisError::NotConfigured)?;
+        Ok(Redis {
+            client,
+            host: self.host,
+            calls: self.calls,
+            stream: self.stream,
+        })
+    }
+
+    /// Sends an HTTP call for this request; its answer arrives through
+    /// [`Plugin::on_http_reply`](crate::Plugin::on_http_reply).
+    ///
+    /// # Errors
+    /// [`HttpError::Refused`] when the host refuses (for example: no such
+    /// cluster).
+    pub fn http_call(&mut self, request: &HttpRequest<'_>) -> Result<(), HttpError> {
+        let mut headers: smallvec::SmallVec<[(&str, &str); 8]> = smallvec::SmallVec::new();
+        headers.push((":method", request.method));
+        headers.push((":path", request.path));
+        headers.push((":authority", request.authority));
+        headers.extend_from_slice(request.headers);
+        let token = self
+            .host
+            .http_call(request.cluster, &headers, request.body, request.timeout)
+            .map_err(HttpError::Refused)?;
+        self.calls.insert(token, self.stream, CallKind::Http);
+        Ok(())
+    }
+
+    /// Adds one to counter `index` of [`Plugin::COUNTERS`](crate::Plugin::COUNTERS).
+    pub fn count(&mut self, index: usize) {
+        self.count_by(index, 1);
+    }
+
+    /// Adds `delta` to counter `index` of [`Plugin::COUNTERS`](crate::Plugin::COUNTERS).
+    pub fn count_by(&mut self, index: usize, delta: u64) {
+        if let Some(&id) = self.counters.get(index) {
+            self.host.increment_counter(id, delta);
+        }
+    }
+
+    /// Whether a line at `level` would be written.
+    pub fn log_enabled(&self, level: LogLevel) -> bool {
+        level >= self.log_level
+    }
+
+    /// Writes a log line, formatting `message` only if `level` is enabled.
+    ///
+    /// # Examples
+    /// ```ignore
+    /// cx.io.log(LogLevel::Debug, format_args!("key {} is over its limit", key));
+    /// ```
+    pub fn log(&mut self, level: LogLevel, message: fmt::Arguments<'_>) {
+        crate::log::write(self.host, self.log_level, level, self.plugin, message);
+    }
+
+    /// Resumes a paused direction of this request. The kit does this itself
+    /// when a reply handler returns [`Flow::Continue`]; plugins rarely need it.
+    pub fn resume(&mut self, direction: Direction) {
+        self.host.resume(direction);
+    }
+}

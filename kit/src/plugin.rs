@@ -1,0 +1,164 @@
+//! What a plugin author writes: a [`Plugin`] with a config type, a
+//! per-request state type and the phases it handles.
+//!
+//! This plays the role of Higress wasm-go's
+//! `wrapper.SetCtx(name, ParseConfigBy(..), ProcessRequestHeadersBy(..))`,
+//! with types where wasm-go has strings: the per-request state is the
+//! plugin's own struct instead of a `map[string]interface{}`, and handlers
+//! return a [`Flow`] instead of a raw ABI action code.
+//!
+//! # Examples
+//! ```
+//! use kit::{ConfigError, Cx, Fields, Flow, Host, Plugin, Setup};
+//!
+//! /// Answers 403 to requests without an `x-api-key` header.
+//! struct RequireKey;
+//!
+//! struct Config<'cfg> {
+//!     message: &'cfg str,
+//! }
+//!
+//! impl Plugin for RequireKey {
+//!     const NAME: &'static str = "require-key";
+//!     type Config<'cfg> = Config<'cfg>;
+//!     type State = ();
+//!
+//!     fn configure<'cfg>(fields: &Fields<'_, 'cfg>, _: &mut Setup<'_>) -> Result<Config<'cfg>, ConfigError> {
+//!         Ok(Config { message: fields.opt_str("message")?.unwrap_or("key required") })
+//!     }
+//!
+//!     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
+//!         if cx.io.request_header("x-api-key").is_some() {
+//!             return Flow::Continue;
+//!         }
+//!         cx.io.respond(403, &[], cx.config.message.as_bytes())
+//!     }
+//! }
+//! ```
+
+use crate::config::{ConfigError, Fields};
+use crate::host::Host;
+use crate::http::{HttpError, HttpReply};
+use crate::io::Io;
+use crate::redis::{RedisError, Reply};
+
+/// What a phase handler wants the stream to do next.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a phase handler's flow decides whether the request goes on"]
+pub enum Flow {
+    /// Go on to the next filter.
+    Continue,
+    /// Hold the stream until an outstanding Redis or HTTP call answers.
+    ///
+    /// The kit resumes the stream itself, with a log line, when a handler
+    /// pauses without any call in flight: nothing would ever wake it.
+    Pause,
+    /// The stream was answered locally with [`Io::respond`].
+    Responded(Responded),
+}
+
+/// Proof that a local response was sent; only [`Io::respond`] makes one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Responded(pub(crate) ());
+
+/// Whether a plugin needs the kit's Redis client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisUse {
+    /// The plugin never calls Redis; a `redis` key is ignored.
+    None,
+    /// A `redis` object is required in the configuration.
+    Required,
+}
+
+/// The context of one phase of one request.
+///
+/// Fields are public so that a handler can hold the configuration, mutate
+/// its state and call the host at the same time.
+pub struct Cx<'a, 'cfg, P: Plugin, H: Host> {
+    /// The configuration that applies to this request (global, or the first
+    /// matching `_rules_` entry).
+    pub config: &'a P::Config<'cfg>,
+    /// The plugin's state for this request.
+    pub state: &'a mut P::State,
+    /// Calls into the proxy for this request.
+    pub io: Io<'a, H>,
+}
+
+impl<P: Plugin, H: Host> core::fmt::Debug for Cx<'_, '_, P, H> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Cx").field("plugin", &P::NAME).finish_non_exhaustive()
+    }
+}
+
+/// What `configure` may use besides the JSON.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    pub(crate) now_nanos: u64,
+    pub(crate) _marker: core::marker::PhantomData<&'a ()>,
+}
+
+impl Setup<'_> {
+    /// Wall-clock time of configuration, in nanoseconds since the epoch;
+    /// useful as a seed.
+    pub fn now_nanos(&self) -> u64 {
+        self.now_nanos
+    }
+}
+
+/// A proxy-wasm HTTP filter written against the kit.
+///
+/// Handlers are generic over the [`Host`] so the same code runs in the proxy
+/// and, natively, under [`FakeHost`](crate::fake::FakeHost). They are also
+/// generic over the configuration's lifetime `'cfg`: configuration borrows
+/// the bytes the kit keeps, and cannot be smuggled into `State`.
+pub trait Plugin: Sized + 'static {
+    /// Name used in log lines and as the prefix of counter names.
+    const NAME: &'static str;
+
+    /// Counters defined once at configuration, named `<NAME>.<counter>`;
+    /// handlers add to them by index with [`Io::count`].
+    const COUNTERS: &'static [&'static str] = &[];
+
+    /// Whether the kit should build a Redis client from the `redis` key.
+    const REDIS: RedisUse = RedisUse::None;
+
+    /// The compiled configuration, borrowing the configuration bytes.
+    type Config<'cfg>;
+
+    /// Per-request state. The kit keeps a pool of these and resets them with
+    /// `Default` between requests, so a state that owns no heap memory costs
+    /// no allocation.
+    type State: Default + 'static;
+
+    /// Compiles the configuration (the global one, or one `_rules_` entry
+    /// layered over the global one).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field at fault; the kit logs it on one
+    /// line and the plugin refuses to start.
+    fn configure<'cfg>(fields: &Fields<'_, 'cfg>, setup: &mut Setup<'_>) -> Result<Self::Config<'cfg>, ConfigError>;
+
+    /// The request headers have arrived.
+    fn on_request_headers<H: Host>(cx: Cx<'_, '_, Self, H>, end_of_stream: bool) -> Flow {
+        let _ = (cx, end_of_stream);
+        Flow::Continue
+    }
+
+    /// The response headers have arrived.
+    fn on_response_headers<H: Host>(cx: Cx<'_, '_, Self, H>, end_of_stream: bool) -> Flow {
+        let _ = (cx, end_of_stream);
+        Flow::Continue
+    }
+
+    /// A Redis command sent for this request has answered, or failed.
+    fn on_redis_reply<H: Host>(cx: Cx<'_, '_, Self, H>, reply: Result<Reply<'_>, RedisError>) -> Flow {
+        let _ = (cx, reply);
+        Flow::Continue
+    }
+
+    /// An HTTP call sent for this request has answered, or failed.
+    fn on_http_reply<H: Host>(cx: Cx<'_, '_, Self, H>, reply: Result<HttpReply<'_>, HttpError>) -> Flow {
+        let _ = (cx, reply);
+        Flow::Continue
+    }
+}

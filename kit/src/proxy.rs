@@ -1,0 +1,348 @@
+//! The proxy side: [`ProxyHost`] implements [`Host`] with proxy-wasm host
+//! calls, and [`register`] plugs a [`Filter`] into proxy-wasm's dispatcher.
+//! This is the only module that names `proxy_wasm`.
+//!
+//! Costs that are proxy-wasm 0.2.5's and not the kit's: its dispatcher boxes
+//! one small context per request, and each value the host hands over is
+//! copied into a fresh allocation. The kit keeps the rest of the request
+//! path allocation-free.
+
+use crate::engine::{Action, Filter};
+use crate::host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
+use crate::plugin::Plugin;
+use crate::StreamId;
+use core::cell::RefCell;
+use core::time::Duration;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{self as pw, BufferType, ContextType, MapType, MetricType, Status};
+use std::rc::Rc;
+
+/// [`Host`] over proxy-wasm host calls.
+#[derive(Debug, Default)]
+pub struct ProxyHost {
+    /// The last value read from the host, lent out by reference.
+    scratch: Option<Vec<u8>>,
+}
+
+fn map_type(map: HeaderMap) -> MapType {
+    match map {
+        HeaderMap::Request => MapType::HttpRequestHeaders,
+        HeaderMap::Response => MapType::HttpResponseHeaders,
+        HeaderMap::HttpCallResponse => MapType::HttpCallResponseHeaders,
+    }
+}
+
+fn host_error(status: Status) -> HostError {
+    match status {
+        Status::BadArgument => HostError::BadArgument,
+        other => HostError::Status(other as u32),
+    }
+}
+
+impl ProxyHost {
+    fn keep(&mut self, value: Option<Vec<u8>>) -> Option<&[u8]> {
+        self.scratch = value;
+        self.scratch.as_deref()
+    }
+}
+
+impl Host for ProxyHost {
+    fn now_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn log_level(&mut self) -> LogLevel {
+        match hostcalls::get_log_level() {
+            Ok(pw::LogLevel::Trace) => LogLevel::Trace,
+            Ok(pw::LogLevel::Debug) => LogLevel::Debug,
+            Ok(pw::LogLevel::Info) | Err(_) => LogLevel::Info,
+            Ok(pw::LogLevel::Warn) => LogLevel::Warn,
+            Ok(pw::LogLevel::Error) => LogLevel::Error,
+            Ok(pw::LogLevel::Critical) => LogLevel::Critical,
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: &str) {
+        let level = match level {
+            LogLevel::Trace => pw::LogLevel::Trace,
+            LogLevel::Debug => pw::LogLevel::Debug,
+            LogLevel::Info => pw::LogLevel::Info,
+            LogLevel::Warn => pw::LogLevel::Warn,
+            LogLevel::Error => pw::LogLevel::Error,
+            LogLevel::Critical => pw::LogLevel::Critical,
+        };
+        let _ = hostcalls::log(level, message);
+    }
+
+    fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
+        let value = hostcalls::get_map_value_bytes(map_type(map), name).ok().flatten();
+        self.keep(value)
+    }
+
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        let _ = hostcalls::set_map_value_bytes(map_type(map), name, value);
+    }
+
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) {
+        let _ = hostcalls::add_map_value_bytes(map_type(map), name, value);
+    }
+
+    fn property(&mut self, path: &[&str]) -> Option<&[u8]> {
+        let value = hostcalls::get_property(path.to_vec()).ok().flatten();
+        self.keep(value)
+    }
+
+    fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]> {
+        let value = match buffer {
+            BodyBuffer::Request => hostcalls::get_buffer(BufferType::HttpRequestBody, start, len).ok().flatten(),
+            BodyBuffer::Response => hostcalls::get_buffer(BufferType::HttpResponseBody, start, len).ok().flatten(),
+            BodyBuffer::HttpCallResponse => {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, start, len).ok().flatten()
+            }
+            BodyBuffer::RedisCallResponse => redis_reply(start, len),
+        };
+        self.keep(value)
+    }
+
+    fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]) {
+        let kind = match buffer {
+            BodyBuffer::Request => BufferType::HttpRequestBody,
+            BodyBuffer::Response => BufferType::HttpResponseBody,
+            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => return,
+        };
+        let _ = hostcalls::set_buffer(kind, start, len, data);
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
+        // proxy-wasm 0.2.5 takes header values as `&str`; ours are ASCII.
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .filter_map(|(name, value)| core::str::from_utf8(value).ok().map(|v| (*name, v)))
+            .collect();
+        let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body));
+    }
+
+    fn resume(&mut self, direction: Direction) {
+        let _ = match direction {
+            Direction::Request => hostcalls::resume_http_request(),
+            Direction::Response => hostcalls::resume_http_response(),
+        };
+    }
+
+    fn set_effective_context(&mut self, context_id: u32) {
+        let _ = hostcalls::set_effective_context(context_id);
+    }
+
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout).map_err(host_error)
+    }
+
+    fn redis_init(&mut self, cluster: &str, username: &str, password: &str, timeout: Duration) -> Result<(), HostError> {
+        redis_init(cluster, username, password, timeout)
+    }
+
+    fn redis_call(&mut self, cluster: &str, command: &[u8]) -> Result<u32, HostError> {
+        redis_call(cluster, command)
+    }
+
+    fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+        hostcalls::define_metric(MetricType::Counter, name).map_err(host_error)
+    }
+
+    fn increment_counter(&mut self, id: u32, delta: u64) {
+        let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(all(feature = "higress", target_arch = "wasm32"))]
+use crate::raw::higress::{redis_call, redis_init, redis_reply};
+
+#[cfg(not(all(feature = "higress", target_arch = "wasm32")))]
+fn redis_init(_: &str, _: &str, _: &str, _: Duration) -> Result<(), HostError> {
+    Err(HostError::Unsupported)
+}
+
+#[cfg(not(all(feature = "higress", target_arch = "wasm32")))]
+fn redis_call(_: &str, _: &[u8]) -> Result<u32, HostError> {
+    Err(HostError::Unsupported)
+}
+
+#[cfg(not(all(feature = "higress", target_arch = "wasm32")))]
+fn redis_reply(_: usize, _: usize) -> Option<Vec<u8>> {
+    None
+}
+
+type Shared<P> = Rc<RefCell<Filter<P, ProxyHost>>>;
+
+/// Registers plugin `P` as the module's root context factory. Called from
+/// [`export_plugin!`](crate::export_plugin) when the module starts.
+pub fn register<P: Plugin>() {
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        let filter: Shared<P> = Rc::new(RefCell::new(Filter::new(ProxyHost::default())));
+        #[cfg(feature = "higress")]
+        redis_roots::add(context_id, filter.clone());
+        Box::new(Root { filter, context_id })
+    });
+}
+
+struct Root<P: Plugin> {
+    filter: Shared<P>,
+    context_id: u32,
+}
+
+impl<P: Plugin> Context for Root<P> {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        // An answer to a call sent from a root callback (a Higress Redis reply
+        // handler, say): the request it belongs to must be made effective.
+        if let Ok(mut filter) = self.filter.try_borrow_mut() {
+            filter.on_http_call_response(token_id, num_headers, body_size, true);
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        #[cfg(feature = "higress")]
+        redis_roots::remove(self.context_id);
+        let _ = self.context_id;
+        true
+    }
+}
+
+impl<P: Plugin> RootContext for Root<P> {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => filter.configure(bytes).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let stream = self.filter.try_borrow_mut().ok()?.open_stream(context_id);
+        Some(Box::new(Stream {
+            filter: self.filter.clone(),
+            stream,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One request: a handle on the shared filter and the request's slot.
+struct Stream<P: Plugin> {
+    filter: Shared<P>,
+    stream: StreamId,
+}
+
+fn action(a: Action) -> pw::Action {
+    match a {
+        Action::Continue => pw::Action::Continue,
+        Action::Pause => pw::Action::Pause,
+    }
+}
+
+impl<P: Plugin> Context for Stream<P> {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        if let Ok(mut filter) = self.filter.try_borrow_mut() {
+            filter.on_http_call_response(token_id, num_headers, body_size, false);
+        }
+    }
+}
+
+impl<P: Plugin> HttpContext for Stream<P> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> pw::Action {
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => action(filter.on_request_headers(self.stream, end_of_stream)),
+            Err(_) => pw::Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> pw::Action {
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => action(filter.on_response_headers(self.stream, end_of_stream)),
+            Err(_) => pw::Action::Continue,
+        }
+    }
+}
+
+impl<P: Plugin> Drop for Stream<P> {
+    fn drop(&mut self) {
+        if let Ok(mut filter) = self.filter.try_borrow_mut() {
+            filter.close_stream(self.stream);
+        }
+    }
+}
+
+/// Root contexts by id, for Higress Redis replies: the host delivers them to
+/// an export of our own, outside proxy-wasm's dispatcher.
+#[cfg(feature = "higress")]
+mod redis_roots {
+    use super::Shared;
+    use crate::plugin::Plugin;
+    use core::cell::RefCell;
+    use std::rc::Rc;
+
+    // Only the wasm export delivers replies.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    trait RedisReplies {
+        fn deliver(&self, token: u32, status: u32, size: usize);
+    }
+
+    impl<P: Plugin> RedisReplies for RefCell<super::Filter<P, super::ProxyHost>> {
+        fn deliver(&self, token: u32, status: u32, size: usize) {
+            if let Ok(mut filter) = self.try_borrow_mut() {
+                filter.on_redis_call_response(token, status, size);
+            }
+        }
+    }
+
+    thread_local! {
+        static ROOTS: RefCell<Vec<(u32, Rc<dyn RedisReplies>)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn add<P: Plugin>(context_id: u32, filter: Shared<P>) {
+        ROOTS.with(|roots| {
+            if let Ok(mut roots) = roots.try_borrow_mut() {
+                roots.push((context_id, filter));
+            }
+        });
+    }
+
+    pub(super) fn remove(context_id: u32) {
+        ROOTS.with(|roots| {
+            if let Ok(mut roots) = roots.try_borrow_mut() {
+                roots.retain(|(id, _)| *id != context_id);
+            }
+        });
+    }
+
+    /// Higress calls this on the root context when a Redis reply (status 0)
+    /// or failure (status 1: timeout, reset, connect failure) arrives.
+    #[cfg(target_arch = "wasm32")]
+    #[no_mangle]
+    pub extern "C" fn proxy_on_redis_call_response(root_context_id: u32, token: u32, status: u32, response_size: usize) {
+        let root = ROOTS.with(|roots| {
+            roots
+                .try_borrow()
+                .ok()
+                .and_then(|roots| roots.iter().find(|(id, _)| *id == root_context_id).map(|(_, r)| r.clone()))
+        });
+        if let Some(root) = root {
+            root.deliver(token, status, response_size);
+        }
+    }
+}

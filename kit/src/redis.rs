@@ -1,0 +1,452 @@
+//! The Redis client: typed commands, two transports, one reply path.
+//!
+//! A command is built into a reused argument arena, encoded for its
+//! transport into a reused buffer, and sent with exactly one host call:
+//!
+//! * **native** (Higress): RESP through `proxy_redis_call`; the host pairs one
+//!   reply with each call, so one call carries exactly one command.
+//! * **webdis** (upstream Envoy, which has no Redis host call): an HTTP `GET
+//!   /CMD/arg1/arg2.raw` to a webdis cluster, every argument percent-encoded,
+//!   answered with raw RESP.
+//!
+//! Replies of both transports go through the same decoder and reach the
+//! request that sent the command through [`Plugin::on_redis_reply`].
+//!
+//! [`Plugin::on_redis_reply`]: crate::Plugin::on_redis_reply
+
+use crate::calls::{CallKind, Calls, StreamId};
+use crate::config::{ConfigError, Fields};
+use crate::host::{Host, HostError};
+pub use crate::resp::{Reply, ReplyArray};
+use crate::resp::{encode_command, encode_webdis_path, Args};
+use bytes::BytesMut;
+use core::fmt;
+use core::time::Duration;
+
+/// Why a Redis command got no reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisError {
+    /// The configuration has no `redis` object.
+    NotConfigured,
+    /// The host refused to send the command (unknown cluster, or a host
+    /// without the call).
+    Refused(HostError),
+    /// No reply within the configured timeout.
+    Timeout,
+    /// The connection failed or was reset.
+    Network,
+    /// webdis answered with this HTTP status instead of a reply (503 when
+    /// it cannot reach Redis).
+    Http(u16),
+    /// The reply was not one complete RESP value.
+    Protocol,
+}
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisError::NotConfigured => f.write_str("no redis configured"),
+            RedisError::Refused(e) => write!(f, "redis call refused: {e}"),
+            RedisError::Timeout => f.write_str("redis call timed out"),
+            RedisError::Network => f.write_str("redis connection failed"),
+            RedisError::Http(status) => write!(f, "webdis answered HTTP {status}"),
+            RedisError::Protocol => f.write_str("redis reply is not valid RESP"),
+        }
+    }
+}
+
+impl std::error::Error for RedisError {}
+
+/// A Lua script, sent by digest with [`Redis::evalsha`] and by source only
+/// when Redis does not know it yet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Script {
+    source: &'static str,
+    sha1: [u8; 40],
+}
+
+impl fmt::Debug for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Script").field("sha1", &self.sha1_hex()).finish()
+    }
+}
+
+impl Script {
+    /// Computes the SHA-1 digest Redis will know the script by.
+    pub fn new(source: &'static str) -> Self {
+        let digest = sha1_smol::Sha1::from(source).digest().bytes();
+        let mut sha1 = [0u8; 40];
+        for (pair, byte) in sha1.chunks_exact_mut(2).zip(digest) {
+            if let [hi, lo] = pair {
+                *hi = crate::resp::hex_digit(byte >> 4, b'a');
+                *lo = crate::resp::hex_digit(byte, b'a');
+            }
+        }
+        Script { source, sha1 }
+    }
+
+    /// The script's source.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The lowercase hex SHA-1 digest.
+    pub fn sha1_hex(&self) -> &str {
+        core::str::from_utf8(&self.sha1).unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+enum Transport {
+    Webdis { cluster: String },
+    Native { cluster: String },
+}
+
+/// The configured client: transport, timeout and reused buffers.
+#[derive(Debug)]
+pub(crate) struct RedisClient {
+    transport: Transport,
+    timeout: Duration,
+    args: Args,
+    wire: BytesMut,
+}
+
+const DEFAULT_TIMEOUT_MS: u64 = 1000;
+
+impl RedisClient {
+    /// Reads a `redis` object:
+    /// `{webdis_cluster, timeout}` or
+    /// `{service_name, service_port, username, password, timeout, database}`,
+    /// with an optional `transport: "webdis" | "native"` to be explicit.
+    ///
+    /// # Errors
+    /// Names the field at fault: an unknown transport, a missing cluster or
+    /// service, a native transport in a build without the `higress`
+    /// feature, or a Higress host that refuses to initialise the client.
+    pub(crate) fn configure<H: Host>(redis: &Fields<'_, '_>, host: &mut H) -> Result<Self, ConfigError> {
+        let timeout_ms = redis.u64_or("timeout", DEFAULT_TIMEOUT_MS)?;
+        if timeout_ms == 0 {
+            return Err(redis.error("timeout", "must be at least 1 (milliseconds)"));
+        }
+        let timeout = Duration::from_millis(timeout_ms);
+        let native = match redis.opt_str("transport")? {
+            Some("webdis") => false,
+            Some("native") => true,
+            Some(other) => {
+                return Err(redis.error(
+                    "transport",
+                    format!("unknown transport `{other}`: use \"webdis\" (upstream Envoy) or \"native\" (Higress)"),
+                ))
+            }
+            None => match (redis.get("webdis_cluster"), redis.get("service_name")) {
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(_), Some(_)) => {
+                    return Err(redis.error(
+                        "webdis_cluster",
+                        "set either webdis_cluster (webdis transport) or service_name (native transport), not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        redis.path(),
+                        "needs webdis_cluster (upstream Envoy, through webdis) or service_name (Higress native Redis)",
+                    ))
+                }
+            },
+        };
+        let transport = if native {
+            let cluster = native_cluster(redis)?;
+            if !cfg!(feature = "higress") {
+                return Err(redis.error(
+                    "service_name",
+                    "the native Redis transport needs the module built with the `higress` feature; on upstream Envoy use webdis_cluster",
+                ));
+            }
+            let username = redis.opt_str("username")?.unwrap_or_default();
+            let password = redis.opt_str("password")?.unwrap_or_default();
+            host.redis_init(&cluster, username, password, timeout).map_err(|e| {
+                redis.error("service_name", format!("the host could not set up Redis cluster `{cluster}`: {e}"))
+            })?;
+            Transport::Native { cluster }
+        } else {
+            let cluster = redis.required_str("webdis_cluster")?;
+            if cluster.is_empty() {
+                return Err(redis.error("webdis_cluster", "must not be empty"));
+            }
+            if redis.u64_or("database", 0)? != 0 {
+                return Err(redis.error("database", "webdis selects the database in its own configuration"));
+            }
+            Transport::Webdis {
+                cluster: cluster.to_owned(),
+            }
+        };
+        Ok(RedisClient {
+            transport,
+            timeout,
+            args: Args::default(),
+            wire: BytesMut::with_capacity(256),
+        })
+    }
+
+    /// Encodes the arguments in `self.args` for the transport and sends them.
+    fn send<H: Host>(
+        &mut self,
+        host: &mut H,
+        calls: &mut Calls,
+        stream: StreamId,
+        script: Option<&'static str>,
+    ) -> Result<(), RedisError> {
+        let (token, kind) = match &self.transport {
+            Transport::Native { cluster } => {
+                encode_command(&self.args, &mut self.wire);
+                let token = host.redis_call(cluster, &self.wire).map_err(RedisError::Refused)?;
+                (token, CallKind::RedisNative)
+            }
+            Transport::Webdis { cluster } => {
+                encode_webdis_path(&self.args, &mut self.wire);
+                // The path is ASCII by construction (percent-encoded).
+                let path = core::str::from_utf8(&self.wire).map_err(|_| RedisError::Protocol)?;
+                let headers = [(":method", "GET"), (":path", path), (":authority", "webdis")];
+                let token = host
+                    .http_call(cluster, &headers, None, self.timeout)
+                    .map_err(RedisError::Refused)?;
+                (token, CallKind::RedisWebdis)
+            }
+        };
+        let call = calls.insert(token, stream, kind);
+        if let Some(source) = script {
+            call.keep_for_retry(source, &self.args);
+        }
+        Ok(())
+    }
+
+    /// Re-sends a call Redis answered with `NOSCRIPT` as EVAL with the
+    /// script's source; the arguments after the digest are unchanged.
+    pub(crate) fn retry_as_eval<H: Host>(
+        &mut self,
+        host: &mut H,
+        calls: &mut Calls,
+        stream: StreamId,
+        source: &'static str,
+        args: &Args,
+    ) -> Result<(), RedisError> {
+        self.args.copy_from(args);
+        self.args.replace(0, b"EVAL");
+        self.args.replace(1, source.as_bytes());
+        self.send(host, calls, stream, None)
+    }
+}
+
+fn native_cluster(redis: &Fields<'_, '_>) -> Result<String, ConfigError> {
+    let service = redis.required_str("service_name")?;
+    if service.is_empty() {
+        return Err(redis.error("service_name", "must not be empty"));
+    }
+    let default_port = if service.ends_with(".static") { 80 } else { 6379 };
+    let port = redis.u64_or("service_port", default_port)?;
+    if port == 0 || port > 65535 {
+        return Err(redis.error("service_port", format!("must be a TCP port (1-65535), got {port}")));
+    }
+    let database = redis.u64_or("database", 0)?;
+    let mut cluster = format!("outbound|{port}||{service}");
+    if database != 0 {
+        cluster.push_str(&format!("?db={database}"));
+    }
+    Ok(cluster)
+}
+
+/// Options of [`Redis::set`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// `EX seconds`: expire the key after this many seconds.
+    pub expire_seconds: Option<u64>,
+    /// `NX`: only set the key when it does not exist.
+    pub only_if_absent: bool,
+}
+
+/// Sends Redis commands for the current request.
+///
+/// Each method sends exactly one command; its reply arrives later through
+/// [`Plugin::on_redis_reply`](crate::Plugin::on_redis_reply), so the handler
+/// usually returns [`Flow::Pause`](crate::Flow::Pause) next.
+///
+/// # Errors
+/// Every send fails with [`RedisError::Refused`] when the host refuses the
+/// call (for webdis: no cluster of that name).
+pub struct Redis<'a, H: Host> {
+    pub(crate) client: &'a mut RedisClient,
+    pub(crate) host: &'a mut H,
+    pub(crate) calls: &'a mut Calls,
+    pub(crate) stream: StreamId,
+}
+
+impl<H: Host> fmt::Debug for Redis<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis").field("transport", &self.client.transport).finish()
+    }
+}
+
+impl<'a, H: Host> Redis<'a, H> {
+    /// Starts an arbitrary command; add arguments and [`Command::send`] it.
+    pub fn command(self, name: &str) -> Command<'a, H> {
+        self.client.args.clear();
+        self.client.args.push(name.as_bytes());
+        Command {
+            redis: self,
+            numkeys: None,
+            keys: 0,
+            script: None,
+        }
+    }
+
+    /// `GET key`
+    pub fn get(self, key: &[u8]) -> Result<(), RedisError> {
+        self.command("GET").arg(key).send()
+    }
+
+    /// `SET key value [EX seconds] [NX]`
+    pub fn set(self, key: &[u8], value: &[u8], options: SetOptions) -> Result<(), RedisError> {
+        let mut cmd = self.command("SET").arg(key).arg(value);
+        if let Some(seconds) = options.expire_seconds {
+            cmd = cmd.arg(b"EX").arg_int(clamp(seconds));
+        }
+        if options.only_if_absent {
+            cmd = cmd.arg(b"NX");
+        }
+        cmd.send()
+    }
+
+    /// `INCR key`
+    pub fn incr(self, key: &[u8]) -> Result<(), RedisError> {
+        self.command("INCR").arg(key).send()
+    }
+
+    /// `INCRBY key delta`
+    pub fn incrby(self, key: &[u8], delta: i64) -> Result<(), RedisError> {
+        self.command("INCRBY").arg(key).arg_int(delta).send()
+    }
+
+    /// `DECRBY key delta`
+    pub fn decrby(self, key: &[u8], delta: i64) -> Result<(), RedisError> {
+        self.command("DECRBY").arg(key).arg_int(delta).send()
+    }
+
+    /// `EXPIRE key seconds`
+    pub fn expire(self, key: &[u8], seconds: u64) -> Result<(), RedisError> {
+        self.command("EXPIRE").arg(key).arg_int(clamp(seconds)).send()
+    }
+
+    /// `PEXPIRE key milliseconds`
+    pub fn pexpire(self, key: &[u8], millis: u64) -> Result<(), RedisError> {
+        self.command("PEXPIRE").arg(key).arg_int(clamp(millis)).send()
+    }
+
+    /// `TTL key`
+    pub fn ttl(self, key: &[u8]) -> Result<(), RedisError> {
+        self.command("TTL").arg(key).send()
+    }
+
+    /// `DEL key`
+    pub fn del(self, key: &[u8]) -> Result<(), RedisError> {
+        self.command("DEL").arg(key).send()
+    }
+
+    /// `EVAL source numkeys keys... args...`; add keys with [`Command::key`]
+    /// before plain arguments.
+    pub fn eval(self, script: &Script) -> Command<'a, H> {
+        let mut cmd = self.command("EVAL").arg(script.source.as_bytes());
+        cmd.numkeys = Some(cmd.redis.client.args.reserve_slot());
+        cmd
+    }
+
+    /// `EVALSHA digest numkeys keys... args...`, re-sent once as EVAL when
+    /// Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`); the
+    /// plugin only sees the final reply.
+    pub fn evalsha(self, script: &Script) -> Command<'a, H> {
+        let mut cmd = self.command("EVALSHA").arg(&script.sha1);
+        cmd.numkeys = Some(cmd.redis.client.args.reserve_slot());
+        cmd.script = Some(script.source);
+        cmd
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A command being built; nothing is sent until [`Command::send`].
+pub struct Command<'a, H: Host> {
+    redis: Redis<'a, H>,
+    numkeys: Option<usize>,
+    keys: i64,
+    script: Option<&'static str>,
+}
+
+impl<H: Host> fmt::Debug for Command<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command").field("args", &self.redis.client.args.len()).finish()
+    }
+}
+
+impl<H: Host> Command<'_, H> {
+    /// Appends an argument.
+    pub fn arg(self, arg: &[u8]) -> Self {
+        self.redis.client.args.push(arg);
+        self
+    }
+
+    /// Appends one argument made of `parts` concatenated, so a key such as
+    /// `prefix:{rule:value}:window` needs no buffer of its own.
+    pub fn arg_parts(self, parts: &[&[u8]]) -> Self {
+        self.redis.client.args.push_parts(parts);
+        self
+    }
+
+    /// Appends an integer argument in decimal.
+    pub fn arg_int(self, n: i64) -> Self {
+        self.redis.client.args.push_int(n);
+        self
+    }
+
+    /// Appends a key of an EVAL/EVALSHA command (counted in `numkeys`);
+    /// keys must come before plain arguments.
+    pub fn key_parts(mut self, parts: &[&[u8]]) -> Self {
+        self.keys += 1;
+        self.arg_parts(parts)
+    }
+
+    /// Appends a key of an EVAL/EVALSHA command.
+    pub fn key(self, key: &[u8]) -> Self {
+        self.key_parts(&[key])
+    }
+
+    /// Sends the command.
+    ///
+    /// # Errors
+    /// [`RedisError::Refused`] when the host refuses the call.
+    pub fn send(self) -> Result<(), RedisError> {
+        let Command {
+            redis,
+            numkeys,
+            keys,
+            script,
+        } = self;
+        if let Some(slot) = numkeys {
+            let mut digits = itoa::Buffer::new();
+            redis.client.args.fill_slot(slot, digits.format(keys).as_bytes());
+        }
+        redis.client.send(redis.host, redis.calls, redis.stream, script)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_digest_matches_redis() {
+        // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
+        assert_eq!(Script::new("return 1").sha1_hex(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}

@@ -1,0 +1,341 @@
+//! RESP2 on the wire: commands encoded into a reused buffer, replies decoded
+//! in place.
+//!
+//! Encoding goes through `redis-protocol`'s borrowed frames, so a command is
+//! written straight from the argument bytes into one `BytesMut` that keeps
+//! its capacity between commands. Decoding uses its range frames: a reply
+//! is a set of offsets into the received bytes, and [`Reply`] hands out
+//! slices of those bytes without copying. Only array replies allocate (the
+//! list of element ranges).
+
+use bytes::BytesMut;
+use core::fmt;
+use redis_protocol::resp2::decode::decode_range;
+use redis_protocol::resp2::encode::extend_encode_borrowed;
+use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
+use smallvec::SmallVec;
+
+/// Arguments of one command: a byte arena plus the range of each argument.
+///
+/// Arguments may be written in any order and placed later
+/// ([`Args::reserve_slot`]), which is how EVAL's `numkeys` is filled in once
+/// the keys are known.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Args {
+    arena: Vec<u8>,
+    ranges: SmallVec<[(u32, u32); 12]>,
+}
+
+impl Args {
+    pub(crate) fn clear(&mut self) {
+        self.arena.clear();
+        self.ranges.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    fn end(&self) -> u32 {
+        // Commands are bounded by the proxy's buffers long before 4 GiB.
+        u32::try_from(self.arena.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Appends one argument made of `parts` concatenated.
+    pub(crate) fn push_parts(&mut self, parts: &[&[u8]]) {
+        let start = self.end();
+        for part in parts {
+            self.arena.extend_from_slice(part);
+        }
+        self.ranges.push((start, self.end()));
+    }
+
+    pub(crate) fn push(&mut self, arg: &[u8]) {
+        self.push_parts(&[arg]);
+    }
+
+    pub(crate) fn push_int(&mut self, n: i64) {
+        let mut digits = itoa::Buffer::new();
+        self.push(digits.format(n).as_bytes());
+    }
+
+    /// Adds an empty argument to fill later with [`Args::fill_slot`].
+    pub(crate) fn reserve_slot(&mut self) -> usize {
+        self.ranges.push((0, 0));
+        self.ranges.len() - 1
+    }
+
+    /// Writes the bytes of a reserved argument.
+    pub(crate) fn fill_slot(&mut self, slot: usize, arg: &[u8]) {
+        let start = self.end();
+        self.arena.extend_from_slice(arg);
+        let end = self.end();
+        if let Some(range) = self.ranges.get_mut(slot) {
+            *range = (start, end);
+        }
+    }
+
+    /// Replaces argument `index` (used to turn EVALSHA into EVAL).
+    pub(crate) fn replace(&mut self, index: usize, arg: &[u8]) {
+        self.fill_slot(index, arg);
+    }
+
+    pub(crate) fn get(&self, index: usize) -> &[u8] {
+        self.ranges
+            .get(index)
+            .and_then(|&(s, e)| self.arena.get(s as usize..e as usize))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.ranges.len()).map(|i| self.get(i))
+    }
+
+    pub(crate) fn copy_from(&mut self, other: &Args) {
+        self.arena.clear();
+        self.arena.extend_from_slice(&other.arena);
+        self.ranges.clear();
+        self.ranges.extend_from_slice(&other.ranges);
+    }
+}
+
+/// Encodes `args` as one RESP array of bulk strings into `out` (cleared).
+pub(crate) fn encode_command(args: &Args, out: &mut BytesMut) {
+    out.clear();
+    let frames: SmallVec<[BorrowedFrame<'_>; 12]> = args.iter().map(BorrowedFrame::BulkString).collect();
+    // Encoding a frame whose length was just computed into a buffer that
+    // grows to fit cannot fail; the result only repeats the length.
+    let _ = extend_encode_borrowed(out, &BorrowedFrame::Array(&frames), false);
+}
+
+/// A decoded Redis reply, borrowing the bytes it was decoded from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// `:n`
+    Integer(i64),
+    /// `+text`
+    Simple(&'a [u8]),
+    /// `$n` followed by n bytes.
+    Bulk(&'a [u8]),
+    /// `$-1` or `*-1`.
+    Nil,
+    /// `-ERR text`: Redis refused the command. This is an answer, not a
+    /// transport failure.
+    Error(&'a [u8]),
+    /// `*n` followed by n replies.
+    Array(ReplyArray<'a>),
+}
+
+impl fmt::Debug for Reply<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Integer(n) => write!(f, "Integer({n})"),
+            Reply::Simple(s) => write!(f, "Simple({:?})", String::from_utf8_lossy(s)),
+            Reply::Bulk(s) => write!(f, "Bulk({:?})", String::from_utf8_lossy(s)),
+            Reply::Nil => f.write_str("Nil"),
+            Reply::Error(s) => write!(f, "Error({:?})", String::from_utf8_lossy(s)),
+            Reply::Array(a) => f.debug_list().entries(a.iter()).finish(),
+        }
+    }
+}
+
+impl<'a> Reply<'a> {
+    /// The integer value of `:n`, or of a bulk or simple string holding a
+    /// decimal integer (EVAL returns Lua numbers as integers, but some
+    /// scripts return strings).
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Reply::Integer(n) => Some(n),
+            Reply::Bulk(s) | Reply::Simple(s) => core::str::from_utf8(s).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a bulk or simple string.
+    pub fn as_bytes(&self) -> Option<&'a [u8]> {
+        match *self {
+            Reply::Bulk(s) | Reply::Simple(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a Redis error reply starting with `prefix`
+    /// (`b"NOSCRIPT"`, `b"WRONGTYPE"`...).
+    pub fn is_error(&self, prefix: &[u8]) -> bool {
+        matches!(self, Reply::Error(e) if e.starts_with(prefix))
+    }
+}
+
+/// The elements of an array reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReplyArray<'a> {
+    bytes: &'a [u8],
+    items: &'a [RangeFrame],
+}
+
+impl<'a> ReplyArray<'a> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the array is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Element `index`, if any.
+    pub fn get(&self, index: usize) -> Option<Reply<'a>> {
+        self.items.get(index).map(|frame| reply(self.bytes, frame))
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> impl Iterator<Item = Reply<'a>> + '_ {
+        let bytes = self.bytes;
+        self.items.iter().map(move |frame| reply(bytes, frame))
+    }
+}
+
+impl fmt::Debug for ReplyArray<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+fn reply<'a>(bytes: &'a [u8], frame: &'a RangeFrame) -> Reply<'a> {
+    let slice = |(start, end): &(usize, usize)| bytes.get(*start..*end).unwrap_or_default();
+    match frame {
+        RangeFrame::Integer(n) => Reply::Integer(*n),
+        RangeFrame::SimpleString(r) => Reply::Simple(slice(r)),
+        RangeFrame::BulkString(r) => Reply::Bulk(slice(r)),
+        RangeFrame::Error(r) => Reply::Error(slice(r)),
+        RangeFrame::Null => Reply::Nil,
+        RangeFrame::Array(items) => Reply::Array(ReplyArray { bytes, items }),
+    }
+}
+
+/// A decoded frame, kept so that a [`Reply`] can borrow it.
+#[derive(Debug)]
+pub(crate) struct Decoded(RangeFrame);
+
+/// Decodes one complete reply from `bytes`.
+///
+/// # Errors
+/// When the bytes are not exactly one complete RESP2 value (a truncated
+/// reply, trailing bytes or garbage).
+pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded, ()> {
+    match decode_range(bytes) {
+        Ok(Some((frame, used))) if used == bytes.len() => Ok(Decoded(frame)),
+        _ => Err(()),
+    }
+}
+
+impl Decoded {
+    pub(crate) fn reply<'a>(&'a self, bytes: &'a [u8]) -> Reply<'a> {
+        reply(bytes, &self.0)
+    }
+}
+
+/// The hex digit of a nibble, with `letter_a` as the digit for 10.
+pub(crate) fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
+    match nibble & 0xf {
+        n @ 0..=9 => b'0' + n,
+        n => letter_a + n - 10,
+    }
+}
+
+/// Appends `arg` percent-encoded as one webdis path segment.
+///
+/// Everything but ASCII letters, digits, `-` and `_` is escaped: `/` would
+/// split the argument, `.` could be taken for the `.raw` suffix, `%` and `+`
+/// would be decoded, and control bytes or non-ASCII must reach Redis
+/// byte for byte.
+pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8]) {
+    out.extend_from_slice(b"/");
+    for &b in arg {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.extend_from_slice(&[b]);
+        } else {
+            out.extend_from_slice(&[b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')]);
+        }
+    }
+}
+
+/// Encodes `args` as a webdis request path `/CMD/arg1/arg2.raw` into `out`.
+pub(crate) fn encode_webdis_path(args: &Args, out: &mut BytesMut) {
+    out.clear();
+    for arg in args.iter() {
+        push_path_segment(out, arg);
+    }
+    out.extend_from_slice(b".raw");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&[u8]]) -> Args {
+        let mut a = Args::default();
+        for x in list {
+            a.push(x);
+        }
+        a
+    }
+
+    #[test]
+    fn encodes_resp_array_of_bulk_strings() {
+        let mut out = BytesMut::new();
+        encode_command(&args(&[b"INCRBY", b"k", b"-5"]), &mut out);
+        assert_eq!(&out[..], b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$2\r\n-5\r\n");
+    }
+
+    #[test]
+    fn reserved_slot_is_encoded_in_place() {
+        let mut a = Args::default();
+        a.push(b"EVAL");
+        a.push(b"return 1");
+        let slot = a.reserve_slot();
+        a.push(b"key");
+        a.fill_slot(slot, b"1");
+        let mut out = BytesMut::new();
+        encode_command(&a, &mut out);
+        assert_eq!(&out[..], b"*4\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n1\r\n$3\r\nkey\r\n");
+    }
+
+    #[test]
+    fn webdis_path_escapes_everything_that_is_not_plain() {
+        let mut out = BytesMut::new();
+        encode_webdis_path(&args(&[b"GET", "a/b%c d.e+\r\né".as_bytes()]), &mut out);
+        assert_eq!(&out[..], b"/GET/a%2Fb%25c%20d%2Ee%2B%0D%0A%C3%A9.raw");
+    }
+
+    #[test]
+    fn decodes_every_reply_kind() {
+        let cases: &[(&[u8], &str)] = &[
+            (b":42\r\n", "Integer(42)"),
+            (b"+OK\r\n", "Simple(\"OK\")"),
+            (b"$3\r\nabc\r\n", "Bulk(\"abc\")"),
+            (b"$-1\r\n", "Nil"),
+            (b"-NOSCRIPT No matching script\r\n", "Error(\"NOSCRIPT No matching script\")"),
+            (b"*2\r\n:1\r\n$1\r\nx\r\n", "[Integer(1), Bulk(\"x\")]"),
+        ];
+        for (bytes, want) in cases {
+            let decoded = decode(bytes).unwrap();
+            assert_eq!(format!("{:?}", decoded.reply(bytes)), *want);
+        }
+    }
+
+    #[test]
+    fn refuses_truncated_trailing_and_garbage_replies() {
+        for bad in [&b":4"[..], b"$5\r\nab\r\n", b":1\r\n:2\r\n", b"hello", b""] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn integer_from_bulk_string() {
+        let bytes = b"$2\r\n17\r\n";
+        let d = decode(bytes).unwrap();
+        assert_eq!(d.reply(bytes).as_i64(), Some(17));
+    }
+}
