@@ -1,1 +1,241 @@
-pub fn placeholder() {}
+//! A global rate limiter for Envoy and Higress, counting in Redis.
+//!
+//! Requests are counted in fixed windows aligned to the clock, one Redis
+//! round trip per request (an atomic `INCR` + first-write `EXPIRE` script,
+//! sent by digest). Gateways that share a Redis and a `rule_name` share the
+//! limits. Keys already over their limit are rejected locally until their
+//! window ends, so a flood does not become a flood of Redis calls.
+//!
+//! The configuration follows Higress's `cluster-key-rate-limit`:
+//!
+//! ```json
+//! {"rule_name": "api", "global_threshold": {"query_per_minute": 600},
+//!  "show_limit_quota_header": true,
+//!  "redis": {"webdis_cluster": "webdis", "timeout": 500}}
+//! ```
+//!
+//! See the README for every field.
+
+pub mod cache;
+pub mod config;
+pub mod keys;
+pub mod window;
+
+pub use config::Config;
+use config::{Item, KeyMatch, Limit, Limits};
+use keys::Value;
+use kit::{Cx, Flow, Host, Io, LogLevel, Plugin, RedisError, RedisUse, Reply};
+use window::{decide, Decision, Window};
+
+/// The limiter plugin.
+#[derive(Debug)]
+pub struct Limiter;
+
+/// Indexes into [`Limiter::COUNTERS`].
+pub mod counter {
+    /// Requests Redis counted within their limit.
+    pub const ALLOWED: usize = 0;
+    /// Requests Redis counted over their limit.
+    pub const LIMITED: usize = 1;
+    /// Requests rejected from the over-limit cache, without Redis.
+    pub const LIMITED_LOCALLY: usize = 2;
+    /// Redis calls that failed (the failure mode decided the request).
+    pub const REDIS_ERRORS: usize = 3;
+}
+
+/// Per-request state: what the Redis reply will be judged against.
+#[derive(Debug, Default)]
+pub struct State {
+    limit: u64,
+    window: Option<Window>,
+    cache_hash: u64,
+    /// `(limit, remaining)` to show on the response.
+    quota: Option<(u64, u64)>,
+}
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// The limit that applies to a request, and the counter it uses.
+struct Applied {
+    limit: Limit,
+    /// Index of the item and key, for the over-limit cache; 0 for global.
+    slot: usize,
+    /// Whether the counter is per value (otherwise per limit key).
+    per_value: bool,
+    item: Option<usize>,
+    key: usize,
+}
+
+fn find_item<H: Host>(items: &[Item<'_>], io: &mut Io<'_, H>, value: &mut Value) -> Option<Applied> {
+    for (i, item) in items.iter().enumerate() {
+        if !item.source.read(io, value) {
+            continue;
+        }
+        let text = core::str::from_utf8(value).ok();
+        for (k, key) in item.keys.iter().enumerate() {
+            let hit = match &key.matcher {
+                KeyMatch::Any => true,
+                KeyMatch::Exact => key.key.as_bytes() == &value[..],
+                KeyMatch::Regex(re) => text.is_some_and(|t| re.is_match(t)),
+                KeyMatch::Cidr(net) => net.contains(value),
+            };
+            if hit {
+                return Some(Applied {
+                    limit: key.limit,
+                    slot: (i << 16) | k,
+                    per_value: item.per_value,
+                    item: Some(i),
+                    key: k,
+                });
+            }
+        }
+    }
+    None
+}
+
+impl Plugin for Limiter {
+    const NAME: &'static str = "limiter";
+    const COUNTERS: &'static [&'static str] = &["allowed", "limited", "limited_locally", "redis_errors"];
+    const REDIS: RedisUse = RedisUse::Required;
+    type Config<'cfg> = Config<'cfg>;
+    type State = State;
+
+    fn configure<'cfg>(fields: &kit::Fields<'_, 'cfg>, setup: &mut kit::Setup<'_>) -> Result<Config<'cfg>, kit::ConfigError> {
+        config::compile(fields, setup)
+    }
+
+    fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
+        let cfg = cx.config;
+        let now = cx.io.now_nanos() / NANOS_PER_SEC;
+        let mut value = Value::new();
+        let applied = match &cfg.limits {
+            Limits::Global(limit) => Applied {
+                limit: *limit,
+                slot: usize::MAX,
+                per_value: false,
+                item: None,
+                key: 0,
+            },
+            Limits::Items(items) => match find_item(items, &mut cx.io, &mut value) {
+                Some(applied) => applied,
+                None => return Flow::Continue,
+            },
+        };
+        let (source, limit_key) = match (applied.item, &cfg.limits) {
+            (Some(i), Limits::Items(items)) => {
+                let item = items.get(i);
+                (item.map(|it| it.source), item.and_then(|it| it.keys.get(applied.key)))
+            }
+            _ => (None, None),
+        };
+        let identity: &[u8] = match (applied.per_value, limit_key) {
+            (false, Some(key)) => key.key.as_bytes(),
+            _ => &value,
+        };
+        let window = Window::containing(now, applied.limit.window_secs);
+        let hash = cfg.cache.hash(applied.slot, identity);
+        if cfg.cache.is_over(hash, now) {
+            cx.io.count(counter::LIMITED_LOCALLY);
+            return reject(&mut cx, applied.limit.max, window.reset_after(now));
+        }
+        cx.state.limit = applied.limit.max;
+        cx.state.window = Some(window);
+        cx.state.cache_hash = hash;
+
+        let mut start = itoa::Buffer::new();
+        let start = start.format(window.start).as_bytes();
+        let mut ttl = itoa::Buffer::new();
+        let ttl = ttl.format(applied.limit.window_secs).as_bytes();
+        let prefix = cfg.key_prefix.as_bytes();
+        let rule = cfg.rule_name.as_bytes();
+        let sent = cx.io.redis().and_then(|redis| {
+            let cmd = redis.evalsha(&cfg.script);
+            let cmd = match source {
+                // <prefix>:{<rule>:<kind>:<name>:<value>}:<window start>
+                Some(src) => cmd.key_parts(&[
+                    prefix,
+                    b":{",
+                    rule,
+                    b":",
+                    src.kind().as_bytes(),
+                    b":",
+                    src.name().as_bytes(),
+                    b":",
+                    identity,
+                    b"}:",
+                    start,
+                ]),
+                None => cmd.key_parts(&[prefix, b":{", rule, b":global}:", start]),
+            };
+            cmd.arg(ttl).send()
+        });
+        match sent {
+            Ok(()) => Flow::Pause,
+            Err(e) => redis_failed(&mut cx, e),
+        }
+    }
+
+    fn on_redis_reply<H: Host>(mut cx: Cx<'_, '_, Self, H>, reply: Result<Reply<'_>, RedisError>) -> Flow {
+        let count = match reply {
+            Ok(reply) => match reply.as_i64() {
+                Some(n) => n,
+                None => {
+                    cx.io.log(LogLevel::Warn, format_args!("unexpected Redis reply {reply:?}"));
+                    return redis_failed(&mut cx, RedisError::Protocol);
+                }
+            },
+            Err(e) => return redis_failed(&mut cx, e),
+        };
+        let limit = cx.state.limit;
+        let now = cx.io.now_nanos() / NANOS_PER_SEC;
+        let window = cx.state.window.unwrap_or(Window { start: now, end: now + 1 });
+        match decide(count, limit) {
+            Decision::Allow { remaining } => {
+                cx.io.count(counter::ALLOWED);
+                if cx.config.show_limit_quota_header {
+                    cx.state.quota = Some((limit, remaining));
+                }
+                Flow::Continue
+            }
+            Decision::Reject => {
+                cx.config.cache.remember(cx.state.cache_hash, window.end);
+                cx.io.count(counter::LIMITED);
+                reject(&mut cx, limit, window.reset_after(now))
+            }
+        }
+    }
+
+    fn on_response_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
+        if let Some((limit, remaining)) = cx.state.quota {
+            let mut digits = itoa::Buffer::new();
+            cx.io.set_response_header("x-ratelimit-limit", digits.format(limit).as_bytes());
+            cx.io.set_response_header("x-ratelimit-remaining", digits.format(remaining).as_bytes());
+        }
+        Flow::Continue
+    }
+}
+
+fn reject<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, limit: u64, reset: u64) -> Flow {
+    let mut limit_digits = itoa::Buffer::new();
+    let mut reset_digits = itoa::Buffer::new();
+    let headers: [(&str, &[u8]); 3] = [
+        ("x-ratelimit-limit", limit_digits.format(limit).as_bytes()),
+        ("x-ratelimit-remaining", b"0"),
+        ("x-ratelimit-reset", reset_digits.format(reset).as_bytes()),
+    ];
+    cx.io.respond(cx.config.rejected_code, &headers, cx.config.rejected_msg.as_bytes())
+}
+
+/// Redis could not count the request: the failure mode decides.
+fn redis_failed<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, error: RedisError) -> Flow {
+    cx.io.count(counter::REDIS_ERRORS);
+    cx.io.log(LogLevel::Debug, format_args!("{error}"));
+    if cx.config.failure_mode_deny {
+        cx.io.respond(503, &[], b"rate limit unavailable")
+    } else {
+        Flow::Continue
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+kit::export_plugin!(Limiter);
