@@ -56,7 +56,11 @@ pub(crate) struct Calls {
 
 impl Calls {
     pub(crate) fn insert(&mut self, token: u32, stream: StreamId, kind: CallKind) -> &mut Call {
-        let index = self.entries.iter().position(|c| !c.live).unwrap_or(self.entries.len());
+        let index = self
+            .entries
+            .iter()
+            .position(|c| !c.live)
+            .unwrap_or(self.entries.len());
         if index == self.entries.len() {
             self.entries.push(Call {
                 live: false,
@@ -80,8 +84,15 @@ impl Calls {
     /// Finds the live call of `token` and marks it answered; returns its
     /// stream, kind and, for an EVALSHA, the script source, with the
     /// arguments to retry copied into `retry_args`.
-    pub(crate) fn take(&mut self, token: u32, retry_args: &mut Args) -> Option<(StreamId, CallKind, Option<&'static str>)> {
-        let call = self.entries.iter_mut().find(|c| c.live && c.token == token)?;
+    pub(crate) fn take(
+        &mut self,
+        token: u32,
+        retry_args: &mut Args,
+    ) -> Option<(StreamId, CallKind, Option<&'static str>)> {
+        let call = self
+            .entries
+            .iter_mut()
+            .find(|c| c.live && c.token == token)?;
         call.live = false;
         if call.retry_source.is_some() {
             retry_args.copy_from(&call.retry_args);

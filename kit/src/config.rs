@@ -86,7 +86,9 @@ pub struct Fields<'a, 'cfg> {
 
 impl fmt::Debug for Fields<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fields").field("path", &self.path.to_string()).finish()
+        f.debug_struct("Fields")
+            .field("path", &self.path.to_string())
+            .finish()
     }
 }
 
@@ -124,7 +126,9 @@ pub struct Field<'a, 'cfg> {
 
 impl fmt::Debug for Field<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Field").field("path", &self.path.to_string()).finish()
+        f.debug_struct("Field")
+            .field("path", &self.path.to_string())
+            .finish()
     }
 }
 
@@ -164,7 +168,9 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
             Value::String(Cow::Borrowed(s)) => Ok(s),
             // simd-json unescapes in place, so parsed strings are always
             // borrowed; an owned one would not outlive the parse tree.
-            Value::String(Cow::Owned(_)) => Err(self.error("string could not be borrowed from the configuration")),
+            Value::String(Cow::Owned(_)) => {
+                Err(self.error("string could not be borrowed from the configuration"))
+            }
             _ => Err(self.wrong_type("a string")),
         }
     }
@@ -176,9 +182,8 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     pub fn u64(&self) -> Result<u64, ConfigError> {
         match self.value {
             Value::Static(StaticNode::U64(n)) => Ok(*n),
-            Value::Static(StaticNode::I64(n)) => {
-                u64::try_from(*n).map_err(|_| self.error(format!("must be a non-negative integer, got {n}")))
-            }
+            Value::Static(StaticNode::I64(n)) => u64::try_from(*n)
+                .map_err(|_| self.error(format!("must be a non-negative integer, got {n}"))),
             _ => Err(self.wrong_type("a non-negative integer")),
         }
     }
@@ -191,8 +196,12 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
         match self.value {
             Value::Static(StaticNode::U64(n)) if *n > 0 => Ok(*n),
             Value::Static(StaticNode::I64(n)) if *n > 0 => Ok(n.unsigned_abs()),
-            Value::Static(StaticNode::U64(n)) => Err(self.error(format!("must be a positive integer, got {n}"))),
-            Value::Static(StaticNode::I64(n)) => Err(self.error(format!("must be a positive integer, got {n}"))),
+            Value::Static(StaticNode::U64(n)) => {
+                Err(self.error(format!("must be a positive integer, got {n}")))
+            }
+            Value::Static(StaticNode::I64(n)) => {
+                Err(self.error(format!("must be a positive integer, got {n}")))
+            }
             _ => Err(self.wrong_type("a positive integer")),
         }
     }
@@ -228,7 +237,10 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     ///
     /// # Errors
     /// When the value is not an array, or the first error `each` returns.
-    pub fn each(&self, mut each: impl FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>) -> Result<(), ConfigError> {
+    pub fn each(
+        &self,
+        mut each: impl FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
         let Value::Array(items) = self.value else {
             return Err(self.wrong_type("an array"));
         };
@@ -264,7 +276,11 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
         fallback: Option<&'a simd_json::borrowed::Object<'cfg>>,
         path: &'a Path<'a>,
     ) -> Self {
-        Fields { own, fallback, path }
+        Fields {
+            own,
+            fallback,
+            path,
+        }
     }
 
     /// The dotted path of this object, for error messages.
@@ -322,7 +338,11 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a boolean.
     pub fn bool_or(&self, key: &'a str, default: bool) -> Result<bool, ConfigError> {
-        Ok(self.get(key).map(|f| f.bool()).transpose()?.unwrap_or(default))
+        Ok(self
+            .get(key)
+            .map(|f| f.bool())
+            .transpose()?
+            .unwrap_or(default))
     }
 
     /// An optional non-negative integer, with a default.
@@ -330,7 +350,11 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a non-negative integer.
     pub fn u64_or(&self, key: &'a str, default: u64) -> Result<u64, ConfigError> {
-        Ok(self.get(key).map(|f| f.u64()).transpose()?.unwrap_or(default))
+        Ok(self
+            .get(key)
+            .map(|f| f.u64())
+            .transpose()?
+            .unwrap_or(default))
     }
 
     /// Finds which one of `keys` is set.
@@ -343,12 +367,23 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
             if let Some(field) = self.get(key) {
                 if let Some((j, _)) = found {
                     let first: &str = keys.get(j).copied().unwrap_or_default();
-                    return Err(self.error(key, format!("conflicts with `{first}`: set only one of {}", keys.join(", "))));
+                    return Err(self.error(
+                        key,
+                        format!(
+                            "conflicts with `{first}`: set only one of {}",
+                            keys.join(", ")
+                        ),
+                    ));
                 }
                 found = Some((i, field));
             }
         }
-        found.ok_or_else(|| ConfigError::new(self.path.to_string(), format!("needs one of {}", keys.join(", "))))
+        found.ok_or_else(|| {
+            ConfigError::new(
+                self.path.to_string(),
+                format!("needs one of {}", keys.join(", ")),
+            )
+        })
     }
 
     /// This object looked up before `base`: a `_rules_` entry over the

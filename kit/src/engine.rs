@@ -191,7 +191,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             }
             None => 0,
         };
-        StreamId { slot: index, generation }
+        StreamId {
+            slot: index,
+            generation,
+        }
     }
 
     /// Stops tracking a request; replies that arrive later are dropped.
@@ -218,12 +221,16 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         if let Some(slot) = self.live_slot(id) {
             slot.choice = choice;
         }
-        self.run(id, Direction::Request, |cx| P::on_request_headers(cx, end_of_stream))
+        self.run(id, Direction::Request, |cx| {
+            P::on_request_headers(cx, end_of_stream)
+        })
     }
 
     /// The response headers arrived.
     pub fn on_response_headers(&mut self, id: StreamId, end_of_stream: bool) -> Action {
-        self.run(id, Direction::Response, |cx| P::on_response_headers(cx, end_of_stream))
+        self.run(id, Direction::Response, |cx| {
+            P::on_response_headers(cx, end_of_stream)
+        })
     }
 
     /// An HTTP call answered (`num_headers == 0` means it failed). Plain
@@ -231,7 +238,13 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     ///
     /// `switch_context` asks the engine to make the request's context
     /// effective first, for answers delivered on the root context.
-    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, switch_context: bool) {
+    pub fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        switch_context: bool,
+    ) {
         let Some((stream, kind, retry)) = self.calls.take(token, &mut self.retry_args) else {
             return;
         };
@@ -241,7 +254,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         let status = if num_headers == 0 {
             None
         } else {
-            self.host.header(HeaderMap::HttpCallResponse, ":status").and_then(parse_status)
+            self.host
+                .header(HeaderMap::HttpCallResponse, ":status")
+                .and_then(parse_status)
         };
         let mut body = core::mem::take(&mut self.reply);
         body.clear();
@@ -253,7 +268,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         match kind {
             CallKind::Http => {
                 let reply = match status {
-                    Some(status) => Ok(HttpReply { status, body: &body }),
+                    Some(status) => Ok(HttpReply {
+                        status,
+                        body: &body,
+                    }),
                     None => Err(HttpError::Failed),
                 };
                 self.resume_after(stream, |cx| P::on_http_reply(cx, reply));
@@ -315,7 +333,13 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         if let (Ok(d), Some(source)) = (&decoded, retry) {
             if d.reply(body).is_error(b"NOSCRIPT") {
                 if let Some(client) = self.redis.as_mut() {
-                    match client.retry_as_eval(&mut self.host, &mut self.calls, stream, source, &self.retry_args) {
+                    match client.retry_as_eval(
+                        &mut self.host,
+                        &mut self.calls,
+                        stream,
+                        source,
+                        &self.retry_args,
+                    ) {
                         Ok(()) => return,
                         Err(e) => {
                             self.resume_after(stream, |cx| P::on_redis_reply(cx, Err(e)));
@@ -361,7 +385,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             calls,
             ..
         } = self;
-        let Some(slot) = slots.get_mut(id.slot as usize).filter(|s| s.live && s.generation == id.generation) else {
+        let Some(slot) = slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.live && s.generation == id.generation)
+        else {
             return Action::Continue;
         };
         let Some(config) = compiled.as_ref().and_then(|c| c.get().get(slot.choice)) else {

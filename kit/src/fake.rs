@@ -56,7 +56,12 @@ impl Headers {
     /// Replaces every line of `name` with one (or none, for `None`).
     pub fn set(&mut self, name: &str, value: Option<&[u8]>) {
         let arena = &self.arena;
-        self.entries.retain(|e| !arena.get(e.0..e.1).unwrap_or_default().eq_ignore_ascii_case(name.as_bytes()));
+        self.entries.retain(|e| {
+            !arena
+                .get(e.0..e.1)
+                .unwrap_or_default()
+                .eq_ignore_ascii_case(name.as_bytes())
+        });
         if let Some(value) = value {
             self.add(name, value);
         }
@@ -77,7 +82,9 @@ impl Headers {
 
     /// Every header line in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.entries.iter().map(|e| (self.name_of(e), self.value_of(e)))
+        self.entries
+            .iter()
+            .map(|e| (self.name_of(e), self.value_of(e)))
     }
 }
 
@@ -209,7 +216,8 @@ impl FakeHost {
     pub fn answer_http(&mut self, status: u16, body: &[u8]) {
         self.call_response_headers.clear();
         let mut digits = itoa::Buffer::new();
-        self.call_response_headers.add(":status", digits.format(status).as_bytes());
+        self.call_response_headers
+            .add(":status", digits.format(status).as_bytes());
         self.call_response_body.clear();
         self.call_response_body.extend_from_slice(body);
     }
@@ -221,7 +229,10 @@ impl FakeHost {
 
     /// The value of a counter by full name (`limiter.allowed`).
     pub fn counter(&self, name: &str) -> u64 {
-        self.counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
+        self.counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
     }
 
     /// Whether any log line contains `needle`.
@@ -237,13 +248,23 @@ impl FakeHost {
         }
     }
 
-    fn record_call(&mut self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout: Duration) -> Result<u32, HostError> {
+    fn record_call(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
         if let Some(e) = self.refuse_calls {
             return Err(e);
         }
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1).max(1);
-        let mut call = self.spare_call.take().or_else(|| self.last_call.take()).unwrap_or_default();
+        let mut call = self
+            .spare_call
+            .take()
+            .or_else(|| self.last_call.take())
+            .unwrap_or_default();
         call.token = token;
         call.cluster.clear();
         call.cluster.push_str(cluster);
@@ -317,7 +338,9 @@ impl Host for FakeHost {
         let body = match buffer {
             BodyBuffer::Request => &self.request_body,
             BodyBuffer::Response => &self.response_body,
-            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => &self.call_response_body,
+            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => {
+                &self.call_response_body
+            }
         };
         let end = start.saturating_add(len).min(body.len());
         body.get(start.min(end)..end)
@@ -327,7 +350,9 @@ impl Host for FakeHost {
         let body = match buffer {
             BodyBuffer::Request => &mut self.request_body,
             BodyBuffer::Response => &mut self.response_body,
-            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => &mut self.call_response_body,
+            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => {
+                &mut self.call_response_body
+            }
         };
         let start = start.min(body.len());
         let end = start.saturating_add(len).min(body.len());
@@ -335,7 +360,11 @@ impl Host for FakeHost {
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
-        let mut response = self.spare_response.take().or_else(|| self.response.take()).unwrap_or_default();
+        let mut response = self
+            .spare_response
+            .take()
+            .or_else(|| self.response.take())
+            .unwrap_or_default();
         response.status = status;
         response.headers.clear();
         for (name, value) in headers {
@@ -373,7 +402,13 @@ impl Host for FakeHost {
         self.record_call(cluster, headers, body.unwrap_or_default(), timeout)
     }
 
-    fn redis_init(&mut self, cluster: &str, _username: &str, _password: &str, _timeout: Duration) -> Result<(), HostError> {
+    fn redis_init(
+        &mut self,
+        cluster: &str,
+        _username: &str,
+        _password: &str,
+        _timeout: Duration,
+    ) -> Result<(), HostError> {
         if let Some(e) = self.refuse_calls {
             return Err(e);
         }

@@ -80,7 +80,9 @@ pub enum HostError {
 impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostError::BadArgument => f.write_str("host refused the call: bad argument (unknown cluster?)"),
+            HostError::BadArgument => {
+                f.write_str("host refused the call: bad argument (unknown cluster?)")
+            }
             HostError::Unsupported => f.write_str("host does not support this call"),
             HostError::Status(code) => write!(f, "host call failed with status {code}"),
         }

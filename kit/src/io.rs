@@ -24,7 +24,9 @@ pub struct Io<'a, H: Host> {
 
 impl<H: Host> fmt::Debug for Io<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Io").field("plugin", &self.plugin).finish_non_exhaustive()
+        f.debug_struct("Io")
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +89,10 @@ impl<'a, H: Host> Io<'a, H> {
     /// proxy could not send it.
     pub fn respond(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) -> Flow {
         if *self.responded {
-            self.log(LogLevel::Error, format_args!("a second local response for one request was dropped"));
+            self.log(
+                LogLevel::Error,
+                format_args!("a second local response for one request was dropped"),
+            );
         } else {
             *self.responded = true;
             self.host.send_response(status, headers, body);

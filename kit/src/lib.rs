@@ -20,7 +20,10 @@
 //! A plugin crate ends with [`export_plugin!`] and is built as a `cdylib`
 //! for `wasm32-wasip1`.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod calls;
 pub mod config;

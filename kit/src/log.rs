@@ -45,7 +45,10 @@ impl Write for Line {
         while !s.is_char_boundary(take) {
             take -= 1;
         }
-        if let (Some(dst), Some(src)) = (self.bytes.get_mut(self.len..self.len + take), s.as_bytes().get(..take)) {
+        if let (Some(dst), Some(src)) = (
+            self.bytes.get_mut(self.len..self.len + take),
+            s.as_bytes().get(..take),
+        ) {
             dst.copy_from_slice(src);
             self.len += take;
         }
@@ -61,7 +64,13 @@ impl Write for Line {
 }
 
 /// Writes `<plugin>: <message>` at `level` if `level` is at least `enabled`.
-pub(crate) fn write<H: Host>(host: &mut H, enabled: LogLevel, level: LogLevel, plugin: &str, message: fmt::Arguments<'_>) {
+pub(crate) fn write<H: Host>(
+    host: &mut H,
+    enabled: LogLevel,
+    level: LogLevel,
+    plugin: &str,
+    message: fmt::Arguments<'_>,
+) {
     if level < enabled {
         return;
     }

@@ -86,7 +86,9 @@ pub struct Cx<'a, 'cfg, P: Plugin, H: Host> {
 
 impl<P: Plugin, H: Host> core::fmt::Debug for Cx<'_, '_, P, H> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Cx").field("plugin", &P::NAME).finish_non_exhaustive()
+        f.debug_struct("Cx")
+            .field("plugin", &P::NAME)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,7 +138,10 @@ pub trait Plugin: Sized + 'static {
     /// # Errors
     /// A [`ConfigError`] naming the field at fault; the kit logs it on one
     /// line and the plugin refuses to start.
-    fn configure<'cfg>(fields: &Fields<'_, 'cfg>, setup: &mut Setup<'_>) -> Result<Self::Config<'cfg>, ConfigError>;
+    fn configure<'cfg>(
+        fields: &Fields<'_, 'cfg>,
+        setup: &mut Setup<'_>,
+    ) -> Result<Self::Config<'cfg>, ConfigError>;
 
     /// The request headers have arrived.
     fn on_request_headers<H: Host>(cx: Cx<'_, '_, Self, H>, end_of_stream: bool) -> Flow {
@@ -151,13 +156,19 @@ pub trait Plugin: Sized + 'static {
     }
 
     /// A Redis command sent for this request has answered, or failed.
-    fn on_redis_reply<H: Host>(cx: Cx<'_, '_, Self, H>, reply: Result<Reply<'_>, RedisError>) -> Flow {
+    fn on_redis_reply<H: Host>(
+        cx: Cx<'_, '_, Self, H>,
+        reply: Result<Reply<'_>, RedisError>,
+    ) -> Flow {
         let _ = (cx, reply);
         Flow::Continue
     }
 
     /// An HTTP call sent for this request has answered, or failed.
-    fn on_http_reply<H: Host>(cx: Cx<'_, '_, Self, H>, reply: Result<HttpReply<'_>, HttpError>) -> Flow {
+    fn on_http_reply<H: Host>(
+        cx: Cx<'_, '_, Self, H>,
+        reply: Result<HttpReply<'_>, HttpError>,
+    ) -> Flow {
         let _ = (cx, reply);
         Flow::Continue
     }

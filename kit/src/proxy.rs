@@ -79,7 +79,9 @@ impl Host for ProxyHost {
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
-        let value = hostcalls::get_map_value_bytes(map_type(map), name).ok().flatten();
+        let value = hostcalls::get_map_value_bytes(map_type(map), name)
+            .ok()
+            .flatten();
         self.keep(value)
     }
 
@@ -98,10 +100,16 @@ impl Host for ProxyHost {
 
     fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]> {
         let value = match buffer {
-            BodyBuffer::Request => hostcalls::get_buffer(BufferType::HttpRequestBody, start, len).ok().flatten(),
-            BodyBuffer::Response => hostcalls::get_buffer(BufferType::HttpResponseBody, start, len).ok().flatten(),
+            BodyBuffer::Request => hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
+                .ok()
+                .flatten(),
+            BodyBuffer::Response => hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
+                .ok()
+                .flatten(),
             BodyBuffer::HttpCallResponse => {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, start, len).ok().flatten()
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, start, len)
+                    .ok()
+                    .flatten()
             }
             BodyBuffer::RedisCallResponse => redis_reply(start, len),
         };
@@ -144,10 +152,17 @@ impl Host for ProxyHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout).map_err(host_error)
+        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
+            .map_err(host_error)
     }
 
-    fn redis_init(&mut self, cluster: &str, username: &str, password: &str, timeout: Duration) -> Result<(), HostError> {
+    fn redis_init(
+        &mut self,
+        cluster: &str,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
         redis_init(cluster, username, password, timeout)
     }
 
@@ -201,7 +216,13 @@ struct Root<P: Plugin> {
 }
 
 impl<P: Plugin> Context for Root<P> {
-    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         // An answer to a call sent from a root callback (a Higress Redis reply
         // handler, say): the request it belongs to must be made effective.
         if let Ok(mut filter) = self.filter.try_borrow_mut() {
@@ -256,7 +277,13 @@ fn action(a: Action) -> pw::Action {
 }
 
 impl<P: Plugin> Context for Stream<P> {
-    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         if let Ok(mut filter) = self.filter.try_borrow_mut() {
             filter.on_http_call_response(token_id, num_headers, body_size, false);
         }
@@ -334,12 +361,19 @@ mod redis_roots {
     /// or failure (status 1: timeout, reset, connect failure) arrives.
     #[cfg(target_arch = "wasm32")]
     #[no_mangle]
-    pub extern "C" fn proxy_on_redis_call_response(root_context_id: u32, token: u32, status: u32, response_size: usize) {
+    pub extern "C" fn proxy_on_redis_call_response(
+        root_context_id: u32,
+        token: u32,
+        status: u32,
+        response_size: usize,
+    ) {
         let root = ROOTS.with(|roots| {
-            roots
-                .try_borrow()
-                .ok()
-                .and_then(|roots| roots.iter().find(|(id, _)| *id == root_context_id).map(|(_, r)| r.clone()))
+            roots.try_borrow().ok().and_then(|roots| {
+                roots
+                    .iter()
+                    .find(|(id, _)| *id == root_context_id)
+                    .map(|(_, r)| r.clone())
+            })
         });
         if let Some(root) = root {
             root.deliver(token, status, response_size);

@@ -26,7 +26,10 @@ impl<T> Retained<T> {
     ///
     /// # Errors
     /// The error of `build`, after freeing the bytes; it cannot borrow them.
-    pub(crate) fn new<E: 'static>(bytes: Vec<u8>, build: impl FnOnce(&'static mut [u8]) -> Result<T, E>) -> Result<Self, E> {
+    pub(crate) fn new<E: 'static>(
+        bytes: Vec<u8>,
+        build: impl FnOnce(&'static mut [u8]) -> Result<T, E>,
+    ) -> Result<Self, E> {
         let raw: *mut [u8] = Box::into_raw(bytes.into_boxed_slice());
         // SAFETY: `raw` comes from `Box::into_raw`, so it is valid, aligned
         // and unaliased; it is freed only below (on error, after `build`
@@ -117,7 +120,12 @@ pub(crate) mod higress {
         }
     }
 
-    pub(crate) fn redis_init(cluster: &str, username: &str, password: &str, timeout: Duration) -> Result<(), HostError> {
+    pub(crate) fn redis_init(
+        cluster: &str,
+        username: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<(), HostError> {
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
         // SAFETY: every pointer/length pair describes a live `&str` for the
         // duration of the call; the host only reads them.
@@ -138,7 +146,15 @@ pub(crate) mod higress {
         let mut token = 0u32;
         // SAFETY: the pointer/length pairs describe live slices the host only
         // reads; `token` is a valid `u32` the host writes once.
-        status(unsafe { proxy_redis_call(cluster.as_ptr(), cluster.len(), command.as_ptr(), command.len(), &mut token) })?;
+        status(unsafe {
+            proxy_redis_call(
+                cluster.as_ptr(),
+                cluster.len(),
+                command.as_ptr(),
+                command.len(),
+                &mut token,
+            )
+        })?;
         Ok(token)
     }
 
@@ -149,7 +165,9 @@ pub(crate) mod higress {
         // SAFETY: the host writes a pointer it allocated through this
         // module's `proxy_on_memory_allocate` (a boxed slice of `size`
         // bytes) and its size into the two out-parameters.
-        let code = unsafe { proxy_get_buffer_bytes(REDIS_CALL_RESPONSE, start, len, &mut data, &mut size) };
+        let code = unsafe {
+            proxy_get_buffer_bytes(REDIS_CALL_RESPONSE, start, len, &mut data, &mut size)
+        };
         if code != 0 || data.is_null() {
             return None;
         }

@@ -17,8 +17,8 @@
 use crate::calls::{CallKind, Calls, StreamId};
 use crate::config::{ConfigError, Fields};
 use crate::host::{Host, HostError};
-pub use crate::resp::{Reply, ReplyArray};
 use crate::resp::{encode_command, encode_webdis_path, Args};
+pub use crate::resp::{Reply, ReplyArray};
 use bytes::BytesMut;
 use core::fmt;
 use core::time::Duration;
@@ -67,7 +67,9 @@ pub struct Script {
 
 impl fmt::Debug for Script {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Script").field("sha1", &self.sha1_hex()).finish()
+        f.debug_struct("Script")
+            .field("sha1", &self.sha1_hex())
+            .finish()
     }
 }
 
@@ -123,7 +125,10 @@ impl RedisClient {
     /// Names the field at fault: an unknown transport, a missing cluster or
     /// service, a native transport in a build without the `higress`
     /// feature, or a Higress host that refuses to initialise the client.
-    pub(crate) fn configure<H: Host>(redis: &Fields<'_, '_>, host: &mut H) -> Result<Self, ConfigError> {
+    pub(crate) fn configure<H: Host>(
+        redis: &Fields<'_, '_>,
+        host: &mut H,
+    ) -> Result<Self, ConfigError> {
         let timeout_ms = redis.u64_or("timeout", DEFAULT_TIMEOUT_MS)?;
         if timeout_ms == 0 {
             return Err(redis.error("timeout", "must be at least 1 (milliseconds)"));
@@ -165,9 +170,13 @@ impl RedisClient {
             }
             let username = redis.opt_str("username")?.unwrap_or_default();
             let password = redis.opt_str("password")?.unwrap_or_default();
-            host.redis_init(&cluster, username, password, timeout).map_err(|e| {
-                redis.error("service_name", format!("the host could not set up Redis cluster `{cluster}`: {e}"))
-            })?;
+            host.redis_init(&cluster, username, password, timeout)
+                .map_err(|e| {
+                    redis.error(
+                        "service_name",
+                        format!("the host could not set up Redis cluster `{cluster}`: {e}"),
+                    )
+                })?;
             Transport::Native { cluster }
         } else {
             let cluster = redis.required_str("webdis_cluster")?;
@@ -175,7 +184,10 @@ impl RedisClient {
                 return Err(redis.error("webdis_cluster", "must not be empty"));
             }
             if redis.u64_or("database", 0)? != 0 {
-                return Err(redis.error("database", "webdis selects the database in its own configuration"));
+                return Err(redis.error(
+                    "database",
+                    "webdis selects the database in its own configuration",
+                ));
             }
             Transport::Webdis {
                 cluster: cluster.to_owned(),
@@ -200,14 +212,20 @@ impl RedisClient {
         let (token, kind) = match &self.transport {
             Transport::Native { cluster } => {
                 encode_command(&self.args, &mut self.wire);
-                let token = host.redis_call(cluster, &self.wire).map_err(RedisError::Refused)?;
+                let token = host
+                    .redis_call(cluster, &self.wire)
+                    .map_err(RedisError::Refused)?;
                 (token, CallKind::RedisNative)
             }
             Transport::Webdis { cluster } => {
                 encode_webdis_path(&self.args, &mut self.wire);
                 // The path is ASCII by construction (percent-encoded).
                 let path = core::str::from_utf8(&self.wire).map_err(|_| RedisError::Protocol)?;
-                let headers = [(":method", "GET"), (":path", path), (":authority", "webdis")];
+                let headers = [
+                    (":method", "GET"),
+                    (":path", path),
+                    (":authority", "webdis"),
+                ];
                 let token = host
                     .http_call(cluster, &headers, None, self.timeout)
                     .map_err(RedisError::Refused)?;
@@ -243,10 +261,17 @@ fn native_cluster(redis: &Fields<'_, '_>) -> Result<String, ConfigError> {
     if service.is_empty() {
         return Err(redis.error("service_name", "must not be empty"));
     }
-    let default_port = if service.ends_with(".static") { 80 } else { 6379 };
+    let default_port = if service.ends_with(".static") {
+        80
+    } else {
+        6379
+    };
     let port = redis.u64_or("service_port", default_port)?;
     if port == 0 || port > 65535 {
-        return Err(redis.error("service_port", format!("must be a TCP port (1-65535), got {port}")));
+        return Err(redis.error(
+            "service_port",
+            format!("must be a TCP port (1-65535), got {port}"),
+        ));
     }
     let database = redis.u64_or("database", 0)?;
     let mut cluster = format!("outbound|{port}||{service}");
@@ -283,7 +308,9 @@ pub struct Redis<'a, H: Host> {
 
 impl<H: Host> fmt::Debug for Redis<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redis").field("transport", &self.client.transport).finish()
+        f.debug_struct("Redis")
+            .field("transport", &self.client.transport)
+            .finish()
     }
 }
 
@@ -334,12 +361,18 @@ impl<'a, H: Host> Redis<'a, H> {
 
     /// `EXPIRE key seconds`
     pub fn expire(self, key: &[u8], seconds: u64) -> Result<(), RedisError> {
-        self.command("EXPIRE").arg(key).arg_int(clamp(seconds)).send()
+        self.command("EXPIRE")
+            .arg(key)
+            .arg_int(clamp(seconds))
+            .send()
     }
 
     /// `PEXPIRE key milliseconds`
     pub fn pexpire(self, key: &[u8], millis: u64) -> Result<(), RedisError> {
-        self.command("PEXPIRE").arg(key).arg_int(clamp(millis)).send()
+        self.command("PEXPIRE")
+            .arg(key)
+            .arg_int(clamp(millis))
+            .send()
     }
 
     /// `TTL key`
@@ -385,7 +418,9 @@ pub struct Command<'a, H: Host> {
 
 impl<H: Host> fmt::Debug for Command<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Command").field("args", &self.redis.client.args.len()).finish()
+        f.debug_struct("Command")
+            .field("args", &self.redis.client.args.len())
+            .finish()
     }
 }
 
@@ -434,9 +469,14 @@ impl<H: Host> Command<'_, H> {
         } = self;
         if let Some(slot) = numkeys {
             let mut digits = itoa::Buffer::new();
-            redis.client.args.fill_slot(slot, digits.format(keys).as_bytes());
+            redis
+                .client
+                .args
+                .fill_slot(slot, digits.format(keys).as_bytes());
         }
-        redis.client.send(redis.host, redis.calls, redis.stream, script)
+        redis
+            .client
+            .send(redis.host, redis.calls, redis.stream, script)
     }
 }
 
@@ -447,6 +487,9 @@ mod tests {
     #[test]
     fn script_digest_matches_redis() {
         // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
-        assert_eq!(Script::new("return 1").sha1_hex(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+        assert_eq!(
+            Script::new("return 1").sha1_hex(),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
     }
 }

@@ -102,7 +102,8 @@ impl Args {
 /// Encodes `args` as one RESP array of bulk strings into `out` (cleared).
 pub(crate) fn encode_command(args: &Args, out: &mut BytesMut) {
     out.clear();
-    let frames: SmallVec<[BorrowedFrame<'_>; 12]> = args.iter().map(BorrowedFrame::BulkString).collect();
+    let frames: SmallVec<[BorrowedFrame<'_>; 12]> =
+        args.iter().map(BorrowedFrame::BulkString).collect();
     // Encoding a frame whose length was just computed into a buffer that
     // grows to fit cannot fail; the result only repeats the length.
     let _ = extend_encode_borrowed(out, &BorrowedFrame::Array(&frames), false);
@@ -299,7 +300,10 @@ mod tests {
         a.fill_slot(slot, b"1");
         let mut out = BytesMut::new();
         encode_command(&a, &mut out);
-        assert_eq!(&out[..], b"*4\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n1\r\n$3\r\nkey\r\n");
+        assert_eq!(
+            &out[..],
+            b"*4\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n1\r\n$3\r\nkey\r\n"
+        );
     }
 
     #[test]
@@ -316,7 +320,10 @@ mod tests {
             (b"+OK\r\n", "Simple(\"OK\")"),
             (b"$3\r\nabc\r\n", "Bulk(\"abc\")"),
             (b"$-1\r\n", "Nil"),
-            (b"-NOSCRIPT No matching script\r\n", "Error(\"NOSCRIPT No matching script\")"),
+            (
+                b"-NOSCRIPT No matching script\r\n",
+                "Error(\"NOSCRIPT No matching script\")",
+            ),
             (b"*2\r\n:1\r\n$1\r\nx\r\n", "[Integer(1), Bulk(\"x\")]"),
         ];
         for (bytes, want) in cases {

@@ -39,9 +39,17 @@ impl Domain<'_> {
         match *self {
             Domain::Exact(d) => host.eq_ignore_ascii_case(d.as_bytes()),
             Domain::Suffix(s) => {
-                host.len() > s.len() && host.get(host.len() - s.len()..).is_some_and(|t| t.eq_ignore_ascii_case(s.as_bytes()))
+                host.len() > s.len()
+                    && host
+                        .get(host.len() - s.len()..)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(s.as_bytes()))
             }
-            Domain::Prefix(p) => host.len() > p.len() && host.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes())),
+            Domain::Prefix(p) => {
+                host.len() > p.len()
+                    && host
+                        .get(..p.len())
+                        .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+            }
         }
     }
 }
@@ -56,7 +64,12 @@ struct Matcher<'cfg> {
     prefixes: Vec<&'cfg str>,
 }
 
-const MATCH_KEYS: [&str; 4] = ["_match_route_", "_match_domain_", "_match_service_", "_match_route_prefix_"];
+const MATCH_KEYS: [&str; 4] = [
+    "_match_route_",
+    "_match_domain_",
+    "_match_service_",
+    "_match_route_prefix_",
+];
 
 /// The global configuration and the rules, compiled.
 #[derive(Debug)]
@@ -108,7 +121,11 @@ impl<'cfg, C> Rules<'cfg, C> {
     /// Picks the configuration for the current request.
     pub(crate) fn choose<H: Host>(&self, host: &mut H, facts: &mut Facts) -> Choice {
         if self.rules.is_empty() {
-            return if self.global.is_some() { Choice::Global } else { Choice::Skip };
+            return if self.global.is_some() {
+                Choice::Global
+            } else {
+                Choice::Skip
+            };
         }
         facts.clear();
         for (i, (matcher, _)) in self.rules.iter().enumerate() {
@@ -124,7 +141,10 @@ impl<'cfg, C> Rules<'cfg, C> {
     }
 }
 
-fn compile_matcher<'cfg>(item: &Field<'_, 'cfg>, fields: &Fields<'_, 'cfg>) -> Result<Matcher<'cfg>, ConfigError> {
+fn compile_matcher<'cfg>(
+    item: &Field<'_, 'cfg>,
+    fields: &Fields<'_, 'cfg>,
+) -> Result<Matcher<'cfg>, ConfigError> {
     let mut m = Matcher::default();
     if let Some(f) = fields.get_own("_match_route_") {
         m.routes = f.strings()?;
@@ -146,8 +166,12 @@ fn compile_matcher<'cfg>(item: &Field<'_, 'cfg>, fields: &Fields<'_, 'cfg>) -> R
     if let Some(f) = fields.get_own("_match_route_prefix_") {
         m.prefixes = f.strings()?;
     }
-    if m.routes.is_empty() && m.domains.is_empty() && m.services.is_empty() && m.prefixes.is_empty() {
-        return Err(item.error(format!("a rule needs a non-empty one of {}", MATCH_KEYS.join(", "))));
+    if m.routes.is_empty() && m.domains.is_empty() && m.services.is_empty() && m.prefixes.is_empty()
+    {
+        return Err(item.error(format!(
+            "a rule needs a non-empty one of {}",
+            MATCH_KEYS.join(", ")
+        )));
     }
     Ok(m)
 }
@@ -178,7 +202,9 @@ impl Facts {
             None => {
                 let value = match which {
                     ROUTE => host.property(&["route_name"]),
-                    AUTHORITY => host.header(HeaderMap::Request, ":authority").map(strip_port),
+                    AUTHORITY => host
+                        .header(HeaderMap::Request, ":authority")
+                        .map(strip_port),
                     CLUSTER => host.property(&["cluster_name"]),
                     _ => host.header(HeaderMap::Request, ":path").map(strip_query),
                 };
@@ -225,7 +251,8 @@ fn service_matches(entry: &str, cluster: &[u8]) -> bool {
         return true;
     }
     let mut parts = cluster.split(|&b| b == b'|');
-    let (Some(b"outbound"), Some(port), Some(_subset), Some(name)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(b"outbound"), Some(port), Some(_subset), Some(name)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -238,25 +265,33 @@ fn service_matches(entry: &str, cluster: &[u8]) -> bool {
 impl Matcher<'_> {
     fn matches<H: Host>(&self, host: &mut H, facts: &mut Facts) -> bool {
         if !self.routes.is_empty() {
-            let Some(route) = facts.get(host, ROUTE) else { return false };
+            let Some(route) = facts.get(host, ROUTE) else {
+                return false;
+            };
             if !self.routes.iter().any(|r| r.as_bytes() == route) {
                 return false;
             }
         }
         if !self.domains.is_empty() {
-            let Some(authority) = facts.get(host, AUTHORITY) else { return false };
+            let Some(authority) = facts.get(host, AUTHORITY) else {
+                return false;
+            };
             if !self.domains.iter().any(|d| d.matches(authority)) {
                 return false;
             }
         }
         if !self.services.is_empty() {
-            let Some(cluster) = facts.get(host, CLUSTER) else { return false };
+            let Some(cluster) = facts.get(host, CLUSTER) else {
+                return false;
+            };
             if !self.services.iter().any(|s| service_matches(s, cluster)) {
                 return false;
             }
         }
         if !self.prefixes.is_empty() {
-            let Some(path) = facts.get(host, PATH) else { return false };
+            let Some(path) = facts.get(host, PATH) else {
+                return false;
+            };
             if !self.prefixes.iter().any(|p| path.starts_with(p.as_bytes())) {
                 return false;
             }
@@ -287,7 +322,10 @@ mod tests {
 
     #[test]
     fn services_match_higress_cluster_names() {
-        assert!(service_matches("foo.default.svc.cluster.local", b"outbound|80||foo.default.svc.cluster.local"));
+        assert!(service_matches(
+            "foo.default.svc.cluster.local",
+            b"outbound|80||foo.default.svc.cluster.local"
+        ));
         assert!(service_matches("foo.dns:8080", b"outbound|8080||foo.dns"));
         assert!(!service_matches("foo.dns:80", b"outbound|8080||foo.dns"));
         assert!(service_matches("backend", b"backend"));

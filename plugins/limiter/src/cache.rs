@@ -32,7 +32,9 @@ pub struct OverLimitCache {
 
 impl core::fmt::Debug for OverLimitCache {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("OverLimitCache").field("slots", &self.slots.len()).finish()
+        f.debug_struct("OverLimitCache")
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 
@@ -100,6 +102,9 @@ mod tests {
 
     #[test]
     fn seeds_change_hashes() {
-        assert_ne!(OverLimitCache::new(1).hash(0, b"k"), OverLimitCache::new(2).hash(0, b"k"));
+        assert_ne!(
+            OverLimitCache::new(1).hash(0, b"k"),
+            OverLimitCache::new(2).hash(0, b"k")
+        );
     }
 }

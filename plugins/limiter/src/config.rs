@@ -21,7 +21,12 @@ pub struct Limit {
     pub max: u64,
 }
 
-const LIMIT_KEYS: [&str; 4] = ["query_per_second", "query_per_minute", "query_per_hour", "query_per_day"];
+const LIMIT_KEYS: [&str; 4] = [
+    "query_per_second",
+    "query_per_minute",
+    "query_per_hour",
+    "query_per_day",
+];
 const WINDOWS: [u64; 4] = [1, 60, 3_600, 86_400];
 
 impl Limit {
@@ -159,7 +164,9 @@ fn item<'cfg>(field: Field<'_, 'cfg>) -> Result<Item<'cfg>, ConfigError> {
                     .map_err(|e| key_field.error(format!("invalid regular expression: {e}")))?,
             )
         } else if by_ip {
-            KeyMatch::Cidr(Cidr::parse(key).ok_or_else(|| key_field.error(format!("\"{key}\" is not an IP address or CIDR range")))?)
+            KeyMatch::Cidr(Cidr::parse(key).ok_or_else(|| {
+                key_field.error(format!("\"{key}\" is not an IP address or CIDR range"))
+            })?)
         } else {
             KeyMatch::Exact
         };
@@ -191,7 +198,10 @@ fn non_empty<'cfg>(field: &Field<'_, 'cfg>, name: &'cfg str) -> Result<&'cfg str
 ///
 /// # Errors
 /// Names the first field at fault.
-pub fn compile<'cfg>(fields: &Fields<'_, 'cfg>, setup: &mut Setup<'_>) -> Result<Config<'cfg>, ConfigError> {
+pub fn compile<'cfg>(
+    fields: &Fields<'_, 'cfg>,
+    setup: &mut Setup<'_>,
+) -> Result<Config<'cfg>, ConfigError> {
     let rule_field = fields.require("rule_name")?;
     let rule_name = rule_field.str()?;
     if rule_name.is_empty() {
@@ -216,7 +226,12 @@ pub fn compile<'cfg>(fields: &Fields<'_, 'cfg>, setup: &mut Setup<'_>) -> Result
     let rejected_code = u16::try_from(code)
         .ok()
         .filter(|c| (200..=599).contains(c))
-        .ok_or_else(|| fields.error("rejected_code", format!("must be an HTTP status (200-599), got {code}")))?;
+        .ok_or_else(|| {
+            fields.error(
+                "rejected_code",
+                format!("must be an HTTP status (200-599), got {code}"),
+            )
+        })?;
     let key_prefix = fields.opt_str("redis_key_prefix")?.unwrap_or("limiter");
     if let Some(f) = fields.get("redis_key_prefix") {
         no_braces(&f, key_prefix)?;
@@ -225,7 +240,9 @@ pub fn compile<'cfg>(fields: &Fields<'_, 'cfg>, setup: &mut Setup<'_>) -> Result
         rule_name,
         limits,
         rejected_code,
-        rejected_msg: fields.opt_str("rejected_msg")?.unwrap_or("Too many requests"),
+        rejected_msg: fields
+            .opt_str("rejected_msg")?
+            .unwrap_or("Too many requests"),
         show_limit_quota_header: fields.bool_or("show_limit_quota_header", false)?,
         failure_mode_deny: fields.bool_or("failure_mode_deny", false)?,
         key_prefix,

@@ -49,7 +49,10 @@ impl Source<'_> {
     /// The name of this source in counter keys.
     pub fn name(&self) -> &str {
         match self {
-            Source::Header(n) | Source::Param(n) | Source::Cookie(n) | Source::ForwardedHeader(n) => n,
+            Source::Header(n)
+            | Source::Param(n)
+            | Source::Cookie(n)
+            | Source::ForwardedHeader(n) => n,
             Source::Consumer => "x-mse-consumer",
             Source::RemoteAddr => "remote",
         }
@@ -138,7 +141,10 @@ fn decode_into(raw: &[u8], out: &mut Value) {
     while let Some(&b) = raw.get(i) {
         match b {
             b'+' => out.push(b' '),
-            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi << 4 | lo);
                     i += 2;
@@ -159,7 +165,10 @@ fn query_param(path: &[u8], name: &[u8], out: &mut Value) -> bool {
     let query = query.split(|&b| b == b'#').next().unwrap_or_default();
     for pair in query.split(|&b| b == b'&') {
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(eq) => (pair.get(..eq).unwrap_or_default(), pair.get(eq + 1..).unwrap_or_default()),
+            Some(eq) => (
+                pair.get(..eq).unwrap_or_default(),
+                pair.get(eq + 1..).unwrap_or_default(),
+            ),
             None => (pair, &b""[..]),
         };
         if key == name {
@@ -227,7 +236,10 @@ impl Cidr {
 
     /// Whether the textual address `addr` is in the range.
     pub fn contains(&self, addr: &[u8]) -> bool {
-        let Some(ip) = core::str::from_utf8(addr).ok().and_then(|s| IpAddr::from_str(s).ok()) else {
+        let Some(ip) = core::str::from_utf8(addr)
+            .ok()
+            .and_then(|s| IpAddr::from_str(s).ok())
+        else {
             return false;
         };
         let (value, v6) = bits(ip);
@@ -271,7 +283,9 @@ mod tests {
         assert!(!net.contains(b"11.0.0.1"));
         assert!(!net.contains(b"not an ip"));
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(b"8.8.8.8"));
-        assert!(Cidr::parse("2001:db8::/32").unwrap().contains(b"2001:db8::1"));
+        assert!(Cidr::parse("2001:db8::/32")
+            .unwrap()
+            .contains(b"2001:db8::1"));
         assert!(!Cidr::parse("2001:db8::/32").unwrap().contains(b"10.0.0.1"));
         assert!(Cidr::parse("1.2.3.4").unwrap().contains(b"::ffff:1.2.3.4"));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);

@@ -66,7 +66,11 @@ struct Applied {
     key: usize,
 }
 
-fn find_item<H: Host>(items: &[Item<'_>], io: &mut Io<'_, H>, value: &mut Value) -> Option<Applied> {
+fn find_item<H: Host>(
+    items: &[Item<'_>],
+    io: &mut Io<'_, H>,
+    value: &mut Value,
+) -> Option<Applied> {
     for (i, item) in items.iter().enumerate() {
         if !item.source.read(io, value) {
             continue;
@@ -95,12 +99,16 @@ fn find_item<H: Host>(items: &[Item<'_>], io: &mut Io<'_, H>, value: &mut Value)
 
 impl Plugin for Limiter {
     const NAME: &'static str = "limiter";
-    const COUNTERS: &'static [&'static str] = &["allowed", "limited", "limited_locally", "redis_errors"];
+    const COUNTERS: &'static [&'static str] =
+        &["allowed", "limited", "limited_locally", "redis_errors"];
     const REDIS: RedisUse = RedisUse::Required;
     type Config<'cfg> = Config<'cfg>;
     type State = State;
 
-    fn configure<'cfg>(fields: &kit::Fields<'_, 'cfg>, setup: &mut kit::Setup<'_>) -> Result<Config<'cfg>, kit::ConfigError> {
+    fn configure<'cfg>(
+        fields: &kit::Fields<'_, 'cfg>,
+        setup: &mut kit::Setup<'_>,
+    ) -> Result<Config<'cfg>, kit::ConfigError> {
         config::compile(fields, setup)
     }
 
@@ -124,7 +132,10 @@ impl Plugin for Limiter {
         let (source, limit_key) = match (applied.item, &cfg.limits) {
             (Some(i), Limits::Items(items)) => {
                 let item = items.get(i);
-                (item.map(|it| it.source), item.and_then(|it| it.keys.get(applied.key)))
+                (
+                    item.map(|it| it.source),
+                    item.and_then(|it| it.keys.get(applied.key)),
+                )
             }
             _ => (None, None),
         };
@@ -175,12 +186,18 @@ impl Plugin for Limiter {
         }
     }
 
-    fn on_redis_reply<H: Host>(mut cx: Cx<'_, '_, Self, H>, reply: Result<Reply<'_>, RedisError>) -> Flow {
+    fn on_redis_reply<H: Host>(
+        mut cx: Cx<'_, '_, Self, H>,
+        reply: Result<Reply<'_>, RedisError>,
+    ) -> Flow {
         let count = match reply {
             Ok(reply) => match reply.as_i64() {
                 Some(n) => n,
                 None => {
-                    cx.io.log(LogLevel::Warn, format_args!("unexpected Redis reply {reply:?}"));
+                    cx.io.log(
+                        LogLevel::Warn,
+                        format_args!("unexpected Redis reply {reply:?}"),
+                    );
                     return redis_failed(&mut cx, RedisError::Protocol);
                 }
             },
@@ -188,7 +205,10 @@ impl Plugin for Limiter {
         };
         let limit = cx.state.limit;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
-        let window = cx.state.window.unwrap_or(Window { start: now, end: now + 1 });
+        let window = cx.state.window.unwrap_or(Window {
+            start: now,
+            end: now + 1,
+        });
         match decide(count, limit) {
             Decision::Allow { remaining } => {
                 cx.io.count(counter::ALLOWED);
@@ -208,8 +228,10 @@ impl Plugin for Limiter {
     fn on_response_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         if let Some((limit, remaining)) = cx.state.quota {
             let mut digits = itoa::Buffer::new();
-            cx.io.set_response_header("x-ratelimit-limit", digits.format(limit).as_bytes());
-            cx.io.set_response_header("x-ratelimit-remaining", digits.format(remaining).as_bytes());
+            cx.io
+                .set_response_header("x-ratelimit-limit", digits.format(limit).as_bytes());
+            cx.io
+                .set_response_header("x-ratelimit-remaining", digits.format(remaining).as_bytes());
         }
         Flow::Continue
     }
@@ -223,7 +245,11 @@ fn reject<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, limit: u64, reset: u64) -> F
         ("x-ratelimit-remaining", b"0"),
         ("x-ratelimit-reset", reset_digits.format(reset).as_bytes()),
     ];
-    cx.io.respond(cx.config.rejected_code, &headers, cx.config.rejected_msg.as_bytes())
+    cx.io.respond(
+        cx.config.rejected_code,
+        &headers,
+        cx.config.rejected_msg.as_bytes(),
+    )
 }
 
 /// Redis could not count the request: the failure mode decides.

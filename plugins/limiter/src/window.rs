@@ -48,7 +48,9 @@ pub fn decide(count: i64, limit: u64) -> Decision {
     // A count below 1 cannot come from INCR; treat it as the first request.
     let count = u64::try_from(count).unwrap_or(0).max(1);
     if count <= limit {
-        Decision::Allow { remaining: limit - count }
+        Decision::Allow {
+            remaining: limit - count,
+        }
     } else {
         Decision::Reject
     }
@@ -60,10 +62,28 @@ mod tests {
 
     #[test]
     fn windows_align_to_the_epoch() {
-        assert_eq!(Window::containing(125, 60), Window { start: 120, end: 180 });
-        assert_eq!(Window::containing(120, 60), Window { start: 120, end: 180 });
+        assert_eq!(
+            Window::containing(125, 60),
+            Window {
+                start: 120,
+                end: 180
+            }
+        );
+        assert_eq!(
+            Window::containing(120, 60),
+            Window {
+                start: 120,
+                end: 180
+            }
+        );
         assert_eq!(Window::containing(7, 1), Window { start: 7, end: 8 });
-        assert_eq!(Window::containing(86_399, 86_400), Window { start: 0, end: 86_400 });
+        assert_eq!(
+            Window::containing(86_399, 86_400),
+            Window {
+                start: 0,
+                end: 86_400
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,453 @@
+//! The limiter's behaviour, natively, over the kit's `FakeHost`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+mod common;
+
+use common::{Driver, Outcome};
+use kit::fake::FakeHost;
+use kit::{Filter, HostError};
+use limiter::Limiter;
+use std::time::Duration;
+
+const WEBDIS: &str = r#""redis": {"webdis_cluster": "webdis", "timeout": 250}"#;
+
+fn config(body: &str) -> String {
+    format!("{{{body}, {WEBDIS}}}")
+}
+
+/// Sets the clock to `secs_into_minute` seconds into a minute.
+fn at_second(driver: &mut Driver, secs_into_minute: u64) {
+    let host = driver.host();
+    let minute = host.now_nanos / 60_000_000_000;
+    host.now_nanos = (minute * 60 + secs_into_minute) * 1_000_000_000;
+}
+
+#[test]
+fn global_limit_allows_then_rejects_with_headers() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_minute": 10}"#,
+    ));
+    at_second(&mut d, 15);
+    let outcomes: Vec<Outcome> = (0..15).map(|_| d.request(&[])).collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::Forwarded)
+            .count(),
+        10
+    );
+    assert_eq!(
+        outcomes[10..],
+        [
+            Outcome::Answered(429),
+            Outcome::Answered(429),
+            Outcome::Answered(429),
+            Outcome::Answered(429),
+            Outcome::Answered(429)
+        ]
+    );
+    let response = d.host().response.clone().unwrap();
+    assert_eq!(response.headers.get_str("x-ratelimit-limit"), Some("10"));
+    assert_eq!(response.headers.get_str("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(response.headers.get_str("x-ratelimit-reset"), Some("45"));
+    assert_eq!(response.body, b"Too many requests");
+    // Redis counted 11: the 12th to 15th were rejected from the cache.
+    assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![11]);
+    assert_eq!(d.host().counter("limiter.allowed"), 10);
+    assert_eq!(d.host().counter("limiter.limited"), 1);
+    assert_eq!(d.host().counter("limiter.limited_locally"), 4);
+}
+
+#[test]
+fn counter_key_is_cluster_safe_and_names_the_window() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "api", "global_threshold": {"query_per_second": 5}"#,
+    ));
+    d.host().now_nanos = 1_700_000_123_456_000_000;
+    d.request(&[]);
+    let key = d.redis.keys().next().unwrap().clone();
+    assert_eq!(
+        String::from_utf8(key).unwrap(),
+        "limiter:{api:global}:1700000123"
+    );
+}
+
+#[test]
+fn a_new_window_starts_a_new_count() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 2}"#,
+    ));
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+    d.host().advance(Duration::from_secs(1));
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+}
+
+#[test]
+fn quota_headers_on_allowed_answers() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_hour": 3}, "show_limit_quota_header": true"#,
+    ));
+    for remaining in ["2", "1", "0"] {
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+        let headers = &d.host().response_headers;
+        assert_eq!(headers.get_str("x-ratelimit-limit"), Some("3"));
+        assert_eq!(headers.get_str("x-ratelimit-remaining"), Some(remaining));
+    }
+}
+
+#[test]
+fn per_header_values_have_their_own_counters_and_exact_keys() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "keys", "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_minute": 2}]}]"#,
+    ));
+    at_second(&mut d, 0);
+    for key in ["alice", "a/b", "100%", "with space", "é\u{1F600}"] {
+        assert_eq!(
+            d.request(&[("x-api-key", key)]),
+            Outcome::Forwarded,
+            "{key}"
+        );
+        assert_eq!(
+            d.request(&[("x-api-key", key)]),
+            Outcome::Forwarded,
+            "{key}"
+        );
+        assert_eq!(
+            d.request(&[("x-api-key", key)]),
+            Outcome::Answered(429),
+            "{key}"
+        );
+        let want = format!("limiter:{{keys:header:x-api-key:{key}}}:");
+        assert!(
+            d.redis.keys().any(|k| k.starts_with(want.as_bytes())),
+            "no counter for {key:?} in {:?}",
+            d.redis
+                .keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect::<Vec<_>>()
+        );
+    }
+    // Requests without the header are not limited.
+    for _ in 0..5 {
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+    }
+}
+
+#[test]
+fn exact_keys_regexps_and_first_match_order() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "rule_items": [
+            {"limit_by_header": "x-tenant", "limit_keys": [{"key": "gold", "query_per_minute": 3}, {"key": "regexp:^s", "query_per_minute": 1}]},
+            {"limit_by_per_param": "user", "limit_keys": [{"key": "*", "query_per_minute": 1}]}
+        ]"#,
+    ));
+    at_second(&mut d, 0);
+    assert_eq!(d.request(&[("x-tenant", "gold")]), Outcome::Forwarded);
+    assert_eq!(d.request(&[("x-tenant", "silver")]), Outcome::Forwarded);
+    // "silver" and "steel" share the `regexp:^s` counter (not per value).
+    assert_eq!(d.request(&[("x-tenant", "steel")]), Outcome::Answered(429));
+    // A tenant no key matches falls through to the next item.
+    assert_eq!(
+        d.request(&[("x-tenant", "bronze"), (":path", "/x?user=a%20b")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[(":path", "/x?user=a+b")]),
+        Outcome::Answered(429)
+    );
+    assert_eq!(d.request(&[(":path", "/x?user=c")]), Outcome::Forwarded);
+}
+
+#[test]
+fn per_ip_ranges_from_remote_address_and_forwarded_header() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-header-x-forwarded-for", "limit_keys": [{"key": "10.0.0.0/8", "query_per_minute": 1}]}]"#,
+    ));
+    at_second(&mut d, 0);
+    assert_eq!(
+        d.request(&[("x-forwarded-for", "10.1.1.1, 192.168.0.1")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[("x-forwarded-for", "10.1.1.1")]),
+        Outcome::Answered(429)
+    );
+    assert_eq!(
+        d.request(&[("x-forwarded-for", "10.1.1.2")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[("x-forwarded-for", "11.1.1.1")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[("x-forwarded-for", "11.1.1.1")]),
+        Outcome::Forwarded
+    );
+
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "0.0.0.0/0", "query_per_minute": 1}]}]"#,
+    ));
+    at_second(&mut d, 0);
+    d.host().properties.add("source.address", b"127.0.0.1:5555");
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    d.host().properties.clear();
+    d.host().properties.add("source.address", b"127.0.0.1:6666");
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+}
+
+#[test]
+fn redis_failure_lets_requests_through_by_default() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 1}"#,
+    ));
+    d.redis_down = true;
+    for _ in 0..3 {
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+    }
+    assert_eq!(d.host().counter("limiter.redis_errors"), 3);
+}
+
+#[test]
+fn redis_failure_denies_with_503_when_configured() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 1}, "failure_mode_deny": true"#,
+    ));
+    d.redis_down = true;
+    assert_eq!(d.request(&[]), Outcome::Answered(503));
+    d.redis_down = false;
+    d.host().refuse_calls = Some(HostError::BadArgument);
+    assert_eq!(d.request(&[]), Outcome::Answered(503));
+}
+
+#[test]
+fn noscript_is_retried_as_eval_once() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 5}"#,
+    ));
+    d.forget_scripts = true;
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    let call = d.host().last_call.clone().unwrap();
+    let path = String::from_utf8(call.headers.get(":path").unwrap().to_vec()).unwrap();
+    assert!(path.starts_with("/EVAL/local%20n"), "{path}");
+    assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn webdis_call_uses_configured_cluster_and_timeout() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 5}"#,
+    ));
+    d.request(&[]);
+    let call = d.host().last_call.clone().unwrap();
+    assert_eq!(call.cluster, "webdis");
+    assert_eq!(call.timeout, Duration::from_millis(250));
+    assert_eq!(call.headers.get_str(":method"), Some("GET"));
+}
+
+#[test]
+fn late_reply_after_the_request_ended_is_ignored() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 5}"#,
+    ));
+    let stream = d.filter.open_stream(99);
+    assert_eq!(
+        d.filter.on_request_headers(stream, true),
+        kit::Action::Pause
+    );
+    let token = d.host().last_call.as_ref().unwrap().token;
+    d.filter.close_stream(stream);
+    d.host().answer_http(200, b":1\r\n");
+    d.filter.on_http_call_response(token, 1, 4, false);
+    assert_eq!(d.host().resumed, [0, 0]);
+    assert_eq!(d.host().responses_sent, 0);
+}
+
+#[test]
+fn garbage_replies_follow_the_failure_mode() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 5}, "failure_mode_deny": true"#,
+    ));
+    for body in [
+        &b"not resp"[..],
+        b"$5\r\nab",
+        b"-ERR boom\r\n",
+        b"+OK\r\n",
+        b"",
+    ] {
+        let stream = d.filter.open_stream(7);
+        assert_eq!(
+            d.filter.on_request_headers(stream, true),
+            kit::Action::Pause
+        );
+        let token = d.host().last_call.as_ref().unwrap().token;
+        d.host().answer_http(200, body);
+        let before = d.host().responses_sent;
+        d.filter.on_http_call_response(token, 1, body.len(), false);
+        assert_eq!(d.host().responses_sent, before + 1, "{body:?}");
+        assert_eq!(d.host().response.as_ref().unwrap().status, 503);
+        d.filter.close_stream(stream);
+    }
+}
+
+fn refused(json: &str) -> String {
+    let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
+    let err = filter
+        .configure(json.as_bytes().to_vec())
+        .expect_err("config must be refused");
+    let lines: Vec<_> = filter
+        .host()
+        .logs
+        .iter()
+        .filter(|(_, l)| l.contains("invalid configuration"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one log line: {:?}",
+        filter.host().logs
+    );
+    assert!(!lines[0].1.contains('\n'));
+    err.to_string()
+}
+
+#[test]
+fn invalid_configs_are_refused_naming_the_field() {
+    let cases = [
+        (config(r#""global_threshold": {"query_per_minute": 10}"#), "rule_name: is required"),
+        (config(r#""rule_name": 5, "global_threshold": {"query_per_minute": 10}"#), "rule_name: must be a string, got an integer"),
+        (config(r#""rule_name": "r", "global_threshold": {"query_per_minute": -1}"#), "global_threshold.query_per_minute: must be a positive integer, got -1"),
+        (config(r#""rule_name": "r", "global_threshold": {"query_per_minute": 1.5}"#), "global_threshold.query_per_minute: must be a positive integer, got a fraction"),
+        (config(r#""rule_name": "r""#), "needs one of global_threshold, rule_items"),
+        (config(r#""rule_name": "r", "global_threshold": {"query_per_week": 1}"#), "global_threshold: needs one of query_per_second"),
+        (config(r#""rule_name": "r", "global_threshold": {"query_per_minute": 1}, "rejected_code": 1000"#), "rejected_code: must be an HTTP status"),
+        (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_header": "x", "limit_keys": [{"key": "regexp:(", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: invalid regular expression"),
+        (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "10.0.0.0/40", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: \"10.0.0.0/40\" is not an IP address or CIDR range"),
+        (config(r#""rule_name": "r", "rule_items": []"#), "rule_items: must list at least one item"),
+        (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}}"#.to_owned(), "redis: is required"),
+        (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}, "redis": {"transport": "carrier-pigeon"}}"#.to_owned(), "redis.transport: unknown transport `carrier-pigeon`"),
+        (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}, "redis": {"timeout": 5}}"#.to_owned(), "redis: needs webdis_cluster"),
+        (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}, "redis": {"service_name": "redis.static"}}"#.to_owned(), "redis.service_name: the native Redis transport needs the module built with the `higress` feature"),
+        (r#"{"rule_name": "r", "#.to_owned(), "configuration is not valid JSON"),
+        (r#"[1, 2]"#.to_owned(), "configuration must be a JSON object"),
+    ];
+    for (json, want) in cases {
+        let got = refused(&json);
+        assert!(
+            got.contains(want),
+            "config {json}\n  got: {got}\n want: {want}"
+        );
+    }
+}
+
+#[test]
+fn higress_rules_override_the_global_config() {
+    let json = config(
+        r#""rule_name": "global", "global_threshold": {"query_per_minute": 100},
+           "_rules_": [
+             {"_match_domain_": ["*.example.com"], "rule_name": "example", "global_threshold": {"query_per_minute": 1}},
+             {"_match_route_prefix_": ["/slow"], "global_threshold": {"query_per_minute": 2}}
+           ]"#,
+    );
+    let mut d = Driver::new(&json);
+    at_second(&mut d, 0);
+    assert_eq!(
+        d.request(&[(":authority", "api.example.com:8443"), (":path", "/")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[(":authority", "api.example.com"), (":path", "/")]),
+        Outcome::Answered(429)
+    );
+    assert_eq!(
+        d.request(&[(":authority", "other.org"), (":path", "/slow/x")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[(":authority", "other.org"), (":path", "/slow/y")]),
+        Outcome::Forwarded
+    );
+    assert_eq!(
+        d.request(&[(":authority", "other.org"), (":path", "/slow")]),
+        Outcome::Answered(429)
+    );
+    assert_eq!(
+        d.request(&[(":authority", "other.org"), (":path", "/fast")]),
+        Outcome::Forwarded
+    );
+    let keys: Vec<String> = d
+        .redis
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("limiter:{example:global}")),
+        "{keys:?}"
+    );
+    // The route-prefix rule inherits the global rule_name.
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("limiter:{global:global}")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn rules_only_config_leaves_unmatched_requests_alone() {
+    let json = config(
+        r#""_rules_": [{"_match_route_": ["limited"], "rule_name": "x", "global_threshold": {"query_per_minute": 1}}]"#,
+    );
+    let mut d = Driver::new(&json);
+    at_second(&mut d, 0);
+    for _ in 0..3 {
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+    }
+    assert!(d.redis.is_empty());
+    d.host().properties.add("route_name", b"limited");
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+}
+
+#[test]
+fn hostile_header_values_never_panic() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "rule_items": [
+            {"limit_by_per_cookie": "s", "limit_keys": [{"key": "*", "query_per_minute": 100}]},
+            {"limit_by_per_param": "p", "limit_keys": [{"key": "regexp:^a", "query_per_minute": 100}]},
+            {"limit_by_per_ip": "from-header-xff", "limit_keys": [{"key": "::/0", "query_per_minute": 100}]}
+        ]"#,
+    ));
+    let long = "x".repeat(100_000);
+    let hostile = [
+        "",
+        ";;;=",
+        "s",
+        "s=",
+        "%",
+        "%%%",
+        "%zz",
+        "\u{0}",
+        "[",
+        "[::1",
+        ":::::",
+        &long,
+        "a=b=c; s=\u{7f}\u{80}",
+    ];
+    for value in hostile {
+        for name in ["cookie", ":path", "xff"] {
+            let _ = d.request(&[(name, value)]);
+            let path = format!("/?p={value}");
+            let _ = d.request(&[(":path", path.as_str())]);
+        }
+    }
+}
