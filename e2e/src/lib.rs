@@ -1,1 +1,120 @@
-//! Shared helpers of the end-to-end tests in `tests/`.
+//! Shared helpers of the end-to-end tests in `tests/`: a limiter stack
+//! (Redis, webdis, Envoy with `limiter.wasm`), unique rule names, and waiting
+//! for room in a clock-aligned rate-limit window.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use stack::{Envoy, EnvoyConfig, Redis, Response, WasmPlugin, Webdis};
+
+/// The cluster name the limiter's config refers to (`redis.webdis_cluster`).
+pub const WEBDIS_CLUSTER: &str = "webdis";
+
+/// The release build of the limiter plugin.
+///
+/// # Panics
+/// If it has not been built, naming the build command.
+pub fn limiter_wasm() -> PathBuf {
+    stack::wasm_path("limiter")
+}
+
+/// An Envoy config with the limiter configured by `plugin_config`, its
+/// webdis cluster pointing at `webdis_port`, answering `200 ok` itself.
+pub fn limiter_envoy(webdis_port: u16, plugin_config: &Value) -> EnvoyConfig {
+    EnvoyConfig::new()
+        .wasm(WasmPlugin::new(limiter_wasm(), plugin_config.to_string()))
+        .cluster(WEBDIS_CLUSTER, webdis_port)
+}
+
+/// A rule name no other test (or earlier run against the same Redis) uses,
+/// so counters never collide: `e2e-<label>-<pid>-<seq>`.
+pub fn unique_rule_name(label: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "e2e-{label}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Waits until a burst of `requests` fits in the current per-minute window
+/// (about 0.2 s per request plus 2 s of slack) and returns that window's
+/// start (seconds since the epoch).
+pub fn room_in_minute_for(requests: u32) -> u64 {
+    let needed = Duration::from_secs_f64(f64::from(requests) * 0.2 + 2.0);
+    stack::wait_for_window_room(Duration::from_secs(60), needed)
+}
+
+/// The start of the current per-minute window.
+pub fn current_minute() -> u64 {
+    let now = stack::unix_now();
+    (now - now % 60.0) as u64
+}
+
+/// Redis, one webdis in front of it and one Envoy running the limiter.
+#[derive(Debug)]
+pub struct LimiterStack {
+    // Drop order: Envoy first, so it never sees its backends vanish first.
+    pub envoy: Envoy,
+    pub webdis: Webdis,
+    pub redis: Redis,
+}
+
+impl LimiterStack {
+    pub fn start(plugin_config: &Value) -> Self {
+        Self::start_with(plugin_config, |config| config)
+    }
+
+    /// Like [`LimiterStack::start`], letting the caller adjust the Envoy
+    /// config (concurrency, `allow_on_headers_stop_iteration`, ...).
+    pub fn start_with(
+        plugin_config: &Value,
+        adjust: impl FnOnce(EnvoyConfig) -> EnvoyConfig,
+    ) -> Self {
+        let redis = Redis::start();
+        let webdis = Webdis::start(redis.port());
+        let envoy = Envoy::start(adjust(limiter_envoy(webdis.port(), plugin_config)));
+        Self {
+            envoy,
+            webdis,
+            redis,
+        }
+    }
+
+    /// `GET /` through Envoy with the given request headers.
+    ///
+    /// # Panics
+    /// If no complete answer arrives within 5 s.
+    pub fn get(&self, headers: &[(&str, &str)]) -> Response {
+        stack::get(self.envoy.port(), "/", headers).unwrap_or_else(|e| {
+            panic!(
+                "GET / through Envoy failed: {e}; Envoy log tail:\n{}",
+                tail(&self.envoy.log(), 30)
+            )
+        })
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .get(lines.len().saturating_sub(n)..)
+        .unwrap_or_default()
+        .join("\n")
+}
+
+/// `status` and the three `X-RateLimit-*` headers, for compact assertions
+/// and readable failure messages.
+pub fn summary(r: &Response) -> String {
+    format!(
+        "{} limit={:?} remaining={:?} reset={:?}",
+        r.status,
+        r.header("x-ratelimit-limit"),
+        r.header("x-ratelimit-remaining"),
+        r.header("x-ratelimit-reset"),
+    )
+}

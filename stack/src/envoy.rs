@@ -335,6 +335,30 @@ impl Envoy {
     }
 }
 
+/// Runs `envoy --mode validate -c <bootstrap>`: Envoy builds every
+/// listener, cluster and filter (a Wasm plugin is loaded and configured)
+/// without binding or connecting. Returns whether it passed, and its output.
+///
+/// # Panics
+/// If Envoy is missing or takes more than 60 s.
+pub fn validate(bootstrap: &Path) -> (bool, String) {
+    let binary = envoy_binary();
+    let dir = RunDir::new("envoy-validate");
+    let log = dir.file("envoy.log");
+    let args = vec![
+        "--mode".to_owned(),
+        "validate".to_owned(),
+        "-c".to_owned(),
+        bootstrap.display().to_string(),
+        "--disable-hot-restart".to_owned(),
+    ];
+    let mut proc =
+        Proc::spawn("envoy", &binary, &args, dir.path(), &log).unwrap_or_else(|e| panic!("{e}"));
+    let status = poll(Duration::from_secs(60), || proc.exited())
+        .unwrap_or_else(|| panic!("envoy --mode validate did not finish within 60 s"));
+    (status.success(), proc.log())
+}
+
 /// `ENVOY_BIN`, else `<repo>/.venv/bin/envoy`.
 ///
 /// # Panics

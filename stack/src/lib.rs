@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use envoy::{Envoy, EnvoyConfig, WasmPlugin};
+pub use envoy::{envoy_binary, validate as validate_envoy_config, Envoy, EnvoyConfig, WasmPlugin};
 pub use http::{get, get_with_timeout, Response};
 pub use redis::Redis;
 pub use webdis::Webdis;
