@@ -15,8 +15,11 @@
 //!   rejected, ideally by the plugin's local over-limit cache without a
 //!   Redis round trip (the `webdis calls` column shows whether it is).
 //!
-//! Usage: `cargo run --release -p loadtest -- [--seconds N] [--connections N]`;
-//! `LOADTEST_SECONDS` sets the default duration (10).
+//! Usage: `cargo run --release -p loadtest -- [--seconds N] [--connections N]
+//! [--allow-on-headers-stop-iteration]`; `LOADTEST_SECONDS` sets the default
+//! duration (10). The flag sets the Wasm `PluginConfig` field of that name
+//! (Envoy then honours StopIteration from header callbacks instead of
+//! turning it into StopAllIterationAndWatermark).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod wrk;
@@ -29,12 +32,16 @@ use stack::{Envoy, EnvoyConfig, Redis, WasmPlugin, Webdis};
 
 use crate::wrk::WrkResult;
 
-const USAGE: &str = "usage: loadtest [--seconds N] [--connections N]   (env: LOADTEST_SECONDS)";
+const USAGE: &str =
+    "usage: loadtest [--seconds N] [--connections N] [--allow-on-headers-stop-iteration]\n\
+                     (env: LOADTEST_SECONDS)";
 
 #[derive(Debug)]
 struct Options {
     seconds: u64,
     connections: u32,
+    /// Sets the Wasm `PluginConfig.allow_on_headers_stop_iteration`.
+    allow_stop_iteration: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -45,6 +52,7 @@ fn parse_options() -> Result<Options, String> {
         Err(_) => 10,
     };
     let mut connections = 32;
+    let mut allow_stop_iteration = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -55,6 +63,7 @@ fn parse_options() -> Result<Options, String> {
         match arg.as_str() {
             "--seconds" => seconds = value("--seconds")?,
             "--connections" => connections = value("--connections")? as u32,
+            "--allow-on-headers-stop-iteration" => allow_stop_iteration = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -67,6 +76,7 @@ fn parse_options() -> Result<Options, String> {
     Ok(Options {
         seconds,
         connections,
+        allow_stop_iteration,
     })
 }
 
@@ -114,12 +124,13 @@ fn run_limiter(opts: &Options, scenario: &'static str, per_minute: u64, expected
     let webdis = Webdis::start_with(redis.port(), 2, 16);
     // Unique per run, so a repeated run in the same minute starts at zero.
     let rule = format!("loadtest-{per_minute}-{}", std::process::id());
+    let mut plugin = WasmPlugin::new(wasm, limiter_config(&rule, per_minute).to_string());
+    if opts.allow_stop_iteration {
+        plugin = plugin.allow_on_headers_stop_iteration(true);
+    }
     let envoy = Envoy::start(
         EnvoyConfig::new()
-            .wasm(WasmPlugin::new(
-                wasm,
-                limiter_config(&rule, per_minute).to_string(),
-            ))
+            .wasm(plugin)
             .cluster("webdis", webdis.port())
             .log_level("warning"),
     );
@@ -147,20 +158,27 @@ fn run_limiter(opts: &Options, scenario: &'static str, per_minute: u64, expected
 }
 
 fn expect_status(envoy: &Envoy, status: u16, scenario: &str) {
-    let r = stack::get(envoy.port(), "/", &[]).unwrap();
-    assert_eq!(
-        r.status,
-        status,
-        "{scenario}: a probe request got {} instead of {status}; Envoy log tail:\n{}",
-        r.status,
-        envoy
-            .log()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
+    let log_tail = || {
+        let log = envoy.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines
+            .get(lines.len().saturating_sub(20)..)
+            .unwrap_or_default()
             .join("\n")
-    );
+    };
+    match stack::get(envoy.port(), "/", &[]) {
+        Ok(r) if r.status == status => {}
+        Ok(r) => panic!(
+            "{scenario}: a probe request got {} instead of {status}; Envoy log tail:\n{}",
+            r.status,
+            log_tail()
+        ),
+        Err(e) => panic!(
+            "{scenario}: a probe request expecting {status} got no answer ({e}); \
+             Envoy log tail:\n{}",
+            log_tail()
+        ),
+    }
 }
 
 /// The limit-never-reached run must pass (almost) everything; the over-limit
@@ -193,8 +211,8 @@ fn render(rows: &[Row], opts: &Options) -> String {
     let _ = writeln!(
         out,
         "Envoy `--concurrency 1`, `wrk -t1 -c{} -d{}s --latency` on loopback, {cores} cores; \
-         Redis behind webdis (2 threads).\n",
-        opts.connections, opts.seconds
+         Redis behind webdis (2 threads); `allow_on_headers_stop_iteration: {}`.\n",
+        opts.connections, opts.seconds, opts.allow_stop_iteration
     );
     out.push_str("| scenario | req/s | p50 | p99 | non-2xx | socket errors | webdis calls |\n");
     out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
