@@ -39,6 +39,13 @@ else
 fi
 
 # Stop and disable the system Redis/webdis services that the packages start.
+# Without systemd (containers) the services are found by their pidfiles, not
+# by process name: other redis-server/webdis processes (ours, from tests) are
+# none of this script's business.
+declare -A SERVICE_PIDFILE=(
+    [redis-server]=/run/redis/redis-server.pid
+    [webdis]=/var/run/webdis/webdis.pid
+)
 for svc in redis-server webdis; do
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
         if systemctl is-enabled --quiet "$svc" 2>/dev/null || systemctl is-active --quiet "$svc" 2>/dev/null; then
@@ -46,9 +53,9 @@ for svc in redis-server webdis; do
             "${SUDO[@]}" systemctl disable --now "$svc"
         fi
     elif [ -x "/etc/init.d/$svc" ]; then
-        # No systemd (containers): the package's postinst may have started it via sysvinit.
-        if "${SUDO[@]}" "/etc/init.d/$svc" status >/dev/null 2>&1; then
-            log "stopping system service $svc"
+        pidfile="${SERVICE_PIDFILE[$svc]}"
+        if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            log "stopping system service $svc (pid $(cat "$pidfile"))"
             "${SUDO[@]}" "/etc/init.d/$svc" stop
         fi
         if command -v update-rc.d >/dev/null 2>&1; then

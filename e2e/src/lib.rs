@@ -84,6 +84,16 @@ impl LimiterStack {
         }
     }
 
+    /// `count` sequential `GET /` through Envoy with the same headers; see
+    /// [`send_all`].
+    pub fn burst(&self, count: usize, headers: &[(&str, &str)]) -> Vec<Response> {
+        send_all(
+            count,
+            |_| stack::get(self.envoy.port(), "/", headers),
+            || self.envoy.log(),
+        )
+    }
+
     /// `GET /` through Envoy with the given request headers.
     ///
     /// # Panics
@@ -92,19 +102,36 @@ impl LimiterStack {
         stack::get(self.envoy.port(), "/", headers).unwrap_or_else(|e| {
             panic!(
                 "GET / through Envoy failed: {e}; Envoy log tail:\n{}",
-                tail(&self.envoy.log(), 30)
+                stack::envoy_log_excerpt(&self.envoy.log(), 30)
             )
         })
     }
 }
 
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines
-        .get(lines.len().saturating_sub(n)..)
-        .unwrap_or_default()
-        .join("\n")
+/// Sends `count` requests in order with `send(i)` and returns the answers.
+///
+/// # Panics
+/// At the first request without an answer, listing the answers before it
+/// (so "10 passed, the first rejected one hung" is visible at a glance) and
+/// the excerpt of the Envoy log that `envoy_log` returns.
+pub fn send_all(
+    count: usize,
+    mut send: impl FnMut(usize) -> std::io::Result<Response>,
+    envoy_log: impl Fn() -> String,
+) -> Vec<Response> {
+    let mut answers = Vec::with_capacity(count);
+    for i in 0..count {
+        match send(i) {
+            Ok(r) => answers.push(r),
+            Err(e) => panic!(
+                "request {} of {count} got no answer: {e}\nanswers before it: {:#?}\nEnvoy log:\n{}",
+                i + 1,
+                answers.iter().map(summary).collect::<Vec<_>>(),
+                stack::envoy_log_excerpt(&envoy_log(), 30)
+            ),
+        }
+    }
+    answers
 }
 
 /// `status` and the three `X-RateLimit-*` headers, for compact assertions

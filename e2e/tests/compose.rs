@@ -24,7 +24,7 @@ fn compose_envoy_bootstrap_validates_with_the_built_limiter() {
     assert!(
         ok,
         "envoy --mode validate refused loadtest/envoy.yaml:\n{}",
-        e2e::tail(&log, 30)
+        stack::envoy_log_excerpt(&log, 30)
     );
 }
 

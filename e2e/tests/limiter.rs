@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::{
-    current_minute, limiter_envoy, limiter_wasm, room_in_minute_for, summary, tail,
+    current_minute, limiter_envoy, limiter_wasm, room_in_minute_for, send_all, summary,
     unique_rule_name, LimiterStack,
 };
 use serde_json::{json, Value};
@@ -48,8 +48,8 @@ fn per_header_config(rule_name: &str, header: &str, per_minute: i64) -> Value {
     })
 }
 
-fn statuses(responses: &[Response]) -> Vec<u16> {
-    responses.iter().map(|r| r.status).collect()
+fn statuses<'a>(responses: impl IntoIterator<Item = &'a Response>) -> Vec<u16> {
+    responses.into_iter().map(|r| r.status).collect()
 }
 
 fn expected_statuses(passed: usize, rejected: usize) -> Vec<u16> {
@@ -106,7 +106,7 @@ fn global_limit_passes_exactly_the_threshold_then_rejects() {
     let rule = unique_rule_name("global");
     let stack = LimiterStack::start(&global_config(&rule, 10, false));
     let window = room_in_minute_for(15);
-    let responses: Vec<Response> = (0..15).map(|_| stack.get(&[])).collect();
+    let responses = stack.burst(15, &[]);
     assert_same_window(window);
 
     assert_eq!(statuses(&responses), expected_statuses(10, 5));
@@ -132,7 +132,7 @@ fn limit_holds_with_allow_on_headers_stop_iteration_and_two_workers() {
         config
     });
     let window = room_in_minute_for(6);
-    let responses: Vec<Response> = (0..6).map(|_| stack.get(&[])).collect();
+    let responses = stack.burst(6, &[]);
     assert_same_window(window);
     assert_eq!(statuses(&responses), expected_statuses(3, 3));
     for (i, r) in responses.iter().take(3).enumerate() {
@@ -155,12 +155,15 @@ fn two_envoys_share_one_limit_through_redis() {
     let envoy_b = Envoy::start(limiter_envoy(webdis_b.port(), &config).concurrency(2));
 
     let window = room_in_minute_for(16);
-    let responses: Vec<Response> = (0..16)
-        .map(|i| {
+    let logs = || format!("Envoy A:\n{}\nEnvoy B:\n{}", envoy_a.log(), envoy_b.log());
+    let responses = send_all(
+        16,
+        |i| {
             let envoy = if i % 2 == 0 { &envoy_a } else { &envoy_b };
-            stack::get(envoy.port(), "/", &[]).unwrap()
-        })
-        .collect();
+            stack::get(envoy.port(), "/", &[])
+        },
+        logs,
+    );
     assert_same_window(window);
 
     assert_eq!(
@@ -186,25 +189,33 @@ fn per_header_values_are_counted_separately_and_stored_raw() {
 
     let window = room_in_minute_for(4 * keys.len() as u32);
     // Interleaved, so a shared counter would show at once.
-    let mut by_key: Vec<Vec<Response>> = vec![Vec::new(); keys.len()];
-    for _round in 0..4 {
-        for (key, responses) in keys.iter().zip(by_key.iter_mut()) {
-            responses.push(stack.get(&[("x-api-key", key)]));
-        }
-    }
+    let answers = send_all(
+        4 * keys.len(),
+        |i| {
+            stack::get(
+                stack.envoy.port(),
+                "/",
+                &[("x-api-key", keys[i % keys.len()])],
+            )
+        },
+        || stack.envoy.log(),
+    );
+    let by_key: Vec<Vec<&Response>> = (0..keys.len())
+        .map(|k| answers.iter().skip(k).step_by(keys.len()).collect())
+        .collect();
     assert_same_window(window);
 
     for (key, responses) in keys.iter().zip(&by_key) {
         assert_eq!(
-            statuses(responses),
+            statuses(responses.iter().copied()),
             expected_statuses(3, 1),
             "key {key:?}: {:?}",
-            responses.iter().map(summary).collect::<Vec<_>>()
+            responses.iter().map(|r| summary(r)).collect::<Vec<_>>()
         );
         for (i, r) in responses.iter().take(3).enumerate() {
             assert_passed(r, 3, 2 - i as i64);
         }
-        assert_rejected(&responses[3], 3, window);
+        assert_rejected(responses[3], 3, window);
     }
 
     // Counter keys are `<prefix>:{<rule_name>:...<value>}:<window start>`
@@ -308,7 +319,7 @@ fn refused_plugin_messages(config: &Value) -> Vec<String> {
     assert!(
         log.contains("Unable to create Wasm plugin"),
         "Envoy exited, but not because of the plugin:\n{}",
-        tail(&log, 40)
+        stack::envoy_log_excerpt(&log, 40)
     );
     log.lines()
         .filter_map(|line| line.split_once("wasm log ").map(|(_, m)| m))
@@ -359,7 +370,7 @@ fn malformed_json_is_refused() {
     assert!(
         log.lines().any(|l| l.contains("wasm log ")),
         "the plugin logged nothing about the broken JSON:\n{}",
-        tail(&log, 40)
+        stack::envoy_log_excerpt(&log, 40)
     );
 }
 

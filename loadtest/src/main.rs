@@ -158,14 +158,7 @@ fn run_limiter(opts: &Options, scenario: &'static str, per_minute: u64, expected
 }
 
 fn expect_status(envoy: &Envoy, status: u16, scenario: &str) {
-    let log_tail = || {
-        let log = envoy.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines
-            .get(lines.len().saturating_sub(20)..)
-            .unwrap_or_default()
-            .join("\n")
-    };
+    let log_tail = || stack::envoy_log_excerpt(&envoy.log(), 20);
     match stack::get(envoy.port(), "/", &[]) {
         Ok(r) if r.status == status => {}
         Ok(r) => panic!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::process::{read_log, tail, Proc};
+use crate::process::{envoy_log_excerpt, read_log, Proc};
 use crate::{http, poll, repo_root, RunDir};
 
 /// The Wasm HTTP filter to put in front of the router.
@@ -250,7 +250,7 @@ impl Envoy {
                 panic!(
                     "Envoy failed to start: {why}; log {}:\n{}",
                     dir.file("envoy.log").display(),
-                    tail(&log, 40)
+                    envoy_log_excerpt(&log, 40)
                 );
             }
         }
@@ -276,13 +276,13 @@ impl Envoy {
                 drop(envoy);
                 panic!(
                     "Envoy started although its configuration should be refused; log:\n{}",
-                    tail(&log, 40)
+                    envoy_log_excerpt(&log, 40)
                 )
             }
             Err((Failure::Exited(_), dir)) => read_log(&dir.file("envoy.log")),
             Err((Failure::NotReady(why), dir)) => panic!(
                 "Envoy neither refused its configuration nor became ready: {why}; log:\n{}",
-                tail(&read_log(&dir.file("envoy.log")), 40)
+                envoy_log_excerpt(&read_log(&dir.file("envoy.log")), 40)
             ),
         }
     }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use envoy::{envoy_binary, validate as validate_envoy_config, Envoy, EnvoyConfig, WasmPlugin};
 pub use http::{get, get_with_timeout, Response};
+pub use process::envoy_log_excerpt;
 pub use redis::Redis;
 pub use webdis::Webdis;
 

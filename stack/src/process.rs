@@ -155,6 +155,22 @@ pub(crate) fn read_log(path: &Path) -> String {
     }
 }
 
+/// The last `n` lines of an Envoy log for error messages, without the
+/// `[info][main]` start-up banner (extension lists, header maps: long lines
+/// that bury the interesting ones) and with lines cut to 400 characters.
+pub fn envoy_log_excerpt(log: &str, n: usize) -> String {
+    let lines: Vec<String> = log
+        .lines()
+        .filter(|l| !l.contains("][info][main] "))
+        .map(|l| match l.char_indices().nth(400) {
+            Some((cut, _)) => format!("{}...", &l[..cut]),
+            None => l.to_owned(),
+        })
+        .collect();
+    let start = lines.len().saturating_sub(n);
+    lines.get(start..).unwrap_or_default().join("\n")
+}
+
 /// The last `n` lines of `text`, for error messages.
 pub(crate) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
