@@ -395,8 +395,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             return Action::Continue;
         };
         if slot.responded {
-            // Nothing more to do for a request answered locally.
-            return Action::Pause;
+            // The plugin answered this request itself: its handlers are done,
+            // and the later phases are the local answer on its way out,
+            // which must not be held.
+            return Action::Continue;
         }
         let cx = Cx {
             config,
