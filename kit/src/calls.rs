@@ -10,7 +10,7 @@
 //! allocation, and an entry keeps the capacity of the arguments it saved
 //! for an EVALSHA retry.
 
-use crate::resp::Args;
+use crate::resp::CommandArgs;
 
 /// A request's place in the kit's pool of request states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,11 +38,11 @@ pub(crate) struct Call {
     pub(crate) kind: CallKind,
     /// Source of the script of an EVALSHA, to retry as EVAL on NOSCRIPT.
     pub(crate) retry_source: Option<&'static str>,
-    pub(crate) retry_args: Args,
+    pub(crate) retry_args: CommandArgs,
 }
 
 impl Call {
-    pub(crate) fn keep_for_retry(&mut self, source: &'static str, args: &Args) {
+    pub(crate) fn keep_for_retry(&mut self, source: &'static str, args: &CommandArgs) {
         self.retry_source = Some(source);
         self.retry_args.copy_from(args);
     }
@@ -68,7 +68,7 @@ impl Calls {
                 stream,
                 kind,
                 retry_source: None,
-                retry_args: Args::default(),
+                retry_args: CommandArgs::default(),
             });
         }
         #[allow(clippy::indexing_slicing)] // found or pushed just above
@@ -87,7 +87,7 @@ impl Calls {
     pub(crate) fn take(
         &mut self,
         token: u32,
-        retry_args: &mut Args,
+        retry_args: &mut CommandArgs,
     ) -> Option<(StreamId, CallKind, Option<&'static str>)> {
         let call = self
             .entries

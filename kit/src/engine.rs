@@ -14,7 +14,7 @@ use crate::io::Io;
 use crate::plugin::{Cx, Flow, Plugin, RedisUse, Setup};
 use crate::raw::Retained;
 use crate::redis::{RedisClient, RedisError};
-use crate::resp::{self, Args};
+use crate::resp::{self, CommandArgs};
 use crate::rules::{Choice, Facts, Rules};
 use simd_json::BorrowedValue;
 
@@ -55,7 +55,7 @@ pub struct Filter<P: Plugin, H: Host> {
     calls: Calls,
     facts: Facts,
     reply: Vec<u8>,
-    retry_args: Args,
+    retry_args: CommandArgs,
 }
 
 impl<P: Plugin, H: Host> core::fmt::Debug for Filter<P, H> {
@@ -82,7 +82,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             calls: Calls::default(),
             facts: Facts::default(),
             reply: Vec::new(),
-            retry_args: Args::default(),
+            retry_args: CommandArgs::default(),
         }
     }
 
@@ -329,7 +329,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         outcome: Result<(), RedisError>,
         body: &[u8],
     ) {
-        let decoded = outcome.and_then(|()| resp::decode(body).map_err(|()| RedisError::Protocol));
+        let decoded = outcome.and_then(|()| resp::decode(body).map_err(|_| RedisError::Protocol));
         if let (Ok(d), Some(source)) = (&decoded, retry) {
             if d.reply(body).is_error(b"NOSCRIPT") {
                 if let Some(client) = self.redis.as_mut() {

@@ -38,7 +38,7 @@ pub mod plugin;
 pub mod proxy;
 mod raw;
 pub mod redis;
-mod resp;
+pub mod resp;
 mod rules;
 
 pub use calls::StreamId;

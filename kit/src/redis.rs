@@ -17,7 +17,7 @@
 use crate::calls::{CallKind, Calls, StreamId};
 use crate::config::{ConfigError, Fields};
 use crate::host::{Host, HostError};
-use crate::resp::{encode_command, encode_webdis_path, Args};
+use crate::resp::{encode_command, encode_webdis_path, CommandArgs};
 pub use crate::resp::{Reply, ReplyArray};
 use bytes::BytesMut;
 use core::fmt;
@@ -109,7 +109,7 @@ enum Transport {
 pub(crate) struct RedisClient {
     transport: Transport,
     timeout: Duration,
-    args: Args,
+    args: CommandArgs,
     wire: BytesMut,
 }
 
@@ -196,7 +196,7 @@ impl RedisClient {
         Ok(RedisClient {
             transport,
             timeout,
-            args: Args::default(),
+            args: CommandArgs::default(),
             wire: BytesMut::with_capacity(256),
         })
     }
@@ -247,7 +247,7 @@ impl RedisClient {
         calls: &mut Calls,
         stream: StreamId,
         source: &'static str,
-        args: &Args,
+        args: &CommandArgs,
     ) -> Result<(), RedisError> {
         self.args.copy_from(args);
         self.args.replace(0, b"EVAL");

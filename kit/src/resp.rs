@@ -17,23 +17,29 @@ use smallvec::SmallVec;
 
 /// Arguments of one command: a byte arena plus the range of each argument.
 ///
-/// Arguments may be written in any order and placed later
-/// ([`Args::reserve_slot`]), which is how EVAL's `numkeys` is filled in once
-/// the keys are known.
+/// The kit can also reserve an argument and fill it later, which is how
+/// EVAL's `numkeys` is written once the keys are known.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Args {
+pub struct CommandArgs {
     arena: Vec<u8>,
     ranges: SmallVec<[(u32, u32); 12]>,
 }
 
-impl Args {
-    pub(crate) fn clear(&mut self) {
+impl CommandArgs {
+    /// Removes every argument, keeping the memory.
+    pub fn clear(&mut self) {
         self.arena.clear();
         self.ranges.clear();
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Number of arguments, the command name included.
+    pub fn len(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// Whether there are no arguments.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
     }
 
     fn end(&self) -> u32 {
@@ -42,7 +48,7 @@ impl Args {
     }
 
     /// Appends one argument made of `parts` concatenated.
-    pub(crate) fn push_parts(&mut self, parts: &[&[u8]]) {
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
         let start = self.end();
         for part in parts {
             self.arena.extend_from_slice(part);
@@ -50,16 +56,18 @@ impl Args {
         self.ranges.push((start, self.end()));
     }
 
-    pub(crate) fn push(&mut self, arg: &[u8]) {
+    /// Appends one argument.
+    pub fn push(&mut self, arg: &[u8]) {
         self.push_parts(&[arg]);
     }
 
-    pub(crate) fn push_int(&mut self, n: i64) {
+    /// Appends an integer argument in decimal.
+    pub fn push_int(&mut self, n: i64) {
         let mut digits = itoa::Buffer::new();
         self.push(digits.format(n).as_bytes());
     }
 
-    /// Adds an empty argument to fill later with [`Args::fill_slot`].
+    /// Adds an empty argument to fill later with [`CommandArgs::fill_slot`].
     pub(crate) fn reserve_slot(&mut self) -> usize {
         self.ranges.push((0, 0));
         self.ranges.len() - 1
@@ -80,18 +88,20 @@ impl Args {
         self.fill_slot(index, arg);
     }
 
-    pub(crate) fn get(&self, index: usize) -> &[u8] {
+    /// Argument `index`; empty when out of range.
+    pub fn get(&self, index: usize) -> &[u8] {
         self.ranges
             .get(index)
             .and_then(|&(s, e)| self.arena.get(s as usize..e as usize))
             .unwrap_or_default()
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    /// The arguments in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         (0..self.ranges.len()).map(|i| self.get(i))
     }
 
-    pub(crate) fn copy_from(&mut self, other: &Args) {
+    pub(crate) fn copy_from(&mut self, other: &CommandArgs) {
         self.arena.clear();
         self.arena.extend_from_slice(&other.arena);
         self.ranges.clear();
@@ -100,7 +110,7 @@ impl Args {
 }
 
 /// Encodes `args` as one RESP array of bulk strings into `out` (cleared).
-pub(crate) fn encode_command(args: &Args, out: &mut BytesMut) {
+pub fn encode_command(args: &CommandArgs, out: &mut BytesMut) {
     out.clear();
     let frames: SmallVec<[BorrowedFrame<'_>; 12]> =
         args.iter().map(BorrowedFrame::BulkString).collect();
@@ -217,22 +227,35 @@ fn reply<'a>(bytes: &'a [u8], frame: &'a RangeFrame) -> Reply<'a> {
 
 /// A decoded frame, kept so that a [`Reply`] can borrow it.
 #[derive(Debug)]
-pub(crate) struct Decoded(RangeFrame);
+pub struct Decoded(RangeFrame);
+
+/// The bytes are not exactly one complete RESP2 value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidReply;
+
+impl fmt::Display for InvalidReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not one complete RESP2 value")
+    }
+}
+
+impl std::error::Error for InvalidReply {}
 
 /// Decodes one complete reply from `bytes`.
 ///
 /// # Errors
 /// When the bytes are not exactly one complete RESP2 value (a truncated
 /// reply, trailing bytes or garbage).
-pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded, ()> {
+pub fn decode(bytes: &[u8]) -> Result<Decoded, InvalidReply> {
     match decode_range(bytes) {
         Ok(Some((frame, used))) if used == bytes.len() => Ok(Decoded(frame)),
-        _ => Err(()),
+        _ => Err(InvalidReply),
     }
 }
 
 impl Decoded {
-    pub(crate) fn reply<'a>(&'a self, bytes: &'a [u8]) -> Reply<'a> {
+    /// The reply, borrowing the bytes it was decoded from.
+    pub fn reply<'a>(&'a self, bytes: &'a [u8]) -> Reply<'a> {
         reply(bytes, &self.0)
     }
 }
@@ -263,7 +286,7 @@ pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8]) {
 }
 
 /// Encodes `args` as a webdis request path `/CMD/arg1/arg2.raw` into `out`.
-pub(crate) fn encode_webdis_path(args: &Args, out: &mut BytesMut) {
+pub fn encode_webdis_path(args: &CommandArgs, out: &mut BytesMut) {
     out.clear();
     for arg in args.iter() {
         push_path_segment(out, arg);
@@ -275,8 +298,8 @@ pub(crate) fn encode_webdis_path(args: &Args, out: &mut BytesMut) {
 mod tests {
     use super::*;
 
-    fn args(list: &[&[u8]]) -> Args {
-        let mut a = Args::default();
+    fn args(list: &[&[u8]]) -> CommandArgs {
+        let mut a = CommandArgs::default();
         for x in list {
             a.push(x);
         }
@@ -292,7 +315,7 @@ mod tests {
 
     #[test]
     fn reserved_slot_is_encoded_in_place() {
-        let mut a = Args::default();
+        let mut a = CommandArgs::default();
         a.push(b"EVAL");
         a.push(b"return 1");
         let slot = a.reserve_slot();
