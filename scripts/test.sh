@@ -13,5 +13,13 @@ echo "[test] building limiter.wasm (release, wasm32-wasip1)"
 cargo build --release --target wasm32-wasip1 -p limiter
 ls -l target/wasm32-wasip1/release/limiter.wasm
 
+echo "[test] formatting and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p kit -p limiter --all-targets --features kit/higress,kit/fake -- -D warnings
+
 echo "[test] cargo test --workspace"
 cargo test --workspace --no-fail-fast
+
+echo "[test] limiter over Higress's native Redis transport (--features higress)"
+cargo test -p limiter --features higress --test native_redis

@@ -456,11 +456,20 @@ fn hostile_header_values_never_panic() {
 fn a_local_answer_is_not_held_in_its_response_phase() {
     // Envoy runs the filter's response callbacks on the plugin's own local
     // reply; pausing there would hold the 429 forever.
-    let mut d = Driver::new(&config(r#""rule_name": "r", "global_threshold": {"query_per_second": 1}"#));
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 1}"#,
+    ));
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     assert_eq!(d.request(&[]), Outcome::Answered(429));
     let stream = d.filter.open_stream(50);
-    assert_eq!(d.filter.on_request_headers(stream, true), kit::Action::Pause, "rejected from the cache");
+    assert_eq!(
+        d.filter.on_request_headers(stream, true),
+        kit::Action::Pause,
+        "rejected from the cache"
+    );
     assert_eq!(d.host().response.as_ref().unwrap().status, 429);
-    assert_eq!(d.filter.on_response_headers(stream, false), kit::Action::Continue);
+    assert_eq!(
+        d.filter.on_response_headers(stream, false),
+        kit::Action::Continue
+    );
 }

@@ -1,0 +1,92 @@
+//! The limiter over Higress's native Redis transport (`--features higress`),
+//! natively over the `FakeHost`: RESP commands out, replies delivered on
+//! the root context with the request's context made effective.
+//!
+//! Run by `scripts/test.sh` with `cargo test -p limiter --features higress`.
+
+#![cfg(feature = "higress")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use kit::fake::FakeHost;
+use kit::{Action, Filter};
+use limiter::Limiter;
+
+fn filter(redis: &str) -> Filter<Limiter, FakeHost> {
+    let mut f = Filter::new(FakeHost::new());
+    f.configure(format!(r#"{{"rule_name": "n", "global_threshold": {{"query_per_second": 1}}, "redis": {redis}}}"#).into_bytes())
+        .unwrap();
+    f
+}
+
+#[test]
+fn cluster_names_follow_higress() {
+    let f = filter(r#"{"service_name": "redis.static", "password": "pw", "timeout": 300}"#);
+    assert_eq!(
+        f.host().redis_clusters,
+        vec!["outbound|80||redis.static".to_owned()]
+    );
+    let f = filter(r#"{"service_name": "redis.default.svc.cluster.local", "database": 2}"#);
+    assert_eq!(
+        f.host().redis_clusters,
+        vec!["outbound|6379||redis.default.svc.cluster.local?db=2".to_owned()]
+    );
+    let f = filter(r#"{"service_name": "r.dns", "service_port": 7000}"#);
+    assert_eq!(
+        f.host().redis_clusters,
+        vec!["outbound|7000||r.dns".to_owned()]
+    );
+}
+
+#[test]
+fn one_resp_command_per_call_and_replies_on_the_root() {
+    let mut f = filter(r#"{"service_name": "redis.static"}"#);
+    let stream = f.open_stream(42);
+    assert_eq!(f.on_request_headers(stream, true), Action::Pause);
+    let call = f.host().last_call.clone().unwrap();
+    assert_eq!(call.cluster, "outbound|80||redis.static");
+    let resp = String::from_utf8(call.body.clone()).unwrap();
+    assert!(resp.starts_with("*5\r\n$7\r\nEVALSHA\r\n$40\r\n"), "{resp}");
+    assert!(resp.contains("limiter:{n:global}:"), "{resp}");
+    // Exactly one command: the array header counts every bulk string.
+    assert_eq!(resp.matches("\r\n$").count(), 5);
+
+    f.host_mut().effective_context = 0;
+    f.host_mut().call_response_body = b":2\r\n".to_vec();
+    f.on_redis_call_response(call.token, 0, 4);
+    assert_eq!(f.host().effective_context, 42);
+    assert_eq!(f.host().response.as_ref().unwrap().status, 429);
+}
+
+#[test]
+fn network_failure_status_follows_the_failure_mode() {
+    let mut f = filter(r#"{"service_name": "redis.static"}"#);
+    let stream = f.open_stream(7);
+    assert_eq!(f.on_request_headers(stream, true), Action::Pause);
+    let token = f.host().last_call.as_ref().unwrap().token;
+    f.on_redis_call_response(token, 1, 0);
+    assert_eq!(f.host().resumed[0], 1);
+    assert_eq!(f.host().counter("limiter.redis_errors"), 1);
+}
+
+#[test]
+fn noscript_falls_back_to_eval_over_resp() {
+    let mut f = filter(r#"{"service_name": "redis.static"}"#);
+    let stream = f.open_stream(7);
+    assert_eq!(f.on_request_headers(stream, true), Action::Pause);
+    let token = f.host().last_call.as_ref().unwrap().token;
+    let noscript = b"-NOSCRIPT No matching script.\r\n";
+    f.host_mut().call_response_body = noscript.to_vec();
+    f.on_redis_call_response(token, 0, noscript.len());
+    let retry = f.host().last_call.clone().unwrap();
+    assert_ne!(retry.token, token);
+    assert!(String::from_utf8_lossy(&retry.body).starts_with("*5\r\n$4\r\nEVAL\r\n"));
+    f.host_mut().call_response_body = b":1\r\n".to_vec();
+    f.on_redis_call_response(retry.token, 0, 4);
+    assert_eq!(f.host().resumed[0], 1);
+    assert_eq!(f.host().responses_sent, 0);
+}
