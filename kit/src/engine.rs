@@ -11,11 +11,12 @@ use crate::config::{self, ConfigError, Fields, Path};
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{parse_status, HttpError, HttpReply};
 use crate::io::Io;
-use crate::plugin::{Cx, Flow, Plugin, RedisUse, Setup};
+use crate::plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Setup};
 use crate::raw::Retained;
 use crate::redis::{RedisClient, RedisError};
 use crate::resp::{self, CommandArgs};
 use crate::rules::{Choice, Facts, Rules};
+use core::time::Duration;
 use simd_json::BorrowedValue;
 
 /// What the proxy should do with the stream after a callback.
@@ -28,7 +29,73 @@ pub enum Action {
 }
 
 /// Keys of the configuration that the kit reads itself.
-const KIT_KEYS: &[&str] = &["redis"];
+const KIT_KEYS: &[&str] = &["redis", "max_body_bytes"];
+
+/// Default limit of a buffered body.
+const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
+
+/// How long a request may sit with its headers held before the kit
+/// concludes the proxy is not delivering its body (see [`StopIteration`]).
+const HOLD_PROBE: Duration = Duration::from_millis(100);
+
+/// Whether the proxy honours `HeaderStopIteration` from header callbacks.
+///
+/// Upstream Envoy does only when the Wasm `PluginConfig` sets
+/// `allow_on_headers_stop_iteration: true`; otherwise (and on Higress for
+/// ABI 0.2.1 modules) it turns it into stop-all, and the body never reaches
+/// the filter while its headers are held. The kit cannot read that setting,
+/// so it learns it: a body chunk arriving while headers are held proves it
+/// honoured; headers held for [`HOLD_PROBE`] with no body prove it ignored,
+/// and the kit then lets such requests go (dropping `content-length` when
+/// the plugin may rewrite the body) and stops holding headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopIteration {
+    Unknown,
+    Honoured,
+    Ignored,
+}
+
+/// Which handler of a direction a pause waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Headers,
+    Body,
+}
+
+/// The progress of one direction of a request.
+#[derive(Clone, Copy, Debug, Default)]
+struct Half {
+    /// The headers handler has finished (directly, or after its call).
+    headers_done: bool,
+    /// The kit returned `HeaderStopIteration` and has not let them go.
+    headers_held: bool,
+    /// When the headers were held, in nanoseconds.
+    held_since: u64,
+    /// The end of the stream was seen; `size` is then the whole body.
+    complete: bool,
+    /// Bytes in the proxy's buffer at the last body callback.
+    size: usize,
+    /// The buffered-body handler has run.
+    handled: bool,
+    /// Bytes of the proxy's buffer already given to a streaming handler.
+    seen: usize,
+    /// A response body over the limit: let it through unseen.
+    passthrough: bool,
+}
+
+fn index(direction: Direction) -> usize {
+    match direction {
+        Direction::Request => 0,
+        Direction::Response => 1,
+    }
+}
+
+fn body_mode<P: Plugin>(direction: Direction) -> BodyMode {
+    match direction {
+        Direction::Request => P::REQUEST_BODY,
+        Direction::Response => P::RESPONSE_BODY,
+    }
+}
 
 type Compiled<P> = Rules<'static, <P as Plugin>::Config<'static>>;
 
@@ -38,7 +105,9 @@ struct Slot<S> {
     live: bool,
     context_id: u32,
     choice: Choice,
-    paused: Option<Direction>,
+    /// The direction and handler a pause waits in.
+    waiting: Option<(Direction, Stage)>,
+    halves: [Half; 2],
     responded: bool,
     state: S,
 }
@@ -55,7 +124,12 @@ pub struct Filter<P: Plugin, H: Host> {
     calls: Calls,
     facts: Facts,
     reply: Vec<u8>,
+    body: Vec<u8>,
+    rewritten: Vec<u8>,
     retry_args: CommandArgs,
+    max_body_bytes: usize,
+    stop_iteration: StopIteration,
+    over_limit_counter: Option<u32>,
 }
 
 impl<P: Plugin, H: Host> core::fmt::Debug for Filter<P, H> {
@@ -82,7 +156,12 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             calls: Calls::default(),
             facts: Facts::default(),
             reply: Vec::new(),
+            body: Vec::new(),
+            rewritten: Vec::new(),
             retry_args: CommandArgs::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
+            stop_iteration: StopIteration::Unknown,
+            over_limit_counter: None,
         }
     }
 
@@ -130,6 +209,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     fn compile(&mut self, bytes: Vec<u8>) -> Result<(), ConfigError> {
         let host = &mut self.host;
         let mut redis = None;
+        let mut max_body_bytes = DEFAULT_MAX_BODY_BYTES;
         let mut setup = Setup {
             now_nanos: host.now_nanos(),
             _marker: core::marker::PhantomData,
@@ -145,6 +225,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 let field = top.require("redis")?;
                 redis = Some(RedisClient::configure(&field.object()?, host)?);
             }
+            max_body_bytes = top.u64_or("max_body_bytes", DEFAULT_MAX_BODY_BYTES)?;
+            if max_body_bytes == 0 {
+                return Err(top.error("max_body_bytes", "must be at least 1"));
+            }
             Rules::compile(&top, KIT_KEYS, |fields| P::configure(fields, &mut setup))
         })?;
         let mut counters = Vec::with_capacity(P::COUNTERS.len());
@@ -155,9 +239,20 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 .map_err(|e| ConfigError::new("", format!("cannot define counter {full}: {e}")))?;
             counters.push(id);
         }
+        let buffers = P::REQUEST_BODY == BodyMode::Buffer || P::RESPONSE_BODY == BodyMode::Buffer;
+        self.over_limit_counter =
+            if buffers {
+                let full = format!("{}.body_over_limit", P::NAME);
+                Some(host.define_counter(&full).map_err(|e| {
+                    ConfigError::new("", format!("cannot define counter {full}: {e}"))
+                })?)
+            } else {
+                None
+            };
         self.compiled = Some(compiled);
         self.redis = redis;
         self.counters = counters;
+        self.max_body_bytes = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
         Ok(())
     }
 
@@ -171,7 +266,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     live: false,
                     context_id,
                     choice: Choice::Skip,
-                    paused: None,
+                    waiting: None,
+                    halves: [Half::default(); 2],
                     responded: false,
                     state: P::State::default(),
                 });
@@ -184,7 +280,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 slot.live = true;
                 slot.context_id = context_id;
                 slot.choice = Choice::Skip;
-                slot.paused = None;
+                slot.waiting = None;
+                slot.halves = [Half::default(); 2];
                 slot.responded = false;
                 slot.state = P::State::default();
                 slot.generation
@@ -221,16 +318,300 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         if let Some(slot) = self.live_slot(id) {
             slot.choice = choice;
         }
-        self.run(id, Direction::Request, |cx| {
-            P::on_request_headers(cx, end_of_stream)
-        })
+        self.headers(id, Direction::Request, end_of_stream)
     }
 
     /// The response headers arrived.
     pub fn on_response_headers(&mut self, id: StreamId, end_of_stream: bool) -> Action {
-        self.run(id, Direction::Response, |cx| {
-            P::on_response_headers(cx, end_of_stream)
-        })
+        self.headers(id, Direction::Response, end_of_stream)
+    }
+
+    /// A request body callback: `size` is everything the proxy buffered so
+    /// far for this request (not the size of the latest chunk).
+    pub fn on_request_body(&mut self, id: StreamId, size: usize, end_of_stream: bool) -> Action {
+        self.body(id, Direction::Request, size, end_of_stream)
+    }
+
+    /// A response body callback, as [`Filter::on_request_body`].
+    pub fn on_response_body(&mut self, id: StreamId, size: usize, end_of_stream: bool) -> Action {
+        self.body(id, Direction::Response, size, end_of_stream)
+    }
+
+    /// Request trailers arrived: the body, if any, is complete.
+    pub fn on_request_trailers(&mut self, id: StreamId) -> Action {
+        self.trailers(id, Direction::Request)
+    }
+
+    /// Response trailers arrived: the body, if any, is complete.
+    pub fn on_response_trailers(&mut self, id: StreamId) -> Action {
+        self.trailers(id, Direction::Response)
+    }
+
+    /// Periodic work: let go of requests whose headers the proxy holds
+    /// without ever delivering their body (see [`StopIteration`]).
+    pub fn on_tick(&mut self) {
+        if self.stop_iteration == StopIteration::Honoured {
+            self.host.set_tick_period(Duration::ZERO);
+            return;
+        }
+        let now = self.host.now_nanos();
+        let probe = u64::try_from(HOLD_PROBE.as_nanos()).unwrap_or(u64::MAX);
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots.get_mut(i) else {
+                continue;
+            };
+            if !slot.live {
+                continue;
+            }
+            let context_id = slot.context_id;
+            for direction in [Direction::Request, Direction::Response] {
+                let Some(half) = slot.halves.get_mut(index(direction)) else {
+                    continue;
+                };
+                if half.headers_held
+                    && half.headers_done
+                    && now.saturating_sub(half.held_since) >= probe
+                {
+                    if self.stop_iteration == StopIteration::Unknown {
+                        self.stop_iteration = StopIteration::Ignored;
+                        crate::log::write(
+                            &mut self.host,
+                            self.log_level,
+                            LogLevel::Warn,
+                            P::NAME,
+                            format_args!(
+                                "the proxy does not deliver bodies while headers are held; set \
+                                 allow_on_headers_stop_iteration: true in the Wasm PluginConfig (Envoy 1.35+) \
+                                 to let the plugin change headers after seeing the body"
+                            ),
+                        );
+                    }
+                    half.headers_held = false;
+                    self.host.set_effective_context(context_id);
+                    release_headers::<P, H>(&mut self.host, direction);
+                    self.host.resume(direction);
+                }
+            }
+        }
+        if self.stop_iteration == StopIteration::Ignored {
+            self.host.set_tick_period(Duration::ZERO);
+        }
+    }
+
+    fn half(&mut self, id: StreamId, direction: Direction) -> Option<&mut Half> {
+        self.live_slot(id)
+            .and_then(|s| s.halves.get_mut(index(direction)))
+    }
+
+    fn skipped(&mut self, id: StreamId) -> bool {
+        self.live_slot(id)
+            .is_none_or(|s| s.choice == Choice::Skip || s.responded)
+    }
+
+    fn headers(&mut self, id: StreamId, direction: Direction, end_of_stream: bool) -> Action {
+        if self.skipped(id) {
+            return Action::Continue;
+        }
+        if let Some(half) = self.half(id, direction) {
+            *half = Half {
+                complete: end_of_stream,
+                ..Half::default()
+            };
+        }
+        let handler = |cx: Cx<'_, '_, P, H>| match direction {
+            Direction::Request => P::on_request_headers(cx, end_of_stream),
+            Direction::Response => P::on_response_headers(cx, end_of_stream),
+        };
+        match self.run(id, direction, Stage::Headers, handler) {
+            Action::Continue => self.after_headers(id, direction, true),
+            Action::Pause => {
+                // Waiting on a call: the proxy holds the headers meanwhile,
+                // so a body that arrives now proves it delivers bodies to
+                // filters holding headers.
+                let now = self.host.now_nanos();
+                if let Some(half) = self.half(id, direction) {
+                    if !end_of_stream && body_mode::<P>(direction) == BodyMode::Buffer {
+                        half.headers_held = true;
+                        half.held_since = now;
+                    }
+                }
+                Action::Pause
+            }
+        }
+    }
+
+    /// The headers handler of `direction` is done. Decides whether the
+    /// headers go on or wait for a buffered body. `in_callback` is true in
+    /// the proxy's own header callback (the answer is the return value),
+    /// false after a call (the kit resumes the stream itself).
+    fn after_headers(&mut self, id: StreamId, direction: Direction, in_callback: bool) -> Action {
+        let now = self.host.now_nanos();
+        let stop = self.stop_iteration;
+        let Some(half) = self.half(id, direction) else {
+            return Action::Continue;
+        };
+        half.headers_done = true;
+        if body_mode::<P>(direction) != BodyMode::Buffer {
+            return self.go_on(direction, in_callback);
+        }
+        if half.complete {
+            return self.run_buffered(id, direction, in_callback);
+        }
+        if stop == StopIteration::Ignored {
+            release_headers::<P, H>(&mut self.host, direction);
+            return self.go_on(direction, in_callback);
+        }
+        half.headers_held = true;
+        half.held_since = now;
+        if stop == StopIteration::Unknown {
+            self.host.set_tick_period(HOLD_PROBE / 2);
+        }
+        Action::Pause
+    }
+
+    /// Lets `direction` go on: by the callback's answer, or by resuming.
+    fn go_on(&mut self, direction: Direction, in_callback: bool) -> Action {
+        if !in_callback {
+            self.host.resume(direction);
+        }
+        Action::Continue
+    }
+
+    fn body(
+        &mut self,
+        id: StreamId,
+        direction: Direction,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        let mode = body_mode::<P>(direction);
+        if mode == BodyMode::Ignore || self.skipped(id) {
+            return Action::Continue;
+        }
+        let max = self.max_body_bytes;
+        let mut stop = self.stop_iteration;
+        let Some(half) = self.half(id, direction) else {
+            return Action::Continue;
+        };
+        if half.passthrough {
+            return Action::Continue;
+        }
+        if half.headers_held && stop == StopIteration::Unknown {
+            stop = StopIteration::Honoured;
+        }
+        half.size = size;
+        half.complete |= end_of_stream;
+        let headers_done = half.headers_done;
+        let seen = half.seen;
+        self.stop_iteration = stop;
+        match mode {
+            BodyMode::Ignore => Action::Continue,
+            BodyMode::Stream => {
+                self.read_body(direction, seen, size);
+                let body = core::mem::take(&mut self.body);
+                let handler = |cx: Cx<'_, '_, P, H>| match direction {
+                    Direction::Request => P::on_request_body(cx, &body, end_of_stream),
+                    Direction::Response => P::on_response_body(cx, &body, end_of_stream),
+                };
+                let action = self.run(id, direction, Stage::Body, handler);
+                self.body = body;
+                if let Some(half) = self.half(id, direction) {
+                    half.seen = if action == Action::Pause { size } else { 0 };
+                }
+                action
+            }
+            BodyMode::Buffer => {
+                if size > max {
+                    return self.over_limit(id, direction);
+                }
+                if !end_of_stream || !headers_done {
+                    // Keep buffering; a headers handler still waiting on a
+                    // call runs the body handler when it is done.
+                    return Action::Pause;
+                }
+                self.run_buffered(id, direction, true)
+            }
+        }
+    }
+
+    fn trailers(&mut self, id: StreamId, direction: Direction) -> Action {
+        if body_mode::<P>(direction) != BodyMode::Buffer || self.skipped(id) {
+            return Action::Continue;
+        }
+        let Some(half) = self.half(id, direction) else {
+            return Action::Continue;
+        };
+        if half.passthrough || half.handled {
+            return Action::Continue;
+        }
+        half.complete = true;
+        if !half.headers_done {
+            return Action::Pause;
+        }
+        self.run_buffered(id, direction, true)
+    }
+
+    fn over_limit(&mut self, id: StreamId, direction: Direction) -> Action {
+        if let Some(counter) = self.over_limit_counter {
+            self.host.increment_counter(counter, 1);
+        }
+        match direction {
+            Direction::Request => {
+                if let Some(slot) = self.live_slot(id) {
+                    slot.responded = true;
+                }
+                self.host.send_response(413, &[], b"request body too large");
+                Action::Pause
+            }
+            Direction::Response => {
+                if let Some(half) = self.half(id, direction) {
+                    half.passthrough = true;
+                    half.headers_held = false;
+                }
+                Action::Continue
+            }
+        }
+    }
+
+    /// Copies bytes `start..end` of the proxy's body buffer into `self.body`.
+    fn read_body(&mut self, direction: Direction, start: usize, end: usize) {
+        self.body.clear();
+        let buffer = match direction {
+            Direction::Request => BodyBuffer::Request,
+            Direction::Response => BodyBuffer::Response,
+        };
+        if end > start {
+            if let Some(bytes) = self.host.body(buffer, start, end - start) {
+                self.body.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// Runs the buffered-body handler on the complete body.
+    fn run_buffered(&mut self, id: StreamId, direction: Direction, in_callback: bool) -> Action {
+        let Some(half) = self.half(id, direction) else {
+            return Action::Continue;
+        };
+        if half.handled {
+            return self.go_on(direction, in_callback);
+        }
+        half.handled = true;
+        let size = half.size;
+        self.read_body(direction, 0, size);
+        let body = core::mem::take(&mut self.body);
+        let handler = |cx: Cx<'_, '_, P, H>| match direction {
+            Direction::Request => P::on_request_body(cx, &body, true),
+            Direction::Response => P::on_response_body(cx, &body, true),
+        };
+        let action = self.run(id, direction, Stage::Body, handler);
+        self.body = body;
+        if let Some(half) = self.half(id, direction) {
+            half.headers_held = false;
+        }
+        match action {
+            Action::Continue => self.go_on(direction, in_callback),
+            Action::Pause => Action::Pause,
+        }
     }
 
     /// An HTTP call answered (`num_headers == 0` means it failed). Plain
@@ -353,26 +734,30 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.resume_after(stream, |cx| P::on_redis_reply(cx, reply));
     }
 
-    /// Runs a reply handler and wakes the paused direction if it says so.
+    /// Runs a reply handler and, if it says go on, takes the request on
+    /// from where it waited.
     fn resume_after(&mut self, stream: StreamId, handler: impl FnOnce(Cx<'_, '_, P, H>) -> Flow) {
-        let paused = self.live_slot(stream).and_then(|s| s.paused);
-        let direction = paused.unwrap_or(Direction::Request);
-        if self.run(stream, direction, handler) == Action::Continue {
-            if let Some(direction) = paused {
-                if let Some(slot) = self.live_slot(stream) {
-                    slot.paused = None;
-                }
-                self.host.resume(direction);
+        let waiting = self.live_slot(stream).and_then(|s| s.waiting);
+        let (direction, stage) = waiting.unwrap_or((Direction::Request, Stage::Body));
+        if self.run(stream, direction, stage, handler) != Action::Continue {
+            return;
+        }
+        match waiting {
+            Some((direction, Stage::Headers)) => {
+                let _ = self.after_headers(stream, direction, false);
             }
+            Some((direction, Stage::Body)) => self.host.resume(direction),
+            None => {}
         }
     }
 
     /// Runs one handler for one request and turns its [`Flow`] into an
-    /// [`Action`]; `direction` is the half a pause would hold.
+    /// [`Action`]; `direction` and `stage` say where a pause would wait.
     fn run(
         &mut self,
         id: StreamId,
         direction: Direction,
+        stage: Stage,
         handler: impl FnOnce(Cx<'_, '_, P, H>) -> Flow,
     ) -> Action {
         let Filter {
@@ -383,6 +768,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             log_level,
             slots,
             calls,
+            rewritten,
             ..
         } = self;
         let Some(slot) = slots
@@ -400,10 +786,26 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             // which must not be held.
             return Action::Continue;
         }
+        let body_len = slot
+            .halves
+            .get(index(direction))
+            .map_or(0, |h| h.size - h.seen.min(h.size));
+        let headers_held = slot
+            .halves
+            .get(index(direction))
+            .is_some_and(|h| h.headers_held);
+        slot.waiting = None;
         let cx = Cx {
             config,
             state: &mut slot.state,
             io: Io {
+                body: (stage == Stage::Body).then_some(crate::io::BodyAccess {
+                    direction,
+                    start: slot.halves.get(index(direction)).map_or(0, |h| h.seen),
+                    len: body_len,
+                    headers_held,
+                }),
+                rewritten,
                 host,
                 redis: redis.as_mut(),
                 calls,
@@ -416,12 +818,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         };
         match handler(cx) {
             Flow::Continue => Action::Continue,
-            Flow::Responded(_) => {
-                slot.paused = None;
-                Action::Pause
-            }
+            Flow::Responded(_) => Action::Pause,
             Flow::Pause if calls.waits(id) => {
-                slot.paused = Some(direction);
+                slot.waiting = Some((direction, stage));
                 Action::Pause
             }
             Flow::Pause => {
@@ -435,5 +834,18 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 Action::Continue
             }
         }
+    }
+}
+
+/// Lets held headers go without their body: the length may change later,
+/// so a plugin that rewrites bodies loses `content-length` (the proxy then
+/// sends the body chunked).
+fn release_headers<P: Plugin, H: Host>(host: &mut H, direction: Direction) {
+    if P::REWRITES_BODY && body_mode::<P>(direction) == BodyMode::Buffer {
+        let map = match direction {
+            Direction::Request => HeaderMap::Request,
+            Direction::Response => HeaderMap::Response,
+        };
+        host.set_header(map, "content-length", None);
     }
 }

@@ -155,6 +155,8 @@ pub struct FakeHost {
     pub redis_clusters: Vec<String>,
     /// Counters by name.
     pub counters: Vec<(String, u64)>,
+    /// The tick period asked for last.
+    pub tick_period: Duration,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -182,6 +184,7 @@ impl Default for FakeHost {
             effective_context: 0,
             redis_clusters: Vec::new(),
             counters: Vec::new(),
+            tick_period: Duration::ZERO,
             next_token: 1,
             spare_response: None,
             spare_call: None,
@@ -418,6 +421,10 @@ impl Host for FakeHost {
 
     fn redis_call(&mut self, cluster: &str, command: &[u8]) -> Result<u32, HostError> {
         self.record_call(cluster, &[], command, Duration::ZERO)
+    }
+
+    fn set_tick_period(&mut self, period: Duration) {
+        self.tick_period = period;
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {

@@ -156,6 +156,10 @@ pub trait Host {
     /// Sends one RESP command to a Higress Redis cluster and returns its token.
     fn redis_call(&mut self, cluster: &str, command: &[u8]) -> Result<u32, HostError>;
 
+    /// Asks for [`Filter::on_tick`](crate::Filter::on_tick) every `period`;
+    /// zero stops the ticks.
+    fn set_tick_period(&mut self, period: Duration);
+
     /// Defines a counter metric and returns its id.
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError>;
 

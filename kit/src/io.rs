@@ -1,7 +1,7 @@
 //! What a phase handler may do to its request: [`Io`].
 
 use crate::calls::{CallKind, Calls, StreamId};
-use crate::host::{Direction, HeaderMap, Host, LogLevel};
+use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{HttpError, HttpRequest};
 use crate::plugin::{Flow, Responded};
 use crate::redis::{Redis, RedisClient, RedisError};
@@ -20,6 +20,21 @@ pub struct Io<'a, H: Host> {
     pub(crate) log_level: LogLevel,
     pub(crate) plugin: &'static str,
     pub(crate) responded: &'a mut bool,
+    /// Set in body handlers: which bytes of which buffer they were given.
+    pub(crate) body: Option<BodyAccess>,
+    /// Reused buffer for [`Io::rewrite_body`].
+    pub(crate) rewritten: &'a mut Vec<u8>,
+}
+
+/// The body bytes a body handler was given, for [`Io::rewrite_body`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BodyAccess {
+    pub(crate) direction: Direction,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    /// The headers of this direction are still held, so `content-length`
+    /// can be corrected.
+    pub(crate) headers_held: bool,
 }
 
 impl<H: Host> fmt::Debug for Io<'_, H> {
@@ -159,6 +174,43 @@ impl<'a, H: Host> Io<'a, H> {
     /// ```
     pub fn log(&mut self, level: LogLevel, message: fmt::Arguments<'_>) {
         crate::log::write(self.host, self.log_level, level, self.plugin, message);
+    }
+
+    /// Replaces the body bytes this body handler was given.
+    ///
+    /// `write` gets an empty, reused buffer and returns whether to replace
+    /// the body with what it wrote; returning false leaves the body as it
+    /// is. In a [`BodyMode::Buffer`](crate::BodyMode::Buffer) handler whose
+    /// headers are still held, the kit sets `content-length` to the new
+    /// length; otherwise a plugin that declares
+    /// [`Plugin::REWRITES_BODY`](crate::Plugin::REWRITES_BODY) has had its
+    /// `content-length` dropped before the headers left.
+    ///
+    /// Returns whether the body was replaced: false also outside body
+    /// handlers.
+    pub fn rewrite_body(&mut self, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let Some(access) = self.body else {
+            return false;
+        };
+        self.rewritten.clear();
+        if !write(self.rewritten) {
+            return false;
+        }
+        let (buffer, map) = match access.direction {
+            Direction::Request => (BodyBuffer::Request, HeaderMap::Request),
+            Direction::Response => (BodyBuffer::Response, HeaderMap::Response),
+        };
+        self.host
+            .set_body(buffer, access.start, access.len, self.rewritten);
+        if access.headers_held && self.host.header(map, "content-length").is_some() {
+            let mut digits = itoa::Buffer::new();
+            self.host.set_header(
+                map,
+                "content-length",
+                Some(digits.format(self.rewritten.len()).as_bytes()),
+            );
+        }
+        true
     }
 
     /// Resumes a paused direction of this request. The kit does this itself

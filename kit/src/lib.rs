@@ -47,7 +47,7 @@ pub use engine::{Action, Filter};
 pub use host::{Direction, Host, HostError, LogLevel};
 pub use http::{HttpError, HttpReply, HttpRequest};
 pub use io::Io;
-pub use plugin::{Cx, Flow, Plugin, RedisUse, Responded, Setup};
+pub use plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Responded, Setup};
 pub use redis::{Redis, RedisError, Reply, Script, SetOptions};
 
 #[doc(hidden)]

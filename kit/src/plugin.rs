@@ -61,6 +61,20 @@ pub enum Flow {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Responded(pub(crate) ());
 
+/// How a plugin wants the body of one direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyMode {
+    /// The plugin never sees the body and the kit never waits for it.
+    Ignore,
+    /// One call with the whole body once it has arrived, while the headers
+    /// can still be changed (see the crate docs on `HeaderStopIteration`).
+    /// Bodies over the configured `max_body_bytes` are refused with 413
+    /// (requests) or passed through unseen (responses).
+    Buffer,
+    /// One call per chunk as it passes, with that chunk only.
+    Stream,
+}
+
 /// Whether a plugin needs the kit's Redis client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisUse {
@@ -124,6 +138,17 @@ pub trait Plugin: Sized + 'static {
     /// Whether the kit should build a Redis client from the `redis` key.
     const REDIS: RedisUse = RedisUse::None;
 
+    /// How the plugin wants request bodies.
+    const REQUEST_BODY: BodyMode = BodyMode::Ignore;
+
+    /// How the plugin wants response bodies.
+    const RESPONSE_BODY: BodyMode = BodyMode::Ignore;
+
+    /// Whether the plugin may change the length of a buffered body with
+    /// [`Io::rewrite_body`]. When the proxy does not hold headers for the
+    /// body, the kit then drops `content-length` before the headers leave.
+    const REWRITES_BODY: bool = false;
+
     /// The compiled configuration, borrowing the configuration bytes.
     type Config<'cfg>;
 
@@ -152,6 +177,24 @@ pub trait Plugin: Sized + 'static {
     /// The response headers have arrived.
     fn on_response_headers<H: Host>(cx: Cx<'_, '_, Self, H>, end_of_stream: bool) -> Flow {
         let _ = (cx, end_of_stream);
+        Flow::Continue
+    }
+
+    /// The request body: with [`BodyMode::Buffer`] once, whole, with
+    /// `end_of_stream` true (also for a request without a body, right after
+    /// its headers); with [`BodyMode::Stream`] once per chunk.
+    fn on_request_body<H: Host>(cx: Cx<'_, '_, Self, H>, body: &[u8], end_of_stream: bool) -> Flow {
+        let _ = (cx, body, end_of_stream);
+        Flow::Continue
+    }
+
+    /// The response body, as [`Plugin::on_request_body`].
+    fn on_response_body<H: Host>(
+        cx: Cx<'_, '_, Self, H>,
+        body: &[u8],
+        end_of_stream: bool,
+    ) -> Flow {
+        let _ = (cx, body, end_of_stream);
         Flow::Continue
     }
 

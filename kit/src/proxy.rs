@@ -9,7 +9,7 @@
 
 use crate::engine::{Action, Filter};
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
-use crate::plugin::Plugin;
+use crate::plugin::{BodyMode, Plugin};
 use crate::StreamId;
 use core::cell::RefCell;
 use core::time::Duration;
@@ -170,6 +170,10 @@ impl Host for ProxyHost {
         redis_call(cluster, command)
     }
 
+    fn set_tick_period(&mut self, period: Duration) {
+        let _ = hostcalls::set_tick_period(period);
+    }
+
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
         hostcalls::define_metric(MetricType::Counter, name).map_err(host_error)
     }
@@ -239,6 +243,12 @@ impl<P: Plugin> Context for Root<P> {
 }
 
 impl<P: Plugin> RootContext for Root<P> {
+    fn on_tick(&mut self) {
+        if let Ok(mut filter) = self.filter.try_borrow_mut() {
+            filter.on_tick();
+        }
+    }
+
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
@@ -304,6 +314,48 @@ impl<P: Plugin> HttpContext for Stream<P> {
             Err(_) => pw::Action::Continue,
         }
     }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> pw::Action {
+        if P::REQUEST_BODY == BodyMode::Ignore {
+            return pw::Action::Continue;
+        }
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => action(filter.on_request_body(self.stream, body_size, end_of_stream)),
+            Err(_) => pw::Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> pw::Action {
+        if P::RESPONSE_BODY == BodyMode::Ignore {
+            return pw::Action::Continue;
+        }
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => {
+                action(filter.on_response_body(self.stream, body_size, end_of_stream))
+            }
+            Err(_) => pw::Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> pw::Action {
+        if P::REQUEST_BODY != BodyMode::Buffer {
+            return pw::Action::Continue;
+        }
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => action(filter.on_request_trailers(self.stream)),
+            Err(_) => pw::Action::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> pw::Action {
+        if P::RESPONSE_BODY != BodyMode::Buffer {
+            return pw::Action::Continue;
+        }
+        match self.filter.try_borrow_mut() {
+            Ok(mut filter) => action(filter.on_response_trailers(self.stream)),
+            Err(_) => pw::Action::Continue,
+        }
+    }
 }
 
 impl<P: Plugin> Drop for Stream<P> {
@@ -319,7 +371,7 @@ impl<P: Plugin> Drop for Stream<P> {
 #[cfg(feature = "higress")]
 mod redis_roots {
     use super::Shared;
-    use crate::plugin::Plugin;
+    use crate::plugin::{BodyMode, Plugin};
     use core::cell::RefCell;
     use std::rc::Rc;
 
