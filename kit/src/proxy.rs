@@ -371,7 +371,7 @@ impl<P: Plugin> Drop for Stream<P> {
 #[cfg(feature = "higress")]
 mod redis_roots {
     use super::Shared;
-    use crate::plugin::{BodyMode, Plugin};
+    use crate::plugin::Plugin;
     use core::cell::RefCell;
     use std::rc::Rc;
 
