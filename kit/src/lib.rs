@@ -33,6 +33,7 @@ pub mod fake;
 pub mod host;
 pub mod http;
 mod io;
+pub mod limits;
 mod log;
 pub mod plugin;
 pub mod proxy;

@@ -16,16 +16,12 @@
 //!
 //! See the README for every field.
 
-pub mod cache;
 pub mod config;
-pub mod keys;
-pub mod window;
 
 pub use config::Config;
-use config::{Item, KeyMatch, Limit, Limits};
-use keys::Value;
-use kit::{Cx, Flow, Host, Io, LogLevel, Plugin, RedisError, RedisUse, Reply};
-use window::{decide, Decision, Window};
+use kit::limits::keys::Value;
+use kit::limits::window::{decide, Decision, Window};
+use kit::{Cx, Flow, Host, LogLevel, Plugin, RedisError, RedisUse, Reply};
 
 /// The limiter plugin.
 #[derive(Debug)]
@@ -55,48 +51,6 @@ pub struct State {
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// The limit that applies to a request, and the counter it uses.
-struct Applied {
-    limit: Limit,
-    /// Index of the item and key, for the over-limit cache; 0 for global.
-    slot: usize,
-    /// Whether the counter is per value (otherwise per limit key).
-    per_value: bool,
-    item: Option<usize>,
-    key: usize,
-}
-
-fn find_item<H: Host>(
-    items: &[Item<'_>],
-    io: &mut Io<'_, H>,
-    value: &mut Value,
-) -> Option<Applied> {
-    for (i, item) in items.iter().enumerate() {
-        if !item.source.read(io, value) {
-            continue;
-        }
-        let text = core::str::from_utf8(value).ok();
-        for (k, key) in item.keys.iter().enumerate() {
-            let hit = match &key.matcher {
-                KeyMatch::Any => true,
-                KeyMatch::Exact => key.key.as_bytes() == &value[..],
-                KeyMatch::Regex(re) => text.is_some_and(|t| re.is_match(t)),
-                KeyMatch::Cidr(net) => net.contains(value),
-            };
-            if hit {
-                return Some(Applied {
-                    limit: key.limit,
-                    slot: (i << 16) | k,
-                    per_value: item.per_value,
-                    item: Some(i),
-                    key: k,
-                });
-            }
-        }
-    }
-    None
-}
-
 impl Plugin for Limiter {
     const NAME: &'static str = "limiter";
     const COUNTERS: &'static [&'static str] =
@@ -116,69 +70,32 @@ impl Plugin for Limiter {
         let cfg = cx.config;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
         let mut value = Value::new();
-        let applied = match &cfg.limits {
-            Limits::Global(limit) => Applied {
-                limit: *limit,
-                slot: usize::MAX,
-                per_value: false,
-                item: None,
-                key: 0,
-            },
-            Limits::Items(items) => match find_item(items, &mut cx.io, &mut value) {
-                Some(applied) => applied,
-                None => return Flow::Continue,
-            },
+        let Some(matched) = cfg.limits.find(&mut cx.io, &mut value) else {
+            return Flow::Continue;
         };
-        let (source, limit_key) = match (applied.item, &cfg.limits) {
-            (Some(i), Limits::Items(items)) => {
-                let item = items.get(i);
-                (
-                    item.map(|it| it.source),
-                    item.and_then(|it| it.keys.get(applied.key)),
-                )
-            }
-            _ => (None, None),
-        };
-        let identity: &[u8] = match (applied.per_value, limit_key) {
-            (false, Some(key)) => key.key.as_bytes(),
-            _ => &value,
-        };
-        let window = Window::containing(now, applied.limit.window_secs);
-        let hash = cfg.cache.hash(applied.slot, identity);
+        let window = Window::containing(now, matched.limit.window_secs);
+        let mut start = itoa::Buffer::new();
+        let start = start.format(window.start).as_bytes();
+        let key = cfg
+            .limits
+            .counter_key(&matched, &value, cfg.key_prefix, cfg.rule_name, start);
+        let hash = cfg.cache.hash(matched.slot, key.identity());
         if cfg.cache.is_over(hash, now) {
             cx.io.count(counter::LIMITED_LOCALLY);
-            return reject(&mut cx, applied.limit.max, window.reset_after(now));
+            return reject(&mut cx, matched.limit.max, window.reset_after(now));
         }
-        cx.state.limit = applied.limit.max;
+        cx.state.limit = matched.limit.max;
         cx.state.window = Some(window);
         cx.state.cache_hash = hash;
 
-        let mut start = itoa::Buffer::new();
-        let start = start.format(window.start).as_bytes();
         let mut ttl = itoa::Buffer::new();
-        let ttl = ttl.format(applied.limit.window_secs).as_bytes();
-        let prefix = cfg.key_prefix.as_bytes();
-        let rule = cfg.rule_name.as_bytes();
+        let ttl = ttl.format(matched.limit.window_secs).as_bytes();
         let sent = cx.io.redis().and_then(|redis| {
-            let cmd = redis.evalsha(&cfg.script);
-            let cmd = match source {
-                // <prefix>:{<rule>:<kind>:<name>:<value>}:<window start>
-                Some(src) => cmd.key_parts(&[
-                    prefix,
-                    b":{",
-                    rule,
-                    b":",
-                    src.kind().as_bytes(),
-                    b":",
-                    src.name().as_bytes(),
-                    b":",
-                    identity,
-                    b"}:",
-                    start,
-                ]),
-                None => cmd.key_parts(&[prefix, b":{", rule, b":global}:", start]),
-            };
-            cmd.arg(ttl).send()
+            redis
+                .evalsha(&cfg.script)
+                .key_parts(key.parts())
+                .arg(ttl)
+                .send()
         });
         match sent {
             Ok(()) => Flow::Pause,

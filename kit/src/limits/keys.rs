@@ -6,9 +6,10 @@
 //! longer than the buffer spill to the heap, which only pathological
 //! requests pay for.
 
+use crate::host::Host;
+use crate::io::Io;
 use core::net::IpAddr;
 use core::str::FromStr;
-use kit::{Host, Io};
 use smallvec::SmallVec;
 
 /// A request value, on the stack.

@@ -1,0 +1,358 @@
+//! Building blocks for per-client limits, in Higress's vocabulary.
+//!
+//! Higress's rate-limit plugins (`cluster-key-rate-limit`,
+//! `ai-token-ratelimit`) share one configuration shape: a
+//! `global_threshold`, or `rule_items` that pick a request attribute
+//! (`limit_by_header`, `limit_by_per_ip`...) and `limit_keys` that match its
+//! values (exact, `*`, `regexp:`, CIDR), each with an amount per second,
+//! minute, hour or day. This module compiles that shape once ([`Limits`]),
+//! finds the limit of a request without allocating ([`Limits::find`]), and
+//! provides the fixed [`Window`](window::Window) and the
+//! [`OverLimitCache`](cache::OverLimitCache) such plugins need.
+
+pub mod cache;
+pub mod keys;
+pub mod window;
+
+use crate::config::{ConfigError, Field, Fields};
+use crate::host::Host;
+use crate::io::Io;
+use keys::{Cidr, Source, Value};
+
+/// What a limit counts; names the `<unit>_per_<period>` fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// `query_per_second` ... `query_per_day`: requests.
+    Query,
+    /// `token_per_second` ... `token_per_day`: LLM tokens.
+    Token,
+}
+
+impl Unit {
+    fn fields(self) -> &'static [&'static str; 4] {
+        match self {
+            Unit::Query => &[
+                "query_per_second",
+                "query_per_minute",
+                "query_per_hour",
+                "query_per_day",
+            ],
+            Unit::Token => &[
+                "token_per_second",
+                "token_per_minute",
+                "token_per_hour",
+                "token_per_day",
+            ],
+        }
+    }
+}
+
+const WINDOWS: [u64; 4] = [1, 60, 3_600, 86_400];
+
+/// An amount allowed per fixed window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Window length in seconds (1, 60, 3600 or 86400).
+    pub window_secs: u64,
+    /// Amount allowed per window.
+    pub max: u64,
+}
+
+impl Limit {
+    /// Reads exactly one of the four `<unit>_per_<period>` fields.
+    ///
+    /// # Errors
+    /// When none or several are set, or the amount is not a positive integer.
+    pub fn parse(fields: &Fields<'_, '_>, unit: Unit) -> Result<Limit, ConfigError> {
+        let (which, field) = fields.one_of(unit.fields())?;
+        Ok(Limit {
+            window_secs: WINDOWS.get(which).copied().unwrap_or(1),
+            max: field.positive()?,
+        })
+    }
+}
+
+/// How a `limit_keys` entry's `key` selects request values.
+#[derive(Debug)]
+pub enum KeyMatch {
+    /// The value equals `key`.
+    Exact,
+    /// `*`: any value.
+    Any,
+    /// `regexp:<pattern>`: the value matches the pattern.
+    Regex(regex_lite::Regex),
+    /// A CIDR range (`limit_by_per_ip` only).
+    Cidr(Cidr),
+}
+
+/// One entry of `limit_keys`.
+#[derive(Debug)]
+pub struct LimitKey<'cfg> {
+    /// The `key` as written.
+    pub key: &'cfg str,
+    /// How it matches.
+    pub matcher: KeyMatch,
+    /// The limit for matching values.
+    pub limit: Limit,
+}
+
+/// One entry of `rule_items`.
+#[derive(Debug)]
+pub struct Item<'cfg> {
+    /// Where the value comes from.
+    pub source: Source<'cfg>,
+    /// `limit_by_per_*`: each distinct value has its own counter; otherwise
+    /// all values matching one `limit_keys` entry share that entry's counter.
+    pub per_value: bool,
+    /// The limits, first match wins.
+    pub keys: Vec<LimitKey<'cfg>>,
+}
+
+/// What is limited.
+#[derive(Debug)]
+pub enum Limits<'cfg> {
+    /// `global_threshold`: one counter for every request.
+    Global(Limit),
+    /// `rule_items`: counters by request attribute; the first item whose
+    /// value is present and matches one of its keys applies.
+    Items(Vec<Item<'cfg>>),
+}
+
+const SOURCES: [&str; 9] = [
+    "limit_by_header",
+    "limit_by_param",
+    "limit_by_cookie",
+    "limit_by_consumer",
+    "limit_by_per_header",
+    "limit_by_per_param",
+    "limit_by_per_cookie",
+    "limit_by_per_consumer",
+    "limit_by_per_ip",
+];
+
+fn non_empty<'cfg>(field: &Field<'_, 'cfg>, name: &'cfg str) -> Result<&'cfg str, ConfigError> {
+    if name.is_empty() {
+        return Err(field.error("must name a header, parameter or cookie"));
+    }
+    Ok(name)
+}
+
+fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigError> {
+    let fields = field.object()?;
+    let (which, source_field) = fields.one_of(&SOURCES)?;
+    let name = source_field.str()?;
+    let per_value = which >= 4;
+    let source = match which {
+        0 | 4 => Source::Header(non_empty(&source_field, name)?),
+        1 | 5 => Source::Param(non_empty(&source_field, name)?),
+        2 | 6 => Source::Cookie(non_empty(&source_field, name)?),
+        3 | 7 => Source::Consumer,
+        _ => match name {
+            "from-remote-addr" => Source::RemoteAddr,
+            other => match other.strip_prefix("from-header-") {
+                Some(header) if !header.is_empty() => Source::ForwardedHeader(header),
+                _ => {
+                    return Err(source_field.error(format!(
+                        "must be \"from-remote-addr\" or \"from-header-<name>\", got \"{other}\""
+                    )))
+                }
+            },
+        },
+    };
+    let by_ip = matches!(source, Source::RemoteAddr | Source::ForwardedHeader(_));
+    let keys_field = fields.require("limit_keys")?;
+    let mut keys = Vec::new();
+    keys_field.each(|entry| {
+        let entry_fields = entry.object()?;
+        let key_field = entry_fields.require("key")?;
+        let key = key_field.str()?;
+        let matcher = if key == "*" {
+            KeyMatch::Any
+        } else if let Some(pattern) = key.strip_prefix("regexp:") {
+            KeyMatch::Regex(
+                regex_lite::Regex::new(pattern)
+                    .map_err(|e| key_field.error(format!("invalid regular expression: {e}")))?,
+            )
+        } else if by_ip {
+            KeyMatch::Cidr(Cidr::parse(key).ok_or_else(|| {
+                key_field.error(format!("\"{key}\" is not an IP address or CIDR range"))
+            })?)
+        } else {
+            KeyMatch::Exact
+        };
+        keys.push(LimitKey {
+            key,
+            matcher,
+            limit: Limit::parse(&entry_fields, unit)?,
+        });
+        Ok(())
+    })?;
+    if keys.is_empty() {
+        return Err(keys_field.error("must list at least one key"));
+    }
+    Ok(Item {
+        source,
+        per_value,
+        keys,
+    })
+}
+
+/// The limit that applies to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matched {
+    /// The amount per window.
+    pub limit: Limit,
+    /// Identifies the item and key (for caches); `usize::MAX` for global.
+    pub slot: usize,
+    item: Option<usize>,
+    key: usize,
+    per_value: bool,
+}
+
+impl<'cfg> Limits<'cfg> {
+    /// Reads `global_threshold` or `rule_items`, whichever is set.
+    ///
+    /// # Errors
+    /// Names the first field at fault: neither or both set, an unknown
+    /// `limit_by_*`, an invalid regular expression or CIDR range, a limit
+    /// that is not a positive integer.
+    pub fn parse(fields: &Fields<'_, 'cfg>, unit: Unit) -> Result<Limits<'cfg>, ConfigError> {
+        let (which, limits_field) = fields.one_of(&["global_threshold", "rule_items"])?;
+        if which == 0 {
+            return Ok(Limits::Global(Limit::parse(&limits_field.object()?, unit)?));
+        }
+        let mut items = Vec::new();
+        limits_field.each(|entry| {
+            items.push(item(entry, unit)?);
+            Ok(())
+        })?;
+        if items.is_empty() {
+            return Err(limits_field.error("must list at least one item"));
+        }
+        Ok(Limits::Items(items))
+    }
+
+    /// Finds the limit of the current request, reading the attribute into
+    /// `value`; `None` when no item applies (the request is not limited).
+    pub fn find<H: Host>(&self, io: &mut Io<'_, H>, value: &mut Value) -> Option<Matched> {
+        let items = match self {
+            Limits::Global(limit) => {
+                return Some(Matched {
+                    limit: *limit,
+                    slot: usize::MAX,
+                    item: None,
+                    key: 0,
+                    per_value: false,
+                })
+            }
+            Limits::Items(items) => items,
+        };
+        for (i, item) in items.iter().enumerate() {
+            if !item.source.read(io, value) {
+                continue;
+            }
+            let text = core::str::from_utf8(value).ok();
+            for (k, key) in item.keys.iter().enumerate() {
+                let hit = match &key.matcher {
+                    KeyMatch::Any => true,
+                    KeyMatch::Exact => key.key.as_bytes() == value.as_slice(),
+                    KeyMatch::Regex(re) => text.is_some_and(|t| re.is_match(t)),
+                    KeyMatch::Cidr(net) => net.contains(value),
+                };
+                if hit {
+                    return Some(Matched {
+                        limit: key.limit,
+                        slot: (i << 16) | k,
+                        item: Some(i),
+                        key: k,
+                        per_value: item.per_value,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// The counter key of a match, cluster-safe:
+    /// `<prefix>:{<rule>:<kind>:<name>:<identity>}:<window>`, or
+    /// `<prefix>:{<rule>:global}:<window>` for the global limit. The
+    /// identity is the request's value for `limit_by_per_*`, the matching
+    /// `key` otherwise; the braces keep the key in one Redis Cluster slot.
+    /// Pieces borrow their sources, for [`Command::key_parts`](crate::redis::Command::key_parts).
+    pub fn counter_key<'a>(
+        &'a self,
+        matched: &Matched,
+        value: &'a [u8],
+        prefix: &'a str,
+        rule: &'a str,
+        window: &'a [u8],
+    ) -> CounterKey<'a> {
+        let item = match (self, matched.item) {
+            (Limits::Items(items), Some(i)) => items.get(i),
+            _ => None,
+        };
+        let Some(item) = item else {
+            return CounterKey {
+                parts: [
+                    prefix.as_bytes(),
+                    b":{",
+                    rule.as_bytes(),
+                    b":global}:",
+                    window,
+                    b"",
+                    b"",
+                    b"",
+                    b"",
+                    b"",
+                    b"",
+                ],
+                len: 5,
+                identity: b"global",
+            };
+        };
+        let identity = if matched.per_value {
+            value
+        } else {
+            item.keys
+                .get(matched.key)
+                .map_or(value, |k| k.key.as_bytes())
+        };
+        CounterKey {
+            parts: [
+                prefix.as_bytes(),
+                b":{",
+                rule.as_bytes(),
+                b":",
+                item.source.kind().as_bytes(),
+                b":",
+                item.source.name().as_bytes(),
+                b":",
+                identity,
+                b"}:",
+                window,
+            ],
+            len: 11,
+            identity,
+        }
+    }
+}
+
+/// The pieces of a counter key; see [`Limits::counter_key`].
+#[derive(Clone, Copy, Debug)]
+pub struct CounterKey<'a> {
+    parts: [&'a [u8]; 11],
+    len: usize,
+    identity: &'a [u8],
+}
+
+impl<'a> CounterKey<'a> {
+    /// The pieces, to concatenate.
+    pub fn parts(&self) -> &[&'a [u8]] {
+        self.parts.get(..self.len).unwrap_or_default()
+    }
+
+    /// What the counter counts for: the value, the matching key, or `global`.
+    pub fn identity(&self) -> &'a [u8] {
+        self.identity
+    }
+}
