@@ -1,0 +1,21 @@
+//! The host-independent core of the token-quota plugin.
+//!
+//! A token quota charges each client for the tokens an LLM API says its
+//! requests used. This crate holds the parts that need no proxy:
+//! - [`usage`]: finds the usage an OpenAI- or Anthropic-style API reports,
+//!   in a JSON body or a server-sent event stream, chunk by chunk, in one
+//!   pass and without allocating.
+//! - [`rewrite`]: makes streaming requests ask for usage
+//!   (`stream_options.include_usage`), so streamed answers can be charged.
+//!
+//! Both read JSON with the same bounded streaming lexer: no tree, no
+//! recursion, nesting limited to [`MAX_DEPTH`], and anything not valid JSON
+//! reported as such rather than guessed at.
+
+mod json;
+pub mod rewrite;
+pub mod usage;
+
+pub use json::MAX_DEPTH;
+pub use rewrite::{include_usage, Rewrite};
+pub use usage::{scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage};

@@ -1,0 +1,571 @@
+//! The scanner and the rewriter against `serde_json`: random mutations of
+//! real bodies and streams, each judged by both, must get the same answer,
+//! however the input is cut into chunks.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use serde_json::Value;
+use token_quota::{
+    include_usage, scan_json, scan_sse, JsonScanner, Rewrite, Scan, SseScanner, Usage,
+};
+
+// ---- The reference: serde_json, and the usage rules written plainly ----
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Count {
+    Absent,
+    Tokens(u64),
+    Bad,
+}
+
+fn count(value: Option<&Value>) -> Count {
+    match value {
+        // serde_json reads `-0` as a float, so it is no u64 here either.
+        Some(Value::Number(n)) => n.as_u64().map_or(Count::Bad, Count::Tokens),
+        _ => Count::Absent,
+    }
+}
+
+/// The fields of the usage object that counts: `total`, `input`,
+/// `output`, and whether any field was unusable.
+struct Fields {
+    total: Option<u64>,
+    input: Option<u64>,
+    output: Option<u64>,
+    bad: bool,
+}
+
+fn fields(doc: &Value) -> Option<Fields> {
+    let object = doc.as_object()?;
+    let sources = [
+        object.get("usage"),
+        object.get("message").and_then(|m| m.get("usage")),
+        object.get("response").and_then(|r| r.get("usage")),
+    ];
+    for usage in sources.into_iter().flatten() {
+        let Some(usage) = usage.as_object() else {
+            continue;
+        };
+        let counts = [
+            "total_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+        ]
+        .map(|k| count(usage.get(k)));
+        if counts.iter().all(|c| *c == Count::Absent) {
+            continue;
+        }
+        let get = |c: Count| match c {
+            Count::Tokens(t) => Some(t),
+            _ => None,
+        };
+        return Some(Fields {
+            total: get(counts[0]),
+            input: get(counts[1]).or(get(counts[3])),
+            output: get(counts[2]).or(get(counts[4])),
+            bad: counts.contains(&Count::Bad),
+        });
+    }
+    None
+}
+
+/// What serde_json makes of `bytes`: `None` when it refuses them for a
+/// reason the scanner does not share (floats beyond f64, its own depth
+/// limit), which the scanner rightly takes as JSON.
+fn parse(bytes: &[u8]) -> Option<Result<Value, ()>> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => Some(Ok(v)),
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("number out of range") || msg.contains("recursion limit") {
+                None
+            } else {
+                Some(Err(()))
+            }
+        }
+    }
+}
+
+fn finish(total: Option<u64>, input: Option<u64>, output: Option<u64>) -> Scan {
+    match total.or_else(|| input.unwrap_or(0).checked_add(output.unwrap_or(0))) {
+        Some(total) => Scan::Found(Usage {
+            total,
+            input,
+            output,
+        }),
+        None => Scan::Malformed,
+    }
+}
+
+fn reference_json(body: &[u8]) -> Option<Scan> {
+    Some(match parse(body)? {
+        Err(()) => Scan::Malformed,
+        Ok(doc) => match fields(&doc) {
+            None => Scan::Absent,
+            Some(f) if f.bad => Scan::Malformed,
+            Some(f) => finish(f.total, f.input, f.output),
+        },
+    })
+}
+
+/// The `data` of each event, split the way the event-stream format says
+/// (an unterminated last event included).
+fn events(stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < stream.len() {
+        match stream[i] {
+            b'\r' => {
+                lines.push(&stream[start..i]);
+                if stream.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            b'\n' => {
+                lines.push(&stream[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < stream.len() {
+        lines.push(&stream[start..]);
+    }
+    let mut out = Vec::new();
+    let mut data: Option<Vec<u8>> = None;
+    for line in lines {
+        if line.is_empty() {
+            out.extend(data.take());
+            continue;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(p) => {
+                let v = &line[p + 1..];
+                (&line[..p], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &[][..]),
+        };
+        if field == b"data" {
+            match &mut data {
+                Some(d) => {
+                    d.push(b'\n');
+                    d.extend_from_slice(value);
+                }
+                None => data = Some(value.to_vec()),
+            }
+        }
+    }
+    out.extend(data);
+    out
+}
+
+fn reference_sse(stream: &[u8]) -> Option<Scan> {
+    let (mut seen, mut malformed) = (false, false);
+    let (mut total, mut input, mut output) = (None, None, None);
+    for data in events(stream) {
+        let first = data
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+        if first != Some(&b'{') {
+            continue;
+        }
+        match parse(&data)? {
+            Err(()) => malformed = true,
+            Ok(doc) => match fields(&doc) {
+                None => {}
+                Some(f) if f.bad => malformed = true,
+                Some(f) => {
+                    seen = true;
+                    if f.total.is_some() {
+                        (total, input, output) = (f.total, f.input, f.output);
+                    } else {
+                        total = None;
+                        input = f.input.or(input);
+                        output = f.output.or(output);
+                    }
+                }
+            },
+        }
+    }
+    Some(if malformed {
+        Scan::Malformed
+    } else if !seen {
+        Scan::Absent
+    } else {
+        finish(total, input, output)
+    })
+}
+
+// ---- Inputs ----
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const JSON_SEEDS: &[&str] = &[
+    r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\" caf\u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+    r#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"Hello"}],"usage":{"input_tokens":10,"cache_read_input_tokens":0,"output_tokens":20}}"#,
+    r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"output_tokens":1}}}"#,
+    r#"{"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":7,"total_tokens":12}}}"#,
+    r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":0}, "x": [1, -2.5e3, true, null]}"#,
+    r#"{"content":"\"usage\": {\"total_tokens\": 9}","usage":null}"#,
+    r#"[{"usage":{"total_tokens":3}}, {}]"#,
+];
+
+/// Fragments mutations splice in: structure, the keys the scanner looks
+/// for, numbers at the edges, escapes and bytes that are not UTF-8.
+const TOKENS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ",",
+    ":",
+    " ",
+    "\n",
+    "\\",
+    "0",
+    "7",
+    "-",
+    ".",
+    "e",
+    "null",
+    "true",
+    "\"usage\"",
+    "\"usage\":",
+    "\"total_tokens\":",
+    "\"input_tokens\":5",
+    "\"message\":",
+    "\"response\":",
+    "18446744073709551616",
+    "18446744073709551615",
+    "\\u0075",
+    "\\ud83d\\ude00",
+    "\\ud800",
+    "\u{e9}",
+    "1e400",
+];
+const BYTES: &[u8] = b"\xff\xc3\xed\x00\x1f";
+
+fn mutate(rng: &mut Rng, seed: &[u8], extra: &[&str]) -> Vec<u8> {
+    let mut out = seed.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(out.len() + 1);
+        match rng.below(5) {
+            0 if at < out.len() => {
+                out.remove(at);
+            }
+            1 => {
+                let pool = if extra.is_empty() || rng.below(2) == 0 {
+                    TOKENS
+                } else {
+                    extra
+                };
+                let token = pool[rng.below(pool.len())].as_bytes();
+                out.splice(at..at, token.iter().copied());
+            }
+            2 if at < out.len() => out[at] = BYTES[rng.below(BYTES.len())],
+            3 => {
+                let end = (at + rng.below(20)).min(out.len());
+                let piece = out[at..end].to_vec();
+                out.splice(at..at, piece);
+            }
+            _ => {
+                let end = (at + rng.below(8)).min(out.len());
+                out.drain(at..end);
+            }
+        }
+    }
+    out
+}
+
+fn cuts(rng: &mut Rng, len: usize) -> Vec<usize> {
+    let mut cuts: Vec<usize> = (0..rng.below(4)).map(|_| rng.below(len + 1)).collect();
+    cuts.sort_unstable();
+    cuts
+}
+
+fn pieces<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &at in cuts {
+        out.push(&bytes[from..at]);
+        from = at;
+    }
+    out.push(&bytes[from..]);
+    out
+}
+
+// ---- The tests ----
+
+#[test]
+fn depth_limits_agree() {
+    for levels in 120..140 {
+        let body = format!(
+            "{{\"usage\":{{\"total_tokens\":1}},\"a\":{}{}}}",
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let serde_ok = serde_json::from_str::<Value>(&body).is_ok();
+        assert_eq!(
+            scan_json(body.as_bytes()) != Scan::Malformed,
+            serde_ok,
+            "{levels}"
+        );
+    }
+}
+
+#[test]
+fn seeds_agree() {
+    for seed in JSON_SEEDS {
+        assert_eq!(
+            Some(scan_json(seed.as_bytes())),
+            reference_json(seed.as_bytes()),
+            "{seed}"
+        );
+    }
+}
+
+#[test]
+fn mutated_json_bodies_agree_with_serde_json() {
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let (mut compared, mut found, mut malformed) = (0, 0, 0);
+    for _ in 0..60_000 {
+        let seed = JSON_SEEDS[rng.below(JSON_SEEDS.len())].as_bytes();
+        let body = mutate(&mut rng, seed, &[]);
+        let Some(expected) = reference_json(&body) else {
+            continue;
+        };
+        compared += 1;
+        let mut scanner = JsonScanner::new();
+        for piece in pieces(&body, &cuts(&mut rng, body.len())) {
+            scanner.feed(piece);
+        }
+        let got = scanner.finish();
+        assert_eq!(got, expected, "{}", String::from_utf8_lossy(&body));
+        match got {
+            Scan::Found(_) => found += 1,
+            Scan::Malformed => malformed += 1,
+            Scan::Absent => {}
+        }
+    }
+    // The mutations exercise every outcome, not just one.
+    assert!(compared > 50_000, "{compared}");
+    assert!(found > 5_000 && malformed > 5_000, "{found} {malformed}");
+}
+
+fn stream(events: &[&str], eol: &str, space: bool) -> String {
+    let sep = if space { " " } else { "" };
+    events
+        .iter()
+        .map(|e| format!("data:{sep}{e}{eol}{eol}"))
+        .collect()
+}
+
+fn stream_seeds() -> Vec<String> {
+    let openai = [
+        r#"{"choices":[{"index":0,"delta":{"content":"He said \"usage\""},"finish_reason":null}],"usage":null}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}"#,
+        "[DONE]",
+    ];
+    let anthropic = [
+        r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":25,"output_tokens":1}}}"#,
+        r#"{"type": "ping"}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+        r#"{"type":"message_stop"}"#,
+    ];
+    let mut seeds = Vec::new();
+    for eol in ["\n", "\r\n", "\r"] {
+        for space in [true, false] {
+            seeds.push(stream(&openai, eol, space));
+            seeds.push(stream(&anthropic, eol, space));
+        }
+    }
+    seeds.push(format!(
+        "event: message_start\n: comment\nid: 1\n{}",
+        stream(&anthropic, "\n", true)
+    ));
+    seeds.push("data: {\"usage\":\ndata: {\"total_tokens\":\ndata: 5}}\n\n".into());
+    seeds
+}
+
+const SSE_TOKENS: &[&str] = &[
+    "\n",
+    "\r",
+    "\r\n",
+    "\n\n",
+    "data:",
+    "data: ",
+    "data",
+    ":",
+    "event: x\n",
+    ": c\n",
+    "[DONE]",
+];
+
+#[test]
+fn stream_seeds_agree() {
+    for seed in stream_seeds() {
+        let expected = reference_sse(seed.as_bytes()).unwrap();
+        assert!(matches!(expected, Scan::Found(_)), "{seed:?}");
+        assert_eq!(scan_sse(seed.as_bytes()), expected, "{seed:?}");
+    }
+}
+
+#[test]
+fn mutated_streams_agree_with_serde_json() {
+    let mut rng = Rng(0xFEED_FACE_CAFE_BEEF);
+    let seeds = stream_seeds();
+    let (mut compared, mut found, mut malformed, mut absent) = (0, 0, 0, 0);
+    for _ in 0..40_000 {
+        let seed = seeds[rng.below(seeds.len())].as_bytes();
+        let body = mutate(&mut rng, seed, SSE_TOKENS);
+        let Some(expected) = reference_sse(&body) else {
+            continue;
+        };
+        compared += 1;
+        let mut scanner = SseScanner::new();
+        for piece in pieces(&body, &cuts(&mut rng, body.len())) {
+            scanner.feed(piece);
+        }
+        let got = scanner.finish();
+        assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&body));
+        match got {
+            Scan::Found(_) => found += 1,
+            Scan::Malformed => malformed += 1,
+            Scan::Absent => absent += 1,
+        }
+    }
+    assert!(compared > 35_000, "{compared}");
+    assert!(
+        found > 5_000 && malformed > 5_000 && absent > 500,
+        "{found} {malformed} {absent}"
+    );
+}
+
+// ---- The rewriter ----
+
+const REQUEST_SEEDS: &[&str] = &[
+    r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi \"stream\": true"}]}"#,
+    r#"{"model":"gpt-4o","stream":true,"stream_options":{"x":1},"messages":[]}"#,
+    r#"{"stream_options":{},"stream":true}"#,
+    r#"{"stream":true,"stream_options":{"include_usage":false}}"#,
+    r#"{"stream":true,"stream_options":null}"#,
+    r#"{"stream":false,"n":{"stream":true}}"#,
+    r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+    r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+];
+
+const REQUEST_TOKENS: &[&str] = &[
+    "\"stream\":true,",
+    "\"stream\":",
+    "\"stream_options\":",
+    "\"include_usage\":",
+    "{}",
+    "true",
+    "false",
+];
+
+/// What the rewrite must make of a body: the reference reads the body
+/// with serde_json and says whether usage must be asked for.
+fn needs_rewrite(doc: &Value) -> bool {
+    let Some(object) = doc.as_object() else {
+        return false;
+    };
+    if object.get("stream") != Some(&Value::Bool(true)) {
+        return false;
+    }
+    match object.get("stream_options") {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(options)) => options.get("include_usage") != Some(&Value::Bool(true)),
+        Some(_) => false,
+    }
+}
+
+#[test]
+fn mutated_requests_agree_with_serde_json() {
+    let mut rng = Rng(0x5EED_0000_0000_0001);
+    let mut out = Vec::new();
+    let (mut rewritten, mut unchanged, mut not_json) = (0, 0, 0);
+    for _ in 0..60_000 {
+        let seed = REQUEST_SEEDS[rng.below(REQUEST_SEEDS.len())].as_bytes();
+        let body = mutate(&mut rng, seed, REQUEST_TOKENS);
+        let Some(parsed) = parse(&body) else {
+            continue;
+        };
+        let result = include_usage(&body, &mut out);
+        match parsed {
+            Err(()) => {
+                assert_eq!(
+                    result,
+                    Rewrite::NotJson,
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                not_json += 1;
+            }
+            Ok(doc) if needs_rewrite(&doc) => {
+                assert_eq!(
+                    result,
+                    Rewrite::Rewritten,
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                // The new body is JSON, asks for usage, and is otherwise the
+                // same request.
+                let mut new: Value = serde_json::from_slice(&out).unwrap();
+                assert!(!needs_rewrite(&new), "{}", String::from_utf8_lossy(&out));
+                assert_eq!(new["stream_options"]["include_usage"], Value::Bool(true));
+                let mut old = doc;
+                let options = old
+                    .as_object_mut()
+                    .unwrap()
+                    .entry("stream_options")
+                    .or_insert(Value::Null);
+                if options.is_null() {
+                    *options = serde_json::json!({});
+                }
+                options["include_usage"] = Value::Bool(true);
+                assert_eq!(new.take(), old, "{}", String::from_utf8_lossy(&body));
+                assert_eq!(include_usage(&out.clone(), &mut out), Rewrite::Unchanged);
+                rewritten += 1;
+            }
+            Ok(_) => {
+                assert_eq!(
+                    result,
+                    Rewrite::Unchanged,
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                assert!(out.is_empty());
+                unchanged += 1;
+            }
+        }
+    }
+    assert!(
+        rewritten > 2_000 && unchanged > 2_000 && not_json > 2_000,
+        "{rewritten} {unchanged} {not_json}"
+    );
+}
