@@ -10,8 +10,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 
-echo "[run] building limiter.wasm (release, wasm32-wasip1)"
-cargo build --release --target wasm32-wasip1 -p limiter
+echo "[run] building limiter.wasm and token_quota.wasm (release, wasm32-wasip1)"
+cargo build --release --target wasm32-wasip1 -p limiter -p token-quota
 
 echo "[run] load test"
 cargo run --release -p loadtest -- "$@"

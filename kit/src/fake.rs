@@ -10,7 +10,23 @@
 //! the zero-allocation tests depend on that.
 
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
+pub use crate::raw::counting::CountingAllocator;
 use core::time::Duration;
+
+/// Counts the heap allocations `f` makes on this thread.
+///
+/// Only counts when the test binary installs the counter as its allocator:
+/// `#[global_allocator] static A: kit::fake::CountingAllocator = kit::fake::CountingAllocator;`
+/// (without it the count is always 0, so zero-allocation tests should also
+/// check that an allocation is counted, see `kit/tests/zero_alloc.rs`).
+pub fn allocations_during(f: impl FnOnce()) -> u64 {
+    use crate::raw::counting::{ALLOCATIONS, COUNTING};
+    ALLOCATIONS.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    f();
+    COUNTING.with(|on| on.set(false));
+    ALLOCATIONS.with(|n| n.get())
+}
 
 /// An ordered, case-insensitive multimap of byte headers in one arena.
 #[derive(Debug, Default, Clone)]

@@ -1,6 +1,7 @@
 //! The crate's only `unsafe` code: configuration bytes that outlive the
-//! structures borrowing them, and Higress's Redis host calls, which
-//! `proxy-wasm` does not declare.
+//! structures borrowing them, Higress's Redis host calls, which
+//! `proxy-wasm` does not declare, and the counting allocator of the
+//! zero-allocation tests.
 
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
@@ -174,6 +175,57 @@ pub(crate) mod higress {
         // SAFETY: `data` is the boxed slice of `size` bytes described above,
         // owned by us from now on and freed when the Vec drops.
         Some(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(data, size)) }.into_vec())
+    }
+}
+
+/// A global allocator that counts the allocations made on the current
+/// thread while counting is on; see [`crate::fake::allocations_during`].
+#[cfg(any(test, feature = "fake"))]
+pub(crate) mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Forwards to the system allocator, counting allocations.
+    #[derive(Debug)]
+    pub struct CountingAllocator;
+
+    thread_local! {
+        pub(crate) static COUNTING: Cell<bool> = const { Cell::new(false) };
+        pub(crate) static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn note() {
+        // `try_with`: the allocator also runs while thread locals are torn down.
+        let _ = COUNTING.try_with(|on| {
+            if on.get() {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            }
+        });
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator; the
+    // bookkeeping touches only const-initialised thread locals, which never
+    // allocate.
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's pointer and layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note();
+            // SAFETY: forwarded with the caller's pointer, layout and size.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
     }
 }
 

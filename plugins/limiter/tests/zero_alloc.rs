@@ -1,7 +1,7 @@
 //! Kit and limiter make no heap allocation per request once warm.
 //!
-//! A counting global allocator counts the allocations made on this thread
-//! while a window is open. The driver below reuses the `FakeHost`'s buffers
+//! The kit's counting global allocator counts the allocations made on this
+//! thread while a window is open. The driver below reuses the `FakeHost`'s buffers
 //! and emulates Redis with an integer, so whatever is counted comes from the
 //! kit and the plugin.
 
@@ -12,63 +12,20 @@
     clippy::indexing_slicing
 )] // test code
 
-use kit::fake::FakeHost;
+use kit::fake::{allocations_during, CountingAllocator, FakeHost};
 use kit::{Action, Filter};
 use limiter::Limiter;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    // `try_with`: the allocator also runs while thread locals are torn down.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        }
-    });
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// bookkeeping touches only const-initialised thread locals, which never
-// allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's pointer, layout and size.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-fn allocations_during(f: impl FnOnce()) -> u64 {
-    ALLOCATIONS.with(|n| n.set(0));
-    COUNTING.with(|on| on.set(true));
-    f();
-    COUNTING.with(|on| on.set(false));
-    ALLOCATIONS.with(|n| n.get())
+#[test]
+fn the_counter_counts() {
+    assert_eq!(
+        allocations_during(|| drop(std::hint::black_box(vec![1u8]))),
+        1
+    );
 }
 
 /// Sends one request through the filter, answering its Redis call with the

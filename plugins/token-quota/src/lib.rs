@@ -1,7 +1,9 @@
-//! The host-independent core of the token-quota plugin.
+//! Per-client token quotas for LLM APIs, for Envoy and Higress.
 //!
 //! A token quota charges each client for the tokens an LLM API says its
-//! requests used. This crate holds the parts that need no proxy:
+//! requests used, in Redis, and refuses clients whose quota for the current
+//! window is used up. [`TokenQuota`] is the plugin; the parts that need no
+//! proxy live in their own modules:
 //! - [`usage`]: finds the usage an OpenAI- or Anthropic-style API reports,
 //!   in a JSON body or a server-sent event stream, chunk by chunk, in one
 //!   pass and without allocating.
@@ -13,9 +15,15 @@
 //! reported as such rather than guessed at.
 
 mod json;
+mod quota;
 pub mod rewrite;
 pub mod usage;
+
+pub use quota::{counter, Config, State, TokenQuota};
 
 pub use json::MAX_DEPTH;
 pub use rewrite::{include_usage, Rewrite};
 pub use usage::{scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage};
+
+#[cfg(target_arch = "wasm32")]
+kit::export_plugin!(TokenQuota);

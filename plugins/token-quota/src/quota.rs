@@ -1,0 +1,359 @@
+//! The token-quota plugin: per-client LLM token budgets counted in Redis.
+//!
+//! Per request, once its body is in:
+//! 1. the body of a streaming request gets `stream_options.include_usage`
+//!    so the upstream reports usage at the end of the stream;
+//! 2. the tokens the client already used in the current fixed window are
+//!    read (`GET`); at or over the limit the request is refused;
+//! 3. the response is scanned for usage as it passes, without holding it
+//!    back, and the last chunk is held until the usage is charged
+//!    (`INCRBY`, expiry set on the window's first write, one round trip),
+//!    so a client that sends its next request after reading the answer is
+//!    judged on an exact count.
+//!
+//! The configuration follows Higress's `ai-token-ratelimit`.
+
+use crate::rewrite::{include_usage, Rewrite};
+use crate::usage::{Format, Scan, Scanner};
+use kit::limits::cache::OverLimitCache;
+use kit::limits::keys::Value;
+use kit::limits::window::Window;
+use kit::limits::{Limits, Unit};
+use kit::{
+    BodyMode, ConfigError, Cx, Field, Fields, Flow, Host, LogLevel, Plugin, RedisError, RedisUse,
+    Reply, Script, Setup,
+};
+use smallvec::SmallVec;
+
+/// Adds the tokens of one answer to its window's counter; the expiry is set
+/// by the write that created the counter.
+pub(crate) const CHARGE_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1])\n\
+if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end\n\
+return n";
+
+/// The token-quota plugin.
+#[derive(Debug)]
+pub struct TokenQuota;
+
+/// Indexes into [`TokenQuota::COUNTERS`].
+pub mod counter {
+    /// Requests let through with quota left.
+    pub const ALLOWED: usize = 0;
+    /// Requests refused because the quota is used up (per Redis).
+    pub const LIMITED: usize = 1;
+    /// Requests refused from the over-quota cache, without Redis.
+    pub const LIMITED_LOCALLY: usize = 2;
+    /// Tokens charged.
+    pub const TOKENS: usize = 3;
+    /// Answers whose usage could not be found or trusted (nothing charged).
+    pub const USAGE_MISSING: usize = 4;
+    /// Redis calls that failed.
+    pub const REDIS_ERRORS: usize = 5;
+}
+
+/// The compiled configuration of one rule.
+#[derive(Debug)]
+pub struct Config<'cfg> {
+    /// `rule_name`: names the counters.
+    pub rule_name: &'cfg str,
+    /// `global_threshold` or `rule_items`, in `token_per_*`.
+    pub limits: Limits<'cfg>,
+    /// `rejected_code` (default 429).
+    pub rejected_code: u16,
+    /// `rejected_msg` (default `Too many tokens`).
+    pub rejected_msg: &'cfg str,
+    /// `failure_mode_deny`: refuse with 503 when the quota cannot be read.
+    pub failure_mode_deny: bool,
+    /// `redis_key_prefix` (default `token-quota`).
+    pub key_prefix: &'cfg str,
+    script: Script,
+    cache: OverLimitCache,
+}
+
+fn no_braces(field: &Field<'_, '_>, value: &str) -> Result<(), ConfigError> {
+    // Braces would move the Redis Cluster hash tag of the counter keys.
+    if value.contains(['{', '}']) {
+        return Err(field.error("must not contain `{` or `}`"));
+    }
+    Ok(())
+}
+
+fn compile<'cfg>(
+    fields: &Fields<'_, 'cfg>,
+    setup: &mut Setup<'_>,
+) -> Result<Config<'cfg>, ConfigError> {
+    let rule_field = fields.require("rule_name")?;
+    let rule_name = rule_field.str()?;
+    if rule_name.is_empty() {
+        return Err(rule_field.error("must not be empty"));
+    }
+    no_braces(&rule_field, rule_name)?;
+    let limits = Limits::parse(fields, Unit::Token)?;
+    let code = fields.u64_or("rejected_code", 429)?;
+    let rejected_code = u16::try_from(code)
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .ok_or_else(|| {
+            fields.error(
+                "rejected_code",
+                format!("must be an HTTP status (200-599), got {code}"),
+            )
+        })?;
+    let key_prefix = fields.opt_str("redis_key_prefix")?.unwrap_or("token-quota");
+    if let Some(f) = fields.get("redis_key_prefix") {
+        no_braces(&f, key_prefix)?;
+    }
+    Ok(Config {
+        rule_name,
+        limits,
+        rejected_code,
+        rejected_msg: fields.opt_str("rejected_msg")?.unwrap_or("Too many tokens"),
+        failure_mode_deny: fields.bool_or("failure_mode_deny", false)?,
+        key_prefix,
+        script: Script::new(CHARGE_SCRIPT),
+        cache: OverLimitCache::new(setup.now_nanos()),
+    })
+}
+
+/// Where a request is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Step {
+    /// No limit applies, or nothing to do.
+    #[default]
+    Idle,
+    /// Waiting for the tokens used so far.
+    Reading,
+    /// Let through; the answer will be charged.
+    Admitted,
+    /// Waiting for the charge to be written.
+    Charging,
+}
+
+/// Per-request state.
+#[derive(Debug, Default)]
+pub struct State {
+    step: Step,
+    /// The full counter key, kept for the charge at the end of the answer.
+    key: SmallVec<[u8; 160]>,
+    limit: u64,
+    window: Option<Window>,
+    cache_hash: u64,
+    scanner: Option<Scanner>,
+}
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+impl Plugin for TokenQuota {
+    const NAME: &'static str = "token-quota";
+    const COUNTERS: &'static [&'static str] = &[
+        "allowed",
+        "limited",
+        "limited_locally",
+        "tokens",
+        "usage_missing",
+        "redis_errors",
+    ];
+    const REDIS: RedisUse = RedisUse::Required;
+    const REQUEST_BODY: BodyMode = BodyMode::Buffer;
+    const RESPONSE_BODY: BodyMode = BodyMode::Stream;
+    const REWRITES_BODY: bool = true;
+    type Config<'cfg> = Config<'cfg>;
+    type State = State;
+
+    fn configure<'cfg>(
+        fields: &Fields<'_, 'cfg>,
+        setup: &mut Setup<'_>,
+    ) -> Result<Config<'cfg>, ConfigError> {
+        compile(fields, setup)
+    }
+
+    /// Runs once the whole request body is in (right after the headers
+    /// for a request without a body).
+    fn on_request_body<H: Host>(
+        mut cx: Cx<'_, '_, Self, H>,
+        body: &[u8],
+        _end_of_stream: bool,
+    ) -> Flow {
+        let cfg = cx.config;
+        let now = cx.io.now_nanos() / NANOS_PER_SEC;
+        let mut value = Value::new();
+        let Some(matched) = cfg.limits.find(&mut cx.io, &mut value) else {
+            return Flow::Continue;
+        };
+        if !body.is_empty() {
+            cx.io
+                .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
+        }
+        let window = Window::containing(now, matched.limit.window_secs);
+        let mut start = itoa::Buffer::new();
+        let start = start.format(window.start).as_bytes();
+        let key = cfg
+            .limits
+            .counter_key(&matched, &value, cfg.key_prefix, cfg.rule_name, start);
+        let hash = cfg.cache.hash(matched.slot, key.identity());
+        if cfg.cache.is_over(hash, now) {
+            cx.io.count(counter::LIMITED_LOCALLY);
+            return reject(&mut cx, matched.limit.max, window.reset_after(now));
+        }
+        let state = &mut *cx.state;
+        state.key.clear();
+        for part in key.parts() {
+            state.key.extend_from_slice(part);
+        }
+        state.limit = matched.limit.max;
+        state.window = Some(window);
+        state.cache_hash = hash;
+        state.step = Step::Reading;
+        match cx.io.redis().and_then(|redis| redis.get(&cx.state.key)) {
+            Ok(()) => Flow::Pause,
+            Err(e) => quota_unreadable(&mut cx, e),
+        }
+    }
+
+    fn on_response_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
+        if cx.state.step == Step::Admitted {
+            let format = cx
+                .io
+                .response_header("content-type")
+                .and_then(Format::from_content_type);
+            cx.state.scanner = format.map(Scanner::new);
+        }
+        Flow::Continue
+    }
+
+    fn on_response_body<H: Host>(
+        mut cx: Cx<'_, '_, Self, H>,
+        body: &[u8],
+        end_of_stream: bool,
+    ) -> Flow {
+        if cx.state.step != Step::Admitted {
+            return Flow::Continue;
+        }
+        let Some(scanner) = cx.state.scanner.as_mut() else {
+            return Flow::Continue;
+        };
+        scanner.feed(body);
+        if !end_of_stream {
+            return Flow::Continue;
+        }
+        let scan = scanner.finish();
+        let tokens = match scan {
+            Scan::Found(usage) if usage.total > 0 => usage.total,
+            Scan::Found(_) => return Flow::Continue,
+            Scan::Absent | Scan::Malformed => {
+                cx.io.count(counter::USAGE_MISSING);
+                cx.io.log(
+                    LogLevel::Debug,
+                    format_args!("no trustworthy usage in the answer ({scan:?}); nothing charged"),
+                );
+                return Flow::Continue;
+            }
+        };
+        let ttl = cx.state.window.map_or(1, |w| w.end - w.start);
+        let cfg = cx.config;
+        let mut amount = itoa::Buffer::new();
+        let mut expiry = itoa::Buffer::new();
+        let sent = cx.io.redis().and_then(|redis| {
+            redis
+                .evalsha(&cfg.script)
+                .key(&cx.state.key)
+                .arg(amount.format(tokens).as_bytes())
+                .arg(expiry.format(ttl).as_bytes())
+                .send()
+        });
+        match sent {
+            Ok(()) => {
+                cx.state.step = Step::Charging;
+                cx.io.count_by(counter::TOKENS, tokens);
+                Flow::Pause
+            }
+            Err(e) => {
+                cx.io.count(counter::REDIS_ERRORS);
+                cx.io.log(
+                    LogLevel::Debug,
+                    format_args!("charging {tokens} tokens failed: {e}"),
+                );
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_redis_reply<H: Host>(
+        mut cx: Cx<'_, '_, Self, H>,
+        reply: Result<Reply<'_>, RedisError>,
+    ) -> Flow {
+        match cx.state.step {
+            Step::Reading => {
+                let used = match reply {
+                    Ok(Reply::Nil) => 0,
+                    Ok(reply) => match reply.as_i64() {
+                        Some(n) => n,
+                        None => return quota_unreadable(&mut cx, RedisError::Protocol),
+                    },
+                    Err(e) => return quota_unreadable(&mut cx, e),
+                };
+                let limit = cx.state.limit;
+                if u64::try_from(used).unwrap_or(0) >= limit {
+                    let now = cx.io.now_nanos() / NANOS_PER_SEC;
+                    let window = cx.state.window.unwrap_or(Window {
+                        start: now,
+                        end: now + 1,
+                    });
+                    cx.config.cache.remember(cx.state.cache_hash, window.end);
+                    cx.io.count(counter::LIMITED);
+                    return reject(&mut cx, limit, window.reset_after(now));
+                }
+                cx.state.step = Step::Admitted;
+                cx.io.count(counter::ALLOWED);
+                Flow::Continue
+            }
+            Step::Charging => {
+                if let Err(e) = reply {
+                    cx.io.count(counter::REDIS_ERRORS);
+                    cx.io
+                        .log(LogLevel::Debug, format_args!("charging failed: {e}"));
+                }
+                cx.state.step = Step::Idle;
+                Flow::Continue
+            }
+            Step::Idle | Step::Admitted => Flow::Continue,
+        }
+    }
+}
+
+fn reject<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, limit: u64, reset: u64) -> Flow {
+    let mut limit_digits = itoa::Buffer::new();
+    let mut reset_digits = itoa::Buffer::new();
+    let headers: [(&str, &[u8]); 3] = [
+        (
+            "x-tokenratelimit-limit",
+            limit_digits.format(limit).as_bytes(),
+        ),
+        ("x-tokenratelimit-remaining", b"0"),
+        (
+            "x-tokenratelimit-reset",
+            reset_digits.format(reset).as_bytes(),
+        ),
+    ];
+    cx.io.respond(
+        cx.config.rejected_code,
+        &headers,
+        cx.config.rejected_msg.as_bytes(),
+    )
+}
+
+/// The tokens used so far could not be read: the failure mode decides.
+fn quota_unreadable<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, error: RedisError) -> Flow {
+    cx.io.count(counter::REDIS_ERRORS);
+    cx.io.log(
+        LogLevel::Debug,
+        format_args!("reading the quota failed: {error}"),
+    );
+    if cx.config.failure_mode_deny {
+        cx.io.respond(503, &[], b"token quota unavailable")
+    } else {
+        // Let it through and still charge the answer.
+        cx.state.step = Step::Admitted;
+        Flow::Continue
+    }
+}

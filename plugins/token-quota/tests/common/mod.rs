@@ -1,0 +1,229 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+//! Drives the token quota through the kit's engine over a `FakeHost`, with
+//! a Redis stand-in that answers GET and runs the charge script.
+
+#![allow(dead_code)]
+
+use kit::fake::FakeHost;
+use kit::{Action, Filter, StreamId};
+use std::collections::HashMap;
+use token_quota::TokenQuota;
+
+pub struct Driver {
+    pub filter: Filter<TokenQuota, FakeHost>,
+    pub redis: HashMap<Vec<u8>, i64>,
+    pub redis_down: bool,
+    next_context: u32,
+}
+
+/// What the client saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request went upstream and the answer came back whole.
+    Answered200,
+    /// Answered locally with this status.
+    Refused(u16),
+    /// Stuck somewhere: the test names where.
+    Hung(&'static str),
+}
+
+/// A response the fake upstream gives.
+pub struct Upstream<'a> {
+    pub content_type: &'a str,
+    pub chunks: &'a [&'a [u8]],
+}
+
+pub fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            out.push(
+                u8::from_str_radix(std::str::from_utf8(&s[i + 1..i + 3]).unwrap(), 16).unwrap(),
+            );
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub fn openai_json(total: u64) -> Vec<u8> {
+    format!(
+        r#"{{"id":"c1","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}}}}],"usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{total}}}}}"#,
+        total / 2,
+        total - total / 2
+    )
+    .into_bytes()
+}
+
+impl Driver {
+    pub fn new(config: &str) -> Driver {
+        let mut filter = Filter::new(FakeHost::new());
+        filter
+            .configure(config.as_bytes().to_vec())
+            .expect("config is valid");
+        Driver {
+            filter,
+            redis: HashMap::new(),
+            redis_down: false,
+            next_context: 2,
+        }
+    }
+
+    pub fn host(&mut self) -> &mut FakeHost {
+        self.filter.host_mut()
+    }
+
+    /// Answers Redis calls until the stream stops waiting on one; returns
+    /// whether anything was answered.
+    fn pump(&mut self) -> bool {
+        let mut answered = false;
+        for _ in 0..4 {
+            let Some(call) = self.filter.host().last_call.clone() else {
+                break;
+            };
+            if self.filter.host().calls_sent == 0 {
+                break;
+            }
+            let token = call.token;
+            self.filter.host_mut().last_call = None;
+            answered = true;
+            if self.redis_down {
+                self.filter.host_mut().call_response_headers.clear();
+                self.filter.on_http_call_response(token, 0, 0, false);
+                continue;
+            }
+            let path = call.headers.get(":path").unwrap().to_vec();
+            let path = path.strip_suffix(b".raw").unwrap();
+            let args: Vec<Vec<u8>> = path
+                .split(|&b| b == b'/')
+                .skip(1)
+                .map(percent_decode)
+                .collect();
+            let reply = match args[0].as_slice() {
+                b"GET" => match self.redis.get(&args[1]) {
+                    Some(n) => format!("${}\r\n{n}\r\n", n.to_string().len()).into_bytes(),
+                    None => b"$-1\r\n".to_vec(),
+                },
+                b"EVALSHA" | b"EVAL" => {
+                    let by: i64 = std::str::from_utf8(&args[4]).unwrap().parse().unwrap();
+                    let n = self.redis.entry(args[3].clone()).or_insert(0);
+                    *n += by;
+                    format!(":{n}\r\n").into_bytes()
+                }
+                other => panic!("unexpected command {}", String::from_utf8_lossy(other)),
+            };
+            self.filter.host_mut().answer_http(200, &reply);
+            self.filter
+                .on_http_call_response(token, 1, reply.len(), false);
+        }
+        answered
+    }
+
+    /// One request with `headers` and `body` (sent in one chunk after the
+    /// headers, as Envoy would with the flag honoured), answered by
+    /// `upstream` if it gets through.
+    pub fn request(
+        &mut self,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        upstream: &Upstream<'_>,
+    ) -> Outcome {
+        let host = self.filter.host_mut();
+        host.next_request();
+        host.request_headers
+            .add(":method", if body.is_empty() { b"GET" } else { b"POST" });
+        host.request_headers.add(":path", b"/v1/chat/completions");
+        for (name, value) in headers {
+            host.request_headers.add(name, value.as_bytes());
+        }
+        if !body.is_empty() {
+            host.request_headers
+                .add("content-length", body.len().to_string().as_bytes());
+        }
+        host.request_body = body.to_vec();
+        host.last_call = None;
+        let context = self.next_context;
+        self.next_context += 1;
+        let stream = self.filter.open_stream(context);
+        let sent_before = self.filter.host().responses_sent;
+        let resumed_before = self.filter.host().resumed;
+        let mut through = match self.filter.on_request_headers(stream, body.is_empty()) {
+            Action::Continue => true,
+            Action::Pause => false,
+        };
+        if !through && !body.is_empty() {
+            through = self.filter.on_request_body(stream, body.len(), true) == Action::Continue;
+        }
+        self.pump();
+        if self.filter.host().responses_sent > sent_before {
+            let status = self.filter.host().response.as_ref().unwrap().status;
+            self.filter.close_stream(stream);
+            return Outcome::Refused(status);
+        }
+        through |= self.filter.host().resumed[0] > resumed_before[0];
+        if !through {
+            self.filter.close_stream(stream);
+            return Outcome::Hung("request");
+        }
+        self.respond(stream, upstream, resumed_before[1])
+    }
+
+    fn respond(
+        &mut self,
+        stream: StreamId,
+        upstream: &Upstream<'_>,
+        resumed_before: u64,
+    ) -> Outcome {
+        let host = self.filter.host_mut();
+        host.response_headers.clear();
+        host.response_headers.add(":status", b"200");
+        host.response_headers
+            .add("content-type", upstream.content_type.as_bytes());
+        if self
+            .filter
+            .on_response_headers(stream, upstream.chunks.is_empty())
+            != Action::Continue
+        {
+            self.filter.close_stream(stream);
+            return Outcome::Hung("response headers");
+        }
+        let mut held = false;
+        for (i, chunk) in upstream.chunks.iter().enumerate() {
+            let last = i + 1 == upstream.chunks.len();
+            self.filter.host_mut().response_body = chunk.to_vec();
+            held = self.filter.on_response_body(stream, chunk.len(), last) == Action::Pause;
+            if held && !last {
+                self.filter.close_stream(stream);
+                return Outcome::Hung("a response chunk before the last");
+            }
+        }
+        if held {
+            self.pump();
+            if self.filter.host().resumed[1] <= resumed_before {
+                self.filter.close_stream(stream);
+                return Outcome::Hung("the last response chunk");
+            }
+        }
+        self.filter.close_stream(stream);
+        Outcome::Answered200
+    }
+
+    /// The tokens charged to counters whose key contains `needle`.
+    pub fn charged(&self, needle: &str) -> i64 {
+        self.redis
+            .iter()
+            .filter(|(k, _)| String::from_utf8_lossy(k).contains(needle))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+}
