@@ -59,7 +59,11 @@ enum StopIteration {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Headers,
+    /// A whole buffered body, or the last chunk of a streamed one.
     Body,
+    /// A streamed chunk before the last: pausing here without a call holds
+    /// the bytes back, and the next body callback comes anyway.
+    Chunk,
 }
 
 /// The progress of one direction of a request.
@@ -513,8 +517,22 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     Direction::Request => P::on_request_body(cx, &body, end_of_stream),
                     Direction::Response => P::on_response_body(cx, &body, end_of_stream),
                 };
-                let action = self.run(id, direction, Stage::Body, handler);
+                let stage = if end_of_stream {
+                    Stage::Body
+                } else {
+                    Stage::Chunk
+                };
+                let mut action = self.run(id, direction, stage, handler);
                 self.body = body;
+                let waiting = self.live_slot(id).is_some_and(|s| s.waiting.is_some());
+                if action == Action::Pause && !waiting && size > max {
+                    // Held back past the limit: let the bytes go rather
+                    // than hit the proxy's own buffer limit.
+                    if let Some(counter) = self.over_limit_counter {
+                        self.host.increment_counter(counter, 1);
+                    }
+                    action = Action::Continue;
+                }
                 if let Some(half) = self.half(id, direction) {
                     half.seen = if action == Action::Pause { size } else { 0 };
                 }
@@ -746,7 +764,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Some((direction, Stage::Headers)) => {
                 let _ = self.after_headers(stream, direction, false);
             }
-            Some((direction, Stage::Body)) => self.host.resume(direction),
+            Some((direction, Stage::Body | Stage::Chunk)) => self.host.resume(direction),
             None => {}
         }
     }
@@ -799,7 +817,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             config,
             state: &mut slot.state,
             io: Io {
-                body: (stage == Stage::Body).then_some(crate::io::BodyAccess {
+                body: (stage != Stage::Headers).then_some(crate::io::BodyAccess {
                     direction,
                     start: slot.halves.get(index(direction)).map_or(0, |h| h.seen),
                     len: body_len,
@@ -823,6 +841,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 slot.waiting = Some((direction, stage));
                 Action::Pause
             }
+            Flow::Pause if stage == Stage::Chunk => Action::Pause,
             Flow::Pause => {
                 crate::log::write(
                     host,

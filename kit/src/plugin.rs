@@ -50,8 +50,12 @@ pub enum Flow {
     Continue,
     /// Hold the stream until an outstanding Redis or HTTP call answers.
     ///
-    /// The kit resumes the stream itself, with a log line, when a handler
-    /// pauses without any call in flight: nothing would ever wake it.
+    /// In a [`BodyMode::Stream`] handler for a chunk that is not the last,
+    /// pausing without a call holds the bytes seen so far back; the next
+    /// chunk arrives anyway, and continuing on it releases them all.
+    /// Anywhere else the kit resumes the stream itself, with a log line,
+    /// when a handler pauses without any call in flight: nothing would ever
+    /// wake it.
     Pause,
     /// The stream was answered locally with [`Io::respond`].
     Responded(Responded),

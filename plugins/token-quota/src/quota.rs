@@ -234,7 +234,17 @@ impl Plugin for TokenQuota {
         };
         scanner.feed(body);
         if !end_of_stream {
-            return Flow::Continue;
+            // Bytes after the usage are held back until it is charged, so
+            // the client cannot finish reading before the count is right
+            // (Envoy often ends a response with an empty last chunk). A
+            // JSON answer is one document: it is held whole (up to the
+            // kit's `max_body_bytes`); an event stream flows until its
+            // usage event.
+            let hold = match scanner {
+                Scanner::Json(_) => true,
+                Scanner::EventStream(sse) => sse.usage_seen(),
+            };
+            return if hold { Flow::Pause } else { Flow::Continue };
         }
         let scan = scanner.finish();
         let tokens = match scan {
@@ -308,10 +318,20 @@ impl Plugin for TokenQuota {
                 Flow::Continue
             }
             Step::Charging => {
-                if let Err(e) = reply {
-                    cx.io.count(counter::REDIS_ERRORS);
-                    cx.io
-                        .log(LogLevel::Debug, format_args!("charging failed: {e}"));
+                match reply {
+                    Ok(Reply::Integer(_)) => {}
+                    Ok(other) => {
+                        cx.io.count(counter::REDIS_ERRORS);
+                        cx.io.log(
+                            LogLevel::Warn,
+                            format_args!("charging failed: Redis answered {other:?}"),
+                        );
+                    }
+                    Err(e) => {
+                        cx.io.count(counter::REDIS_ERRORS);
+                        cx.io
+                            .log(LogLevel::Debug, format_args!("charging failed: {e}"));
+                    }
                 }
                 cx.state.step = Step::Idle;
                 Flow::Continue

@@ -678,6 +678,12 @@ impl SseScanner {
         }
     }
 
+    /// Whether a complete event has reported usage so far; unlike
+    /// [`SseScanner::finish`] this leaves the scan as it is.
+    pub fn usage_seen(&self) -> bool {
+        self.totals.seen
+    }
+
     /// The usage of the stream fed so far, taken as the whole stream.
     ///
     /// An event cut off by the end of the stream still counts when its

@@ -290,3 +290,33 @@ fn invalid_configs_are_refused_naming_the_field() {
         assert!(err.contains(want), "{json}\n got: {err}\nwant: {want}");
     }
 }
+
+#[test]
+fn the_charge_is_written_before_the_last_bytes_are_released() {
+    // Envoy ends a content-length answer with an empty last chunk: the
+    // bytes before it must be held, or the client is done before the charge.
+    let mut d = Driver::new(&config(
+        r#""rule_name": "e", "global_threshold": {"token_per_hour": 100000}"#,
+    ));
+    let answer = openai_json(9);
+    let upstream = Upstream {
+        content_type: "application/json",
+        chunks: &[&answer, b""],
+    };
+    assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
+    assert!(d.charged_before_release);
+    assert_eq!(d.released, answer);
+    assert_eq!(d.charged("{e:global}"), 9);
+
+    // An event stream flows until its usage event, then holds the rest.
+    let head = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
+    let usage = b"data: {\"choices\":[],\"usage\":{\"total_tokens\":4}}\n\n";
+    let upstream = Upstream {
+        content_type: "text/event-stream",
+        chunks: &[head, usage, b"data: [DONE]\n\n", b""],
+    };
+    assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
+    assert!(d.charged_before_release);
+    assert_eq!(d.released.len(), head.len() + usage.len() + 14);
+    assert_eq!(d.charged("{e:global}"), 13);
+}

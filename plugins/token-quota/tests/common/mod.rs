@@ -19,6 +19,10 @@ pub struct Driver {
     pub filter: Filter<TokenQuota, FakeHost>,
     pub redis: HashMap<Vec<u8>, i64>,
     pub redis_down: bool,
+    /// The response bytes the client got, in order.
+    pub released: Vec<u8>,
+    /// The end of the last response was held until Redis answered.
+    pub charged_before_release: bool,
     next_context: u32,
 }
 
@@ -75,6 +79,8 @@ impl Driver {
             filter,
             redis: HashMap::new(),
             redis_down: false,
+            released: Vec::new(),
+            charged_before_release: false,
             next_context: 2,
         }
     }
@@ -197,22 +203,30 @@ impl Driver {
             self.filter.close_stream(stream);
             return Outcome::Hung("response headers");
         }
+        // Envoy's buffer: bytes a handler held back stay in it, and the next
+        // callback sees them plus the new chunk.
+        let mut buffer: Vec<u8> = Vec::new();
+        self.released.clear();
         let mut held = false;
         for (i, chunk) in upstream.chunks.iter().enumerate() {
             let last = i + 1 == upstream.chunks.len();
-            self.filter.host_mut().response_body = chunk.to_vec();
-            held = self.filter.on_response_body(stream, chunk.len(), last) == Action::Pause;
-            if held && !last {
-                self.filter.close_stream(stream);
-                return Outcome::Hung("a response chunk before the last");
+            buffer.extend_from_slice(chunk);
+            self.filter.host_mut().response_body = buffer.clone();
+            held = self.filter.on_response_body(stream, buffer.len(), last) == Action::Pause;
+            if !held {
+                self.released.extend_from_slice(&buffer);
+                buffer.clear();
             }
         }
         if held {
+            self.charged_before_release = false;
             self.pump();
             if self.filter.host().resumed[1] <= resumed_before {
                 self.filter.close_stream(stream);
-                return Outcome::Hung("the last response chunk");
+                return Outcome::Hung("the held end of the response");
             }
+            self.charged_before_release = true;
+            self.released.extend_from_slice(&buffer);
         }
         self.filter.close_stream(stream);
         Outcome::Answered200
