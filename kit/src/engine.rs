@@ -352,7 +352,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     }
 
     /// Periodic work: let go of requests whose headers the proxy holds
-    /// without ever delivering their body (see [`StopIteration`]).
+    /// without ever delivering their body (see the crate docs on
+    /// `HeaderStopIteration`).
     pub fn on_tick(&mut self) {
         if self.stop_iteration == StopIteration::Honoured {
             self.host.set_tick_period(Duration::ZERO);

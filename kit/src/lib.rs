@@ -19,6 +19,32 @@
 //!
 //! A plugin crate ends with [`export_plugin!`] and is built as a `cdylib`
 //! for `wasm32-wasip1`.
+//!
+//! # Bodies and `HeaderStopIteration`
+//!
+//! A plugin declares per direction how it wants the body
+//! ([`Plugin::REQUEST_BODY`], [`Plugin::RESPONSE_BODY`]): [`BodyMode::Ignore`]
+//! (the kit never waits for it), [`BodyMode::Stream`] (each chunk as it
+//! passes; a chunk before the last may be held back) or [`BodyMode::Buffer`]
+//! (the whole body once, in a handler that may still change the headers,
+//! rewrite the body — the kit fixes `content-length` — call Redis or answer).
+//! A request whose headers end the stream gets its buffered-body handler
+//! right after the headers: it never waits for a body that will not come.
+//!
+//! Buffering with changeable headers needs the proxy to hold the headers
+//! while the body is delivered: the kit answers the header callback with
+//! `StopIteration`. Upstream Envoy honours that only when the Wasm
+//! `PluginConfig` sets `allow_on_headers_stop_iteration: true` (Envoy 1.35+);
+//! without it Envoy (and Higress, for ABI 0.2.1 modules) turns it into
+//! stop-all and never delivers the body. The kit cannot read that setting,
+//! so it finds out: a body arriving while headers are held proves it on;
+//! headers held 100 ms with no body prove it off. From then on the kit
+//! lets headers go at once (dropping `content-length` when the plugin
+//! declares [`Plugin::REWRITES_BODY`], so the proxy re-frames a rewritten
+//! body) and buffers the body alone. Both settings work; **set
+//! `allow_on_headers_stop_iteration: true`** to keep exact `content-length`
+//! values and header changes made after the body, and to spare the first
+//! buffered request of each worker the 100 ms probe.
 
 #![cfg_attr(
     not(test),
