@@ -130,6 +130,32 @@ pub struct SentCall {
     pub timeout: Duration,
 }
 
+impl SentCall {
+    /// The Redis command of a webdis call, decoded from its `:path`
+    /// (`/CMD/arg1/arg2.raw`, percent-encoded) into its arguments; `None`
+    /// for a call that is not one.
+    pub fn webdis_args(&self) -> Option<Vec<Vec<u8>>> {
+        let path = self.headers.get(":path")?.strip_suffix(b".raw")?;
+        let mut args = Vec::new();
+        for segment in path.strip_prefix(b"/")?.split(|&b| b == b'/') {
+            let mut arg = Vec::with_capacity(segment.len());
+            let mut rest = segment;
+            while let Some((&b, tail)) = rest.split_first() {
+                if b == b'%' {
+                    let hex = tail.get(..2).and_then(|h| core::str::from_utf8(h).ok())?;
+                    arg.push(u8::from_str_radix(hex, 16).ok()?);
+                    rest = tail.get(2..)?;
+                } else {
+                    arg.push(b);
+                    rest = tail;
+                }
+            }
+            args.push(arg);
+        }
+        Some(args)
+    }
+}
+
 /// A scriptable host. Fields are public: set them up, run, inspect.
 #[derive(Debug)]
 pub struct FakeHost {

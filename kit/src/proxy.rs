@@ -300,61 +300,58 @@ impl<P: Plugin> Context for Stream<P> {
     }
 }
 
-impl<P: Plugin> HttpContext for Stream<P> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> pw::Action {
+impl<P: Plugin> Stream<P> {
+    /// Runs one callback on the shared filter. A callback that arrives
+    /// while the filter is busy (the host re-entering the module) lets the
+    /// stream go on rather than panic the VM.
+    fn forward(
+        &self,
+        callback: impl FnOnce(&mut Filter<P, ProxyHost>, StreamId) -> Action,
+    ) -> pw::Action {
         match self.filter.try_borrow_mut() {
-            Ok(mut filter) => action(filter.on_request_headers(self.stream, end_of_stream)),
+            Ok(mut filter) => action(callback(&mut filter, self.stream)),
             Err(_) => pw::Action::Continue,
         }
+    }
+}
+
+impl<P: Plugin> HttpContext for Stream<P> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> pw::Action {
+        self.forward(|f, id| f.on_request_headers(id, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> pw::Action {
-        match self.filter.try_borrow_mut() {
-            Ok(mut filter) => action(filter.on_response_headers(self.stream, end_of_stream)),
-            Err(_) => pw::Action::Continue,
-        }
+        self.forward(|f, id| f.on_response_headers(id, end_of_stream))
     }
 
+    // Body and trailer callbacks of a direction the plugin ignores return
+    // at once, without touching the filter.
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> pw::Action {
         if P::REQUEST_BODY == BodyMode::Ignore {
             return pw::Action::Continue;
         }
-        match self.filter.try_borrow_mut() {
-            Ok(mut filter) => action(filter.on_request_body(self.stream, body_size, end_of_stream)),
-            Err(_) => pw::Action::Continue,
-        }
+        self.forward(|f, id| f.on_request_body(id, body_size, end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> pw::Action {
         if P::RESPONSE_BODY == BodyMode::Ignore {
             return pw::Action::Continue;
         }
-        match self.filter.try_borrow_mut() {
-            Ok(mut filter) => {
-                action(filter.on_response_body(self.stream, body_size, end_of_stream))
-            }
-            Err(_) => pw::Action::Continue,
-        }
+        self.forward(|f, id| f.on_response_body(id, body_size, end_of_stream))
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> pw::Action {
         if P::REQUEST_BODY != BodyMode::Buffer {
             return pw::Action::Continue;
         }
-        match self.filter.try_borrow_mut() {
-            Ok(mut filter) => action(filter.on_request_trailers(self.stream)),
-            Err(_) => pw::Action::Continue,
-        }
+        self.forward(|f, id| f.on_request_trailers(id))
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> pw::Action {
         if P::RESPONSE_BODY != BodyMode::Buffer {
             return pw::Action::Continue;
         }
-        match self.filter.try_borrow_mut() {
-            Ok(mut filter) => action(filter.on_response_trailers(self.stream)),
-            Err(_) => pw::Action::Continue,
-        }
+        self.forward(|f, id| f.on_response_trailers(id))
     }
 }
 

@@ -17,6 +17,8 @@ pub mod window;
 use crate::config::{ConfigError, Field, Fields};
 use crate::host::Host;
 use crate::io::Io;
+use crate::plugin::{Flow, Setup};
+use cache::OverLimitCache;
 use keys::{Cidr, Source, Value};
 
 /// What a limit counts; names the `<unit>_per_<period>` fields.
@@ -354,5 +356,135 @@ impl<'a> CounterKey<'a> {
     /// What the counter counts for: the value, the matching key, or `global`.
     pub fn identity(&self) -> &'a [u8] {
         self.identity
+    }
+}
+
+/// The fields every Higress-style limit rule has, compiled.
+#[derive(Debug)]
+pub struct Rule<'cfg> {
+    /// `rule_name`: names the counters, so gateways sharing it share limits.
+    pub rule_name: &'cfg str,
+    /// `global_threshold` or `rule_items`.
+    pub limits: Limits<'cfg>,
+    /// `rejected_code` (default 429).
+    pub rejected_code: u16,
+    /// `rejected_msg`.
+    pub rejected_msg: &'cfg str,
+    /// `failure_mode_deny`: refuse with 503 when Redis cannot be asked,
+    /// instead of letting requests through.
+    pub failure_mode_deny: bool,
+    /// `redis_key_prefix`: first part of the counter keys.
+    pub key_prefix: &'cfg str,
+    /// Keys known to be over their limit, until their window ends.
+    pub cache: OverLimitCache,
+}
+
+/// What a plugin's [`Rule`] defaults to and how it answers.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleStyle {
+    /// What the limits count.
+    pub unit: Unit,
+    /// Default `redis_key_prefix`.
+    pub key_prefix: &'static str,
+    /// Default `rejected_msg`.
+    pub rejected_msg: &'static str,
+    /// Names of the limit, remaining and reset headers of a refusal.
+    pub headers: [&'static str; 3],
+}
+
+fn no_braces(field: &Field<'_, '_>, value: &str) -> Result<(), ConfigError> {
+    // Braces would move the Redis Cluster hash tag of the counter keys.
+    if value.contains(['{', '}']) {
+        return Err(field.error("must not contain `{` or `}`"));
+    }
+    Ok(())
+}
+
+impl<'cfg> Rule<'cfg> {
+    /// Reads `rule_name`, the limits, `rejected_code`, `rejected_msg`,
+    /// `failure_mode_deny` and `redis_key_prefix`.
+    ///
+    /// # Errors
+    /// Names the first field at fault.
+    pub fn parse(
+        fields: &Fields<'_, 'cfg>,
+        setup: &Setup<'_>,
+        style: &RuleStyle,
+    ) -> Result<Rule<'cfg>, ConfigError> {
+        let rule_field = fields.require("rule_name")?;
+        let rule_name = rule_field.str()?;
+        if rule_name.is_empty() {
+            return Err(rule_field.error("must not be empty"));
+        }
+        no_braces(&rule_field, rule_name)?;
+        let limits = Limits::parse(fields, style.unit)?;
+        let code = fields.u64_or("rejected_code", 429)?;
+        let rejected_code = u16::try_from(code)
+            .ok()
+            .filter(|c| (200..=599).contains(c))
+            .ok_or_else(|| {
+                fields.error(
+                    "rejected_code",
+                    format!("must be an HTTP status (200-599), got {code}"),
+                )
+            })?;
+        let key_prefix = match fields.get("redis_key_prefix") {
+            Some(field) => {
+                let prefix = field.str()?;
+                no_braces(&field, prefix)?;
+                prefix
+            }
+            None => style.key_prefix,
+        };
+        Ok(Rule {
+            rule_name,
+            limits,
+            rejected_code,
+            rejected_msg: fields
+                .opt_str("rejected_msg")?
+                .unwrap_or(style.rejected_msg),
+            failure_mode_deny: fields.bool_or("failure_mode_deny", false)?,
+            key_prefix,
+            cache: OverLimitCache::new(setup.now_nanos()),
+        })
+    }
+
+    /// Refuses the request: `rejected_code` and `rejected_msg`, with the
+    /// limit, `0` remaining, and the seconds until the window resets.
+    pub fn refuse<H: Host>(
+        &self,
+        io: &mut Io<'_, H>,
+        style: &RuleStyle,
+        limit: u64,
+        reset_after: u64,
+    ) -> Flow {
+        let mut limit_digits = itoa::Buffer::new();
+        let mut reset_digits = itoa::Buffer::new();
+        let [limit_name, remaining_name, reset_name] = style.headers;
+        let headers: [(&str, &[u8]); 3] = [
+            (limit_name, limit_digits.format(limit).as_bytes()),
+            (remaining_name, b"0"),
+            (reset_name, reset_digits.format(reset_after).as_bytes()),
+        ];
+        io.respond(self.rejected_code, &headers, self.rejected_msg.as_bytes())
+    }
+
+    /// The counter key of a match in the window starting at `window`
+    /// (decimal seconds); see [`Limits::counter_key`].
+    pub fn counter_key<'a>(
+        &'a self,
+        matched: &Matched,
+        value: &'a [u8],
+        window: &'a [u8],
+    ) -> CounterKey<'a> {
+        self.limits
+            .counter_key(matched, value, self.key_prefix, self.rule_name, window)
+    }
+
+    /// Redis could not be asked: `503` with `failure_mode_deny`, else
+    /// `None` (the caller lets the request through).
+    pub fn unavailable<H: Host>(&self, io: &mut Io<'_, H>) -> Option<Flow> {
+        self.failure_mode_deny
+            .then(|| io.respond(503, &[], b"limit service unavailable"))
     }
 }

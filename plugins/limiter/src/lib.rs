@@ -70,17 +70,15 @@ impl Plugin for Limiter {
         let cfg = cx.config;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
         let mut value = Value::new();
-        let Some(matched) = cfg.limits.find(&mut cx.io, &mut value) else {
+        let Some(matched) = cfg.rule.limits.find(&mut cx.io, &mut value) else {
             return Flow::Continue;
         };
         let window = Window::containing(now, matched.limit.window_secs);
         let mut start = itoa::Buffer::new();
         let start = start.format(window.start).as_bytes();
-        let key = cfg
-            .limits
-            .counter_key(&matched, &value, cfg.key_prefix, cfg.rule_name, start);
-        let hash = cfg.cache.hash(matched.slot, key.identity());
-        if cfg.cache.is_over(hash, now) {
+        let key = cfg.rule.counter_key(&matched, &value, start);
+        let hash = cfg.rule.cache.hash(matched.slot, key.identity());
+        if cfg.rule.cache.is_over(hash, now) {
             cx.io.count(counter::LIMITED_LOCALLY);
             return reject(&mut cx, matched.limit.max, window.reset_after(now));
         }
@@ -135,7 +133,10 @@ impl Plugin for Limiter {
                 Flow::Continue
             }
             Decision::Reject => {
-                cx.config.cache.remember(cx.state.cache_hash, window.end);
+                cx.config
+                    .rule
+                    .cache
+                    .remember(cx.state.cache_hash, window.end);
                 cx.io.count(counter::LIMITED);
                 reject(&mut cx, limit, window.reset_after(now))
             }
@@ -155,29 +156,19 @@ impl Plugin for Limiter {
 }
 
 fn reject<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, limit: u64, reset: u64) -> Flow {
-    let mut limit_digits = itoa::Buffer::new();
-    let mut reset_digits = itoa::Buffer::new();
-    let headers: [(&str, &[u8]); 3] = [
-        ("x-ratelimit-limit", limit_digits.format(limit).as_bytes()),
-        ("x-ratelimit-remaining", b"0"),
-        ("x-ratelimit-reset", reset_digits.format(reset).as_bytes()),
-    ];
-    cx.io.respond(
-        cx.config.rejected_code,
-        &headers,
-        cx.config.rejected_msg.as_bytes(),
-    )
+    cx.config
+        .rule
+        .refuse(&mut cx.io, &config::STYLE, limit, reset)
 }
 
 /// Redis could not count the request: the failure mode decides.
 fn redis_failed<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, error: RedisError) -> Flow {
     cx.io.count(counter::REDIS_ERRORS);
     cx.io.log(LogLevel::Debug, format_args!("{error}"));
-    if cx.config.failure_mode_deny {
-        cx.io.respond(503, &[], b"rate limit unavailable")
-    } else {
-        Flow::Continue
-    }
+    cx.config
+        .rule
+        .unavailable(&mut cx.io)
+        .unwrap_or(Flow::Continue)
 }
 
 #[cfg(target_arch = "wasm32")]

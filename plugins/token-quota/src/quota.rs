@@ -15,13 +15,12 @@
 
 use crate::rewrite::{include_usage, Rewrite};
 use crate::usage::{Format, Scan, Scanner};
-use kit::limits::cache::OverLimitCache;
 use kit::limits::keys::Value;
 use kit::limits::window::Window;
-use kit::limits::{Limits, Unit};
+use kit::limits::{Rule, RuleStyle, Unit};
 use kit::{
-    BodyMode, ConfigError, Cx, Field, Fields, Flow, Host, LogLevel, Plugin, RedisError, RedisUse,
-    Reply, Script, Setup,
+    BodyMode, ConfigError, Cx, Fields, Flow, Host, LogLevel, Plugin, RedisError, RedisUse, Reply,
+    Script, Setup,
 };
 use smallvec::SmallVec;
 
@@ -51,68 +50,26 @@ pub mod counter {
     pub const REDIS_ERRORS: usize = 5;
 }
 
+/// How the token quota's rules read and answer.
+pub const STYLE: RuleStyle = RuleStyle {
+    unit: Unit::Token,
+    key_prefix: "token-quota",
+    rejected_msg: "Too many tokens",
+    headers: [
+        "x-tokenratelimit-limit",
+        "x-tokenratelimit-remaining",
+        "x-tokenratelimit-reset",
+    ],
+};
+
 /// The compiled configuration of one rule.
 #[derive(Debug)]
 pub struct Config<'cfg> {
-    /// `rule_name`: names the counters.
-    pub rule_name: &'cfg str,
-    /// `global_threshold` or `rule_items`, in `token_per_*`.
-    pub limits: Limits<'cfg>,
-    /// `rejected_code` (default 429).
-    pub rejected_code: u16,
-    /// `rejected_msg` (default `Too many tokens`).
-    pub rejected_msg: &'cfg str,
-    /// `failure_mode_deny`: refuse with 503 when the quota cannot be read.
-    pub failure_mode_deny: bool,
+    /// `rule_name`, the `token_per_*` limits, `rejected_code`,
+    /// `rejected_msg` (default `Too many tokens`), `failure_mode_deny`,
     /// `redis_key_prefix` (default `token-quota`).
-    pub key_prefix: &'cfg str,
+    pub rule: Rule<'cfg>,
     script: Script,
-    cache: OverLimitCache,
-}
-
-fn no_braces(field: &Field<'_, '_>, value: &str) -> Result<(), ConfigError> {
-    // Braces would move the Redis Cluster hash tag of the counter keys.
-    if value.contains(['{', '}']) {
-        return Err(field.error("must not contain `{` or `}`"));
-    }
-    Ok(())
-}
-
-fn compile<'cfg>(
-    fields: &Fields<'_, 'cfg>,
-    setup: &mut Setup<'_>,
-) -> Result<Config<'cfg>, ConfigError> {
-    let rule_field = fields.require("rule_name")?;
-    let rule_name = rule_field.str()?;
-    if rule_name.is_empty() {
-        return Err(rule_field.error("must not be empty"));
-    }
-    no_braces(&rule_field, rule_name)?;
-    let limits = Limits::parse(fields, Unit::Token)?;
-    let code = fields.u64_or("rejected_code", 429)?;
-    let rejected_code = u16::try_from(code)
-        .ok()
-        .filter(|c| (200..=599).contains(c))
-        .ok_or_else(|| {
-            fields.error(
-                "rejected_code",
-                format!("must be an HTTP status (200-599), got {code}"),
-            )
-        })?;
-    let key_prefix = fields.opt_str("redis_key_prefix")?.unwrap_or("token-quota");
-    if let Some(f) = fields.get("redis_key_prefix") {
-        no_braces(&f, key_prefix)?;
-    }
-    Ok(Config {
-        rule_name,
-        limits,
-        rejected_code,
-        rejected_msg: fields.opt_str("rejected_msg")?.unwrap_or("Too many tokens"),
-        failure_mode_deny: fields.bool_or("failure_mode_deny", false)?,
-        key_prefix,
-        script: Script::new(CHARGE_SCRIPT),
-        cache: OverLimitCache::new(setup.now_nanos()),
-    })
 }
 
 /// Where a request is in its life.
@@ -164,7 +121,10 @@ impl Plugin for TokenQuota {
         fields: &Fields<'_, 'cfg>,
         setup: &mut Setup<'_>,
     ) -> Result<Config<'cfg>, ConfigError> {
-        compile(fields, setup)
+        Ok(Config {
+            rule: Rule::parse(fields, setup, &STYLE)?,
+            script: Script::new(CHARGE_SCRIPT),
+        })
     }
 
     /// Runs once the whole request body is in (right after the headers
@@ -177,7 +137,7 @@ impl Plugin for TokenQuota {
         let cfg = cx.config;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
         let mut value = Value::new();
-        let Some(matched) = cfg.limits.find(&mut cx.io, &mut value) else {
+        let Some(matched) = cfg.rule.limits.find(&mut cx.io, &mut value) else {
             return Flow::Continue;
         };
         if !body.is_empty() {
@@ -187,11 +147,9 @@ impl Plugin for TokenQuota {
         let window = Window::containing(now, matched.limit.window_secs);
         let mut start = itoa::Buffer::new();
         let start = start.format(window.start).as_bytes();
-        let key = cfg
-            .limits
-            .counter_key(&matched, &value, cfg.key_prefix, cfg.rule_name, start);
-        let hash = cfg.cache.hash(matched.slot, key.identity());
-        if cfg.cache.is_over(hash, now) {
+        let key = cfg.rule.counter_key(&matched, &value, start);
+        let hash = cfg.rule.cache.hash(matched.slot, key.identity());
+        if cfg.rule.cache.is_over(hash, now) {
             cx.io.count(counter::LIMITED_LOCALLY);
             return reject(&mut cx, matched.limit.max, window.reset_after(now));
         }
@@ -309,7 +267,10 @@ impl Plugin for TokenQuota {
                         start: now,
                         end: now + 1,
                     });
-                    cx.config.cache.remember(cx.state.cache_hash, window.end);
+                    cx.config
+                        .rule
+                        .cache
+                        .remember(cx.state.cache_hash, window.end);
                     cx.io.count(counter::LIMITED);
                     return reject(&mut cx, limit, window.reset_after(now));
                 }
@@ -342,24 +303,7 @@ impl Plugin for TokenQuota {
 }
 
 fn reject<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, limit: u64, reset: u64) -> Flow {
-    let mut limit_digits = itoa::Buffer::new();
-    let mut reset_digits = itoa::Buffer::new();
-    let headers: [(&str, &[u8]); 3] = [
-        (
-            "x-tokenratelimit-limit",
-            limit_digits.format(limit).as_bytes(),
-        ),
-        ("x-tokenratelimit-remaining", b"0"),
-        (
-            "x-tokenratelimit-reset",
-            reset_digits.format(reset).as_bytes(),
-        ),
-    ];
-    cx.io.respond(
-        cx.config.rejected_code,
-        &headers,
-        cx.config.rejected_msg.as_bytes(),
-    )
+    cx.config.rule.refuse(&mut cx.io, &STYLE, limit, reset)
 }
 
 /// The tokens used so far could not be read: the failure mode decides.
@@ -369,11 +313,10 @@ fn quota_unreadable<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, error: RedisErr
         LogLevel::Debug,
         format_args!("reading the quota failed: {error}"),
     );
-    if cx.config.failure_mode_deny {
-        cx.io.respond(503, &[], b"token quota unavailable")
-    } else {
-        // Let it through and still charge the answer.
-        cx.state.step = Step::Admitted;
-        Flow::Continue
+    if let Some(refused) = cx.config.rule.unavailable(&mut cx.io) {
+        return refused;
     }
+    // Let it through and still charge the answer.
+    cx.state.step = Step::Admitted;
+    Flow::Continue
 }

@@ -29,22 +29,6 @@ pub enum Outcome {
     Hanging,
 }
 
-pub fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            let hex = std::str::from_utf8(&s[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 impl Driver {
     pub fn new(config: &str) -> Driver {
         let mut filter = Filter::new(FakeHost::new());
@@ -116,13 +100,7 @@ impl Driver {
             self.filter.on_http_call_response(token, 0, 0, false);
             return;
         }
-        let path = call.headers.get(":path").unwrap().to_vec();
-        let path = path.strip_suffix(b".raw").unwrap();
-        let args: Vec<Vec<u8>> = path
-            .split(|&b| b == b'/')
-            .skip(1)
-            .map(percent_decode)
-            .collect();
+        let args = call.webdis_args().unwrap();
         let reply = match args[0].as_slice() {
             b"EVALSHA" if self.forget_scripts => {
                 self.forget_scripts = false;

@@ -43,23 +43,6 @@ pub struct Upstream<'a> {
     pub chunks: &'a [&'a [u8]],
 }
 
-pub fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            out.push(
-                u8::from_str_radix(std::str::from_utf8(&s[i + 1..i + 3]).unwrap(), 16).unwrap(),
-            );
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 pub fn openai_json(total: u64) -> Vec<u8> {
     format!(
         r#"{{"id":"c1","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"hi"}}}}],"usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{total}}}}}"#,
@@ -108,13 +91,7 @@ impl Driver {
                 self.filter.on_http_call_response(token, 0, 0, false);
                 continue;
             }
-            let path = call.headers.get(":path").unwrap().to_vec();
-            let path = path.strip_suffix(b".raw").unwrap();
-            let args: Vec<Vec<u8>> = path
-                .split(|&b| b == b'/')
-                .skip(1)
-                .map(percent_decode)
-                .collect();
+            let args = call.webdis_args().unwrap();
             let reply = match args[0].as_slice() {
                 b"GET" => match self.redis.get(&args[1]) {
                     Some(n) => format!("${}\r\n{n}\r\n", n.to_string().len()).into_bytes(),
