@@ -1,0 +1,298 @@
+//! Both sides of every comparison do the same work: the encoders write the
+//! same bytes, the decoders read the same values, and the naive limiter
+//! reaches the kit limiter's decisions, with the same Redis calls, headers
+//! and counters, request after request.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use benches::drive::{KitDriver, NaiveDriver, Outcome};
+use benches::inputs::{
+    script_sha1, Request, BULK_REPLY, GLOBAL_CONFIG, GLOBAL_REQUEST, INTEGER_REPLY, KEY,
+    PER_HEADER_CONFIG, PER_HEADER_REQUEST,
+};
+use benches::{naive, ours};
+use bytes::BytesMut;
+use kit::resp::{decode, encode_command, encode_webdis_path, CommandArgs};
+use redis_protocol::resp2::types::OwnedFrame;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[test]
+fn encoders_write_the_same_bytes() {
+    let sha = script_sha1();
+    let mut args = CommandArgs::default();
+    ours::evalsha_args(&mut args, sha.as_bytes(), &KEY);
+    let mut wire = BytesMut::new();
+    encode_command(&args, &mut wire);
+    let expected = format!(
+        "*5\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n$1\r\n1\r\n$52\r\nlimiter:{{api:header:x-api-key:k-3f9a2c71}}:1700000000\r\n$2\r\n60\r\n"
+    );
+    assert_eq!(&wire[..], expected.as_bytes());
+    let owned = naive::evalsha_args(&sha, &KEY);
+    assert_eq!(naive::resp_command(&owned), expected.as_bytes());
+    assert_eq!(
+        naive::owned_frame_command(owned.clone()),
+        expected.as_bytes()
+    );
+
+    encode_webdis_path(&args, &mut wire);
+    let path = format!(
+        "/EVALSHA/{sha}/1/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak-3f9a2c71%7D%3A1700000000/60.raw"
+    );
+    assert_eq!(&wire[..], path.as_bytes());
+    assert_eq!(naive::webdis_path(&owned), path);
+}
+
+#[test]
+fn webdis_encoders_escape_the_same_bytes() {
+    let arg = "a/b%c d.e+\r\n\u{e9}{}:~-_Z9";
+    let mut args = CommandArgs::default();
+    args.push(b"GET");
+    args.push(arg.as_bytes());
+    let mut wire = BytesMut::new();
+    encode_webdis_path(&args, &mut wire);
+    let naive = naive::webdis_path(&["GET".to_string(), arg.to_string()]);
+    assert_eq!(&wire[..], naive.as_bytes());
+}
+
+#[test]
+fn decoders_read_the_same_values() {
+    let kit = decode(INTEGER_REPLY).unwrap();
+    let (owned, used) = redis_protocol::resp2::decode::decode(INTEGER_REPLY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(used, INTEGER_REPLY.len());
+    assert_eq!(owned, OwnedFrame::Integer(42));
+    assert_eq!(kit.reply(INTEGER_REPLY).as_i64(), Some(42));
+
+    let kit = decode(BULK_REPLY).unwrap();
+    let (owned, _) = redis_protocol::resp2::decode::decode(BULK_REPLY)
+        .unwrap()
+        .unwrap();
+    let OwnedFrame::BulkString(bytes) = owned else {
+        panic!("bulk expected, got {owned:?}");
+    };
+    assert_eq!(bytes.len(), 40);
+    assert_eq!(kit.reply(BULK_REPLY).as_bytes(), Some(&bytes[..]));
+}
+
+/// Emulated Redis: one counter per webdis path (the path holds the key,
+/// which holds the window).
+fn counting_redis() -> impl FnMut(&[u8]) -> i64 {
+    let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+    move |path| {
+        let n = counts.entry(path.to_vec()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+/// Redis answering a fixed script of counts, one per call.
+fn scripted_redis(counts: &[i64]) -> impl FnMut(&[u8]) -> i64 + '_ {
+    let mut next = counts.iter();
+    move |_| *next.next().expect("more calls than scripted counts")
+}
+
+const COUNTERS: [&str; 4] = [
+    "limiter.allowed",
+    "limiter.limited",
+    "limiter.limited_locally",
+    "limiter.redis_errors",
+];
+
+/// Sends `requests` through both limiters with `step` between requests and
+/// a Redis from `redis()` each; every outcome and the counters must agree.
+/// Returns the outcomes.
+fn same_decisions<F: FnMut(&[u8]) -> i64>(
+    config: &str,
+    requests: &[Request<'_>],
+    step: Duration,
+    mut redis: impl FnMut() -> F,
+) -> Vec<Outcome> {
+    let mut kit = KitDriver::new(config).expect("kit accepts the configuration");
+    let mut naive = NaiveDriver::new(config).expect("naive accepts the configuration");
+    let (mut kit_redis, mut naive_redis) = (redis(), redis());
+    let mut outcomes = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let kit_status = kit.request(request, &mut kit_redis);
+        let naive_status = naive.request(request, &mut naive_redis);
+        let ours = Outcome::read(kit.host(), kit_status);
+        let theirs = Outcome::read(naive.host(), naive_status);
+        assert_eq!(ours, theirs, "request {i}: {request:?}");
+        outcomes.push(ours);
+        kit.host_mut().advance(step);
+        naive.host_mut().advance(step);
+    }
+    for name in COUNTERS {
+        assert_eq!(
+            kit.host().counter(name),
+            naive.host().counter(name),
+            "{name}"
+        );
+    }
+    outcomes
+}
+
+fn statuses(outcomes: &[Outcome]) -> Vec<u16> {
+    outcomes.iter().map(|o| o.status).collect()
+}
+
+#[test]
+fn same_decisions_on_a_global_count_sequence() {
+    let counts = [1, 2, 99_999_999, 100_000_000, 100_000_001, 1, 100_000_005];
+    // Five requests in one minute: the fifth goes over, the sixth and
+    // seventh are rejected from the over-limit cache without Redis; the
+    // eighth is in the next minute.
+    let requests = [GLOBAL_REQUEST; 8];
+    let kit = KitDriver::new(GLOBAL_CONFIG).unwrap();
+    let into_minute = kit.host().now_nanos / 1_000_000_000 % 60;
+    assert!(into_minute < 40, "the test needs 20 s left in the minute");
+    let outcomes = same_decisions(GLOBAL_CONFIG, &requests, Duration::from_secs(2), || {
+        scripted_redis(&counts)
+    });
+    assert_eq!(
+        statuses(&outcomes[..7]),
+        [200, 200, 200, 200, 429, 429, 429]
+    );
+    assert!(outcomes[5].redis_path.is_none() && outcomes[6].redis_path.is_none());
+    assert_eq!(
+        outcomes[3].headers,
+        [
+            ("x-ratelimit-limit".to_string(), "100000000".to_string()),
+            ("x-ratelimit-remaining".to_string(), "0".to_string())
+        ]
+    );
+    let sha = script_sha1();
+    assert!(
+        outcomes[0].redis_path.as_deref().is_some_and(
+            |p| p.starts_with(&format!("/EVALSHA/{sha}/1/limiter%3A%7Bapi%3Aglobal%7D%3A"))
+        ),
+        "{:?}",
+        outcomes[0].redis_path
+    );
+}
+
+#[test]
+fn same_decisions_on_a_per_header_count_sequence() {
+    let counts = [7, 100_000_000, 100_000_001, 3];
+    let requests = [PER_HEADER_REQUEST; 4];
+    let outcomes = same_decisions(
+        PER_HEADER_CONFIG,
+        &requests,
+        Duration::from_secs(20),
+        || scripted_redis(&counts),
+    );
+    assert_eq!(statuses(&outcomes), [200, 200, 429, 429]);
+    assert!(outcomes[0].redis_path.as_deref().is_some_and(
+        |p| p.contains("limiter%3A%7Bpublic%3Aheader%3Ax-api-key%3Ak-3f9a2c71d4e5b6a7%7D%3A")
+    ));
+}
+
+const SMALL_LIMITS: &str = r#"{
+  "rule_name": "top",
+  "rule_items": [
+    {"limit_by_header": "x-tenant", "limit_keys": [{"key": "gold", "query_per_second": 3}]},
+    {"limit_by_per_header": "x-api-key", "limit_keys": [
+      {"key": "vip", "query_per_second": 5},
+      {"key": "*", "query_per_second": 2}
+    ]},
+    {"limit_by_per_header": "x-user-id", "limit_keys": [{"key": "*", "query_per_minute": 4}]}
+  ],
+  "show_limit_quota_header": true,
+  "rejected_code": 430,
+  "rejected_msg": "slow down",
+  "redis": {"webdis_cluster": "webdis"},
+  "_rules_": [
+    {"_match_domain_": ["*.internal.example.com"], "rule_name": "internal", "show_limit_quota_header": false,
+     "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_second": 1}]}]},
+    {"_match_domain_": ["api.example.com"], "rule_name": "public", "redis_key_prefix": "rl"}
+  ]
+}"#;
+
+#[test]
+fn same_decisions_with_small_limits_rules_and_keys() {
+    let requests = [
+        Request {
+            authority: "api.example.com",
+            path: "/",
+            headers: &[("x-api-key", b"alice")],
+        },
+        Request {
+            authority: "api.example.com",
+            path: "/",
+            headers: &[("x-api-key", b"bob/with%slash {}")],
+        },
+        Request {
+            authority: "API.example.com:8443",
+            path: "/",
+            headers: &[("x-tenant", b"gold"), ("x-api-key", b"carol")],
+        },
+        Request {
+            authority: "api.example.com",
+            path: "/",
+            headers: &[("x-tenant", b"platinum"), ("x-user-id", b"u1")],
+        },
+        Request {
+            authority: "api.example.com",
+            path: "/",
+            headers: &[("x-api-key", b"vip")],
+        },
+        Request {
+            authority: "svc.internal.example.com:8443",
+            path: "/",
+            headers: &[("x-api-key", b"alice")],
+        },
+        Request {
+            authority: "other.org",
+            path: "/",
+            headers: &[("x-api-key", b"alice")],
+        },
+        Request {
+            authority: "api.example.com",
+            path: "/",
+            headers: &[("accept", b"*/*")],
+        },
+    ];
+    let sequence: Vec<Request<'_>> = (0..400)
+        .map(|i: usize| requests[(i * 7 + i / 3) % requests.len()])
+        .collect();
+    let outcomes = same_decisions(
+        SMALL_LIMITS,
+        &sequence,
+        Duration::from_millis(25),
+        counting_redis,
+    );
+    let count = |status: u16| outcomes.iter().filter(|o| o.status == status).count();
+    assert!(count(200) > 50, "allowed: {}", count(200));
+    assert!(count(430) > 50, "rejected: {}", count(430));
+    assert_eq!(count(200) + count(430), outcomes.len());
+    assert!(outcomes
+        .iter()
+        .any(|o| o.status == 430 && o.redis_path.is_none()));
+    assert!(outcomes
+        .iter()
+        .any(|o| o.status == 200 && o.redis_path.is_none()));
+}
+
+#[test]
+fn the_bench_requests_take_the_full_allowed_path() {
+    for (config, request) in [
+        (GLOBAL_CONFIG, GLOBAL_REQUEST),
+        (PER_HEADER_CONFIG, PER_HEADER_REQUEST),
+    ] {
+        let counts: Vec<i64> = (1..=50).collect();
+        let outcomes = same_decisions(config, &[request; 50], Duration::from_millis(10), || {
+            scripted_redis(&counts)
+        });
+        for o in &outcomes {
+            assert_eq!(o.status, 200);
+            assert!(o.redis_path.is_some());
+            assert_eq!(o.headers.len(), 2, "{o:?}");
+        }
+    }
+}
