@@ -2,12 +2,8 @@
 //! that both sides of a comparison, and the tests that check them, see the
 //! same bytes.
 
-/// The limiter's counting script (a copy of the limiter's private
-/// `COUNT_SCRIPT`; the tests check that the digest of this copy is the one
-/// the limiter sends).
-pub const COUNT_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1])\n\
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end\n\
-return n";
+/// The limiter's counting script.
+pub use limiter::config::COUNT_SCRIPT;
 
 /// SHA-1 of [`COUNT_SCRIPT`], as EVALSHA sends it.
 pub fn script_sha1() -> String {

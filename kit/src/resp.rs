@@ -275,12 +275,19 @@ pub(crate) fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
 /// would be decoded, and control bytes or non-ASCII must reach Redis
 /// byte for byte.
 pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8]) {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
     out.extend_from_slice(b"/");
-    for &b in arg {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.extend_from_slice(&[b]);
-        } else {
+    let mut rest = arg;
+    while !rest.is_empty() {
+        // Copy a run of plain bytes at once, then escape one byte.
+        let run = rest.iter().position(|b| !plain(b)).unwrap_or(rest.len());
+        let (run_bytes, tail) = rest.split_at(run);
+        out.extend_from_slice(run_bytes);
+        if let Some((&b, tail)) = tail.split_first() {
             out.extend_from_slice(&[b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')]);
+            rest = tail;
+        } else {
+            rest = tail;
         }
     }
 }

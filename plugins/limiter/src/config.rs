@@ -7,7 +7,7 @@ use kit::{ConfigError, Fields, Script, Setup};
 /// Atomically counts a request in its window and returns the new count.
 /// The expiry is set on the window's first request only; the key carries
 /// the window start, so it is never reused after the window ends.
-pub(crate) const COUNT_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1])\n\
+pub const COUNT_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1])\n\
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end\n\
 return n";
 
