@@ -93,6 +93,15 @@ pub struct EnvoyConfig {
     pub clusters: Vec<(String, u16)>,
     /// Route every request to this cluster instead of answering directly.
     pub route_to: Option<String>,
+    /// The route's `timeout`: how long the whole upstream answer may take,
+    /// streamed bodies included. Zero (the default) disables it, so a long
+    /// server-sent event stream is never cut off by it.
+    pub route_timeout: Duration,
+    /// The route's `idle_timeout`: how long the stream may see no bytes
+    /// either way. Default 30 s, longer than the tests' client timeouts, so a
+    /// stall is reported by the client that waited rather than turned into
+    /// an Envoy 504. Zero disables it.
+    pub route_idle_timeout: Duration,
     /// `--concurrency`: worker threads, each with its own Wasm VM.
     pub concurrency: u32,
     /// `-l`: Envoy's log level (`info` shows Wasm `info` logs).
@@ -109,6 +118,8 @@ impl Default for EnvoyConfig {
             wasm: None,
             clusters: Vec::new(),
             route_to: None,
+            route_timeout: Duration::ZERO,
+            route_idle_timeout: Duration::from_secs(30),
             concurrency: 1,
             log_level: "info".to_owned(),
             component_log_level: None,
@@ -135,6 +146,16 @@ impl EnvoyConfig {
 
     pub fn route_to(mut self, cluster: &str) -> Self {
         self.route_to = Some(cluster.to_owned());
+        self
+    }
+
+    pub fn route_timeout(mut self, timeout: Duration) -> Self {
+        self.route_timeout = timeout;
+        self
+    }
+
+    pub fn route_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.route_idle_timeout = timeout;
         self
     }
 
@@ -171,7 +192,11 @@ impl EnvoyConfig {
             }),
             Some(cluster) => json!({
                 "match": {"prefix": "/"},
-                "route": {"cluster": cluster, "timeout": "5s"},
+                "route": {
+                    "cluster": cluster,
+                    "timeout": proto_duration(self.route_timeout),
+                    "idle_timeout": proto_duration(self.route_idle_timeout),
+                },
             }),
         };
         let mut http_filters: Vec<Value> = self.wasm.iter().map(WasmPlugin::filter).collect();
@@ -217,6 +242,14 @@ impl EnvoyConfig {
                 "clusters": clusters,
             },
         })
+    }
+}
+
+/// `d` as a protobuf JSON `Duration` (`"1.500000000s"`).
+fn proto_duration(d: Duration) -> String {
+    match d.subsec_nanos() {
+        0 => format!("{}s", d.as_secs()),
+        nanos => format!("{}.{nanos:09}s", d.as_secs()),
     }
 }
 
@@ -504,5 +537,32 @@ mod tests {
         let plugin = &no_flag["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"]["http_filters"][0]["typed_config"]["config"];
         assert!(plugin.get("allow_on_headers_stop_iteration").is_none());
+        let denied = EnvoyConfig::new()
+            .wasm(WasmPlugin::new("/x/l.wasm", "").allow_on_headers_stop_iteration(false))
+            .bootstrap();
+        let plugin = &denied["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(plugin["allow_on_headers_stop_iteration"], false);
+    }
+
+    #[test]
+    fn routes_have_no_total_timeout_unless_asked() {
+        let route = |config: EnvoyConfig| {
+            config.bootstrap()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+                .clone()
+        };
+        let default = route(EnvoyConfig::new().cluster("llm", 1).route_to("llm"));
+        assert_eq!(default["cluster"], "llm");
+        assert_eq!(default["timeout"], "0s");
+        assert_eq!(default["idle_timeout"], "30s");
+        let set = route(
+            EnvoyConfig::new()
+                .route_to("llm")
+                .route_timeout(Duration::from_millis(1500))
+                .route_idle_timeout(Duration::from_secs(2)),
+        );
+        assert_eq!(set["timeout"], "1.500000000s");
+        assert_eq!(set["idle_timeout"], "2s");
     }
 }

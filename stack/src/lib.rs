@@ -7,6 +7,11 @@
 //! thread is panicking (so a failing test leaves its logs behind) or
 //! `STACK_KEEP=1` is set.
 //!
+//! Two more components are threads of the test process: [`Upstream`], a
+//! scripted OpenAI-compatible API that records what reaches it, and
+//! [`Relay`], a TCP relay that adds latency. Dropping either stops and joins
+//! all its threads and closes its port.
+//!
 //! Missing binaries are errors with the command that installs them, never a
 //! reason to skip: a test that silently does nothing proves nothing.
 //! Everything that waits has a timeout.
@@ -16,9 +21,12 @@
 
 mod envoy;
 pub mod http;
+mod net;
 mod process;
 mod redis;
+mod relay;
 pub mod resp;
+mod upstream;
 mod webdis;
 
 use std::collections::BTreeSet;
@@ -30,9 +38,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use envoy::{envoy_binary, validate as validate_envoy_config, Envoy, EnvoyConfig, WasmPlugin};
-pub use http::{get, get_with_timeout, Response};
+pub use http::{get, get_with_timeout, request, request_with_timeout, Body, Chunk, Response};
 pub use process::envoy_log_excerpt;
 pub use redis::Redis;
+pub use relay::Relay;
+pub use upstream::{
+    Framing, OpenAiStream, RecordedRequest, Reply, ReplyBody, Upstream, Usage, DEFAULT_PAUSE,
+};
 pub use webdis::Webdis;
 
 /// Why a component could not be started or queried; the message carries the
@@ -85,7 +97,9 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The release build of plugin `name` for `wasm32-wasip1`.
+/// The release build of plugin package `name` for `wasm32-wasip1`. Cargo
+/// names the module after the library, with `-` turned into `_`
+/// (`token-quota` builds `token_quota.wasm`).
 ///
 /// # Panics
 /// If the module has not been built, naming the build command.
@@ -93,7 +107,7 @@ pub fn wasm_path(name: &str) -> PathBuf {
     let path = target_dir()
         .join("wasm32-wasip1")
         .join("release")
-        .join(format!("{name}.wasm"));
+        .join(format!("{}.wasm", name.replace('-', "_")));
     if !path.is_file() {
         panic!(
             "{} does not exist: build it first with \

@@ -185,3 +185,10 @@ fn expecting_failure_from_a_valid_config_panics() {
 fn a_missing_module_names_the_build_command() {
     stack::wasm_path("no-such-plugin");
 }
+
+#[test]
+#[should_panic(expected = "no_such_plugin.wasm does not exist")]
+fn a_module_is_looked_up_under_its_library_name() {
+    // Cargo names `-p no-such-plugin`'s cdylib `no_such_plugin.wasm`.
+    stack::wasm_path("no-such-plugin");
+}
