@@ -17,6 +17,9 @@ echo "[test] formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p kit -p limiter -p token-quota --all-targets --features kit/higress,kit/fake -- -D warnings
+# The proxy glue exists only in wasm builds.
+cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota -- -D warnings
+cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/higress -- -D warnings
 
 echo "[test] cargo test --workspace"
 cargo test --workspace --no-fail-fast

@@ -10,7 +10,8 @@
 //!
 //! The pieces, one module each:
 //! - [`host`]: the one trait through which everything reaches the proxy;
-//!   [`proxy`] implements it with proxy-wasm, [`fake`] scripts it in tests.
+//!   `proxy` (wasm builds only) implements it with proxy-wasm host calls,
+//!   [`fake`] scripts it in tests.
 //! - [`plugin`]: the [`Plugin`] trait, [`Cx`] and the [`Flow`] a handler returns.
 //! - [`config`]: borrowed views of the configuration, errors naming the field.
 //! - [`redis`]: typed commands over RESP, sent natively (Higress) or through
@@ -62,6 +63,7 @@ mod io;
 pub mod limits;
 mod log;
 pub mod plugin;
+#[cfg(target_arch = "wasm32")]
 pub mod proxy;
 mod raw;
 pub mod redis;
@@ -86,9 +88,13 @@ pub use proxy_wasm as __proxy_wasm;
 /// ```ignore
 /// kit::export_plugin!(my_plugin::MyPlugin);
 /// ```
+///
+/// Expands to nothing outside wasm builds, so a plugin crate's native tests
+/// and benchmarks link without a proxy.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
         $crate::__proxy_wasm::main! {{
             $crate::proxy::register::<$plugin>();
         }}

@@ -1,148 +1,169 @@
 //! The proxy side: [`ProxyHost`] implements [`Host`] with proxy-wasm host
 //! calls, and [`register`] plugs a [`Filter`] into proxy-wasm's dispatcher.
-//! This is the only module that names `proxy_wasm`.
+//! This is the only module that names `proxy_wasm`; it exists only in wasm
+//! builds.
 //!
-//! Costs that are proxy-wasm 0.2.5's and not the kit's: its dispatcher boxes
-//! one small context per request, and each value the host hands over is
-//! copied into a fresh allocation. The kit keeps the rest of the request
-//! path allocation-free.
+//! The host calls themselves are the kit's own (`raw::abi`): proxy-wasm
+//! 0.2.5's wrappers panic on any status they do not expect — Envoy answers
+//! a header read after the headers left with "bad argument" — and a panic
+//! kills the VM for every request on the worker. The kit's calls report
+//! such statuses, and the kit carries on.
+//!
+//! Costs that remain proxy-wasm's: its dispatcher boxes one small context
+//! per request, and each value the host hands over arrives in a fresh
+//! allocation made by its `proxy_on_memory_allocate`.
 
 use crate::engine::{Action, Filter};
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
 use crate::plugin::{BodyMode, Plugin};
+use crate::raw::abi;
 use crate::StreamId;
 use core::cell::RefCell;
 use core::time::Duration;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{self as pw, BufferType, ContextType, MapType, MetricType, Status};
+use proxy_wasm::types::{self as pw, ContextType};
 use std::rc::Rc;
 
 /// [`Host`] over proxy-wasm host calls.
 #[derive(Debug, Default)]
 pub struct ProxyHost {
     /// The last value read from the host, lent out by reference.
-    scratch: Option<Vec<u8>>,
+    scratch: Option<Box<[u8]>>,
+    /// Reused for serialized header maps and property paths.
+    encoded: Vec<u8>,
 }
 
-fn map_type(map: HeaderMap) -> MapType {
+fn map_type(map: HeaderMap) -> u32 {
     match map {
-        HeaderMap::Request => MapType::HttpRequestHeaders,
-        HeaderMap::Response => MapType::HttpResponseHeaders,
-        HeaderMap::HttpCallResponse => MapType::HttpCallResponseHeaders,
+        HeaderMap::Request => 0,
+        HeaderMap::Response => 2,
+        HeaderMap::HttpCallResponse => 6,
     }
 }
 
-fn host_error(status: Status) -> HostError {
+fn buffer_type(buffer: BodyBuffer) -> u32 {
+    match buffer {
+        BodyBuffer::Request => 0,
+        BodyBuffer::Response => 1,
+        BodyBuffer::HttpCallResponse => 4,
+        // Higress's RedisCallResponse, past proxy-wasm 0.2.5's `BufferType`.
+        BodyBuffer::RedisCallResponse => 9,
+    }
+}
+
+fn host_error(status: abi::Status) -> HostError {
     match status {
-        Status::BadArgument => HostError::BadArgument,
-        other => HostError::Status(other as u32),
+        2 => HostError::BadArgument,
+        12 => HostError::Unsupported,
+        other => HostError::Status(other),
+    }
+}
+
+/// Serializes a header map the way the ABI expects: the count, each
+/// name's and value's length (little-endian `u32`), then each name and
+/// value followed by a NUL byte.
+fn encode_map(out: &mut Vec<u8>, pairs: &[(&str, &[u8])]) {
+    out.clear();
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&len(name.len()));
+        out.extend_from_slice(&len(value.len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
     }
 }
 
 impl ProxyHost {
-    fn keep(&mut self, value: Option<Vec<u8>>) -> Option<&[u8]> {
-        self.scratch = value;
+    fn keep(&mut self, value: Result<Option<Box<[u8]>>, abi::Status>) -> Option<&[u8]> {
+        self.scratch = value.ok().flatten();
         self.scratch.as_deref()
     }
 }
 
 impl Host for ProxyHost {
     fn now_nanos(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        abi::now_nanos().unwrap_or(0)
     }
 
     fn log_level(&mut self) -> LogLevel {
-        match hostcalls::get_log_level() {
-            Ok(pw::LogLevel::Trace) => LogLevel::Trace,
-            Ok(pw::LogLevel::Debug) => LogLevel::Debug,
-            Ok(pw::LogLevel::Info) | Err(_) => LogLevel::Info,
-            Ok(pw::LogLevel::Warn) => LogLevel::Warn,
-            Ok(pw::LogLevel::Error) => LogLevel::Error,
-            Ok(pw::LogLevel::Critical) => LogLevel::Critical,
+        match abi::log_level() {
+            Ok(0) => LogLevel::Trace,
+            Ok(1) => LogLevel::Debug,
+            Ok(3) => LogLevel::Warn,
+            Ok(4) => LogLevel::Error,
+            Ok(5) => LogLevel::Critical,
+            _ => LogLevel::Info,
         }
     }
 
     fn log(&mut self, level: LogLevel, message: &str) {
         let level = match level {
-            LogLevel::Trace => pw::LogLevel::Trace,
-            LogLevel::Debug => pw::LogLevel::Debug,
-            LogLevel::Info => pw::LogLevel::Info,
-            LogLevel::Warn => pw::LogLevel::Warn,
-            LogLevel::Error => pw::LogLevel::Error,
-            LogLevel::Critical => pw::LogLevel::Critical,
+            LogLevel::Trace => 0,
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+            LogLevel::Critical => 5,
         };
-        let _ = hostcalls::log(level, message);
+        let _ = abi::log(level, message);
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
-        let value = hostcalls::get_map_value_bytes(map_type(map), name)
-            .ok()
-            .flatten();
+        let value = abi::header(map_type(map), name);
         self.keep(value)
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
-        let _ = hostcalls::set_map_value_bytes(map_type(map), name, value);
+        let _ = match value {
+            Some(value) => abi::replace_header(map_type(map), name, value),
+            None => abi::remove_header(map_type(map), name),
+        };
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) {
-        let _ = hostcalls::add_map_value_bytes(map_type(map), name, value);
+        let _ = abi::add_header(map_type(map), name, value);
     }
 
     fn property(&mut self, path: &[&str]) -> Option<&[u8]> {
-        let value = hostcalls::get_property(path.to_vec()).ok().flatten();
+        self.encoded.clear();
+        for (i, segment) in path.iter().enumerate() {
+            if i > 0 {
+                self.encoded.push(0);
+            }
+            self.encoded.extend_from_slice(segment.as_bytes());
+        }
+        let value = abi::property(&self.encoded);
         self.keep(value)
     }
 
     fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]> {
-        let value = match buffer {
-            BodyBuffer::Request => hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
-                .ok()
-                .flatten(),
-            BodyBuffer::Response => hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
-                .ok()
-                .flatten(),
-            BodyBuffer::HttpCallResponse => {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, start, len)
-                    .ok()
-                    .flatten()
-            }
-            BodyBuffer::RedisCallResponse => redis_reply(start, len),
-        };
+        let value = abi::buffer(buffer_type(buffer), start, len);
         self.keep(value)
     }
 
     fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]) {
-        let kind = match buffer {
-            BodyBuffer::Request => BufferType::HttpRequestBody,
-            BodyBuffer::Response => BufferType::HttpResponseBody,
-            BodyBuffer::HttpCallResponse | BodyBuffer::RedisCallResponse => return,
-        };
-        let _ = hostcalls::set_buffer(kind, start, len, data);
+        let _ = abi::set_buffer(buffer_type(buffer), start, len, data);
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
-        // proxy-wasm 0.2.5 takes header values as `&str`; ours are ASCII.
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .filter_map(|(name, value)| core::str::from_utf8(value).ok().map(|v| (*name, v)))
-            .collect();
-        let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body));
+        encode_map(&mut self.encoded, headers);
+        let _ = abi::send_local_response(u32::from(status), &self.encoded, body);
     }
 
     fn resume(&mut self, direction: Direction) {
-        let _ = match direction {
-            Direction::Request => hostcalls::resume_http_request(),
-            Direction::Response => hostcalls::resume_http_response(),
-        };
+        let _ = abi::continue_stream(match direction {
+            Direction::Request => 0,
+            Direction::Response => 1,
+        });
     }
 
     fn set_effective_context(&mut self, context_id: u32) {
-        let _ = hostcalls::set_effective_context(context_id);
+        let _ = abi::set_effective_context(context_id);
     }
 
     fn http_call(
@@ -152,8 +173,18 @@ impl Host for ProxyHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
-            .map_err(host_error)
+        // proxy-wasm's dispatcher routes answers by the tokens its own
+        // `dispatch_http_call` registers, so this call goes through it; it
+        // reports the statuses Envoy gives here (bad argument for an unknown
+        // cluster, internal failure) as errors.
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            timeout,
+        )
+        .map_err(|status| host_error(status as u32))
     }
 
     fn redis_init(
@@ -171,34 +202,29 @@ impl Host for ProxyHost {
     }
 
     fn set_tick_period(&mut self, period: Duration) {
-        let _ = hostcalls::set_tick_period(period);
+        let _ = abi::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX));
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
-        hostcalls::define_metric(MetricType::Counter, name).map_err(host_error)
+        abi::define_counter(name).map_err(host_error)
     }
 
     fn increment_counter(&mut self, id: u32, delta: u64) {
-        let _ = hostcalls::increment_metric(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        let _ = abi::increment_counter(id, i64::try_from(delta).unwrap_or(i64::MAX));
     }
 }
 
-#[cfg(all(feature = "higress", target_arch = "wasm32"))]
-use crate::raw::higress::{redis_call, redis_init, redis_reply};
+#[cfg(feature = "higress")]
+use crate::raw::higress::{redis_call, redis_init};
 
-#[cfg(not(all(feature = "higress", target_arch = "wasm32")))]
+#[cfg(not(feature = "higress"))]
 fn redis_init(_: &str, _: &str, _: &str, _: Duration) -> Result<(), HostError> {
     Err(HostError::Unsupported)
 }
 
-#[cfg(not(all(feature = "higress", target_arch = "wasm32")))]
+#[cfg(not(feature = "higress"))]
 fn redis_call(_: &str, _: &[u8]) -> Result<u32, HostError> {
     Err(HostError::Unsupported)
-}
-
-#[cfg(not(all(feature = "higress", target_arch = "wasm32")))]
-fn redis_reply(_: usize, _: usize) -> Option<Vec<u8>> {
-    None
 }
 
 type Shared<P> = Rc<RefCell<Filter<P, ProxyHost>>>;
@@ -250,9 +276,11 @@ impl<P: Plugin> RootContext for Root<P> {
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        // 7: the plugin configuration buffer.
+        let bytes = abi::buffer(7, 0, usize::MAX)
             .ok()
             .flatten()
+            .map(Vec::from)
             .unwrap_or_default();
         match self.filter.try_borrow_mut() {
             Ok(mut filter) => filter.configure(bytes).is_ok(),

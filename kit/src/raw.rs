@@ -1,7 +1,9 @@
 //! The crate's only `unsafe` code: configuration bytes that outlive the
-//! structures borrowing them, Higress's Redis host calls, which
-//! `proxy-wasm` does not declare, and the counting allocator of the
-//! zero-allocation tests.
+//! structures borrowing them, the proxy-wasm host calls the kit makes
+//! (declared here rather than taken from `proxy-wasm`, whose wrappers panic
+//! on any status they do not expect — and a panic kills the VM for every
+//! request on the worker), Higress's Redis host calls, and the counting
+//! allocator of the zero-allocation tests.
 
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
@@ -76,6 +78,260 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Retained<T> {
     }
 }
 
+/// The proxy-wasm ABI 0.2.1 host calls the kit uses, as safe functions
+/// that report every status as an error instead of panicking.
+///
+/// Values the host hands over are allocated by the module's
+/// `proxy_on_memory_allocate` (proxy-wasm's: a boxed slice of exactly the
+/// size asked) and owned by the caller from then on.
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod abi {
+    use core::ptr::null_mut;
+
+    /// A non-zero proxy-wasm status.
+    pub(crate) type Status = u32;
+
+    const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        fn proxy_get_log_level(return_level: *mut u32) -> u32;
+        fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+        fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+        fn proxy_get_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            max_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_set_buffer_bytes(
+            buffer_type: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
+        fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_replace_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        fn proxy_add_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+        fn proxy_get_property(
+            path_data: *const u8,
+            path_size: usize,
+            return_data: *mut *mut u8,
+            return_size: *mut usize,
+        ) -> u32;
+        fn proxy_continue_stream(stream_type: u32) -> u32;
+        fn proxy_send_local_response(
+            status_code: u32,
+            details_data: *const u8,
+            details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
+        fn proxy_define_metric(
+            metric_type: u32,
+            name_data: *const u8,
+            name_size: usize,
+            return_id: *mut u32,
+        ) -> u32;
+        fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    }
+
+    fn status(code: u32) -> Result<(), Status> {
+        if code == OK {
+            Ok(())
+        } else {
+            Err(code)
+        }
+    }
+
+    /// Takes ownership of bytes the host allocated; `Ok(None)` for "not found".
+    ///
+    /// # Safety
+    /// After a successful call, `data`/`size` describe a boxed slice made
+    /// by `proxy_on_memory_allocate` (or null).
+    unsafe fn owned(code: u32, data: *mut u8, size: usize) -> Result<Option<Box<[u8]>>, Status> {
+        match code {
+            OK if !data.is_null() => {
+                // SAFETY: per this function's contract the host gave us a
+                // boxed slice of `size` bytes that nothing else owns.
+                Ok(Some(unsafe {
+                    Box::from_raw(core::ptr::slice_from_raw_parts_mut(data, size))
+                }))
+            }
+            OK | NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    pub(crate) fn log(level: u32, message: &str) -> Result<(), Status> {
+        // SAFETY: a live `&str`, only read by the host.
+        status(unsafe { proxy_log(level, message.as_ptr(), message.len()) })
+    }
+
+    pub(crate) fn log_level() -> Result<u32, Status> {
+        let mut level = 0u32;
+        // SAFETY: a valid `u32` the host writes once.
+        status(unsafe { proxy_get_log_level(&mut level) })?;
+        Ok(level)
+    }
+
+    pub(crate) fn now_nanos() -> Result<u64, Status> {
+        let mut time = 0u64;
+        // SAFETY: a valid `u64` the host writes once.
+        status(unsafe { proxy_get_current_time_nanoseconds(&mut time) })?;
+        Ok(time)
+    }
+
+    pub(crate) fn set_tick_period_ms(period: u32) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_set_tick_period_milliseconds(period) })
+    }
+
+    pub(crate) fn buffer(
+        buffer_type: u32,
+        start: usize,
+        max: usize,
+    ) -> Result<Option<Box<[u8]>>, Status> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: valid out-parameters; the result is handled by `owned`.
+        unsafe {
+            let code = proxy_get_buffer_bytes(buffer_type, start, max, &mut data, &mut size);
+            owned(code, data, size)
+        }
+    }
+
+    pub(crate) fn set_buffer(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), Status> {
+        // SAFETY: a live slice, only read by the host.
+        status(unsafe {
+            proxy_set_buffer_bytes(buffer_type, start, size, data.as_ptr(), data.len())
+        })
+    }
+
+    pub(crate) fn header(map: u32, key: &str) -> Result<Option<Box<[u8]>>, Status> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: a live key and valid out-parameters; see `owned`.
+        unsafe {
+            let code =
+                proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut size);
+            owned(code, data, size)
+        }
+    }
+
+    pub(crate) fn replace_header(map: u32, key: &str, value: &[u8]) -> Result<(), Status> {
+        // SAFETY: live slices, only read by the host.
+        status(unsafe {
+            proxy_replace_header_map_value(
+                map,
+                key.as_ptr(),
+                key.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        })
+    }
+
+    pub(crate) fn remove_header(map: u32, key: &str) -> Result<(), Status> {
+        // SAFETY: a live key, only read by the host.
+        status(unsafe { proxy_remove_header_map_value(map, key.as_ptr(), key.len()) })
+    }
+
+    pub(crate) fn add_header(map: u32, key: &str, value: &[u8]) -> Result<(), Status> {
+        // SAFETY: live slices, only read by the host.
+        status(unsafe {
+            proxy_add_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len())
+        })
+    }
+
+    /// `path` is the segments joined by NUL bytes.
+    pub(crate) fn property(path: &[u8]) -> Result<Option<Box<[u8]>>, Status> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: a live path and valid out-parameters; see `owned`.
+        unsafe {
+            let code = proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size);
+            owned(code, data, size)
+        }
+    }
+
+    pub(crate) fn continue_stream(stream_type: u32) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_continue_stream(stream_type) })
+    }
+
+    /// `headers` is a serialized header map.
+    pub(crate) fn send_local_response(
+        status_code: u32,
+        headers: &[u8],
+        body: &[u8],
+    ) -> Result<(), Status> {
+        // SAFETY: live slices, only read by the host; no details string.
+        status(unsafe {
+            proxy_send_local_response(
+                status_code,
+                core::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        })
+    }
+
+    pub(crate) fn set_effective_context(context_id: u32) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_set_effective_context(context_id) })
+    }
+
+    pub(crate) fn define_counter(name: &str) -> Result<u32, Status> {
+        let mut id = 0u32;
+        // SAFETY: a live name, only read; `id` is written once.
+        status(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+        Ok(id)
+    }
+
+    pub(crate) fn increment_counter(id: u32, delta: i64) -> Result<(), Status> {
+        // SAFETY: no pointers.
+        status(unsafe { proxy_increment_metric(id, delta) })
+    }
+}
+
 /// Higress's Redis host calls (see `shared/REFERENCE.md`). Importing them
 /// makes a module that upstream Envoy refuses to load, hence the feature.
 #[cfg(all(feature = "higress", target_arch = "wasm32"))]
@@ -83,9 +339,7 @@ pub(crate) mod higress {
     use crate::host::HostError;
     use core::time::Duration;
 
-    /// `proxy-wasm` 0.2.5's `BufferType` stops at 8.
-    const REDIS_CALL_RESPONSE: u32 = 9;
-
+    #[link(wasm_import_module = "env")]
     extern "C" {
         fn proxy_redis_init(
             service_ptr: *const u8,
@@ -102,13 +356,6 @@ pub(crate) mod higress {
             query_ptr: *const u8,
             query_len: usize,
             token_ptr: *mut u32,
-        ) -> u32;
-        fn proxy_get_buffer_bytes(
-            buffer_type: u32,
-            start: usize,
-            max_size: usize,
-            return_buffer_data: *mut *mut u8,
-            return_buffer_size: *mut usize,
         ) -> u32;
     }
 
@@ -157,24 +404,6 @@ pub(crate) mod higress {
             )
         })?;
         Ok(token)
-    }
-
-    /// Copies out the reply of the Redis call being delivered.
-    pub(crate) fn redis_reply(start: usize, len: usize) -> Option<Vec<u8>> {
-        let mut data: *mut u8 = core::ptr::null_mut();
-        let mut size: usize = 0;
-        // SAFETY: the host writes a pointer it allocated through this
-        // module's `proxy_on_memory_allocate` (a boxed slice of `size`
-        // bytes) and its size into the two out-parameters.
-        let code = unsafe {
-            proxy_get_buffer_bytes(REDIS_CALL_RESPONSE, start, len, &mut data, &mut size)
-        };
-        if code != 0 || data.is_null() {
-            return None;
-        }
-        // SAFETY: `data` is the boxed slice of `size` bytes described above,
-        // owned by us from now on and freed when the Vec drops.
-        Some(unsafe { Box::from_raw(core::ptr::slice_from_raw_parts_mut(data, size)) }.into_vec())
     }
 }
 

@@ -171,5 +171,4 @@ fn redis_failed<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, error: RedisError) -> 
         .unwrap_or(Flow::Continue)
 }
 
-#[cfg(target_arch = "wasm32")]
 kit::export_plugin!(Limiter);

@@ -25,5 +25,4 @@ pub use json::MAX_DEPTH;
 pub use rewrite::{include_usage, Rewrite};
 pub use usage::{scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage};
 
-#[cfg(target_arch = "wasm32")]
 kit::export_plugin!(TokenQuota);

@@ -78,6 +78,8 @@ enum Step {
     /// No limit applies, or nothing to do.
     #[default]
     Idle,
+    /// A limit applies; the body is awaited.
+    Matched,
     /// Waiting for the tokens used so far.
     Reading,
     /// Let through; the answer will be charged.
@@ -129,21 +131,15 @@ impl Plugin for TokenQuota {
 
     /// Runs once the whole request body is in (right after the headers
     /// for a request without a body).
-    fn on_request_body<H: Host>(
-        mut cx: Cx<'_, '_, Self, H>,
-        body: &[u8],
-        _end_of_stream: bool,
-    ) -> Flow {
+    /// Finds the limit and counter of the request while its headers can
+    /// still be read (once they have left, Envoy refuses header reads).
+    fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         let cfg = cx.config;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
         let mut value = Value::new();
         let Some(matched) = cfg.rule.limits.find(&mut cx.io, &mut value) else {
             return Flow::Continue;
         };
-        if !body.is_empty() {
-            cx.io
-                .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
-        }
         let window = Window::containing(now, matched.limit.window_secs);
         let mut start = itoa::Buffer::new();
         let start = start.format(window.start).as_bytes();
@@ -161,7 +157,25 @@ impl Plugin for TokenQuota {
         state.limit = matched.limit.max;
         state.window = Some(window);
         state.cache_hash = hash;
-        state.step = Step::Reading;
+        state.step = Step::Matched;
+        Flow::Continue
+    }
+
+    /// Runs once the whole request body is in (right after the headers
+    /// for a request without a body): asks for usage, then reads the quota.
+    fn on_request_body<H: Host>(
+        mut cx: Cx<'_, '_, Self, H>,
+        body: &[u8],
+        _end_of_stream: bool,
+    ) -> Flow {
+        if cx.state.step != Step::Matched {
+            return Flow::Continue;
+        }
+        if !body.is_empty() {
+            cx.io
+                .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
+        }
+        cx.state.step = Step::Reading;
         match cx.io.redis().and_then(|redis| redis.get(&cx.state.key)) {
             Ok(()) => Flow::Pause,
             Err(e) => quota_unreadable(&mut cx, e),
@@ -297,7 +311,7 @@ impl Plugin for TokenQuota {
                 cx.state.step = Step::Idle;
                 Flow::Continue
             }
-            Step::Idle | Step::Admitted => Flow::Continue,
+            Step::Idle | Step::Matched | Step::Admitted => Flow::Continue,
         }
     }
 }
