@@ -13,7 +13,12 @@
 //!   (one webdis call each) and passes;
 //! * `limiter, over limit`: 10 per minute, so almost every request is
 //!   rejected, ideally by the plugin's local over-limit cache without a
-//!   Redis round trip (the `webdis calls` column shows whether it is).
+//!   Redis round trip (the `webdis calls` column shows whether it is);
+//! * `baseline: Envoy to an upstream`: no filter, answers from a scripted
+//!   OpenAI-style upstream;
+//! * `token quota, never reached`: the same upstream behind the token
+//!   quota: each request reads its quota and each answer is scanned and
+//!   charged (two webdis calls per request).
 //!
 //! Usage: `cargo run --release -p loadtest -- [--seconds N] [--connections N]
 //! [--allow-on-headers-stop-iteration]`; `LOADTEST_SECONDS` sets the default
@@ -28,7 +33,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use stack::{Envoy, EnvoyConfig, Redis, WasmPlugin, Webdis};
+use stack::{Envoy, EnvoyConfig, Redis, Reply, Upstream, Usage, WasmPlugin, Webdis};
 
 use crate::wrk::WrkResult;
 
@@ -157,6 +162,65 @@ fn run_limiter(opts: &Options, scenario: &'static str, per_minute: u64, expected
     }
 }
 
+fn run_upstream_baseline(opts: &Options) -> Row {
+    let upstream = Upstream::start_with(Reply::openai(Usage::new(10, 20)));
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .cluster("llm", upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    );
+    expect_status(&envoy, 200, "upstream baseline");
+    wrk::run(envoy.port(), 1, opts.connections);
+    let result = wrk::run(envoy.port(), opts.seconds, opts.connections);
+    check_outcome("upstream baseline", &result, 200);
+    Row {
+        scenario: "baseline: Envoy to an upstream, no filter",
+        result,
+        webdis_calls: None,
+    }
+}
+
+fn run_token_quota(opts: &Options) -> Row {
+    let scenario = "token quota, never reached (30 tokens per answer)";
+    let wasm = stack::wasm_path("token-quota");
+    let upstream = Upstream::start_with(Reply::openai(Usage::new(10, 20)));
+    let redis = Redis::start();
+    let webdis = Webdis::start_with(redis.port(), 2, 16);
+    let rule = format!("loadtest-tq-{}", std::process::id());
+    let config = json!({
+        "rule_name": rule,
+        "global_threshold": {"token_per_minute": 1_000_000_000_000u64},
+        "redis": {"webdis_cluster": "webdis", "timeout": 500},
+    });
+    let mut plugin = WasmPlugin::new(wasm, config.to_string());
+    if opts.allow_stop_iteration {
+        plugin = plugin.allow_on_headers_stop_iteration(true);
+    }
+    let envoy = Envoy::start(
+        EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster("webdis", webdis.port())
+            .cluster("llm", upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    );
+    expect_status(&envoy, 200, scenario);
+    wrk::run(envoy.port(), 1, opts.connections);
+    let before = webdis_requests(&envoy);
+    let result = wrk::run(envoy.port(), opts.seconds, opts.connections);
+    let after = webdis_requests(&envoy);
+    check_outcome(scenario, &result, 200);
+    drop(envoy);
+    drop(webdis);
+    drop(redis);
+    Row {
+        scenario,
+        result,
+        webdis_calls: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+    }
+}
+
 fn expect_status(envoy: &Envoy, status: u16, scenario: &str) {
     let log_tail = || stack::envoy_log_excerpt(&envoy.log(), 20);
     match stack::get(envoy.port(), "/", &[]) {
@@ -238,6 +302,7 @@ fn main() {
     // Fail before starting anything if a piece is missing.
     stack::require_tool("wrk", "wrk");
     stack::wasm_path("limiter");
+    stack::wasm_path("token-quota");
 
     let rows = vec![
         run_baseline(&opts),
@@ -248,6 +313,8 @@ fn main() {
             200,
         ),
         run_limiter(&opts, "limiter, over limit (10/min)", 10, 429),
+        run_upstream_baseline(&opts),
+        run_token_quota(&opts),
     ];
     let report = render(&rows, &opts);
     let path: PathBuf = stack::target_dir().join("loadtest").join("report.md");
