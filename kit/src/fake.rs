@@ -167,6 +167,9 @@ pub struct FakeHost {
     pub logs: Vec<(LogLevel, String)>,
     /// Request headers (including pseudo-headers such as `:path`).
     pub request_headers: Headers,
+    /// Set it once the request headers have gone upstream: like Envoy, the
+    /// host then refuses to read or change them (reads give `None`).
+    pub request_headers_sent: bool,
     /// Response headers.
     pub response_headers: Headers,
     /// Properties, keyed by their path joined with `.` (`source.address`).
@@ -211,6 +214,7 @@ impl Default for FakeHost {
             log_level: LogLevel::Info,
             logs: Vec::new(),
             request_headers: Headers::default(),
+            request_headers_sent: false,
             response_headers: Headers::default(),
             properties: Headers::default(),
             request_body: Vec::new(),
@@ -244,6 +248,7 @@ impl FakeHost {
     /// call), keeping their memory for the next request.
     pub fn next_request(&mut self) {
         self.request_headers.clear();
+        self.request_headers_sent = false;
         self.response_headers.clear();
         self.request_body.clear();
         self.response_body.clear();
@@ -359,14 +364,23 @@ impl Host for FakeHost {
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
+        if map == HeaderMap::Request && self.request_headers_sent {
+            return None;
+        }
         self.headers_mut(map).get(name)
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        if map == HeaderMap::Request && self.request_headers_sent {
+            return;
+        }
         self.headers_mut(map).set(name, value);
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) {
+        if map == HeaderMap::Request && self.request_headers_sent {
+            return;
+        }
         self.headers_mut(map).add(name, value);
     }
 

@@ -320,3 +320,37 @@ fn the_charge_is_written_before_the_last_bytes_are_released() {
     assert_eq!(d.released.len(), head.len() + usage.len() + 14);
     assert_eq!(d.charged("{e:global}"), 13);
 }
+
+#[test]
+fn per_key_quotas_hold_when_headers_leave_before_the_body() {
+    // Without allow_on_headers_stop_iteration the kit lets the headers go
+    // before the body; Envoy then refuses header reads, so the key must
+    // come from the headers phase.
+    let mut d = Driver::new(&config(
+        r#""rule_name": "h", "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "token_per_hour": 10}]}]"#,
+    ));
+    let host = d.host();
+    host.next_request();
+    host.request_headers.add("x-api-key", b"carol");
+    host.request_headers.add("content-length", b"2");
+    host.request_body = b"{}".to_vec();
+    let s = d.filter.open_stream(9);
+    assert_eq!(d.filter.on_request_headers(s, false), kit::Action::Pause);
+    d.host().advance(std::time::Duration::from_millis(150));
+    d.filter.on_tick();
+    assert_eq!(d.host().resumed[0], 1, "headers let go by the probe");
+    d.host().request_headers_sent = true;
+    assert_eq!(
+        d.filter.on_request_body(s, 2, true),
+        kit::Action::Pause,
+        "reading the quota"
+    );
+    let call = d.host().last_call.clone().unwrap();
+    let args = call.webdis_args().unwrap();
+    assert_eq!(args[0], b"GET");
+    assert!(
+        String::from_utf8_lossy(&args[1]).contains("header:x-api-key:carol}"),
+        "{:?}",
+        String::from_utf8_lossy(&args[1])
+    );
+}
