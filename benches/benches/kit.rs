@@ -2,7 +2,7 @@
 //! per question, each group in its own module under `kit/`.
 //!
 //! ```text
-//! cargo bench -p benches                     # everything, about 80 s once built
+//! cargo bench -p benches                     # everything, about 2 minutes once built
 //! cargo bench -p benches -- resp_encode      # one group
 //! ```
 
@@ -23,10 +23,12 @@ mod config;
 mod request;
 #[path = "kit/resp.rs"]
 mod resp;
+#[path = "kit/usage.rs"]
+mod usage;
 
 /// Settings of every group: 1 s of warm-up, 2 s of measurement and 10,000
 /// bootstrap resamples (criterion's 100,000 take seconds per benchmark
-/// without its rayon feature) keep the 18 benchmarks near 80 s. The
+/// without its rayon feature) keep the 31 benchmarks near 2 minutes. The
 /// command line overrides them (`-- --measurement-time 10 --nresamples
 /// 100000` for steadier numbers).
 pub(crate) fn settings() -> Criterion {
@@ -37,4 +39,10 @@ pub(crate) fn settings() -> Criterion {
         .nresamples(10_000)
 }
 
-criterion_main!(resp::encode, resp::decode, config::parse, request::limiter);
+criterion_main!(
+    resp::encode,
+    resp::decode,
+    config::parse,
+    request::limiter,
+    usage::usage
+);

@@ -19,3 +19,4 @@ pub mod inputs;
 pub mod naive;
 pub mod naive_limiter;
 pub mod ours;
+pub mod usage;
