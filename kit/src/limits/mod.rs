@@ -481,10 +481,65 @@ impl<'cfg> Rule<'cfg> {
             .counter_key(matched, value, self.key_prefix, self.rule_name, window)
     }
 
+    /// Finds what limits the current request at second `now`: its limit,
+    /// window, counter key (built in `scratch`) and whether the over-limit
+    /// cache already knows the key is over. `None` when no limit applies.
+    pub fn apply<'a, H: Host>(
+        &'a self,
+        io: &mut Io<'_, H>,
+        now: u64,
+        scratch: &'a mut KeyScratch,
+    ) -> Option<Applied<'a>> {
+        let matched = self.limits.find(io, &mut scratch.value)?;
+        let window = window::Window::containing(now, matched.limit.window_secs);
+        let start = scratch.window.format(window.start).as_bytes();
+        let key = self.counter_key(&matched, &scratch.value, start);
+        let cache_hash = self.cache.hash(matched.slot, key.identity());
+        Some(Applied {
+            limit: matched.limit,
+            window,
+            key,
+            cache_hash,
+            known_over: self.cache.is_over(cache_hash, now),
+        })
+    }
+
     /// Redis could not be asked: `503` with `failure_mode_deny`, else
     /// `None` (the caller lets the request through).
     pub fn unavailable<H: Host>(&self, io: &mut Io<'_, H>) -> Option<Flow> {
         self.failure_mode_deny
             .then(|| io.respond(503, &[], b"limit service unavailable"))
     }
+}
+
+/// Stack space for [`Rule::apply`]: the request's value and the window's
+/// digits, which the counter key borrows.
+#[derive(Default)]
+pub struct KeyScratch {
+    value: Value,
+    window: itoa::Buffer,
+}
+
+impl core::fmt::Debug for KeyScratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyScratch")
+            .field("value", &self.value)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What limits one request; see [`Rule::apply`].
+#[derive(Debug)]
+pub struct Applied<'a> {
+    /// The limit that applies.
+    pub limit: Limit,
+    /// The current window of that limit.
+    pub window: window::Window,
+    /// The counter's key.
+    pub key: CounterKey<'a>,
+    /// The key's hash in the over-limit cache.
+    pub cache_hash: u64,
+    /// The over-limit cache knows the key is over until its window ends:
+    /// refuse without asking Redis.
+    pub known_over: bool,
 }

@@ -19,8 +19,8 @@
 pub mod config;
 
 pub use config::Config;
-use kit::limits::keys::Value;
 use kit::limits::window::{decide, Decision, Window};
+use kit::limits::KeyScratch;
 use kit::{Cx, Flow, Host, LogLevel, Plugin, RedisError, RedisUse, Reply};
 
 /// The limiter plugin.
@@ -69,25 +69,21 @@ impl Plugin for Limiter {
     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         let cfg = cx.config;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
-        let mut value = Value::new();
-        let Some(matched) = cfg.rule.limits.find(&mut cx.io, &mut value) else {
+        let mut scratch = KeyScratch::default();
+        let Some(applied) = cfg.rule.apply(&mut cx.io, now, &mut scratch) else {
             return Flow::Continue;
         };
-        let window = Window::containing(now, matched.limit.window_secs);
-        let mut start = itoa::Buffer::new();
-        let start = start.format(window.start).as_bytes();
-        let key = cfg.rule.counter_key(&matched, &value, start);
-        let hash = cfg.rule.cache.hash(matched.slot, key.identity());
-        if cfg.rule.cache.is_over(hash, now) {
+        let (window, key) = (applied.window, applied.key);
+        if applied.known_over {
             cx.io.count(counter::LIMITED_LOCALLY);
-            return reject(&mut cx, matched.limit.max, window.reset_after(now));
+            return reject(&mut cx, applied.limit.max, window.reset_after(now));
         }
-        cx.state.limit = matched.limit.max;
+        cx.state.limit = applied.limit.max;
         cx.state.window = Some(window);
-        cx.state.cache_hash = hash;
+        cx.state.cache_hash = applied.cache_hash;
 
         let mut ttl = itoa::Buffer::new();
-        let ttl = ttl.format(matched.limit.window_secs).as_bytes();
+        let ttl = ttl.format(applied.limit.window_secs).as_bytes();
         let sent = cx.io.redis().and_then(|redis| {
             redis
                 .evalsha(&cfg.script)

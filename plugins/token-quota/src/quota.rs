@@ -15,8 +15,8 @@
 
 use crate::rewrite::{include_usage, Rewrite};
 use crate::usage::{Format, Scan, Scanner};
-use kit::limits::keys::Value;
 use kit::limits::window::Window;
+use kit::limits::KeyScratch;
 use kit::limits::{Rule, RuleStyle, Unit};
 use kit::{
     BodyMode, ConfigError, Cx, Fields, Flow, Host, LogLevel, Plugin, RedisError, RedisUse, Reply,
@@ -129,32 +129,26 @@ impl Plugin for TokenQuota {
         })
     }
 
-    /// Runs once the whole request body is in (right after the headers
-    /// for a request without a body).
     /// Finds the limit and counter of the request while its headers can
     /// still be read (once they have left, Envoy refuses header reads).
     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         let cfg = cx.config;
         let now = cx.io.now_nanos() / NANOS_PER_SEC;
-        let mut value = Value::new();
-        let Some(matched) = cfg.rule.limits.find(&mut cx.io, &mut value) else {
+        let mut scratch = KeyScratch::default();
+        let Some(applied) = cfg.rule.apply(&mut cx.io, now, &mut scratch) else {
             return Flow::Continue;
         };
-        let window = Window::containing(now, matched.limit.window_secs);
-        let mut start = itoa::Buffer::new();
-        let start = start.format(window.start).as_bytes();
-        let key = cfg.rule.counter_key(&matched, &value, start);
-        let hash = cfg.rule.cache.hash(matched.slot, key.identity());
-        if cfg.rule.cache.is_over(hash, now) {
+        let (window, key, hash) = (applied.window, applied.key, applied.cache_hash);
+        if applied.known_over {
             cx.io.count(counter::LIMITED_LOCALLY);
-            return reject(&mut cx, matched.limit.max, window.reset_after(now));
+            return reject(&mut cx, applied.limit.max, window.reset_after(now));
         }
         let state = &mut *cx.state;
         state.key.clear();
         for part in key.parts() {
             state.key.extend_from_slice(part);
         }
-        state.limit = matched.limit.max;
+        state.limit = applied.limit.max;
         state.window = Some(window);
         state.cache_hash = hash;
         state.step = Step::Matched;
