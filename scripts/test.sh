@@ -33,5 +33,7 @@ for module in limiter token_quota; do
   for call in env.proxy_redis_init env.proxy_redis_call; do
     grep -q "$call" <<<"$imports" || { echo "[test] FAIL: higress $module.wasm does not import $call"; exit 1; }
   done
+  wasm-objdump -x -j Export "target/higress/wasm32-wasip1/release/$module.wasm" | grep -q '"proxy_on_redis_call_response"' \
+    || { echo "[test] FAIL: higress $module.wasm does not export proxy_on_redis_call_response"; exit 1; }
 done
-echo "[test] higress builds import proxy_redis_init and proxy_redis_call"
+echo "[test] higress builds import proxy_redis_init and proxy_redis_call and export proxy_on_redis_call_response"
