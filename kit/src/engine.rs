@@ -34,9 +34,14 @@ const KIT_KEYS: &[&str] = &["redis", "max_body_bytes"];
 /// Default limit of a buffered body.
 const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 
-/// How long a request may sit with its headers held before the kit
-/// concludes the proxy is not delivering its body (see [`StopIteration`]).
+/// How long a request may sit with its headers held before the kit lets it
+/// go without its body (see [`StopIteration`]).
 const HOLD_PROBE: Duration = Duration::from_millis(100);
+
+/// How many held requests in a row must miss their body before the kit
+/// concludes the proxy never delivers it. One slow upload alone proves
+/// nothing; each miss costs its request [`HOLD_PROBE`] of latency.
+const PROBE_MISSES: u8 = 3;
 
 /// Whether the proxy honours `HeaderStopIteration` from header callbacks.
 ///
@@ -45,9 +50,10 @@ const HOLD_PROBE: Duration = Duration::from_millis(100);
 /// ABI 0.2.1 modules) it turns it into stop-all, and the body never reaches
 /// the filter while its headers are held. The kit cannot read that setting,
 /// so it learns it: a body chunk arriving while headers are held proves it
-/// honoured; headers held for [`HOLD_PROBE`] with no body prove it ignored,
-/// and the kit then lets such requests go (dropping `content-length` when
-/// the plugin may rewrite the body) and stops holding headers.
+/// honoured; a request held for [`HOLD_PROBE`] with no body is let go
+/// (dropping `content-length` when the plugin may rewrite the body), and
+/// [`PROBE_MISSES`] such requests before any proof of the contrary prove it
+/// ignored: the kit then stops holding headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StopIteration {
     Unknown,
@@ -133,6 +139,8 @@ pub struct Filter<P: Plugin, H: Host> {
     retry_args: CommandArgs,
     max_body_bytes: usize,
     stop_iteration: StopIteration,
+    /// Held requests let go without their body so far.
+    probe_misses: u8,
     over_limit_counter: Option<u32>,
 }
 
@@ -165,6 +173,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             retry_args: CommandArgs::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
             stop_iteration: StopIteration::Unknown,
+            probe_misses: 0,
             over_limit_counter: None,
         }
     }
@@ -377,7 +386,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     && half.headers_done
                     && now.saturating_sub(half.held_since) >= probe
                 {
-                    if self.stop_iteration == StopIteration::Unknown {
+                    self.probe_misses = self.probe_misses.saturating_add(1);
+                    if self.stop_iteration == StopIteration::Unknown
+                        && self.probe_misses >= PROBE_MISSES
+                    {
                         self.stop_iteration = StopIteration::Ignored;
                         crate::log::write(
                             &mut self.host,

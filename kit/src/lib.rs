@@ -38,14 +38,15 @@
 //! `PluginConfig` sets `allow_on_headers_stop_iteration: true` (Envoy 1.35+);
 //! without it Envoy (and Higress, for ABI 0.2.1 modules) turns it into
 //! stop-all and never delivers the body. The kit cannot read that setting,
-//! so it finds out: a body arriving while headers are held proves it on;
-//! headers held 100 ms with no body prove it off. From then on the kit
+//! so it finds out: a body arriving while headers are held proves it on; a
+//! request held 100 ms with no body is let go, and three such requests
+//! before any proof of the contrary prove it off. From then on the kit
 //! lets headers go at once (dropping `content-length` when the plugin
 //! declares [`Plugin::REWRITES_BODY`], so the proxy re-frames a rewritten
 //! body) and buffers the body alone. Both settings work; **set
 //! `allow_on_headers_stop_iteration: true`** to keep exact `content-length`
 //! values and header changes made after the body, and to spare the first
-//! buffered request of each worker the 100 ms probe.
+//! buffered requests of each worker the 100 ms probe.
 
 #![cfg_attr(
     not(test),

@@ -124,37 +124,76 @@ fn held_headers_see_the_whole_body_and_get_an_exact_content_length() {
     assert_eq!(f.host().tick_period, Duration::ZERO);
 }
 
-#[test]
-fn ignored_header_stop_iteration_is_detected_and_requests_go_on_without_content_length() {
-    let mut f = filter("");
-    request(&mut f, b"abc");
-    let first = f.open_stream(2);
-    assert_eq!(f.on_request_headers(first, false), Action::Pause);
+/// Sends a request whose body the proxy never delivers while its headers
+/// are held, lets the probe release it, then delivers the body.
+fn missed_body(f: &mut Filter<Upper, FakeHost>, context: u32, body: &[u8]) {
+    request(f, body);
+    let resumed = f.host().resumed[0];
+    let s = f.open_stream(context);
+    assert_eq!(f.on_request_headers(s, false), Action::Pause);
     assert!(
         f.host().tick_period > Duration::ZERO,
         "a probe tick is armed"
     );
-    // No body arrives: the proxy turned the stop into stop-all.
     f.host_mut().advance(Duration::from_millis(150));
     f.on_tick();
-    assert_eq!(f.host().resumed[0], 1, "the held request is let go");
-    assert_eq!(f.host().effective_context, 2);
+    assert_eq!(
+        f.host().resumed[0],
+        resumed + 1,
+        "the held request is let go"
+    );
+    assert_eq!(f.host().effective_context, context);
     assert_eq!(f.host().request_headers.get("content-length"), None);
-    assert!(f.host().logged("allow_on_headers_stop_iteration: true"));
     // The headers are gone: Envoy refuses to read or change them now.
     f.host_mut().request_headers_sent = true;
-    assert_eq!(f.on_request_body(first, 3, true), Action::Continue);
-    assert_eq!(f.host().request_body, b"ABC!");
+    assert_eq!(f.on_request_body(s, body.len(), true), Action::Continue);
+    let mut want = body.to_ascii_uppercase();
+    want.push(b'!');
+    assert_eq!(f.host().request_body, want);
     assert_eq!(f.host().request_headers.get("x-body-seen"), None);
+}
+
+#[test]
+fn ignored_header_stop_iteration_is_detected_and_requests_go_on_without_content_length() {
+    let mut f = filter("");
+    // Three requests in a row miss their body: stop-all, not a slow client.
+    for context in 2..5 {
+        assert!(!f.host().logged("allow_on_headers_stop_iteration: true"));
+        missed_body(&mut f, context, b"abc");
+    }
+    assert!(f.host().logged("allow_on_headers_stop_iteration: true"));
+    assert_eq!(f.host().tick_period, Duration::ZERO);
 
     // Later requests do not wait for the probe.
     request(&mut f, b"xyz");
-    let second = f.open_stream(3);
-    assert_eq!(f.on_request_headers(second, false), Action::Continue);
+    let next = f.open_stream(9);
+    assert_eq!(f.on_request_headers(next, false), Action::Continue);
     assert_eq!(f.host().request_headers.get("content-length"), None);
-    assert_eq!(f.on_request_body(second, 2, false), Action::Pause);
-    assert_eq!(f.on_request_body(second, 3, true), Action::Continue);
+    assert_eq!(f.on_request_body(next, 2, false), Action::Pause);
+    assert_eq!(f.on_request_body(next, 3, true), Action::Continue);
     assert_eq!(f.host().request_body, b"XYZ!");
+}
+
+#[test]
+fn one_slow_upload_does_not_turn_holding_off() {
+    let mut f = filter("");
+    missed_body(&mut f, 2, b"slow");
+    // The next body arrives while its headers are held: the proxy honours
+    // the stop, and the kit keeps holding headers for good.
+    request(&mut f, b"fast");
+    let s = f.open_stream(3);
+    assert_eq!(f.on_request_headers(s, false), Action::Pause);
+    assert_eq!(f.on_request_body(s, 4, true), Action::Continue);
+    assert_eq!(
+        f.host().request_headers.get_str("content-length"),
+        Some("5")
+    );
+    for context in 4..8 {
+        request(&mut f, b"more");
+        let s = f.open_stream(context);
+        assert_eq!(f.on_request_headers(s, false), Action::Pause, "still held");
+    }
+    assert!(!f.host().logged("allow_on_headers_stop_iteration: true"));
 }
 
 #[test]
