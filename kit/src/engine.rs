@@ -141,6 +141,8 @@ pub struct Filter<P: Plugin, H: Host> {
     stop_iteration: StopIteration,
     /// Held requests let go without their body so far.
     probe_misses: u8,
+    /// The probe tick is running.
+    probe_ticking: bool,
     over_limit_counter: Option<u32>,
 }
 
@@ -174,6 +176,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
             stop_iteration: StopIteration::Unknown,
             probe_misses: 0,
+            probe_ticking: false,
             over_limit_counter: None,
         }
     }
@@ -365,6 +368,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     /// `HeaderStopIteration`).
     pub fn on_tick(&mut self) {
         if self.stop_iteration == StopIteration::Honoured {
+            self.probe_ticking = false;
             self.host.set_tick_period(Duration::ZERO);
             return;
         }
@@ -411,6 +415,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             }
         }
         if self.stop_iteration == StopIteration::Ignored {
+            self.probe_ticking = false;
             self.host.set_tick_period(Duration::ZERO);
         }
     }
@@ -445,9 +450,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 // Waiting on a call: the proxy holds the headers meanwhile,
                 // so a body that arrives now proves it delivers bodies to
                 // filters holding headers.
-                let now = self.host.now_nanos();
-                if let Some(half) = self.half(id, direction) {
-                    if !end_of_stream && body_mode::<P>(direction) == BodyMode::Buffer {
+                if !end_of_stream && body_mode::<P>(direction) == BodyMode::Buffer {
+                    let now = self.host.now_nanos();
+                    if let Some(half) = self.half(id, direction) {
                         half.headers_held = true;
                         half.held_since = now;
                     }
@@ -462,7 +467,6 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     /// the proxy's own header callback (the answer is the return value),
     /// false after a call (the kit resumes the stream itself).
     fn after_headers(&mut self, id: StreamId, direction: Direction, in_callback: bool) -> Action {
-        let now = self.host.now_nanos();
         let stop = self.stop_iteration;
         let Some(half) = self.half(id, direction) else {
             return Action::Continue;
@@ -479,8 +483,12 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             return self.go_on(direction, in_callback);
         }
         half.headers_held = true;
-        half.held_since = now;
-        if stop == StopIteration::Unknown {
+        let now = self.host.now_nanos();
+        if let Some(half) = self.half(id, direction) {
+            half.held_since = now;
+        }
+        if stop == StopIteration::Unknown && !self.probe_ticking {
+            self.probe_ticking = true;
             self.host.set_tick_period(HOLD_PROBE / 2);
         }
         Action::Pause

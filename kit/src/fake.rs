@@ -202,6 +202,9 @@ pub struct FakeHost {
     pub counters: Vec<(String, u64)>,
     /// The tick period asked for last.
     pub tick_period: Duration,
+    /// Host calls made so far: each is a VM crossing in a real proxy,
+    /// which costs more than an allocation, so tests keep them counted.
+    pub host_calls: core::cell::Cell<u64>,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -231,6 +234,7 @@ impl Default for FakeHost {
             redis_clusters: Vec::new(),
             counters: Vec::new(),
             tick_period: Duration::ZERO,
+            host_calls: core::cell::Cell::new(0),
             next_token: 1,
             spare_response: None,
             spare_call: None,
@@ -352,18 +356,22 @@ fn property_key_matches(key: &[u8], path: &[&str]) -> bool {
 
 impl Host for FakeHost {
     fn now_nanos(&self) -> u64 {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.now_nanos
     }
 
     fn log_level(&mut self) -> LogLevel {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.log_level
     }
 
     fn log(&mut self, level: LogLevel, message: &str) {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.logs.push((level, message.to_owned()));
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
+        self.host_calls.set(self.host_calls.get() + 1);
         if map == HeaderMap::Request && self.request_headers_sent {
             return None;
         }
@@ -371,6 +379,7 @@ impl Host for FakeHost {
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
+        self.host_calls.set(self.host_calls.get() + 1);
         if map == HeaderMap::Request && self.request_headers_sent {
             return;
         }
@@ -378,6 +387,7 @@ impl Host for FakeHost {
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) {
+        self.host_calls.set(self.host_calls.get() + 1);
         if map == HeaderMap::Request && self.request_headers_sent {
             return;
         }
@@ -385,6 +395,7 @@ impl Host for FakeHost {
     }
 
     fn property(&mut self, path: &[&str]) -> Option<&[u8]> {
+        self.host_calls.set(self.host_calls.get() + 1);
         let props = &self.properties;
         props
             .entries
@@ -394,6 +405,7 @@ impl Host for FakeHost {
     }
 
     fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]> {
+        self.host_calls.set(self.host_calls.get() + 1);
         let body = match buffer {
             BodyBuffer::Request => &self.request_body,
             BodyBuffer::Response => &self.response_body,
@@ -406,6 +418,7 @@ impl Host for FakeHost {
     }
 
     fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]) {
+        self.host_calls.set(self.host_calls.get() + 1);
         let body = match buffer {
             BodyBuffer::Request => &mut self.request_body,
             BodyBuffer::Response => &mut self.response_body,
@@ -419,6 +432,7 @@ impl Host for FakeHost {
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
+        self.host_calls.set(self.host_calls.get() + 1);
         let mut response = self
             .spare_response
             .take()
@@ -438,6 +452,7 @@ impl Host for FakeHost {
     }
 
     fn resume(&mut self, direction: Direction) {
+        self.host_calls.set(self.host_calls.get() + 1);
         let i = match direction {
             Direction::Request => 0,
             Direction::Response => 1,
@@ -448,6 +463,7 @@ impl Host for FakeHost {
     }
 
     fn set_effective_context(&mut self, context_id: u32) {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.effective_context = context_id;
     }
 
@@ -458,6 +474,7 @@ impl Host for FakeHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.record_call(cluster, headers, body.unwrap_or_default(), timeout)
     }
 
@@ -468,6 +485,7 @@ impl Host for FakeHost {
         _password: &str,
         _timeout: Duration,
     ) -> Result<(), HostError> {
+        self.host_calls.set(self.host_calls.get() + 1);
         if let Some(e) = self.refuse_calls {
             return Err(e);
         }
@@ -476,14 +494,17 @@ impl Host for FakeHost {
     }
 
     fn redis_call(&mut self, cluster: &str, command: &[u8]) -> Result<u32, HostError> {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.record_call(cluster, &[], command, Duration::ZERO)
     }
 
     fn set_tick_period(&mut self, period: Duration) {
+        self.host_calls.set(self.host_calls.get() + 1);
         self.tick_period = period;
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+        self.host_calls.set(self.host_calls.get() + 1);
         if let Some(i) = self.counters.iter().position(|(n, _)| n == name) {
             return Ok(u32::try_from(i).unwrap_or(u32::MAX));
         }
@@ -492,6 +513,7 @@ impl Host for FakeHost {
     }
 
     fn increment_counter(&mut self, id: u32, delta: u64) {
+        self.host_calls.set(self.host_calls.get() + 1);
         if let Some((_, value)) = self.counters.get_mut(id as usize) {
             *value += delta;
         }

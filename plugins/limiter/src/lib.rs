@@ -115,11 +115,6 @@ impl Plugin for Limiter {
             Err(e) => return redis_failed(&mut cx, e),
         };
         let limit = cx.state.limit;
-        let now = cx.io.now_nanos() / NANOS_PER_SEC;
-        let window = cx.state.window.unwrap_or(Window {
-            start: now,
-            end: now + 1,
-        });
         match decide(count, limit) {
             Decision::Allow { remaining } => {
                 cx.io.count(counter::ALLOWED);
@@ -129,6 +124,13 @@ impl Plugin for Limiter {
                 Flow::Continue
             }
             Decision::Reject => {
+                // The clock is read again only here: an allowed request
+                // needs no reset time, and each read is a host call.
+                let now = cx.io.now_nanos() / NANOS_PER_SEC;
+                let window = cx.state.window.unwrap_or(Window {
+                    start: now,
+                    end: now + 1,
+                });
                 cx.config
                     .rule
                     .cache

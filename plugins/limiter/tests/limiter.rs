@@ -473,3 +473,24 @@ fn a_local_answer_is_not_held_in_its_response_phase() {
         kit::Action::Continue
     );
 }
+
+#[test]
+fn host_calls_per_request_stay_few() {
+    // Each host call is a VM crossing in the proxy; these counts are the
+    // whole cost of the limiter's request path in crossings.
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "global_threshold": {"query_per_second": 1}"#,
+    ));
+    let calls = |d: &mut Driver| d.host().host_calls.get();
+
+    let before = calls(&mut d);
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    // now, the webdis call; then :status, reply body, counter, resume.
+    assert_eq!(calls(&mut d) - before, 6);
+
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+    let before = calls(&mut d);
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+    // Over the limit from the cache: now, counter, local response.
+    assert_eq!(calls(&mut d) - before, 3);
+}

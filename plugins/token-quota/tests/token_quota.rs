@@ -354,3 +354,28 @@ fn per_key_quotas_hold_when_headers_leave_before_the_body() {
         String::from_utf8_lossy(&args[1])
     );
 }
+
+#[test]
+fn host_calls_per_request_stay_few() {
+    // Each host call is a VM crossing in the proxy. A chat request with a
+    // body, its quota read, a JSON answer in one chunk plus Envoy's empty
+    // last one, and its charge:
+    let mut d = Driver::new(&config(
+        r#""rule_name": "c", "global_threshold": {"token_per_hour": 100000}"#,
+    ));
+    let answer = openai_json(10);
+    let upstream = Upstream {
+        content_type: "application/json",
+        chunks: &[&answer, b""],
+    };
+    let before = d.host().host_calls.get();
+    assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
+    let calls = d.host().host_calls.get() - before;
+    //   request headers: clock (plugin), clock (kit, holding), probe tick
+    //   request body: read it, GET the quota
+    //   quota reply: :status, reply, counter, resume
+    //   response headers: content-type
+    //   answer: read the chunk (the empty last one needs no read), charge, counter
+    //   charge reply: :status, reply, resume
+    assert_eq!(calls, 16);
+}
