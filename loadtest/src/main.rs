@@ -18,7 +18,10 @@
 //!   OpenAI-style upstream;
 //! * `token quota, never reached`: the same upstream behind the token
 //!   quota: each request reads its quota and each answer is scanned and
-//!   charged (two webdis calls per request).
+//!   charged (two webdis calls per request);
+//! * `token quota, streaming chat POSTs`: the same with a JSON body asking
+//!   for a stream, which the plugin buffers and rewrites (headers held,
+//!   `allow_on_headers_stop_iteration: true`).
 //!
 //! Usage: `cargo run --release -p loadtest -- [--seconds N] [--connections N]
 //! [--allow-on-headers-stop-iteration]`; `LOADTEST_SECONDS` sets the default
@@ -181,20 +184,31 @@ fn run_upstream_baseline(opts: &Options) -> Row {
     }
 }
 
-fn run_token_quota(opts: &Options) -> Row {
-    let scenario = "token quota, never reached (30 tokens per answer)";
+/// A wrk script sending a streaming chat request the plugin must buffer
+/// and rewrite.
+const CHAT_POST: &str = r#"wrk.method = "POST"
+wrk.body = '{"model":"qwen-max","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}'
+wrk.headers["Content-Type"] = "application/json"
+"#;
+
+fn run_token_quota(opts: &Options, posts: bool) -> Row {
+    let scenario = if posts {
+        "token quota, streaming chat POSTs (body buffered and rewritten; allow_on_headers_stop_iteration: true)"
+    } else {
+        "token quota, never reached (30 tokens per answer)"
+    };
     let wasm = stack::wasm_path("token-quota");
     let upstream = Upstream::start_with(Reply::openai(Usage::new(10, 20)));
     let redis = Redis::start();
     let webdis = Webdis::start_with(redis.port(), 2, 16);
-    let rule = format!("loadtest-tq-{}", std::process::id());
+    let rule = format!("loadtest-tq-{posts}-{}", std::process::id());
     let config = json!({
         "rule_name": rule,
         "global_threshold": {"token_per_minute": 1_000_000_000_000u64},
         "redis": {"webdis_cluster": "webdis", "timeout": 500},
     });
     let mut plugin = WasmPlugin::new(wasm, config.to_string());
-    if opts.allow_stop_iteration {
+    if opts.allow_stop_iteration || posts {
         plugin = plugin.allow_on_headers_stop_iteration(true);
     }
     let envoy = Envoy::start(
@@ -206,11 +220,35 @@ fn run_token_quota(opts: &Options) -> Row {
             .log_level("warning"),
     );
     expect_status(&envoy, 200, scenario);
-    wrk::run(envoy.port(), 1, opts.connections);
+    let script = posts.then(|| {
+        let path = stack::target_dir().join("loadtest").join("chat-post.lua");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        }
+        std::fs::write(&path, CHAT_POST)
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    });
+    wrk::run_script(envoy.port(), 1, opts.connections, script.as_deref());
     let before = webdis_requests(&envoy);
-    let result = wrk::run(envoy.port(), opts.seconds, opts.connections);
+    let result = wrk::run_script(
+        envoy.port(),
+        opts.seconds,
+        opts.connections,
+        script.as_deref(),
+    );
     let after = webdis_requests(&envoy);
     check_outcome(scenario, &result, 200);
+    if posts {
+        let rewritten = upstream.requests().last().is_some_and(|r| {
+            r.json().pointer("/stream_options/include_usage") == Some(&json!(true))
+        });
+        assert!(
+            rewritten,
+            "{scenario}: the upstream did not get include_usage"
+        );
+    }
     drop(envoy);
     drop(webdis);
     drop(redis);
@@ -314,7 +352,8 @@ fn main() {
         ),
         run_limiter(&opts, "limiter, over limit (10/min)", 10, 429),
         run_upstream_baseline(&opts),
-        run_token_quota(&opts),
+        run_token_quota(&opts, false),
+        run_token_quota(&opts, true),
     ];
     let report = render(&rows, &opts);
     let path: PathBuf = stack::target_dir().join("loadtest").join("report.md");

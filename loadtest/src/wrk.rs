@@ -23,10 +23,25 @@ pub struct WrkResult {
 /// If wrk fails, runs 30 s past its duration (it is then killed), or prints
 /// something this parser does not understand.
 pub fn run(port: u16, seconds: u64, connections: u32) -> WrkResult {
+    run_script(port, seconds, connections, None)
+}
+
+/// As [`run`], with a wrk Lua `script` shaping the requests (method, body,
+/// headers) when given.
+pub fn run_script(
+    port: u16,
+    seconds: u64,
+    connections: u32,
+    script: Option<&std::path::Path>,
+) -> WrkResult {
     let wrk = stack::require_tool("wrk", "wrk");
     let url = format!("http://127.0.0.1:{port}/");
-    let mut child = Command::new(wrk)
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
+    let mut command = Command::new(wrk);
+    command.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")]);
+    if let Some(script) = script {
+        command.arg("-s").arg(script);
+    }
+    let mut child = command
         .args(["--latency", "--timeout", "2s", &url])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
