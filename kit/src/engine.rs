@@ -1,7 +1,7 @@
 //! The filter engine: configuration, the pool of request states, and the
 //! dispatch of host events to a [`Plugin`]'s handlers.
 //!
-//! [`Filter`] knows nothing of proxy-wasm: [`crate::proxy`] feeds it the
+//! [`Filter`] knows nothing of proxy-wasm: the `proxy` module feeds it the
 //! proxy's callbacks, and native tests feed it the same events over a
 //! [`FakeHost`](crate::fake::FakeHost). One `Filter` serves every request of
 //! a plugin instance (a root context) on one worker.

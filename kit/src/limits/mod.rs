@@ -8,7 +8,7 @@
 //! minute, hour or day. This module compiles that shape once ([`Limits`]),
 //! finds the limit of a request without allocating ([`Limits::find`]), and
 //! provides the fixed [`Window`](window::Window) and the
-//! [`OverLimitCache`](cache::OverLimitCache) such plugins need.
+//! [`cache::OverLimitCache`] such plugins need.
 
 pub mod cache;
 pub mod keys;
