@@ -20,6 +20,7 @@ cargo clippy -p kit -p limiter -p token-quota --all-targets --features kit/higre
 # The proxy glue exists only in wasm builds.
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota -- -D warnings
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/higress -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc -p kit --no-deps --features fake
 
 echo "[test] cargo test --workspace"
 cargo test --workspace --no-fail-fast
