@@ -54,6 +54,64 @@ pub fn current_minute() -> u64 {
     (now - now % 60.0) as u64
 }
 
+/// The headers a plugin's refusal carries.
+#[derive(Debug, Clone, Copy)]
+pub struct RefusalHeaders {
+    pub limit: &'static str,
+    pub remaining: &'static str,
+    pub reset: &'static str,
+}
+
+/// The limiter's `X-RateLimit-*`.
+pub const RATE_LIMIT_HEADERS: RefusalHeaders = RefusalHeaders {
+    limit: "x-ratelimit-limit",
+    remaining: "x-ratelimit-remaining",
+    reset: "x-ratelimit-reset",
+};
+
+/// The token quota's `X-TokenRateLimit-*`.
+pub const TOKEN_RATE_LIMIT_HEADERS: RefusalHeaders = RefusalHeaders {
+    limit: "x-tokenratelimit-limit",
+    remaining: "x-tokenratelimit-remaining",
+    reset: "x-tokenratelimit-reset",
+};
+
+/// A refused request: `429`, `message`, `limit`, `Remaining: 0`, and a
+/// `Reset` equal (within clock rounding) to the seconds left in the
+/// clock-aligned minute `window_start`. `what` describes the response in
+/// failure messages.
+pub fn assert_refusal(
+    r: &Response,
+    what: &str,
+    headers: &RefusalHeaders,
+    message: &str,
+    limit: i64,
+    window_start: u64,
+) {
+    assert_eq!(r.status, 429, "{what}");
+    assert_eq!(r.text().trim_end(), message, "{what}");
+    assert_eq!(r.header_i64(headers.limit), Some(limit), "{what}");
+    assert_eq!(r.header_i64(headers.remaining), Some(0), "{what}");
+    let reset = r
+        .header_i64(headers.reset)
+        .unwrap_or_else(|| panic!("no numeric {}: {what}", headers.reset));
+    assert!((1..=60).contains(&reset), "{what}");
+    let left = (window_start + 60) as f64 - stack::unix_now();
+    assert!(
+        (reset as f64 - left).abs() <= 2.0,
+        "Reset {reset} but {left:.1} s are left in the window starting at {window_start}: {what}"
+    );
+}
+
+/// Guards the premise of a counting test: it all happened in one window.
+pub fn assert_same_window(window_start: u64) {
+    assert_eq!(
+        current_minute(),
+        window_start,
+        "the requests crossed a minute boundary although there was room; the machine is too slow"
+    );
+}
+
 /// Redis, one webdis in front of it and one Envoy running the limiter.
 #[derive(Debug)]
 pub struct LimiterStack {

@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::{current_minute, room_in_minute_for, send_all, unique_rule_name, WEBDIS_CLUSTER};
+use e2e::{room_in_minute_for, send_all, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::{json, Value};
 use stack::resp::Resp;
 use stack::{
@@ -278,40 +278,14 @@ fn statuses(responses: &[&Response]) -> Vec<u16> {
     responses.iter().map(|r| r.status).collect()
 }
 
-/// A rejected request: `429`, the configured message, `Limit`,
-/// `Remaining: 0`, and a `Reset` equal (within clock rounding) to the
-/// seconds left in the clock-aligned minute `window_start`.
 fn assert_rejected(r: &Response, limit: i64, window_start: u64) {
-    let what = summary(r);
-    assert_eq!(r.status, 429, "{what}");
-    assert_eq!(r.text().trim_end(), REJECTED_MSG, "{what}");
-    assert_eq!(
-        r.header_i64("x-tokenratelimit-limit"),
-        Some(limit),
-        "{what}"
-    );
-    assert_eq!(
-        r.header_i64("x-tokenratelimit-remaining"),
-        Some(0),
-        "{what}"
-    );
-    let reset = r
-        .header_i64("x-tokenratelimit-reset")
-        .unwrap_or_else(|| panic!("no numeric X-TokenRateLimit-Reset: {what}"));
-    assert!((1..=60).contains(&reset), "{what}");
-    let left = (window_start + 60) as f64 - stack::unix_now();
-    assert!(
-        (reset as f64 - left).abs() <= 2.0,
-        "Reset {reset} but {left:.1} s are left in the window starting at {window_start}: {what}"
-    );
-}
-
-/// Guards the premise of a counting test: it all happened in one window.
-fn assert_same_window(window_start: u64) {
-    assert_eq!(
-        current_minute(),
+    e2e::assert_refusal(
+        r,
+        &summary(r),
+        &e2e::TOKEN_RATE_LIMIT_HEADERS,
+        REJECTED_MSG,
+        limit,
         window_start,
-        "the requests crossed a minute boundary although there was room; the machine is too slow"
     );
 }
 
@@ -356,7 +330,7 @@ fn json_usage_is_charged_until_the_quota_is_spent() {
         },
         || stack.envoy.log(),
     );
-    assert_same_window(window);
+    e2e::assert_same_window(window);
 
     let all: Vec<&Response> = answers.iter().collect();
     assert_eq!(
@@ -397,7 +371,7 @@ fn json_usage_formats_are_charged() {
         // the counter is final now.
         charged.push(stack.counter(""));
     }
-    assert_same_window(window);
+    e2e::assert_same_window(window);
     assert_eq!(charged, [70, 120, 132]);
 }
 
@@ -425,7 +399,7 @@ fn a_streamed_answer_is_charged_the_usage_of_its_final_event() {
         );
         charged.push(stack.counter(""));
     }
-    assert_same_window(window);
+    e2e::assert_same_window(window);
     assert_eq!(charged, [200, 245]);
 }
 
@@ -470,7 +444,7 @@ fn answers_are_held_until_their_usage_is_charged() {
             );
         }
     }
-    assert_same_window(window);
+    e2e::assert_same_window(window);
     assert!(stack.relay.as_ref().is_some_and(|r| r.connections() > 0));
 }
 
@@ -677,7 +651,7 @@ fn separate_keys_have_separate_quotas(allow_stop_iteration: bool) {
         },
         || stack.envoy.log(),
     );
-    assert_same_window(window);
+    e2e::assert_same_window(window);
 
     for (k, key) in keys.iter().enumerate() {
         let mine: Vec<&Response> = answers.iter().skip(k).step_by(2).collect();

@@ -28,6 +28,36 @@ pub fn allocations_during(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(|n| n.get())
 }
 
+/// A small deterministic random generator (xorshift64*) for tests that
+/// wander input space: a fixed seed replays a failure exactly.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`; zero is replaced, as xorshift would stick at it.
+    pub fn new(seed: u64) -> Self {
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)] // not an iterator: it never ends
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` at least 1).
+    pub fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(u64::MAX)).unwrap_or(0)
+    }
+}
+
 /// An ordered, case-insensitive multimap of byte headers in one arena.
 #[derive(Debug, Default, Clone)]
 pub struct Headers {

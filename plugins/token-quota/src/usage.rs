@@ -1393,21 +1393,7 @@ mod tests {
         assert!(core::mem::size_of::<SseScanner>() <= 512);
     }
 
-    /// xorshift64*: deterministic, good enough to shake out panics.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use kit::fake::Rng;
 
     /// Random inputs of three flavours: any bytes, JSON-ish bytes, and
     /// event-stream-ish bytes.
@@ -1449,7 +1435,7 @@ mod tests {
 
     #[test]
     fn random_garbage_never_panics_and_chunking_never_matters() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         for i in 0..30_000 {
             let input = garbage(&mut rng, i % 3);
             let json = scan_json(&input);

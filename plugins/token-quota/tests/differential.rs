@@ -207,20 +207,7 @@ fn reference_sse(stream: &[u8]) -> Option<Scan> {
 
 // ---- Inputs ----
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use kit::fake::Rng;
 
 const JSON_SEEDS: &[&str] = &[
     r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\" caf\u00e9"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0}}}"#,
@@ -349,7 +336,7 @@ fn seeds_agree() {
 
 #[test]
 fn mutated_json_bodies_agree_with_serde_json() {
-    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let mut rng = Rng::new(0x0123_4567_89AB_CDEF);
     let (mut compared, mut found, mut malformed) = (0, 0, 0);
     for _ in 0..60_000 {
         let seed = JSON_SEEDS[rng.below(JSON_SEEDS.len())].as_bytes();
@@ -436,7 +423,7 @@ fn stream_seeds_agree() {
 
 #[test]
 fn mutated_streams_agree_with_serde_json() {
-    let mut rng = Rng(0xFEED_FACE_CAFE_BEEF);
+    let mut rng = Rng::new(0xFEED_FACE_CAFE_BEEF);
     let seeds = stream_seeds();
     let (mut compared, mut found, mut malformed, mut absent) = (0, 0, 0, 0);
     for _ in 0..40_000 {
@@ -506,7 +493,7 @@ fn needs_rewrite(doc: &Value) -> bool {
 
 #[test]
 fn mutated_requests_agree_with_serde_json() {
-    let mut rng = Rng(0x5EED_0000_0000_0001);
+    let mut rng = Rng::new(0x5EED_0000_0000_0001);
     let mut out = Vec::new();
     let (mut rewritten, mut unchanged, mut not_json) = (0, 0, 0);
     for _ in 0..60_000 {

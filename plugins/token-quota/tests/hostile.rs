@@ -14,21 +14,15 @@ use kit::fake::FakeHost;
 use kit::{Action, Filter};
 use token_quota::TokenQuota;
 
-/// xorshift64*: small, deterministic, good enough to wander input space.
-struct Rng(u64);
+use kit::fake::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
+/// Input helpers on top of the kit's test generator.
+trait Pick {
+    fn pick<'a>(&mut self, options: &[&'a [u8]]) -> &'a [u8];
+    fn bytes(&mut self, max: usize) -> Vec<u8>;
+}
 
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
+impl Pick for Rng {
     fn pick<'a>(&mut self, options: &[&'a [u8]]) -> &'a [u8] {
         options[self.below(options.len())]
     }
@@ -90,7 +84,7 @@ const CONFIG: &str = r#"{"rule_name": "h", "rule_items": [
 
 #[test]
 fn random_requests_replies_and_answers_never_panic() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
     filter.configure(CONFIG.as_bytes().to_vec()).unwrap();
     for i in 0..3_000u32 {
@@ -164,7 +158,7 @@ fn random_requests_replies_and_answers_never_panic() {
 
 #[test]
 fn random_configurations_are_accepted_or_refused_never_panic() {
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut rng = Rng::new(0xD1B5_4A32_D192_ED03);
     let fragments: &[&[u8]] = &[
         br#""rule_name": "r""#,
         br#""rule_name": 7"#,
