@@ -163,6 +163,57 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+fn is_line_end(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+/// Skips whitespace from `*pos`: the byte after it, `None` at the end of
+/// `input`. With `LINE`, a line ending is not skipped but returned.
+fn skip_space<const LINE: bool>(input: &[u8], pos: &mut usize) -> Option<u8> {
+    loop {
+        let b = *input.get(*pos)?;
+        if !is_space(b) || (LINE && is_line_end(b)) {
+            return Some(b);
+        }
+        *pos += 1;
+    }
+}
+
+/// The value of four hex digits.
+fn hex4(digits: &[u8]) -> Option<u16> {
+    let mut code = 0u16;
+    for &b in digits.get(..4)? {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        code = (code << 4) | u16::from(digit);
+    }
+    Some(code)
+}
+
+/// A `\uXXXX` escape whose digits start `s`, with the low half that
+/// follows when it is a high surrogate: a code that is not a surrogate
+/// (or `0x10000` for a valid pair) and the bytes it takes after the
+/// first `\u`. `None` for anything the byte-by-byte machine must decide:
+/// a bad digit, a lone or reversed surrogate, or an escape the chunk cuts.
+fn unicode_escape(s: &[u8]) -> Option<(u32, usize)> {
+    let code = hex4(s)?;
+    match code {
+        0xD800..=0xDBFF => match s.get(4..) {
+            Some([b'\\', b'u', low @ ..]) => match hex4(low)? {
+                0xDC00..=0xDFFF => Some((0x1_0000, 10)),
+                _ => None,
+            },
+            _ => None,
+        },
+        0xDC00..=0xDFFF => None,
+        code => Some((u32::from(code), 4)),
+    }
+}
+
 /// The byte an escape other than `\\u` stands for: `\\n` for `n`.
 fn simple_escape(b: u8) -> Option<u8> {
     Some(match b {
@@ -176,49 +227,53 @@ fn simple_escape(b: u8) -> Option<u8> {
     })
 }
 
-/// Whether a string needs a decision at `b`: a quote, a backslash or a
-/// control byte.
-fn is_special(b: u8) -> bool {
-    b == b'"' || b == b'\\' || b < 0x20
-}
-
-/// The length of the run of `s` before its first special byte, and
-/// whether the run is all ASCII.
+/// The length of the run of `s` before its first special byte (one a
+/// string needs a decision at: a quote, a backslash or a control byte),
+/// and whether the run is all ASCII.
 ///
-/// Eight bytes at a time: in a word `w`, `(x - 0x01..) & !x & 0x80..` is
-/// non-zero exactly when some byte of `x` is zero, and with `0x20..` in
-/// place of `0x01..` when some byte is below 0x20 (exact as to whether, not
-/// where: the byte loop finds where).
+/// Eight bytes at a time, as a little-endian word `w`:
+/// `(x - 0x0101..) & !x & 0x8080..` flags the bytes of `x` that are zero,
+/// and with `0x2020..` in place of `0x0101..` those below 0x20. A flag can
+/// be wrong only above a byte truly flagged (a borrow runs upward), so the
+/// lowest flag is exact: its bit index over 8 is where the run ends. The
+/// last few bytes are read as a word padded with a plain byte.
 fn special_run(s: &[u8]) -> (usize, bool) {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_ne_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_ne_bytes([b'\\'; 8]);
-    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
     let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     let mut skipped = 0;
     let mut high = 0;
-    for word in s.chunks_exact(8) {
-        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
-            break;
+    loop {
+        let rest = s.get(skipped..).unwrap_or_default();
+        let (w, avail) = match rest.first_chunk::<8>() {
+            Some(bytes) => (u64::from_le_bytes(*bytes), 8),
+            None => {
+                let mut bytes = [b'a'; 8];
+                for (slot, &b) in bytes.iter_mut().zip(rest) {
+                    *slot = b;
+                }
+                (u64::from_le_bytes(bytes), rest.len())
+            }
         };
-        let w = u64::from_ne_bytes(bytes);
         let special = zero_byte(w ^ QUOTES)
             | zero_byte(w ^ BACKSLASHES)
             | (w.wrapping_sub(SPACES) & !w & HIGH);
         if special != 0 {
-            break;
+            // At most 7 (the flag's byte index): the run ends inside the word.
+            let at = (special.trailing_zeros() / 8) as usize;
+            let before = (1u64 << (at * 8)).wrapping_sub(1);
+            high |= w & HIGH & before;
+            return (skipped + at.min(avail), high == 0);
         }
         high |= w & HIGH;
-        skipped += 8;
+        skipped += avail;
+        if avail < 8 {
+            return (skipped, high == 0);
+        }
     }
-    let tail = s.get(skipped..).unwrap_or_default();
-    let len = tail
-        .iter()
-        .position(|&b| is_special(b))
-        .unwrap_or(tail.len());
-    let ascii = high == 0 && tail.get(..len).is_some_and(<[u8]>::is_ascii);
-    (skipped + len, ascii)
 }
 
 /// The bit recording whether the container at `depth` (1..=MAX_DEPTH) is an
@@ -301,11 +356,35 @@ impl Lexer {
     /// then start the next chunk at position 0. `*pos` is left after the
     /// bytes consumed.
     pub(crate) fn next(&mut self, input: &[u8], pos: &mut usize) -> Step {
+        let step = self.next_in::<false>(input, pos);
+        if step == Step::More {
+            self.base = self.base.wrapping_add(input.len());
+        }
+        step
+    }
+
+    /// [`Lexer::next`] over one line of `input`: a `\n` or `\r` counts as
+    /// the end of the input, and [`Step::More`] leaves `*pos` at it (or at
+    /// the end of `input`). The next bytes are expected in a new call,
+    /// from position 0 of whatever follows. Offsets in the events are not
+    /// kept up across lines.
+    pub(crate) fn next_line(&mut self, input: &[u8], pos: &mut usize) -> Step {
+        self.next_in::<true>(input, pos)
+    }
+
+    #[inline(always)]
+    fn next_in<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Step {
         loop {
-            if self.state == State::Str {
-                self.skip_string(input, pos);
+            // The common case in straight-line code; the byte-by-byte
+            // machine takes over wherever it stops (and crosses at least
+            // one byte before it is tried again).
+            if let Some(event) = self.fast::<LINE>(input, pos) {
+                return Step::Event(event);
             }
             let Some(&b) = input.get(*pos) else { break };
+            if LINE && is_line_end(b) {
+                break;
+            }
             let at = self.base.wrapping_add(*pos);
             match self.byte(b, at) {
                 Act::Consume => *pos += 1,
@@ -323,8 +402,201 @@ impl Lexer {
         if self.state == State::Error {
             return Step::Error;
         }
-        self.base = self.base.wrapping_add(input.len());
         Step::More
+    }
+
+    /// Goes from the current state to the next event along the common
+    /// paths of the grammar — whitespace, `,`, `:`, a key, a string, an
+    /// unsigned integer, a literal, a bracket — without deciding each byte
+    /// through the state machine. Each step leaves `state` as the machine
+    /// would have it after the bytes consumed, so wherever this stops
+    /// (`None`: the end of the chunk, an escape, a cut character, a number
+    /// with a fraction, anything invalid) the machine carries on from the
+    /// same place and decides the byte, errors included.
+    #[inline(always)]
+    fn fast<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
+        match self.state {
+            State::After => self.fast_after::<LINE>(input, pos),
+            State::FirstKey | State::NextKey => self.fast_key::<LINE>(input, pos),
+            State::Colon => {
+                if skip_space::<LINE>(input, pos)? != b':' {
+                    return None;
+                }
+                *pos += 1;
+                self.state = State::Value;
+                self.fast_value::<LINE>(input, pos)
+            }
+            State::Value | State::FirstItem => self.fast_value::<LINE>(input, pos),
+            State::Str => self.fast_string(input, pos),
+            _ => None,
+        }
+    }
+
+    /// After a value in a container.
+    #[inline(always)]
+    fn fast_after<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
+        match skip_space::<LINE>(input, pos)? {
+            b',' => {
+                *pos += 1;
+                if self.in_object() {
+                    self.state = State::NextKey;
+                    self.fast_key::<LINE>(input, pos)
+                } else {
+                    self.state = State::Value;
+                    self.fast_value::<LINE>(input, pos)
+                }
+            }
+            b @ (b']' | b'}') => self.fast_close(b, pos),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn fast_close(&mut self, b: u8, pos: &mut usize) -> Option<Event> {
+        match self.close(b, self.base.wrapping_add(*pos)) {
+            Act::Emit(event) => {
+                *pos += 1;
+                Some(event)
+            }
+            // A mismatched bracket: left for the machine to refuse.
+            Act::Consume | Act::EmitKeep(_) | Act::Fail => None,
+        }
+    }
+
+    /// Where a key or `}` may start.
+    #[inline(always)]
+    fn fast_key<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
+        match skip_space::<LINE>(input, pos)? {
+            b'"' => {
+                *pos += 1;
+                self.in_key = true;
+                self.key_len = 0;
+                self.key_ok = true;
+                self.state = State::Str;
+                self.fast_string(input, pos)
+            }
+            b'}' if self.state == State::FirstKey => self.fast_close(b'}', pos),
+            _ => None,
+        }
+    }
+
+    /// Inside a string: up to its closing quote.
+    #[inline(always)]
+    fn fast_string(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
+        self.skip_string(input, pos);
+        if input.get(*pos) != Some(&b'"') {
+            return None;
+        }
+        let at = self.base.wrapping_add(*pos);
+        *pos += 1;
+        if self.in_key {
+            self.state = State::Colon;
+            Some(Event::Key { depth: self.depth })
+        } else {
+            self.state = self.after_value();
+            Some(self.scalar(Scalar::String, at.wrapping_add(1)))
+        }
+    }
+
+    /// Where a value must start (or, after `[`, `]` may).
+    #[inline(always)]
+    fn fast_value<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
+        let b = skip_space::<LINE>(input, pos)?;
+        let at = self.base.wrapping_add(*pos);
+        match b {
+            b'"' => {
+                *pos += 1;
+                self.start = at;
+                self.in_key = false;
+                self.state = State::Str;
+                self.fast_string(input, pos)
+            }
+            b'{' | b'[' => match self.open(b == b'{', at) {
+                Act::Emit(event) => {
+                    *pos += 1;
+                    self.start = at;
+                    Some(event)
+                }
+                // Too deep: left for the machine to refuse.
+                Act::Consume | Act::EmitKeep(_) | Act::Fail => None,
+            },
+            b']' if self.state == State::FirstItem => self.fast_close(b, pos),
+            b'0'..=b'9' => self.fast_number::<LINE>(input, pos, at),
+            b't' | b'f' | b'n' => {
+                let (word, scalar): (&[u8], _) = match b {
+                    b't' => (b"true", Scalar::True),
+                    b'f' => (b"false", Scalar::False),
+                    _ => (b"null", Scalar::Null),
+                };
+                let rest = input.get(*pos..)?;
+                if rest.get(..word.len()) != Some(word) {
+                    return None;
+                }
+                *pos += word.len();
+                self.start = at;
+                self.state = self.after_value();
+                Some(self.scalar(scalar, at.wrapping_add(word.len())))
+            }
+            _ => None,
+        }
+    }
+
+    /// A number starting with the digit at `*pos` (offset `at`): its
+    /// integer digits in one loop; a fraction or an exponent, or the end of
+    /// the chunk, is left to the machine in the state it would be in.
+    #[inline(always)]
+    fn fast_number<const LINE: bool>(
+        &mut self,
+        input: &[u8],
+        pos: &mut usize,
+        at: usize,
+    ) -> Option<Event> {
+        let rest = input.get(*pos..)?;
+        let (&first, digits) = rest.split_first()?;
+        let mut num = u64::from(first.wrapping_sub(b'0'));
+        let mut ok = true;
+        let mut len = 1;
+        if first != b'0' {
+            for &d in digits {
+                if !d.is_ascii_digit() {
+                    break;
+                }
+                if ok {
+                    match num
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                    {
+                        Some(n) => num = n,
+                        // Too large to count tokens with: never wrap.
+                        None => ok = false,
+                    }
+                }
+                len += 1;
+            }
+        }
+        *pos += len;
+        self.start = at;
+        self.num = num;
+        self.num_ok = ok;
+        match rest.get(len) {
+            // (With `LINE`, a line ending is the end of the input: the
+            // number may go on.)
+            Some(b'.' | b'e' | b'E') | None => {
+                self.state = State::Num(if first == b'0' { Num::Zero } else { Num::Int });
+                None
+            }
+            Some(&b) if LINE && is_line_end(b) => {
+                self.state = State::Num(if first == b'0' { Num::Zero } else { Num::Int });
+                None
+            }
+            Some(_) => {
+                // The number ends at the byte before; that byte is judged
+                // by the state after the value.
+                self.state = self.after_value();
+                let value = if ok { Some(num) } else { None };
+                Some(self.scalar(Scalar::Number(value), at.wrapping_add(len)))
+            }
+        }
     }
 
     /// Crosses as much of a string as it can in bulk: the bulk of any
@@ -332,6 +604,7 @@ impl Lexer {
     /// bytes and the validity of UTF-8 need deciding there. Stops where the
     /// byte-by-byte machine must take over: at a quote, a control byte, a
     /// `\u` escape, or a character the chunk cuts or gets wrong.
+    #[inline(always)]
     fn skip_string(&mut self, input: &[u8], pos: &mut usize) {
         loop {
             let rest = input.get(*pos..).unwrap_or_default();
@@ -349,13 +622,35 @@ impl Lexer {
                 }
             };
             if self.in_key {
-                self.push_key_run(region.get(..valid).unwrap_or_default());
+                match rest.first_chunk::<KEY_CAP>() {
+                    // A key's first run with the chunk long enough: one
+                    // fixed-size copy (what follows the run in `key` is
+                    // never read).
+                    Some(window) if self.key_len == 0 => {
+                        self.key = *window;
+                        match u8::try_from(valid) {
+                            Ok(len) if valid <= KEY_CAP => self.key_len = len,
+                            _ => self.key_ok = false,
+                        }
+                    }
+                    _ => self.push_key_run(region.get(..valid).unwrap_or_default()),
+                }
             }
             *pos += valid;
             if valid < region.len() {
                 return;
             }
             match rest.get(valid..) {
+                Some([b'\\', b'u', tail @ ..]) => match unicode_escape(tail) {
+                    Some((code, len)) => {
+                        match u8::try_from(code) {
+                            Ok(ascii) if ascii.is_ascii() => self.push_key(ascii),
+                            _ => self.not_ascii_key(),
+                        }
+                        *pos += 2 + len;
+                    }
+                    None => return,
+                },
                 Some([b'\\', e, ..]) => match simple_escape(*e) {
                     Some(decoded) => {
                         self.push_key(decoded);
@@ -907,6 +1202,75 @@ mod tests {
             assert!(lexer.is_complete());
             assert_eq!(out, whole, "split {split}");
         }
+    }
+
+    fn is_special(b: u8) -> bool {
+        b == b'"' || b == b'\\' || b < 0x20
+    }
+
+    /// Events and decoded keys of `doc` fed in chunks cut at `splits`, or
+    /// `None` when it is not JSON.
+    #[allow(clippy::type_complexity)]
+    fn lexed(doc: &[u8], splits: &[usize]) -> Option<(Vec<Event>, Vec<Option<Vec<u8>>>)> {
+        let mut lexer = Lexer::new();
+        let (mut events, mut keys) = (Vec::new(), Vec::new());
+        let mut from = 0;
+        for &to in splits.iter().chain([&doc.len()]) {
+            let chunk = &doc[from..to];
+            from = to;
+            let mut pos = 0;
+            loop {
+                match lexer.next(chunk, &mut pos) {
+                    Step::Event(e) => {
+                        if let Event::Key { .. } = e {
+                            keys.push(lexer.key().map(<[u8]>::to_vec));
+                        }
+                        events.push(e);
+                    }
+                    Step::More => break,
+                    Step::Error => return None,
+                }
+            }
+        }
+        lexer.is_complete().then_some((events, keys))
+    }
+
+    #[test]
+    fn escapes_decode_alike_at_every_split() {
+        for doc in [
+            &br#"{"\u0075sage":1,"k\u00e9":2,"\ud83d\ude00x":3,"a\nb\u0041":"\u0041\ud83d\ude00\n\/"}"#[..],
+            br#"{"k":"\ud800\ud800"}"#,
+            br#"{"k":"\ude00\ud83d"}"#,
+            br#"{"k":"\udbff\udfff\uDBFF\uDFFF\uFFFF\u0000"}"#,
+            br#"{"k":"\ud83d\u0041"}"#,
+            br#"{"k":"\ud83dx"}"#,
+            br#"{"k":"\u12g4"}"#,
+            br#"{"\u00e9abcdefghijklmnopqrstuvwxyz":1,"abcdefghijklmnopqrstuvwxyz":2}"#,
+            br#"{"abcdefghijklmnopqrstuvw":1,"abcdefghijklmnopqrstuvwx":2,"abcdefghijklmnopqrstuvwxy":3}"#,
+            br#"[0,01,-0,1.5,12e3,18446744073709551616,true,false,null,nul]"#,
+            br#"[0 ,1 , 2 ]"#,
+        ] {
+            let whole = lexed(doc, &[]);
+            for split in 0..=doc.len() {
+                assert_eq!(lexed(doc, &[split]), whole, "{doc:?} {split}");
+            }
+        }
+        let (_, keys) = lexed(
+            br#"{"\u0075sage":1,"k\u00e9":2,"x\ud83d\ude00":3,"a\nb\u0041":4,"abcdefghijklmnopqrstuvwx":5,"abcdefghijklmnopqrstuvwxy":6}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                Some(b"usage".to_vec()),
+                None,
+                None,
+                Some(b"a\nbA".to_vec()),
+                Some(b"abcdefghijklmnopqrstuvwx".to_vec()),
+                None
+            ]
+        );
     }
 
     #[test]

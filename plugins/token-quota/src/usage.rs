@@ -178,16 +178,25 @@ enum Name {
 }
 
 impl Name {
+    #[inline(always)]
     fn of(key: Option<&[u8]>) -> Name {
-        match key {
-            Some(b"usage") => Name::Usage,
-            Some(b"message") => Name::Message,
-            Some(b"response") => Name::Response,
-            Some(b"total_tokens") => Name::Total,
-            Some(b"prompt_tokens") => Name::Prompt,
-            Some(b"completion_tokens") => Name::Completion,
-            Some(b"input_tokens") => Name::Input,
-            Some(b"output_tokens") => Name::Output,
+        // By length, then as fixed-size arrays: compared inline, with no
+        // call to a general slice comparison per key.
+        fn is<const N: usize>(key: &[u8], name: &[u8; N]) -> bool {
+            key.first_chunk::<N>() == Some(name)
+        }
+        let Some(key) = key else {
+            return Name::Other;
+        };
+        match key.len() {
+            5 if is(key, b"usage") => Name::Usage,
+            7 if is(key, b"message") => Name::Message,
+            8 if is(key, b"response") => Name::Response,
+            12 if is(key, b"total_tokens") => Name::Total,
+            12 if is(key, b"input_tokens") => Name::Input,
+            13 if is(key, b"prompt_tokens") => Name::Prompt,
+            13 if is(key, b"output_tokens") => Name::Output,
+            17 if is(key, b"completion_tokens") => Name::Completion,
             _ => Name::Other,
         }
     }
@@ -335,6 +344,27 @@ impl Doc {
         }
     }
 
+    /// Feeds the line at the start of `bytes`, up to its first `\n` or
+    /// `\r`: the offset of that byte, or the length of `bytes`.
+    fn feed_line(&mut self, bytes: &[u8]) -> usize {
+        if self.failed {
+            return line_end(bytes);
+        }
+        let mut pos = 0;
+        loop {
+            match self.lexer.next_line(bytes, &mut pos) {
+                Step::Event(event) => self.event(event),
+                Step::More => return pos,
+                Step::Error => {
+                    self.failed = true;
+                    let rest = bytes.get(pos..).unwrap_or_default();
+                    return pos + line_end(rest);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
     fn event(&mut self, event: Event) {
         match event {
             Event::Open { object, depth, .. } => {
@@ -359,6 +389,7 @@ impl Doc {
     /// A value started in the container at `depth`: `scalar` when it is
     /// one, `None` for an array or object. A new value for a key replaces
     /// whatever an earlier duplicate of the key said.
+    #[inline(always)]
     fn value(&mut self, depth: u8, scalar: Option<Scalar>) {
         let [first, second, third] = self.path;
         let source = |name| match name {
@@ -494,6 +525,44 @@ enum Line {
     Skip,
 }
 
+/// The offset of the first `\n` or `\r` in `s`, or its length.
+///
+/// Eight bytes at a time, as a little-endian word: `(x - 0x0101..) & !x &
+/// 0x8080..` flags the zero bytes of `x`, and its lowest flag is exact (a
+/// wrong flag can only sit above a right one). The last few bytes are read
+/// as a word padded with a byte that is neither.
+fn line_end(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const LF: u64 = u64::from_le_bytes([b'\n'; 8]);
+    const CR: u64 = u64::from_le_bytes([b'\r'; 8]);
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut at = 0;
+    loop {
+        let rest = s.get(at..).unwrap_or_default();
+        let (w, avail) = match rest.first_chunk::<8>() {
+            Some(bytes) => (u64::from_le_bytes(*bytes), 8),
+            None => {
+                let mut bytes = [0; 8];
+                for (slot, &b) in bytes.iter_mut().zip(rest) {
+                    *slot = b;
+                }
+                (u64::from_le_bytes(bytes), rest.len())
+            }
+        };
+        let found = zero_byte(w ^ LF) | zero_byte(w ^ CR);
+        if found != 0 {
+            // The flag's byte index, at most 7.
+            let i = (found.trailing_zeros() / 8) as usize;
+            return at + i.min(avail);
+        }
+        at += avail;
+        if avail < 8 {
+            return at;
+        }
+    }
+}
+
 /// Usage merged across the events of a stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Totals {
@@ -597,15 +666,12 @@ impl SseScanner {
             // Whole runs of data or skipped bytes in one step, up to the
             // line ending (`b` is not one, so the run is never empty).
             if matches!(self.line, Line::Data | Line::Skip) {
-                let end = rest
-                    .iter()
-                    .position(|&c| c == b'\n' || c == b'\r')
-                    .unwrap_or(rest.len());
-                let (run, after) = rest.split_at_checked(end).unwrap_or((rest, &[]));
-                if self.line == Line::Data {
-                    self.doc.feed(run);
-                }
-                rest = after;
+                let end = if self.line == Line::Data {
+                    self.doc.feed_line(rest)
+                } else {
+                    line_end(rest)
+                };
+                rest = rest.get(end..).unwrap_or_default();
                 continue;
             }
             match self.line {
@@ -666,16 +732,15 @@ impl SseScanner {
             return;
         }
         self.has_data = false;
-        let doc = core::mem::replace(&mut self.doc, Doc::new());
-        if !doc.object {
-            return;
+        if self.doc.object {
+            let record = self.doc.usage();
+            if !self.doc.is_complete() || record.is_bad() {
+                self.malformed = true;
+            } else if !record.is_empty() {
+                self.totals.merge(&record);
+            }
         }
-        let record = doc.usage();
-        if !doc.is_complete() || record.is_bad() {
-            self.malformed = true;
-        } else if !record.is_empty() {
-            self.totals.merge(&record);
-        }
+        self.doc = Doc::new();
     }
 
     /// Whether a complete event has reported usage so far; unlike
@@ -1431,6 +1496,125 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn line_end_matches_a_byte_loop() {
+        let naive = |s: &[u8]| {
+            s.iter()
+                .position(|&b| b == b'\n' || b == b'\r')
+                .unwrap_or(s.len())
+        };
+        let base = b"abcdefghijklmnopqrstuvwxyz0123456789".to_vec();
+        for len in 0..=base.len() {
+            let plain = &base[..len];
+            assert_eq!(line_end(plain), naive(plain));
+            for at in 0..len {
+                for b in [b'\n', b'\r', 0x00, 0x0B, 0x0C, 0x8A, 0x8D, 0xFF] {
+                    let mut s = plain.to_vec();
+                    s[at] = b;
+                    assert_eq!(line_end(&s), naive(&s), "{s:?}");
+                    if at + 1 < len {
+                        s[at + 1] = b'\n';
+                        assert_eq!(line_end(&s), naive(&s), "{s:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The event-stream scanner as it was before lines went to the lexer
+    /// whole: each data run cut at its line ending by a byte loop, then
+    /// lexed with [`Lexer::next`] (line endings are JSON whitespace there).
+    fn sse_reference(chunks: &[&[u8]]) -> Scan {
+        let mut scanner = SseScanner::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while let Some((&b, tail)) = rest.split_first() {
+                if scanner.after_cr {
+                    scanner.after_cr = false;
+                    if b == b'\n' {
+                        rest = tail;
+                        continue;
+                    }
+                }
+                if b == b'\n' || b == b'\r' {
+                    scanner.after_cr = b == b'\r';
+                    scanner.end_line();
+                    rest = tail;
+                    continue;
+                }
+                if matches!(scanner.line, Line::Data | Line::Skip) {
+                    let end = rest
+                        .iter()
+                        .position(|&c| c == b'\n' || c == b'\r')
+                        .unwrap_or(rest.len());
+                    let (run, after) = rest.split_at(end);
+                    if scanner.line == Line::Data {
+                        scanner.doc.feed(run);
+                    }
+                    rest = after;
+                    continue;
+                }
+                match scanner.line {
+                    Line::Start if b == b':' => scanner.line = Line::Skip,
+                    Line::Start => scanner.field_byte(0, b),
+                    Line::Field(matched) => scanner.field_byte(matched, b),
+                    Line::Space => {
+                        scanner.line = Line::Data;
+                        if b != b' ' {
+                            continue;
+                        }
+                    }
+                    Line::Data | Line::Skip => {}
+                }
+                rest = tail;
+            }
+        }
+        scanner.finish()
+    }
+
+    #[test]
+    fn sse_matches_the_per_line_reference() {
+        let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
+        for i in 0..30_000 {
+            let mut input = if i % 4 == 1 {
+                // A real stream, to be cut by the line endings below.
+                let cases = sse_cases();
+                cases[rng.below(cases.len())].0.clone()
+            } else if i % 2 == 0 {
+                garbage(&mut rng, 2)
+            } else {
+                // JSON-ish bytes in a data line, and an event with usage.
+                let mut input = b"data: {\"a\":".to_vec();
+                input.extend(garbage(&mut rng, 1));
+                input.extend_from_slice(b"}\n\ndata: {\"usage\":{\"total_tokens\":3}}\n\n");
+                input
+            };
+            if i % 3 == 0 || i % 4 == 1 {
+                // Line endings and numbers where the lexer must stop.
+                for b in input.iter_mut() {
+                    if rng.below(if i % 4 == 1 { 60 } else { 20 }) == 0 {
+                        *b = [b'\n', b'\r', b'7', b' '][rng.below(4)];
+                    }
+                }
+            }
+            let mut splits = [rng.below(input.len() + 1), rng.below(input.len() + 1)];
+            splits.sort_unstable();
+            let (a, rest) = input.split_at(splits[0]);
+            let (b, c) = rest.split_at(splits[1] - splits[0]);
+            let expected = sse_reference(&[&input]);
+            assert_eq!(scan_sse(&input), expected, "{input:?}");
+            assert_eq!(sse_reference(&[a, b, c]), expected, "{input:?} {splits:?}");
+            assert_eq!(
+                sse_chunked(&input, &splits),
+                expected,
+                "{input:?} {splits:?}"
+            );
+        }
+        for (body, _) in sse_cases() {
+            assert_eq!(scan_sse(&body), sse_reference(&[&body]));
+        }
     }
 
     #[test]
