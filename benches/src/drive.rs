@@ -93,6 +93,13 @@ impl KitDriver {
         self.filter.host_mut()
     }
 
+    /// Counter `name` once the kit has published its counts, as it does on
+    /// its tick.
+    pub fn counter(&mut self, name: &str) -> u64 {
+        self.filter.flush_counters();
+        self.filter.host().counter(name)
+    }
+
     /// Sends one request; `redis` gives the count for its call. Returns the
     /// status the client gets (see [`verdict`]).
     pub fn request(&mut self, request: &Request<'_>, redis: &mut impl FnMut(&[u8]) -> i64) -> u16 {

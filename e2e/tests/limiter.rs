@@ -98,6 +98,37 @@ fn global_limit_passes_exactly_the_threshold_then_rejects() {
     for r in &responses[10..] {
         assert_rejected(r, 10, window);
     }
+    // The plugin publishes its counters on a one-second tick.
+    assert_counter_reaches(&stack.envoy, "limiter.allowed", 10);
+    assert_counter_reaches(&stack.envoy, "limiter.limited", 1);
+    assert_counter_reaches(&stack.envoy, "limiter.limited_locally", 4);
+}
+
+/// Waits up to three flush periods for Envoy's stat of plugin counter
+/// `name` to read `want`.
+fn assert_counter_reaches(envoy: &stack::Envoy, name: &str, want: u64) {
+    let deadline = std::time::Instant::now() + 3 * kit::COUNTER_FLUSH;
+    loop {
+        let stats = envoy.stats();
+        let value = stats.lines().find_map(|line| {
+            let (stat, value) = line.split_once(": ")?;
+            stat.ends_with(name)
+                .then(|| value.trim().parse::<u64>().ok())?
+        });
+        if value == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter {name} is {value:?}, not {want}; stats:\n{}",
+            stats
+                .lines()
+                .filter(|l| l.contains("limiter"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -43,6 +43,14 @@ const HOLD_PROBE: Duration = Duration::from_millis(100);
 /// nothing; each miss costs its request [`HOLD_PROBE`] of latency.
 const PROBE_MISSES: u8 = 3;
 
+/// How often counted events reach the proxy's counters.
+///
+/// Counting adds to a plain integer; the host calls that publish the sums
+/// run on this tick (and when the plugin stops), so a request pays no VM
+/// crossing for its counters. Envoy itself flushes stats to sinks every
+/// 5 s by default, so a one-second delay is not visible there.
+pub const COUNTER_FLUSH: Duration = Duration::from_secs(1);
+
 /// Whether the proxy honours `HeaderStopIteration` from header callbacks.
 ///
 /// Upstream Envoy does only when the Wasm `PluginConfig` sets
@@ -127,7 +135,10 @@ pub struct Filter<P: Plugin, H: Host> {
     host: H,
     compiled: Option<Retained<Compiled<P>>>,
     redis: Option<RedisClient>,
+    /// Host ids of the plugin's counters, then the kit's own.
     counters: Vec<u32>,
+    /// Counts not yet published, by the index of `counters`.
+    pending: Vec<u64>,
     log_level: LogLevel,
     slots: Vec<Slot<P::State>>,
     free: Vec<u32>,
@@ -141,9 +152,12 @@ pub struct Filter<P: Plugin, H: Host> {
     stop_iteration: StopIteration,
     /// Held requests let go without their body so far.
     probe_misses: u8,
-    /// The probe tick is running.
+    /// The probe tick is wanted.
     probe_ticking: bool,
-    over_limit_counter: Option<u32>,
+    /// The tick period last asked of the host.
+    tick: Duration,
+    /// Index in `counters` of `<plugin>.body_over_limit`.
+    over_limit_counter: Option<usize>,
 }
 
 impl<P: Plugin, H: Host> core::fmt::Debug for Filter<P, H> {
@@ -164,6 +178,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             compiled: None,
             redis: None,
             counters: Vec::new(),
+            pending: Vec::new(),
             log_level: LogLevel::Info,
             slots: Vec::new(),
             free: Vec::new(),
@@ -177,6 +192,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             stop_iteration: StopIteration::Unknown,
             probe_misses: 0,
             probe_ticking: false,
+            tick: Duration::ZERO,
             over_limit_counter: None,
         }
     }
@@ -247,27 +263,24 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             }
             Rules::compile(&top, KIT_KEYS, |fields| P::configure(fields, &mut setup))
         })?;
-        let mut counters = Vec::with_capacity(P::COUNTERS.len());
-        for name in P::COUNTERS {
+        let buffers = P::REQUEST_BODY == BodyMode::Buffer || P::RESPONSE_BODY == BodyMode::Buffer;
+        let mut counters = Vec::with_capacity(P::COUNTERS.len() + 1);
+        let kit_counters: &[&str] = if buffers { &["body_over_limit"] } else { &[] };
+        for name in P::COUNTERS.iter().chain(kit_counters) {
             let full = format!("{}.{}", P::NAME, name);
             let id = host
                 .define_counter(&full)
                 .map_err(|e| ConfigError::new("", format!("cannot define counter {full}: {e}")))?;
             counters.push(id);
         }
-        let buffers = P::REQUEST_BODY == BodyMode::Buffer || P::RESPONSE_BODY == BodyMode::Buffer;
-        self.over_limit_counter =
-            if buffers {
-                let full = format!("{}.body_over_limit", P::NAME);
-                Some(host.define_counter(&full).map_err(|e| {
-                    ConfigError::new("", format!("cannot define counter {full}: {e}"))
-                })?)
-            } else {
-                None
-            };
+        // Counts of the previous configuration belong to its counters.
+        self.flush_counters();
+        self.over_limit_counter = buffers.then_some(P::COUNTERS.len());
+        self.pending = vec![0; counters.len()];
         self.compiled = Some(compiled);
         self.redis = redis;
         self.counters = counters;
+        self.retick();
         self.max_body_bytes = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
         Ok(())
     }
@@ -367,9 +380,13 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     /// without ever delivering their body (see the crate docs on
     /// `HeaderStopIteration`).
     pub fn on_tick(&mut self) {
+        self.flush_counters();
+        if !self.probe_ticking {
+            return;
+        }
         if self.stop_iteration == StopIteration::Honoured {
             self.probe_ticking = false;
-            self.host.set_tick_period(Duration::ZERO);
+            self.retick();
             return;
         }
         let now = self.host.now_nanos();
@@ -416,7 +433,43 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
         if self.stop_iteration == StopIteration::Ignored {
             self.probe_ticking = false;
-            self.host.set_tick_period(Duration::ZERO);
+            self.retick();
+        }
+    }
+
+    /// Publishes the counts made since the last flush, one host call per
+    /// counter that moved. Runs on every tick and when the plugin stops.
+    pub fn flush_counters(&mut self) {
+        for (&id, pending) in self.counters.iter().zip(self.pending.iter_mut()) {
+            if *pending > 0 {
+                self.host.increment_counter(id, *pending);
+                *pending = 0;
+            }
+        }
+    }
+
+    /// Asks the host for the tick the filter needs now: fast while the
+    /// body probe runs, every [`COUNTER_FLUSH`] while there are counters.
+    fn retick(&mut self) {
+        let period = if self.probe_ticking {
+            HOLD_PROBE / 2
+        } else if !self.counters.is_empty() {
+            COUNTER_FLUSH
+        } else {
+            Duration::ZERO
+        };
+        if period != self.tick {
+            self.tick = period;
+            self.host.set_tick_period(period);
+        }
+    }
+
+    fn count_over_limit(&mut self) {
+        if let Some(pending) = self
+            .over_limit_counter
+            .and_then(|i| self.pending.get_mut(i))
+        {
+            *pending = pending.saturating_add(1);
         }
     }
 
@@ -489,7 +542,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
         if stop == StopIteration::Unknown && !self.probe_ticking {
             self.probe_ticking = true;
-            self.host.set_tick_period(HOLD_PROBE / 2);
+            self.retick();
         }
         Action::Pause
     }
@@ -549,9 +602,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 if action == Action::Pause && !waiting && size > max {
                     // Held back past the limit: let the bytes go rather
                     // than hit the proxy's own buffer limit.
-                    if let Some(counter) = self.over_limit_counter {
-                        self.host.increment_counter(counter, 1);
-                    }
+                    self.count_over_limit();
                     action = Action::Continue;
                 }
                 if let Some(half) = self.half(id, direction) {
@@ -591,9 +642,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     }
 
     fn over_limit(&mut self, id: StreamId, direction: Direction) -> Action {
-        if let Some(counter) = self.over_limit_counter {
-            self.host.increment_counter(counter, 1);
-        }
+        self.count_over_limit();
         match direction {
             Direction::Request => {
                 if let Some(slot) = self.live_slot(id) {
@@ -671,13 +720,6 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         if !self.enter(stream, switch_context) {
             return;
         }
-        let status = if num_headers == 0 {
-            None
-        } else {
-            self.host
-                .header(HeaderMap::HttpCallResponse, ":status")
-                .and_then(parse_status)
-        };
         let mut body = core::mem::take(&mut self.reply);
         body.clear();
         if body_size > 0 {
@@ -687,7 +729,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
         match kind {
             CallKind::Http => {
-                let reply = match status {
+                let reply = match self.call_status(num_headers) {
                     Some(status) => Ok(HttpReply {
                         status,
                         body: &body,
@@ -697,16 +739,35 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 self.resume_after(stream, |cx| P::on_http_reply(cx, reply));
             }
             CallKind::RedisWebdis | CallKind::RedisNative => {
-                let outcome = match status {
-                    None => Err(RedisError::Network),
-                    Some(200) => Ok(()),
-                    Some(504) => Err(RedisError::Timeout),
-                    Some(other) => Err(RedisError::Http(other)),
+                // A body that is one whole RESP value is Redis's answer, so
+                // the status is only read to explain a body that is not:
+                // one host call fewer on every reply. Envoy's own answers
+                // (503 "no healthy upstream", 504 "upstream request
+                // timeout") and webdis's empty 503 never decode as RESP.
+                let decoded = match resp::decode(&body) {
+                    _ if num_headers == 0 => Err(RedisError::Network),
+                    Ok(decoded) => Ok(decoded),
+                    Err(_) => Err(match self.call_status(num_headers) {
+                        None => RedisError::Network,
+                        Some(200) => RedisError::Protocol,
+                        Some(504) => RedisError::Timeout,
+                        Some(other) => RedisError::Http(other),
+                    }),
                 };
-                self.deliver_redis(stream, retry, outcome, &body);
+                self.deliver_redis(stream, retry, decoded, &body);
             }
         }
         self.reply = body;
+    }
+
+    /// The `:status` of the HTTP call answer being delivered.
+    fn call_status(&mut self, num_headers: usize) -> Option<u16> {
+        if num_headers == 0 {
+            return None;
+        }
+        self.host
+            .header(HeaderMap::HttpCallResponse, ":status")
+            .and_then(parse_status)
     }
 
     /// A Higress native Redis call answered (`status` 0) or failed.
@@ -719,15 +780,15 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
         let mut body = core::mem::take(&mut self.reply);
         body.clear();
-        let outcome = if status == 0 {
+        let decoded = if status == 0 {
             if let Some(bytes) = self.host.body(BodyBuffer::RedisCallResponse, 0, size) {
                 body.extend_from_slice(bytes);
             }
-            Ok(())
+            resp::decode(&body).map_err(|_| RedisError::Protocol)
         } else {
             Err(RedisError::Network)
         };
-        self.deliver_redis(stream, retry, outcome, &body);
+        self.deliver_redis(stream, retry, decoded, &body);
         self.reply = body;
     }
 
@@ -746,10 +807,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         &mut self,
         stream: StreamId,
         retry: Option<&'static str>,
-        outcome: Result<(), RedisError>,
+        decoded: Result<resp::Decoded, RedisError>,
         body: &[u8],
     ) {
-        let decoded = outcome.and_then(|()| resp::decode(body).map_err(|_| RedisError::Protocol));
         if let (Ok(d), Some(source)) = (&decoded, retry) {
             if d.reply(body).is_error(b"NOSCRIPT") {
                 if let Some(client) = self.redis.as_mut() {
@@ -803,7 +863,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             host,
             compiled,
             redis,
-            counters,
+            pending,
             log_level,
             slots,
             calls,
@@ -849,7 +909,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 redis: redis.as_mut(),
                 calls,
                 stream: id,
-                counters,
+                counters: pending,
                 log_level: *log_level,
                 plugin: P::NAME,
                 responded: &mut slot.responded,

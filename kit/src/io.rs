@@ -16,7 +16,8 @@ pub struct Io<'a, H: Host> {
     pub(crate) redis: Option<&'a mut RedisClient>,
     pub(crate) calls: &'a mut Calls,
     pub(crate) stream: StreamId,
-    pub(crate) counters: &'a [u32],
+    /// Counts not yet published, by counter index.
+    pub(crate) counters: &'a mut [u64],
     pub(crate) log_level: LogLevel,
     pub(crate) plugin: &'static str,
     pub(crate) responded: &'a mut bool,
@@ -155,9 +156,13 @@ impl<'a, H: Host> Io<'a, H> {
     }
 
     /// Adds `delta` to counter `index` of [`Plugin::COUNTERS`](crate::Plugin::COUNTERS).
+    ///
+    /// This is a plain addition: the sums reach the proxy on the next tick
+    /// (at most [`COUNTER_FLUSH`](crate::COUNTER_FLUSH) later), so counting
+    /// costs a request no host call.
     pub fn count_by(&mut self, index: usize, delta: u64) {
-        if let Some(&id) = self.counters.get(index) {
-            self.host.increment_counter(id, delta);
+        if let Some(pending) = self.counters.get_mut(index) {
+            *pending = pending.saturating_add(delta);
         }
     }
 

@@ -73,7 +73,7 @@ mod rules;
 
 pub use calls::StreamId;
 pub use config::{ConfigError, Field, Fields};
-pub use engine::{Action, Filter};
+pub use engine::{Action, Filter, COUNTER_FLUSH};
 pub use host::{Direction, Host, HostError, LogLevel};
 pub use http::{HttpError, HttpReply, HttpRequest};
 pub use io::Io;

@@ -261,6 +261,9 @@ impl<P: Plugin> Context for Root<P> {
     }
 
     fn on_done(&mut self) -> bool {
+        if let Ok(mut filter) = self.filter.try_borrow_mut() {
+            filter.flush_counters();
+        }
         #[cfg(feature = "higress")]
         redis_roots::remove(self.context_id);
         let _ = self.context_id;

@@ -59,9 +59,9 @@ fn global_limit_allows_then_rejects_with_headers() {
     assert_eq!(response.body, b"Too many requests");
     // Redis counted 11: the 12th to 15th were rejected from the cache.
     assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![11]);
-    assert_eq!(d.host().counter("limiter.allowed"), 10);
-    assert_eq!(d.host().counter("limiter.limited"), 1);
-    assert_eq!(d.host().counter("limiter.limited_locally"), 4);
+    assert_eq!(d.counter("limiter.allowed"), 10);
+    assert_eq!(d.counter("limiter.limited"), 1);
+    assert_eq!(d.counter("limiter.limited_locally"), 4);
 }
 
 #[test]
@@ -214,7 +214,7 @@ fn redis_failure_lets_requests_through_by_default() {
     for _ in 0..3 {
         assert_eq!(d.request(&[]), Outcome::Forwarded);
     }
-    assert_eq!(d.host().counter("limiter.redis_errors"), 3);
+    assert_eq!(d.counter("limiter.redis_errors"), 3);
 }
 
 #[test]
@@ -485,12 +485,30 @@ fn host_calls_per_request_stay_few() {
 
     let before = calls(&mut d);
     assert_eq!(d.request(&[]), Outcome::Forwarded);
-    // now, the webdis call; then :status, reply body, counter, resume.
-    assert_eq!(calls(&mut d) - before, 6);
+    // now, the webdis call; then the reply body and resume. Counters are
+    // published on the tick, and the call's `:status` is only read when
+    // the body is not a RESP reply.
+    assert_eq!(calls(&mut d) - before, 4);
 
     assert_eq!(d.request(&[]), Outcome::Answered(429));
     let before = calls(&mut d);
     assert_eq!(d.request(&[]), Outcome::Answered(429));
-    // Over the limit from the cache: now, counter, local response.
-    assert_eq!(calls(&mut d) - before, 3);
+    // Over the limit from the cache: now, local response.
+    assert_eq!(calls(&mut d) - before, 2);
+
+    // The counts reach the proxy on the tick, one call per moved counter.
+    assert_eq!(d.host().tick_period, kit::COUNTER_FLUSH);
+    let before = calls(&mut d);
+    d.filter.on_tick();
+    assert_eq!(
+        calls(&mut d) - before,
+        3,
+        "allowed, limited, limited_locally"
+    );
+    assert_eq!(d.host().counter("limiter.allowed"), 1);
+    assert_eq!(d.host().counter("limiter.limited"), 1);
+    assert_eq!(d.host().counter("limiter.limited_locally"), 1);
+    let before = calls(&mut d);
+    d.filter.on_tick();
+    assert_eq!(calls(&mut d) - before, 0, "nothing moved");
 }

@@ -70,6 +70,7 @@ fn network_failure_status_follows_the_failure_mode() {
     let token = f.host().last_call.as_ref().unwrap().token;
     f.on_redis_call_response(token, 1, 0);
     assert_eq!(f.host().resumed[0], 1);
+    f.flush_counters();
     assert_eq!(f.host().counter("limiter.redis_errors"), 1);
 }
 

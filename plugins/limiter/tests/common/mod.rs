@@ -48,6 +48,14 @@ impl Driver {
         self.filter.host_mut()
     }
 
+    /// Counter `name` as the proxy sees it once the counts are published
+    /// (which the kit does on its tick).
+    #[allow(dead_code)] // not every test binary reads counters
+    pub fn counter(&mut self, name: &str) -> u64 {
+        self.filter.flush_counters();
+        self.filter.host().counter(name)
+    }
+
     /// Sends one request with `headers` and answers its Redis call, if any.
     pub fn request(&mut self, headers: &[(&str, &str)]) -> Outcome {
         let host = self.filter.host_mut();

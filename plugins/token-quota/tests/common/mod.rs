@@ -72,6 +72,14 @@ impl Driver {
         self.filter.host_mut()
     }
 
+    /// Counter `name` as the proxy sees it once the counts are published
+    /// (which the kit does on its tick).
+    #[allow(dead_code)] // not every test binary reads counters
+    pub fn counter(&mut self, name: &str) -> u64 {
+        self.filter.flush_counters();
+        self.filter.host().counter(name)
+    }
+
     /// Answers Redis calls until the stream stops waiting on one; returns
     /// whether anything was answered.
     fn pump(&mut self) -> bool {
