@@ -48,6 +48,21 @@ pub const INTEGER_REPLY: &[u8] = b":42\r\n";
 /// A bulk reply of 40 bytes (a script digest, as `SCRIPT LOAD` answers).
 pub const BULK_REPLY: &[u8] = b"$40\r\n9b1b8a8bd5c3c5a3e2f0d1c4b7a6e5f4d3c2b1a0\r\n";
 
+/// The replies of the `resp_decode` group: what INCR and the counting
+/// script answer, GET of a missing key, a bulk string, an array (a script
+/// returning count, limit and TTL) and the error that makes the kit fall
+/// back from EVALSHA to EVAL.
+pub const REPLIES: [(&str, &[u8]); 5] = [
+    ("integer", b":17\r\n"),
+    ("nil", b"$-1\r\n"),
+    ("bulk", BULK_REPLY),
+    ("array3", b"*3\r\n:17\r\n:100\r\n:42\r\n"),
+    (
+        "noscript",
+        b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
+    ),
+];
+
 /// A global limit, no `_rules_`, quota headers on allowed answers.
 pub const GLOBAL_CONFIG: &str = r#"{
   "rule_name": "api",

@@ -29,6 +29,11 @@ pub fn evalsha_args(sha: &str, k: &KeyFields<'_>) -> Vec<String> {
     ]
 }
 
+/// `INCRBY <key> <delta>` as owned strings.
+pub fn incrby_args(k: &KeyFields<'_>, delta: i64) -> Vec<String> {
+    vec!["INCRBY".to_string(), key(k), delta.to_string()]
+}
+
 /// RESP2 array of bulk strings, written with `format!` into a fresh `Vec`.
 pub fn resp_command(args: &[String]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();

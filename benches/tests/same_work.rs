@@ -33,6 +33,8 @@ fn encoders_write_the_same_bytes() {
         "*5\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n$1\r\n1\r\n$52\r\nlimiter:{{api:header:x-api-key:k-3f9a2c71}}:1700000000\r\n$2\r\n60\r\n"
     );
     assert_eq!(&wire[..], expected.as_bytes());
+    ours::encode_with_redis_protocol(&args, &mut wire);
+    assert_eq!(&wire[..], expected.as_bytes());
     let owned = naive::evalsha_args(&sha, &KEY);
     assert_eq!(naive::resp_command(&owned), expected.as_bytes());
     assert_eq!(
@@ -46,6 +48,21 @@ fn encoders_write_the_same_bytes() {
     );
     assert_eq!(&wire[..], path.as_bytes());
     assert_eq!(naive::webdis_path(&owned), path);
+}
+
+#[test]
+fn incrby_encoders_write_the_same_bytes() {
+    let mut args = CommandArgs::default();
+    ours::incrby_args(&mut args, &KEY, 1234);
+    let expected = "*3\r\n$6\r\nINCRBY\r\n$52\r\nlimiter:{api:header:x-api-key:k-3f9a2c71}:1700000000\r\n$4\r\n1234\r\n";
+    let mut wire = BytesMut::new();
+    encode_command(&args, &mut wire);
+    assert_eq!(&wire[..], expected.as_bytes());
+    ours::encode_with_redis_protocol(&args, &mut wire);
+    assert_eq!(&wire[..], expected.as_bytes());
+    let owned = naive::incrby_args(&KEY, 1234);
+    assert_eq!(naive::resp_command(&owned), expected.as_bytes());
+    assert_eq!(naive::owned_frame_command(owned), expected.as_bytes());
 }
 
 #[test]

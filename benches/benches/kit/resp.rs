@@ -1,39 +1,74 @@
 //! `resp_encode` and `resp_decode`: the kit's RESP and webdis encoders and
-//! its borrowed decoder beside `format!`-built buffers and
-//! `redis-protocol`'s owned frames.
+//! its borrowed decoder beside `redis-protocol`'s borrowed encoder and range
+//! decoder, its owned frames, and `format!`-built buffers.
 
-use benches::inputs::{script_sha1, BULK_REPLY, INTEGER_REPLY, KEY};
+use benches::inputs::{script_sha1, KEY, REPLIES};
 use benches::{naive, ours};
 use bytes::BytesMut;
 use criterion::{criterion_group, Criterion};
-use kit::resp::{decode as kit_decode, encode_command, encode_webdis_path, CommandArgs};
-use redis_protocol::resp2::decode::decode as owned_decode;
-use redis_protocol::resp2::types::OwnedFrame;
+use kit::resp::{decode as kit_decode, encode_command, encode_webdis_path, CommandArgs, Reply};
+use redis_protocol::resp2::decode::{decode as owned_decode, decode_range};
+use redis_protocol::resp2::types::{OwnedFrame, RangeFrame};
 use std::hint::black_box;
 
-/// EVALSHA sha 1 <52-byte key> 60, and its webdis path.
+/// `EVALSHA sha 1 <52-byte key> 60` (the limiter's count) and `INCRBY
+/// <52-byte key> 1234` (the token quota's charge), each built from its
+/// parts and encoded, every time; then the webdis path of the EVALSHA.
 fn bench_encode(c: &mut Criterion) {
     let sha = script_sha1();
     let mut group = c.benchmark_group("resp_encode");
-
-    // The command built from its parts and encoded, each time.
     let mut args = CommandArgs::default();
     let mut wire = BytesMut::new();
-    group.bench_function("evalsha/kit_reused_buffer", |b| {
-        b.iter(|| {
-            ours::evalsha_args(&mut args, black_box(sha.as_bytes()), black_box(&KEY));
-            encode_command(&args, &mut wire);
-            black_box(&wire[..]);
+    type Build<'a> = &'a dyn Fn(&mut CommandArgs);
+    type BuildOwned<'a> = &'a dyn Fn() -> Vec<String>;
+    let commands: [(&str, Build<'_>, BuildOwned<'_>); 2] = [
+        (
+            "evalsha",
+            &|args| ours::evalsha_args(args, black_box(sha.as_bytes()), black_box(&KEY)),
+            &|| naive::evalsha_args(black_box(&sha), black_box(&KEY)),
+        ),
+        (
+            "incrby",
+            &|args| ours::incrby_args(args, black_box(&KEY), black_box(1234)),
+            &|| naive::incrby_args(black_box(&KEY), black_box(1234)),
+        ),
+    ];
+    for (name, build, build_owned) in commands {
+        group.bench_function(format!("{name}/kit_reused_buffer"), |b| {
+            b.iter(|| {
+                build(&mut args);
+                encode_command(&args, &mut wire);
+                black_box(&wire[..]);
+            });
         });
-    });
-    group.bench_function("evalsha/naive_format_vec", |b| {
-        b.iter(|| naive::resp_command(&naive::evalsha_args(black_box(&sha), black_box(&KEY))));
-    });
-    group.bench_function("evalsha/redis_protocol_owned_frame", |b| {
-        b.iter(|| {
-            naive::owned_frame_command(naive::evalsha_args(black_box(&sha), black_box(&KEY)))
+        group.bench_function(format!("{name}/redis_protocol_borrowed_reused"), |b| {
+            b.iter(|| {
+                build(&mut args);
+                ours::encode_with_redis_protocol(&args, &mut wire);
+                black_box(&wire[..]);
+            });
         });
-    });
+        // The encoders alone, on arguments built once.
+        build(&mut args);
+        group.bench_function(format!("{name}/encode_only/kit"), |b| {
+            b.iter(|| {
+                encode_command(black_box(&args), &mut wire);
+                black_box(&wire[..]);
+            });
+        });
+        group.bench_function(format!("{name}/encode_only/redis_protocol_borrowed"), |b| {
+            b.iter(|| {
+                ours::encode_with_redis_protocol(black_box(&args), &mut wire);
+                black_box(&wire[..]);
+            });
+        });
+        group.bench_function(format!("{name}/naive_format_vec"), |b| {
+            b.iter(|| naive::resp_command(&build_owned()));
+        });
+        group.bench_function(format!("{name}/redis_protocol_owned_frame"), |b| {
+            b.iter(|| naive::owned_frame_command(build_owned()));
+        });
+    }
 
     // The webdis path of an already built command (the key has `:{}` to escape).
     ours::evalsha_args(&mut args, sha.as_bytes(), &KEY);
@@ -51,16 +86,27 @@ fn bench_encode(c: &mut Criterion) {
     group.finish();
 }
 
-/// An integer reply (`:42`) and a 40-byte bulk reply, decoded and read.
+/// The replies a plugin gets: an integer (`:17`), nil (`$-1`), a 40-byte
+/// bulk string, a three-element array and a NOSCRIPT error, decoded and
+/// read. The kit's decoder beside `redis-protocol`'s range decoder (no
+/// copies, what the kit uses for all but integers) and its owned decoder.
 fn bench_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("resp_decode");
-    for (name, bytes) in [("integer", INTEGER_REPLY), ("bulk", BULK_REPLY)] {
-        group.bench_function(format!("{name}/kit_range_borrowed"), |b| {
+    for (name, bytes) in REPLIES {
+        group.bench_function(format!("{name}/kit"), |b| {
             b.iter(|| {
                 let bytes = black_box(bytes);
                 let decoded = kit_decode(bytes).unwrap();
-                let reply = decoded.reply(bytes);
-                black_box((reply.as_i64(), reply.as_bytes().map(<[u8]>::len)));
+                black_box(read_reply(decoded.reply(bytes)));
+            });
+        });
+        group.bench_function(format!("{name}/redis_protocol_range"), |b| {
+            b.iter(|| {
+                let bytes = black_box(bytes);
+                let (frame, used) = decode_range(bytes).unwrap().unwrap();
+                assert_eq!(used, bytes.len());
+                black_box(read_range(bytes, &frame));
+                frame
             });
         });
         group.bench_function(format!("{name}/redis_protocol_owned"), |b| {
@@ -68,17 +114,45 @@ fn bench_decode(c: &mut Criterion) {
                 let bytes = black_box(bytes);
                 let (frame, used) = owned_decode(bytes).unwrap().unwrap();
                 assert_eq!(used, bytes.len());
-                let read = match &frame {
-                    OwnedFrame::Integer(n) => (Some(*n), None),
-                    OwnedFrame::BulkString(s) => (None, Some(s.len())),
-                    _ => (None, None),
-                };
-                black_box(read);
+                black_box(read_owned(&frame));
                 frame
             });
         });
     }
     group.finish();
+}
+
+/// What a plugin reads of a reply: the integer, the byte length of a
+/// string or error, or the sum of an array's integers.
+fn read_reply(reply: Reply<'_>) -> i64 {
+    match reply {
+        Reply::Integer(n) => n,
+        Reply::Bulk(s) | Reply::Simple(s) | Reply::Error(s) => s.len() as i64,
+        Reply::Nil => -1,
+        Reply::Array(items) => items.iter().filter_map(|r| r.as_i64()).sum(),
+    }
+}
+
+fn read_range(bytes: &[u8], frame: &RangeFrame) -> i64 {
+    match frame {
+        RangeFrame::Integer(n) => *n,
+        RangeFrame::BulkString((s, e))
+        | RangeFrame::SimpleString((s, e))
+        | RangeFrame::Error((s, e)) => bytes[*s..*e].len() as i64,
+        RangeFrame::Null => -1,
+        RangeFrame::Array(items) => items.iter().map(|f| read_range(bytes, f)).sum(),
+    }
+}
+
+fn read_owned(frame: &OwnedFrame) -> i64 {
+    match frame {
+        OwnedFrame::Integer(n) => *n,
+        OwnedFrame::BulkString(s) => s.len() as i64,
+        OwnedFrame::SimpleString(s) => s.len() as i64,
+        OwnedFrame::Error(s) => s.len() as i64,
+        OwnedFrame::Null => -1,
+        OwnedFrame::Array(items) => items.iter().map(read_owned).sum(),
+    }
 }
 
 criterion_group! {
