@@ -2,16 +2,18 @@
 //! LLM API response read with `serde_json` and `simd-json`, beside
 //! `token_quota`'s streaming scanner.
 //!
-//! Inputs (each a little over 64 KiB, built once):
-//! - [`json_body`]: an OpenAI chat completion, not streamed, whose
-//!   `choices[0].message.content` is a long answer with escapes (`\"`,
-//!   `\n`, `\\`, `\u00e9`) and raw non-ASCII text, and whose `usage` object
-//!   is the last member.
+//! Inputs (built once):
+//! - [`json_bodies`]: OpenAI chat completions, not streamed, of about
+//!   500 B (a one-line answer), 8 KiB and 64 KiB ([`json_body`]). The
+//!   larger ones' `choices[0].message.content` is a long answer with
+//!   escapes (`\"`, `\n`, `\\`, `\u00e9`) and raw non-ASCII text; in all,
+//!   the `usage` object is the last member.
 //! - [`sse_body`]: the same API streamed: one `data: {...}` chunk event per
 //!   token, the empty `delta` with `finish_reason`, the usage event, and
-//!   `data: [DONE]`. [`sse_chunks`] cuts it in three, inside events.
+//!   `data: [DONE]`, within 64 KiB. [`sse_chunks`] cuts it in 16 KiB
+//!   chunks (four), inside events.
 //!
-//! Both carry the text `"usage": {"total_tokens": 1}` in their content
+//! The 8 KiB and 64 KiB bodies and the stream carry the text `"usage": {"total_tokens": 1}` in their content
 //! (the stream over two deltas), which a substring search would take for
 //! the usage.
 //!
@@ -56,12 +58,13 @@ pub const JSON_USAGE: Usage = Usage {
 
 /// Usage reported by [`sse_body`]: one output token per content event.
 pub const SSE_USAGE: Usage = Usage {
-    total: 1_330,
+    total: 1_329,
     input: Some(1_117),
-    output: Some(213),
+    output: Some(212),
 };
 
-/// Size both bodies reach (they end with the first piece past it).
+/// The size of the large inputs: the 64 KiB JSON body reaches it (it ends
+/// with the first paragraph past it), the stream stays within it.
 pub const TARGET_LEN: usize = 64 * 1024;
 
 /// Paragraphs of the answer, as they appear inside the JSON string: mostly
@@ -86,8 +89,19 @@ fn usage_json(usage: &Usage) -> String {
     )
 }
 
-/// The non-streamed response: a little over 64 KiB, `usage` last.
+/// The non-streamed response of [`TARGET_LEN`] bytes, `usage` last.
 pub fn json_body() -> Vec<u8> {
+    json_body_of(TARGET_LEN)
+}
+
+/// The answer of a response too short for a paragraph.
+const SHORT_ANSWER: &str = "Hello! How can I help you today?";
+
+/// A non-streamed response of about `len` bytes, `usage` last: the answer
+/// is the paragraphs in turn until the body reaches `len` (so it ends past
+/// it by less than a paragraph), or [`SHORT_ANSWER`] when the rest of the
+/// response alone reaches it.
+pub fn json_body_of(len: usize) -> Vec<u8> {
     let head = format!(
         r#"{{{ID}"object":"chat.completion",{MODEL}"choices":[{{"index":0,"message":{{"role":"assistant","content":""#
     );
@@ -96,14 +110,27 @@ pub fn json_body() -> Vec<u8> {
         usage_json(&JSON_USAGE)
     );
     let mut body = head;
+    if body.len() + tail.len() >= len {
+        body.push_str(SHORT_ANSWER);
+    }
     for paragraph in PARAGRAPHS.iter().cycle() {
-        if body.len() + tail.len() >= TARGET_LEN {
+        if body.len() + tail.len() >= len {
             break;
         }
         body.push_str(paragraph);
     }
     body.push_str(&tail);
     body.into_bytes()
+}
+
+/// The three sizes of non-streamed response the group reads: a short
+/// answer (the head and `usage` alone are most of it), 8 KiB and 64 KiB.
+pub fn json_bodies() -> [(&'static str, Vec<u8>); 3] {
+    [
+        ("json_500b", json_body_of(500)),
+        ("json_8k", json_body_of(8 * 1024)),
+        ("json_64k", json_body_of(TARGET_LEN)),
+    ]
 }
 
 /// Token deltas of the stream, as they appear inside the JSON string.
@@ -133,8 +160,9 @@ fn chunk_event(delta: &str, finish: &str) -> String {
     )
 }
 
-/// The streamed response: a little over 64 KiB of chunk events, then the
-/// usage event and `[DONE]`.
+/// The streamed response: chunk events, then the usage event and
+/// `[DONE]`, as many chunk events as keep it within [`TARGET_LEN`] (so
+/// that it is four [`CHUNK_LEN`] chunks, the last one a little short).
 pub fn sse_body() -> Vec<u8> {
     let stop = chunk_event("{}", "\"stop\"");
     let usage = format!(
@@ -147,10 +175,11 @@ pub fn sse_body() -> Vec<u8> {
         "null",
     );
     for piece in PIECES.iter().cycle() {
-        if body.len() + stop.len() + usage.len() + done.len() >= TARGET_LEN {
+        let event = chunk_event(&format!(r#"{{"content":"{piece}"}}"#), "null");
+        if body.len() + event.len() + stop.len() + usage.len() + done.len() > TARGET_LEN {
             break;
         }
-        body.push_str(&chunk_event(&format!(r#"{{"content":"{piece}"}}"#), "null"));
+        body.push_str(&event);
     }
     body.push_str(&stop);
     body.push_str(&usage);
@@ -158,14 +187,12 @@ pub fn sse_body() -> Vec<u8> {
     body.into_bytes()
 }
 
-/// `body` in three chunks, cut at a third and two thirds of its length.
-pub fn sse_chunks(body: &[u8]) -> [Vec<u8>; 3] {
-    let third = body.len() / 3;
-    [
-        body[..third].to_vec(),
-        body[third..2 * third].to_vec(),
-        body[2 * third..].to_vec(),
-    ]
+/// The chunk size a stream is cut in: 16 KiB.
+pub const CHUNK_LEN: usize = 16 * 1024;
+
+/// `body` in [`CHUNK_LEN`] chunks (cut inside events).
+pub fn sse_chunks(body: &[u8]) -> Vec<Vec<u8>> {
+    body.chunks(CHUNK_LEN).map(<[u8]>::to_vec).collect()
 }
 
 /// The scanner over `chunks`, one `feed` each, then `finish`.

@@ -10,7 +10,7 @@
 )] // test code
 
 use benches::usage::{
-    json_body, serde_json_value, serde_usage_only, serde_usage_only_utf8_checked,
+    json_bodies, json_body, serde_json_value, serde_usage_only, serde_usage_only_utf8_checked,
     simd_json_usage_only, simd_json_value, sse_body, sse_chunks, sse_scanner, sse_serde_json_value,
     sse_serde_usage_only, sse_serde_usage_only_utf8_checked, sse_simd_json_usage_only,
     sse_simd_json_value, JSON_USAGE, SSE_USAGE, TARGET_LEN,
@@ -70,16 +70,34 @@ fn sse_results(chunks: &[Vec<u8>]) -> Vec<(&'static str, Scan)> {
 
 #[test]
 fn json_implementations_report_the_same_usage() {
-    let body = json_body();
-    for (name, scan) in json_results(&body) {
-        assert_eq!(scan, Scan::Found(JSON_USAGE), "{name}");
+    for (size, body) in json_bodies() {
+        for (name, scan) in json_results(&body) {
+            assert_eq!(scan, Scan::Found(JSON_USAGE), "{size} {name}");
+        }
+        // Chunked as it would arrive, the scanner says the same.
+        for len in [1, 7, 16 * 1024] {
+            let mut scanner = JsonScanner::new();
+            for chunk in body.chunks(len) {
+                scanner.feed(chunk);
+            }
+            assert_eq!(scanner.finish(), Scan::Found(JSON_USAGE), "{size} {len}");
+        }
     }
-    // Chunked as it would arrive, the scanner says the same.
-    let mut scanner = JsonScanner::new();
-    for chunk in body.chunks(16 * 1024) {
-        scanner.feed(chunk);
+}
+
+#[test]
+fn json_bodies_are_the_sizes_named() {
+    let [small, medium, large] = json_bodies();
+    assert_eq!(small.0, "json_500b");
+    assert!((450..700).contains(&small.1.len()), "{}", small.1.len());
+    assert_eq!(medium.0, "json_8k");
+    assert!((8 * 1024..9 * 1024).contains(&medium.1.len()));
+    assert_eq!(large.0, "json_64k");
+    assert_eq!(large.1, json_body());
+    for (_, body) in [small, medium] {
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(doc["choices"][0]["message"]["content"].is_string());
     }
-    assert_eq!(scanner.finish(), Scan::Found(JSON_USAGE));
 }
 
 #[test]
@@ -143,7 +161,7 @@ fn json_body_is_as_described() {
 #[test]
 fn sse_body_is_as_described() {
     let body = sse_body();
-    assert!((TARGET_LEN..TARGET_LEN + 1024).contains(&body.len()));
+    assert!((TARGET_LEN - 1024..=TARGET_LEN).contains(&body.len()));
     let text = std::str::from_utf8(&body).unwrap();
     let events: Vec<&str> = text.strip_suffix("\n\n").unwrap().split("\n\n").collect();
     // The role event, one event per output token, the stop event, the
@@ -165,10 +183,13 @@ fn sse_body_is_as_described() {
     assert!(text.contains(r#"{"content":" {\"total_tokens\": 1}"}"#));
     assert!(text.contains("東京") && text.contains(r"\u00e9"));
 
-    // The three chunks cut inside events, so the readers carry a part.
+    // Four 16 KiB chunks (the last a little short), cut inside events, so
+    // the readers carry a part.
     let chunks = sse_chunks(&body);
+    assert_eq!(chunks.len(), 4);
     assert_eq!(chunks.concat(), body);
-    for chunk in &chunks[..2] {
+    for chunk in &chunks[..3] {
+        assert_eq!(chunk.len(), 16 * 1024);
         assert!(!chunk.ends_with(b"\n\n"));
     }
 }
@@ -239,7 +260,7 @@ fn implementations_follow_the_input() {
     }
     let body = String::from_utf8(sse_body())
         .unwrap()
-        .replace("\"total_tokens\":1330", "\"total_tokens\":-1");
+        .replace("\"total_tokens\":1329", "\"total_tokens\":-1");
     for (name, scan) in sse_results(&sse_chunks(body.as_bytes())) {
         assert_eq!(scan, Scan::Malformed, "{name}");
     }
