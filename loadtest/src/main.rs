@@ -1,332 +1,296 @@
-//! Load test of the limiter in a real Envoy (one worker), Redis behind webdis.
+//! Load test of both plugins in real Envoy 1.40 gateways sharing one Redis
+//! (behind webdis), driven by `wrk`, on loopback only.
 //!
-//! Builds nothing: it needs `target/wasm32-wasip1/release/limiter.wasm`
-//! (`cargo build --release --target wasm32-wasip1 -p limiter`). For each
-//! scenario it starts fresh components, warms up for a second, runs
-//! `wrk -t1 -c<connections> -d<seconds>s --latency` on loopback and checks
-//! the answers were what the scenario promises; then it prints a markdown
-//! table and writes it to `target/loadtest/report.md`.
+//! Builds nothing: it needs the release modules
+//! (`cargo build --release --target wasm32-wasip1 -p limiter -p token-quota`;
+//! `scripts/run.sh` does that and then runs this). It starts one
+//! `redis-server`, one `webdis` in front of it, two upstream Envoys that
+//! answer as an OpenAI-style API (`direct_response`: one JSON answer, one
+//! server-sent event stream, both reporting usage), and for each scenario
+//! one or two fresh gateway Envoys (one worker each). Everything is
+//! stopped when it ends, panics or is interrupted (the processes are tied
+//! to this one with `PR_SET_PDEATHSIG`).
 //!
-//! Scenarios:
-//! * `baseline`: Envoy with no filter, `direct_response` 200;
-//! * `limiter, limit never reached`: every request is counted in Redis
-//!   (one webdis call each) and passes;
-//! * `limiter, over limit`: 10 per minute, so almost every request is
-//!   rejected, ideally by the plugin's local over-limit cache without a
-//!   Redis round trip (the `webdis calls` column shows whether it is);
-//! * `baseline: Envoy to an upstream`: no filter, answers from a scripted
-//!   OpenAI-style upstream;
-//! * `token quota, never reached`: the same upstream behind the token
-//!   quota: each request reads its quota and each answer is scanned and
-//!   charged (two webdis calls per request);
-//! * `token quota, streaming chat POSTs`: the same with a JSON body asking
-//!   for a stream, which the plugin buffers and rewrites (headers held,
-//!   `allow_on_headers_stop_iteration: true`).
+//! Scenarios (see `scenarios.rs`): overhead beside a no-filter baseline
+//! with Envoy's C++ `local_ratelimit` as the native reference; accuracy of
+//! the limiter across two gateways; token quota accuracy for JSON and SSE
+//! answers; Redis calls per request from `INFO commandstats`; a soak of
+//! 1,000,000 requests watching Envoy's resident memory; Redis stopped for
+//! 5 s mid-run. Results go to `loadtest/results/` (JSON, Markdown, PNG
+//! charts drawn by `loadtest/charts.py` with the repo's `.venv`).
 //!
-//! Usage: `cargo run --release -p loadtest -- [--seconds N] [--connections N]
-//! [--allow-on-headers-stop-iteration]`; `LOADTEST_SECONDS` sets the default
-//! duration (10). The flag sets the Wasm `PluginConfig` field of that name
-//! (Envoy then honours StopIteration from header callbacks instead of
-//! turning it into StopAllIterationAndWatermark).
+//! The exit status is 1 if any check failed, so `--smoke` (every scenario,
+//! tiny) can run in `scripts/test.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod report;
+mod scenarios;
 mod wrk;
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde_json::{json, Value};
-use stack::{Envoy, EnvoyConfig, Redis, Reply, Upstream, Usage, WasmPlugin, Webdis};
+use serde::Serialize;
+use stack::{Envoy, EnvoyConfig, OpenAiStream, Redis, Reply, Usage, Webdis};
 
-use crate::wrk::WrkResult;
+const USAGE: &str = "usage: loadtest [--smoke] [--seconds N] [--connections N] [--soak-requests N]\n\
+     \n  --smoke            every scenario, tiny (well under a minute); results in loadtest/results/smoke/\n  \
+     --seconds N        length of each overhead run (default 10; env LOADTEST_SECONDS)\n  \
+     --connections N    wrk connections of the overhead runs (default 32)\n  \
+     --soak-requests N  requests of the soak (default 1000000)";
 
-const USAGE: &str =
-    "usage: loadtest [--seconds N] [--connections N] [--allow-on-headers-stop-iteration]\n\
-                     (env: LOADTEST_SECONDS)";
-
-#[derive(Debug)]
-struct Options {
-    seconds: u64,
-    connections: u32,
-    /// Sets the Wasm `PluginConfig.allow_on_headers_stop_iteration`.
-    allow_stop_iteration: bool,
+/// How big each scenario is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    pub smoke: bool,
+    /// Length of each overhead (req/s) run.
+    pub seconds: u64,
+    /// wrk connections of the overhead runs.
+    pub connections: u32,
+    /// Length of the limiter accuracy run.
+    pub accuracy_seconds: u64,
+    /// Length of the token quota accuracy runs.
+    pub quota_seconds: u64,
+    pub soak_requests: u64,
+    /// When the soak takes its reference memory reading.
+    pub soak_reference_after: u64,
+    pub soak_phase_seconds: u64,
+    /// Fault scenario: load before the stop, Redis down, load after.
+    pub fault_before: u64,
+    pub fault_gap: u64,
+    pub fault_after: u64,
+    /// Token quota accuracy runs: how many answers the quota admits.
+    pub quota_answers: u64,
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut seconds = match std::env::var("LOADTEST_SECONDS") {
+    let default_seconds = match std::env::var("LOADTEST_SECONDS") {
         Ok(v) => v
             .parse()
             .map_err(|_| format!("LOADTEST_SECONDS={v:?} is not a number of seconds"))?,
         Err(_) => 10,
     };
+    let mut seconds = None;
     let mut connections = 32;
-    let mut allow_stop_iteration = false;
+    let mut soak = None;
+    let mut smoke = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
             args.next()
-                .and_then(|v| v.parse().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0)
                 .ok_or_else(|| format!("{name} needs a positive number\n{USAGE}"))
         };
         match arg.as_str() {
-            "--seconds" => seconds = value("--seconds")?,
+            "--smoke" => smoke = true,
+            "--seconds" => seconds = Some(value("--seconds")?),
             "--connections" => connections = value("--connections")? as u32,
-            "--allow-on-headers-stop-iteration" => allow_stop_iteration = true,
+            "--soak-requests" => soak = Some(value("--soak-requests")?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    if seconds == 0 || seconds > 3600 || connections == 0 {
+    let options = if smoke {
+        Options {
+            smoke,
+            seconds: seconds.unwrap_or(1),
+            connections,
+            accuracy_seconds: 2,
+            quota_seconds: 1,
+            soak_requests: soak.unwrap_or(20_000),
+            soak_reference_after: 10_000,
+            soak_phase_seconds: 1,
+            fault_before: 2,
+            fault_gap: 3,
+            fault_after: 4,
+            quota_answers: 150,
+        }
+    } else {
+        Options {
+            smoke,
+            seconds: seconds.unwrap_or(default_seconds),
+            connections,
+            accuracy_seconds: 5,
+            quota_seconds: 5,
+            soak_requests: soak.unwrap_or(1_000_000),
+            soak_reference_after: 100_000,
+            soak_phase_seconds: 5,
+            fault_before: 5,
+            fault_gap: 5,
+            fault_after: 6,
+            quota_answers: 2_000,
+        }
+    };
+    if options.seconds > 3600 || options.connections > 1000 {
         return Err(format!(
-            "--seconds must be 1..=3600 and --connections > 0\n{USAGE}"
+            "--seconds must be 1..=3600 and --connections 1..=1000\n{USAGE}"
         ));
     }
-    Ok(Options {
-        seconds,
-        connections,
-        allow_stop_iteration,
-    })
+    if options.soak_requests < 2 * options.soak_reference_after {
+        return Err(format!(
+            "--soak-requests must be at least {}\n{USAGE}",
+            2 * options.soak_reference_after
+        ));
+    }
+    Ok(options)
 }
 
-/// One measured configuration.
+/// The usage the JSON upstream reports in every answer.
+pub const JSON_USAGE: Usage = Usage {
+    prompt: 10,
+    completion: 20,
+    total: Some(30),
+};
+/// The usage the event-stream upstream reports at the end of every stream.
+pub const SSE_USAGE: Usage = Usage {
+    prompt: 12,
+    completion: 30,
+    total: Some(42),
+};
+
+/// What every scenario shares: the Redis both gateways count in, webdis in
+/// front of it, the upstream Envoys, and where results go.
 #[derive(Debug)]
-struct Row {
-    scenario: &'static str,
-    result: WrkResult,
-    /// Requests Envoy sent to webdis during the measured run.
-    webdis_calls: Option<u64>,
+pub struct Bench {
+    pub opts: Options,
+    pub redis: Redis,
+    pub webdis: Webdis,
+    pub json_upstream: Envoy,
+    pub sse_upstream: Envoy,
+    pub results_dir: PathBuf,
+    /// Distinguishes this run's Redis keys from earlier runs'.
+    pub run_id: String,
 }
 
-fn limiter_config(rule_name: &str, per_minute: u64) -> Value {
-    json!({
-        "rule_name": rule_name,
-        "global_threshold": {"query_per_minute": per_minute},
-        "rejected_code": 429,
-        "rejected_msg": "Too many requests",
-        "show_limit_quota_header": true,
-        "failure_mode_deny": false,
-        "redis": {"webdis_cluster": "webdis", "timeout": 500},
-    })
-}
-
-/// Requests sent to the `webdis` cluster so far (absent without the cluster).
-fn webdis_requests(envoy: &Envoy) -> Option<u64> {
-    envoy.stat("cluster.webdis.upstream_rq_total")
-}
-
-fn run_baseline(opts: &Options) -> Row {
-    let envoy = Envoy::start(EnvoyConfig::new().log_level("warning"));
-    expect_status(&envoy, 200, "baseline");
-    wrk::run(envoy.port(), 1, opts.connections);
-    let result = wrk::run(envoy.port(), opts.seconds, opts.connections);
-    Row {
-        scenario: "baseline: Envoy, no filter",
-        result,
-        webdis_calls: None,
-    }
-}
-
-fn run_limiter(opts: &Options, scenario: &'static str, per_minute: u64, expected: u16) -> Row {
-    let wasm = stack::wasm_path("limiter");
-    let redis = Redis::start();
-    let webdis = Webdis::start_with(redis.port(), 2, 16);
-    // Unique per run, so a repeated run in the same minute starts at zero.
-    let rule = format!("loadtest-{per_minute}-{}", std::process::id());
-    let mut plugin = WasmPlugin::new(wasm, limiter_config(&rule, per_minute).to_string());
-    if opts.allow_stop_iteration {
-        plugin = plugin.allow_on_headers_stop_iteration(true);
-    }
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .wasm(plugin)
-            .cluster("webdis", webdis.port())
-            .log_level("warning"),
-    );
-    if expected == 429 {
-        // Use the budget up so the whole run is over the limit.
-        for _ in 0..per_minute {
-            stack::get(envoy.port(), "/", &[]).unwrap();
+impl Bench {
+    fn start(opts: Options) -> Bench {
+        let results_dir = stack::repo_root().join("loadtest").join("results");
+        let results_dir = if opts.smoke {
+            results_dir.join("smoke")
+        } else {
+            results_dir
+        };
+        std::fs::create_dir_all(results_dir.join("wrk"))
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", results_dir.display()));
+        println!("[loadtest] starting redis-server, webdis and two upstream Envoys");
+        let redis = Redis::start();
+        // 2 threads and 16 Redis connections each: enough that webdis is
+        // not the first queue on the Redis path of two gateways.
+        let webdis = Webdis::start_with(redis.port(), 2, 16);
+        let json_body = String::from_utf8(Reply::openai(JSON_USAGE).body_bytes())
+            .expect("the JSON answer is UTF-8");
+        let json_upstream = Envoy::start(
+            EnvoyConfig::new()
+                .direct_response(200, "application/json", &json_body)
+                .log_level("warning"),
+        );
+        let sse_body = String::from_utf8(OpenAiStream::new(SSE_USAGE).bytes())
+            .expect("the event stream is UTF-8");
+        let sse_upstream = Envoy::start(
+            EnvoyConfig::new()
+                .direct_response(200, "text/event-stream", &sse_body)
+                .log_level("warning"),
+        );
+        Bench {
+            opts,
+            redis,
+            webdis,
+            json_upstream,
+            sse_upstream,
+            results_dir,
+            run_id: format!("{}-{}", std::process::id(), stack::unix_now() as u64),
         }
     }
-    expect_status(&envoy, expected, scenario);
-    wrk::run(envoy.port(), 1, opts.connections);
-    let before = webdis_requests(&envoy);
-    let result = wrk::run(envoy.port(), opts.seconds, opts.connections);
-    let after = webdis_requests(&envoy);
-    let webdis_calls = before.zip(after).map(|(b, a)| a.saturating_sub(b));
-    check_outcome(scenario, &result, expected);
-    drop(envoy);
-    drop(webdis);
-    drop(redis);
-    Row {
-        scenario,
-        result,
-        webdis_calls,
+
+    /// Where wrk scripts go.
+    pub fn script_dir(&self) -> PathBuf {
+        self.results_dir.join("wrk")
+    }
+
+    /// A rule name unique to this run and `label`.
+    pub fn rule(&self, label: &str) -> String {
+        format!("lt-{label}-{}", self.run_id)
+    }
+
+    /// Commands Redis has executed, by name, from `INFO commandstats`
+    /// (commands a Lua script runs are counted too, under their own names),
+    /// leaving out `info` (this function's own).
+    pub fn redis_commands(&self) -> BTreeMap<String, u64> {
+        let reply = self
+            .redis
+            .command(&[b"INFO", b"commandstats"])
+            .unwrap_or_else(|e| panic!("INFO commandstats: {e}"));
+        let stack::resp::Resp::Bulk(Some(text)) = reply else {
+            panic!("INFO commandstats answered {reply:?}");
+        };
+        commandstats(&String::from_utf8_lossy(&text))
+    }
+
+    /// The sum of the integer values of every key matching `pattern`.
+    pub fn redis_sum(&self, pattern: &str) -> u64 {
+        let keys = match self.redis.command(&[b"KEYS", pattern.as_bytes()]) {
+            Ok(reply) => reply.bulk_items(),
+            Err(e) => panic!("KEYS {pattern}: {e}"),
+        };
+        keys.iter()
+            .map(|key| match self.redis.command(&[b"GET", key]) {
+                Ok(stack::resp::Resp::Bulk(Some(v))) => String::from_utf8_lossy(&v)
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| panic!("key {key:?} holds {v:?}, not a count")),
+                other => panic!("GET {:?}: {other:?}", String::from_utf8_lossy(key)),
+            })
+            .sum()
     }
 }
 
-fn run_upstream_baseline(opts: &Options) -> Row {
-    let upstream = Upstream::start_with(Reply::openai(Usage::new(10, 20)));
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .cluster("llm", upstream.port())
-            .route_to("llm")
-            .log_level("warning"),
-    );
-    expect_status(&envoy, 200, "upstream baseline");
-    wrk::run(envoy.port(), 1, opts.connections);
-    let result = wrk::run(envoy.port(), opts.seconds, opts.connections);
-    check_outcome("upstream baseline", &result, 200);
-    Row {
-        scenario: "baseline: Envoy to an upstream, no filter",
-        result,
-        webdis_calls: None,
-    }
+/// `calls=` of every `cmdstat_<name>` line but `cmdstat_info`.
+fn commandstats(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| line.trim().strip_prefix("cmdstat_"))
+        .filter_map(|line| {
+            let (name, stats) = line.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse::<u64>()
+                .ok()?;
+            (name != "info").then(|| (name.to_owned(), calls))
+        })
+        .collect()
 }
 
-/// A wrk script sending a streaming chat request the plugin must buffer
-/// and rewrite.
-const CHAT_POST: &str = r#"wrk.method = "POST"
-wrk.body = '{"model":"qwen-max","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}'
-wrk.headers["Content-Type"] = "application/json"
-"#;
-
-fn run_token_quota(opts: &Options, posts: bool) -> Row {
-    let scenario = if posts {
-        "token quota, streaming chat POSTs (body buffered and rewritten; allow_on_headers_stop_iteration: true)"
-    } else {
-        "token quota, never reached (30 tokens per answer)"
-    };
-    let wasm = stack::wasm_path("token-quota");
-    let upstream = Upstream::start_with(Reply::openai(Usage::new(10, 20)));
-    let redis = Redis::start();
-    let webdis = Webdis::start_with(redis.port(), 2, 16);
-    let rule = format!("loadtest-tq-{posts}-{}", std::process::id());
-    let config = json!({
-        "rule_name": rule,
-        "global_threshold": {"token_per_minute": 1_000_000_000_000u64},
-        "redis": {"webdis_cluster": "webdis", "timeout": 500},
-    });
-    let mut plugin = WasmPlugin::new(wasm, config.to_string());
-    if opts.allow_stop_iteration || posts {
-        plugin = plugin.allow_on_headers_stop_iteration(true);
-    }
-    let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .wasm(plugin)
-            .cluster("webdis", webdis.port())
-            .cluster("llm", upstream.port())
-            .route_to("llm")
-            .log_level("warning"),
-    );
-    expect_status(&envoy, 200, scenario);
-    let script = posts.then(|| {
-        let path = stack::target_dir().join("loadtest").join("chat-post.lua");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        }
-        std::fs::write(&path, CHAT_POST)
-            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        path
-    });
-    wrk::run_script(envoy.port(), 1, opts.connections, script.as_deref());
-    let before = webdis_requests(&envoy);
-    let result = wrk::run_script(
-        envoy.port(),
-        opts.seconds,
-        opts.connections,
-        script.as_deref(),
-    );
-    let after = webdis_requests(&envoy);
-    check_outcome(scenario, &result, 200);
-    if posts {
-        let rewritten = upstream.requests().last().is_some_and(|r| {
-            r.json().pointer("/stream_options/include_usage") == Some(&json!(true))
-        });
-        assert!(
-            rewritten,
-            "{scenario}: the upstream did not get include_usage"
-        );
-    }
-    drop(envoy);
-    drop(webdis);
-    drop(redis);
-    Row {
-        scenario,
-        result,
-        webdis_calls: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
-    }
+/// What ran between two `INFO commandstats` readings.
+pub fn commands_since(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, n)| {
+            let earlier = before.get(name).copied().unwrap_or(0);
+            (name.clone(), n.saturating_sub(earlier))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
-fn expect_status(envoy: &Envoy, status: u16, scenario: &str) {
-    let log_tail = || stack::envoy_log_excerpt(&envoy.log(), 20);
-    match stack::get(envoy.port(), "/", &[]) {
-        Ok(r) if r.status == status => {}
-        Ok(r) => panic!(
-            "{scenario}: a probe request got {} instead of {status}; Envoy log tail:\n{}",
-            r.status,
-            log_tail()
-        ),
-        Err(e) => panic!(
-            "{scenario}: a probe request expecting {status} got no answer ({e}); \
-             Envoy log tail:\n{}",
-            log_tail()
-        ),
-    }
+/// Envoy's resident memory in kB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kb(envoy: &Envoy) -> u64 {
+    let pid = envoy.pid().expect("Envoy is running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
-/// The limit-never-reached run must pass (almost) everything; the over-limit
-/// run must reject (almost) everything: otherwise the numbers measure
-/// something else. A minute boundary during the run lets up to `limit`
-/// requests through, which the 1% slack covers.
-fn check_outcome(scenario: &str, result: &WrkResult, expected: u16) {
-    let rejected_share = result.non_2xx as f64 / result.requests.max(1) as f64;
-    let ok = match expected {
-        200 => result.non_2xx == 0,
-        _ => rejected_share > 0.99,
-    };
-    if !ok {
-        eprintln!(
-            "WARNING: {scenario}: {} of {} answers were non-2xx, expected {}",
-            result.non_2xx,
-            result.requests,
-            if expected == 200 {
-                "none"
-            } else {
-                "nearly all"
-            }
-        );
-    }
-}
-
-fn render(rows: &[Row], opts: &Options) -> String {
-    let mut out = String::new();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let _ = writeln!(
-        out,
-        "Envoy `--concurrency 1`, `wrk -t1 -c{} -d{}s --latency` on loopback, {cores} cores; \
-         Redis behind webdis (2 threads); `allow_on_headers_stop_iteration: {}`.\n",
-        opts.connections, opts.seconds, opts.allow_stop_iteration
-    );
-    out.push_str("| scenario | req/s | p50 | p99 | non-2xx | socket errors | webdis calls |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
-    for row in rows {
-        let r = &row.result;
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {} | {} | {} of {} | {} | {} |",
-            row.scenario,
-            r.requests_per_sec,
-            wrk::format_latency(r.p50),
-            wrk::format_latency(r.p99),
-            r.non_2xx,
-            r.requests,
-            r.socket_errors,
-            row.webdis_calls.map_or("-".to_owned(), |n| n.to_string()),
-        );
-    }
-    out
+/// Waits long enough that answers still in flight have been counted.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 fn main() {
@@ -339,28 +303,41 @@ fn main() {
     };
     // Fail before starting anything if a piece is missing.
     stack::require_tool("wrk", "wrk");
+    stack::envoy_binary();
     stack::wasm_path("limiter");
     stack::wasm_path("token-quota");
+    report::require_chart_tools();
 
-    let rows = vec![
-        run_baseline(&opts),
-        run_limiter(
-            &opts,
-            "limiter, limit never reached (1e9/min)",
-            1_000_000_000,
-            200,
-        ),
-        run_limiter(&opts, "limiter, over limit (10/min)", 10, 429),
-        run_upstream_baseline(&opts),
-        run_token_quota(&opts, false),
-        run_token_quota(&opts, true),
-    ];
-    let report = render(&rows, &opts);
-    let path: PathBuf = stack::target_dir().join("loadtest").join("report.md");
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let started = std::time::Instant::now();
+    let machine = report::Machine::read();
+    let mut bench = Bench::start(opts);
+    let scenarios = scenarios::run_all(&mut bench);
+    let results = report::Results::new(&bench, machine, scenarios, started.elapsed());
+    drop(bench);
+    let failed = report::write(&results);
+    std::process::exit(i32::from(failed > 0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commandstats_reads_calls_without_info() {
+        let info = "# Commandstats\r\n\
+            cmdstat_evalsha:calls=120,usec=900,usec_per_call=7.50,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_info:calls=7,usec=70,usec_per_call=10.00,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_get:calls=3,usec=3,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n";
+        let calls = commandstats(info);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls["evalsha"], 120);
+        assert_eq!(calls["get"], 3);
+        assert!(commandstats("# Commandstats\r\n").is_empty());
+        let later = commandstats(&info.replace("calls=120", "calls=150"));
+        let ran = commands_since(&calls, &later);
+        assert_eq!(
+            ran.into_iter().collect::<Vec<_>>(),
+            [("evalsha".to_owned(), 30)]
+        );
     }
-    std::fs::write(&path, &report).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    println!("{report}");
-    println!("written to {}", path.display());
 }

@@ -1,55 +1,223 @@
-//! Running `wrk` with a hard time bound and reading its report.
+//! Running `wrk` with a hard time bound and reading what it measured.
+//!
+//! Every run appends `lua/report.lua` to its script, so wrk ends with one
+//! `LOADTEST_RESULT {json}` line: answers by HTTP status, socket errors and
+//! the latency percentiles wrk's text report lacks (p99.9). wrk prints
+//! nothing while it runs; [`Progress`] does that from Envoy's admin stats.
 
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What one `wrk --latency` run reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WrkResult {
-    pub requests: u64,
-    pub requests_per_sec: f64,
-    pub p50: Duration,
-    pub p99: Duration,
-    /// `Non-2xx or 3xx responses` (0 when wrk prints no such line).
-    pub non_2xx: u64,
-    /// connect + read + write + timeout errors.
-    pub socket_errors: u64,
+use serde::{Deserialize, Serialize};
+
+/// The status-counting reporter appended to every script.
+const REPORTER: &str = include_str!("../lua/report.lua");
+
+/// Socket-level failures wrk counted (`status` counts non-2xx/3xx answers,
+/// which are not failures here: 429 is often the expected answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketErrors {
+    pub connect: u64,
+    pub read: u64,
+    pub write: u64,
+    pub status: u64,
+    pub timeout: u64,
 }
 
-/// `wrk -t1 -c<connections> -d<seconds>s --latency` against `/` on
-/// `127.0.0.1:port`.
+impl SocketErrors {
+    /// Everything but `status`.
+    pub fn total(&self) -> u64 {
+        self.connect + self.read + self.write + self.timeout
+    }
+}
+
+/// Latency of the answers, in microseconds, from wrk's HdrHistogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub min: u64,
+    pub mean: f64,
+    pub max: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p99_9: u64,
+}
+
+/// One `LOADTEST_RESULT` line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct Reported {
+    requests: u64,
+    duration_us: u64,
+    errors: SocketErrors,
+    latency_us: Latency,
+    statuses: BTreeMap<String, u64>,
+}
+
+/// What one or more wrk runs measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WrkResult {
+    /// Completed answers.
+    pub requests: u64,
+    pub seconds: f64,
+    pub requests_per_sec: f64,
+    pub latency_us: Latency,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    pub errors: SocketErrors,
+}
+
+impl WrkResult {
+    pub fn status(&self, code: u16) -> u64 {
+        self.statuses.get(&code).copied().unwrap_or(0)
+    }
+
+    /// Answers whose status is not in `expected`.
+    pub fn unexpected(&self, expected: &[u16]) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(code, _)| !expected.contains(code))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// `200: 5, 429: 1000` for reports.
+    pub fn statuses_text(&self) -> String {
+        if self.statuses.is_empty() {
+            return "none".to_owned();
+        }
+        self.statuses
+            .iter()
+            .map(|(code, n)| format!("{code}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Two runs side by side (two gateways at once): counts add up, req/s
+    /// add up, latency is the worse of the two for each percentile (an
+    /// upper bound; wrk's histograms cannot be merged from its report).
+    pub fn combined(&self, other: &WrkResult) -> WrkResult {
+        let mut statuses = self.statuses.clone();
+        for (code, n) in &other.statuses {
+            *statuses.entry(*code).or_default() += n;
+        }
+        let a = &self.latency_us;
+        let b = &other.latency_us;
+        let requests = self.requests + other.requests;
+        WrkResult {
+            requests,
+            seconds: self.seconds.max(other.seconds),
+            requests_per_sec: self.requests_per_sec + other.requests_per_sec,
+            latency_us: Latency {
+                min: a.min.min(b.min),
+                mean: (a.mean * self.requests as f64 + b.mean * other.requests as f64)
+                    / requests.max(1) as f64,
+                max: a.max.max(b.max),
+                p50: a.p50.max(b.p50),
+                p90: a.p90.max(b.p90),
+                p99: a.p99.max(b.p99),
+                p99_9: a.p99_9.max(b.p99_9),
+            },
+            statuses,
+            errors: SocketErrors {
+                connect: self.errors.connect + other.errors.connect,
+                read: self.errors.read + other.errors.read,
+                write: self.errors.write + other.errors.write,
+                status: self.errors.status + other.errors.status,
+                timeout: self.errors.timeout + other.errors.timeout,
+            },
+        }
+    }
+
+    /// Consecutive runs against the same gateway (the soak's phases).
+    pub fn followed_by(&self, next: &WrkResult) -> WrkResult {
+        let mut sum = self.combined(next);
+        sum.seconds = self.seconds + next.seconds;
+        sum.requests_per_sec = sum.requests as f64 / sum.seconds.max(1e-9);
+        sum
+    }
+}
+
+/// The shape of the requests: a plain GET of `/`, or a POST with a JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requests<'a> {
+    Get,
+    PostJson(&'a str),
+}
+
+/// One wrk invocation.
+#[derive(Debug, Clone)]
+pub struct Load<'a> {
+    pub port: u16,
+    pub seconds: u64,
+    pub connections: u32,
+    pub requests: Requests<'a>,
+    /// wrk's `--timeout`: an answer slower than this is counted as a
+    /// timeout error instead of a latency.
+    pub timeout: Duration,
+}
+
+/// Writes the wrk script for `requests` into `dir` and returns its path.
+fn script(dir: &Path, requests: Requests<'_>) -> PathBuf {
+    let (name, shape) = match requests {
+        Requests::Get => ("get.lua".to_owned(), String::new()),
+        Requests::PostJson(body) => {
+            // A Lua long bracket holds any JSON without escaping.
+            assert!(!body.contains("]==]"), "body closes the Lua long bracket");
+            let shape = format!(
+                "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\n\
+                 wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+            );
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in body.bytes() {
+                hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+            }
+            (format!("post-{hash:016x}.lua"), shape)
+        }
+    };
+    let path = dir.join(name);
+    let text = format!("{shape}{REPORTER}");
+    let mut file = std::fs::File::create(&path)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    file.write_all(text.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
+}
+
+/// Runs `wrk -t1 -c<connections> -d<seconds>s` against `/` on
+/// `127.0.0.1:port`, scripts written into `script_dir`.
 ///
 /// # Panics
-/// If wrk fails, runs 30 s past its duration (it is then killed), or prints
-/// something this parser does not understand.
-pub fn run(port: u16, seconds: u64, connections: u32) -> WrkResult {
-    run_script(port, seconds, connections, None)
-}
-
-/// As [`run`], with a wrk Lua `script` shaping the requests (method, body,
-/// headers) when given.
-pub fn run_script(
-    port: u16,
-    seconds: u64,
-    connections: u32,
-    script: Option<&std::path::Path>,
-) -> WrkResult {
+/// If wrk is missing, fails, runs 30 s past its duration (it is then
+/// killed), or ends without its `LOADTEST_RESULT` line.
+pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
     let wrk = stack::require_tool("wrk", "wrk");
-    let url = format!("http://127.0.0.1:{port}/");
+    let script = script(script_dir, load.requests);
+    let url = format!("http://{}:{}/", stack::LOCALHOST, load.port);
+    // wrk takes whole seconds (`2s`), not milliseconds.
+    let timeout_s = load.timeout.as_secs_f64().ceil().max(1.0) as u64;
     let mut command = Command::new(wrk);
-    command.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")]);
-    if let Some(script) = script {
-        command.arg("-s").arg(script);
-    }
-    let mut child = command
-        .args(["--latency", "--timeout", "2s", &url])
+    command
+        .args([
+            "-t1",
+            &format!("-c{}", load.connections),
+            &format!("-d{}s", load.seconds),
+            &format!("--timeout={timeout_s}s"),
+            "-s",
+        ])
+        .arg(&script)
+        .arg(&url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    stack::kill_with_this_thread(&mut command);
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run wrk: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(seconds + 30);
-    // wrk's output is a few hundred bytes, far below the pipe buffer, so
+    let deadline = Instant::now() + Duration::from_secs(load.seconds + 30);
+    // wrk's output is about a kilobyte, far below the pipe buffer, so
     // polling for exit before reading cannot deadlock.
     loop {
         if child.try_wait().ok().flatten().is_some() {
@@ -58,9 +226,12 @@ pub fn run_script(
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("wrk did not finish within {seconds} s + 30 s; killed");
+            panic!(
+                "wrk did not finish within {} s + 30 s; killed",
+                load.seconds
+            );
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let out = child
         .wait_with_output()
@@ -73,131 +244,242 @@ pub fn run_script(
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    parse(&text).unwrap_or_else(|e| panic!("cannot parse wrk output ({e}):\n{text}"))
+    parse(&text).unwrap_or_else(|e| panic!("cannot read wrk's result ({e}):\n{text}"))
 }
 
-/// Parses wrk 4's report (with `--latency`).
+/// Reads the `LOADTEST_RESULT` line of wrk's output.
 pub fn parse(text: &str) -> Result<WrkResult, String> {
-    let mut requests = None;
-    let mut rps = None;
-    let mut p50 = None;
-    let mut p99 = None;
-    let mut non_2xx = 0;
-    let mut socket_errors = 0;
-    for line in text.lines().map(str::trim) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["50%", value] => p50 = Some(parse_duration(value)?),
-            ["99%", value] => p99 = Some(parse_duration(value)?),
-            [n, "requests", "in", ..] => requests = Some(parse_u64(n)?),
-            ["Requests/sec:", value] => {
-                rps = Some(
-                    value
-                        .parse::<f64>()
-                        .map_err(|_| format!("bad req/s {value:?}"))?,
-                )
-            }
-            ["Non-2xx", "or", "3xx", "responses:", n] => non_2xx = parse_u64(n)?,
-            ["Socket", "errors:", rest @ ..] => {
-                // "connect 0, read 0, write 0, timeout 0"
-                socket_errors = rest
-                    .iter()
-                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
-                    .sum();
-            }
-            _ => {}
-        }
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LOADTEST_RESULT "))
+        .ok_or("no LOADTEST_RESULT line: was lua/report.lua appended?")?;
+    let reported: Reported =
+        serde_json::from_str(line).map_err(|e| format!("bad LOADTEST_RESULT: {e}"))?;
+    let mut statuses = BTreeMap::new();
+    for (code, n) in reported.statuses {
+        let code: u16 = code
+            .parse()
+            .map_err(|_| format!("bad status {code:?} in LOADTEST_RESULT"))?;
+        statuses.insert(code, n);
     }
+    let counted: u64 = statuses.values().sum();
+    if counted != reported.requests {
+        return Err(format!(
+            "status counts add up to {counted}, wrk counted {} answers",
+            reported.requests
+        ));
+    }
+    let seconds = reported.duration_us as f64 / 1e6;
     Ok(WrkResult {
-        requests: requests.ok_or("no `N requests in` line")?,
-        requests_per_sec: rps.ok_or("no `Requests/sec:` line")?,
-        p50: p50.ok_or("no `50%` latency line (was --latency given?)")?,
-        p99: p99.ok_or("no `99%` latency line")?,
-        non_2xx,
-        socket_errors,
+        requests: reported.requests,
+        seconds,
+        requests_per_sec: reported.requests as f64 / seconds.max(1e-9),
+        latency_us: reported.latency_us,
+        statuses,
+        errors: reported.errors,
     })
 }
 
-fn parse_u64(text: &str) -> Result<u64, String> {
-    text.parse().map_err(|_| format!("bad count {text:?}"))
+/// Milliseconds with two decimals, so every row of a table uses one unit.
+pub fn format_ms(micros: u64) -> String {
+    format!("{:.2} ms", micros as f64 / 1e3)
 }
 
-/// wrk prints latencies as `812.00us`, `1.23ms`, `2.00s` or `1.50m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("latency without unit: {text:?}"))?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("bad latency {text:?}"))?;
-    let seconds = match unit {
-        "us" => number / 1e6,
-        "ms" => number / 1e3,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("unknown latency unit in {text:?}")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
+/// Envoy's request counters at one moment, summed over gateways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub total: u64,
+    pub xx2: u64,
+    pub xx4: u64,
+    pub xx5: u64,
 }
 
-/// Milliseconds with two decimals, so every row of the table uses one unit.
-pub fn format_latency(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+impl Counters {
+    /// `http.ingress.downstream_rq_{total,2xx,4xx,5xx}` from an Envoy admin
+    /// port (`None` if the admin does not answer).
+    pub fn read(admin_port: u16) -> Option<Counters> {
+        let page = stack::get_with_timeout(
+            admin_port,
+            "/stats?filter=http.ingress.downstream_rq_",
+            &[],
+            Duration::from_secs(2),
+        )
+        .ok()?;
+        let mut counters = Counters::default();
+        for line in page.text().lines() {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<u64>() else {
+                continue;
+            };
+            match name {
+                "http.ingress.downstream_rq_total" => counters.total = value,
+                "http.ingress.downstream_rq_2xx" => counters.xx2 = value,
+                "http.ingress.downstream_rq_4xx" => counters.xx4 = value,
+                "http.ingress.downstream_rq_5xx" => counters.xx5 = value,
+                _ => {}
+            }
+        }
+        Some(counters)
+    }
+
+    fn sum(admin_ports: &[u16]) -> Option<Counters> {
+        let mut sum = Counters::default();
+        for port in admin_ports {
+            let c = Counters::read(*port)?;
+            sum.total += c.total;
+            sum.xx2 += c.xx2;
+            sum.xx4 += c.xx4;
+            sum.xx5 += c.xx5;
+        }
+        Some(sum)
+    }
+
+    pub fn minus(&self, earlier: &Counters) -> Counters {
+        Counters {
+            total: self.total.saturating_sub(earlier.total),
+            xx2: self.xx2.saturating_sub(earlier.xx2),
+            xx4: self.xx4.saturating_sub(earlier.xx4),
+            xx5: self.xx5.saturating_sub(earlier.xx5),
+        }
+    }
+}
+
+/// One progress sample: counters `at` seconds after the start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    pub at: f64,
+    pub counters: Counters,
+}
+
+/// Prints a progress line every second while a load runs, from the
+/// gateways' admin stats, and keeps the samples (the fault scenario reads
+/// them to see what was answered when).
+#[derive(Debug)]
+pub struct Progress {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Sample>>>,
+}
+
+impl Progress {
+    /// Starts sampling `admin_ports`; `label` starts each line; `planned`
+    /// is the run's length in seconds, for the `3/10 s` part.
+    pub fn start(label: &str, admin_ports: &[u16], planned: u64) -> Progress {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let ports = admin_ports.to_vec();
+        let label = label.to_owned();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let first = Counters::sum(&ports).unwrap_or_default();
+            let mut samples = vec![Sample {
+                at: 0.0,
+                counters: Counters::default(),
+            }];
+            let mut last = first;
+            let mut tick = 1u64;
+            while !stopping.load(Ordering::SeqCst) {
+                let next = start + Duration::from_secs(tick);
+                while Instant::now() < next && !stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Some(now) = Counters::sum(&ports) else {
+                    continue;
+                };
+                let at = start.elapsed().as_secs_f64();
+                let run = now.minus(&first);
+                let step = now.minus(&last);
+                println!(
+                    "[loadtest]   {label}: {at:>4.0}/{planned} s  {:>9} answers  {:>7}/s  \
+                     2xx {} 4xx {} 5xx {}",
+                    run.total, step.total, run.xx2, run.xx4, run.xx5
+                );
+                samples.push(Sample { at, counters: run });
+                last = now;
+                tick += 1;
+            }
+            samples
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling and returns the samples.
+    pub fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SAMPLE: &str = "Running 10s test @ http://127.0.0.1:40000/
-  1 threads and 32 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     1.52ms  310.11us   9.87ms   91.20%
-    Req/Sec    21.12k     1.01k   22.40k    80.00%
-  Latency Distribution
-     50%    1.48ms
-     75%    1.60ms
-     90%    1.77ms
-     99%  812.00us
-  210210 requests in 10.00s, 25.66MB read
-  Socket errors: connect 0, read 2, write 0, timeout 1
-  Non-2xx or 3xx responses: 210100
-Requests/sec:  21015.43
-Transfer/sec:      2.57MB
+    const OUTPUT: &str = "Running 1s test @ http://127.0.0.1:40000/
+  1 threads and 2 connections
+Requests/sec:    701.45
+LOADTEST_RESULT {\"requests\":703,\"duration_us\":1002209,\"bytes\":390165,\
+\"errors\":{\"connect\":0,\"read\":1,\"write\":0,\"status\":700,\"timeout\":2},\
+\"latency_us\":{\"min\":331,\"mean\":15647.5,\"max\":170616,\"p50\":2072,\"p90\":66087,\
+\"p99\":147776,\"p99_9\":170616},\"statuses\":{\"200\":3,\"429\":700}}
 ";
 
     #[test]
-    fn parses_a_full_report() {
-        let r = parse(SAMPLE).unwrap();
-        assert_eq!(r.requests, 210_210);
-        assert!((r.requests_per_sec - 21015.43).abs() < 1e-6);
-        assert_eq!(r.p50, Duration::from_micros(1480));
-        assert_eq!(r.p99, Duration::from_micros(812));
-        assert_eq!(r.non_2xx, 210_100);
-        assert_eq!(r.socket_errors, 3);
-        assert_eq!(format_latency(r.p50), "1.48 ms");
+    fn reads_the_reporter_line() {
+        let r = parse(OUTPUT).unwrap();
+        assert_eq!(r.requests, 703);
+        assert_eq!(r.status(200), 3);
+        assert_eq!(r.status(429), 700);
+        assert_eq!(r.unexpected(&[200, 429]), 0);
+        assert_eq!(r.unexpected(&[200]), 700);
+        assert_eq!(r.errors.total(), 3);
+        assert_eq!(r.latency_us.p99_9, 170_616);
+        assert!((r.requests_per_sec - 703.0 / 1.002209).abs() < 1e-6);
+        assert_eq!(r.statuses_text(), "200: 3, 429: 700");
+        assert_eq!(format_ms(r.latency_us.p50), "2.07 ms");
     }
 
     #[test]
-    fn missing_lines_are_errors_not_zeros() {
-        let without_latency: String = SAMPLE
-            .lines()
-            .filter(|l| !l.contains('%') || l.contains("Stdev"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(parse(&without_latency).unwrap_err().contains("50%"));
-        assert!(parse("").is_err());
-        let clean = SAMPLE.replace("  Non-2xx or 3xx responses: 210100\n", "");
-        assert_eq!(parse(&clean).unwrap().non_2xx, 0);
+    fn missing_or_inconsistent_results_are_errors() {
+        assert!(parse("Requests/sec: 1\n")
+            .unwrap_err()
+            .contains("LOADTEST_RESULT"));
+        let wrong = OUTPUT.replace("\"429\":700", "\"429\":699");
+        assert!(parse(&wrong).unwrap_err().contains("add up"));
     }
 
     #[test]
-    fn latency_units() {
-        assert_eq!(parse_duration("2.00s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1.50m").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("12").is_err());
-        assert!(parse_duration("1.0xs").is_err());
+    fn combining_adds_counts_and_keeps_the_worse_latency() {
+        let a = parse(OUTPUT).unwrap();
+        let mut b = a.clone();
+        b.latency_us.p99 = 1;
+        b.statuses.insert(503, 5);
+        let both = a.combined(&b);
+        assert_eq!(both.requests, 1406);
+        assert_eq!(both.status(429), 1400);
+        assert_eq!(both.status(503), 5);
+        assert_eq!(both.latency_us.p99, 147_776);
+        let serial = a.followed_by(&a);
+        assert!((serial.seconds - 2.0 * a.seconds).abs() < 1e-9);
+        assert!((serial.requests_per_sec - a.requests_per_sec).abs() < 1e-6);
     }
 }

@@ -110,6 +110,21 @@ pub struct EnvoyConfig {
     pub component_log_level: Option<String>,
     /// How long Envoy may take to become ready (V8 compiles the module first).
     pub ready_timeout: Duration,
+    /// HTTP filters (raw Envoy JSON) placed before the Wasm filter, e.g.
+    /// Envoy's own `local_ratelimit` as a native reference in the load test.
+    pub native_filters: Vec<Value>,
+    /// The answer of the `direct_response` route (when `route_to` is unset);
+    /// `None` answers `200 ok\n`.
+    pub direct_response: Option<DirectResponse>,
+}
+
+/// What a `direct_response` route answers: an Envoy listener standing in
+/// for an upstream (an OpenAI-style API, say) at Envoy's own speed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
 }
 
 impl Default for EnvoyConfig {
@@ -124,6 +139,8 @@ impl Default for EnvoyConfig {
             log_level: "info".to_owned(),
             component_log_level: None,
             ready_timeout: Duration::from_secs(30),
+            native_filters: Vec::new(),
+            direct_response: None,
         }
     }
 }
@@ -179,18 +196,44 @@ impl EnvoyConfig {
         self
     }
 
+    /// Adds an HTTP filter (Envoy JSON: `name` and `typed_config`) before
+    /// the Wasm filter and the router.
+    pub fn native_filter(mut self, filter: Value) -> Self {
+        self.native_filters.push(filter);
+        self
+    }
+
+    /// Answers every request with `status`, `content_type` and `body` (when
+    /// no `route_to` is set).
+    pub fn direct_response(mut self, status: u16, content_type: &str, body: &str) -> Self {
+        self.direct_response = Some(DirectResponse {
+            status,
+            content_type: content_type.to_owned(),
+            body: body.to_owned(),
+        });
+        self
+    }
+
     /// The bootstrap. Admin and listener bind port 0: Envoy picks free
     /// ports itself (no race with other tests) and we read them back from
     /// `--admin-address-path` and the admin `/listeners` page.
     fn bootstrap(&self) -> Value {
         let socket =
             |port: u16| json!({"socket_address": {"address": "127.0.0.1", "port_value": port}});
-        let route = match &self.route_to {
-            None => json!({
+        let route = match (&self.route_to, &self.direct_response) {
+            (None, None) => json!({
                 "match": {"prefix": "/"},
                 "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
             }),
-            Some(cluster) => json!({
+            (None, Some(answer)) => json!({
+                "match": {"prefix": "/"},
+                "direct_response": {"status": answer.status, "body": {"inline_string": answer.body}},
+                "response_headers_to_add": [{
+                    "header": {"key": "content-type", "value": answer.content_type},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+            }),
+            (Some(cluster), _) => json!({
                 "match": {"prefix": "/"},
                 "route": {
                     "cluster": cluster,
@@ -199,7 +242,8 @@ impl EnvoyConfig {
                 },
             }),
         };
-        let mut http_filters: Vec<Value> = self.wasm.iter().map(WasmPlugin::filter).collect();
+        let mut http_filters: Vec<Value> = self.native_filters.clone();
+        http_filters.extend(self.wasm.iter().map(WasmPlugin::filter));
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -327,6 +371,11 @@ impl Envoy {
 
     pub fn admin_port(&self) -> u16 {
         self.admin_port
+    }
+
+    /// The process id (for `/proc/<pid>/status`), `None` once stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
     }
 
     /// Everything Envoy wrote to stdout and stderr so far.
@@ -543,6 +592,46 @@ mod tests {
         let plugin = &denied["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
             ["typed_config"]["http_filters"][0]["typed_config"]["config"];
         assert_eq!(plugin["allow_on_headers_stop_iteration"], false);
+    }
+
+    #[test]
+    fn native_filters_come_first_and_direct_responses_carry_their_content_type() {
+        let config = EnvoyConfig::new()
+            .native_filter(json!({"name": "envoy.filters.http.local_ratelimit"}))
+            .wasm(WasmPlugin::new("/x/l.wasm", ""))
+            .direct_response(200, "text/event-stream", "data: [DONE]\n\n");
+        let b = config.bootstrap();
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let names: Vec<&str> = hcm["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.http.local_ratelimit",
+                "envoy.filters.http.wasm",
+                "envoy.filters.http.router"
+            ]
+        );
+        let route = &hcm["route_config"]["virtual_hosts"][0]["routes"][0];
+        assert_eq!(
+            route["direct_response"]["body"]["inline_string"],
+            "data: [DONE]\n\n"
+        );
+        assert_eq!(
+            route["response_headers_to_add"][0]["header"]["value"],
+            "text/event-stream"
+        );
+        // A route to a cluster wins over a direct response.
+        let routed = config.route_to("llm").bootstrap();
+        let route = &routed["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0];
+        assert_eq!(route["route"]["cluster"], "llm");
+        assert!(route.get("direct_response").is_none());
     }
 
     #[test]

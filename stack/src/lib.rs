@@ -37,9 +37,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use envoy::{envoy_binary, validate as validate_envoy_config, Envoy, EnvoyConfig, WasmPlugin};
+pub use envoy::{
+    envoy_binary, validate as validate_envoy_config, DirectResponse, Envoy, EnvoyConfig, WasmPlugin,
+};
 pub use http::{get, get_with_timeout, request, request_with_timeout, Body, Chunk, Response};
-pub use process::envoy_log_excerpt;
+pub use process::{envoy_log_excerpt, kill_with_this_thread};
 pub use redis::Redis;
 pub use relay::Relay;
 pub use upstream::{

@@ -32,6 +32,27 @@ pub(crate) fn send_signal(pid: i32, sig: i32) -> io::Result<()> {
     }
 }
 
+/// Makes the child `cmd` starts receive SIGKILL when the calling thread
+/// dies (`PR_SET_PDEATHSIG`), so a client such as `wrk` cannot outlive a
+/// load test that was killed or aborted. Spawn and wait on the same thread.
+pub fn kill_with_this_thread(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only calls
+    // async-signal-safe functions (prctl, getppid); it does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            if prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if std::os::unix::process::parent_id() != parent {
+                return Err(io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A running component process.
 ///
 /// Three layers keep it from leaking:
@@ -68,7 +89,6 @@ impl Proc {
         let err = out
             .try_clone()
             .map_err(|e| Error::new(format!("{name}: cannot dup log fd: {e}")))?;
-        let parent = std::process::id();
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(dir)
@@ -76,20 +96,7 @@ impl Proc {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0);
-        // SAFETY: the closure runs between fork and exec and only calls
-        // async-signal-safe functions (prctl, getppid); it does not allocate.
-        unsafe {
-            cmd.pre_exec(move || {
-                if prctl(PR_SET_PDEATHSIG, SIGKILL as u64, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if std::os::unix::process::parent_id() != parent {
-                    return Err(io::Error::other("parent exited during spawn"));
-                }
-                Ok(())
-            });
-        }
+        kill_with_this_thread(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| Error::new(format!("{name}: cannot start {}: {e}", program.display())))?;

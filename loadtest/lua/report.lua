@@ -1,0 +1,43 @@
+-- Appended to every wrk script the load test runs: counts answers by HTTP
+-- status in each wrk thread and, when wrk is done, prints one line
+-- `LOADTEST_RESULT {json}` with the counts, the totals and the latency
+-- percentiles (microseconds), which loadtest/src/wrk.rs parses. wrk's own
+-- text report has no per-status counts and no p99.9.
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  statuses = {}
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local counts = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do
+      counts[status] = (counts[status] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do
+    table.insert(parts, string.format('"%d":%d', status, n))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'LOADTEST_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"min":%d,"mean":%.1f,"max":%d,"p50":%d,"p90":%d,"p99":%d,"p99_9":%d},' ..
+    '"statuses":{%s}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.mean, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9),
+    table.concat(parts, ",")))
+end

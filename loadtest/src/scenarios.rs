@@ -1,0 +1,924 @@
+//! The scenarios, each with the checks that say whether it measured what it
+//! claims. A failed check does not stop the run (the other scenarios still
+//! report); it makes the exit status 1.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use stack::{Envoy, EnvoyConfig, WasmPlugin};
+
+use crate::wrk::{self, Counters, Load, Progress, Requests, Sample, WrkResult};
+use crate::{commands_since, rss_kb, settle, Bench, JSON_USAGE, SSE_USAGE};
+
+/// The limiter's Redis timeout in every scenario (ms).
+pub const REDIS_TIMEOUT_MS: u64 = 500;
+/// A non-streaming chat request (the upstream answers JSON).
+const CHAT_JSON: &str =
+    r#"{"model":"qwen-max","messages":[{"role":"user","content":"Tell me a story."}]}"#;
+/// A streaming chat request: the token quota buffers it and adds
+/// `stream_options.include_usage` (the upstream answers an event stream).
+const CHAT_SSE: &str = r#"{"model":"qwen-max","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Overhead,
+    Accuracy,
+    Soak,
+    Faults,
+}
+
+/// One assertion and what was seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub what: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// One scenario's measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub id: &'static str,
+    pub title: String,
+    pub kind: Kind,
+    /// The `id` of the no-filter run this one is compared with.
+    pub baseline: Option<&'static str>,
+    pub gateways: u32,
+    pub connections: u32,
+    pub wrk: WrkResult,
+    /// Commands Redis executed during the measured run, in all (those a
+    /// Lua script ran included).
+    pub redis_calls: Option<u64>,
+    /// The same by command name.
+    pub redis_commands: BTreeMap<String, u64>,
+    /// Further numbers worth reporting, in order.
+    pub facts: Vec<(String, String)>,
+    pub checks: Vec<Check>,
+    /// Per-second answer counts (fault scenario).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<Sample>,
+}
+
+impl Scenario {
+    fn new(id: &'static str, title: &str, kind: Kind, wrk: WrkResult) -> Scenario {
+        Scenario {
+            id,
+            title: title.to_owned(),
+            kind,
+            baseline: None,
+            gateways: 1,
+            connections: 0,
+            wrk,
+            redis_calls: None,
+            redis_commands: BTreeMap::new(),
+            facts: Vec::new(),
+            checks: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Calls of `commands` per answered request.
+    fn per_request(&self, commands: &[&str]) -> f64 {
+        let calls: u64 = commands
+            .iter()
+            .filter_map(|c| self.redis_commands.get(*c))
+            .sum();
+        calls as f64 / self.wrk.requests.max(1) as f64
+    }
+
+    /// Checks that `commands` ran once per answered request, give or take
+    /// the requests wrk cut off at the end (one per connection). (An
+    /// EVALSHA that finds no script is sent again as EVAL: the requests in
+    /// flight when a script is first used cost a second round trip, which
+    /// the command list shows.)
+    fn check_once_per_request(&mut self, what: &str, commands: &[&str]) {
+        let calls: u64 = commands
+            .iter()
+            .filter_map(|c| self.redis_commands.get(*c))
+            .sum();
+        let slack = u64::from(self.connections) + 2 * u64::from(self.gateways);
+        let requests = self.wrk.requests;
+        self.check(
+            format!("one {what} per request ({})", commands.join("/")),
+            calls + slack >= requests && calls <= requests + slack,
+            format!(
+                "{calls} calls for {requests} requests ({:.3} per request); all commands: {}",
+                self.per_request(commands),
+                self.redis_commands_text()
+            ),
+        );
+    }
+
+    pub fn redis_commands_text(&self) -> String {
+        if self.redis_commands.is_empty() {
+            return "none".to_owned();
+        }
+        self.redis_commands
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn redis_calls_per_request(&self) -> Option<f64> {
+        self.redis_calls
+            .map(|calls| calls as f64 / self.wrk.requests.max(1) as f64)
+    }
+
+    fn check(&mut self, what: impl Into<String>, passed: bool, detail: impl Into<String>) {
+        let check = Check {
+            what: what.into(),
+            passed,
+            detail: detail.into(),
+        };
+        println!(
+            "[loadtest]   {} {}: {}",
+            if check.passed { "ok  " } else { "FAIL" },
+            check.what,
+            check.detail
+        );
+        self.checks.push(check);
+    }
+
+    fn fact(&mut self, name: &str, value: impl ToString) {
+        self.facts.push((name.to_owned(), value.to_string()));
+    }
+
+    /// No socket errors and no answer outside `expected`.
+    fn check_answers(&mut self, expected: &[u16]) {
+        let unexpected = self.wrk.unexpected(expected);
+        let codes: Vec<String> = expected.iter().map(u16::to_string).collect();
+        self.check(
+            format!("only {} answers", codes.join("/")),
+            unexpected == 0 && self.wrk.requests > 0,
+            format!(
+                "{} of {} answers",
+                self.wrk.statuses_text(),
+                self.wrk.requests
+            ),
+        );
+        let e = self.wrk.errors;
+        self.check(
+            "no socket errors or timeouts",
+            e.total() == 0,
+            format!(
+                "connect {}, read {}, write {}, timeout {}",
+                e.connect, e.read, e.write, e.timeout
+            ),
+        );
+    }
+}
+
+fn limiter_config(rule: &str, per_minute: u64, failure_mode_deny: bool) -> Value {
+    json!({
+        "rule_name": rule,
+        "global_threshold": {"query_per_minute": per_minute},
+        "rejected_code": 429,
+        "show_limit_quota_header": true,
+        "failure_mode_deny": failure_mode_deny,
+        "redis": {"webdis_cluster": "webdis", "timeout": REDIS_TIMEOUT_MS},
+    })
+}
+
+fn limiter_gateway(bench: &Bench, config: &Value) -> Envoy {
+    let plugin = WasmPlugin::new(stack::wasm_path("limiter"), config.to_string());
+    Envoy::start(
+        EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster("webdis", bench.webdis.port())
+            .log_level("warning"),
+    )
+}
+
+/// Envoy's own C++ token bucket, `max_tokens` per minute.
+fn local_ratelimit_gateway(max_tokens: u64) -> Envoy {
+    let percent = json!({"numerator": 100, "denominator": "HUNDRED"});
+    let filter = json!({
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "local_rate_limit",
+            "token_bucket": {"max_tokens": max_tokens, "tokens_per_fill": max_tokens, "fill_interval": "60s"},
+            "filter_enabled": {"runtime_key": "local_rate_limit_enabled", "default_value": percent},
+            "filter_enforced": {"runtime_key": "local_rate_limit_enforced", "default_value": percent},
+        },
+    });
+    Envoy::start(
+        EnvoyConfig::new()
+            .native_filter(filter)
+            .log_level("warning"),
+    )
+}
+
+fn token_quota_gateway(bench: &Bench, rule: &str, per_minute: u64, upstream: &Envoy) -> Envoy {
+    let config = json!({
+        "rule_name": rule,
+        "global_threshold": {"token_per_minute": per_minute},
+        "redis": {"webdis_cluster": "webdis", "timeout": REDIS_TIMEOUT_MS},
+    });
+    let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
+        .allow_on_headers_stop_iteration(true);
+    Envoy::start(
+        EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster("webdis", bench.webdis.port())
+            .cluster("llm", upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    )
+}
+
+fn plain_gateway_to(upstream: &Envoy) -> Envoy {
+    Envoy::start(
+        EnvoyConfig::new()
+            .cluster("llm", upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    )
+}
+
+/// How to drive one measured run.
+#[derive(Debug, Clone, Copy)]
+struct Drive<'a> {
+    seconds: u64,
+    /// Connections per gateway.
+    connections: u32,
+    requests: Requests<'a>,
+    /// A 1 s run first, not measured (V8 tiers up, connections open).
+    warm_up: bool,
+    timeout: Duration,
+}
+
+/// What one measured run saw.
+#[derive(Debug)]
+struct Measured {
+    wrk: WrkResult,
+    /// Per gateway, in order.
+    per_gateway: Vec<WrkResult>,
+    redis_commands: BTreeMap<String, u64>,
+    samples: Vec<Sample>,
+}
+
+/// Runs wrk against every gateway at once (one wrk each), with progress
+/// lines, and counts Redis commands around the measured part.
+fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) -> Measured {
+    let script_dir = bench.script_dir();
+    let load = |port: u16, seconds: u64| Load {
+        port,
+        seconds,
+        connections: drive.connections,
+        requests: drive.requests,
+        timeout: drive.timeout,
+    };
+    if drive.warm_up && !bench.opts.smoke {
+        for gateway in gateways {
+            wrk::run(&load(gateway.port(), 1), &script_dir);
+        }
+    }
+    let admin: Vec<u16> = gateways.iter().map(|g| g.admin_port()).collect();
+    let calls_before = bench.redis_commands();
+    let progress = Progress::start(label, &admin, drive.seconds);
+    let per_gateway: Vec<WrkResult> = std::thread::scope(|scope| {
+        let runs: Vec<_> = gateways
+            .iter()
+            .map(|g| {
+                let load = load(g.port(), drive.seconds);
+                let dir = &script_dir;
+                scope.spawn(move || wrk::run(&load, dir))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| {
+                run.join()
+                    .unwrap_or_else(|_| panic!("{label}: wrk thread panicked"))
+            })
+            .collect()
+    });
+    let samples = progress.finish();
+    settle();
+    let redis_commands = commands_since(&calls_before, &bench.redis_commands());
+    let wrk = per_gateway.iter().skip(1).fold(
+        per_gateway.first().cloned().unwrap_or_default(),
+        |sum, r| sum.combined(r),
+    );
+    Measured {
+        wrk,
+        per_gateway,
+        redis_commands,
+        samples,
+    }
+}
+
+fn announce(title: &str) {
+    println!("[loadtest] == {title}");
+}
+
+fn overhead_drive<'a>(bench: &Bench, requests: Requests<'a>) -> Drive<'a> {
+    Drive {
+        seconds: bench.opts.seconds,
+        connections: bench.opts.connections,
+        requests,
+        warm_up: true,
+        timeout: Duration::from_secs(2),
+    }
+}
+
+/// One gateway under steady load, compared with `baseline`.
+fn overhead(
+    bench: &Bench,
+    id: &'static str,
+    title: &str,
+    baseline: Option<&'static str>,
+    gateway: &Envoy,
+    requests: Requests<'_>,
+) -> Scenario {
+    announce(title);
+    let m = measure(bench, id, &[gateway], overhead_drive(bench, requests));
+    let mut s = Scenario::new(id, title, Kind::Overhead, m.wrk);
+    s.baseline = baseline;
+    s.connections = bench.opts.connections;
+    s.redis_calls = Some(m.redis_commands.values().sum());
+    s.redis_commands = m.redis_commands;
+    s.samples = m.samples;
+    s
+}
+
+pub fn run_all(bench: &mut Bench) -> Vec<Scenario> {
+    let mut all = Vec::new();
+    let started = Instant::now();
+    let mut step = |s: Scenario| {
+        println!(
+            "[loadtest]   -> {:.0} req/s, p99 {}, {} ({:.0} s so far)",
+            s.wrk.requests_per_sec,
+            wrk::format_ms(s.wrk.latency_us.p99),
+            s.wrk.statuses_text(),
+            started.elapsed().as_secs_f64()
+        );
+        all.push(s);
+    };
+    step(baseline(bench));
+    step(local_ratelimit(bench, false));
+    step(local_ratelimit(bench, true));
+    step(limiter_pass(bench));
+    step(limiter_flood(bench));
+    step(upstream_baseline(bench));
+    step(token_quota_overhead(bench, false));
+    step(token_quota_overhead(bench, true));
+    step(limiter_accuracy(bench));
+    step(token_quota_accuracy(bench, false));
+    step(token_quota_accuracy(bench, true));
+    step(soak(bench));
+    // Last: it restarts the shared Redis, which empties it.
+    step(faults(bench));
+    all
+}
+
+fn baseline(bench: &Bench) -> Scenario {
+    let gateway = Envoy::start(EnvoyConfig::new().log_level("warning"));
+    let mut s = overhead(
+        bench,
+        "baseline",
+        "baseline: Envoy, no filter (direct_response)",
+        None,
+        &gateway,
+        Requests::Get,
+    );
+    s.check_answers(&[200]);
+    s
+}
+
+fn local_ratelimit(bench: &Bench, flood: bool) -> Scenario {
+    let (id, title, tokens) = if flood {
+        (
+            "local-ratelimit-flood",
+            "Envoy local_ratelimit (C++), over limit (10/min)",
+            10,
+        )
+    } else {
+        (
+            "local-ratelimit-pass",
+            "Envoy local_ratelimit (C++), limit never reached",
+            1_000_000_000,
+        )
+    };
+    let gateway = local_ratelimit_gateway(tokens);
+    let mut s = overhead(bench, id, title, Some("baseline"), &gateway, Requests::Get);
+    if flood {
+        // The bucket refills once a minute, so a run may see up to two fills.
+        s.check_answers(&[200, 429]);
+        let allowed = s.wrk.status(200);
+        s.check(
+            "nearly all answers are 429",
+            allowed <= 2 * tokens,
+            format!("{allowed} answers 200 (bucket of {tokens} per minute)"),
+        );
+    } else {
+        s.check_answers(&[200]);
+    }
+    s
+}
+
+fn limiter_pass(bench: &Bench) -> Scenario {
+    let gateway = limiter_gateway(
+        bench,
+        &limiter_config(&bench.rule("pass"), 1_000_000_000, false),
+    );
+    let mut s = overhead(
+        bench,
+        "limiter-pass",
+        "limiter, limit never reached (every request counted in Redis)",
+        Some("baseline"),
+        &gateway,
+        Requests::Get,
+    );
+    s.check_answers(&[200]);
+    s.check_once_per_request("Redis round trip", &["evalsha"]);
+    s
+}
+
+fn limiter_flood(bench: &Bench) -> Scenario {
+    let per_minute = 10;
+    let gateway = limiter_gateway(
+        bench,
+        &limiter_config(&bench.rule("flood"), per_minute, false),
+    );
+    // Use the budget up first so the whole run is over the limit.
+    for _ in 0..=per_minute {
+        let _ = stack::get(gateway.port(), "/", &[]);
+    }
+    let mut s = overhead(
+        bench,
+        "limiter-flood",
+        "limiter, over limit (10/min; the over-limit cache answers)",
+        Some("baseline"),
+        &gateway,
+        Requests::Get,
+    );
+    s.check_answers(&[200, 429]);
+    let allowed = s.wrk.status(200);
+    s.check(
+        "nearly all answers are 429",
+        allowed <= 2 * per_minute,
+        format!("{allowed} answers 200 (limit {per_minute} per minute)"),
+    );
+    let per_request = s.redis_calls_per_request().unwrap_or(1.0);
+    s.check(
+        "Redis calls per request approach 0 under the flood",
+        per_request < 0.001,
+        format!(
+            "{} commands for {} requests ({per_request:.6} per request): {}",
+            s.redis_calls.unwrap_or(0),
+            s.wrk.requests,
+            s.redis_commands_text()
+        ),
+    );
+    s
+}
+
+fn upstream_baseline(bench: &Bench) -> Scenario {
+    let gateway = plain_gateway_to(&bench.json_upstream);
+    let mut s = overhead(
+        bench,
+        "upstream-baseline",
+        "baseline: Envoy to an upstream Envoy (OpenAI JSON), no filter, chat POSTs",
+        None,
+        &gateway,
+        Requests::PostJson(CHAT_JSON),
+    );
+    s.check_answers(&[200]);
+    s
+}
+
+/// The token quota's key pattern for `rule`.
+fn quota_keys(rule: &str) -> String {
+    format!("token-quota:{{{rule}:*")
+}
+
+fn token_quota_overhead(bench: &Bench, sse: bool) -> Scenario {
+    let (id, title, upstream, body, usage) = if sse {
+        (
+            "token-quota-sse",
+            "token quota, streaming chat POSTs, event-stream answers, quota never reached",
+            &bench.sse_upstream,
+            CHAT_SSE,
+            SSE_USAGE,
+        )
+    } else {
+        (
+            "token-quota-json",
+            "token quota, chat POSTs, JSON answers, quota never reached",
+            &bench.json_upstream,
+            CHAT_JSON,
+            JSON_USAGE,
+        )
+    };
+    let rule = bench.rule(id);
+    let gateway = token_quota_gateway(bench, &rule, 1_000_000_000_000, upstream);
+    announce(title);
+    let drive = overhead_drive(bench, Requests::PostJson(body));
+    // Read before the warm-up: both it and the measured run are compared.
+    let upstream_before = Counters::read(upstream.admin_port()).unwrap_or_default();
+    let m = measure(bench, id, &[&gateway], drive);
+    let upstream_answers = Counters::read(upstream.admin_port())
+        .unwrap_or_default()
+        .minus(&upstream_before)
+        .xx2;
+    let charged = bench.redis_sum(&quota_keys(&rule));
+    let mut s = Scenario::new(id, title, Kind::Overhead, m.wrk);
+    s.baseline = Some("upstream-baseline");
+    s.connections = drive.connections;
+    s.redis_calls = Some(m.redis_commands.values().sum());
+    s.redis_commands = m.redis_commands;
+    s.samples = m.samples;
+    s.check_answers(&[200]);
+    s.check_once_per_request("quota read", &["get"]);
+    s.check_once_per_request("charge", &["evalsha"]);
+    let reported = upstream_answers * usage.charged();
+    s.fact("tokens the upstream reported", reported);
+    s.fact("tokens charged in Redis", charged);
+    // wrk stops with requests in flight: the last request of each
+    // connection, in the warm-up and in the measured run, may have been
+    // answered upstream and dropped by the gateway before it was scanned.
+    // The exact equality is checked by the accuracy scenarios, which end
+    // with nothing in flight.
+    let cut = 2 * u64::from(drive.connections) * usage.charged();
+    s.check(
+        "tokens charged in Redis match the usage the upstream reported",
+        charged <= reported && reported - charged <= cut,
+        format!(
+            "{charged} charged, {reported} reported by {upstream_answers} upstream answers \
+             (at most {cut} may be lost to requests wrk cut off)"
+        ),
+    );
+    s
+}
+
+/// Waits until `seconds` of load (and 3 s of slack) fit in the current
+/// per-minute window, so a run meets one window only.
+fn align_to_minute(seconds: u64) -> u64 {
+    let window =
+        stack::wait_for_window_room(Duration::from_secs(60), Duration::from_secs(seconds + 3));
+    println!(
+        "[loadtest]   aligned to the window starting at {window} ({:.1} s into it)",
+        stack::unix_now() - window as f64
+    );
+    window
+}
+
+fn limiter_accuracy(bench: &Bench) -> Scenario {
+    let title = "accuracy: limiter on two gateways, 64 connections, 1000 per minute on one key";
+    announce(title);
+    let limit = 1000;
+    let config = limiter_config(&bench.rule("accuracy"), limit, false);
+    let a = limiter_gateway(bench, &config);
+    let b = limiter_gateway(bench, &config);
+    let drive = Drive {
+        seconds: bench.opts.accuracy_seconds,
+        connections: 32,
+        requests: Requests::Get,
+        // Warm-up requests would count against the window.
+        warm_up: false,
+        timeout: Duration::from_secs(2),
+    };
+    let window = align_to_minute(drive.seconds);
+    let m = measure(bench, "limiter-accuracy", &[&a, &b], drive);
+    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
+    let counted = bench.redis_sum(&format!("limiter:{{{}:*", bench.rule("accuracy")));
+    let mut s = Scenario::new("limiter-accuracy", title, Kind::Accuracy, m.wrk);
+    s.gateways = 2;
+    s.connections = 2 * drive.connections;
+    s.redis_calls = Some(m.redis_commands.values().sum());
+    s.redis_commands = m.redis_commands;
+    s.samples = m.samples;
+    for (name, g) in ["A", "B"].iter().zip(&m.per_gateway) {
+        s.fact(&format!("gateway {name} answers"), g.statuses_text());
+    }
+    s.fact("requests counted in Redis", counted);
+    s.check(
+        "the run stayed in one per-minute window",
+        window == end_window,
+        format!("started in window {window}, ended in {end_window}"),
+    );
+    s.check_answers(&[200, 429]);
+    let allowed = s.wrk.status(200);
+    s.check(
+        "exactly the limit answered 200 across both gateways",
+        allowed == limit,
+        format!("{allowed} answers 200, limit {limit}"),
+    );
+    s.check(
+        "both gateways let requests through",
+        m.per_gateway.iter().all(|g| g.status(200) > 0),
+        m.per_gateway
+            .iter()
+            .zip(["A", "B"])
+            .map(|(g, name)| format!("{name}: {} answers 200", g.status(200)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    s
+}
+
+fn token_quota_accuracy(bench: &Bench, sse: bool) -> Scenario {
+    let (id, title, upstream, body, usage) = if sse {
+        (
+            "token-quota-sse-accuracy",
+            "accuracy: token quota on two gateways, streaming chat, event-stream answers",
+            &bench.sse_upstream,
+            CHAT_SSE,
+            SSE_USAGE,
+        )
+    } else {
+        (
+            "token-quota-json-accuracy",
+            "accuracy: token quota on two gateways, chat POSTs, JSON answers",
+            &bench.json_upstream,
+            CHAT_JSON,
+            JSON_USAGE,
+        )
+    };
+    announce(title);
+    let rule = bench.rule(id);
+    let limit = bench.opts.quota_answers * usage.charged();
+    let a = token_quota_gateway(bench, &rule, limit, upstream);
+    let b = token_quota_gateway(bench, &rule, limit, upstream);
+    let drive = Drive {
+        seconds: bench.opts.quota_seconds,
+        connections: 16,
+        requests: Requests::PostJson(body),
+        warm_up: false,
+        timeout: Duration::from_secs(2),
+    };
+
+    let window = align_to_minute(drive.seconds);
+    let upstream_before = Counters::read(upstream.admin_port()).unwrap_or_default();
+    let m = measure(bench, id, &[&a, &b], drive);
+    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
+    let upstream_answers = Counters::read(upstream.admin_port())
+        .unwrap_or_default()
+        .minus(&upstream_before)
+        .xx2;
+    let charged = bench.redis_sum(&quota_keys(&rule));
+    let reported = upstream_answers * usage.charged();
+    let mut s = Scenario::new(id, title, Kind::Accuracy, m.wrk);
+    s.gateways = 2;
+    s.connections = 2 * drive.connections;
+    s.redis_calls = Some(m.redis_commands.values().sum());
+    s.redis_commands = m.redis_commands;
+    s.samples = m.samples;
+    s.fact("quota (tokens per minute)", limit);
+    s.fact("tokens per answer", usage.charged());
+    s.fact("answers from the upstream", upstream_answers);
+    s.fact("tokens the upstream reported", reported);
+    s.fact("tokens charged in Redis", charged);
+    s.fact(
+        "overshoot past the quota (requests admitted while others were in flight)",
+        charged.saturating_sub(limit),
+    );
+    s.check(
+        "the run stayed in one per-minute window",
+        window == end_window,
+        format!("started in window {window}, ended in {end_window}"),
+    );
+    s.check_answers(&[200, 429]);
+    s.check(
+        "the quota was used up (so nothing was in flight when wrk stopped)",
+        s.wrk.status(429) > 0 && charged >= limit,
+        format!(
+            "{} answers 429, {charged} of {limit} tokens",
+            s.wrk.status(429)
+        ),
+    );
+    s.check(
+        "tokens charged in Redis equal the usage the upstream reported",
+        charged == reported,
+        format!("{charged} charged, {reported} reported ({upstream_answers} answers)"),
+    );
+    s.check(
+        "every answer the upstream gave reached a client",
+        s.wrk.status(200) == upstream_answers,
+        format!(
+            "{} answers 200 at the clients, {upstream_answers} from the upstream",
+            s.wrk.status(200)
+        ),
+    );
+    s
+}
+
+fn soak(bench: &Bench) -> Scenario {
+    let per_minute = 1000;
+    let target = bench.opts.soak_requests;
+    let reference_at = bench.opts.soak_reference_after;
+    let title = format!(
+        "soak: limiter, {target} requests over the flood path ({per_minute}/min), one gateway"
+    );
+    announce(&title);
+    let gateway = limiter_gateway(
+        bench,
+        &limiter_config(&bench.rule("soak"), per_minute, false),
+    );
+    let script_dir = bench.script_dir();
+    let load = Load {
+        port: gateway.port(),
+        seconds: bench.opts.soak_phase_seconds,
+        connections: bench.opts.connections,
+        requests: Requests::Get,
+        timeout: Duration::from_secs(2),
+    };
+    let first_window = (stack::unix_now() / 60.0).floor() as u64;
+    let calls_before = bench.redis_commands();
+    let mut total: Option<WrkResult> = None;
+    let mut reference: Option<(u64, u64)> = None;
+    let started = Instant::now();
+    // Bounded: a phase that answers fewer than 1000 requests ends the soak.
+    for _ in 0..10_000 {
+        let phase = wrk::run(&load, &script_dir);
+        let stalled = phase.requests < 1000;
+        let sum = match total.take() {
+            Some(t) => t.followed_by(&phase),
+            None => phase,
+        };
+        let done = sum.requests;
+        let rss = rss_kb(&gateway);
+        if reference.is_none() && done >= reference_at {
+            reference = Some((done, rss));
+        }
+        println!(
+            "[loadtest]   soak: {done:>9}/{target} requests  {:>7.0}/s  Envoy RSS {rss} kB  {:.0} s",
+            sum.requests_per_sec,
+            started.elapsed().as_secs_f64()
+        );
+        total = Some(sum);
+        if done >= target || stalled {
+            break;
+        }
+    }
+    settle();
+    let total = total.unwrap_or_default();
+    let last_window = (stack::unix_now() / 60.0).floor() as u64;
+    let end_rss = rss_kb(&gateway);
+    let redis_commands = commands_since(&calls_before, &bench.redis_commands());
+    let mut s = Scenario::new("soak", &title, Kind::Soak, total);
+    s.connections = bench.opts.connections;
+    s.redis_calls = Some(redis_commands.values().sum());
+    s.redis_commands = redis_commands;
+    s.check(
+        "the soak reached its request count",
+        s.wrk.requests >= target,
+        format!("{} of {target} requests", s.wrk.requests),
+    );
+    s.check_answers(&[200, 429]);
+    let windows = last_window - first_window + 1;
+    let allowed = s.wrk.status(200);
+    s.check(
+        "no window let more than its limit through",
+        allowed <= windows * per_minute,
+        format!("{allowed} answers 200 over {windows} windows of {per_minute}"),
+    );
+    match reference {
+        Some((at, rss)) => {
+            let change = (end_rss as f64 - rss as f64) / rss as f64;
+            s.fact(
+                "Envoy RSS after the reference requests",
+                format!("{rss} kB after {at} requests"),
+            );
+            s.fact(
+                "Envoy RSS at the end",
+                format!("{end_rss} kB after {} requests", s.wrk.requests),
+            );
+            s.check(
+                "Envoy's resident memory at the end is within 5% of its early value",
+                change.abs() <= 0.05,
+                format!(
+                    "{rss} kB after {at} requests, {end_rss} kB after {} ({:+.2}%)",
+                    s.wrk.requests,
+                    change * 100.0
+                ),
+            );
+        }
+        None => s.check(
+            "Envoy's resident memory at the end is within 5% of its early value",
+            false,
+            format!("the soak never reached {reference_at} requests"),
+        ),
+    }
+    s
+}
+
+fn faults(bench: &mut Bench) -> Scenario {
+    let opts = bench.opts.clone();
+    let title = format!(
+        "faults: Redis stopped for {} s mid-run, failure_mode_deny: true, timeout {REDIS_TIMEOUT_MS} ms",
+        opts.fault_gap
+    );
+    announce(&title);
+    let gateway = limiter_gateway(
+        bench,
+        &limiter_config(&bench.rule("faults"), 1_000_000_000, true),
+    );
+    let seconds = opts.fault_before + opts.fault_gap + opts.fault_after;
+    // A request held longer than the Redis timeout plus this much has hung.
+    let slack = Duration::from_millis(1000);
+    let timeout = Duration::from_millis(REDIS_TIMEOUT_MS) + slack + Duration::from_millis(500);
+    let load = Load {
+        port: gateway.port(),
+        seconds,
+        connections: opts.connections,
+        requests: Requests::Get,
+        timeout,
+    };
+    let script_dir = bench.script_dir();
+    // Warm up (and load the script into Redis) before the clock starts.
+    wrk::run(
+        &Load {
+            seconds: 1,
+            ..load.clone()
+        },
+        &script_dir,
+    );
+    // Redis is stopped and restarted on this thread, because a child is
+    // tied to the thread that spawned it; wrk runs on another.
+    let redis = &mut bench.redis;
+    let progress = Progress::start("faults", &[gateway.admin_port()], seconds);
+    let start = Instant::now();
+    let (result, stopped_at, restarted_at) = std::thread::scope(|scope| {
+        let run = scope.spawn(|| wrk::run(&load, &script_dir));
+        std::thread::sleep(Duration::from_secs(opts.fault_before));
+        let stopped_at = start.elapsed().as_secs_f64();
+        redis.stop();
+        println!("[loadtest]   faults: Redis stopped at {stopped_at:.1} s");
+        std::thread::sleep(Duration::from_secs(opts.fault_gap));
+        let restarted_at = start.elapsed().as_secs_f64();
+        redis.restart();
+        println!("[loadtest]   faults: Redis started again at {restarted_at:.1} s");
+        let result = run
+            .join()
+            .unwrap_or_else(|_| panic!("faults: wrk thread panicked"));
+        (result, stopped_at, restarted_at)
+    });
+    let samples = progress.finish();
+    let mut s = Scenario::new("faults", &title, Kind::Faults, result);
+    s.connections = opts.connections;
+    s.samples = samples.clone();
+    s.fact("Redis stopped at", format!("{stopped_at:.1} s"));
+    s.fact("Redis started again at", format!("{restarted_at:.1} s"));
+    s.check_answers(&[200, 503]);
+    // Each sample covers the second before it.
+    let intervals: Vec<(f64, f64, Counters)> = samples
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [a, b] => Some((a.at, b.at, b.counters.minus(&a.counters))),
+            _ => None,
+        })
+        .collect();
+    let classify = |from: f64, to: f64| -> Vec<Counters> {
+        intervals
+            .iter()
+            .filter(|(a, b, _)| *a >= from && *b <= to)
+            .map(|(_, _, c)| *c)
+            .collect()
+    };
+    let before = classify(0.0, stopped_at);
+    // Half a second for answers already in flight when Redis went away.
+    let during = classify(stopped_at + 0.5, restarted_at);
+    // Two seconds for webdis to reconnect after the restart.
+    let after = classify(restarted_at + 2.0, f64::MAX);
+    let describe = |cs: &[Counters]| {
+        cs.iter()
+            .map(|c| format!("2xx {} 5xx {}", c.xx2, c.xx5))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    s.check(
+        "before the stop: every answer 200",
+        !before.is_empty() && before.iter().all(|c| c.xx5 == 0 && c.xx2 > 0),
+        format!("per second: {}", describe(&before)),
+    );
+    s.check(
+        "while Redis is down: failure_mode_deny answers 503, nothing passes",
+        !during.is_empty() && during.iter().all(|c| c.xx2 == 0 && c.xx5 > 0),
+        format!("per second: {}", describe(&during)),
+    );
+    s.check(
+        "after the restart: recovered by itself, every answer 200",
+        !after.is_empty() && after.iter().all(|c| c.xx5 == 0 && c.xx2 > 0),
+        format!("per second: {}", describe(&after)),
+    );
+    let max = Duration::from_micros(s.wrk.latency_us.max);
+    let bound = Duration::from_millis(REDIS_TIMEOUT_MS) + slack;
+    s.check(
+        "no request hung past the Redis timeout",
+        s.wrk.errors.timeout == 0 && max <= bound,
+        format!(
+            "slowest answer {:.1} ms (bound: timeout {REDIS_TIMEOUT_MS} ms + {} ms scheduling slack), \
+             {} wrk timeouts",
+            max.as_secs_f64() * 1e3,
+            slack.as_millis(),
+            s.wrk.errors.timeout
+        ),
+    );
+    s
+}
