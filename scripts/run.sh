@@ -14,8 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 
-echo "[run] building limiter.wasm and token_quota.wasm (release, wasm32-wasip1)"
-cargo build --release --target wasm32-wasip1 -p limiter -p token-quota
+# Release build, then wasm-opt -Oz into target/wasm/ (what the load test loads).
+bash scripts/build.sh
 
 echo "[run] load test"
 cargo run --release -p loadtest -- "$@"

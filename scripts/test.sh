@@ -9,9 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
 
-echo "[test] building limiter.wasm and token_quota.wasm (release, wasm32-wasip1)"
-cargo build --release --target wasm32-wasip1 -p limiter -p token-quota
-ls -l target/wasm32-wasip1/release/limiter.wasm target/wasm32-wasip1/release/token_quota.wasm
+# The modules the end-to-end tests and the load test load: release build,
+# then wasm-opt -Oz into target/wasm/.
+bash scripts/build.sh
 
 echo "[test] formatting and lints"
 cargo fmt --all -- --check
@@ -31,13 +31,13 @@ cargo run --release -p loadtest -- --smoke
 echo "[test] limiter over Higress's native Redis transport (--features higress)"
 cargo test -p limiter --features higress --test native_redis
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"
-cargo build --release --target wasm32-wasip1 -p limiter -p token-quota --features limiter/higress,token-quota/higress --target-dir target/higress
+bash scripts/build.sh --higress
 for module in limiter token_quota; do
-  imports=$(wasm-objdump -x -j Import "target/higress/wasm32-wasip1/release/$module.wasm")
+  imports=$(wasm-objdump -x -j Import "target/wasm/higress/$module.wasm")
   for call in env.proxy_redis_init env.proxy_redis_call; do
     grep -q "$call" <<<"$imports" || { echo "[test] FAIL: higress $module.wasm does not import $call"; exit 1; }
   done
-  wasm-objdump -x -j Export "target/higress/wasm32-wasip1/release/$module.wasm" | grep -q '"proxy_on_redis_call_response"' \
+  wasm-objdump -x -j Export "target/wasm/higress/$module.wasm" | grep -q '"proxy_on_redis_call_response"' \
     || { echo "[test] FAIL: higress $module.wasm does not export proxy_on_redis_call_response"; exit 1; }
 done
 echo "[test] higress builds import proxy_redis_init and proxy_redis_call and export proxy_on_redis_call_response"

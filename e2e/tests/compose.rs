@@ -225,32 +225,18 @@ fn higress_gateway_config_validates_with_the_higress_parts_swapped() {
 }
 
 /// The Higress builds docker-compose.yaml mounts, built with the command
-/// scripts/test.sh uses (a no-op when it has run already).
+/// scripts/test.sh uses (quick when it has run already).
 fn higress_modules() -> &'static (PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = repo_root();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let status = Command::new("bash")
             .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "-p",
-                "limiter",
-                "-p",
-                "token-quota",
-                "--features",
-                "limiter/higress,token-quota/higress",
-                "--target-dir",
-                "target/higress",
-            ])
+            .args(["scripts/build.sh", "--higress"])
             .status()
             .unwrap();
         assert!(status.success(), "building the Higress modules failed");
-        let dir = root.join("target/higress/wasm32-wasip1/release");
+        let dir = root.join("target/wasm/higress");
         (dir.join("limiter.wasm"), dir.join("token_quota.wasm"))
     })
 }

@@ -99,21 +99,21 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// The release build of plugin package `name` for `wasm32-wasip1`. Cargo
-/// names the module after the library, with `-` turned into `_`
-/// (`token-quota` builds `token_quota.wasm`).
+/// The module of plugin package `name` that is deployed and tested:
+/// `target/wasm/<name>.wasm`, the release build for `wasm32-wasip1` after
+/// `wasm-opt -Oz` (`scripts/build.sh`). Cargo names the module after the
+/// library, with `-` turned into `_` (`token-quota` builds
+/// `token_quota.wasm`).
 ///
 /// # Panics
 /// If the module has not been built, naming the build command.
 pub fn wasm_path(name: &str) -> PathBuf {
     let path = target_dir()
-        .join("wasm32-wasip1")
-        .join("release")
+        .join("wasm")
         .join(format!("{}.wasm", name.replace('-', "_")));
     if !path.is_file() {
         panic!(
-            "{} does not exist: build it first with \
-             `cargo build --release --target wasm32-wasip1 -p {name}` \
+            "{} does not exist: build it first with `bash scripts/build.sh` \
              (scripts/test.sh does this)",
             path.display()
         );

@@ -181,7 +181,7 @@ fn expecting_failure_from_a_valid_config_panics() {
 }
 
 #[test]
-#[should_panic(expected = "cargo build --release --target wasm32-wasip1 -p no-such-plugin")]
+#[should_panic(expected = "bash scripts/build.sh")]
 fn a_missing_module_names_the_build_command() {
     stack::wasm_path("no-such-plugin");
 }

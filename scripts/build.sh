@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the plugins to deploy: the release Wasm modules, then `wasm-opt -Oz`
+# (Debian binaryen) into target/wasm/, which the end-to-end tests and the
+# load test load. Prints the sizes. Extra arguments go to `cargo build`.
+#
+#   target/wasm32-wasip1/release/<name>.wasm   cargo's release build
+#   target/wasm/<name>.wasm                    the same after wasm-opt -Oz
+#
+# `--higress` builds the Higress variants (native Redis host calls) into
+# target/higress/ and target/wasm/higress/ instead.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+target=target
+out=target/wasm
+features=()
+if [ "${1:-}" = "--higress" ]; then
+    shift
+    target=target/higress
+    out=target/wasm/higress
+    features=(--features limiter/higress,token-quota/higress --target-dir "$target")
+fi
+
+echo "[build] limiter and token-quota (release, wasm32-wasip1${features:+, higress})"
+cargo build --release --target wasm32-wasip1 -p limiter -p token-quota "${features[@]}" "$@"
+
+# Rust emits these proposals and binaryen 108 enables none by default; the
+# stripped module carries no target_features section to tell it.
+WASM_OPT_FEATURES=(--enable-reference-types --enable-multivalue --enable-bulk-memory
+    --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+    --enable-extended-const)
+mkdir -p "$out"
+for module in limiter token_quota; do
+    built="$target/wasm32-wasip1/release/$module.wasm"
+    wasm-opt "${WASM_OPT_FEATURES[@]}" -Oz "$built" -o "$out/$module.wasm"
+    printf '[build] %-40s %8d bytes\n' "$built" "$(stat -c %s "$built")"
+    printf '[build] %-40s %8d bytes (wasm-opt -Oz)\n' "$out/$module.wasm" "$(stat -c %s "$out/$module.wasm")"
+done
