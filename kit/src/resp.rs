@@ -380,7 +380,7 @@ impl Decoded {
 }
 
 /// The hex digit of a nibble, with `letter_a` as the digit for 10.
-pub(crate) fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
+pub(crate) const fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
     match nibble & 0xf {
         n @ 0..=9 => b'0' + n,
         n => letter_a + n - 10,

@@ -11,6 +11,9 @@ pub const COUNT_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1])\n\
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end\n\
 return n";
 
+/// [`COUNT_SCRIPT`] with its digest, computed at compile time.
+const COUNT: Script = Script::new(COUNT_SCRIPT);
+
 /// How the limiter's rules read and answer.
 pub const STYLE: RuleStyle = RuleStyle {
     unit: Unit::Query,
@@ -45,6 +48,6 @@ pub fn compile<'cfg>(
     Ok(Config {
         rule: Rule::parse(fields, setup, &STYLE)?,
         show_limit_quota_header: fields.bool_or("show_limit_quota_header", false)?,
-        script: Script::new(COUNT_SCRIPT),
+        script: COUNT,
     })
 }

@@ -30,6 +30,9 @@ pub(crate) const CHARGE_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], 
 if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end\n\
 return n";
 
+/// [`CHARGE_SCRIPT`] with its digest, computed at compile time.
+const CHARGE: Script = Script::new(CHARGE_SCRIPT);
+
 /// The token-quota plugin.
 #[derive(Debug)]
 pub struct TokenQuota;
@@ -125,7 +128,7 @@ impl Plugin for TokenQuota {
     ) -> Result<Config<'cfg>, ConfigError> {
         Ok(Config {
             rule: Rule::parse(fields, setup, &STYLE)?,
-            script: Script::new(CHARGE_SCRIPT),
+            script: CHARGE,
         })
     }
 
