@@ -8,11 +8,12 @@
 //! buffers; the kit driver allocates nothing per request once warm (as
 //! `plugins/limiter/tests/zero_alloc.rs` checks for the same loop).
 
-use crate::inputs::{Request, UPSTREAM_RESPONSE_HEADERS};
+use crate::inputs::{Request, CHAT_HEADERS, UPSTREAM_RESPONSE_HEADERS};
 use crate::naive_limiter::NaiveLimiter;
 use kit::fake::FakeHost;
 use kit::{Action, ConfigError, Filter};
 use limiter::Limiter;
+use token_quota::TokenQuota;
 
 /// Status of a request that was paused and never answered nor resumed.
 pub const HANGING: u16 = 0;
@@ -151,6 +152,18 @@ impl NaiveDriver {
         })
     }
 
+    /// A naive limiter configured with `config` that asks Redis on every
+    /// request, keys over their limit included, as Higress's plugin does
+    /// (see [`NaiveLimiter::without_over_limit_cache`]).
+    ///
+    /// # Errors
+    /// When the naive limiter refuses the configuration.
+    pub fn without_over_limit_cache(config: &str) -> Result<Self, String> {
+        let mut driver = NaiveDriver::new(config)?;
+        driver.plugin = driver.plugin.without_over_limit_cache();
+        Ok(driver)
+    }
+
     /// The host.
     pub fn host(&self) -> &FakeHost {
         &self.host
@@ -268,6 +281,192 @@ impl Outcome {
                 .map(|(n, v)| (text(n), text(v)))
                 .collect(),
             body,
+        }
+    }
+}
+
+/// The token quota, `Filter<TokenQuota, FakeHost>`, with a one-counter
+/// Redis stand-in: one chat completion per [`TokenQuotaDriver::request`],
+/// each with its quota read and its usage charged.
+///
+/// The stand-in answers `GET` with the tokens charged so far and the
+/// charge (`EVALSHA <sha> 1 <key> <tokens> <ttl>`) by adding the amount
+/// read from the call's webdis path, so the charged total is what the
+/// plugin sent, not what the driver assumed. It keeps one counter: every
+/// request of a run is the same client in the same window (the clock does
+/// not move).
+#[derive(Debug)]
+pub struct TokenQuotaDriver {
+    filter: Filter<TokenQuota, FakeHost>,
+    next_context: u32,
+    charged: i64,
+    charges: u64,
+    gets: u64,
+}
+
+/// `n` as a RESP bulk string (`$3\r\n187\r\n`), as Redis answers GET.
+fn bulk_integer(out: &mut Vec<u8>, n: i64) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    let mut len = itoa::Buffer::new();
+    out.push(b'$');
+    out.extend_from_slice(len.format(digits.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(digits);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `index`th `/`-separated segment of a webdis path as a number.
+fn path_number(path: &[u8], index: usize) -> Option<i64> {
+    let segment = path.split(|&b| b == b'/').nth(index)?;
+    core::str::from_utf8(segment).ok()?.parse().ok()
+}
+
+impl TokenQuotaDriver {
+    /// A filter configured with `config`.
+    ///
+    /// # Errors
+    /// When the kit refuses the configuration.
+    pub fn new(config: &str) -> Result<Self, ConfigError> {
+        let mut filter = Filter::new(FakeHost::new());
+        filter.configure(config.as_bytes().to_vec())?;
+        Ok(TokenQuotaDriver {
+            filter,
+            next_context: 2,
+            charged: 0,
+            charges: 0,
+            gets: 0,
+        })
+    }
+
+    /// The host.
+    pub fn host(&self) -> &FakeHost {
+        self.filter.host()
+    }
+
+    /// Tokens charged so far (the stand-in's counter).
+    pub fn tokens_charged(&self) -> i64 {
+        self.charged
+    }
+
+    /// Charges (EVALSHA) and quota reads (GET) the stand-in answered.
+    pub fn redis_calls(&self) -> (u64, u64) {
+        (self.charges, self.gets)
+    }
+
+    /// Counter `name` once the kit has published its counts.
+    pub fn counter(&mut self, name: &str) -> u64 {
+        self.filter.flush_counters();
+        self.filter.host().counter(name)
+    }
+
+    /// Answers the call the plugin sent since `calls_before`, if any.
+    fn answer(&mut self, calls_before: u64) {
+        let host = self.filter.host_mut();
+        if host.calls_sent == calls_before {
+            return;
+        }
+        let Some(call) = host.last_call.as_ref() else {
+            return;
+        };
+        let token = call.token;
+        let path = call.headers.get(":path").unwrap_or_default();
+        let mut reply = core::mem::take(&mut host.call_response_body);
+        reply.clear();
+        if path.starts_with(b"/GET/") {
+            self.gets += 1;
+            bulk_integer(&mut reply, self.charged);
+        } else if path.starts_with(b"/EVALSHA/") {
+            // `/EVALSHA/<sha>/1/<key>/<tokens>/<ttl>.raw`: the key is
+            // percent-encoded, so it holds no `/`.
+            self.charges += 1;
+            self.charged += path_number(path, 5).unwrap_or(0);
+            reply.push(b':');
+            reply.extend_from_slice(itoa::Buffer::new().format(self.charged).as_bytes());
+            reply.extend_from_slice(b"\r\n");
+        } else {
+            reply.extend_from_slice(b"-ERR unexpected command\r\n");
+        }
+        host.call_response_headers.clear();
+        host.call_response_headers.add(":status", b"200");
+        host.call_response_body = reply;
+        let len = host.call_response_body.len();
+        self.filter.on_http_call_response(token, 1, len, false);
+    }
+
+    /// One chat completion: request headers and `body` (buffered, as the
+    /// plugin asks), the quota read answered, the upstream's event-stream
+    /// response headers, `chunks` as the response body (the last one ends
+    /// it), the charge answered. Returns the status the client got: 200
+    /// when the request went upstream and its answer was released whole,
+    /// the local answer's status, or [`HANGING`].
+    pub fn request(&mut self, body: &[u8], chunks: &[&[u8]]) -> u16 {
+        let host = self.filter.host_mut();
+        host.next_request();
+        host.request_headers.add(":method", b"POST");
+        host.request_headers.add(":scheme", b"https");
+        host.request_headers.add(":path", b"/v1/chat/completions");
+        host.request_headers.add(":authority", b"llm.example.com");
+        for (name, value) in CHAT_HEADERS {
+            host.request_headers.add(name, value);
+        }
+        host.request_headers.add(
+            "content-length",
+            itoa::Buffer::new().format(body.len()).as_bytes(),
+        );
+        host.request_body.extend_from_slice(body);
+        let context = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1).max(2);
+        let stream = self.filter.open_stream(context);
+        let resumed_before = self.filter.host().resumed;
+        let sent_before = self.filter.host().responses_sent;
+
+        let calls_before = self.filter.host().calls_sent;
+        let mut through = self.filter.on_request_headers(stream, false) == Action::Continue;
+        if !through {
+            through = self.filter.on_request_body(stream, body.len(), true) == Action::Continue;
+        }
+        self.answer(calls_before);
+        if self.filter.host().responses_sent > sent_before {
+            let status = self.filter.host().response.as_ref().map_or(0, |r| r.status);
+            self.filter.close_stream(stream);
+            return status;
+        }
+        through |= self.filter.host().resumed[0] > resumed_before[0];
+        if !through {
+            self.filter.close_stream(stream);
+            return HANGING;
+        }
+
+        let host = self.filter.host_mut();
+        host.response_headers.add(":status", b"200");
+        host.response_headers
+            .add("content-type", b"text/event-stream");
+        if self.filter.on_response_headers(stream, false) != Action::Continue {
+            self.filter.close_stream(stream);
+            return HANGING;
+        }
+        // Each chunk flows on unless the plugin holds it; the usage is in
+        // the last chunk, which the plugin holds until the charge is
+        // written.
+        let mut released = true;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let host = self.filter.host_mut();
+            host.response_body.clear();
+            host.response_body.extend_from_slice(chunk);
+            let calls_before = host.calls_sent;
+            let last = i + 1 == chunks.len();
+            released = self.filter.on_response_body(stream, chunk.len(), last) == Action::Continue;
+            if !released && last {
+                self.answer(calls_before);
+                released = self.filter.host().resumed[1] > resumed_before[1];
+            }
+        }
+        self.filter.close_stream(stream);
+        if released {
+            200
+        } else {
+            HANGING
         }
     }
 }

@@ -162,3 +162,228 @@ pub const UPSTREAM_RESPONSE_HEADERS: [(&str, &[u8]); 3] = [
     ("content-type", b"application/json"),
     ("content-length", b"512"),
 ];
+
+/// A larger configuration, as a gateway fronting several APIs carries:
+/// 20 `rule_items` over every kind of source Higress offers (headers,
+/// query parameters, cookies, consumers, client addresses by CIDR, exact,
+/// `*` and `regexp:` keys) and 10 `_rules_` using all four matchers, some
+/// with their own items, some only renaming the counters. About 5.4 KB.
+pub const LARGE_CONFIG: &str = r#"{
+  "rule_name": "edge",
+  "rule_items": [
+    {"limit_by_header": "x-tenant", "limit_keys": [
+      {"key": "gold", "query_per_second": 5000},
+      {"key": "silver", "query_per_second": 500},
+      {"key": "bronze", "query_per_minute": 6000}
+    ]},
+    {"limit_by_per_header": "x-api-key", "limit_keys": [
+      {"key": "k-internal-batch", "query_per_minute": 100000000},
+      {"key": "regexp:^k-trial-", "query_per_minute": 60},
+      {"key": "*", "query_per_minute": 100000000}
+    ]},
+    {"limit_by_per_header": "x-user-id", "limit_keys": [{"key": "*", "query_per_hour": 360000}]},
+    {"limit_by_header": "x-client-version", "limit_keys": [
+      {"key": "regexp:^1\\.", "query_per_second": 10},
+      {"key": "2.0.0", "query_per_second": 100}
+    ]},
+    {"limit_by_per_header": "x-device-id", "limit_keys": [{"key": "*", "query_per_minute": 600}]},
+    {"limit_by_header": "x-partner", "limit_keys": [
+      {"key": "acme", "query_per_second": 200},
+      {"key": "globex", "query_per_second": 150},
+      {"key": "initech", "query_per_minute": 3000}
+    ]},
+    {"limit_by_param": "plan", "limit_keys": [
+      {"key": "free", "query_per_minute": 60},
+      {"key": "pro", "query_per_minute": 6000}
+    ]},
+    {"limit_by_per_param": "apikey", "limit_keys": [{"key": "*", "query_per_minute": 1200}]},
+    {"limit_by_per_param": "session", "limit_keys": [
+      {"key": "regexp:^s-[0-9a-f]{8}$", "query_per_second": 20}
+    ]},
+    {"limit_by_cookie": "tier", "limit_keys": [
+      {"key": "premium", "query_per_second": 100},
+      {"key": "basic", "query_per_second": 10}
+    ]},
+    {"limit_by_per_cookie": "sid", "limit_keys": [{"key": "*", "query_per_minute": 300}]},
+    {"limit_by_consumer": "", "limit_keys": [
+      {"key": "mobile-app", "query_per_second": 1000},
+      {"key": "web-portal", "query_per_second": 800}
+    ]},
+    {"limit_by_per_consumer": "", "limit_keys": [{"key": "*", "query_per_minute": 10000}]},
+    {"limit_by_per_ip": "from-header-x-forwarded-for", "limit_keys": [
+      {"key": "10.0.0.0/8", "query_per_second": 10000},
+      {"key": "192.168.0.0/16", "query_per_second": 5000},
+      {"key": "2001:db8::/32", "query_per_second": 1000},
+      {"key": "0.0.0.0/0", "query_per_second": 50}
+    ]},
+    {"limit_by_per_ip": "from-remote-addr", "limit_keys": [
+      {"key": "172.16.0.0/12", "query_per_second": 2000},
+      {"key": "0.0.0.0/0", "query_per_second": 100}
+    ]},
+    {"limit_by_per_header": "x-org-id", "limit_keys": [{"key": "*", "query_per_day": 10000000}]},
+    {"limit_by_header": "x-region", "limit_keys": [
+      {"key": "eu-west-1", "query_per_second": 3000},
+      {"key": "us-east-1", "query_per_second": 6000},
+      {"key": "ap-south-1", "query_per_second": 1500}
+    ]},
+    {"limit_by_per_header": "x-forwarded-host", "limit_keys": [{"key": "*", "query_per_second": 400}]},
+    {"limit_by_header": "user-agent", "limit_keys": [
+      {"key": "regexp:[Bb]ot|[Cc]rawler|[Ss]pider", "query_per_minute": 30}
+    ]},
+    {"limit_by_per_header": "x-request-source", "limit_keys": [{"key": "*", "query_per_minute": 20000}]}
+  ],
+  "show_limit_quota_header": true,
+  "rejected_code": 429,
+  "rejected_msg": "Too many requests",
+  "failure_mode_deny": false,
+  "redis_key_prefix": "edge-limiter",
+  "redis": {"webdis_cluster": "webdis", "timeout": 300},
+  "_rules_": [
+    {"_match_route_": ["internal-admin", "internal-metrics"], "rule_name": "internal",
+     "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_second": 100000}]}]},
+    {"_match_domain_": ["*.internal.example.com"], "rule_name": "internal-domains",
+     "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "10.0.0.0/8", "query_per_second": 50000}]}]},
+    {"_match_domain_": ["api.example.com", "*.api.example.com"], "rule_name": "public"},
+    {"_match_domain_": ["partners.example.com"], "rule_name": "partners", "rejected_code": 503,
+     "rejected_msg": "Partner quota exceeded"},
+    {"_match_service_": ["billing.default.svc.cluster.local", "invoices.default.svc.cluster.local:8080"],
+     "rule_name": "billing",
+     "rule_items": [{"limit_by_consumer": "", "limit_keys": [{"key": "*", "query_per_second": 300}]}]},
+    {"_match_service_": ["search.default.svc.cluster.local"], "rule_name": "search",
+     "rule_items": [
+       {"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_second": 50}]},
+       {"limit_by_per_ip": "from-header-x-real-ip", "limit_keys": [{"key": "0.0.0.0/0", "query_per_second": 5}]}
+     ]},
+    {"_match_route_prefix_": ["/v1/upload", "/v2/upload"], "rule_name": "uploads",
+     "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_minute": 600}]}],
+     "show_limit_quota_header": false},
+    {"_match_route_prefix_": ["/v1/export"], "rule_name": "exports",
+     "rule_items": [{"limit_by_per_consumer": "", "limit_keys": [{"key": "*", "query_per_hour": 100}]}]},
+    {"_match_route_": ["llm-chat"], "_match_route_prefix_": ["/v1/chat/"], "rule_name": "chat",
+     "redis_key_prefix": "chat-limiter"},
+    {"_match_domain_": ["legacy.example.com"], "_match_service_": ["legacy.default.svc.cluster.local:80"],
+     "rule_name": "legacy", "failure_mode_deny": true,
+     "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "0.0.0.0/0", "query_per_second": 20}]}]}
+  ]
+}"#;
+
+/// A request the kit refuses from its over-limit cache once Redis has
+/// counted past [`GLOBAL_CONFIG`]'s limit: same as [`GLOBAL_REQUEST`].
+pub const OVER_LIMIT_REQUEST: Request<'static> = GLOBAL_REQUEST;
+
+/// What Redis answers on the over-limit path: one past
+/// [`GLOBAL_CONFIG`]'s 100,000,000 a minute.
+pub const OVER_LIMIT_COUNT: i64 = 100_000_001;
+
+/// A limiter configuration with a global per-API-key limit and `rules`
+/// `_rules_` entries, for `rule_matching`. Rule `i` matches the domain
+/// `tenant-<i>.example.com` (exact) or any host under
+/// `tenant-<i>.eu.example.com` (suffix), so the matcher compares a
+/// request's authority with two patterns per rule before it reaches the
+/// last one; every rule limits per API key under its own rule name.
+/// [`rule_matching_request`] builds the requests.
+pub fn rules_config(rules: usize) -> String {
+    let mut entries = Vec::with_capacity(rules);
+    for i in 0..rules {
+        entries.push(format!(
+            r#"    {{"_match_domain_": ["tenant-{i}.example.com", "*.tenant-{i}.eu.example.com"], "rule_name": "tenant-{i}"}}"#
+        ));
+    }
+    format!(
+        r#"{{
+  "rule_name": "default",
+  "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [{{"key": "*", "query_per_minute": 100000000}}]}}],
+  "show_limit_quota_header": true,
+  "redis": {{"webdis_cluster": "webdis", "timeout": 500}},
+  "_rules_": [
+{}
+  ]
+}}"#,
+        entries.join(",\n")
+    )
+}
+
+/// The authority of a `rule_matching` request: the last rule's domain
+/// (`tenant-<rules - 1>.example.com`) or, for `None`, a domain no rule
+/// matches (the request falls to the global configuration).
+pub fn rule_matching_authority(last_of: Option<usize>) -> String {
+    match last_of {
+        Some(rules) => format!("tenant-{}.example.com", rules.saturating_sub(1)),
+        None => "www.example.org".to_string(),
+    }
+}
+
+/// A `rule_matching` request to `authority` with the per-header request's
+/// headers (its `x-api-key` is what every rule limits by).
+pub fn rule_matching_request(authority: &str) -> Request<'_> {
+    Request {
+        authority,
+        path: PER_HEADER_REQUEST.path,
+        headers: PER_HEADER_REQUEST.headers,
+    }
+}
+
+/// The token quota of `token_quota_request`: a per-API-key budget large
+/// enough that no benchmark run uses it up, so every request is read,
+/// let through and charged.
+pub const TOKEN_QUOTA_CONFIG: &str = r#"{
+  "rule_name": "llm",
+  "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "token_per_minute": 1000000000000000}]}],
+  "redis": {"webdis_cluster": "webdis", "timeout": 500}
+}"#;
+
+/// The request headers of a chat completion, besides the pseudo-headers
+/// and `content-length` the driver adds.
+pub const CHAT_HEADERS: [(&str, &[u8]); 5] = [
+    ("content-type", b"application/json"),
+    ("authorization", b"Bearer sk-bench-0000000000000000"),
+    ("x-api-key", b"team-a-3f9a2c71"),
+    ("user-agent", b"openai-python/1.54.0"),
+    ("x-request-id", b"5b1e0c7a-9d3f-4e2b-8a61-0c7d2f4e9b13"),
+];
+
+/// A streaming chat completion request; the token quota rewrites it to ask
+/// for usage (`stream_options.include_usage`).
+pub const CHAT_BODY: &[u8] = br#"{"model":"gpt-4o-mini","stream":true,"temperature":0.7,"messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Summarise the plot of Hamlet in three sentences."}]}"#;
+
+/// Total tokens the answer of [`chat_stream_answer`] reports.
+pub const CHAT_USAGE_TOTAL: u64 = 187;
+
+/// An OpenAI event stream answering [`CHAT_BODY`]: 48 content events of a
+/// few tokens each, the `finish_reason` event, the usage event (prompt 41,
+/// completion 146, total [`CHAT_USAGE_TOTAL`]) and `data: [DONE]`; 10,302
+/// bytes.
+pub fn chat_stream_answer() -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "Prince Hamlet",
+        " learns from his father's ghost",
+        " that his uncle Claudius",
+        " murdered the king",
+        " and married his mother;",
+        " feigning madness,",
+        " he hesitates,",
+        " and the tragedy ends in deaths.",
+    ];
+    let mut out = Vec::new();
+    for i in 0..48 {
+        let word = WORDS[i % WORDS.len()];
+        out.extend_from_slice(format!(
+            "data: {{\"id\":\"chatcmpl-9x\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{word}\"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+        ).as_bytes());
+    }
+    out.extend_from_slice(b"data: {\"id\":\"chatcmpl-9x\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n");
+    out.extend_from_slice(b"data: {\"id\":\"chatcmpl-9x\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":41,\"completion_tokens\":146,\"total_tokens\":187}}\n\n");
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    out
+}
+
+/// [`chat_stream_answer`] cut in three chunks of about a third each, cut
+/// inside events; the usage event is whole in the last.
+pub fn chat_stream_chunks(answer: &[u8]) -> [&[u8]; 3] {
+    let third = answer.len() / 3;
+    [
+        &answer[..third],
+        &answer[third..2 * third],
+        &answer[2 * third..],
+    ]
+}

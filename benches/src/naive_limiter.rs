@@ -20,7 +20,9 @@
 //! - the answer body is copied into a `Vec<u8>` (the SDK's
 //!   `get_http_call_response_body`) and decoded to a `redis-protocol`
 //!   `OwnedFrame`;
-//! - keys over their limit are remembered in a `HashMap<String, u64>`;
+//! - keys over their limit are remembered in a `HashMap<String, u64>`
+//!   (unless built [`NaiveLimiter::without_over_limit_cache`], which asks
+//!   Redis every time, as Higress's plugin does);
 //! - response headers are built as a `Vec<(String, String)>`.
 //!
 //! It does the same work as the kit's limiter on the same host calls
@@ -28,10 +30,15 @@
 //! over-limit cache, build the key, send EVALSHA through webdis, decode the
 //! reply, decide, count, set or send the quota headers), and the crate's
 //! tests check that it reaches the same decisions, sends the same paths and
-//! sets the same headers. It supports the subset of the configuration the
-//! benchmarks use: `global_threshold`, header items (`limit_by_header`,
-//! `limit_by_per_header`) with exact or `*` keys, `_match_domain_` rules.
-//! It does not retry `NOSCRIPT` as EVAL (the benchmarks never see it).
+//! sets the same headers. Its configuration reads every field of the
+//! benchmarks' configurations, the large `config_parse` one included:
+//! `global_threshold`, all nine `limit_by_*` kinds with exact, `*`,
+//! `regexp:` (compiled with `regex-lite`) and CIDR keys,
+//! and the four `_match_*_` matchers. Per request it reads header items
+//! only (other kinds are skipped, as if absent) and matches rules by
+//! domain, route prefix, route name and service name; the request
+//! benchmarks use only header items. It does not retry `NOSCRIPT` as EVAL
+//! (the benchmarks never see it).
 
 use crate::inputs::COUNT_SCRIPT;
 use kit::host::{BodyBuffer, Direction, HeaderMap, Host};
@@ -66,13 +73,27 @@ pub struct RawLimitKey {
     pub threshold: Threshold,
 }
 
-/// One entry of `rule_items`.
+/// One entry of `rule_items`: exactly one `limit_by_*` is set.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawItem {
-    /// Shared counter per limit key.
+    /// Shared counter per limit key, by header.
     pub limit_by_header: Option<String>,
+    /// By query parameter.
+    pub limit_by_param: Option<String>,
+    /// By cookie.
+    pub limit_by_cookie: Option<String>,
+    /// By Higress consumer.
+    pub limit_by_consumer: Option<String>,
     /// One counter per header value.
     pub limit_by_per_header: Option<String>,
+    /// Per query parameter value.
+    pub limit_by_per_param: Option<String>,
+    /// Per cookie value.
+    pub limit_by_per_cookie: Option<String>,
+    /// Per consumer.
+    pub limit_by_per_consumer: Option<String>,
+    /// Per client address (`from-remote-addr`, `from-header-<name>`).
+    pub limit_by_per_ip: Option<String>,
     /// The limits, first match wins.
     pub limit_keys: Vec<RawLimitKey>,
 }
@@ -118,6 +139,15 @@ pub struct RawRule {
     /// `_match_domain_`.
     #[serde(rename = "_match_domain_", default)]
     pub match_domain: Vec<String>,
+    /// `_match_route_`: route names.
+    #[serde(rename = "_match_route_", default)]
+    pub match_route: Vec<String>,
+    /// `_match_service_`: service names, `name` or `name:port`.
+    #[serde(rename = "_match_service_", default)]
+    pub match_service: Vec<String>,
+    /// `_match_route_prefix_`: path prefixes.
+    #[serde(rename = "_match_route_prefix_", default)]
+    pub match_route_prefix: Vec<String>,
     /// The rule's own fields.
     #[serde(flatten)]
     pub config: RawConfig,
@@ -153,20 +183,91 @@ impl Threshold {
     }
 }
 
+/// How a `limit_keys` entry selects values.
+#[derive(Debug)]
+pub enum KeyMatch {
+    /// Equal to the key.
+    Exact,
+    /// `*`.
+    Any,
+    /// `regexp:<pattern>`.
+    Regex(regex_lite::Regex),
+    /// A CIDR range of `limit_by_per_ip`: address bits and prefix length.
+    Cidr(std::net::IpAddr, u8),
+}
+
 /// A compiled `limit_keys` entry.
 #[derive(Debug)]
 pub struct LimitKey {
     key: String,
-    any: bool,
+    matcher: KeyMatch,
     limit: Limit,
+}
+
+/// Where an item's value comes from: the kind and name of its key.
+#[derive(Debug)]
+pub struct Source {
+    kind: &'static str,
+    name: String,
 }
 
 /// A compiled `rule_items` entry.
 #[derive(Debug)]
 pub struct Item {
-    header: String,
+    source: Source,
     per_value: bool,
     keys: Vec<LimitKey>,
+}
+
+/// The source of an item: exactly one `limit_by_*`, its kind as the
+/// counter key labels it, and whether each value counts on its own.
+fn source(item: &RawItem) -> Result<(Source, bool), String> {
+    let set: Vec<(&'static str, &String, bool)> = [
+        ("header", &item.limit_by_header, false),
+        ("param", &item.limit_by_param, false),
+        ("cookie", &item.limit_by_cookie, false),
+        ("consumer", &item.limit_by_consumer, false),
+        ("header", &item.limit_by_per_header, true),
+        ("param", &item.limit_by_per_param, true),
+        ("cookie", &item.limit_by_per_cookie, true),
+        ("consumer", &item.limit_by_per_consumer, true),
+        ("ip", &item.limit_by_per_ip, true),
+    ]
+    .into_iter()
+    .filter_map(|(kind, name, per_value)| name.as_ref().map(|n| (kind, n, per_value)))
+    .collect();
+    let [(kind, name, per_value)] = set.as_slice() else {
+        return Err("set exactly one limit_by_*".to_string());
+    };
+    let name = match *kind {
+        "consumer" => "x-mse-consumer".to_string(),
+        "ip" if name.as_str() == "from-remote-addr" => "remote".to_string(),
+        "ip" => name
+            .strip_prefix("from-header-")
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("bad limit_by_per_ip {name}"))?
+            .to_string(),
+        _ if name.is_empty() => return Err("limit_by_* must name something".to_string()),
+        _ => name.to_string(),
+    };
+    Ok((Source { kind, name }, *per_value))
+}
+
+fn key_match(key: &str, by_ip: bool) -> Result<KeyMatch, String> {
+    if key == "*" {
+        Ok(KeyMatch::Any)
+    } else if let Some(pattern) = key.strip_prefix("regexp:") {
+        regex_lite::Regex::new(pattern)
+            .map(KeyMatch::Regex)
+            .map_err(|e| e.to_string())
+    } else if by_ip {
+        let (addr, len) = key.split_once('/').unwrap_or((key, "128"));
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("bad address {key}"))?;
+        let len: u8 = len.parse().map_err(|_| format!("bad prefix {key}"))?;
+        Ok(KeyMatch::Cidr(addr, len))
+    } else {
+        Ok(KeyMatch::Exact)
+    }
 }
 
 /// What is limited.
@@ -222,21 +323,18 @@ fn resolve(raw: &RawConfig) -> Result<RuleConfig, String> {
         (None, Some(items)) => {
             let mut out = Vec::new();
             for item in items {
-                let (header, per_value) = match (&item.limit_by_header, &item.limit_by_per_header) {
-                    (Some(h), None) => (h.clone(), false),
-                    (None, Some(h)) => (h.clone(), true),
-                    _ => return Err("set one limit_by_(per_)header".to_string()),
-                };
+                let (source, per_value) = source(item)?;
+                let by_ip = source.kind == "ip";
                 let mut keys = Vec::new();
                 for k in &item.limit_keys {
                     keys.push(LimitKey {
                         key: k.key.clone(),
-                        any: k.key == "*",
+                        matcher: key_match(&k.key, by_ip)?,
                         limit: k.threshold.limit()?,
                     });
                 }
                 out.push(Item {
-                    header,
+                    source,
                     per_value,
                     keys,
                 });
@@ -274,8 +372,12 @@ const COUNTERS: [&str; 4] = ["allowed", "limited", "limited_locally", "redis_err
 pub struct NaiveLimiter {
     configs: Vec<RuleConfig>,
     global: Option<usize>,
-    rules: Vec<(Vec<String>, usize)>,
+    rules: Vec<(Matcher, usize)>,
     script_sha: String,
+    /// Whether keys over their limit are remembered and refused without
+    /// Redis until their window ends, as the kit does. Higress's plugin
+    /// has no such cache: it asks Redis every time.
+    remember_over_limit: bool,
     over_limit: HashMap<String, u64>,
     counters: HashMap<String, u32>,
     contexts: HashMap<u32, HttpContext>,
@@ -294,6 +396,101 @@ impl core::fmt::Debug for NaiveLimiter {
 fn header<H: Host>(host: &mut H, map: HeaderMap, name: &str) -> Option<String> {
     host.header(map, name)
         .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The conditions of one `_rules_` entry: each listed kind must match by
+/// one of its entries. Domains are kept lowercased.
+#[derive(Debug)]
+pub struct Matcher {
+    domains: Vec<String>,
+    routes: Vec<String>,
+    services: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+/// The request facts rules test, each read as an owned `String` when a
+/// rule first needs it.
+#[derive(Default)]
+struct Facts {
+    authority: Option<Option<String>>,
+    route: Option<Option<String>>,
+    cluster: Option<Option<String>>,
+    path: Option<Option<String>>,
+}
+
+fn property<H: Host>(host: &mut H, name: &str) -> Option<String> {
+    host.property(&[name])
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+impl Matcher {
+    fn matches<H: Host>(&self, host: &mut H, facts: &mut Facts) -> bool {
+        if !self.routes.is_empty() {
+            let route = facts
+                .route
+                .get_or_insert_with(|| property(host, "route_name"));
+            if !route.as_ref().is_some_and(|r| self.routes.contains(r)) {
+                return false;
+            }
+        }
+        if !self.domains.is_empty() {
+            let authority = facts.authority.get_or_insert_with(|| {
+                header(host, HeaderMap::Request, ":authority").map(|a| {
+                    match a.rsplit_once(':') {
+                        Some((name, _port)) => name,
+                        None => &a,
+                    }
+                    .to_lowercase()
+                })
+            });
+            let Some(name) = authority else {
+                return false;
+            };
+            if !self.domains.iter().any(|d| domain_matches(d, name)) {
+                return false;
+            }
+        }
+        if !self.services.is_empty() {
+            let cluster = facts
+                .cluster
+                .get_or_insert_with(|| property(host, "cluster_name"));
+            let Some(cluster) = cluster else {
+                return false;
+            };
+            if !self.services.iter().any(|s| service_matches(s, cluster)) {
+                return false;
+            }
+        }
+        if !self.prefixes.is_empty() {
+            let path = facts.path.get_or_insert_with(|| {
+                header(host, HeaderMap::Request, ":path")
+                    .map(|p| p.split('?').next().unwrap_or_default().to_string())
+            });
+            let Some(path) = path else {
+                return false;
+            };
+            if !self.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A service entry (`name` or `name:port`) against Higress's cluster name
+/// `outbound|port|subset|name`, or the plain Envoy cluster name.
+fn service_matches(entry: &str, cluster: &str) -> bool {
+    if cluster == entry {
+        return true;
+    }
+    let parts: Vec<&str> = cluster.split('|').collect();
+    let ["outbound", port, _subset, name] = parts.as_slice() else {
+        return false;
+    };
+    match entry.rsplit_once(':') {
+        Some((host, p)) => host == *name && p == *port,
+        None => entry == *name,
+    }
 }
 
 fn domain_matches(pattern: &str, host: &str) -> bool {
@@ -329,12 +526,21 @@ impl NaiveLimiter {
         };
         let mut rules = Vec::new();
         for rule in &raw.rules {
-            let domains: Vec<String> = rule.match_domain.iter().map(|d| d.to_lowercase()).collect();
-            if domains.is_empty() {
-                return Err("a rule needs _match_domain_".to_string());
+            let matcher = Matcher {
+                domains: rule.match_domain.iter().map(|d| d.to_lowercase()).collect(),
+                routes: rule.match_route.clone(),
+                services: rule.match_service.clone(),
+                prefixes: rule.match_route_prefix.clone(),
+            };
+            if matcher.domains.is_empty()
+                && matcher.routes.is_empty()
+                && matcher.services.is_empty()
+                && matcher.prefixes.is_empty()
+            {
+                return Err("a rule needs one of the _match_*_ fields".to_string());
             }
             configs.push(resolve(&merged(&rule.config, &raw))?);
-            rules.push((domains, configs.len() - 1));
+            rules.push((matcher, configs.len() - 1));
         }
         let mut counters = HashMap::new();
         for name in COUNTERS {
@@ -350,11 +556,20 @@ impl NaiveLimiter {
             global,
             rules,
             script_sha: sha1_smol::Sha1::from(COUNT_SCRIPT).digest().to_string(),
+            remember_over_limit: true,
             over_limit: HashMap::new(),
             counters,
             contexts: HashMap::new(),
             callouts: HashMap::new(),
         })
+    }
+
+    /// Turns the over-limit cache off: every request asks Redis and is
+    /// refused from its answer, as in Higress's `cluster-key-rate-limit`.
+    #[must_use]
+    pub fn without_over_limit_cache(mut self) -> NaiveLimiter {
+        self.remember_over_limit = false;
+        self
     }
 
     fn count<H: Host>(&self, host: &mut H, name: &str) {
@@ -367,15 +582,10 @@ impl NaiveLimiter {
         if self.rules.is_empty() {
             return self.global;
         }
-        let authority = header(host, HeaderMap::Request, ":authority").unwrap_or_default();
-        let name = match authority.rsplit_once(':') {
-            Some((name, _port)) => name,
-            None => &authority,
-        }
-        .to_lowercase();
+        let mut facts = Facts::default();
         self.rules
             .iter()
-            .find(|(domains, _)| domains.iter().any(|d| domain_matches(d, &name)))
+            .find(|(matcher, _)| matcher.matches(host, &mut facts))
             .map(|(_, index)| *index)
             .or(self.global)
     }
@@ -411,16 +621,31 @@ impl NaiveLimiter {
             Limits::Items(items) => {
                 let mut found = None;
                 'items: for item in items {
-                    let Some(value) = header(host, HeaderMap::Request, &item.header) else {
+                    // Only header items are read per request (see the
+                    // module documentation).
+                    if item.source.kind != "header" {
+                        continue;
+                    }
+                    let Some(value) = header(host, HeaderMap::Request, &item.source.name) else {
                         continue;
                     };
                     for k in &item.keys {
-                        if k.any || k.key == value {
+                        let hit = match &k.matcher {
+                            KeyMatch::Any => true,
+                            KeyMatch::Exact => k.key == value,
+                            KeyMatch::Regex(re) => re.is_match(&value),
+                            KeyMatch::Cidr(..) => false,
+                        };
+                        if hit {
                             let identity = if item.per_value { &value } else { &k.key };
                             let start = now - now % k.limit.window_secs;
                             let key = format!(
                                 "{}:{{{}:header:{}:{}}}:{}",
-                                config.key_prefix, config.rule_name, item.header, identity, start
+                                config.key_prefix,
+                                config.rule_name,
+                                item.source.name,
+                                identity,
+                                start
                             );
                             found = Some((k.limit, key));
                             break 'items;
@@ -540,7 +765,9 @@ impl NaiveLimiter {
             }
             host.resume(Direction::Request);
         } else {
-            self.over_limit.insert(cache_key, window_end);
+            if self.remember_over_limit {
+                self.over_limit.insert(cache_key, window_end);
+            }
             self.count(host, "limited");
             if let Some(config) = self.configs.get(index) {
                 reject(host, config, limit, window_end.saturating_sub(now).max(1));

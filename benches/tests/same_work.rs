@@ -12,8 +12,9 @@
 
 use benches::drive::{KitDriver, NaiveDriver, Outcome};
 use benches::inputs::{
-    script_sha1, Request, BULK_REPLY, GLOBAL_CONFIG, GLOBAL_REQUEST, INTEGER_REPLY, KEY,
-    PER_HEADER_CONFIG, PER_HEADER_REQUEST,
+    rule_matching_authority, rule_matching_request, rules_config, script_sha1, Request, BULK_REPLY,
+    GLOBAL_CONFIG, GLOBAL_REQUEST, INTEGER_REPLY, KEY, LARGE_CONFIG, OVER_LIMIT_COUNT,
+    OVER_LIMIT_REQUEST, PER_HEADER_CONFIG, PER_HEADER_REQUEST,
 };
 use benches::{naive, ours};
 use bytes::BytesMut;
@@ -308,4 +309,129 @@ fn the_bench_requests_take_the_full_allowed_path() {
             assert_eq!(o.headers.len(), 2, "{o:?}");
         }
     }
+}
+
+#[test]
+fn the_large_config_has_20_items_and_10_rules_and_both_sides_accept_it() {
+    let doc: serde_json::Value = serde_json::from_str(LARGE_CONFIG).unwrap();
+    assert_eq!(doc["rule_items"].as_array().unwrap().len(), 20);
+    assert_eq!(doc["_rules_"].as_array().unwrap().len(), 10);
+    let matchers = [
+        "_match_route_",
+        "_match_domain_",
+        "_match_service_",
+        "_match_route_prefix_",
+    ];
+    for matcher in matchers {
+        assert!(
+            doc["_rules_"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.get(matcher).is_some()),
+            "{matcher} is used"
+        );
+    }
+    KitDriver::new(LARGE_CONFIG).expect("kit accepts the large configuration");
+    NaiveDriver::new(LARGE_CONFIG).expect("naive accepts the large configuration");
+}
+
+#[test]
+fn the_large_config_decides_alike_on_header_items() {
+    // Both sides read header items the same way; the `public` rule
+    // inherits the 20 global items, and the first present one applies.
+    let requests = [
+        Request {
+            authority: "api.example.com",
+            path: "/v1/items",
+            headers: &[("x-tenant", b"gold")],
+        },
+        Request {
+            authority: "www.api.example.com",
+            path: "/v1/items",
+            headers: &[("x-api-key", b"k-trial-42")],
+        },
+        Request {
+            authority: "partners.example.com",
+            path: "/v1/items",
+            headers: &[("x-client-version", b"1.4.2")],
+        },
+    ];
+    let counts: Vec<i64> = vec![1, 61, 11];
+    let outcomes = same_decisions(LARGE_CONFIG, &requests, Duration::ZERO, || {
+        scripted_redis(&counts)
+    });
+    assert_eq!(statuses(&outcomes), [200, 429, 503]);
+    assert!(outcomes[0]
+        .redis_path
+        .as_deref()
+        .is_some_and(|p| p.contains("edge-limiter%3A%7Bpublic%3Aheader%3Ax-tenant%3Agold%7D")));
+    assert!(outcomes[1]
+        .redis_path
+        .as_deref()
+        .is_some_and(|p| p.contains("%7Bpublic%3Aheader%3Ax-api-key%3Ak-trial-42%7D")));
+    assert_eq!(outcomes[2].body, "Partner quota exceeded");
+}
+
+#[test]
+fn rule_matching_configs_pick_the_last_rule_or_fall_to_the_global_one() {
+    for rules in [1, 10, 100] {
+        let config = rules_config(rules);
+        let doc: serde_json::Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(doc["_rules_"].as_array().unwrap().len(), rules);
+        for (target, rule_name) in [
+            (Some(rules), format!("tenant-{}", rules - 1)),
+            (None, "default".to_string()),
+        ] {
+            let authority = rule_matching_authority(target);
+            let requests = [rule_matching_request(&authority); 3];
+            let counts = [1, 2, 3];
+            let outcomes = same_decisions(&config, &requests, Duration::ZERO, || {
+                scripted_redis(&counts)
+            });
+            assert_eq!(statuses(&outcomes), [200, 200, 200]);
+            let expected = format!("%7B{rule_name}%3Aheader%3Ax-api-key%3A");
+            for o in &outcomes {
+                assert!(
+                    o.redis_path
+                        .as_deref()
+                        .is_some_and(|p| p.contains(&expected)),
+                    "{rules} rules, {authority}: {:?}",
+                    o.redis_path
+                );
+                assert_eq!(o.headers.len(), 2);
+            }
+        }
+    }
+}
+
+#[test]
+fn over_limit_requests_are_refused_alike_with_and_without_the_cache() {
+    // The kit refuses from its cache after the first answer over the
+    // limit; Higress's way asks Redis every time and refuses from the
+    // answer. The client sees the same refusal.
+    let mut kit = KitDriver::new(GLOBAL_CONFIG).unwrap();
+    let mut higress = NaiveDriver::without_over_limit_cache(GLOBAL_CONFIG).unwrap();
+    let mut over = |_: &[u8]| OVER_LIMIT_COUNT;
+    for i in 0..5 {
+        let kit_calls = kit.host().calls_sent;
+        let higress_calls = higress.host().calls_sent;
+        let status = kit.request(&OVER_LIMIT_REQUEST, &mut over);
+        let ours = Outcome::read(kit.host(), status);
+        let status = higress.request(&OVER_LIMIT_REQUEST, &mut over);
+        let theirs = Outcome::read(higress.host(), status);
+        assert_eq!(ours.status, 429);
+        assert_eq!(
+            (ours.status, &ours.headers, &ours.body),
+            (theirs.status, &theirs.headers, &theirs.body)
+        );
+        assert_eq!(
+            kit.host().calls_sent - kit_calls,
+            u64::from(i == 0),
+            "the kit asks Redis only the first time"
+        );
+        assert_eq!(higress.host().calls_sent - higress_calls, 1);
+    }
+    assert_eq!(kit.counter("limiter.limited_locally"), 4);
+    assert_eq!(higress.host().counter("limiter.limited"), 5);
 }

@@ -1,14 +1,23 @@
 //! `limiter_request`: one full request (request headers, webdis EVALSHA,
 //! reply `:n\r\n`, response headers) through `Filter<Limiter, FakeHost>`
 //! beside the naive limiter over the same `FakeHost` calls, for a global
-//! limit and a per-header limit with `_rules_`.
+//! limit and a per-header limit with `_rules_`; then the over-limit path.
 //!
-//! Redis's answer cycles through 1..=MAX_BENCH_COUNT, below every limit:
-//! each request is allowed and gets its quota headers.
+//! On the Redis path, Redis's answer cycles through 1..=MAX_BENCH_COUNT,
+//! below every limit: each request is allowed and gets its quota headers.
+//!
+//! On the over-limit path Redis answers one past the limit. The kit (and
+//! the naive limiter, which has the same cache) remembers the key until
+//! its window ends and refuses later requests locally, without Redis; the
+//! fake clock does not move, so every timed request takes that path.
+//! Higress's own plugin has no such cache: `naive_higress_no_cache` asks
+//! Redis every time and refuses from its answer.
 
+use crate::{assert_no_allocations, report_allocations};
 use benches::drive::{HostBaseline, KitDriver, NaiveDriver};
 use benches::inputs::{
-    Request, GLOBAL_CONFIG, GLOBAL_REQUEST, MAX_BENCH_COUNT, PER_HEADER_CONFIG, PER_HEADER_REQUEST,
+    Request, GLOBAL_CONFIG, GLOBAL_REQUEST, MAX_BENCH_COUNT, OVER_LIMIT_COUNT, OVER_LIMIT_REQUEST,
+    PER_HEADER_CONFIG, PER_HEADER_REQUEST,
 };
 use criterion::{criterion_group, Criterion};
 use std::hint::black_box;
@@ -22,7 +31,12 @@ fn cycling_counter() -> impl FnMut(&[u8]) -> i64 {
     }
 }
 
-fn bench_requests(c: &mut Criterion) {
+/// A Redis stand-in whose count is always over the limit.
+fn over_limit(_path: &[u8]) -> i64 {
+    OVER_LIMIT_COUNT
+}
+
+fn bench_redis_path(c: &mut Criterion) {
     let cases: [(&str, &str, Request<'static>); 2] = [
         ("global", GLOBAL_CONFIG, GLOBAL_REQUEST),
         ("per_header", PER_HEADER_CONFIG, PER_HEADER_REQUEST),
@@ -32,6 +46,9 @@ fn bench_requests(c: &mut Criterion) {
         let mut kit = KitDriver::new(config).unwrap();
         let mut redis = cycling_counter();
         assert_eq!(kit.request(&request, &mut redis), 200);
+        assert_no_allocations(&format!("limiter_request/{name}/kit_filter"), || {
+            black_box(kit.request(black_box(&request), &mut redis));
+        });
         group.bench_function(format!("{name}/kit_filter"), |b| {
             b.iter(|| black_box(kit.request(black_box(&request), &mut redis)));
         });
@@ -47,6 +64,12 @@ fn bench_requests(c: &mut Criterion) {
             .unwrap()
             .to_owned();
         let mut baseline = HostBaseline::new();
+        assert_no_allocations(
+            &format!("limiter_request/{name}/host_only_baseline"),
+            || {
+                black_box(baseline.request(black_box(&request), &path, &mut redis));
+            },
+        );
         group.bench_function(format!("{name}/host_only_baseline"), |b| {
             b.iter(|| black_box(baseline.request(black_box(&request), &path, &mut redis)));
         });
@@ -54,6 +77,9 @@ fn bench_requests(c: &mut Criterion) {
         let mut naive = NaiveDriver::new(config).unwrap();
         let mut redis = cycling_counter();
         assert_eq!(naive.request(&request, &mut redis), 200);
+        report_allocations(&format!("limiter_request/{name}/naive_alloc"), || {
+            black_box(naive.request(black_box(&request), &mut redis));
+        });
         group.bench_function(format!("{name}/naive_alloc"), |b| {
             b.iter(|| black_box(naive.request(black_box(&request), &mut redis)));
         });
@@ -61,8 +87,56 @@ fn bench_requests(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_over_limit(c: &mut Criterion) {
+    let request = OVER_LIMIT_REQUEST;
+    let mut group = c.benchmark_group("limiter_request");
+
+    let mut kit = KitDriver::new(GLOBAL_CONFIG).unwrap();
+    // The first request learns from Redis that the key is over; the rest
+    // of the window is refused from the cache, with no call.
+    assert_eq!(kit.request(&request, &mut over_limit), 429);
+    let calls = kit.host().calls_sent;
+    assert_no_allocations("limiter_request/over_limit/kit_filter_local", || {
+        assert_eq!(kit.request(black_box(&request), &mut over_limit), 429);
+    });
+    assert_eq!(kit.host().calls_sent, calls, "the kit asked Redis again");
+    group.bench_function("over_limit/kit_filter_local", |b| {
+        b.iter(|| black_box(kit.request(black_box(&request), &mut over_limit)));
+    });
+    assert_eq!(kit.host().calls_sent, calls, "the kit asked Redis again");
+
+    let mut naive = NaiveDriver::new(GLOBAL_CONFIG).unwrap();
+    assert_eq!(naive.request(&request, &mut over_limit), 429);
+    let calls = naive.host().calls_sent;
+    report_allocations("limiter_request/over_limit/naive_alloc_local", || {
+        assert_eq!(naive.request(black_box(&request), &mut over_limit), 429);
+    });
+    assert_eq!(naive.host().calls_sent, calls, "the naive cache missed");
+    group.bench_function("over_limit/naive_alloc_local", |b| {
+        b.iter(|| black_box(naive.request(black_box(&request), &mut over_limit)));
+    });
+
+    let mut higress = NaiveDriver::without_over_limit_cache(GLOBAL_CONFIG).unwrap();
+    let calls = higress.host().calls_sent;
+    report_allocations(
+        "limiter_request/over_limit/naive_higress_no_cache_redis_each_time",
+        || {
+            assert_eq!(higress.request(black_box(&request), &mut over_limit), 429);
+        },
+    );
+    assert_eq!(
+        higress.host().calls_sent,
+        calls + 1 + crate::ALLOCATION_CHECK_RUNS,
+        "every request asks Redis"
+    );
+    group.bench_function("over_limit/naive_higress_no_cache_redis_each_time", |b| {
+        b.iter(|| black_box(higress.request(black_box(&request), &mut over_limit)));
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = limiter;
     config = crate::settings();
-    targets = bench_requests
+    targets = bench_redis_path, bench_over_limit
 }

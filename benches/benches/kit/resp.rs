@@ -2,6 +2,7 @@
 //! its borrowed decoder beside `redis-protocol`'s borrowed encoder and range
 //! decoder, its owned frames, and `format!`-built buffers.
 
+use crate::{assert_no_allocations, report_allocations};
 use benches::inputs::{script_sha1, KEY, REPLIES};
 use benches::{naive, ours};
 use bytes::BytesMut;
@@ -34,6 +35,28 @@ fn bench_encode(c: &mut Criterion) {
         ),
     ];
     for (name, build, build_owned) in commands {
+        assert_no_allocations(&format!("resp_encode/{name}/kit_reused_buffer"), || {
+            build(&mut args);
+            encode_command(&args, &mut wire);
+            black_box(&wire[..]);
+        });
+        report_allocations(
+            &format!("resp_encode/{name}/redis_protocol_borrowed_reused"),
+            || {
+                build(&mut args);
+                ours::encode_with_redis_protocol(&args, &mut wire);
+                black_box(&wire[..]);
+            },
+        );
+        report_allocations(&format!("resp_encode/{name}/naive_format_vec"), || {
+            black_box(naive::resp_command(&build_owned()));
+        });
+        report_allocations(
+            &format!("resp_encode/{name}/redis_protocol_owned_frame"),
+            || {
+                black_box(naive::owned_frame_command(build_owned()));
+            },
+        );
         group.bench_function(format!("{name}/kit_reused_buffer"), |b| {
             b.iter(|| {
                 build(&mut args);
@@ -50,6 +73,10 @@ fn bench_encode(c: &mut Criterion) {
         });
         // The encoders alone, on arguments built once.
         build(&mut args);
+        assert_no_allocations(&format!("resp_encode/{name}/encode_only/kit"), || {
+            encode_command(black_box(&args), &mut wire);
+            black_box(&wire[..]);
+        });
         group.bench_function(format!("{name}/encode_only/kit"), |b| {
             b.iter(|| {
                 encode_command(black_box(&args), &mut wire);
@@ -74,6 +101,13 @@ fn bench_encode(c: &mut Criterion) {
     ours::evalsha_args(&mut args, sha.as_bytes(), &KEY);
     let owned = naive::evalsha_args(&sha, &KEY);
     assert_eq!(args.get(3), owned[3].as_bytes());
+    assert_no_allocations("resp_encode/webdis_path/kit_reused_buffer", || {
+        encode_webdis_path(black_box(&args), &mut wire);
+        black_box(&wire[..]);
+    });
+    report_allocations("resp_encode/webdis_path/naive_string_format", || {
+        black_box(naive::webdis_path(black_box(&owned)));
+    });
     group.bench_function("webdis_path/kit_reused_buffer", |b| {
         b.iter(|| {
             encode_webdis_path(black_box(&args), &mut wire);
@@ -93,6 +127,25 @@ fn bench_encode(c: &mut Criterion) {
 fn bench_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("resp_decode");
     for (name, bytes) in REPLIES {
+        let kit_routine = || {
+            let decoded = kit_decode(black_box(bytes)).unwrap();
+            black_box(read_reply(decoded.reply(bytes)));
+        };
+        // Scalar replies are read without allocating. An array goes through
+        // `redis-protocol`'s range decoder, whose array frame is a `Vec`.
+        if name == "array3" {
+            report_allocations(&format!("resp_decode/{name}/kit"), kit_routine);
+        } else {
+            assert_no_allocations(&format!("resp_decode/{name}/kit"), kit_routine);
+        }
+        report_allocations(&format!("resp_decode/{name}/redis_protocol_range"), || {
+            let (frame, _) = decode_range(black_box(bytes)).unwrap().unwrap();
+            black_box(read_range(bytes, &frame));
+        });
+        report_allocations(&format!("resp_decode/{name}/redis_protocol_owned"), || {
+            let (frame, _) = owned_decode(black_box(bytes)).unwrap().unwrap();
+            black_box(read_owned(&frame));
+        });
         group.bench_function(format!("{name}/kit"), |b| {
             b.iter(|| {
                 let bytes = black_box(bytes);

@@ -1,0 +1,157 @@
+//! The zero-allocation claims of the benchmarks, checked as tests (the
+//! benches check them too before timing, but `cargo test` does not run
+//! benches): the kit's encoders and decoder, the limiter's request paths
+//! (Redis and local over-limit), rule matching with up to 100 rules and
+//! the token quota's chat request, each warm and over the same inputs and
+//! drivers as its benchmark.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
+
+use benches::drive::{KitDriver, TokenQuotaDriver};
+use benches::inputs::{
+    chat_stream_answer, chat_stream_chunks, rule_matching_authority, rule_matching_request,
+    rules_config, script_sha1, Request, CHAT_BODY, GLOBAL_CONFIG, GLOBAL_REQUEST, KEY,
+    MAX_BENCH_COUNT, OVER_LIMIT_COUNT, OVER_LIMIT_REQUEST, PER_HEADER_CONFIG, PER_HEADER_REQUEST,
+    REPLIES, TOKEN_QUOTA_CONFIG,
+};
+use benches::ours;
+use bytes::BytesMut;
+use kit::fake::{allocations_during, CountingAllocator};
+use kit::resp::{decode, encode_command, encode_webdis_path, CommandArgs};
+use std::hint::black_box;
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Runs `routine` once to warm up, then 1,000 times counting allocations.
+fn assert_no_allocations(name: &str, mut routine: impl FnMut()) {
+    routine();
+    let allocations = allocations_during(|| {
+        for _ in 0..1_000 {
+            routine();
+        }
+    });
+    assert_eq!(allocations, 0, "{name}: allocations in 1,000 warm runs");
+}
+
+#[test]
+fn the_counter_counts() {
+    assert_eq!(allocations_during(|| drop(black_box(vec![1u8]))), 1);
+}
+
+#[test]
+fn kit_encoders_do_not_allocate() {
+    let sha = script_sha1();
+    let mut args = CommandArgs::default();
+    let mut wire = BytesMut::new();
+    assert_no_allocations("evalsha build and encode", || {
+        ours::evalsha_args(&mut args, black_box(sha.as_bytes()), black_box(&KEY));
+        encode_command(&args, &mut wire);
+        black_box(&wire[..]);
+    });
+    assert_no_allocations("evalsha encode only", || {
+        encode_command(black_box(&args), &mut wire);
+        black_box(&wire[..]);
+    });
+    assert_no_allocations("evalsha webdis path", || {
+        encode_webdis_path(black_box(&args), &mut wire);
+        black_box(&wire[..]);
+    });
+    assert_no_allocations("incrby build and encode", || {
+        ours::incrby_args(&mut args, black_box(&KEY), black_box(1234));
+        encode_command(&args, &mut wire);
+        black_box(&wire[..]);
+    });
+}
+
+/// Scalar replies (integer, nil, bulk, error). An array reply goes through
+/// `redis-protocol`'s range decoder, whose array frame is a `Vec`: one
+/// allocation per array, which the benchmark reports.
+#[test]
+fn kit_decoder_does_not_allocate_for_scalar_replies() {
+    for (name, bytes) in REPLIES.into_iter().filter(|(name, _)| *name != "array3") {
+        assert_no_allocations(name, || {
+            let decoded = decode(black_box(bytes)).unwrap();
+            black_box(decoded.reply(bytes));
+        });
+    }
+}
+
+fn cycling_counter() -> impl FnMut(&[u8]) -> i64 {
+    let mut n = 0;
+    move |_path| {
+        n = n % MAX_BENCH_COUNT + 1;
+        n
+    }
+}
+
+fn assert_requests_do_not_allocate(name: &str, config: &str, request: &Request<'_>) {
+    let mut kit = KitDriver::new(config).unwrap();
+    let mut redis = cycling_counter();
+    let calls = kit.host().calls_sent;
+    assert_no_allocations(name, || {
+        assert_eq!(kit.request(request, &mut redis), 200);
+    });
+    assert_eq!(
+        kit.host().calls_sent,
+        calls + 1_001,
+        "{name}: one call each"
+    );
+}
+
+#[test]
+fn limiter_requests_on_the_redis_path_do_not_allocate() {
+    assert_requests_do_not_allocate("global", GLOBAL_CONFIG, &GLOBAL_REQUEST);
+    assert_requests_do_not_allocate("per_header", PER_HEADER_CONFIG, &PER_HEADER_REQUEST);
+}
+
+#[test]
+fn limiter_requests_refused_locally_do_not_allocate() {
+    let mut kit = KitDriver::new(GLOBAL_CONFIG).unwrap();
+    let mut over = |_: &[u8]| OVER_LIMIT_COUNT;
+    assert_eq!(kit.request(&OVER_LIMIT_REQUEST, &mut over), 429);
+    let calls = kit.host().calls_sent;
+    assert_no_allocations("over_limit", || {
+        assert_eq!(kit.request(&OVER_LIMIT_REQUEST, &mut over), 429);
+    });
+    assert_eq!(kit.host().calls_sent, calls, "refused without Redis");
+}
+
+#[test]
+fn rule_matching_does_not_allocate() {
+    for rules in [1, 10, 100] {
+        let config = rules_config(rules);
+        for target in [Some(rules), None] {
+            let authority = rule_matching_authority(target);
+            let request = rule_matching_request(&authority);
+            assert_requests_do_not_allocate(
+                &format!("{rules} rules, {authority}"),
+                &config,
+                &request,
+            );
+        }
+    }
+}
+
+#[test]
+fn token_quota_chat_requests_do_not_allocate() {
+    let answer = chat_stream_answer();
+    let chunks = chat_stream_chunks(&answer);
+    let mut driver = TokenQuotaDriver::new(TOKEN_QUOTA_CONFIG).unwrap();
+    // The first two requests size the fake host's two recorded calls (it
+    // alternates buffers between the GET and the charge).
+    assert_eq!(driver.request(CHAT_BODY, &chunks), 200);
+    assert_no_allocations("token quota chat request", || {
+        assert_eq!(driver.request(CHAT_BODY, &chunks), 200);
+    });
+    assert_eq!(
+        driver.redis_calls(),
+        (1_002, 1_002),
+        "each read and charged"
+    );
+}
