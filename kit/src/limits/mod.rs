@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod keys;
+pub mod pattern;
 pub mod window;
 
 use crate::config::{ConfigError, Field, Fields};
@@ -20,6 +21,7 @@ use crate::io::Io;
 use crate::plugin::{Flow, Setup};
 use cache::OverLimitCache;
 use keys::{Cidr, Source, Value};
+use pattern::Pattern;
 
 /// What a limit counts; names the `<unit>_per_<period>` fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +83,9 @@ pub enum KeyMatch {
     Exact,
     /// `*`: any value.
     Any,
-    /// `regexp:<pattern>`: the value matches the pattern.
-    Regex(regex_lite::Regex),
+    /// `regexp:<pattern>`: the pattern matches somewhere in the value (an
+    /// unanchored search, as Go's `regexp.MatchString`); see [`pattern`].
+    Regex(Pattern),
     /// A CIDR range (`limit_by_per_ip` only).
     Cidr(Cidr),
 }
@@ -172,7 +175,7 @@ fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigEr
             KeyMatch::Any
         } else if let Some(pattern) = key.strip_prefix("regexp:") {
             KeyMatch::Regex(
-                regex_lite::Regex::new(pattern)
+                Pattern::new(pattern)
                     .map_err(|e| key_field.error(format!("invalid regular expression: {e}")))?,
             )
         } else if by_ip {
@@ -253,12 +256,11 @@ impl<'cfg> Limits<'cfg> {
             if !item.source.read(io, value) {
                 continue;
             }
-            let text = core::str::from_utf8(value).ok();
             for (k, key) in item.keys.iter().enumerate() {
                 let hit = match &key.matcher {
                     KeyMatch::Any => true,
                     KeyMatch::Exact => key.key.as_bytes() == value.as_slice(),
-                    KeyMatch::Regex(re) => text.is_some_and(|t| re.is_match(t)),
+                    KeyMatch::Regex(pattern) => pattern.is_match(value),
                     KeyMatch::Cidr(net) => net.contains(value),
                 };
                 if hit {

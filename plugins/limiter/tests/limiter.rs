@@ -331,6 +331,7 @@ fn invalid_configs_are_refused_naming_the_field() {
         (config(r#""rule_name": "r", "global_threshold": {"query_per_week": 1}"#), "global_threshold: needs one of query_per_second"),
         (config(r#""rule_name": "r", "global_threshold": {"query_per_minute": 1}, "rejected_code": 1000"#), "rejected_code: must be an HTTP status"),
         (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_header": "x", "limit_keys": [{"key": "regexp:(", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: invalid regular expression"),
+        (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_header": "x", "limit_keys": [{"key": "regexp:^a(?=b)", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: invalid regular expression: lookahead (?= is not supported (at byte 2)"),
         (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "10.0.0.0/40", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: \"10.0.0.0/40\" is not an IP address or CIDR range"),
         (config(r#""rule_name": "r", "rule_items": []"#), "rule_items: must list at least one item"),
         (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}}"#.to_owned(), "redis: is required"),

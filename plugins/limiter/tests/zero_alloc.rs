@@ -135,3 +135,23 @@ fn per_header_requests_with_rules_do_not_allocate() {
         &[b"alice", b"bob/with%slash", b"carol with spaces"],
     );
 }
+
+#[test]
+fn regexp_keys_do_not_allocate() {
+    // The patterns keep their thread lists from configure time; scanning
+    // three of them (the first two miss for some keys) allocates nothing.
+    run(
+        &format!(
+            r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [
+                 {{"key": "regexp:^(alice|bob)[/a-z%]*$", "query_per_second": 5}},
+                 {{"key": "regexp:(\\w+\\s?){{2,}}$", "query_per_second": 5}},
+                 {{"key": "regexp:.", "query_per_second": 5}}]}}], {WEBDIS}}}"#
+        ),
+        &[
+            b"alice",
+            b"bob/with%slash",
+            b"carol with spaces",
+            b"dave-\xff",
+        ],
+    );
+}
