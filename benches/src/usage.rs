@@ -25,7 +25,8 @@
 //!   field; the rest of the body is skipped with serde's `IgnoredAny`,
 //!   which does not validate the UTF-8 of what it skips.
 //! - [`serde_usage_only_utf8_checked`]: the same after `str::from_utf8` of
-//!   the whole body, so that it refuses invalid UTF-8 as the scanner does.
+//!   the whole body, so that it refuses invalid UTF-8 (which the
+//!   scanner, skimming, does not check in what it skips either).
 //! - [`simd_json_value`]: simd-json's `BorrowedValue`, parsed in place.
 //! - [`simd_json_usage_only`]: simd-json's serde deserializer into the
 //!   same usage-only struct (simd-json builds its whole tape first).
@@ -276,8 +277,10 @@ impl Fields {
 ///
 /// `IgnoredAny` checks a skipped string's escapes and control characters
 /// but not its UTF-8 (serde_json's `ignore_str`): a body with invalid
-/// UTF-8 in its content still gives a usage here, where the scanner,
-/// `serde_json::Value` and simd-json call it malformed.
+/// UTF-8 in its content still gives a usage here, as it does from the
+/// scanner, where `serde_json::Value` and simd-json call it malformed.
+/// It checks more than the scanner's skim otherwise: number and literal
+/// spelling, `:` and `,` inside skipped containers.
 #[derive(Debug, Deserialize)]
 pub struct UsageOnly {
     /// `usage`, `None` when absent or `null`.
@@ -316,9 +319,8 @@ pub fn serde_usage_only(body: &[u8]) -> Scan {
 
 /// [`serde_usage_only`] after `std::str::from_utf8` of the whole body: the
 /// UTF-8 check `IgnoredAny` leaves out, so that invalid UTF-8 anywhere is
-/// malformed, as it is for the scanner. (`IgnoredAny` still takes a lone
-/// surrogate escape such as `\ud800` in a skipped string, which the
-/// scanner refuses.)
+/// malformed. (`IgnoredAny` still takes a lone surrogate escape such as
+/// `\ud800` in a skipped string, as the scanner does.)
 pub fn serde_usage_only_utf8_checked(body: &[u8]) -> Scan {
     match std::str::from_utf8(body) {
         Ok(text) => {

@@ -194,17 +194,18 @@ fn sse_body_is_as_described() {
     }
 }
 
-/// Where the usage-only struct differs: serde's `IgnoredAny` does not check
-/// the UTF-8 of the strings it skips. Not in the benchmark inputs, which
-/// are valid UTF-8.
+/// Where the readers differ: serde's `IgnoredAny` and the scanner's skim
+/// do not check the UTF-8 of the strings they skip; the readers that build
+/// a value (and the UTF-8-checked serde row) do. Not in the benchmark
+/// inputs, which are valid UTF-8.
 #[test]
-fn ignored_any_does_not_validate_skipped_utf8() {
+fn skipping_readers_do_not_validate_skipped_utf8() {
     let mut body = json_body();
     let at = body.windows(4).position(|w| w == b"Sure").unwrap();
     body[at] = 0xff;
     let results = json_results(&body);
     for (name, scan) in &results {
-        let expected = if *name == "serde_usage_only_ignored_any" {
+        let expected = if ["serde_usage_only_ignored_any", "token_quota_scan_json"].contains(name) {
             Scan::Found(JSON_USAGE)
         } else {
             Scan::Malformed
@@ -213,35 +214,61 @@ fn ignored_any_does_not_validate_skipped_utf8() {
     }
 }
 
-/// And neither serde usage-only reader checks `\u` escapes for surrogate
-/// pairs in the strings it skips; the scanner does.
+/// Nor do they check `\u` escapes for surrogate pairs in the strings they
+/// skip.
 #[test]
-fn ignored_any_takes_a_lone_surrogate_escape() {
+fn skipping_readers_take_a_lone_surrogate_escape() {
     let body = String::from_utf8(json_body())
         .unwrap()
         .replacen(r"\u00e9", r"\ud800", 1);
-    assert_eq!(scan_json(body.as_bytes()), Scan::Malformed);
     for scan in [
+        scan_json(body.as_bytes()),
         serde_usage_only(body.as_bytes()),
         serde_usage_only_utf8_checked(body.as_bytes()),
     ] {
         assert_eq!(scan, Scan::Found(JSON_USAGE));
     }
+    assert_eq!(serde_json_value(body.as_bytes()), Scan::Malformed);
 }
 
 /// The same in the stream: invalid UTF-8 in one chunk event.
 #[test]
-fn ignored_any_does_not_validate_skipped_utf8_per_event() {
+fn skipping_readers_do_not_validate_skipped_utf8_per_event() {
     let mut body = sse_body();
     let at = body.windows(4).position(|w| w == b"Sure").unwrap();
     body[at] = 0xff;
     for (name, scan) in sse_results(&sse_chunks(&body)) {
-        let expected = if name == "serde_usage_only_per_event" {
+        let expected = if ["serde_usage_only_per_event", "token_quota_sse_scanner"].contains(&name)
+        {
             Scan::Found(SSE_USAGE)
         } else {
             Scan::Malformed
         };
         assert_eq!(scan, expected, "{name}");
+    }
+}
+
+/// What the scanner's skim still refuses, as every reader here does: a
+/// raw control byte in a skipped string, an unknown escape, a bracket
+/// that does not match, a missing `,` between the top-level members. (A
+/// missing `,` inside a skipped array or object it does not see.)
+#[test]
+fn every_reader_refuses_broken_structure() {
+    let text = String::from_utf8(json_body()).unwrap();
+    for broken in [
+        text.replacen("Sure!", "Sure\t!", 1),
+        text.replacen("Sure!", "Sure\\q!", 1),
+        text.replacen("\"annotations\":[]", "\"annotations\":[}", 1),
+        text.replacen(
+            "\"service_tier\":\"default\"",
+            "\"service_tier\":\"default\" 1",
+            1,
+        ),
+    ] {
+        assert_ne!(broken, text);
+        for (name, scan) in json_results(broken.as_bytes()) {
+            assert_eq!(scan, Scan::Malformed, "{name}: {}", &broken[..200]);
+        }
     }
 }
 

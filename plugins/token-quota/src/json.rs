@@ -1,5 +1,5 @@
-//! A bounded, streaming JSON lexer shared by the usage scanner and the
-//! request rewriter.
+//! A bounded, streaming JSON lexer for the request rewriter. (The usage
+//! scanner skims with its own, cheaper reader in `usage`.)
 //!
 //! It validates RFC 8259 one byte at a time — structure, string escapes
 //! (surrogate pairs included), UTF-8, number syntax, literals — and reports
@@ -363,15 +363,6 @@ impl Lexer {
             self.base = self.base.wrapping_add(input.len());
         }
         step
-    }
-
-    /// [`Lexer::next`] over one line of `input`: a `\n` or `\r` counts as
-    /// the end of the input, and [`Step::More`] leaves `*pos` at it (or at
-    /// the end of `input`). The next bytes are expected in a new call,
-    /// from position 0 of whatever follows. Offsets in the events are not
-    /// kept up across lines.
-    pub(crate) fn next_line(&mut self, input: &[u8], pos: &mut usize) -> Step {
-        self.next_in::<true>(input, pos)
     }
 
     #[inline(always)]

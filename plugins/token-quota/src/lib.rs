@@ -10,9 +10,10 @@
 //! - [`rewrite`]: makes streaming requests ask for usage
 //!   (`stream_options.include_usage`), so streamed answers can be charged.
 //!
-//! Both read JSON with the same bounded streaming lexer: no tree, no
-//! recursion, nesting limited to [`MAX_DEPTH`], and anything not valid JSON
-//! reported as such rather than guessed at.
+//! Both read JSON as it streams: no tree, no recursion, nesting limited to
+//! [`MAX_DEPTH`]. The rewriter validates every byte with a lexer; the
+//! usage scanner skims what it does not need by structure alone, and
+//! refuses structure it cannot trust rather than guess at it.
 
 mod json;
 mod quota;

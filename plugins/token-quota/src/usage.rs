@@ -22,12 +22,20 @@
 //!
 //! The scanners never build a tree of the body and never allocate: their
 //! state is a fixed few hundred bytes, however large or hostile the input.
-//! Anything that makes the usage untrustworthy — invalid JSON, a truncated
-//! body, bytes that are not UTF-8, nesting deeper than
-//! [`MAX_DEPTH`](crate::MAX_DEPTH), a token count that is negative,
-//! fractional or beyond `u64` — gives [`Scan::Malformed`], never a guess.
-
-use crate::json::{Event, Lexer, Scalar, Step};
+//! They skim: only the objects on the way to a usage object are read key
+//! by key, and every other value is skipped by its structure (the
+//! private `Doc` says how), without decoding its text. On valid JSON the answer is exactly
+//! a full parser's. On invalid JSON, whatever breaks the structure — a
+//! truncated body, unbalanced or mismatched brackets, an unterminated
+//! string, a raw control byte or an unknown escape in a string, a missing
+//! `:` or `,` in an object the scanner reads, nesting deeper than
+//! [`MAX_DEPTH`](crate::MAX_DEPTH) — and a token count that is negative,
+//! fractional or beyond `u64` give [`Scan::Malformed`], never a guess.
+//! What a skipped value holds is not checked: invalid UTF-8, a lone
+//! surrogate escape or a misspelt number inside content still lets the
+//! usage next to it count. (Until the skim, the scanners validated every
+//! byte; that cost 3 to 5 times the instructions, and the usage of a
+//! response does not depend on whether its content is well-formed text.)
 
 /// Token counts an API reported for one response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +208,13 @@ impl Name {
             _ => Name::Other,
         }
     }
+
+    fn is_count(self) -> bool {
+        matches!(
+            self,
+            Name::Total | Name::Prompt | Name::Completion | Name::Input | Name::Output
+        )
+    }
 }
 
 /// One token field of a usage object.
@@ -215,14 +230,6 @@ enum Count {
 }
 
 impl Count {
-    fn of(scalar: Option<Scalar>) -> Count {
-        match scalar {
-            Some(Scalar::Number(Some(n))) => Count::Tokens(n),
-            Some(Scalar::Number(None)) => Count::Bad,
-            _ => Count::Absent,
-        }
-    }
-
     fn get(self) -> Option<u64> {
         match self {
             Count::Tokens(n) => Some(n),
@@ -242,6 +249,14 @@ struct Record {
 }
 
 impl Record {
+    const EMPTY: Record = Record {
+        total: Count::Absent,
+        prompt: Count::Absent,
+        completion: Count::Absent,
+        input: Count::Absent,
+        output: Count::Absent,
+    };
+
     fn fields(&self) -> [Count; 5] {
         [
             self.total,
@@ -288,164 +303,839 @@ fn sum(input: Option<u64>, output: Option<u64>) -> Option<u64> {
     input.unwrap_or(0).checked_add(output.unwrap_or(0))
 }
 
-/// The usage sources of one JSON document, as the lexer reports it.
+/// Where a usage object hangs: top-level `usage`, `message.usage`,
+/// `response.usage`, in the order they are preferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Top = 0,
+    Message = 1,
+    Response = 2,
+}
+
+/// An object the skim reads key by key (every other object is skipped
+/// whole). At most three deep: the document, `message` or `response`, and
+/// a usage object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Frame {
+    /// The top-level object.
+    Top,
+    /// `message` or `response` in the top-level object.
+    Source(Slot),
+    /// The usage object of a slot.
+    Record(Slot),
+}
+
+impl Frame {
+    /// Its nesting depth: the top-level object is at depth 1.
+    fn depth(self) -> u8 {
+        match self {
+            Frame::Top => 1,
+            Frame::Source(_) | Frame::Record(Slot::Top) => 2,
+            Frame::Record(Slot::Message | Slot::Response) => 3,
+        }
+    }
+
+    /// The object it sits in; `None` for the top-level object.
+    fn parent(self) -> Option<Frame> {
+        match self {
+            Frame::Top => None,
+            Frame::Source(_) | Frame::Record(Slot::Top) => Some(Frame::Top),
+            Frame::Record(slot) => Some(Frame::Source(slot)),
+        }
+    }
+}
+
+/// Where a token count is in the JSON number grammar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    Exp,
+    ExpSign,
+    ExpDigits,
+}
+
+/// Where the skim is in the document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum At {
+    /// Before the document's value.
+    Start,
+    /// In a read object, where a key may start; `first` right after `{`,
+    /// where `}` may come instead.
+    Key { first: bool },
+    /// Inside a key of a read object: its bytes go to the key buffer.
+    InKey,
+    /// After `\` in such a key.
+    KeyEscape,
+    /// Inside `\uXXXX` in such a key: digits still to come, code so far.
+    KeyHex { left: u8, code: u16 },
+    /// After a key: `:`.
+    Colon,
+    /// After `:`: a value.
+    Value,
+    /// After a value in a read object: `,` or `}`.
+    After,
+    /// Inside a token count.
+    Number(Num),
+    /// Skipping a value, inside its arrays and objects, outside strings.
+    Tree,
+    /// Skipping a string: a skipped value or one inside it.
+    Str,
+    /// After `\` in a skipped string.
+    StrEscape,
+    /// Skipping a number or literal that is a whole value.
+    Scalar,
+    /// After the document's value: whitespace only.
+    Done,
+    /// Not JSON, as far as the skim checks; nothing more is read.
+    Failed,
+}
+
+/// Longest key kept (decoded) for comparison: `completion_tokens` fits.
+/// Longer keys are no key the skim wants.
+const KEY_CAP: usize = 24;
+
+/// One JSON document skimmed for its usage objects.
+///
+/// Only the objects on the way to a usage object are read key by key:
+/// the top-level object, `message` and `response` in it, and the usage
+/// objects themselves, whose token counts are parsed exactly. Every other
+/// value is skipped by its structure alone: a string up to its closing
+/// quote (a word at a time), an array or object by matching brackets
+/// outside strings, a number or literal up to the byte after it. What
+/// the skim still refuses, so that a broken document gives no usage:
+/// unbalanced or mismatched brackets, nesting deeper than
+/// [`MAX_DEPTH`](crate::MAX_DEPTH), an unterminated string, a raw control
+/// byte or an unknown escape in a string, a value that starts with a byte
+/// no JSON value starts with, a missing `:` or `,` in a read object, a
+/// trailing comma there, and anything but whitespace after the document.
+/// What it no longer checks, inside skipped values: UTF-8, `\u` digits and
+/// surrogate pairs, number and literal spelling, and `:` and `,` between
+/// the members of skipped containers. That is what makes it cheap: about
+/// one branch per byte of structure and a few instructions per word of
+/// string, with no per-byte state machine.
 #[derive(Clone, Debug)]
 struct Doc {
-    lexer: Lexer,
-    /// The key last seen in the objects at depths 1, 2 and 3 (`Other` for
-    /// arrays): deep enough for `message.usage.input_tokens`.
-    path: [Name; 3],
-    /// `usage`.
-    top: Record,
-    /// `message.usage`.
-    message: Record,
-    /// `response.usage`.
-    response: Record,
+    at: At,
+    /// The object being read, when `at` is inside one.
+    frame: Option<Frame>,
+    /// The key whose value comes next in the read object.
+    name: Name,
+    /// Nesting of the value being skipped, below `frame`.
+    skip_depth: u8,
+    /// Bit `d` set: the skipped container at skip depth `d + 1` is an object.
+    skip_objects: u128,
+    /// A key cut by the end of a chunk or holding escapes, decoded.
+    key: [u8; KEY_CAP],
+    key_len: u8,
+    /// False once the key outgrew `key` or held a non-ASCII escape.
+    key_ok: bool,
+    /// The token count being parsed, and whether it is still a
+    /// non-negative integer within `u64`.
+    num: u64,
+    num_ok: bool,
+    /// The usage objects by [`Slot`].
+    records: [Record; 3],
+    /// Whether any token field was set: until then the records are empty,
+    /// and [`Doc::reset`] and [`Doc::usage`] need not look at them.
+    counted: bool,
     /// Whether the document is an object.
     object: bool,
-    /// Whether the lexer failed.
-    failed: bool,
+}
+
+/// Byte classes of the tree skip: what a byte means between the strings
+/// of a skipped array or object.
+const PLAIN: u8 = 0;
+const QUOTE: u8 = 1;
+const OPEN_OBJECT: u8 = 2;
+const OPEN_ARRAY: u8 = 3;
+const CLOSE_OBJECT: u8 = 4;
+const CLOSE_ARRAY: u8 = 5;
+const LINE_END: u8 = 6;
+
+/// [`PLAIN`] for every byte but those that matter to the tree skip: one
+/// load and one compare for the bytes that do not.
+// Built at compile time: a bad index would fail the build, never panic.
+#[allow(clippy::indexing_slicing)]
+static TREE_CLASS: [u8; 256] = {
+    let mut table = [PLAIN; 256];
+    table[b'"' as usize] = QUOTE;
+    table[b'{' as usize] = OPEN_OBJECT;
+    table[b'[' as usize] = OPEN_ARRAY;
+    table[b'}' as usize] = CLOSE_OBJECT;
+    table[b']' as usize] = CLOSE_ARRAY;
+    table[b'\n' as usize] = LINE_END;
+    table[b'\r' as usize] = LINE_END;
+    table
+};
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn is_line_end(b: u8) -> bool {
+    b == b'\n' || b == b'\r'
+}
+
+/// Whether a value may start with `b` (besides `{`, `[` and `"`): a
+/// number or a literal. Only the first byte is checked.
+fn starts_scalar(b: u8) -> bool {
+    matches!(b, b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+}
+
+/// Whether `b` ends a skipped number or literal.
+fn ends_scalar(b: u8) -> bool {
+    matches!(
+        b,
+        b',' | b'}' | b']' | b':' | b'"' | b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r'
+    )
+}
+
+/// The byte an escape other than `\u` stands for: `\n` for `n`.
+fn simple_escape(b: u8) -> Option<u8> {
+    Some(match b {
+        b'"' | b'\\' | b'/' => b,
+        b'b' => 0x08,
+        b'f' => 0x0C,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
+fn hex_digit(b: u8) -> Option<u16> {
+    let digit = match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => return None,
+    };
+    Some(u16::from(digit))
+}
+
+/// The bytes of `w` (eight, little-endian) a string must stop at — `"`,
+/// `\` or a control byte (below 0x20) — flagged by their top bit.
+///
+/// `(x - 0x0101..) & !x & 0x8080..` flags the zero bytes of `x`, and with
+/// `n` in each byte in place of `0x01` the bytes below `n` (for `n` up to
+/// 0x80). `w ^ 0x0202..` turns `"` (0x22) into 0x20 and leaves the control
+/// bytes below 0x20, while every other byte stays at 0x21 or above, so one
+/// "below 0x21" test finds both; `w ^ 0x5C5C..` zeroes the backslashes.
+/// A flag can be wrong only above a byte truly flagged (a borrow runs
+/// upward), so the lowest flag is exact. Bytes of 0x80 and up are never
+/// flagged (`!x` keeps the top bit of `w`), so UTF-8 text goes by a word
+/// at a time. Eight operations a word.
+#[inline(always)]
+fn string_stops(w: u64) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    const TWOS: u64 = u64::from_le_bytes([0x02; 8]);
+    const BELOW_QUOTE: u64 = u64::from_le_bytes([0x21; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    ((w ^ TWOS).wrapping_sub(BELOW_QUOTE) | (w ^ BACKSLASHES).wrapping_sub(ONES)) & !w & HIGH
+}
+
+/// The offset of the first byte of `s` a string must stop at (see
+/// [`string_stops`]), or the length of `s`. The last few bytes are read
+/// as a word padded with spaces, which are never flagged.
+fn string_run(s: &[u8]) -> usize {
+    let mut words = s.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let Some(bytes) = word.first_chunk::<8>() else {
+            break;
+        };
+        let stops = string_stops(u64::from_le_bytes(*bytes));
+        if stops != 0 {
+            return at + (stops.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    let mut bytes = [b' '; 8];
+    for (slot, &b) in bytes.iter_mut().zip(rest) {
+        *slot = b;
+    }
+    let stops = string_stops(u64::from_le_bytes(bytes));
+    if stops != 0 {
+        // A flag is never on the padding: at most `rest.len() - 1`.
+        return at + (stops.trailing_zeros() / 8) as usize;
+    }
+    at + rest.len()
+}
+
+/// How a skipped string continues from some offset.
+enum StrEnd {
+    /// It closed: the offset after its `"`.
+    Closed(usize),
+    /// The input ended inside it (`true`: right after a `\`).
+    Cut(bool),
+    /// A raw control byte or an unknown escape.
+    Bad,
+}
+
+/// Skips the inside of a string from `pos` (after its `"` or an escape).
+#[inline(always)]
+fn skip_string(s: &[u8], mut pos: usize) -> StrEnd {
+    loop {
+        pos += string_run(s.get(pos..).unwrap_or_default());
+        match s.get(pos) {
+            None => return StrEnd::Cut(false),
+            Some(b'"') => return StrEnd::Closed(pos + 1),
+            Some(b'\\') => match s.get(pos + 1) {
+                None => return StrEnd::Cut(true),
+                // `\u`'s four digits go as ordinary string bytes.
+                Some(&e) if simple_escape(e).is_some() || e == b'u' => pos += 2,
+                Some(_) => return StrEnd::Bad,
+            },
+            Some(_) => return StrEnd::Bad,
+        }
+    }
 }
 
 impl Doc {
     const fn new() -> Self {
-        const EMPTY: Record = Record {
-            total: Count::Absent,
-            prompt: Count::Absent,
-            completion: Count::Absent,
-            input: Count::Absent,
-            output: Count::Absent,
-        };
         Doc {
-            lexer: Lexer::new(),
-            path: [Name::Other; 3],
-            top: EMPTY,
-            message: EMPTY,
-            response: EMPTY,
+            at: At::Start,
+            frame: None,
+            name: Name::Other,
+            skip_depth: 0,
+            skip_objects: 0,
+            key: [0; KEY_CAP],
+            key_len: 0,
+            key_ok: true,
+            num: 0,
+            num_ok: false,
+            records: [Record::EMPTY; 3],
+            counted: false,
             object: false,
-            failed: false,
         }
     }
 
+    /// Back to the start of a document, for the next event. Cheaper than
+    /// a fresh [`Doc::new`] (which writes all of its few hundred bytes)
+    /// when no token field was set, as in most events of a stream.
+    fn reset(&mut self) {
+        self.at = At::Start;
+        self.frame = None;
+        self.object = false;
+        if self.counted {
+            self.counted = false;
+            self.records = [Record::EMPTY; 3];
+        }
+    }
+
+    /// Feeds the next bytes of the document.
     fn feed(&mut self, bytes: &[u8]) {
-        if self.failed {
-            return;
-        }
+        // One skim for both formats (half the code in the module): it
+        // stops at line endings for the event stream, which in a JSON body
+        // are whitespace. It stops only where whitespace is allowed or
+        // between the tokens of a skipped container, so stepping over the
+        // line ending is right, for one call per line.
         let mut pos = 0;
-        loop {
-            match self.lexer.next(bytes, &mut pos) {
-                Step::Event(event) => self.event(event),
-                Step::More => return,
-                Step::Error => {
-                    self.failed = true;
-                    return;
-                }
-            }
+        while pos < bytes.len() && self.at != At::Failed {
+            pos = self.run(bytes, pos) + 1;
         }
     }
 
-    /// Feeds the line at the start of `bytes`, up to its first `\n` or
-    /// `\r`: the offset of that byte, or the length of `bytes`.
-    fn feed_line(&mut self, bytes: &[u8]) -> usize {
-        if self.failed {
-            return line_end(bytes);
+    /// Feeds the line that starts at `pos` in `bytes`, up to its first `\n`
+    /// or `\r`: the offset of that byte, or the length of `bytes`.
+    fn feed_line(&mut self, bytes: &[u8], pos: usize) -> usize {
+        let pos = self.run(bytes, pos);
+        if self.at == At::Failed {
+            return pos + line_end(bytes.get(pos..).unwrap_or_default());
         }
-        let mut pos = 0;
-        loop {
-            match self.lexer.next_line(bytes, &mut pos) {
-                Step::Event(event) => self.event(event),
-                Step::More => return pos,
-                Step::Error => {
-                    self.failed = true;
-                    let rest = bytes.get(pos..).unwrap_or_default();
-                    return pos + line_end(rest);
-                }
-            }
-        }
+        pos
     }
 
-    #[inline(always)]
-    fn event(&mut self, event: Event) {
-        match event {
-            Event::Open { object, depth, .. } => {
-                if depth == 1 {
-                    self.object = object;
-                }
-                self.value(depth - 1, None);
-                if let Some(slot) = self.path.get_mut(usize::from(depth) - 1) {
-                    *slot = Name::Other;
-                }
-            }
-            Event::Key { depth } => {
-                if let Some(slot) = self.path.get_mut(usize::from(depth).wrapping_sub(1)) {
-                    *slot = Name::of(self.lexer.key());
-                }
-            }
-            Event::Scalar { scalar, depth, .. } => self.value(depth, Some(scalar)),
-            Event::Close { .. } => {}
-        }
+    fn fail(&mut self) {
+        self.at = At::Failed;
     }
 
-    /// A value started in the container at `depth`: `scalar` when it is
-    /// one, `None` for an array or object. A new value for a key replaces
-    /// whatever an earlier duplicate of the key said.
-    #[inline(always)]
-    fn value(&mut self, depth: u8, scalar: Option<Scalar>) {
-        let [first, second, third] = self.path;
-        let source = |name| match name {
-            Name::Message => Some(Source::Message),
-            Name::Response => Some(Source::Response),
-            _ => None,
-        };
-        match (depth, first, second) {
-            (1, Name::Usage, _) => self.top = Record::default(),
-            (1, name, _) => {
-                if let Some(source) = source(name) {
-                    *self.record(source) = Record::default();
-                }
-            }
-            (2, Name::Usage, field) => self.top.set(field, Count::of(scalar)),
-            (2, name, Name::Usage) => {
-                if let Some(source) = source(name) {
-                    *self.record(source) = Record::default();
-                }
-            }
-            (3, name, Name::Usage) => {
-                if let Some(source) = source(name) {
-                    self.record(source).set(third, Count::of(scalar));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn record(&mut self, source: Source) -> &mut Record {
-        match source {
-            Source::Message => &mut self.message,
-            Source::Response => &mut self.response,
-        }
-    }
-
-    /// Whether the bytes fed are exactly one JSON value.
+    /// Whether the bytes fed are one JSON value as far as the skim checks.
+    /// A top-level number or literal is complete at the end of input.
     fn is_complete(&self) -> bool {
-        !self.failed && self.lexer.is_complete()
+        match self.at {
+            At::Done => true,
+            At::Scalar => self.frame.is_none(),
+            _ => false,
+        }
     }
 
-    /// The usage object that counts: the first source that reported any
+    /// The usage object that counts: the first slot that reported any
     /// token field.
     fn usage(&self) -> Record {
-        [self.top, self.message, self.response]
+        if !self.counted {
+            return Record::EMPTY;
+        }
+        self.records
             .into_iter()
             .find(|r| !r.is_empty())
             .unwrap_or_default()
     }
-}
 
-/// Where a nested usage object hangs.
-#[derive(Clone, Copy, Debug)]
-enum Source {
-    Message,
-    Response,
+    fn record(&mut self, slot: Slot) -> &mut Record {
+        let [top, message, response] = &mut self.records;
+        match slot {
+            Slot::Top => top,
+            Slot::Message => message,
+            Slot::Response => response,
+        }
+    }
+
+    /// The skim over `s` from `pos`, up to its end or a line ending that
+    /// is not inside a string (returned, not consumed: the caller knows
+    /// whether it ends an event-stream line or is JSON whitespace); stops
+    /// early once failed.
+    fn run(&mut self, s: &[u8], mut pos: usize) -> usize {
+        while let Some(&b) = s.get(pos) {
+            let at = self.at;
+            let next = match at {
+                // Whitespace where a token may come; a line ending there is
+                // the caller's. Elsewhere a line ending is a control byte
+                // inside a string or escape (refused), or ends a number or
+                // literal, and comes back here.
+                At::Start | At::Key { .. } | At::Colon | At::Value | At::After | At::Done
+                    if b <= b' ' =>
+                {
+                    if is_line_end(b) {
+                        return pos;
+                    }
+                    if !is_space(b) {
+                        self.fail();
+                        return pos;
+                    }
+                    pos + 1
+                }
+                // The tree skip stopped at a line ending: the caller's.
+                At::Tree if is_line_end(b) => return pos,
+                At::Tree => self.tree(s, pos),
+                At::Str => self.string(s, pos),
+                At::After if b == b',' => {
+                    // Straight on into the next key, the usual case.
+                    if s.get(pos + 1) == Some(&b'"') {
+                        self.key_start(s, pos + 1, b'"', false)
+                    } else {
+                        self.at = At::Key { first: false };
+                        pos + 1
+                    }
+                }
+                At::Key { first } => self.key_start(s, pos, b, first),
+                At::Colon if b == b':' => {
+                    self.at = At::Value;
+                    pos + 1
+                }
+                At::Value => self.value(s, pos, b),
+                At::After if b == b'}' => self.close(pos),
+                At::Scalar => self.scalar(s, pos),
+                At::Number(num) => self.number(s, pos, num),
+                At::StrEscape if simple_escape(b).is_some() || b == b'u' => {
+                    self.at = At::Str;
+                    pos + 1
+                }
+                At::InKey => self.key_rest(s, pos),
+                At::KeyEscape => self.key_escape(pos, b),
+                At::KeyHex { left, code } => self.key_hex(pos, b, left, code),
+                At::Start if b == b'{' => {
+                    self.object = true;
+                    self.frame = Some(Frame::Top);
+                    self.at = At::Key { first: true };
+                    pos + 1
+                }
+                At::Start => self.skip_value(s, pos, b),
+                At::Failed => return pos,
+                At::Colon | At::After | At::Done | At::StrEscape => {
+                    self.fail();
+                    return pos;
+                }
+            };
+            // Every step consumes a byte or moves to a state that will; a
+            // step that did neither would spin on hostile input forever (a
+            // stalled worker in the proxy), so it ends the skim instead.
+            // One compare per step, almost never taken.
+            if next == pos && self.at == at {
+                self.fail();
+                return pos;
+            }
+            pos = next;
+        }
+        pos
+    }
+
+    /// Where a key or (right after `{`) a `}` may come.
+    fn key_start(&mut self, s: &[u8], pos: usize, b: u8, first: bool) -> usize {
+        match b {
+            b'"' => {
+                let from = pos + 1;
+                let rest = s.get(from..).unwrap_or_default();
+                let run = string_run(rest);
+                // The usual key: whole in this chunk, no escapes, then
+                // `:` and the value, taken in the same step.
+                if rest.get(run) == Some(&b'"') {
+                    self.name = Name::of(rest.get(..run));
+                    let end = from + run + 1;
+                    if s.get(end) != Some(&b':') {
+                        self.at = At::Colon;
+                        return end;
+                    }
+                    self.at = At::Value;
+                    return match s.get(end + 1) {
+                        Some(&v) if v > b' ' => self.value(s, end + 1, v),
+                        _ => end + 1,
+                    };
+                }
+                self.key_len = 0;
+                self.key_ok = true;
+                self.at = At::InKey;
+                from
+            }
+            b'}' if first => self.close(pos),
+            _ => {
+                self.fail();
+                pos
+            }
+        }
+    }
+
+    /// The rest of a key that needs decoding or spans chunks.
+    fn key_rest(&mut self, s: &[u8], pos: usize) -> usize {
+        let rest = s.get(pos..).unwrap_or_default();
+        let run = string_run(rest);
+        for &b in rest.get(..run).unwrap_or_default() {
+            self.key_push(b);
+        }
+        let at = pos + run;
+        match s.get(at) {
+            None => at,
+            Some(b'"') => {
+                let key = self.key.get(..usize::from(self.key_len));
+                self.name = Name::of(key.filter(|_| self.key_ok));
+                self.at = At::Colon;
+                at + 1
+            }
+            Some(b'\\') => {
+                self.at = At::KeyEscape;
+                at + 1
+            }
+            Some(_) => {
+                self.fail();
+                at
+            }
+        }
+    }
+
+    fn key_push(&mut self, b: u8) {
+        match self.key.get_mut(usize::from(self.key_len)) {
+            Some(slot) => {
+                *slot = b;
+                self.key_len += 1;
+            }
+            None => self.key_ok = false,
+        }
+    }
+
+    fn key_escape(&mut self, pos: usize, b: u8) -> usize {
+        if b == b'u' {
+            self.at = At::KeyHex { left: 4, code: 0 };
+        } else if let Some(decoded) = simple_escape(b) {
+            self.key_push(decoded);
+            self.at = At::InKey;
+        } else {
+            self.fail();
+            return pos;
+        }
+        pos + 1
+    }
+
+    fn key_hex(&mut self, pos: usize, b: u8, left: u8, code: u16) -> usize {
+        let Some(digit) = hex_digit(b) else {
+            self.fail();
+            return pos;
+        };
+        let code = (code << 4) | digit;
+        self.at = if left > 1 {
+            At::KeyHex {
+                left: left - 1,
+                code,
+            }
+        } else {
+            // No key the skim wants has a character beyond ASCII, so any
+            // such escape (surrogates included) only spoils the key.
+            match u8::try_from(code) {
+                Ok(ascii) if ascii < 0x80 => self.key_push(ascii),
+                _ => self.key_ok = false,
+            }
+            At::InKey
+        };
+        pos + 1
+    }
+
+    /// The first byte `b` of a value in a read object, at `pos`.
+    fn value(&mut self, s: &[u8], pos: usize, b: u8) -> usize {
+        let Some(frame) = self.frame else {
+            return self.skip_value(s, pos, b);
+        };
+        // A new value for a key replaces whatever an earlier duplicate of
+        // the key said.
+        let opens = match (frame, self.name) {
+            (Frame::Top, Name::Usage) => Some(Frame::Record(Slot::Top)),
+            (Frame::Top, Name::Message) => Some(Frame::Source(Slot::Message)),
+            (Frame::Top, Name::Response) => Some(Frame::Source(Slot::Response)),
+            (Frame::Source(slot), Name::Usage) => Some(Frame::Record(slot)),
+            (Frame::Record(slot), name) if name.is_count() => {
+                if matches!(b, b'-' | b'0'..=b'9') {
+                    return self.number_start(s, pos, b);
+                }
+                // Not a number: no count, whatever it is.
+                self.record(slot).set(name, Count::Absent);
+                None
+            }
+            _ => None,
+        };
+        if let Some(inner) = opens {
+            let slot = match inner {
+                Frame::Record(slot) | Frame::Source(slot) => slot,
+                Frame::Top => Slot::Top,
+            };
+            // (Still empty unless a count was set.)
+            if self.counted {
+                *self.record(slot) = Record::EMPTY;
+            }
+            if b == b'{' {
+                self.frame = Some(inner);
+                self.at = At::Key { first: true };
+                return pos + 1;
+            }
+        }
+        self.skip_value(s, pos, b)
+    }
+
+    /// Skips the value whose first byte `b` is at `pos`, as far as `s`
+    /// goes.
+    fn skip_value(&mut self, s: &[u8], pos: usize, b: u8) -> usize {
+        self.skip_depth = 0;
+        match b {
+            b'"' => self.string(s, pos + 1),
+            b'{' | b'[' => {
+                if !self.open(b == b'{') {
+                    return pos;
+                }
+                self.at = At::Tree;
+                self.tree(s, pos + 1)
+            }
+            _ if starts_scalar(b) => {
+                self.at = At::Scalar;
+                self.scalar(s, pos + 1)
+            }
+            _ => {
+                self.fail();
+                pos
+            }
+        }
+    }
+
+    /// A skipped container opens; false (and failed) when that is deeper
+    /// than [`MAX_DEPTH`](crate::MAX_DEPTH).
+    fn open(&mut self, object: bool) -> bool {
+        let base = self.frame.map_or(0, Frame::depth);
+        if base + self.skip_depth >= crate::MAX_DEPTH {
+            self.fail();
+            return false;
+        }
+        let bit = 1u128 << self.skip_depth;
+        if object {
+            self.skip_objects |= bit;
+        } else {
+            self.skip_objects &= !bit;
+        }
+        self.skip_depth += 1;
+        true
+    }
+
+    /// The skipped value ended.
+    fn value_done(&mut self) {
+        self.at = if self.frame.is_some() {
+            At::After
+        } else {
+            At::Done
+        };
+    }
+
+    /// Skips arrays and objects from `pos`: brackets counted and matched,
+    /// strings jumped over, every other byte passed with one table load.
+    fn tree(&mut self, s: &[u8], mut pos: usize) -> usize {
+        while let Some(&b) = s.get(pos) {
+            let class = TREE_CLASS.get(usize::from(b)).copied().unwrap_or(PLAIN);
+            if class == PLAIN {
+                pos += 1;
+                continue;
+            }
+            match class {
+                QUOTE => match skip_string(s, pos + 1) {
+                    StrEnd::Closed(end) => pos = end,
+                    StrEnd::Cut(escape) => {
+                        self.at = if escape { At::StrEscape } else { At::Str };
+                        return s.len();
+                    }
+                    StrEnd::Bad => {
+                        self.fail();
+                        return pos;
+                    }
+                },
+                OPEN_OBJECT | OPEN_ARRAY => {
+                    if !self.open(class == OPEN_OBJECT) {
+                        return pos;
+                    }
+                    pos += 1;
+                }
+                CLOSE_OBJECT | CLOSE_ARRAY => {
+                    let Some(depth) = self.skip_depth.checked_sub(1) else {
+                        self.fail();
+                        return pos;
+                    };
+                    let object = (self.skip_objects >> depth) & 1 == 1;
+                    if object != (class == CLOSE_OBJECT) {
+                        self.fail();
+                        return pos;
+                    }
+                    self.skip_depth = depth;
+                    pos += 1;
+                    if depth == 0 {
+                        self.value_done();
+                        return pos;
+                    }
+                }
+                // A line ending: the caller's.
+                _ => return pos,
+            }
+        }
+        pos
+    }
+
+    /// Skips the rest of a string from `pos`.
+    fn string(&mut self, s: &[u8], pos: usize) -> usize {
+        match skip_string(s, pos) {
+            StrEnd::Closed(end) => {
+                if self.skip_depth == 0 {
+                    self.value_done();
+                } else {
+                    self.at = At::Tree;
+                }
+                end
+            }
+            StrEnd::Cut(escape) => {
+                self.at = if escape { At::StrEscape } else { At::Str };
+                s.len()
+            }
+            StrEnd::Bad => {
+                self.fail();
+                pos
+            }
+        }
+    }
+
+    /// Skips a number or literal up to the byte after it (left for what
+    /// follows to judge).
+    fn scalar(&mut self, s: &[u8], mut pos: usize) -> usize {
+        while let Some(&b) = s.get(pos) {
+            if ends_scalar(b) {
+                self.value_done();
+                return pos;
+            }
+            pos += 1;
+        }
+        pos
+    }
+
+    /// A token count starts with `b` at `pos`.
+    fn number_start(&mut self, s: &[u8], pos: usize, b: u8) -> usize {
+        self.num = 0;
+        self.num_ok = b != b'-';
+        let num = match b {
+            b'-' => Num::Minus,
+            b'0' => Num::Zero,
+            _ => {
+                self.num = u64::from(b - b'0');
+                Num::Int
+            }
+        };
+        self.number(s, pos + 1, num)
+    }
+
+    /// The bytes of a token count from `pos`, `num` the grammar state so
+    /// far, parsed exactly as JSON: the count is its value when it is a
+    /// non-negative integer within `u64`, bad for any other number.
+    fn number(&mut self, s: &[u8], mut pos: usize, mut num: Num) -> usize {
+        while let Some(&b) = s.get(pos) {
+            let digit = b.is_ascii_digit();
+            num = match (num, b) {
+                (Num::Int, _) if digit => {
+                    match self
+                        .num
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                    {
+                        Some(n) => self.num = n,
+                        None => self.num_ok = false,
+                    }
+                    Num::Int
+                }
+                (Num::Minus, b'0') => Num::Zero,
+                (Num::Minus, _) if digit => Num::Int,
+                (Num::Zero | Num::Int, b'.') => Num::Dot,
+                (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::Exp,
+                (Num::Dot | Num::Frac, _) if digit => Num::Frac,
+                (Num::Exp, b'+' | b'-') => Num::ExpSign,
+                (Num::Exp | Num::ExpSign | Num::ExpDigits, _) if digit => Num::ExpDigits,
+                // The number ended at `b`, which is left for what follows.
+                (Num::Zero | Num::Int | Num::Frac | Num::ExpDigits, _) if !digit => {
+                    let count = if self.num_ok {
+                        Count::Tokens(self.num)
+                    } else {
+                        Count::Bad
+                    };
+                    if let Some(Frame::Record(slot)) = self.frame {
+                        let name = self.name;
+                        self.record(slot).set(name, count);
+                        self.counted = true;
+                    }
+                    self.at = At::After;
+                    return pos;
+                }
+                // `-`, `.`, `e` with nothing after, or a leading zero.
+                _ => {
+                    self.fail();
+                    return pos;
+                }
+            };
+            // A sign, fraction or exponent: a number, but no count.
+            if !matches!(num, Num::Int | Num::Zero) {
+                self.num_ok = false;
+            }
+            pos += 1;
+        }
+        self.at = At::Number(num);
+        pos
+    }
+
+    /// `}` at `pos` closes the read object.
+    fn close(&mut self, pos: usize) -> usize {
+        match self.frame.and_then(Frame::parent) {
+            Some(parent) => {
+                self.frame = Some(parent);
+                self.at = At::After;
+            }
+            None => {
+                self.frame = None;
+                self.at = At::Done;
+            }
+        }
+        pos + 1
+    }
 }
 
 /// Scans a JSON response body, chunk by chunk.
@@ -599,7 +1289,7 @@ impl Totals {
 
 /// Scans a `text/event-stream` response body, chunk by chunk.
 ///
-/// Each event's `data` is lexed as JSON while it passes (the lines of a
+/// Each event's `data` is skimmed as JSON while it passes (the lines of a
 /// multi-line `data` joined by `\n`, as the event-stream format says);
 /// events whose data is not a JSON object, such as OpenAI's `[DONE]`, are
 /// skipped. Usage is taken from events as they end, the last report
@@ -607,9 +1297,10 @@ impl Totals {
 /// anywhere, inside a line ending, a field name, the JSON or a number;
 /// lines may end in `\n`, `\r\n` or `\r`.
 ///
-/// One event whose data starts as an object but is not valid JSON, or
-/// whose token counts are unusable, makes the whole stream
-/// [`Scan::Malformed`]: it may have been the event carrying the usage.
+/// One event whose data starts as an object but is broken as far as the
+/// skim checks (see the module documentation), or whose token counts are
+/// unusable, makes the whole stream [`Scan::Malformed`]: it may have been
+/// the event carrying the usage.
 #[derive(Clone, Debug)]
 pub struct SseScanner {
     doc: Doc,
@@ -648,46 +1339,52 @@ impl SseScanner {
 
     /// Scans the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        while let Some((&b, tail)) = rest.split_first() {
+        let mut pos = 0;
+        while let Some(&b) = chunk.get(pos) {
             if self.after_cr {
                 self.after_cr = false;
                 if b == b'\n' {
-                    rest = tail;
+                    pos += 1;
                     continue;
                 }
             }
             if b == b'\n' || b == b'\r' {
                 self.after_cr = b == b'\r';
                 self.end_line();
-                rest = tail;
+                pos += 1;
                 continue;
             }
             // Whole runs of data or skipped bytes in one step, up to the
-            // line ending (`b` is not one, so the run is never empty).
-            if matches!(self.line, Line::Data | Line::Skip) {
-                let end = if self.line == Line::Data {
-                    self.doc.feed_line(rest)
-                } else {
-                    line_end(rest)
-                };
-                rest = rest.get(end..).unwrap_or_default();
-                continue;
-            }
+            // line ending (`b` is not one, so each step moves on).
             match self.line {
-                Line::Start if b == b':' => self.line = Line::Skip,
-                Line::Start => self.field_byte(0, b),
-                Line::Field(matched) => self.field_byte(matched, b),
+                Line::Data => pos = self.doc.feed_line(chunk, pos),
+                Line::Skip => pos += line_end(chunk.get(pos..).unwrap_or_default()),
+                // The usual line, whole in the chunk, in one step.
+                Line::Start if chunk.get(pos..pos + 6) == Some(b"data: ") => {
+                    self.start_data();
+                    self.line = Line::Data;
+                    pos += 6;
+                }
+                Line::Start if b == b':' => {
+                    self.line = Line::Skip;
+                    pos += 1;
+                }
+                Line::Start => {
+                    self.field_byte(0, b);
+                    pos += 1;
+                }
+                Line::Field(matched) => {
+                    self.field_byte(matched, b);
+                    pos += 1;
+                }
                 Line::Space => {
                     self.line = Line::Data;
-                    if b != b' ' {
-                        // Not the optional space: the byte is data.
-                        continue;
+                    if b == b' ' {
+                        pos += 1;
                     }
+                    // Otherwise not the optional space: the byte is data.
                 }
-                Line::Data | Line::Skip => {}
             }
-            rest = tail;
         }
     }
 
@@ -740,7 +1437,7 @@ impl SseScanner {
                 self.totals.merge(&record);
             }
         }
-        self.doc = Doc::new();
+        self.doc.reset();
     }
 
     /// Whether a complete event has reported usage so far; unlike
@@ -976,10 +1673,56 @@ mod tests {
                 r#"{"usage":{"total_tokens":3}, "s": "a\qb"}"#,
                 Scan::Malformed,
             ),
+            // Skipped strings are checked for their end, control bytes and
+            // escape letters, not for what a `\u` escape holds.
             (
                 r#"{"usage":{"total_tokens":3}, "s": "\ud800"}"#,
+                found(3, None, None),
+            ),
+            (
+                r#"{"usage":{"total_tokens":3}, "s": "\u"}"#,
+                found(3, None, None),
+            ),
+            // Nor for the spelling of skipped numbers and literals...
+            (
+                r#"{"usage":{"total_tokens":3}, "n": [nul, 1.2.3, -]}"#,
+                found(3, None, None),
+            ),
+            // ...only for their first byte, and for what follows them.
+            (r#"{"usage":{"total_tokens":3}, "n": x}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3}, "n": 1 2}"#, Scan::Malformed),
+            (
+                r#"{"usage":{"total_tokens":3}, "n": 1"x"}"#,
                 Scan::Malformed,
             ),
+            // Brackets in skipped values must match.
+            (r#"{"usage":{"total_tokens":3}, "a": [}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3}, "a": {]}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3}, "a": [[]}"#, Scan::Malformed),
+            (
+                r#"{"a": ["]"], "usage":{"total_tokens":3}}"#,
+                found(3, None, None),
+            ),
+            (
+                r#"{"a": "\"", "usage":{"total_tokens":3}}"#,
+                found(3, None, None),
+            ),
+            (
+                r#"{"a": "\\", "usage":{"total_tokens":3}}"#,
+                found(3, None, None),
+            ),
+            // Structure of the objects read key by key.
+            (r#"{"usage" {"total_tokens":3}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3} "a":1}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3},}"#, Scan::Malformed),
+            (r#"{"a":1,,"usage":{"total_tokens":3}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3}]"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":3 "x":1}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":-}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":1.}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":1e}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":1e+}}"#, Scan::Malformed),
+            (r#"{"usage":{"total_tokens":1E+2}}"#, Scan::Malformed),
             (
                 "{\"usage\":{\"total_tokens\":3}, \"s\": \"a\tb\"}",
                 Scan::Malformed,
@@ -1046,18 +1789,33 @@ mod tests {
     }
 
     #[test]
-    fn bytes_that_are_not_utf8_are_malformed() {
-        let bodies: [&[u8]; 6] = [
+    fn utf8_is_not_checked_in_skipped_values() {
+        // The skim reads bytes, not text: what it skips may hold any bytes
+        // above 0x7F, as serde's `IgnoredAny` allows too. Keys it compares
+        // must match exactly, so a byte that is not UTF-8 only spoils one.
+        let bodies: [&[u8]; 5] = [
             b"{\"c\":\"\xff\",\"usage\":{\"total_tokens\":1}}",
             b"{\"c\":\"\xc3\",\"usage\":{\"total_tokens\":1}}",
             b"{\"c\":\"\xc0\x80\",\"usage\":{\"total_tokens\":1}}",
-            b"{\"c\":\"\xed\xbf\xbf\",\"usage\":{\"total_tokens\":1}}",
+            b"{\"c\":[\"\xed\xbf\xbf\"],\"usage\":{\"total_tokens\":1}}",
             b"{\"\xfe\":1,\"usage\":{\"total_tokens\":1}}",
-            b"\xef\xbb\xbf{\"usage\":{\"total_tokens\":1}}",
         ];
         for body in bodies {
-            assert_eq!(scan_json(body), Scan::Malformed, "{body:?}");
+            assert_eq!(scan_json(body), found(1, None, None), "{body:?}");
         }
+        assert_eq!(
+            scan_json(b"{\"usage\xff\":{\"total_tokens\":1}}"),
+            Scan::Absent
+        );
+        // Outside strings, a byte no JSON value starts with is refused.
+        assert_eq!(
+            scan_json(b"\xef\xbb\xbf{\"usage\":{\"total_tokens\":1}}"),
+            Scan::Malformed
+        );
+        assert_eq!(
+            scan_json(b"{\"a\":\xff,\"usage\":{\"total_tokens\":1}}"),
+            Scan::Malformed
+        );
         let fine = "{\"c\":\"\u{e9}\u{4e2d}\u{1F600}\u{10FFFF}\",\"usage\":{\"total_tokens\":1}}";
         assert_eq!(scan_json(fine.as_bytes()), found(1, None, None));
     }
@@ -1517,6 +2275,36 @@ mod tests {
                     if at + 1 < len {
                         s[at + 1] = b'\n';
                         assert_eq!(line_end(&s), naive(&s), "{s:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn string_run_matches_a_byte_loop() {
+        let naive = |s: &[u8]| {
+            s.iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(s.len())
+        };
+        let base = "abcdefgh\u{e9}ijklmnop\u{1F600}qrstuvwxyz0123456789"
+            .as_bytes()
+            .to_vec();
+        for len in 0..=base.len() {
+            let plain = &base[..len];
+            assert_eq!(string_run(plain), naive(plain));
+            for at in 0..len {
+                for b in [
+                    b'"', b'\\', b'\n', b'\r', 0x00, 0x1F, 0x20, 0x21, 0x23, 0x5B, 0x5D, 0x7F,
+                    0x80, 0xA2, 0xDC, 0xFF,
+                ] {
+                    let mut s = plain.to_vec();
+                    s[at] = b;
+                    assert_eq!(string_run(&s), naive(&s), "{s:?}");
+                    if at + 1 < len {
+                        s[at + 1] = b'"';
+                        assert_eq!(string_run(&s), naive(&s), "{s:?}");
                     }
                 }
             }

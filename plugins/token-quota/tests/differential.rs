@@ -1,6 +1,13 @@
 //! The scanner and the rewriter against `serde_json`: random mutations of
 //! real bodies and streams, each judged by both, must get the same answer,
 //! however the input is cut into chunks.
+//!
+//! The scanner skims: it checks the structure of what it skips, not every
+//! byte (see `token_quota::usage`). So on input serde_json calls valid it
+//! must give exactly serde_json's answer; on input serde_json refuses it
+//! must not panic and must not depend on the chunks, and it still calls
+//! most of it malformed (the share is checked, so that a change that makes
+//! the skim less careful shows).
 
 #![allow(
     clippy::unwrap_used,
@@ -104,14 +111,23 @@ fn finish(total: Option<u64>, input: Option<u64>, output: Option<u64>) -> Scan {
     }
 }
 
-fn reference_json(body: &[u8]) -> Option<Scan> {
+/// What serde_json makes of an input: the usage of valid JSON, or
+/// `Invalid` when it refuses the input (an event stream: one of its
+/// events that starts as an object).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Judged {
+    Valid(Scan),
+    Invalid,
+}
+
+fn reference_json(body: &[u8]) -> Option<Judged> {
     Some(match parse(body)? {
-        Err(()) => Scan::Malformed,
-        Ok(doc) => match fields(&doc) {
+        Err(()) => Judged::Invalid,
+        Ok(doc) => Judged::Valid(match fields(&doc) {
             None => Scan::Absent,
             Some(f) if f.bad => Scan::Malformed,
             Some(f) => finish(f.total, f.input, f.output),
-        },
+        }),
     })
 }
 
@@ -168,7 +184,7 @@ fn events(stream: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-fn reference_sse(stream: &[u8]) -> Option<Scan> {
+fn reference_sse(stream: &[u8]) -> Option<Judged> {
     let (mut seen, mut malformed) = (false, false);
     let (mut total, mut input, mut output) = (None, None, None);
     for data in events(stream) {
@@ -179,7 +195,7 @@ fn reference_sse(stream: &[u8]) -> Option<Scan> {
             continue;
         }
         match parse(&data)? {
-            Err(()) => malformed = true,
+            Err(()) => return Some(Judged::Invalid),
             Ok(doc) => match fields(&doc) {
                 None => {}
                 Some(f) if f.bad => malformed = true,
@@ -196,13 +212,13 @@ fn reference_sse(stream: &[u8]) -> Option<Scan> {
             },
         }
     }
-    Some(if malformed {
+    Some(Judged::Valid(if malformed {
         Scan::Malformed
     } else if !seen {
         Scan::Absent
     } else {
         finish(total, input, output)
-    })
+    }))
 }
 
 // ---- Inputs ----
@@ -327,7 +343,7 @@ fn depth_limits_agree() {
 fn seeds_agree() {
     for seed in JSON_SEEDS {
         assert_eq!(
-            Some(scan_json(seed.as_bytes())),
+            Some(Judged::Valid(scan_json(seed.as_bytes()))),
             reference_json(seed.as_bytes()),
             "{seed}"
         );
@@ -338,18 +354,25 @@ fn seeds_agree() {
 fn mutated_json_bodies_agree_with_serde_json() {
     let mut rng = Rng::new(0x0123_4567_89AB_CDEF);
     let (mut compared, mut found, mut malformed) = (0, 0, 0);
+    let (mut invalid, mut invalid_refused) = (0, 0);
     for _ in 0..60_000 {
         let seed = JSON_SEEDS[rng.below(JSON_SEEDS.len())].as_bytes();
         let body = mutate(&mut rng, seed, &[]);
         let Some(expected) = reference_json(&body) else {
             continue;
         };
-        compared += 1;
         let mut scanner = JsonScanner::new();
         for piece in pieces(&body, &cuts(&mut rng, body.len())) {
             scanner.feed(piece);
         }
         let got = scanner.finish();
+        let Judged::Valid(expected) = expected else {
+            assert_eq!(got, scan_json(&body), "{}", String::from_utf8_lossy(&body));
+            invalid += 1;
+            invalid_refused += usize::from(got == Scan::Malformed);
+            continue;
+        };
+        compared += 1;
         assert_eq!(got, expected, "{}", String::from_utf8_lossy(&body));
         match got {
             Scan::Found(_) => found += 1,
@@ -357,9 +380,14 @@ fn mutated_json_bodies_agree_with_serde_json() {
             Scan::Absent => {}
         }
     }
+    eprintln!("bodies: {compared} valid ({found} found, {malformed} malformed), {invalid_refused} of {invalid} invalid refused");
     // The mutations exercise every outcome, not just one.
-    assert!(compared > 50_000, "{compared}");
-    assert!(found > 5_000 && malformed > 5_000, "{found} {malformed}");
+    assert!(compared > 10_000, "{compared}");
+    assert!(found > 5_000 && malformed > 100, "{found} {malformed}");
+    assert!(
+        invalid > 20_000 && invalid_refused * 10 > invalid * 7,
+        "{invalid_refused} of {invalid} invalid bodies refused"
+    );
 }
 
 fn stream(events: &[&str], eol: &str, space: bool) -> String {
@@ -415,7 +443,9 @@ const SSE_TOKENS: &[&str] = &[
 #[test]
 fn stream_seeds_agree() {
     for seed in stream_seeds() {
-        let expected = reference_sse(seed.as_bytes()).unwrap();
+        let Some(Judged::Valid(expected)) = reference_sse(seed.as_bytes()) else {
+            panic!("{seed:?}")
+        };
         assert!(matches!(expected, Scan::Found(_)), "{seed:?}");
         assert_eq!(scan_sse(seed.as_bytes()), expected, "{seed:?}");
     }
@@ -426,18 +456,25 @@ fn mutated_streams_agree_with_serde_json() {
     let mut rng = Rng::new(0xFEED_FACE_CAFE_BEEF);
     let seeds = stream_seeds();
     let (mut compared, mut found, mut malformed, mut absent) = (0, 0, 0, 0);
+    let (mut invalid, mut invalid_refused) = (0, 0);
     for _ in 0..40_000 {
         let seed = seeds[rng.below(seeds.len())].as_bytes();
         let body = mutate(&mut rng, seed, SSE_TOKENS);
         let Some(expected) = reference_sse(&body) else {
             continue;
         };
-        compared += 1;
         let mut scanner = SseScanner::new();
         for piece in pieces(&body, &cuts(&mut rng, body.len())) {
             scanner.feed(piece);
         }
         let got = scanner.finish();
+        let Judged::Valid(expected) = expected else {
+            assert_eq!(got, scan_sse(&body), "{:?}", String::from_utf8_lossy(&body));
+            invalid += 1;
+            invalid_refused += usize::from(got == Scan::Malformed);
+            continue;
+        };
+        compared += 1;
         assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&body));
         match got {
             Scan::Found(_) => found += 1,
@@ -445,11 +482,199 @@ fn mutated_streams_agree_with_serde_json() {
             Scan::Absent => absent += 1,
         }
     }
-    assert!(compared > 35_000, "{compared}");
+    eprintln!("streams: {compared} valid ({found} found, {malformed} malformed, {absent} absent), {invalid_refused} of {invalid} invalid refused");
+    assert!(compared > 10_000, "{compared}");
     assert!(
-        found > 5_000 && malformed > 5_000 && absent > 500,
+        found > 5_000 && absent > 500,
         "{found} {malformed} {absent}"
     );
+    assert!(
+        invalid > 20_000 && invalid_refused * 10 > invalid * 7,
+        "{invalid_refused} of {invalid} invalid streams refused"
+    );
+}
+
+// ---- Valid JSON, generated ----
+
+/// Keys the generator uses: the ones the scanner looks for, some spelled
+/// with escapes, lookalikes, and others.
+const GEN_KEYS: &[&str] = &[
+    "usage",
+    "usage",
+    "message",
+    "response",
+    "total_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    r"us\u0061ge",
+    r"total\u005ftokens",
+    r"\u0075sage",
+    r"usage\u00e9",
+    r"\ud83d\ude00",
+    "usag",
+    "Usage",
+    "choices",
+    "prompt_tokens_details",
+    "a_key_longer_than_any_the_scanner_keeps_whole",
+    "caf\u{e9}",
+];
+
+const GEN_NUMBERS: &[&str] = &[
+    "0",
+    "7",
+    "42",
+    "-1",
+    "-0",
+    "1.5",
+    "1e3",
+    "2E-2",
+    "0.0",
+    "18446744073709551615",
+    "18446744073709551616",
+    "99999999999999999999999",
+];
+
+const GEN_STRINGS: &[&str] = &[
+    r#""""#,
+    r#""usage""#,
+    r#""a\"b\\""#,
+    r#""\u00e9\ud83d\ude00\n\t\/""#,
+    "\"caf\u{e9} \u{6771}\u{4eac} \u{1F600}\"",
+    r#""{\"usage\":{\"total_tokens\":9}}""#,
+    r#""]}[{,:""#,
+];
+
+/// Whitespace between tokens; `lines` allows line endings.
+fn gen_space(rng: &mut Rng, out: &mut String, lines: bool) {
+    let choices: &[&str] = if lines {
+        &["", "", "", " ", "\n\t", "\r\n  "]
+    } else {
+        &["", "", "", " ", "\t "]
+    };
+    out.push_str(choices[rng.below(choices.len())]);
+}
+
+/// A random valid JSON value, biased towards the shapes the scanner reads.
+fn gen_value(rng: &mut Rng, depth: usize, out: &mut String, lines: bool) {
+    let kinds = if depth > 5 { 3 } else { 9 };
+    match rng.below(kinds) {
+        0 => out.push_str(GEN_NUMBERS[rng.below(GEN_NUMBERS.len())]),
+        1 => out.push_str(GEN_STRINGS[rng.below(GEN_STRINGS.len())]),
+        2 => out.push_str(["null", "true", "false"][rng.below(3)]),
+        3 | 4 => {
+            out.push('[');
+            for i in 0..rng.below(4) {
+                if i > 0 {
+                    out.push(',');
+                }
+                gen_space(rng, out, lines);
+                gen_value(rng, depth + 1, out, lines);
+                gen_space(rng, out, lines);
+            }
+            out.push(']');
+        }
+        _ => gen_object(rng, depth, out, lines),
+    }
+}
+
+fn gen_object(rng: &mut Rng, depth: usize, out: &mut String, lines: bool) {
+    out.push('{');
+    for i in 0..rng.below(6) {
+        if i > 0 {
+            out.push(',');
+        }
+        gen_space(rng, out, lines);
+        let key = GEN_KEYS[rng.below(GEN_KEYS.len())];
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
+        gen_space(rng, out, lines);
+        out.push(':');
+        gen_space(rng, out, lines);
+        // Mostly the value the scanner expects under the key, so that
+        // usage is found (or refused) often, not just absent.
+        if rng.below(4) > 0 && ["usage", "message", "response", r"us\u0061ge"].contains(&key) {
+            gen_object(rng, depth + 1, out, lines);
+        } else if rng.below(4) > 0 && key.ends_with("tokens") {
+            let numbers = ["0", "7", "42", "18446744073709551615", "12", "5"];
+            out.push_str(if rng.below(8) == 0 {
+                GEN_NUMBERS[rng.below(GEN_NUMBERS.len())]
+            } else {
+                numbers[rng.below(numbers.len())]
+            });
+        } else {
+            gen_value(rng, depth + 1, out, lines);
+        }
+        gen_space(rng, out, lines);
+    }
+    out.push('}');
+}
+
+#[test]
+fn generated_valid_json_agrees_with_serde_json() {
+    let mut rng = Rng::new(0x0DDB_1A5E_5BAD_5EED);
+    let mut outcomes = [0usize; 3];
+    for _ in 0..20_000 {
+        let mut body = String::new();
+        gen_space(&mut rng, &mut body, true);
+        if rng.below(20) == 0 {
+            gen_value(&mut rng, 0, &mut body, true);
+        } else {
+            gen_object(&mut rng, 0, &mut body, true);
+        }
+        gen_space(&mut rng, &mut body, true);
+        let Some(Judged::Valid(expected)) = reference_json(body.as_bytes()) else {
+            panic!("not valid: {body}");
+        };
+        let mut scanner = JsonScanner::new();
+        for piece in pieces(body.as_bytes(), &cuts(&mut rng, body.len())) {
+            scanner.feed(piece);
+        }
+        assert_eq!(scanner.finish(), expected, "{body}");
+        outcomes[match expected {
+            Scan::Found(_) => 0,
+            Scan::Absent => 1,
+            Scan::Malformed => 2,
+        }] += 1;
+    }
+    assert!(outcomes.iter().all(|&n| n > 200), "{outcomes:?}");
+}
+
+#[test]
+fn generated_valid_streams_agree_with_serde_json() {
+    let mut rng = Rng::new(0x5EED_5EED_0000_0002);
+    let mut outcomes = [0usize; 3];
+    for _ in 0..10_000 {
+        let mut body = String::new();
+        let eol = ["\n", "\r\n", "\r"][rng.below(3)];
+        for _ in 0..1 + rng.below(4) {
+            body.push_str(["data: ", "data:"][rng.below(2)]);
+            if rng.below(8) == 0 {
+                body.push_str("[DONE]");
+            } else {
+                gen_object(&mut rng, 0, &mut body, false);
+            }
+            body.push_str(eol);
+            body.push_str(eol);
+        }
+        let Some(Judged::Valid(expected)) = reference_sse(body.as_bytes()) else {
+            panic!("not valid: {body:?}");
+        };
+        let mut scanner = SseScanner::new();
+        for piece in pieces(body.as_bytes(), &cuts(&mut rng, body.len())) {
+            scanner.feed(piece);
+        }
+        assert_eq!(scanner.finish(), expected, "{body:?}");
+        outcomes[match expected {
+            Scan::Found(_) => 0,
+            Scan::Absent => 1,
+            Scan::Malformed => 2,
+        }] += 1;
+    }
+    assert!(outcomes.iter().all(|&n| n > 200), "{outcomes:?}");
 }
 
 // ---- The rewriter ----
