@@ -69,9 +69,10 @@ pub(crate) enum Step {
     Error,
 }
 
-/// Where a number is in its grammar.
+/// Where a number is in its grammar (the lexer's, and the usage skim's
+/// for token counts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Num {
+pub(crate) enum Num {
     Minus,
     Zero,
     Int,

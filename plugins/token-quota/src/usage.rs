@@ -37,6 +37,8 @@
 //! byte; that cost 3 to 5 times the instructions, and the usage of a
 //! response does not depend on whether its content is well-formed text.)
 
+use crate::json::Num;
+
 /// Token counts an API reported for one response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
@@ -343,19 +345,6 @@ impl Frame {
             Frame::Record(slot) => Some(Frame::Source(slot)),
         }
     }
-}
-
-/// Where a token count is in the JSON number grammar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Num {
-    Minus,
-    Zero,
-    Int,
-    Dot,
-    Frac,
-    Exp,
-    ExpSign,
-    ExpDigits,
 }
 
 /// Where the skim is in the document.
