@@ -136,7 +136,9 @@ pub trait Plugin: Sized + 'static {
     const NAME: &'static str;
 
     /// Counters defined once at configuration, named `<NAME>.<counter>`;
-    /// handlers add to them by index with [`Io::count`].
+    /// handlers add to them by index with [`Io::count`]. The sums reach the
+    /// proxy on the kit's tick, every [`COUNTER_FLUSH`](crate::COUNTER_FLUSH),
+    /// and when the plugin stops: counting costs a request no host call.
     const COUNTERS: &'static [&'static str] = &[];
 
     /// Whether the kit should build a Redis client from the `redis` key.
