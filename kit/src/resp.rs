@@ -158,22 +158,37 @@ struct Between {
 }
 
 impl Between {
-    fn push(&mut self, part: &[u8]) {
-        if let Some(slot) = self.bytes.get_mut(self.len..self.len + part.len()) {
-            slot.copy_from_slice(part);
-            self.len += part.len();
+    // Byte by byte: these are one to a dozen bytes, and a `copy_from_slice`
+    // of a length the compiler cannot see is a call to `memcpy` each time.
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
         }
     }
 
     fn crlf(&mut self) {
-        self.push(b"\r\n");
+        self.byte(b'\r');
+        self.byte(b'\n');
     }
 
     /// `<kind><n>\r\n`: at most 23 bytes, after at most a CRLF.
     fn header(&mut self, kind: u8, n: usize) {
-        let mut digits = itoa::Buffer::new();
-        self.push(&[kind]);
-        self.push(digits.format(n).as_bytes());
+        self.byte(kind);
+        // Most arguments are under 100 bytes long.
+        match n {
+            0..=9 => self.byte(b'0' + n as u8),
+            10..=99 => {
+                self.byte(b'0' + (n / 10) as u8);
+                self.byte(b'0' + (n % 10) as u8);
+            }
+            _ => {
+                let mut digits = itoa::Buffer::new();
+                for &d in digits.format(n).as_bytes() {
+                    self.byte(d);
+                }
+            }
+        }
         self.crlf();
     }
 
