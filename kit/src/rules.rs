@@ -13,6 +13,7 @@
 
 use crate::config::{ConfigError, Field, Fields};
 use crate::host::{HeaderMap, Host};
+use std::borrow::Cow;
 
 /// Which configuration applies to a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,31 +26,44 @@ pub(crate) enum Choice {
     Skip,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A `_match_domain_` entry, lowercased once at configuration; the request's
+/// authority is lowercased once too (in [`Facts`]), so each rule tried costs
+/// a byte comparison rather than a case-folding one.
+#[derive(Debug, Clone)]
 enum Domain<'cfg> {
-    Exact(&'cfg str),
+    Exact(Cow<'cfg, [u8]>),
     /// `*.example.com`: the host ends with `.example.com`.
-    Suffix(&'cfg str),
+    Suffix(Cow<'cfg, [u8]>),
     /// `api.*`: the host starts with `api.`.
-    Prefix(&'cfg str),
+    Prefix(Cow<'cfg, [u8]>),
 }
 
-impl Domain<'_> {
+/// `text` in ASCII lowercase, borrowed when it already is.
+fn lowercase(text: &str) -> Cow<'_, [u8]> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.as_bytes().to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text.as_bytes())
+    }
+}
+
+impl<'cfg> Domain<'cfg> {
+    fn parse(entry: &'cfg str) -> Self {
+        if let Some(rest) = entry.strip_prefix('*') {
+            Domain::Suffix(lowercase(rest))
+        } else if let Some(rest) = entry.strip_suffix('*') {
+            Domain::Prefix(lowercase(rest))
+        } else {
+            Domain::Exact(lowercase(entry))
+        }
+    }
+
+    /// Whether `host`, already lowercase, matches.
     fn matches(&self, host: &[u8]) -> bool {
-        match *self {
-            Domain::Exact(d) => host.eq_ignore_ascii_case(d.as_bytes()),
-            Domain::Suffix(s) => {
-                host.len() > s.len()
-                    && host
-                        .get(host.len() - s.len()..)
-                        .is_some_and(|t| t.eq_ignore_ascii_case(s.as_bytes()))
-            }
-            Domain::Prefix(p) => {
-                host.len() > p.len()
-                    && host
-                        .get(..p.len())
-                        .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
-            }
+        match self {
+            Domain::Exact(d) => host == &d[..],
+            Domain::Suffix(s) => host.len() > s.len() && host.ends_with(s),
+            Domain::Prefix(p) => host.len() > p.len() && host.starts_with(p),
         }
     }
 }
@@ -151,13 +165,7 @@ fn compile_matcher<'cfg>(
     }
     if let Some(f) = fields.get_own("_match_domain_") {
         for d in f.strings()? {
-            m.domains.push(if let Some(rest) = d.strip_prefix('*') {
-                Domain::Suffix(rest)
-            } else if let Some(rest) = d.strip_suffix('*') {
-                Domain::Prefix(rest)
-            } else {
-                Domain::Exact(d)
-            });
+            m.domains.push(Domain::parse(d));
         }
     }
     if let Some(f) = fields.get_own("_match_service_") {
@@ -213,6 +221,12 @@ impl Facts {
                     self.bytes.extend_from_slice(v);
                     (start, self.bytes.len())
                 });
+                if which == AUTHORITY {
+                    // Domains compare without case (see `Domain`).
+                    if let Some(bytes) = range.and_then(|(s, e)| self.bytes.get_mut(s..e)) {
+                        bytes.make_ascii_lowercase();
+                    }
+                }
                 if let Some(slot) = self.ranges.get_mut(which) {
                     *slot = Some(range);
                 }
@@ -306,11 +320,28 @@ mod tests {
 
     #[test]
     fn domains_match_exact_suffix_and_prefix_wildcards() {
-        assert!(Domain::Suffix(".x.com").matches(b"a.X.com"));
-        assert!(!Domain::Suffix(".x.com").matches(b"x.com"));
-        assert!(Domain::Prefix("api.").matches(b"api.foo.org"));
-        assert!(!Domain::Prefix("api.").matches(b"web.api.org"));
-        assert!(Domain::Exact("exact").matches(b"EXACT"));
+        assert!(Domain::parse("*.x.com").matches(b"a.x.com"));
+        assert!(!Domain::parse("*.x.com").matches(b"x.com"));
+        assert!(Domain::parse("api.*").matches(b"api.foo.org"));
+        assert!(!Domain::parse("api.*").matches(b"web.api.org"));
+        assert!(Domain::parse("exact").matches(b"exact"));
+        // Configured in any case; hosts arrive lowercased by `Facts`.
+        assert!(Domain::parse("EXACT").matches(b"exact"));
+        assert!(Domain::parse("*.X.Com").matches(b"a.x.com"));
+        assert!(Domain::parse("API.*").matches(b"api.foo.org"));
+    }
+
+    #[test]
+    fn the_authority_is_lowercased_once_for_domain_rules() {
+        let mut host = crate::fake::FakeHost::new();
+        host.request_headers
+            .add(":authority", b"API.Example.COM:8443");
+        let mut facts = Facts::default();
+        assert_eq!(
+            facts.get(&mut host, AUTHORITY),
+            Some(&b"api.example.com"[..])
+        );
+        assert_eq!(facts.get(&mut host, PATH), None);
     }
 
     #[test]
