@@ -464,6 +464,17 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
     }
 
+    /// The time a held request is stamped with, for the probe. Once the
+    /// proxy is known to honour held headers (or not), the probe is over and
+    /// the stamp is never read: no clock call.
+    fn probe_clock(&mut self) -> u64 {
+        if self.stop_iteration == StopIteration::Unknown {
+            self.host.now_nanos()
+        } else {
+            0
+        }
+    }
+
     fn count_over_limit(&mut self) {
         if let Some(pending) = self
             .over_limit_counter
@@ -504,7 +515,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 // so a body that arrives now proves it delivers bodies to
                 // filters holding headers.
                 if !end_of_stream && body_mode::<P>(direction) == BodyMode::Buffer {
-                    let now = self.host.now_nanos();
+                    let now = self.probe_clock();
                     if let Some(half) = self.half(id, direction) {
                         half.headers_held = true;
                         half.held_since = now;
@@ -536,7 +547,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             return self.go_on(direction, in_callback);
         }
         half.headers_held = true;
-        let now = self.host.now_nanos();
+        let now = self.probe_clock();
         if let Some(half) = self.half(id, direction) {
             half.held_since = now;
         }

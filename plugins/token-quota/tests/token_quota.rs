@@ -379,4 +379,11 @@ fn host_calls_per_request_stay_few() {
     //   charge reply: reply, resume
     // Counters are published on the tick, not per request.
     assert_eq!(calls, 12);
+
+    // The first body arrived while its headers were held: the proxy
+    // honours held headers, the probe is over, and later requests need
+    // neither the kit's clock nor the probe tick.
+    let before = d.host().host_calls.get();
+    assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
+    assert_eq!(d.host().host_calls.get() - before, 10);
 }
