@@ -586,6 +586,83 @@ fn skip_string(s: &[u8], mut pos: usize) -> StrEnd {
     }
 }
 
+/// The offset of the first byte from `pos` that is not a space or a tab:
+/// one compare when there is none, as in compact JSON.
+#[inline(always)]
+fn blanks(s: &[u8], mut pos: usize) -> usize {
+    if s.get(pos).is_some_and(|&b| b > b' ') {
+        return pos;
+    }
+    while matches!(s.get(pos), Some(b' ' | b'\t')) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The offset after the value that starts at `pos` in a member of the
+/// top-level object, skipped as [`Doc::skip_value`] does, when it ends
+/// within `s` with no line ending outside its strings and nothing the skim
+/// refuses; `None` otherwise (left to [`Doc::run`]).
+fn skip_whole(s: &[u8], mut pos: usize) -> Option<usize> {
+    let b = *s.get(pos)?;
+    if b == b'"' {
+        return match skip_string(s, pos + 1) {
+            StrEnd::Closed(end) => Some(end),
+            StrEnd::Cut(_) | StrEnd::Bad => None,
+        };
+    }
+    if b != b'{' && b != b'[' {
+        if !starts_scalar(b) {
+            return None;
+        }
+        let len = s.get(pos + 1..)?.iter().position(|&c| ends_scalar(c))?;
+        return Some(pos + 1 + len);
+    }
+    // As [`Doc::tree`] with the depth and kinds in locals, below the
+    // top-level object at depth 1.
+    let mut depth: u8 = 0;
+    let mut objects: u128 = 0;
+    while let Some(&b) = s.get(pos) {
+        let class = TREE_CLASS.get(usize::from(b)).copied().unwrap_or(PLAIN);
+        if class == PLAIN {
+            pos += 1;
+            continue;
+        }
+        match class {
+            QUOTE => match skip_string(s, pos + 1) {
+                StrEnd::Closed(end) => pos = end,
+                StrEnd::Cut(_) | StrEnd::Bad => return None,
+            },
+            OPEN_OBJECT | OPEN_ARRAY => {
+                if 1 + depth >= crate::MAX_DEPTH {
+                    return None;
+                }
+                let bit = 1u128 << depth;
+                if class == OPEN_OBJECT {
+                    objects |= bit;
+                } else {
+                    objects &= !bit;
+                }
+                depth += 1;
+                pos += 1;
+            }
+            CLOSE_OBJECT | CLOSE_ARRAY => {
+                let inner = depth.checked_sub(1)?;
+                if ((objects >> inner) & 1 == 1) != (class == CLOSE_OBJECT) {
+                    return None;
+                }
+                depth = inner;
+                pos += 1;
+                if inner == 0 {
+                    return Some(pos);
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 impl Doc {
     const fn new() -> Self {
         Doc {
@@ -680,7 +757,8 @@ impl Doc {
     /// is not inside a string (returned, not consumed: the caller knows
     /// whether it ends an event-stream line or is JSON whitespace); stops
     /// early once failed.
-    fn run(&mut self, s: &[u8], mut pos: usize) -> usize {
+    fn run(&mut self, s: &[u8], pos: usize) -> usize {
+        let mut pos = self.top(s, pos);
         while let Some(&b) = s.get(pos) {
             let at = self.at;
             let next = match at {
@@ -706,7 +784,9 @@ impl Doc {
                 At::Str => self.string(s, pos),
                 At::After if b == b',' => {
                     // Straight on into the next key, the usual case.
-                    if s.get(pos + 1) == Some(&b'"') {
+                    if self.frame == Some(Frame::Top) {
+                        self.members(s, pos + 1, false)
+                    } else if s.get(pos + 1) == Some(&b'"') {
                         self.key_start(s, pos + 1, b'"', false)
                     } else {
                         self.at = At::Key { first: false };
@@ -753,6 +833,91 @@ impl Doc {
             pos = next;
         }
         pos
+    }
+
+    /// The fast path of [`Doc::run`] from `pos`, when the scan is at the
+    /// start of the document or between the members of the top-level
+    /// object: see [`Doc::members`]. Elsewhere it leaves the scan as it is.
+    fn top(&mut self, s: &[u8], pos: usize) -> usize {
+        match (self.at, self.frame) {
+            (At::Start, _) if s.get(pos) == Some(&b'{') => {
+                self.object = true;
+                self.frame = Some(Frame::Top);
+                self.members(s, pos + 1, true)
+            }
+            (At::Key { first }, Some(Frame::Top)) => self.members(s, pos, first),
+            (At::After, Some(Frame::Top)) => match s.get(blanks(s, pos)) {
+                Some(b',') => self.members(s, blanks(s, pos) + 1, false),
+                _ => pos,
+            },
+            _ => pos,
+        }
+    }
+
+    /// The members of the top-level object from `pos`, where a key (or,
+    /// when `first`, a `}`) may come, read in one loop with the position in
+    /// a local while each is usual: a key without escapes, `:`, and a value
+    /// that ends within `s` with no line ending outside its strings, with
+    /// only spaces and tabs between, where the key is none the skim reads
+    /// or its value is not an object. Every other value is skipped by
+    /// [`skip_whole`], as [`Doc::value`] would skip it. Between these
+    /// members the state is only `at`, so at the first member this does
+    /// not take it leaves the scan where [`Doc::run`] would be before that
+    /// member (or after the value before it), and [`Doc::run`] goes on from
+    /// there: the result is the same as if it had read every byte itself.
+    fn members(&mut self, s: &[u8], mut pos: usize, mut first: bool) -> usize {
+        loop {
+            let at = blanks(s, pos);
+            match s.get(at) {
+                Some(b'"') => {}
+                Some(b'}') if first => return self.close(at),
+                _ => {
+                    self.at = At::Key { first };
+                    return pos;
+                }
+            }
+            let from = at + 1;
+            let rest = s.get(from..).unwrap_or_default();
+            let run = string_run(rest);
+            // The usage object a `usage`, `message` or `response` key's
+            // value would be (or lead to); any other key's value is skipped.
+            let slot = match Name::of(rest.get(..run)) {
+                Name::Usage => Some(Slot::Top),
+                Name::Message => Some(Slot::Message),
+                Name::Response => Some(Slot::Response),
+                _ => None,
+            };
+            let end = (rest.get(run) == Some(&b'"'))
+                .then(|| blanks(s, from + run + 1))
+                .filter(|&colon| s.get(colon) == Some(&b':'))
+                .map(|colon| blanks(s, colon + 1))
+                // Such a value that is an object is read by [`Doc::run`].
+                .filter(|&value| slot.is_none() || s.get(value) != Some(&b'{'))
+                .and_then(|value| skip_whole(s, value));
+            let Some(end) = end else {
+                self.at = At::Key { first };
+                return pos;
+            };
+            // One that is not, as `"usage":null` in most events of a
+            // stream, is no usage, and replaces any before it ([`Doc::value`]).
+            if let Some(slot) = slot {
+                if self.counted {
+                    *self.record(slot) = Record::EMPTY;
+                }
+            }
+            let next = blanks(s, end);
+            match s.get(next) {
+                Some(b',') => {
+                    pos = next + 1;
+                    first = false;
+                }
+                Some(b'}') => return self.close(next),
+                _ => {
+                    self.at = At::After;
+                    return end;
+                }
+            }
+        }
     }
 
     /// Where a key or (right after `{`) a `}` may come.
@@ -2391,6 +2556,101 @@ mod tests {
         }
         for (body, _) in sse_cases() {
             assert_eq!(scan_sse(&body), sse_reference(&[&body]));
+        }
+    }
+
+    /// Objects built from the members the fast path of [`Doc::members`]
+    /// takes and those it leaves to [`Doc::run`], with bytes changed at
+    /// random.
+    fn members_input(rng: &mut Rng) -> Vec<u8> {
+        const KEYS: &[&[u8]] = &[
+            b"\"id\"",
+            b"\"usage\"",
+            b"\"message\"",
+            b"\"response\"",
+            b"\"total_tokens\"",
+            b"\"input_tokens\"",
+            b"\"us\\u0061ge\"",
+            b"\"a_key_longer_than_the_key_buffer_holds\"",
+            b"\"\"",
+        ];
+        const VALUES: &[&[u8]] = &[
+            b"null",
+            b"7",
+            b"-1.5e3",
+            b"\"text \\\" \\n \\u00e9 \xc3\xa9\"",
+            b"[1,{\"usage\":{\"total_tokens\":9}},[]]",
+            b"{\"usage\":{\"total_tokens\":9}}",
+            b"{\"total_tokens\":5,\"input_tokens\":2}",
+            b"{\"usage\":null,\"x\":[{}]}",
+            b"{}",
+            b"[",
+            b"]",
+            b"}",
+            b"x",
+        ];
+        const BLANKS: &[&[u8]] = &[b"", b"", b"", b" ", b"\t", b"\n", b"\r\n"];
+        let mut out = b"{".to_vec();
+        for i in 0..rng.below(8) {
+            if i > 0 {
+                out.extend_from_slice(BLANKS[rng.below(BLANKS.len())]);
+                out.push(b',');
+            }
+            out.extend_from_slice(BLANKS[rng.below(BLANKS.len())]);
+            out.extend_from_slice(KEYS[rng.below(KEYS.len())]);
+            out.extend_from_slice(BLANKS[rng.below(BLANKS.len())]);
+            out.push(b':');
+            out.extend_from_slice(BLANKS[rng.below(BLANKS.len())]);
+            out.extend_from_slice(VALUES[rng.below(VALUES.len())]);
+        }
+        out.push(b'}');
+        if rng.below(2) == 0 {
+            const NOISE: &[u8] = b"{}[]\":, \t\n\\0-";
+            for b in out.iter_mut() {
+                if rng.below(40) == 0 {
+                    *b = NOISE[rng.below(NOISE.len())];
+                }
+            }
+        }
+        out
+    }
+
+    /// The fast path of [`Doc::members`] (whole members in one chunk)
+    /// against [`Doc::run`] alone: fed a byte at a time, no member is ever
+    /// whole in a chunk, so the resumable steps read every byte.
+    #[test]
+    fn the_fast_path_matches_the_resumable_path() {
+        let byte_at_a_time = |input: &[u8]| {
+            let mut json = JsonScanner::new();
+            let mut sse = SseScanner::new();
+            for b in input.chunks(1) {
+                json.feed(b);
+                sse.feed(b);
+            }
+            (json.finish(), sse.finish())
+        };
+        let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
+        for i in 0..20_000 {
+            let mut input = members_input(&mut rng);
+            if i % 2 == 0 {
+                let mut event = b"data: ".to_vec();
+                event.extend_from_slice(&input);
+                event.extend_from_slice(b"\n\ndata: ");
+                event.extend(members_input(&mut rng));
+                event.extend_from_slice(b"\n\n");
+                input = event;
+            }
+            let (json, sse) = byte_at_a_time(&input);
+            assert_eq!(scan_json(&input), json, "{input:?}");
+            assert_eq!(scan_sse(&input), sse, "{input:?}");
+        }
+        for (body, _) in json_cases() {
+            let (json, _) = byte_at_a_time(body.as_bytes());
+            assert_eq!(scan_json(body.as_bytes()), json, "{body:?}");
+        }
+        for (body, _) in sse_cases() {
+            let (_, sse) = byte_at_a_time(&body);
+            assert_eq!(scan_sse(&body), sse, "{body:?}");
         }
     }
 
