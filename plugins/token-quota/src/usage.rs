@@ -663,6 +663,108 @@ fn skip_whole(s: &[u8], mut pos: usize) -> Option<usize> {
     None
 }
 
+/// A plain token count from `pos`, as [`Doc::number`] reads it, with the
+/// offset after it: digits with no leading zero, not followed by a
+/// fraction or exponent. `None` for any other number (left to [`Doc::run`]).
+#[inline(always)]
+fn whole_count(s: &[u8], pos: usize) -> Option<(usize, Count)> {
+    let mut n: u64 = 0;
+    let mut ok = true;
+    let mut end = pos;
+    while let Some(&b) = s.get(end).filter(|b| b.is_ascii_digit()) {
+        match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+        {
+            Some(next) => n = next,
+            None => ok = false,
+        }
+        end += 1;
+    }
+    let leading_zero = end > pos + 1 && s.get(pos) == Some(&b'0');
+    if end == pos || leading_zero || matches!(s.get(end), None | Some(b'.' | b'e' | b'E')) {
+        return None;
+    }
+    Some((end, if ok { Count::Tokens(n) } else { Count::Bad }))
+}
+
+/// The offset after the `}` of an object from `pos` (after its `{`), as
+/// [`Doc::tree`] skips it, when it holds no array or object and ends within
+/// `s` with no line ending outside its strings; `None` otherwise.
+fn skip_flat(s: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let b = *s.get(pos)?;
+        match TREE_CLASS.get(usize::from(b)).copied().unwrap_or(PLAIN) {
+            PLAIN => pos += 1,
+            QUOTE => match skip_string(s, pos + 1) {
+                StrEnd::Closed(end) => pos = end,
+                StrEnd::Cut(_) | StrEnd::Bad => return None,
+            },
+            CLOSE_OBJECT => return Some(pos + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The usage object whose `{` is at `pos`, read as [`Doc::run`] reads a
+/// usage object, when it is whole in `s` and usual: keys
+/// without escapes, counts that are plain integers, only spaces and tabs
+/// between tokens. Its record, whether a count was set, and the offset
+/// after its `}`; `None` otherwise (left to [`Doc::run`]).
+#[inline(never)]
+fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
+    let mut record = Record::EMPTY;
+    let mut counted = false;
+    let mut at = blanks(s, pos + 1);
+    if s.get(at) == Some(&b'}') {
+        return Some((at + 1, record, counted));
+    }
+    loop {
+        if s.get(at) != Some(&b'"') {
+            return None;
+        }
+        let from = at + 1;
+        let rest = s.get(from..)?;
+        let run = string_run(rest);
+        if rest.get(run) != Some(&b'"') {
+            return None;
+        }
+        let name = Name::of(rest.get(..run));
+        let colon = blanks(s, from + run + 1);
+        if s.get(colon) != Some(&b':') {
+            return None;
+        }
+        let value = blanks(s, colon + 1);
+        let b = *s.get(value)?;
+        // A count: a plain integer (a `-` is left to [`Doc::run`]).
+        let end = if name.is_count() && matches!(b, b'0'..=b'9' | b'-') {
+            let (end, count) = whole_count(s, value)?;
+            record.set(name, count);
+            counted = true;
+            end
+        } else {
+            // Not a number: no count, whatever it is. Skipped as
+            // [`Doc::skip_value`] would, when a number or literal or an
+            // object with no container in it (as `prompt_tokens_details`).
+            record.set(name, Count::Absent);
+            match b {
+                b'{' => skip_flat(s, value + 1)?,
+                _ if starts_scalar(b) => {
+                    let len = s.get(value + 1..)?.iter().position(|&c| ends_scalar(c))?;
+                    value + 1 + len
+                }
+                _ => return None,
+            }
+        };
+        let next = blanks(s, end);
+        match s.get(next) {
+            Some(b',') => at = blanks(s, next + 1),
+            Some(b'}') => return Some((next + 1, record, counted)),
+            _ => return None,
+        }
+    }
+}
+
 impl Doc {
     const fn new() -> Self {
         Doc {
@@ -859,7 +961,10 @@ impl Doc {
     /// a local while each is usual: a key without escapes, `:`, and a value
     /// that ends within `s` with no line ending outside its strings, with
     /// only spaces and tabs between, where the key is none the skim reads
-    /// or its value is not an object. Every other value is skipped by
+    /// or its value is not an object, or it is a top-level `usage` object
+    /// of plain counts that [`whole_usage`] reads whole (`message` and
+    /// `response` objects, and any unusual usage object, go back to
+    /// [`Doc::run`]). Every other value is skipped by
     /// [`skip_whole`], as [`Doc::value`] would skip it. Between these
     /// members the state is only `at`, so at the first member this does
     /// not take it leaves the scan where [`Doc::run`] would be before that
@@ -887,24 +992,43 @@ impl Doc {
                 Name::Response => Some(Slot::Response),
                 _ => None,
             };
-            let end = (rest.get(run) == Some(&b'"'))
+            let value = (rest.get(run) == Some(&b'"'))
                 .then(|| blanks(s, from + run + 1))
                 .filter(|&colon| s.get(colon) == Some(&b':'))
-                .map(|colon| blanks(s, colon + 1))
-                // Such a value that is an object is read by [`Doc::run`].
-                .filter(|&value| slot.is_none() || s.get(value) != Some(&b'{'))
-                .and_then(|value| skip_whole(s, value));
+                .map(|colon| blanks(s, colon + 1));
+            let Some(value) = value else {
+                self.at = At::Key { first };
+                return pos;
+            };
+            // A top-level usage object that is whole and usual is read
+            // here ([`whole_usage`]); any other such value that is an
+            // object, by [`Doc::run`].
+            let end = if slot.is_none() || s.get(value) != Some(&b'{') {
+                let end = skip_whole(s, value);
+                // One that is not, as `"usage":null` in most events of a
+                // stream, is no usage, and replaces any before it
+                // ([`Doc::value`]).
+                if let (Some(slot), Some(_)) = (slot, end) {
+                    if self.counted {
+                        *self.record(slot) = Record::EMPTY;
+                    }
+                }
+                end
+            } else if slot == Some(Slot::Top) {
+                whole_usage(s, value).map(|(end, record, counted)| {
+                    self.counted |= counted;
+                    if self.counted {
+                        *self.record(Slot::Top) = record;
+                    }
+                    end
+                })
+            } else {
+                None
+            };
             let Some(end) = end else {
                 self.at = At::Key { first };
                 return pos;
             };
-            // One that is not, as `"usage":null` in most events of a
-            // stream, is no usage, and replaces any before it ([`Doc::value`]).
-            if let Some(slot) = slot {
-                if self.counted {
-                    *self.record(slot) = Record::EMPTY;
-                }
-            }
             let next = blanks(s, end);
             match s.get(next) {
                 Some(b',') => {
@@ -2582,6 +2706,10 @@ mod tests {
             b"[1,{\"usage\":{\"total_tokens\":9}},[]]",
             b"{\"usage\":{\"total_tokens\":9}}",
             b"{\"total_tokens\":5,\"input_tokens\":2}",
+            b"{\"prompt_tokens\":19,\"x_details\":{\"a\":0},\"total_tokens\":18446744073709551616}",
+            b"{\"total_tokens\":01,\"output_tokens\" : 1.5e2, \"input_tokens\":\"7\"}",
+            b"{ \"input_tokens\":0 ,\"output_tokens\":-3,\"usage\":{\"total_tokens\":1}}",
+            b"{ }",
             b"{\"usage\":null,\"x\":[{}]}",
             b"{}",
             b"[",
