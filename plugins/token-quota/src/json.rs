@@ -83,6 +83,13 @@ pub(crate) enum Num {
     ExpDigits,
 }
 
+/// `n` with the decimal digit `digit` appended, or `None` past `u64::MAX`:
+/// token counts never wrap.
+#[inline]
+pub(crate) fn append_digit(n: u64, digit: u8) -> Option<u64> {
+    n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Word {
     True,
@@ -556,12 +563,8 @@ impl Lexer {
                     break;
                 }
                 if ok {
-                    match num
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(u64::from(d - b'0')))
-                    {
+                    match append_digit(num, d) {
                         Some(n) => num = n,
-                        // Too large to count tokens with: never wrap.
                         None => ok = false,
                     }
                 }
@@ -973,13 +976,8 @@ impl Lexer {
             (Num::Minus, b'1'..=b'9') => Num::Int,
             (Num::Int, b'0'..=b'9') => {
                 if self.num_ok {
-                    match self
-                        .num
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(u64::from(b - b'0')))
-                    {
+                    match append_digit(self.num, b) {
                         Some(n) => self.num = n,
-                        // Too large to count tokens with: never wrap.
                         None => self.num_ok = false,
                     }
                 }

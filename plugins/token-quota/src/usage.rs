@@ -37,7 +37,7 @@
 //! byte; that cost 3 to 5 times the instructions, and the usage of a
 //! response does not depend on whether its content is well-formed text.)
 
-use crate::json::Num;
+use crate::json::{append_digit, Num};
 
 /// Token counts an API reported for one response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -672,10 +672,7 @@ fn whole_count(s: &[u8], pos: usize) -> Option<(usize, Count)> {
     let mut ok = true;
     let mut end = pos;
     while let Some(&b) = s.get(end).filter(|b| b.is_ascii_digit()) {
-        match n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(b - b'0')))
-        {
+        match append_digit(n, b) {
             Some(next) => n = next,
             None => ok = false,
         }
@@ -1352,11 +1349,7 @@ impl Doc {
             let digit = b.is_ascii_digit();
             num = match (num, b) {
                 (Num::Int, _) if digit => {
-                    match self
-                        .num
-                        .checked_mul(10)
-                        .and_then(|n| n.checked_add(u64::from(b - b'0')))
-                    {
+                    match append_digit(self.num, b) {
                         Some(n) => self.num = n,
                         None => self.num_ok = false,
                     }
