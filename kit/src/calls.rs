@@ -13,7 +13,7 @@
 use crate::resp::CommandArgs;
 
 /// A request's place in the kit's pool of request states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StreamId {
     pub(crate) slot: u32,
     pub(crate) generation: u32,

@@ -1,8 +1,8 @@
 //! The filter engine: configuration, the pool of request states, and the
 //! dispatch of host events to a [`Plugin`]'s handlers.
 //!
-//! [`Filter`] knows nothing of proxy-wasm: the `proxy` module feeds it the
-//! proxy's callbacks, and native tests feed it the same events over a
+//! [`Filter`] knows nothing of the ABI: the [`dispatcher`](crate::dispatcher)
+//! feeds it the proxy's callbacks, and native tests feed it the same events over a
 //! [`FakeHost`](crate::fake::FakeHost). One `Filter` serves every request of
 //! a plugin instance (a root context) on one worker.
 

@@ -2,7 +2,7 @@
 //!
 //! Every effect a plugin has on the world (reading a header, answering a
 //! request, calling Redis) goes through [`Host`]. The real implementation
-//! (`proxy::ProxyHost`, in wasm builds) forwards to proxy-wasm host calls; the
+//! (`proxy::ProxyHost`, in wasm builds) forwards to the proxy-wasm ABI; the
 //! [`FakeHost`](crate::fake::FakeHost) scripts them for native tests, which
 //! could not link the real host calls at all.
 //!

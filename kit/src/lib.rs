@@ -10,13 +10,16 @@
 //!
 //! The pieces, one module each:
 //! - [`host`]: the one trait through which everything reaches the proxy;
-//!   `proxy` (wasm builds only) implements it with proxy-wasm host calls,
-//!   [`fake`] scripts it in tests.
+//!   `proxy` (wasm builds only) implements it with the proxy-wasm ABI's host
+//!   calls, [`fake`] scripts it in tests.
 //! - [`plugin`]: the [`Plugin`] trait, [`Cx`] and the [`Flow`] a handler returns.
 //! - [`config`]: borrowed views of the configuration, errors naming the field.
 //! - [`redis`]: typed commands over RESP, sent natively (Higress) or through
 //!   webdis (upstream Envoy).
 //! - [`engine`]: the [`Filter`] that routes host events to the plugin.
+//! - [`dispatcher`]: routes the proxy's callbacks, by context id, to the
+//!   [`Filter`] of each root context; [`export_plugin!`] defines the wasm
+//!   exports that call it, and only those the plugin needs.
 //!
 //! A plugin crate ends with [`export_plugin!`] and is built as a `cdylib`
 //! for `wasm32-wasip1`.
@@ -55,6 +58,7 @@
 
 mod calls;
 pub mod config;
+pub mod dispatcher;
 pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -80,24 +84,204 @@ pub use io::Io;
 pub use plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Responded, Setup};
 pub use redis::{Redis, RedisError, Reply, Script, SetOptions};
 
-#[doc(hidden)]
-pub use proxy_wasm as __proxy_wasm;
-
-/// Makes plugin type `$plugin` the module's filter.
+/// Makes plugin type `$plugin` the module's filter: defines the wasm
+/// exports the proxy calls.
+///
+/// Only the callbacks the plugin needs are exported, because the proxy
+/// enters the VM for every exported callback of every request. A plugin
+/// that reads bodies (a [`BodyMode`] other than `Ignore` in either
+/// direction) says so with `bodies`; a mismatch either way fails to
+/// compile.
 ///
 /// # Examples
 /// ```ignore
-/// kit::export_plugin!(my_plugin::MyPlugin);
+/// kit::export_plugin!(my_plugin::HeaderCheck);
+/// kit::export_plugin!(my_plugin::BodyRewrite, bodies);
 /// ```
 ///
-/// Expands to nothing outside wasm builds, so a plugin crate's native tests
-/// and benchmarks link without a proxy.
+/// Expands to nothing but the check outside wasm builds, so a plugin
+/// crate's native tests and benchmarks link without a proxy.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        #[cfg(target_arch = "wasm32")]
-        $crate::__proxy_wasm::main! {{
-            $crate::proxy::register::<$plugin>();
-        }}
+        const _: () = ::core::assert!(
+            !$crate::plugin::reads_bodies::<$plugin>(),
+            "this plugin reads bodies: export it with `kit::export_plugin!(Plugin, bodies)`"
+        );
+        $crate::__exports!($plugin);
     };
+    ($plugin:ty, bodies) => {
+        const _: () = ::core::assert!(
+            $crate::plugin::reads_bodies::<$plugin>(),
+            "this plugin ignores bodies: export it with `kit::export_plugin!(Plugin)`"
+        );
+        $crate::__exports!($plugin);
+        $crate::__body_exports!();
+    };
+}
+
+/// The exports of every plugin; the macros share the module's state,
+/// `__KIT_MODULE`, by name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __exports {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        ::std::thread_local! {
+            static __KIT_MODULE: $crate::proxy::Module<$plugin> =
+                const { ::core::cell::RefCell::new($crate::dispatcher::Dispatcher::new()) };
+        }
+
+        /// Runs `f` on the module's state; a callback that arrives while
+        /// another one runs (a local reply's response headers, delivered
+        /// from inside the request-headers callback) lets the stream go on.
+        #[cfg(target_arch = "wasm32")]
+        fn __kit_module<R>(
+            otherwise: R,
+            f: impl FnOnce(&mut $crate::dispatcher::Dispatcher<$plugin, $crate::proxy::ProxyHost>) -> R,
+        ) -> R {
+            __KIT_MODULE.with(|module| match module.try_borrow_mut() {
+                Ok(mut module) => f(&mut module),
+                Err(_) => otherwise,
+            })
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
+            __kit_module((), |m| {
+                m.on_context_create(context_id, parent_id, $crate::proxy::ProxyHost::default)
+            })
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_configure(root_id: u32, _size: usize) -> u32 {
+            let bytes = $crate::proxy::configuration();
+            __kit_module(0, |m| u32::from(m.on_configure(root_id, bytes)))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_tick(root_id: u32) {
+            __kit_module((), |m| m.on_tick(root_id))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_delete(context_id: u32) {
+            __kit_module((), |m| m.on_delete(context_id))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_headers(
+            context_id: u32,
+            _headers: usize,
+            end_of_stream: u32,
+        ) -> u32 {
+            __kit_module(0, |m| m.on_request_headers(context_id, end_of_stream != 0))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_headers(
+            context_id: u32,
+            _headers: usize,
+            end_of_stream: u32,
+        ) -> u32 {
+            __kit_module(0, |m| m.on_response_headers(context_id, end_of_stream != 0))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_http_call_response(
+            context_id: u32,
+            token: u32,
+            headers: usize,
+            body_size: usize,
+            _trailers: usize,
+        ) {
+            __kit_module((), |m| {
+                m.on_http_call_response(context_id, token, headers, body_size)
+            })
+        }
+
+        $crate::__redis_export!();
+    };
+}
+
+/// Body and trailer callbacks, for plugins that read bodies.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __body_exports {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_body(
+            context_id: u32,
+            size: usize,
+            end_of_stream: u32,
+        ) -> u32 {
+            __kit_module(0, |m| {
+                m.on_request_body(context_id, size, end_of_stream != 0)
+            })
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_body(
+            context_id: u32,
+            size: usize,
+            end_of_stream: u32,
+        ) -> u32 {
+            __kit_module(0, |m| {
+                m.on_response_body(context_id, size, end_of_stream != 0)
+            })
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_request_trailers(context_id: u32, _trailers: usize) -> u32 {
+            __kit_module(0, |m| m.on_request_trailers(context_id))
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_response_trailers(context_id: u32, _trailers: usize) -> u32 {
+            __kit_module(0, |m| m.on_response_trailers(context_id))
+        }
+    };
+}
+
+/// Higress's Redis reply callback, in `higress` builds only: upstream
+/// Envoy loads modules that export it, but the kit's feature decides.
+#[cfg(feature = "higress")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __redis_export {
+    () => {
+        /// Higress calls this on the root context when a Redis reply
+        /// (status 0) or failure (status 1: timeout, reset, connect
+        /// failure) arrives.
+        #[cfg(target_arch = "wasm32")]
+        #[no_mangle]
+        pub extern "C" fn proxy_on_redis_call_response(
+            root_id: u32,
+            token: u32,
+            status: u32,
+            size: usize,
+        ) {
+            __kit_module((), |m| {
+                m.on_redis_call_response(root_id, token, status, size)
+            })
+        }
+    };
+}
+
+#[cfg(not(feature = "higress"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __redis_export {
+    () => {};
 }

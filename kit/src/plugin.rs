@@ -79,6 +79,13 @@ pub enum BodyMode {
     Stream,
 }
 
+/// Whether plugin `P` reads a body in either direction; decides which
+/// callbacks [`export_plugin!`](crate::export_plugin) exports.
+#[doc(hidden)]
+pub const fn reads_bodies<P: Plugin>() -> bool {
+    !matches!(P::REQUEST_BODY, BodyMode::Ignore) || !matches!(P::RESPONSE_BODY, BodyMode::Ignore)
+}
+
 /// Whether a plugin needs the kit's Redis client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisUse {

@@ -1,9 +1,7 @@
 //! The crate's only `unsafe` code: configuration bytes that outlive the
-//! structures borrowing them, the proxy-wasm host calls the kit makes
-//! (declared here rather than taken from `proxy-wasm`, whose wrappers panic
-//! on any status they do not expect — and a panic kills the VM for every
-//! request on the worker), Higress's Redis host calls, and the counting
-//! allocator of the zero-allocation tests.
+//! structures borrowing them, the proxy-wasm ABI (the host calls the kit
+//! makes and the memory it lends the host), Higress's Redis host calls, and
+//! the counting allocator of the zero-allocation tests.
 
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
@@ -79,13 +77,21 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Retained<T> {
 }
 
 /// The proxy-wasm ABI 0.2.1 host calls the kit uses, as safe functions
-/// that report every status as an error instead of panicking.
+/// that report every status as an error instead of panicking, and the two
+/// exports every module needs whatever its plugin.
 ///
-/// Values the host hands over are allocated by the module's
-/// `proxy_on_memory_allocate` (proxy-wasm's: a boxed slice of exactly the
-/// size asked) and owned by the caller from then on.
+/// # Values the host hands over
+/// A host call that returns a value first asks the module for memory with
+/// the export `proxy_on_memory_allocate`, writes the value there and
+/// passes back its address. The kit lends the host the caller's own
+/// buffer for that: [`read`] parks it in [`LENT`] for the duration of the
+/// call, `proxy_on_memory_allocate` hands out its spare capacity, and the
+/// value comes back inside the caller's buffer. Once the buffer has grown
+/// to the largest value seen, reading a header or a body costs no
+/// allocation, where proxy-wasm's allocator boxes every value.
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod abi {
+    use core::cell::Cell;
     use core::ptr::null_mut;
 
     /// A non-zero proxy-wasm status.
@@ -93,6 +99,31 @@ pub(crate) mod abi {
 
     const OK: u32 = 0;
     const NOT_FOUND: u32 = 1;
+
+    thread_local! {
+        /// The buffer lent to the host during a value-returning host call.
+        static LENT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// The ABI version marker both upstream Envoy and Higress accept.
+    #[no_mangle]
+    pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+    /// Memory for a value the host is about to hand over: the spare
+    /// capacity of the buffer [`read`] lent, grown if it is too small.
+    /// Asked outside [`read`], it comes from an empty buffer, which the
+    /// next [`read`] frees.
+    #[no_mangle]
+    pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+        LENT.with(|lent| {
+            let mut buffer = lent.take();
+            buffer.clear();
+            buffer.reserve(size);
+            let data = buffer.as_mut_ptr();
+            lent.set(buffer);
+            data
+        })
+    }
 
     #[link(wasm_import_module = "env")]
     extern "C" {
@@ -157,6 +188,18 @@ pub(crate) mod abi {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
+        fn proxy_http_call(
+            upstream_data: *const u8,
+            upstream_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            trailers_data: *const u8,
+            trailers_size: usize,
+            timeout_milliseconds: u32,
+            return_token: *mut u32,
+        ) -> u32;
         fn proxy_set_effective_context(context_id: u32) -> u32;
         fn proxy_define_metric(
             metric_type: u32,
@@ -175,21 +218,33 @@ pub(crate) mod abi {
         }
     }
 
-    /// Takes ownership of bytes the host allocated; `Ok(None)` for "not found".
+    /// Runs a value-returning host call with `buffer` lent to the host;
+    /// afterwards `buffer` holds the value. `Ok(false)`: no such value.
     ///
-    /// # Safety
-    /// After a successful call, `data`/`size` describe a boxed slice made
-    /// by `proxy_on_memory_allocate` (or null).
-    unsafe fn owned(code: u32, data: *mut u8, size: usize) -> Result<Option<Box<[u8]>>, Status> {
+    /// `call` gets the two out-parameters the host writes: the value's
+    /// address and size.
+    fn read(
+        buffer: &mut Vec<u8>,
+        call: impl FnOnce(*mut *mut u8, *mut usize) -> u32,
+    ) -> Result<bool, Status> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        LENT.with(|lent| lent.set(core::mem::take(buffer)));
+        let code = call(&mut data, &mut size);
+        *buffer = LENT.with(Cell::take);
+        buffer.clear();
         match code {
-            OK if !data.is_null() => {
-                // SAFETY: per this function's contract the host gave us a
-                // boxed slice of `size` bytes that nothing else owns.
-                Ok(Some(unsafe {
-                    Box::from_raw(core::ptr::slice_from_raw_parts_mut(data, size))
-                }))
+            OK if size == 0 => Ok(true),
+            OK if data == buffer.as_mut_ptr() && size <= buffer.capacity() => {
+                // SAFETY: `data` is the start of `buffer`'s spare capacity,
+                // handed out by `proxy_on_memory_allocate` during `call`,
+                // and the host wrote `size` bytes there before returning;
+                // `size` is within the capacity, checked above.
+                unsafe { buffer.set_len(size) };
+                Ok(true)
             }
-            OK | NOT_FOUND => Ok(None),
+            // Memory the kit did not hand out: nothing to read safely.
+            OK => Err(OK),
+            NOT_FOUND => Ok(false),
             other => Err(other),
         }
     }
@@ -218,17 +273,17 @@ pub(crate) mod abi {
         status(unsafe { proxy_set_tick_period_milliseconds(period) })
     }
 
+    /// Bytes `[start, start + max)` of a buffer, into `out`.
     pub(crate) fn buffer(
         buffer_type: u32,
         start: usize,
         max: usize,
-    ) -> Result<Option<Box<[u8]>>, Status> {
-        let (mut data, mut size) = (null_mut(), 0usize);
-        // SAFETY: valid out-parameters; the result is handled by `owned`.
-        unsafe {
-            let code = proxy_get_buffer_bytes(buffer_type, start, max, &mut data, &mut size);
-            owned(code, data, size)
-        }
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Status> {
+        // SAFETY: valid out-parameters, written once by the host.
+        read(out, |data, size| unsafe {
+            proxy_get_buffer_bytes(buffer_type, start, max, data, size)
+        })
     }
 
     pub(crate) fn set_buffer(
@@ -243,14 +298,12 @@ pub(crate) mod abi {
         })
     }
 
-    pub(crate) fn header(map: u32, key: &str) -> Result<Option<Box<[u8]>>, Status> {
-        let (mut data, mut size) = (null_mut(), 0usize);
-        // SAFETY: a live key and valid out-parameters; see `owned`.
-        unsafe {
-            let code =
-                proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut size);
-            owned(code, data, size)
-        }
+    /// The value of header `key`, into `out`.
+    pub(crate) fn header(map: u32, key: &str, out: &mut Vec<u8>) -> Result<bool, Status> {
+        // SAFETY: a live key, only read; valid out-parameters.
+        read(out, |data, size| unsafe {
+            proxy_get_header_map_value(map, key.as_ptr(), key.len(), data, size)
+        })
     }
 
     pub(crate) fn replace_header(map: u32, key: &str, value: &[u8]) -> Result<(), Status> {
@@ -278,14 +331,12 @@ pub(crate) mod abi {
         })
     }
 
-    /// `path` is the segments joined by NUL bytes.
-    pub(crate) fn property(path: &[u8]) -> Result<Option<Box<[u8]>>, Status> {
-        let (mut data, mut size) = (null_mut(), 0usize);
-        // SAFETY: a live path and valid out-parameters; see `owned`.
-        unsafe {
-            let code = proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size);
-            owned(code, data, size)
-        }
+    /// A property, into `out`; `path` is the segments joined by NUL bytes.
+    pub(crate) fn property(path: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
+        // SAFETY: a live path, only read; valid out-parameters.
+        read(out, |data, size| unsafe {
+            proxy_get_property(path.as_ptr(), path.len(), data, size)
+        })
     }
 
     pub(crate) fn continue_stream(stream_type: u32) -> Result<(), Status> {
@@ -312,6 +363,33 @@ pub(crate) mod abi {
                 -1,
             )
         })
+    }
+
+    /// Starts an HTTP call; `headers` and `trailers` are serialized maps.
+    pub(crate) fn http_call(
+        cluster: &str,
+        headers: &[u8],
+        body: &[u8],
+        trailers: &[u8],
+        timeout_ms: u32,
+    ) -> Result<u32, Status> {
+        let mut token = 0u32;
+        // SAFETY: live slices, only read by the host; `token` is written once.
+        status(unsafe {
+            proxy_http_call(
+                cluster.as_ptr(),
+                cluster.len(),
+                headers.as_ptr(),
+                headers.len(),
+                body.as_ptr(),
+                body.len(),
+                trailers.as_ptr(),
+                trailers.len(),
+                timeout_ms,
+                &mut token,
+            )
+        })?;
+        Ok(token)
     }
 
     pub(crate) fn set_effective_context(context_id: u32) -> Result<(), Status> {

@@ -26,4 +26,4 @@ pub use json::MAX_DEPTH;
 pub use rewrite::{include_usage, Rewrite};
 pub use usage::{scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage};
 
-kit::export_plugin!(TokenQuota);
+kit::export_plugin!(TokenQuota, bodies);
