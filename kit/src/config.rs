@@ -12,8 +12,7 @@
 //! `global_threshold.query_per_minute: must be a positive integer, got -1`.
 
 use core::fmt;
-use simd_json::{BorrowedValue as Value, StaticNode};
-use std::borrow::Cow;
+use simd_json::{Node, StaticNode, Tape};
 
 /// A configuration the plugin refuses, with the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,22 +53,80 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parses JSON bytes in place into a document whose strings borrow `bytes`.
+/// Parses JSON bytes in place into a tape whose strings borrow `bytes`.
+///
+/// The tape is a flat array of nodes, objects and arrays recording how many
+/// nodes they span; keys are found by a linear scan, which for objects of a
+/// few dozen keys read once at configuration is as fast as hashing and
+/// keeps a hash map's code out of the module.
 ///
 /// # Errors
 /// Returns an error for invalid JSON or a top level that is not an object.
 /// An empty or all-whitespace input is an empty object, as proxies pass no
 /// bytes when a filter has no configuration.
-pub(crate) fn parse(bytes: &mut [u8]) -> Result<Value<'_>, ConfigError> {
+pub(crate) fn parse(bytes: &mut [u8]) -> Result<Tape<'_>, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Box::default()));
+        return Ok(Tape(vec![Node::Object { len: 0, count: 0 }]));
     }
-    let value = simd_json::to_borrowed_value(bytes)
-        .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?;
-    if !matches!(value, Value::Object(_)) {
+    let tape = simd_json::to_tape(bytes).map_err(|e| {
+        ConfigError::new(
+            "",
+            format!(
+                "configuration is not valid JSON (error at byte {})",
+                e.index()
+            ),
+        )
+    })?;
+    if !matches!(tape.0.first(), Some(Node::Object { .. })) {
         return Err(ConfigError::new("", "configuration must be a JSON object"));
     }
-    Ok(value)
+    Ok(tape)
+}
+
+/// The nodes of the value that starts `nodes`: one, or a container's
+/// header and everything it holds.
+fn value_of<'a, 'cfg>(nodes: &'a [Node<'cfg>]) -> &'a [Node<'cfg>] {
+    let span = match nodes.first() {
+        Some(Node::Object { count, .. } | Node::Array { count, .. }) => count + 1,
+        _ => 1,
+    };
+    nodes.get(..span).unwrap_or(nodes)
+}
+
+/// An object of the tape: its header node and everything it holds.
+#[derive(Clone, Copy)]
+struct Object<'a, 'cfg>(&'a [Node<'cfg>]);
+
+impl<'a, 'cfg> Object<'a, 'cfg> {
+    /// The members in document order.
+    fn members(self) -> impl Iterator<Item = (&'cfg str, &'a [Node<'cfg>])> + Clone {
+        let len = match self.0.first() {
+            Some(Node::Object { len, .. }) => *len,
+            _ => 0,
+        };
+        let mut rest = self.0.get(1..).unwrap_or_default();
+        (0..len).map_while(move |_| {
+            let Some((Node::String(key), after)) = rest.split_first() else {
+                return None;
+            };
+            let value = value_of(after);
+            rest = after.get(value.len()..).unwrap_or_default();
+            Some((*key, value))
+        })
+    }
+
+    fn get(self, key: &str) -> Option<&'a [Node<'cfg>]> {
+        self.members().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The first key that appears twice, if any. Quadratic in the number
+    /// of keys, which configuration objects keep small.
+    fn duplicate(self) -> Option<&'cfg str> {
+        self.members()
+            .enumerate()
+            .find(|(i, (key, _))| self.members().take(*i).any(|(k, _)| k == *key))
+            .map(|(_, (key, _))| key)
+    }
 }
 
 /// A view of one JSON object in the configuration, with the path that led
@@ -79,8 +136,8 @@ pub(crate) fn parse(bytes: &mut [u8]) -> Result<Value<'_>, ConfigError> {
 /// key missing from the rule is looked up in the global configuration.
 #[derive(Clone, Copy)]
 pub struct Fields<'a, 'cfg> {
-    own: &'a simd_json::borrowed::Object<'cfg>,
-    fallback: Option<&'a simd_json::borrowed::Object<'cfg>>,
+    own: Object<'a, 'cfg>,
+    fallback: Option<Object<'a, 'cfg>>,
     path: &'a Path<'a>,
 }
 
@@ -120,7 +177,7 @@ impl<'a> Path<'a> {
 /// One JSON value with the path that led to it.
 #[derive(Clone, Copy)]
 pub struct Field<'a, 'cfg> {
-    value: &'a Value<'cfg>,
+    value: &'a [Node<'cfg>],
     path: Path<'a>,
 }
 
@@ -132,15 +189,15 @@ impl fmt::Debug for Field<'_, '_> {
     }
 }
 
-fn kind(value: &Value<'_>) -> &'static str {
-    match value {
-        Value::Static(StaticNode::Null) => "null",
-        Value::Static(StaticNode::Bool(_)) => "a boolean",
-        Value::Static(StaticNode::F64(_)) => "a fraction",
-        Value::Static(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+fn kind(value: &[Node<'_>]) -> &'static str {
+    match value.first() {
+        None | Some(Node::Static(StaticNode::Null)) => "null",
+        Some(Node::Static(StaticNode::Bool(_))) => "a boolean",
+        Some(Node::Static(StaticNode::F64(_))) => "a fraction",
+        Some(Node::Static(_)) => "an integer",
+        Some(Node::String(_)) => "a string",
+        Some(Node::Array { .. }) => "an array",
+        Some(Node::Object { .. }) => "an object",
     }
 }
 
@@ -164,13 +221,9 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is not a string.
     pub fn str(&self) -> Result<&'cfg str, ConfigError> {
-        match self.value {
-            Value::String(Cow::Borrowed(s)) => Ok(s),
-            // simd-json unescapes in place, so parsed strings are always
-            // borrowed; an owned one would not outlive the parse tree.
-            Value::String(Cow::Owned(_)) => {
-                Err(self.error("string could not be borrowed from the configuration"))
-            }
+        // simd-json unescapes in place: every string borrows the bytes.
+        match self.value.first() {
+            Some(Node::String(s)) => Ok(s),
             _ => Err(self.wrong_type("a string")),
         }
     }
@@ -180,9 +233,9 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is not an integer or is negative.
     pub fn u64(&self) -> Result<u64, ConfigError> {
-        match self.value {
-            Value::Static(StaticNode::U64(n)) => Ok(*n),
-            Value::Static(StaticNode::I64(n)) => u64::try_from(*n)
+        match self.value.first() {
+            Some(Node::Static(StaticNode::U64(n))) => Ok(*n),
+            Some(Node::Static(StaticNode::I64(n))) => u64::try_from(*n)
                 .map_err(|_| self.error(format!("must be a non-negative integer, got {n}"))),
             _ => Err(self.wrong_type("a non-negative integer")),
         }
@@ -193,13 +246,13 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is not an integer or is below 1.
     pub fn positive(&self) -> Result<u64, ConfigError> {
-        match self.value {
-            Value::Static(StaticNode::U64(n)) if *n > 0 => Ok(*n),
-            Value::Static(StaticNode::I64(n)) if *n > 0 => Ok(n.unsigned_abs()),
-            Value::Static(StaticNode::U64(n)) => {
+        match self.value.first() {
+            Some(Node::Static(StaticNode::U64(n))) if *n > 0 => Ok(*n),
+            Some(Node::Static(StaticNode::I64(n))) if *n > 0 => Ok(n.unsigned_abs()),
+            Some(Node::Static(StaticNode::U64(n))) => {
                 Err(self.error(format!("must be a positive integer, got {n}")))
             }
-            Value::Static(StaticNode::I64(n)) => {
+            Some(Node::Static(StaticNode::I64(n))) => {
                 Err(self.error(format!("must be a positive integer, got {n}")))
             }
             _ => Err(self.wrong_type("a positive integer")),
@@ -211,8 +264,8 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is not a boolean.
     pub fn bool(&self) -> Result<bool, ConfigError> {
-        match self.value {
-            Value::Static(StaticNode::Bool(b)) => Ok(*b),
+        match self.value.first() {
+            Some(Node::Static(StaticNode::Bool(b))) => Ok(*b),
             _ => Err(self.wrong_type("a boolean")),
         }
     }
@@ -220,14 +273,10 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// The value as an object.
     ///
     /// # Errors
-    /// When the value is not an object.
+    /// When the value is not an object, or has a key twice.
     pub fn object<'s>(&'s self) -> Result<Fields<'s, 'cfg>, ConfigError> {
-        match self.value {
-            Value::Object(own) => Ok(Fields {
-                own,
-                fallback: None,
-                path: &self.path,
-            }),
+        match self.value.first() {
+            Some(Node::Object { .. }) => Fields::new(Object(self.value), &self.path),
             _ => Err(self.wrong_type("an object")),
         }
     }
@@ -241,10 +290,13 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
         &self,
         mut each: impl FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
-        let Value::Array(items) = self.value else {
+        let Some(Node::Array { len, .. }) = self.value.first() else {
             return Err(self.wrong_type("an array"));
         };
-        for (i, value) in items.iter().enumerate() {
+        let mut rest = self.value.get(1..).unwrap_or_default();
+        for i in 0..*len {
+            let value = value_of(rest);
+            rest = rest.get(value.len()..).unwrap_or_default();
             each(Field {
                 value,
                 path: Path::Index(&self.path, i),
@@ -258,7 +310,7 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is neither.
     pub fn strings(&self) -> Result<Vec<&'cfg str>, ConfigError> {
-        if let Value::String(_) = self.value {
+        if let Some(Node::String(_)) = self.value.first() {
             return Ok(vec![self.str()?]);
         }
         let mut out = Vec::new();
@@ -271,16 +323,24 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
 }
 
 impl<'a, 'cfg> Fields<'a, 'cfg> {
-    pub(crate) fn new(
-        own: &'a simd_json::borrowed::Object<'cfg>,
-        fallback: Option<&'a simd_json::borrowed::Object<'cfg>>,
-        path: &'a Path<'a>,
-    ) -> Self {
-        Fields {
+    fn new(own: Object<'a, 'cfg>, path: &'a Path<'a>) -> Result<Self, ConfigError> {
+        let fields = Fields {
             own,
-            fallback,
+            fallback: None,
             path,
+        };
+        match own.duplicate() {
+            Some(key) => Err(fields.error(key, "appears twice")),
+            None => Ok(fields),
         }
+    }
+
+    /// The top-level object of a tape made by [`parse`].
+    ///
+    /// # Errors
+    /// When it has a key twice.
+    pub(crate) fn top(tape: &'a Tape<'cfg>, path: &'a Path<'a>) -> Result<Self, ConfigError> {
+        Fields::new(Object(value_of(&tape.0)), path)
     }
 
     /// The dotted path of this object, for error messages.
@@ -300,7 +360,7 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
             .own
             .get(key)
             .or_else(|| self.fallback.and_then(|f| f.get(key)))?;
-        if matches!(value, Value::Static(StaticNode::Null)) {
+        if matches!(value.first(), Some(Node::Static(StaticNode::Null))) {
             return None;
         }
         Some(Field {
@@ -407,6 +467,73 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
 
     /// Whether the object (without fallback) has any key besides `ignored`.
     pub(crate) fn has_keys_besides(&self, ignored: &[&str]) -> bool {
-        self.own.keys().any(|k| !ignored.contains(&k.as_ref()))
+        self.own.members().any(|(k, _)| !ignored.contains(&k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_top<R>(json: &str, f: impl FnOnce(Result<Fields<'_, '_>, ConfigError>) -> R) -> R {
+        let mut bytes = json.as_bytes().to_vec();
+        let tape = parse(&mut bytes).unwrap();
+        let root = Path::Root;
+        f(Fields::top(&tape, &root))
+    }
+
+    #[test]
+    fn members_after_nested_containers_are_found() {
+        let json =
+            r#"{"a": {"x": [1, {"y": [2, 3]}, []], "z": {}}, "b": [[], [[4]]], "c": "last"}"#;
+        with_top(json, |top| {
+            let top = top.unwrap();
+            assert_eq!(top.required_str("c").unwrap(), "last");
+            let a = top.require("a").unwrap();
+            let a = a.object().unwrap();
+            assert!(a.get("z").is_some());
+            let mut lens = Vec::new();
+            top.require("b")
+                .unwrap()
+                .each(|item| {
+                    let mut n = 0;
+                    item.each(|_| {
+                        n += 1;
+                        Ok(())
+                    })?;
+                    lens.push(n);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(lens, [0, 1]);
+        });
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_with_its_path() {
+        with_top(r#"{"a": 1, "b": 2, "a": 3}"#, |top| {
+            assert_eq!(top.unwrap_err().to_string(), "a: appears twice");
+        });
+        with_top(r#"{"r": {"k": 1, "k": 1}}"#, |top| {
+            let top = top.unwrap();
+            let r = top.require("r").unwrap();
+            assert_eq!(r.object().unwrap_err().to_string(), "r.k: appears twice");
+        });
+    }
+
+    #[test]
+    fn empty_input_is_an_empty_object_and_errors_name_the_byte() {
+        with_top("  \n", |top| assert!(!top.unwrap().has_keys_besides(&[])));
+        let mut bytes = br#"{"a": tru}"#.to_vec();
+        let err = parse(&mut bytes).unwrap_err().to_string();
+        assert!(
+            err.starts_with("configuration is not valid JSON (error at byte"),
+            "{err}"
+        );
+        let mut bytes = b"[1]".to_vec();
+        assert_eq!(
+            parse(&mut bytes).unwrap_err().to_string(),
+            "configuration must be a JSON object"
+        );
     }
 }

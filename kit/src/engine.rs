@@ -17,7 +17,6 @@ use crate::redis::{RedisClient, RedisError};
 use crate::resp::{self, CommandArgs};
 use crate::rules::{Choice, Facts, Rules};
 use core::time::Duration;
-use simd_json::BorrowedValue;
 
 /// What the proxy should do with the stream after a callback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,12 +246,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             _marker: core::marker::PhantomData,
         };
         let compiled = Retained::new(bytes, |view| {
-            let doc = config::parse(view)?;
-            let BorrowedValue::Object(top) = &doc else {
-                return Err(ConfigError::new("", "configuration must be a JSON object"));
-            };
+            let tape = config::parse(view)?;
             let root = Path::Root;
-            let top = Fields::new(top, None, &root);
+            let top = Fields::top(&tape, &root)?;
             if P::REDIS == RedisUse::Required {
                 let field = top.require("redis")?;
                 redis = Some(RedisClient::configure(&field.object()?, host)?);
