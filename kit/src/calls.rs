@@ -42,9 +42,12 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub(crate) fn keep_for_retry(&mut self, source: &'static str, args: &CommandArgs) {
+    /// Keeps the arguments of an EVALSHA for a retry as EVAL. They are
+    /// swapped in, not copied: the caller's buffer is rebuilt for its next
+    /// command anyway, and takes this entry's old one.
+    pub(crate) fn keep_for_retry(&mut self, source: &'static str, args: &mut CommandArgs) {
         self.retry_source = Some(source);
-        self.retry_args.copy_from(args);
+        core::mem::swap(&mut self.retry_args, args);
     }
 }
 
@@ -83,7 +86,8 @@ impl Calls {
 
     /// Finds the live call of `token` and marks it answered; returns its
     /// stream, kind and, for an EVALSHA, the script source, with the
-    /// arguments to retry copied into `retry_args`.
+    /// arguments to retry swapped into `retry_args` (the entry keeps the
+    /// old buffer, overwritten by its next EVALSHA).
     pub(crate) fn take(
         &mut self,
         token: u32,
@@ -95,7 +99,7 @@ impl Calls {
             .find(|c| c.live && c.token == token)?;
         call.live = false;
         if call.retry_source.is_some() {
-            retry_args.copy_from(&call.retry_args);
+            core::mem::swap(retry_args, &mut call.retry_args);
         }
         Some((call.stream, call.kind, call.retry_source))
     }

@@ -251,7 +251,7 @@ impl RedisClient {
         };
         let call = calls.insert(token, stream, kind);
         if let Some(source) = script {
-            call.keep_for_retry(source, &self.args);
+            call.keep_for_retry(source, &mut self.args);
         }
         Ok(())
     }

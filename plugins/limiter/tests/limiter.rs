@@ -243,6 +243,36 @@ fn noscript_is_retried_as_eval_once() {
 }
 
 #[test]
+fn concurrent_noscript_retries_each_carry_their_own_key() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "keys", "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_minute": 9}]}]"#,
+    ));
+    // Three requests in flight at once, each waiting on its EVALSHA.
+    let mut waiting = Vec::new();
+    for (context, key) in [(10, "ann"), (11, "bob/%"), (12, "cy d")] {
+        d.host().next_request();
+        d.host().request_headers.add("x-api-key", key.as_bytes());
+        let stream = d.filter.open_stream(context);
+        assert_eq!(d.filter.on_request_headers(stream, true), kit::Action::Pause);
+        let call = d.host().last_call.clone().unwrap();
+        assert_eq!(call.webdis_args().unwrap()[0], b"EVALSHA");
+        waiting.push((key, call.token));
+    }
+    // Redis forgot the script: each answer, in reverse order, is retried as
+    // EVAL with the arguments of its own request.
+    for (key, token) in waiting.into_iter().rev() {
+        let noscript = b"-NOSCRIPT No matching script. Please use EVAL.\r\n";
+        d.host().answer_http(200, noscript);
+        d.filter
+            .on_http_call_response(token, 1, noscript.len(), false);
+        let retry = d.host().last_call.clone().unwrap().webdis_args().unwrap();
+        assert_eq!(retry[0], b"EVAL");
+        let redis_key = String::from_utf8(retry[3].clone()).unwrap();
+        assert!(redis_key.contains(&format!(":{key}}}")), "{redis_key} for {key}");
+    }
+}
+
+#[test]
 fn webdis_call_uses_configured_cluster_and_timeout() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "global_threshold": {"query_per_second": 5}"#,
