@@ -253,7 +253,10 @@ fn concurrent_noscript_retries_each_carry_their_own_key() {
         d.host().next_request();
         d.host().request_headers.add("x-api-key", key.as_bytes());
         let stream = d.filter.open_stream(context);
-        assert_eq!(d.filter.on_request_headers(stream, true), kit::Action::Pause);
+        assert_eq!(
+            d.filter.on_request_headers(stream, true),
+            kit::Action::Pause
+        );
         let call = d.host().last_call.clone().unwrap();
         assert_eq!(call.webdis_args().unwrap()[0], b"EVALSHA");
         waiting.push((key, call.token));
@@ -268,7 +271,10 @@ fn concurrent_noscript_retries_each_carry_their_own_key() {
         let retry = d.host().last_call.clone().unwrap().webdis_args().unwrap();
         assert_eq!(retry[0], b"EVAL");
         let redis_key = String::from_utf8(retry[3].clone()).unwrap();
-        assert!(redis_key.contains(&format!(":{key}}}")), "{redis_key} for {key}");
+        assert!(
+            redis_key.contains(&format!(":{key}}}")),
+            "{redis_key} for {key}"
+        );
     }
 }
 
