@@ -6,10 +6,9 @@
 //! longer than the buffer spill to the heap, which only pathological
 //! requests pay for.
 
+use super::ip;
 use crate::host::Host;
 use crate::io::Io;
-use core::net::IpAddr;
-use core::str::FromStr;
 use smallvec::SmallVec;
 
 /// A request value, on the stack.
@@ -202,24 +201,17 @@ pub struct Cidr {
     v6: bool,
 }
 
-fn bits(ip: IpAddr) -> (u128, bool) {
-    match ip {
-        IpAddr::V4(v4) => (u128::from(u32::from(v4)), false),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => (u128::from(u32::from(v4)), false),
-            None => (u128::from(v6), true),
-        },
-    }
-}
-
 impl Cidr {
     /// Parses `addr/len` or `addr`; `None` when malformed.
+    ///
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is IPv4, with an
+    /// IPv4 prefix length.
     pub fn parse(text: &str) -> Option<Cidr> {
         let (addr, len) = match text.split_once('/') {
             Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
             None => (text, None),
         };
-        let (value, v6) = bits(IpAddr::from_str(addr.trim()).ok()?);
+        let ip::Addr { bits: value, v6 } = ip::parse(addr.trim().as_bytes())?;
         let width: u8 = if v6 { 128 } else { 32 };
         let len = len.unwrap_or(width);
         if len > width {
@@ -235,16 +227,14 @@ impl Cidr {
         })
     }
 
-    /// Whether the textual address `addr` is in the range.
+    /// Whether the textual address `addr` is in the range; false when it
+    /// is not an address (surrounding spaces or a port included), or of the
+    /// other family. An IPv4-mapped IPv6 address counts as IPv4.
     pub fn contains(&self, addr: &[u8]) -> bool {
-        let Some(ip) = core::str::from_utf8(addr)
-            .ok()
-            .and_then(|s| IpAddr::from_str(s).ok())
-        else {
-            return false;
-        };
-        let (value, v6) = bits(ip);
-        v6 == self.v6 && value & self.mask == self.network
+        match ip::parse(addr) {
+            Some(ip) => ip.v6 == self.v6 && ip.bits & self.mask == self.network,
+            None => false,
+        }
     }
 }
 
@@ -289,6 +279,15 @@ mod tests {
             .contains(b"2001:db8::1"));
         assert!(!Cidr::parse("2001:db8::/32").unwrap().contains(b"10.0.0.1"));
         assert!(Cidr::parse("1.2.3.4").unwrap().contains(b"::ffff:1.2.3.4"));
+        assert!(Cidr::parse("::ffff:10.0.0.0/8")
+            .unwrap()
+            .contains(b"10.9.8.7"));
+        assert!(Cidr::parse(" 2001:db8::/32")
+            .unwrap()
+            .contains(b"2001:DB8::"));
+        assert!(!Cidr::parse("::/0").unwrap().contains(b"1.2.3.4"));
+        assert!(!net.contains(b"10.1.2.3:80"));
+        assert!(!net.contains(b"10.1.2.3\xff"));
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("nope"), None);
     }

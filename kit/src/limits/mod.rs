@@ -11,6 +11,7 @@
 //! [`cache::OverLimitCache`] such plugins need.
 
 pub mod cache;
+mod ip;
 pub mod keys;
 pub mod pattern;
 pub mod window;
