@@ -115,8 +115,8 @@ impl CommandArgs {
 
 /// Encodes `args` as one RESP array of bulk strings into `out` (cleared).
 ///
-/// `out` grows once at most per call, to the exact size when it is short,
-/// and keeps its capacity for the next command.
+/// `out` is resized to the exact length of the command (growing only when
+/// it is shorter) and keeps its capacity for the next one.
 ///
 /// # Examples
 /// ```
@@ -132,46 +132,70 @@ impl CommandArgs {
 /// assert_eq!(&wire[..], b"*3\r\n$6\r\nINCRBY\r\n$13\r\nquota:{alice}\r\n$2\r\n42\r\n");
 /// ```
 pub fn encode_command(args: &CommandArgs, out: &mut BytesMut) {
-    out.clear();
-    // Each header is a type byte, at most 10 digits (arguments stay under
-    // 4 GiB) and CRLF; each argument ends with CRLF.
-    out.reserve(args.arena.len() + 13 + args.ranges.len() * 15);
-    // The bytes between two arguments (CRLF, `$`, the length, CRLF) go out
-    // in one copy: copies into a `BytesMut` cost more than the bytes.
-    let mut between = Between::default();
-    between.header(b'*', args.len());
+    // The exact size first, then every byte written in place: one length
+    // check per command instead of one per copy, and no zero-filling once
+    // `out` has held a command this long (its old bytes are overwritten).
+    let len = args
+        .ranges
+        .iter()
+        .fold(header_len(args.ranges.len()), |n, &(start, end)| {
+            let arg = end.saturating_sub(start) as usize;
+            n + header_len(arg) + arg + 2
+        });
+    if out.len() < len {
+        out.resize(len, 0);
+    } else {
+        out.truncate(len);
+    }
+    let mut writer = Writer {
+        out: &mut out[..],
+        at: 0,
+    };
+    writer.header(b'*', args.len());
     for arg in args.iter() {
-        between.header(b'$', arg.len());
-        out.extend_from_slice(between.take());
-        out.extend_from_slice(arg);
-        between.crlf();
+        writer.header(b'$', arg.len());
+        writer.bytes(arg);
+        writer.bytes(b"\r\n");
     }
-    out.extend_from_slice(between.take());
 }
 
-/// The bytes written between two arguments, gathered on the stack.
-#[derive(Default)]
-struct Between {
-    bytes: [u8; 32],
-    len: usize,
+/// Length of `<kind><n>\r\n`.
+fn header_len(n: usize) -> usize {
+    let digits = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => itoa::Buffer::new().format(n).len(),
+    };
+    digits + 3
 }
 
-impl Between {
-    // Byte by byte: these are one to a dozen bytes, and a `copy_from_slice`
-    // of a length the compiler cannot see is a call to `memcpy` each time.
+/// Writes into a buffer sized beforehand by [`header_len`] and the
+/// arguments' lengths; a write past its end is dropped, never a panic.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    // Byte by byte for the headers: they are a few bytes, and a
+    // `copy_from_slice` of a length the compiler cannot see is a call to
+    // `memcpy`.
     fn byte(&mut self, b: u8) {
-        if let Some(slot) = self.bytes.get_mut(self.len) {
+        if let Some(slot) = self.out.get_mut(self.at) {
             *slot = b;
-            self.len += 1;
         }
+        self.at += 1;
     }
 
-    fn crlf(&mut self) {
-        self.byte(b'\r');
-        self.byte(b'\n');
+    fn bytes(&mut self, bytes: &[u8]) {
+        if let Some(slot) = self.out.get_mut(self.at..self.at + bytes.len()) {
+            slot.copy_from_slice(bytes);
+        }
+        self.at += bytes.len();
     }
 
-    /// `<kind><n>\r\n`: at most 23 bytes, after at most a CRLF.
+    /// `<kind><n>\r\n`.
     fn header(&mut self, kind: u8, n: usize) {
         self.byte(kind);
         // Most arguments are under 100 bytes long.
@@ -183,17 +207,11 @@ impl Between {
             }
             _ => {
                 let mut digits = itoa::Buffer::new();
-                for &d in digits.format(n).as_bytes() {
-                    self.byte(d);
-                }
+                self.bytes(digits.format(n).as_bytes());
             }
         }
-        self.crlf();
-    }
-
-    fn take(&mut self) -> &[u8] {
-        let len = core::mem::take(&mut self.len);
-        self.bytes.get(..len).unwrap_or_default()
+        self.byte(b'\r');
+        self.byte(b'\n');
     }
 }
 
