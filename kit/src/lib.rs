@@ -5,7 +5,7 @@
 //! kit gives it what Higress's Go wrapper (`wasm-go`) gives Go plugins —
 //! Higress `_rules_`, a Redis client with callbacks, local responses — with
 //! no heap allocation per request in kit or plugin code, a module of about
-//! a hundred kilobytes, and one build that loads on upstream Envoy as well as
+//! 140 KB (the limiter), and one build that loads on upstream Envoy as well as
 //! Higress.
 //!
 //! The pieces, one module each:

@@ -199,6 +199,34 @@ fn limiter_gateway(bench: &Bench, config: &Value) -> Envoy {
     )
 }
 
+/// `loadtest/wasm/refuse.wat`, the cheapest refusal a Wasm filter can make
+/// (one local 429 from two exported callbacks), compiled with `wat2wasm`.
+///
+/// # Panics
+/// When `wat2wasm` (Debian `wabt`, installed by `scripts/setup.sh`) is
+/// missing or refuses the file: the run fails rather than skip it.
+fn minimal_refusal_gateway() -> Envoy {
+    let root = stack::repo_root();
+    let out_dir = root.join("target/loadtest");
+    let wasm = out_dir.join("refuse.wasm");
+    let built = std::fs::create_dir_all(&out_dir).is_ok()
+        && std::process::Command::new("wat2wasm")
+            .arg(root.join("loadtest/wasm/refuse.wat"))
+            .arg("-o")
+            .arg(&wasm)
+            .status()
+            .is_ok_and(|status| status.success());
+    assert!(
+        built,
+        "wat2wasm could not build loadtest/wasm/refuse.wat (Debian wabt)"
+    );
+    Envoy::start(
+        EnvoyConfig::new()
+            .wasm(WasmPlugin::new(wasm, ""))
+            .log_level("warning"),
+    )
+}
+
 /// Envoy's own C++ token bucket, `max_tokens` per minute.
 fn local_ratelimit_gateway(max_tokens: u64) -> Envoy {
     let percent = json!({"numerator": 100, "denominator": "HUNDRED"});
@@ -486,8 +514,9 @@ fn limiter_flood(bench: &Bench) -> Scenario {
 }
 
 /// The flood path, Envoy's C++ `local_ratelimit` over its limit (the
-/// native reference) and the no-filter baseline measured in alternation,
-/// on three gateways that run side by side: this machine's speed drifts
+/// native reference), the cheapest possible Wasm refusal (the floor for
+/// any Wasm filter) and the no-filter baseline measured in alternation, on
+/// four gateways that run side by side: this machine's speed drifts
 /// by tens of percent over a minute (a shared VM), which a baseline
 /// measured once, minutes before, cannot cancel. Each round runs all
 /// three, starting with a different one each round; the target is judged
@@ -498,6 +527,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     let per_minute = 10;
     let plain = Envoy::start(EnvoyConfig::new().log_level("warning"));
     let native = local_ratelimit_gateway(per_minute);
+    let minimal = minimal_refusal_gateway();
     let limited = limiter_gateway(
         bench,
         &limiter_config(&bench.rule("paired"), per_minute, false),
@@ -518,14 +548,16 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     let gateways = [
         (&plain, "paired-baseline"),
         (&native, "paired-local-ratelimit"),
+        (&minimal, "paired-minimal-wasm"),
         (&limited, "paired-flood"),
     ];
     let mut flood: Option<WrkResult> = None;
     let mut pairs = Vec::new();
     let mut native_pairs = Vec::new();
+    let mut minimal_pairs = Vec::new();
     let started = Instant::now();
     for round in 0..rounds {
-        let mut rps = [0.0; 3];
+        let mut rps = [0.0; 4];
         for turn in 0..gateways.len() {
             let which = (round + turn) % gateways.len();
             let Some(&(gateway, label)) = gateways.get(which) else {
@@ -535,35 +567,45 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             if let Some(slot) = rps.get_mut(which) {
                 *slot = wrk.requests_per_sec;
             }
-            if which == 2 {
+            if which == 3 {
                 flood = Some(match flood {
                     Some(sum) => sum.combined(&wrk),
                     None => wrk,
                 });
             }
         }
-        let [base, reference, over] = rps;
+        let [base, reference, floor, over] = rps;
+        let x = |rate: f64| rate / base.max(1.0);
         println!(
-            "[loadtest]   round {}: baseline {base:.0} req/s, local_ratelimit {reference:.0} ({:.2}x), flood {over:.0} ({:.2}x)",
+            "[loadtest]   round {}: baseline {base:.0} req/s, local_ratelimit {reference:.0} ({:.2}x), minimal Wasm {floor:.0} ({:.2}x), flood {over:.0} ({:.2}x)",
             round + 1,
-            reference / base.max(1.0),
-            over / base.max(1.0)
+            x(reference),
+            x(floor),
+            x(over)
         );
         pairs.push((base, over));
         native_pairs.push((base, reference));
+        minimal_pairs.push((base, floor));
     }
     let mut wrk = flood.unwrap_or_default();
     // Rounds ran one after another: their rate is the mean, not the sum.
     wrk.requests_per_sec = pairs.iter().map(|(_, over)| over).sum::<f64>() / rounds as f64;
     let mut s = Scenario::new("limiter-flood-paired", title, Kind::Overhead, wrk);
     s.connections = bench.opts.connections;
-    for (i, ((base, over), (_, reference))) in pairs.iter().zip(&native_pairs).enumerate() {
+    for (i, (((base, over), (_, reference)), (_, floor))) in pairs
+        .iter()
+        .zip(&native_pairs)
+        .zip(&minimal_pairs)
+        .enumerate()
+    {
+        let x = |rate: f64| rate / base.max(1.0);
         s.fact(
             &format!("round {}", i + 1),
             format!(
-                "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), flood {over:.0} req/s ({:.2}x)",
-                reference / base.max(1.0),
-                over / base.max(1.0)
+                "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), minimal Wasm refusal {floor:.0} req/s ({:.2}x), limiter flood {over:.0} req/s ({:.2}x)",
+                x(*reference),
+                x(*floor),
+                x(*over)
             ),
         );
     }
@@ -576,6 +618,12 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     if let Some(median) = median_ratio(&native_pairs) {
         s.fact(
             "median ratio, Envoy's C++ local_ratelimit over its limit / baseline",
+            format!("{median:.2}x"),
+        );
+    }
+    if let Some(median) = median_ratio(&minimal_pairs) {
+        s.fact(
+            "median ratio, the cheapest Wasm refusal (loadtest/wasm/refuse.wat) / baseline",
             format!("{median:.2}x"),
         );
     }
