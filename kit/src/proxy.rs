@@ -3,11 +3,15 @@
 //! the exports [`export_plugin!`](crate::export_plugin) defines.
 //!
 //! The kit speaks the proxy-wasm ABI 0.2.1 itself rather than through the
-//! `proxy-wasm` crate, for three measured reasons:
-//! - **VM entries.** The crate exports every `proxy_on_*` callback, and the
-//!   host enters the VM for each one a module exports. The kit exports only
-//!   the callbacks its plugin needs: a limiter answering a flood locally
-//!   is entered 4 times per request instead of 7.
+//! `proxy-wasm` crate, for three reasons (measured in the README's "Module
+//! size" and "Load test" sections):
+//! - **VM entries.** The crate exports every `proxy_on_*` callback (26),
+//!   and the host enters the VM for each one a module exports. The kit
+//!   exports only the callbacks its plugin needs (the limiter: 8), so a
+//!   request the limiter refuses locally enters the VM for its creation,
+//!   its request headers, the local reply's response headers and its
+//!   deletion, not also for the reply's body, `proxy_on_log` and
+//!   `proxy_on_done`.
 //! - **Allocations.** The crate boxes a context per request and every value
 //!   the host hands over; the kit lends the host reusable buffers.
 //! - **Size.** Its dispatcher and unused callbacks weigh more than the
