@@ -7,7 +7,10 @@
 #   target/wasm/<name>.wasm                    the same after wasm-opt -Oz
 #
 # `--higress` builds the Higress variants (native Redis host calls) into
-# target/higress/ and target/wasm/higress/ instead.
+# target/higress/ and target/wasm/higress/ instead; `--heap-stats` the
+# variants that count their heap allocations (kit feature `heap-stats`, for
+# the end-to-end test of zero allocation inside Envoy) into
+# target/heap-stats/ and target/wasm/heap-stats/.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,9 +23,14 @@ if [ "${1:-}" = "--higress" ]; then
     target=target/higress
     out=target/wasm/higress
     features=(--features limiter/higress,token-quota/higress --target-dir "$target")
+elif [ "${1:-}" = "--heap-stats" ]; then
+    shift
+    target=target/heap-stats
+    out=target/wasm/heap-stats
+    features=(--features kit/heap-stats --target-dir "$target")
 fi
 
-echo "[build] limiter and token-quota (release, wasm32-wasip1${features:+, higress})"
+echo "[build] limiter and token-quota (release, wasm32-wasip1${features:+, ${features[1]}})"
 cargo build --release --target wasm32-wasip1 -p limiter -p token-quota "${features[@]}" "$@"
 
 # Rust emits these proposals and binaryen 108 enables none by default; the

@@ -10,8 +10,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 
 # The modules the end-to-end tests and the load test load: release build,
-# then wasm-opt -Oz into target/wasm/.
+# then wasm-opt -Oz into target/wasm/; and the heap-stats variants, whose
+# end-to-end test (e2e/tests/heap.rs) reads their allocation count from
+# Envoy's stats.
 bash scripts/build.sh
+bash scripts/build.sh --heap-stats
 
 echo "[test] formatting and lints"
 cargo fmt --all -- --check
@@ -20,6 +23,7 @@ cargo clippy -p kit -p limiter -p token-quota --all-targets --features kit/higre
 # The proxy glue exists only in wasm builds.
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota -- -D warnings
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/higress -- -D warnings
+cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/heap-stats -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc -p kit --no-deps --features fake
 
 echo "[test] cargo test --workspace"

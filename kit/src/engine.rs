@@ -12,7 +12,7 @@ use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{parse_status, HttpError, HttpReply};
 use crate::io::Io;
 use crate::plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Setup};
-use crate::raw::Retained;
+use crate::raw::{self, Retained};
 use crate::redis::{RedisClient, RedisError};
 use crate::resp::{self, CommandArgs};
 use crate::rules::{Choice, Facts, Rules};
@@ -157,6 +157,9 @@ pub struct Filter<P: Plugin, H: Host> {
     tick: Duration,
     /// Index in `counters` of `<plugin>.body_over_limit`.
     over_limit_counter: Option<usize>,
+    /// Index in `counters` of `<plugin>.heap_allocations` (feature
+    /// `heap-stats`, wasm builds).
+    heap_counter: Option<usize>,
 }
 
 impl<P: Plugin, H: Host> core::fmt::Debug for Filter<P, H> {
@@ -193,6 +196,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             probe_ticking: false,
             tick: Duration::ZERO,
             over_limit_counter: None,
+            heap_counter: None,
         }
     }
 
@@ -260,9 +264,14 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Rules::compile(&top, KIT_KEYS, |fields| P::configure(fields, &mut setup))
         })?;
         let buffers = P::REQUEST_BODY == BodyMode::Buffer || P::RESPONSE_BODY == BodyMode::Buffer;
-        let mut counters = Vec::with_capacity(P::COUNTERS.len() + 1);
-        let kit_counters: &[&str] = if buffers { &["body_over_limit"] } else { &[] };
-        for name in P::COUNTERS.iter().chain(kit_counters) {
+        let mut counters = Vec::with_capacity(P::COUNTERS.len() + 2);
+        let body_counters: &[&str] = if buffers { &["body_over_limit"] } else { &[] };
+        let heap_counters: &[&str] = if raw::HEAP_STATS {
+            &["heap_allocations"]
+        } else {
+            &[]
+        };
+        for name in P::COUNTERS.iter().chain(body_counters).chain(heap_counters) {
             let full = format!("{}.{}", P::NAME, name);
             let id = host
                 .define_counter(&full)
@@ -272,6 +281,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         // Counts of the previous configuration belong to its counters.
         self.flush_counters();
         self.over_limit_counter = buffers.then_some(P::COUNTERS.len());
+        self.heap_counter = raw::HEAP_STATS.then_some(P::COUNTERS.len() + body_counters.len());
         self.pending = vec![0; counters.len()];
         self.compiled = Some(compiled);
         self.redis = redis;
@@ -436,6 +446,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     /// Publishes the counts made since the last flush, one host call per
     /// counter that moved. Runs on every tick and when the plugin stops.
     pub fn flush_counters(&mut self) {
+        if let Some(pending) = self.heap_counter.and_then(|i| self.pending.get_mut(i)) {
+            *pending = pending.saturating_add(raw::heap_allocations());
+        }
         for (&id, pending) in self.counters.iter().zip(self.pending.iter_mut()) {
             if *pending > 0 {
                 self.host.increment_counter(id, *pending);

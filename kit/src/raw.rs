@@ -485,6 +485,64 @@ pub(crate) mod higress {
     }
 }
 
+/// Whether the module counts its heap allocations (feature `heap-stats`,
+/// wasm builds): the engine then publishes `<plugin>.heap_allocations`.
+pub(crate) const HEAP_STATS: bool = cfg!(all(feature = "heap-stats", target_arch = "wasm32"));
+
+/// Heap allocations since the last call (0 without [`HEAP_STATS`]). With
+/// several roots in one module, the first to publish takes them all.
+pub(crate) fn heap_allocations() -> u64 {
+    #[cfg(all(feature = "heap-stats", target_arch = "wasm32"))]
+    return heap_stats::ALLOCATIONS.swap(0, core::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(all(feature = "heap-stats", target_arch = "wasm32")))]
+    0
+}
+
+/// The module's global allocator in `heap-stats` builds: the system
+/// allocator, counting every allocation and reallocation, so that an
+/// end-to-end test can read from the proxy's own stats that requests
+/// allocate nothing inside the real VM. Not for production builds: it adds
+/// an atomic increment to every allocation.
+#[cfg(all(feature = "heap-stats", target_arch = "wasm32"))]
+pub mod heap_stats {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    pub(crate) static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    /// [`System`], counting.
+    #[derive(Debug)]
+    pub struct CountingSystem;
+
+    fn note() {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // SAFETY: every call is forwarded unchanged to the system allocator;
+    // the bookkeeping is one atomic add, which never allocates.
+    unsafe impl GlobalAlloc for CountingSystem {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's pointer and layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note();
+            // SAFETY: forwarded with the caller's layout.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note();
+            // SAFETY: forwarded with the caller's pointer, layout and size.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+}
+
 /// A global allocator that counts the allocations made on the current
 /// thread while counting is on; see [`crate::fake::allocations_during`].
 #[cfg(any(test, feature = "fake"))]
