@@ -203,3 +203,33 @@ pub fn summary(r: &Response) -> String {
         r.header("x-ratelimit-reset"),
     )
 }
+
+/// The value of counter `name` (a stat name ending) in `envoy`'s stats
+/// once it has stopped moving: plugins built on the kit publish counts on
+/// their tick, every `kit::COUNTER_FLUSH`.
+///
+/// # Panics
+/// If the counter does not exist or does not settle within five ticks.
+pub fn settled_counter(envoy: &stack::Envoy, name: &str) -> u64 {
+    let read = || {
+        envoy.stats().lines().find_map(|line| {
+            let (stat, value) = line.split_once(": ")?;
+            stat.ends_with(name)
+                .then(|| value.trim().parse::<u64>().ok())?
+        })
+    };
+    let deadline = std::time::Instant::now() + 5 * kit::COUNTER_FLUSH;
+    let mut last = None;
+    loop {
+        std::thread::sleep(kit::COUNTER_FLUSH + std::time::Duration::from_millis(200));
+        let now = read();
+        if now.is_some() && now == last {
+            return now.unwrap_or_default();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter {name} did not settle (last {last:?}, now {now:?})"
+        );
+        last = now;
+    }
+}

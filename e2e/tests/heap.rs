@@ -9,36 +9,8 @@
 //! host writes into.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 use stack::{Envoy, EnvoyConfig, Redis, WasmPlugin, Webdis};
-
-/// The counter's value in Envoy's stats, once it has stopped moving: the
-/// kit publishes counts on its tick, every `kit::COUNTER_FLUSH`.
-fn settled_count(envoy: &Envoy, name: &str) -> u64 {
-    let read = || {
-        envoy.stats().lines().find_map(|line| {
-            let (stat, value) = line.split_once(": ")?;
-            stat.ends_with(name)
-                .then(|| value.trim().parse::<u64>().ok())?
-        })
-    };
-    let deadline = Instant::now() + 5 * kit::COUNTER_FLUSH;
-    let mut last = None;
-    loop {
-        std::thread::sleep(kit::COUNTER_FLUSH + Duration::from_millis(200));
-        let now = read();
-        if now.is_some() && now == last {
-            return now.unwrap_or_default();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "counter {name} did not settle (last {last:?}, now {now:?})"
-        );
-        last = now;
-    }
-}
 
 #[test]
 fn limiter_requests_allocate_nothing_inside_envoy() {
@@ -82,7 +54,7 @@ fn limiter_requests_allocate_nothing_inside_envoy() {
     };
 
     run(50);
-    let warm = settled_count(&envoy, "limiter.heap_allocations");
+    let warm = e2e::settled_counter(&envoy, "limiter.heap_allocations");
     // The counter counts: configuration alone allocates.
     assert!(
         warm > 0,
@@ -90,7 +62,7 @@ fn limiter_requests_allocate_nothing_inside_envoy() {
     );
 
     run(300);
-    let after = settled_count(&envoy, "limiter.heap_allocations");
+    let after = e2e::settled_counter(&envoy, "limiter.heap_allocations");
     assert_eq!(
         after - warm,
         0,

@@ -119,8 +119,21 @@ impl QuotaStack {
         allow_stop_iteration: bool,
         redis_latency: Option<Duration>,
     ) -> Self {
-        // Before any process starts: a missing module is the first failure.
-        let wasm = token_quota_wasm();
+        Self::start_module(
+            token_quota_wasm(),
+            config,
+            allow_stop_iteration,
+            redis_latency,
+        )
+    }
+
+    /// Like [`QuotaStack::start_with_latency`], loading the module `wasm`.
+    fn start_module(
+        wasm: PathBuf,
+        config: &Value,
+        allow_stop_iteration: bool,
+        redis_latency: Option<Duration>,
+    ) -> Self {
         let rule = config["rule_name"]
             .as_str()
             .unwrap_or_else(|| panic!("config without rule_name: {config}"))
@@ -778,4 +791,62 @@ fn non_json_bodies_pass_untouched_with_stop_iteration_honoured() {
 #[test]
 fn non_json_bodies_pass_untouched_with_stop_iteration_ignored() {
     non_json_bodies_pass_untouched(false);
+}
+
+/// Zero allocation inside Envoy: the `heap-stats` build (`bash
+/// scripts/build.sh --heap-stats`) publishes its heap allocation count;
+/// after a warm-up, JSON and streamed chat requests (bodies buffered and
+/// rewritten, quota read, answers scanned, usage charged) must not move it.
+#[test]
+fn chat_requests_allocate_nothing_inside_envoy() {
+    let wasm = stack::repo_root().join("target/wasm/heap-stats/token_quota.wasm");
+    assert!(
+        wasm.exists(),
+        "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
+        wasm.display()
+    );
+    let config = global_config(&rule_name("heap"), 1_000_000_000, false);
+    let stack = QuotaStack::start_module(wasm, &config, true, None);
+    stack.upstream.set_default(Reply::openai(ANSWER_USAGE));
+    let stream = OpenAiStream::new(Usage::new(12, 30)).usage_split(9);
+    let run = |requests: usize| {
+        for _ in 0..requests {
+            let r = stack.chat(&[], &chat(false));
+            assert_eq!(r.status, 200, "{}", summary(&r));
+            stack.upstream.push(Reply::openai_stream(&stream));
+            let r = stack.chat(&[], &chat(true));
+            assert_eq!(r.status, 200, "{}", summary(&r));
+        }
+    };
+    run(30);
+    let name = "token-quota.heap_allocations";
+    let warm = e2e::settled_counter(&stack.envoy, name);
+    assert!(
+        warm > 0,
+        "no allocation counted at all: is this the heap-stats build?"
+    );
+    // Tokens charged in all windows so far (the run may cross a minute).
+    let charged = || -> i64 {
+        stack
+            .redis
+            .keys()
+            .into_iter()
+            .filter(|k| String::from_utf8_lossy(k).contains(&stack.rule))
+            .map(|k| match stack.redis.command(&[b"GET", &k]) {
+                Ok(Resp::Bulk(Some(v))) => String::from_utf8_lossy(&v).parse::<i64>().unwrap(),
+                other => panic!("GET answered {other:?}"),
+            })
+            .sum()
+    };
+    let charged_before = charged();
+    run(100);
+    let after = e2e::settled_counter(&stack.envoy, name);
+    assert_eq!(
+        after - warm,
+        0,
+        "200 warm chat requests (100 JSON, 100 streamed) made {} heap allocations in the module",
+        after - warm
+    );
+    // They were really charged: 100 x ANSWER_USAGE (100) + 100 x (12 + 30).
+    assert_eq!(charged() - charged_before, 100 * 100 + 100 * 42);
 }

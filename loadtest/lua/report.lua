@@ -40,4 +40,7 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9),
     table.concat(parts, ",")))
+  -- wrk exits right after this callback; do not leave the line to exit-time
+  -- buffer flushing.
+  io.stdout:flush()
 end

@@ -244,7 +244,12 @@ pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    parse(&text).unwrap_or_else(|e| panic!("cannot read wrk's result ({e}):\n{text}"))
+    parse(&text).unwrap_or_else(|e| {
+        panic!(
+            "cannot read wrk's result ({e}):\n{text}\nwrk's stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// Reads the `LOADTEST_RESULT` line of wrk's output.
