@@ -419,12 +419,24 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
 
     /// Finds which one of `keys` is set.
     ///
+    /// In a `_rules_` entry that sets any of them, only the entry's own keys
+    /// count: its choice replaces the global configuration's instead of
+    /// conflicting with it (a rule may set `global_threshold` where the
+    /// global configuration has `rule_items`, or `query_per_second` where
+    /// it has `query_per_minute`).
+    ///
     /// # Errors
     /// When none or more than one of them is set.
     pub fn one_of(&self, keys: &[&'a str]) -> Result<(usize, Field<'a, 'cfg>), ConfigError> {
+        let own_choice = keys.iter().any(|key| self.own_value(key).is_some());
         let mut found = None;
         for (i, key) in keys.iter().enumerate() {
-            if let Some(field) = self.get(key) {
+            let field = if own_choice {
+                self.own_value(key)
+            } else {
+                self.get(key)
+            };
+            if let Some(field) = field {
                 if let Some((j, _)) = found {
                     let first: &str = keys.get(j).copied().unwrap_or_default();
                     return Err(self.error(
@@ -454,6 +466,13 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
             fallback: Some(base.own),
             path: self.path,
         }
+    }
+
+    /// Looks `key` up in this object only, ignoring the fallback; a JSON
+    /// `null` counts as absent.
+    fn own_value(&self, key: &'a str) -> Option<Field<'a, 'cfg>> {
+        self.get_own(key)
+            .filter(|f| !matches!(f.value.first(), Some(Node::Static(StaticNode::Null))))
     }
 
     /// Looks `key` up in this object only, ignoring the fallback.

@@ -440,6 +440,45 @@ fn higress_rules_override_the_global_config() {
 }
 
 #[test]
+fn a_rule_replaces_the_global_choice_of_limit_instead_of_conflicting() {
+    // Global: per-key limits; the rule: one global threshold. And a rule
+    // that picks another unit than the global threshold's.
+    let json = config(
+        r#""rule_name": "keys", "rule_items": [{"limit_by_per_header": "x-key", "limit_keys": [{"key": "*", "query_per_minute": 100}]}],
+           "_rules_": [
+             {"_match_route_": ["strict"], "rule_name": "strict", "global_threshold": {"query_per_minute": 1}}
+           ]"#,
+    );
+    let mut d = Driver::new(&json);
+    at_second(&mut d, 0);
+    d.host().properties.add("route_name", b"strict");
+    assert_eq!(d.request(&[("x-key", "a")]), Outcome::Forwarded);
+    assert_eq!(
+        d.request(&[("x-key", "b")]),
+        Outcome::Answered(429),
+        "one counter for the route"
+    );
+
+    let json = config(
+        r#""rule_name": "r", "global_threshold": {"query_per_minute": 100},
+           "_rules_": [{"_match_route_": ["strict"], "global_threshold": {"query_per_hour": 1}}]"#,
+    );
+    let mut d = Driver::new(&json);
+    d.host().properties.add("route_name", b"strict");
+    assert_eq!(d.request(&[]), Outcome::Forwarded);
+    assert_eq!(d.request(&[]), Outcome::Answered(429));
+
+    // Inside one object, two alternatives still conflict.
+    let bad = config(
+        r#""rule_name": "r", "global_threshold": {"query_per_minute": 1},
+           "_rules_": [{"_match_route_": ["x"], "global_threshold": {"query_per_minute": 1}, "rule_items": []}]"#,
+    );
+    let mut f = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    let err = f.configure(bad.into_bytes()).unwrap_err().to_string();
+    assert!(err.contains("conflicts with `global_threshold`"), "{err}");
+}
+
+#[test]
 fn rules_only_config_leaves_unmatched_requests_alone() {
     let json = config(
         r#""_rules_": [{"_match_route_": ["limited"], "rule_name": "x", "global_threshold": {"query_per_minute": 1}}]"#,
