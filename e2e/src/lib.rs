@@ -204,6 +204,16 @@ pub fn summary(r: &Response) -> String {
     )
 }
 
+/// The value of the first stat whose name ends with `name` in Envoy's
+/// `/stats` text.
+pub fn counter_value(stats: &str, name: &str) -> Option<u64> {
+    stats.lines().find_map(|line| {
+        let (stat, value) = line.split_once(": ")?;
+        stat.ends_with(name)
+            .then(|| value.trim().parse::<u64>().ok())?
+    })
+}
+
 /// The value of counter `name` (a stat name ending) in `envoy`'s stats
 /// once it has stopped moving: plugins built on the kit publish counts on
 /// their tick, every `kit::COUNTER_FLUSH`.
@@ -211,13 +221,7 @@ pub fn summary(r: &Response) -> String {
 /// # Panics
 /// If the counter does not exist or does not settle within five ticks.
 pub fn settled_counter(envoy: &stack::Envoy, name: &str) -> u64 {
-    let read = || {
-        envoy.stats().lines().find_map(|line| {
-            let (stat, value) = line.split_once(": ")?;
-            stat.ends_with(name)
-                .then(|| value.trim().parse::<u64>().ok())?
-        })
-    };
+    let read = || counter_value(&envoy.stats(), name);
     let deadline = std::time::Instant::now() + 5 * kit::COUNTER_FLUSH;
     let mut last = None;
     loop {

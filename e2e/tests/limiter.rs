@@ -110,11 +110,7 @@ fn assert_counter_reaches(envoy: &stack::Envoy, name: &str, want: u64) {
     let deadline = std::time::Instant::now() + 3 * kit::COUNTER_FLUSH;
     loop {
         let stats = envoy.stats();
-        let value = stats.lines().find_map(|line| {
-            let (stat, value) = line.split_once(": ")?;
-            stat.ends_with(name)
-                .then(|| value.trim().parse::<u64>().ok())?
-        });
+        let value = e2e::counter_value(&stats, name);
         if value == Some(want) {
             return;
         }

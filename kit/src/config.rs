@@ -93,6 +93,11 @@ fn value_of<'a, 'cfg>(nodes: &'a [Node<'cfg>]) -> &'a [Node<'cfg>] {
     nodes.get(..span).unwrap_or(nodes)
 }
 
+/// Whether a value is JSON `null`, which the accessors treat as absent.
+fn is_null(value: &[Node<'_>]) -> bool {
+    matches!(value.first(), Some(Node::Static(StaticNode::Null)))
+}
+
 /// An object of the tape: its header node and everything it holds.
 #[derive(Clone, Copy)]
 struct Object<'a, 'cfg>(&'a [Node<'cfg>]);
@@ -360,7 +365,7 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
             .own
             .get(key)
             .or_else(|| self.fallback.and_then(|f| f.get(key)))?;
-        if matches!(value.first(), Some(Node::Static(StaticNode::Null))) {
+        if is_null(value) {
             return None;
         }
         Some(Field {
@@ -471,8 +476,7 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// Looks `key` up in this object only, ignoring the fallback; a JSON
     /// `null` counts as absent.
     fn own_value(&self, key: &'a str) -> Option<Field<'a, 'cfg>> {
-        self.get_own(key)
-            .filter(|f| !matches!(f.value.first(), Some(Node::Static(StaticNode::Null))))
+        self.get_own(key).filter(|f| !is_null(f.value))
     }
 
     /// Looks `key` up in this object only, ignoring the fallback.

@@ -69,14 +69,6 @@ fn buffer_type(buffer: BodyBuffer) -> u32 {
     }
 }
 
-fn host_error(status: abi::Status) -> HostError {
-    match status {
-        2 => HostError::BadArgument,
-        12 => HostError::Unsupported,
-        other => HostError::Status(other),
-    }
-}
-
 /// Serializes a header map the way the ABI expects: the count, each
 /// name's and value's length (little-endian `u32`), then each name and
 /// value followed by a NUL byte.
@@ -203,7 +195,7 @@ impl Host for ProxyHost {
             &NO_PAIRS,
             timeout_ms,
         )
-        .map_err(host_error)
+        .map_err(abi::host_error)
     }
 
     fn redis_init(
@@ -225,7 +217,7 @@ impl Host for ProxyHost {
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
-        abi::define_counter(name).map_err(host_error)
+        abi::define_counter(name).map_err(abi::host_error)
     }
 
     fn increment_counter(&mut self, id: u32, delta: u64) {

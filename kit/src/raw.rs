@@ -210,7 +210,17 @@ pub(crate) mod abi {
         fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     }
 
-    fn status(code: u32) -> Result<(), Status> {
+    /// The typed error of a failure status.
+    pub(crate) fn host_error(status: Status) -> crate::host::HostError {
+        use crate::host::HostError;
+        match status {
+            2 => HostError::BadArgument,
+            12 => HostError::Unsupported,
+            other => HostError::Status(other),
+        }
+    }
+
+    pub(crate) fn status(code: u32) -> Result<(), Status> {
         if code == OK {
             Ok(())
         } else {
@@ -438,12 +448,7 @@ pub(crate) mod higress {
     }
 
     fn status(code: u32) -> Result<(), HostError> {
-        match code {
-            0 => Ok(()),
-            2 => Err(HostError::BadArgument),
-            12 => Err(HostError::Unsupported),
-            other => Err(HostError::Status(other)),
-        }
+        super::abi::status(code).map_err(super::abi::host_error)
     }
 
     pub(crate) fn redis_init(
@@ -498,6 +503,47 @@ pub(crate) fn heap_allocations() -> u64 {
     0
 }
 
+/// Implements `GlobalAlloc` for `$allocator` by forwarding every call
+/// unchanged to the system allocator, calling `$note()` before each
+/// allocation and reallocation. `$note` must not allocate.
+#[cfg(any(
+    test,
+    feature = "fake",
+    all(feature = "heap-stats", target_arch = "wasm32")
+))]
+macro_rules! forward_to_system {
+    ($allocator:ty, $note:path) => {
+        // SAFETY: every call is forwarded unchanged to the system
+        // allocator; `$note` does not allocate (see the caller).
+        unsafe impl std::alloc::GlobalAlloc for $allocator {
+            unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+                $note();
+                // SAFETY: forwarded with the caller's layout.
+                unsafe { std::alloc::System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+                // SAFETY: forwarded with the caller's pointer and layout.
+                unsafe { std::alloc::System.dealloc(ptr, layout) }
+            }
+            unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+                $note();
+                // SAFETY: forwarded with the caller's layout.
+                unsafe { std::alloc::System.alloc_zeroed(layout) }
+            }
+            unsafe fn realloc(
+                &self,
+                ptr: *mut u8,
+                layout: std::alloc::Layout,
+                new_size: usize,
+            ) -> *mut u8 {
+                $note();
+                // SAFETY: forwarded with the caller's pointer, layout and size.
+                unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+            }
+        }
+    };
+}
+
 /// The module's global allocator in `heap-stats` builds: the system
 /// allocator, counting every allocation and reallocation, so that an
 /// end-to-end test can read from the proxy's own stats that requests
@@ -506,11 +552,10 @@ pub(crate) fn heap_allocations() -> u64 {
 #[cfg(all(feature = "heap-stats", target_arch = "wasm32"))]
 pub mod heap_stats {
     use core::sync::atomic::{AtomicU64, Ordering};
-    use std::alloc::{GlobalAlloc, Layout, System};
 
     pub(crate) static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-    /// [`System`], counting.
+    /// The system allocator, counting.
     #[derive(Debug)]
     pub struct CountingSystem;
 
@@ -518,36 +563,14 @@ pub mod heap_stats {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     }
 
-    // SAFETY: every call is forwarded unchanged to the system allocator;
-    // the bookkeeping is one atomic add, which never allocates.
-    unsafe impl GlobalAlloc for CountingSystem {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: forwarded with the caller's layout.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: forwarded with the caller's pointer and layout.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: forwarded with the caller's layout.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note();
-            // SAFETY: forwarded with the caller's pointer, layout and size.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
+    // The bookkeeping is one atomic add, which never allocates.
+    forward_to_system!(CountingSystem, note);
 }
 
 /// A global allocator that counts the allocations made on the current
 /// thread while counting is on; see [`crate::fake::allocations_during`].
 #[cfg(any(test, feature = "fake"))]
 pub(crate) mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
     /// Forwards to the system allocator, counting allocations.
@@ -568,30 +591,9 @@ pub(crate) mod counting {
         });
     }
 
-    // SAFETY: every call is forwarded unchanged to the system allocator; the
-    // bookkeeping touches only const-initialised thread locals, which never
-    // allocate.
-    unsafe impl GlobalAlloc for CountingAllocator {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: forwarded with the caller's layout.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: forwarded with the caller's pointer and layout.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            note();
-            // SAFETY: forwarded with the caller's layout.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            note();
-            // SAFETY: forwarded with the caller's pointer, layout and size.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
+    // The bookkeeping touches only const-initialised thread locals, which
+    // never allocate.
+    forward_to_system!(CountingAllocator, note);
 }
 
 #[cfg(test)]
