@@ -34,8 +34,9 @@ use std::time::Duration;
 use serde::Serialize;
 use stack::{Envoy, EnvoyConfig, OpenAiStream, Redis, Reply, Usage, Webdis};
 
-const USAGE: &str = "usage: loadtest [--smoke] [--seconds N] [--connections N] [--soak-requests N]\n\
-     \n  --smoke            every scenario, tiny (well under a minute); results in loadtest/results/smoke/\n  \
+const USAGE: &str = "usage: loadtest [--smoke] [--only ID,...] [--seconds N] [--connections N] [--soak-requests N]\n\
+     \n  --only ID,...      only these scenarios (ids as in the report, e.g. limiter-flood-paired); results in loadtest/results/only/\n  \
+     --smoke            every scenario, tiny (well under a minute); results in loadtest/results/smoke/\n  \
      --seconds N        length of each overhead run (default 10; env LOADTEST_SECONDS)\n  \
      --connections N    wrk connections of the overhead runs (default 32)\n  \
      --soak-requests N  requests of the soak (default 1000000)";
@@ -44,6 +45,8 @@ const USAGE: &str = "usage: loadtest [--smoke] [--seconds N] [--connections N] [
 #[derive(Debug, Clone, Serialize)]
 pub struct Options {
     pub smoke: bool,
+    /// Scenario ids to run; empty runs every one.
+    pub only: Vec<String>,
     /// Length of each overhead (req/s) run.
     pub seconds: u64,
     /// wrk connections of the overhead runs.
@@ -75,6 +78,7 @@ fn parse_options() -> Result<Options, String> {
     let mut connections = 32;
     let mut soak = None;
     let mut smoke = false;
+    let mut only = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -85,6 +89,22 @@ fn parse_options() -> Result<Options, String> {
         };
         match arg.as_str() {
             "--smoke" => smoke = true,
+            "--only" => {
+                let ids = args.next().unwrap_or_default();
+                for id in ids.split(',').filter(|id| !id.is_empty()) {
+                    if !scenarios::ALL.iter().any(|(known, _)| *known == id) {
+                        let known: Vec<&str> = scenarios::ALL.iter().map(|(k, _)| *k).collect();
+                        return Err(format!(
+                            "--only: no scenario {id:?}; the ids are {}\n{USAGE}",
+                            known.join(", ")
+                        ));
+                    }
+                    only.push(id.to_owned());
+                }
+                if only.is_empty() {
+                    return Err(format!("--only needs scenario ids\n{USAGE}"));
+                }
+            }
             "--seconds" => seconds = Some(value("--seconds")?),
             "--connections" => connections = value("--connections")? as u32,
             "--soak-requests" => soak = Some(value("--soak-requests")?),
@@ -95,6 +115,7 @@ fn parse_options() -> Result<Options, String> {
     let options = if smoke {
         Options {
             smoke,
+            only,
             seconds: seconds.unwrap_or(1),
             connections,
             accuracy_seconds: 2,
@@ -110,6 +131,7 @@ fn parse_options() -> Result<Options, String> {
     } else {
         Options {
             smoke,
+            only,
             seconds: seconds.unwrap_or(default_seconds),
             connections,
             accuracy_seconds: 5,
@@ -167,7 +189,10 @@ pub struct Bench {
 impl Bench {
     fn start(opts: Options) -> Bench {
         let results_dir = stack::repo_root().join("loadtest").join("results");
-        let results_dir = if opts.smoke {
+        // A partial run must not overwrite the last full report.
+        let results_dir = if !opts.only.is_empty() {
+            results_dir.join("only")
+        } else if opts.smoke {
             results_dir.join("smoke")
         } else {
             results_dir
@@ -288,6 +313,61 @@ pub fn rss_kb(envoy: &Envoy) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// CPU time Envoy's process has used so far (user + system, every
+/// thread), in seconds, from `/proc/<pid>/stat`. Read around a run, it
+/// gives the gateway's CPU cost per request, which the machine's drift
+/// moves far less than requests/s (a busy neighbour slows the run without
+/// making each request cost more cycles).
+pub fn cpu_seconds(envoy: &Envoy) -> f64 {
+    let pid = envoy.pid().expect("Envoy is running");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
+    // The command name (field 2) may hold spaces; the fields after its
+    // closing parenthesis are plain numbers. utime and stime are fields 14
+    // and 15, the 12th and 13th after the parenthesis.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("bad /proc/{pid}/stat: {stat}")))
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// Pins every thread of `envoy` to `cpu` (`taskset -a -p`). Threads Envoy
+/// starts later inherit it from the thread that starts them.
+pub fn pin_to_cpu(envoy: &Envoy, cpu: usize) {
+    taskset(envoy, &cpu.to_string());
+}
+
+/// Lets every thread of `envoy` run on CPUs `first..=last` again.
+pub fn pin_to_cpu_range(envoy: &Envoy, first: usize, last: usize) {
+    taskset(envoy, &format!("{first}-{last}"));
+}
+
+fn taskset(envoy: &Envoy, cpus: &str) {
+    let pid = envoy.pid().expect("Envoy is running");
+    let status = std::process::Command::new(stack::require_tool("taskset", "util-linux"))
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run taskset: {e}"));
+    assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed: {status}");
+}
+
+/// `getconf CLK_TCK`: the unit of `/proc/<pid>/stat`'s times.
+fn clock_ticks_per_second() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run getconf CLK_TCK: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("getconf CLK_TCK printed {:?}", out.stdout))
+}
+
 /// Waits long enough that answers still in flight have been counted.
 pub fn settle() {
     std::thread::sleep(Duration::from_millis(200));
@@ -311,7 +391,8 @@ fn main() {
     let started = std::time::Instant::now();
     let machine = report::Machine::read();
     let mut bench = Bench::start(opts);
-    let scenarios = scenarios::run_all(&mut bench);
+    let only = bench.opts.only.clone();
+    let scenarios = scenarios::run_all(&mut bench, &only);
     let results = report::Results::new(&bench, machine, scenarios, started.elapsed());
     drop(bench);
     let failed = report::write(&results);

@@ -284,6 +284,8 @@ struct Drive<'a> {
     /// A 1 s run first, not measured (V8 tiers up, connections open).
     warm_up: bool,
     timeout: Duration,
+    /// The CPU every wrk runs on; `None` lets the kernel choose.
+    wrk_cpu: Option<usize>,
 }
 
 /// What one measured run saw.
@@ -294,6 +296,8 @@ struct Measured {
     per_gateway: Vec<WrkResult>,
     redis_commands: BTreeMap<String, u64>,
     samples: Vec<Sample>,
+    /// Each gateway's CPU time during the run, in seconds, in order.
+    cpu_seconds: Vec<f64>,
 }
 
 /// Runs wrk against every gateway at once (one wrk each), with progress
@@ -306,6 +310,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         connections: drive.connections,
         requests: drive.requests,
         timeout: drive.timeout,
+        cpu: drive.wrk_cpu,
     };
     if drive.warm_up && !bench.opts.smoke {
         for gateway in gateways {
@@ -314,6 +319,8 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
     }
     let admin: Vec<u16> = gateways.iter().map(|g| g.admin_port()).collect();
     let calls_before = bench.redis_commands();
+    let cpu = || -> Vec<f64> { gateways.iter().map(|g| crate::cpu_seconds(g)).collect() };
+    let cpu_before = cpu();
     let progress = Progress::start(label, &admin, drive.seconds);
     let per_gateway: Vec<WrkResult> = std::thread::scope(|scope| {
         let runs: Vec<_> = gateways
@@ -331,6 +338,11 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
             })
             .collect()
     });
+    let cpu_seconds: Vec<f64> = cpu()
+        .iter()
+        .zip(&cpu_before)
+        .map(|(after, before)| after - before)
+        .collect();
     let samples = progress.finish();
     settle();
     let redis_commands = commands_since(&calls_before, &bench.redis_commands());
@@ -343,6 +355,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         per_gateway,
         redis_commands,
         samples,
+        cpu_seconds,
     }
 }
 
@@ -357,6 +370,7 @@ fn overhead_drive<'a>(bench: &Bench, requests: Requests<'a>) -> Drive<'a> {
         requests,
         warm_up: true,
         timeout: Duration::from_secs(2),
+        wrk_cpu: None,
     }
 }
 
@@ -380,10 +394,45 @@ fn overhead(
     s
 }
 
-pub fn run_all(bench: &mut Bench) -> Vec<Scenario> {
+/// Every scenario, by id, in the order a full run takes them.
+pub const ALL: &[(&str, fn(&mut Bench) -> Scenario)] = &[
+    ("baseline", |bench| baseline(bench)),
+    ("local-ratelimit-pass", |bench| {
+        local_ratelimit(bench, false)
+    }),
+    ("local-ratelimit-flood", |bench| {
+        local_ratelimit(bench, true)
+    }),
+    ("limiter-pass", |bench| limiter_pass(bench)),
+    ("limiter-flood", |bench| limiter_flood(bench)),
+    ("limiter-flood-paired", |bench| limiter_flood_paired(bench)),
+    ("upstream-baseline", |bench| upstream_baseline(bench)),
+    ("token-quota-json", |bench| {
+        token_quota_overhead(bench, false)
+    }),
+    ("token-quota-sse", |bench| token_quota_overhead(bench, true)),
+    ("limiter-accuracy", |bench| limiter_accuracy(bench)),
+    ("token-quota-json-accuracy", |bench| {
+        token_quota_accuracy(bench, false)
+    }),
+    ("token-quota-sse-accuracy", |bench| {
+        token_quota_accuracy(bench, true)
+    }),
+    ("soak", |bench| soak(bench)),
+    // Last: it restarts the shared Redis, which empties it.
+    ("faults", faults),
+];
+
+/// Runs the scenarios of [`ALL`] whose id `only` names (every one when
+/// `only` is empty), in [`ALL`]'s order.
+pub fn run_all(bench: &mut Bench, only: &[String]) -> Vec<Scenario> {
     let mut all = Vec::new();
     let started = Instant::now();
-    let mut step = |s: Scenario| {
+    for (id, run) in ALL {
+        if !only.is_empty() && !only.iter().any(|o| o == id) {
+            continue;
+        }
+        let s = run(bench);
         println!(
             "[loadtest]   -> {:.0} req/s, p99 {}, {} ({:.0} s so far)",
             s.wrk.requests_per_sec,
@@ -392,22 +441,7 @@ pub fn run_all(bench: &mut Bench) -> Vec<Scenario> {
             started.elapsed().as_secs_f64()
         );
         all.push(s);
-    };
-    step(baseline(bench));
-    step(local_ratelimit(bench, false));
-    step(local_ratelimit(bench, true));
-    step(limiter_pass(bench));
-    step(limiter_flood(bench));
-    step(limiter_flood_paired(bench));
-    step(upstream_baseline(bench));
-    step(token_quota_overhead(bench, false));
-    step(token_quota_overhead(bench, true));
-    step(limiter_accuracy(bench));
-    step(token_quota_accuracy(bench, false));
-    step(token_quota_accuracy(bench, true));
-    step(soak(bench));
-    // Last: it restarts the shared Redis, which empties it.
-    step(faults(bench));
+    }
     all
 }
 
@@ -513,18 +547,34 @@ fn limiter_flood(bench: &Bench) -> Scenario {
     s
 }
 
-/// The flood path, Envoy's C++ `local_ratelimit` over its limit (the
-/// native reference), the cheapest possible Wasm refusal (the floor for
-/// any Wasm filter) and the no-filter baseline measured in alternation, on
-/// four gateways that run side by side: this machine's speed drifts
-/// by tens of percent over a minute (a shared VM), which a baseline
-/// measured once, minutes before, cannot cancel. Each round runs all
-/// three, starting with a different one each round; the target is judged
-/// on the median of the per-round ratios flood/baseline.
+/// The flood path beside the no-filter baseline, Envoy's C++
+/// `local_ratelimit` over its limit (the native reference) and the
+/// cheapest possible Wasm refusal (the floor for any Wasm filter), all four
+/// gateways loaded **at the same time on one shared CPU**.
+///
+/// Why this shape: this machine is a shared VM whose speed drifts by a
+/// factor of two within a minute (measured: the same no-filter gateway
+/// took 43 µs of CPU per request in one 4 s run and 114 µs in the next), so
+/// runs taken one after another, even in alternation, compare different
+/// machines. Pinned to one CPU and loaded together, the four gateways see
+/// the same machine at every instant, and the kernel's fair scheduler
+/// gives each the same CPU time, so their requests/s relate as the inverse
+/// of their CPU cost per request. wrk runs on the other CPUs. The
+/// comparison is only valid while the gateways keep their CPU busy (wrk is
+/// not the bottleneck): a check requires it.
+///
+/// Each round is one such run; the target is judged on the median of the
+/// per-round ratios flood/baseline.
 fn limiter_flood_paired(bench: &Bench) -> Scenario {
-    let title = "limiter flood vs baseline, alternating rounds (the target's measure)";
+    let title = "limiter flood vs baseline, four gateways loaded together on one shared CPU (the target's measure)";
     announce(title);
     let per_minute = 10;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        cpus >= 2,
+        "the shared-CPU comparison needs 2 CPUs (one for the gateways, one for wrk); this machine has {cpus}"
+    );
+    let gateway_cpu = cpus - 1;
     let plain = Envoy::start(EnvoyConfig::new().log_level("warning"));
     let native = local_ratelimit_gateway(per_minute);
     let minimal = minimal_refusal_gateway();
@@ -537,51 +587,60 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             let _ = stack::get(gateway.port(), "/", &[]);
         }
     }
+    let gateways = [&plain, &native, &minimal, &limited];
+    for gateway in gateways {
+        crate::pin_to_cpu(gateway, gateway_cpu);
+    }
     let rounds = if bench.opts.smoke { 1 } else { 5 };
-    let drive = |warm_up| Drive {
-        seconds: bench.opts.seconds.min(4),
-        connections: bench.opts.connections,
-        requests: Requests::Get,
-        warm_up,
-        timeout: Duration::from_secs(2),
-    };
-    let gateways = [
-        (&plain, "paired-baseline"),
-        (&native, "paired-local-ratelimit"),
-        (&minimal, "paired-minimal-wasm"),
-        (&limited, "paired-flood"),
-    ];
     let mut flood: Option<WrkResult> = None;
     let mut pairs = Vec::new();
     let mut native_pairs = Vec::new();
     let mut minimal_pairs = Vec::new();
     let mut round_texts = Vec::new();
+    let mut busy_lowest = f64::INFINITY;
     let started = Instant::now();
     for round in 0..rounds {
-        let mut rps = [0.0; 4];
-        for turn in 0..gateways.len() {
-            let which = (round + turn) % gateways.len();
-            let Some(&(gateway, label)) = gateways.get(which) else {
-                continue;
-            };
-            let wrk = measure(bench, label, &[gateway], drive(round == 0)).wrk;
-            if let Some(slot) = rps.get_mut(which) {
-                *slot = wrk.requests_per_sec;
-            }
-            if which == 3 {
-                flood = Some(match flood {
-                    Some(sum) => sum.combined(&wrk),
-                    None => wrk,
-                });
-            }
-        }
-        let [base, reference, floor, over] = rps;
+        let drive = Drive {
+            seconds: bench.opts.seconds.min(5),
+            connections: bench.opts.connections,
+            requests: Requests::Get,
+            warm_up: round == 0,
+            timeout: Duration::from_secs(2),
+            wrk_cpu: Some(0),
+        };
+        let seconds = drive.seconds as f64;
+        let measured = measure(bench, "paired", &gateways, drive);
+        let rps: Vec<f64> = measured
+            .per_gateway
+            .iter()
+            .map(|w| w.requests_per_sec)
+            .collect();
+        let [base, reference, floor, over] = rps[..] else {
+            panic!("paired: {} results for 4 gateways", rps.len());
+        };
+        let cpu_per_request: Vec<f64> = measured
+            .cpu_seconds
+            .iter()
+            .zip(&measured.per_gateway)
+            .map(|(cpu, w)| cpu * 1e6 / w.requests.max(1) as f64)
+            .collect();
+        let busy = measured.cpu_seconds.iter().sum::<f64>() / seconds;
+        busy_lowest = busy_lowest.min(busy);
+        flood = Some(match flood {
+            Some(sum) => sum.followed_by(&measured.per_gateway[3]),
+            None => measured.per_gateway[3].clone(),
+        });
         let x = |rate: f64| rate / base.max(1.0);
         let text = format!(
-            "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), minimal Wasm refusal {floor:.0} req/s ({:.2}x), limiter flood {over:.0} req/s ({:.2}x)",
+            "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), minimal Wasm refusal {floor:.0} req/s ({:.2}x), limiter flood {over:.0} req/s ({:.2}x); CPU per request {:.1} / {:.1} / {:.1} / {:.1} µs; shared CPU {:.0}% busy",
             x(reference),
             x(floor),
-            x(over)
+            x(over),
+            cpu_per_request[0],
+            cpu_per_request[1],
+            cpu_per_request[2],
+            cpu_per_request[3],
+            busy * 100.0,
         );
         println!("[loadtest]   round {}: {text}", round + 1);
         round_texts.push(text);
@@ -589,9 +648,10 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         native_pairs.push((base, reference));
         minimal_pairs.push((base, floor));
     }
-    let mut wrk = flood.unwrap_or_default();
-    // Rounds ran one after another: their rate is the mean, not the sum.
-    wrk.requests_per_sec = pairs.iter().map(|(_, over)| over).sum::<f64>() / rounds as f64;
+    for gateway in gateways {
+        crate::pin_to_cpu_range(gateway, 0, gateway_cpu);
+    }
+    let wrk = flood.unwrap_or_default();
     let mut s = Scenario::new("limiter-flood-paired", title, Kind::Overhead, wrk);
     s.connections = bench.opts.connections;
     for (i, text) in round_texts.iter().enumerate() {
@@ -626,8 +686,22 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         allowed <= windows * per_minute,
         format!("{allowed} answers 200 (limit {per_minute} per minute, {windows} windows at most)"),
     );
+    // Below this the gateways waited for wrk, and their rates say more
+    // about wrk than about their own cost.
+    s.check(
+        "the gateways kept their shared CPU busy (the ratios measure their cost, not wrk's)",
+        busy_lowest >= SHARED_CPU_BUSY,
+        format!(
+            "least busy round: {:.0}% of one CPU (needs {:.0}%)",
+            busy_lowest * 100.0,
+            SHARED_CPU_BUSY * 100.0
+        ),
+    );
     s
 }
+
+/// How busy the gateways' shared CPU must be for the paired ratios to count.
+const SHARED_CPU_BUSY: f64 = 0.85;
 
 /// The median of the per-round ratios of a paired scenario.
 pub fn median_ratio(rounds: &[(f64, f64)]) -> Option<f64> {
@@ -749,6 +823,7 @@ fn limiter_accuracy(bench: &Bench) -> Scenario {
         // Warm-up requests would count against the window.
         warm_up: false,
         timeout: Duration::from_secs(2),
+        wrk_cpu: None,
     };
     let window = align_to_minute(drive.seconds);
     let m = measure(bench, "limiter-accuracy", &[&a, &b], drive);
@@ -818,6 +893,7 @@ fn token_quota_accuracy(bench: &Bench, sse: bool) -> Scenario {
         requests: Requests::PostJson(body),
         warm_up: false,
         timeout: Duration::from_secs(2),
+        wrk_cpu: None,
     };
 
     let window = align_to_minute(drive.seconds);
@@ -894,6 +970,7 @@ fn soak(bench: &Bench) -> Scenario {
         connections: bench.opts.connections,
         requests: Requests::Get,
         timeout: Duration::from_secs(2),
+        cpu: None,
     };
     let first_window = (stack::unix_now() / 60.0).floor() as u64;
     let calls_before = bench.redis_commands();
@@ -996,6 +1073,7 @@ fn faults(bench: &mut Bench) -> Scenario {
         connections: opts.connections,
         requests: Requests::Get,
         timeout,
+        cpu: None,
     };
     let script_dir = bench.script_dir();
     // Warm up (and load the script into Redis) before the clock starts.

@@ -157,6 +157,8 @@ pub struct Load<'a> {
     /// wrk's `--timeout`: an answer slower than this is counted as a
     /// timeout error instead of a latency.
     pub timeout: Duration,
+    /// Runs wrk on this CPU only (`taskset -c`), away from the gateways.
+    pub cpu: Option<usize>,
 }
 
 /// Writes the wrk script for `requests` into `dir` and returns its path.
@@ -198,7 +200,14 @@ pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
     let url = format!("http://{}:{}/", stack::LOCALHOST, load.port);
     // wrk takes whole seconds (`2s`), not milliseconds.
     let timeout_s = load.timeout.as_secs_f64().ceil().max(1.0) as u64;
-    let mut command = Command::new(wrk);
+    let mut command = match load.cpu {
+        Some(cpu) => {
+            let mut pinned = Command::new(stack::require_tool("taskset", "util-linux"));
+            pinned.arg("-c").arg(cpu.to_string()).arg(wrk);
+            pinned
+        }
+        None => Command::new(wrk),
+    };
     command
         .args([
             "-t1",
