@@ -65,6 +65,45 @@ fn global_limit_allows_then_rejects_with_headers() {
 }
 
 #[test]
+fn the_over_limit_cache_keeps_every_counter_apart() {
+    // Configured keys hash once at configure, per-value keys per request:
+    // both must keep counters apart, including the same key text under two
+    // items.
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "rule_items": [
+            {"limit_by_header": "x-tenant", "limit_keys": [
+                {"key": "gold", "query_per_minute": 1},
+                {"key": "silver", "query_per_minute": 1}]},
+            {"limit_by_per_header": "x-user", "limit_keys": [
+                {"key": "*", "query_per_minute": 1}]},
+            {"limit_by_header": "x-plan", "limit_keys": [
+                {"key": "gold", "query_per_minute": 1}]}]"#,
+    ));
+    at_second(&mut d, 5);
+    let gold = [("x-tenant", "gold")];
+    assert_eq!(d.request(&gold), Outcome::Forwarded);
+    assert_eq!(d.request(&gold), Outcome::Answered(429));
+    assert_eq!(d.counter("limiter.limited"), 1);
+    // Now from the cache.
+    assert_eq!(d.request(&gold), Outcome::Answered(429));
+    assert_eq!(d.counter("limiter.limited_locally"), 1);
+    // Every other counter still asks Redis and is allowed once.
+    for headers in [
+        &[("x-tenant", "silver")][..],
+        &[("x-user", "gold")],
+        &[("x-user", "ann")],
+        &[("x-plan", "gold")],
+    ] {
+        assert_eq!(d.request(headers), Outcome::Forwarded, "{headers:?}");
+    }
+    assert_eq!(d.request(&[("x-user", "ann")]), Outcome::Answered(429));
+    assert_eq!(d.request(&[("x-user", "ann")]), Outcome::Answered(429));
+    assert_eq!(d.request(&[("x-user", "bob")]), Outcome::Forwarded);
+    assert_eq!(d.counter("limiter.limited_locally"), 2);
+    assert_eq!(d.redis.len(), 6);
+}
+
+#[test]
 fn counter_key_is_cluster_safe_and_names_the_window() {
     let mut d = Driver::new(&config(
         r#""rule_name": "api", "global_threshold": {"query_per_second": 5}"#,
