@@ -335,7 +335,11 @@ impl<'a, H: Host> Redis<'a, H> {
     /// Starts an arbitrary command; add arguments and [`Command::send`] it.
     pub fn command(self, name: &str) -> Command<'a, H> {
         self.client.args.clear();
-        self.client.args.push(name.as_bytes());
+        let name = name.as_bytes();
+        match crate::resp::path_plain(name) {
+            true => self.client.args.push_plain(name),
+            false => self.client.args.push(name),
+        }
         Command {
             redis: self,
             numkeys: None,
@@ -414,7 +418,9 @@ impl<'a, H: Host> Redis<'a, H> {
     /// Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`); the
     /// plugin only sees the final reply.
     pub fn evalsha(self, script: &Script) -> Command<'a, H> {
-        let mut cmd = self.command("EVALSHA").arg(&script.sha1);
+        let mut cmd = self.command("EVALSHA");
+        // The digest is lowercase hex.
+        cmd.redis.client.args.push_plain(&script.sha1);
         cmd.numkeys = Some(cmd.redis.client.args.reserve_slot());
         cmd.script = Some(script.source);
         cmd
@@ -489,7 +495,7 @@ impl<H: Host> Command<'_, H> {
             redis
                 .client
                 .args
-                .fill_slot(slot, digits.format(keys).as_bytes());
+                .fill_slot(slot, digits.format(keys).as_bytes(), true);
         }
         redis
             .client

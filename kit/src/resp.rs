@@ -23,10 +23,22 @@ use smallvec::SmallVec;
 ///
 /// The kit can also reserve an argument and fill it later, which is how
 /// EVAL's `numkeys` is written once the keys are known.
+///
+/// Each argument also records whether it is known to need no escaping in a
+/// webdis path (integers, script digests, command names): the webdis
+/// encoder copies those whole instead of looking at every byte, which
+/// halves its work for an EVALSHA.
 #[derive(Debug, Default, Clone)]
 pub struct CommandArgs {
     arena: Vec<u8>,
-    ranges: SmallVec<[(u32, u32); 12]>,
+    /// Start, end, and whether the argument is [`path_plain`].
+    ranges: SmallVec<[(u32, u32, bool); 12]>,
+}
+
+/// Whether every byte of `arg` stands for itself in a webdis path segment.
+pub(crate) fn path_plain(arg: &[u8]) -> bool {
+    arg.iter()
+        .all(|&b| PLAIN.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 impl CommandArgs {
@@ -57,7 +69,7 @@ impl CommandArgs {
         for part in parts {
             self.arena.extend_from_slice(part);
         }
-        self.ranges.push((start, self.end()));
+        self.ranges.push((start, self.end(), false));
     }
 
     /// Appends one argument.
@@ -65,44 +77,66 @@ impl CommandArgs {
         self.push_parts(&[arg]);
     }
 
+    /// Appends one argument the caller knows to be [`path_plain`].
+    pub(crate) fn push_plain(&mut self, arg: &[u8]) {
+        debug_assert!(path_plain(arg), "{arg:?} is not path-plain");
+        self.push(arg);
+        if let Some(last) = self.ranges.last_mut() {
+            last.2 = true;
+        }
+    }
+
     /// Appends an integer argument in decimal.
     pub fn push_int(&mut self, n: i64) {
         let mut digits = itoa::Buffer::new();
-        self.push(digits.format(n).as_bytes());
+        // Digits and `-` stand for themselves in a webdis path.
+        self.push_plain(digits.format(n).as_bytes());
     }
 
     /// Adds an empty argument to fill later with [`CommandArgs::fill_slot`].
     pub(crate) fn reserve_slot(&mut self) -> usize {
-        self.ranges.push((0, 0));
+        self.ranges.push((0, 0, false));
         self.ranges.len() - 1
     }
 
-    /// Writes the bytes of a reserved argument.
-    pub(crate) fn fill_slot(&mut self, slot: usize, arg: &[u8]) {
+    /// Writes the bytes of a reserved argument; `plain` as for
+    /// [`CommandArgs::push_plain`].
+    pub(crate) fn fill_slot(&mut self, slot: usize, arg: &[u8], plain: bool) {
+        debug_assert!(!plain || path_plain(arg), "{arg:?} is not path-plain");
         let start = self.end();
         self.arena.extend_from_slice(arg);
         let end = self.end();
         if let Some(range) = self.ranges.get_mut(slot) {
-            *range = (start, end);
+            *range = (start, end, plain);
         }
     }
 
     /// Replaces argument `index` (used to turn EVALSHA into EVAL).
     pub(crate) fn replace(&mut self, index: usize, arg: &[u8]) {
-        self.fill_slot(index, arg);
+        self.fill_slot(index, arg, path_plain(arg));
     }
 
     /// Argument `index`; empty when out of range.
     pub fn get(&self, index: usize) -> &[u8] {
         self.ranges
             .get(index)
-            .and_then(|&(s, e)| self.arena.get(s as usize..e as usize))
+            .and_then(|&(s, e, _)| self.arena.get(s as usize..e as usize))
             .unwrap_or_default()
     }
 
     /// The arguments in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         (0..self.ranges.len()).map(|i| self.get(i))
+    }
+
+    /// The arguments in order, each with whether it is [`path_plain`].
+    fn iter_marked(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
+        self.ranges.iter().map(|&(s, e, plain)| {
+            (
+                self.arena.get(s as usize..e as usize).unwrap_or_default(),
+                plain,
+            )
+        })
     }
 
     pub(crate) fn copy_from(&mut self, other: &CommandArgs) {
@@ -138,7 +172,7 @@ pub fn encode_command(args: &CommandArgs, out: &mut BytesMut) {
     let len = args
         .ranges
         .iter()
-        .fold(header_len(args.ranges.len()), |n, &(start, end)| {
+        .fold(header_len(args.ranges.len()), |n, &(start, end, _)| {
             let arg = end.saturating_sub(start) as usize;
             n + header_len(arg) + arg + 2
         });
@@ -677,7 +711,12 @@ pub(crate) const fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
 /// split the argument, `.` could be taken for the `.raw` suffix, `%` and `+`
 /// would be decoded, and control bytes or non-ASCII must reach Redis
 /// byte for byte.
-pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8]) {
+pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8], plain: bool) {
+    if plain {
+        out.extend_from_slice(b"/");
+        out.extend_from_slice(arg);
+        return;
+    }
     // Bytes are gathered on the stack and copied out a block at a time:
     // a key like `limiter:{api:header:x-api-key:k-1}:1700000000` has an
     // escape every few bytes, and a copy per escape costs more than the
@@ -726,8 +765,8 @@ const PLAIN: [bool; 256] = {
 /// Encodes `args` as a webdis request path `/CMD/arg1/arg2.raw` into `out`.
 pub fn encode_webdis_path(args: &CommandArgs, out: &mut BytesMut) {
     out.clear();
-    for arg in args.iter() {
-        push_path_segment(out, arg);
+    for (arg, plain) in args.iter_marked() {
+        push_path_segment(out, arg, plain);
     }
     out.extend_from_slice(b".raw");
 }
@@ -1181,7 +1220,7 @@ mod tests {
         a.push(b"return 1");
         let slot = a.reserve_slot();
         a.push(b"key");
-        a.fill_slot(slot, b"1");
+        a.fill_slot(slot, b"1", true);
         let mut out = BytesMut::new();
         encode_command(&a, &mut out);
         assert_eq!(
@@ -1195,6 +1234,48 @@ mod tests {
         let mut out = BytesMut::new();
         encode_webdis_path(&args(&[b"GET", "a/b%c d.e+\r\né".as_bytes()]), &mut out);
         assert_eq!(&out[..], b"/GET/a%2Fb%25c%20d%2Ee%2B%0D%0A%C3%A9.raw");
+    }
+
+    #[test]
+    fn plain_arguments_are_copied_as_the_escaper_would_write_them() {
+        // The same command, once with every argument marked plain where
+        // the kit marks it, once with none marked: one path.
+        let digest = b"e0e1f9fabfc9d4800c877a703b823ac0578ff831";
+        let mut marked = CommandArgs::default();
+        marked.push_plain(b"EVALSHA");
+        marked.push_plain(digest);
+        let slot = marked.reserve_slot();
+        marked.push(b"limiter:{api:global}:1700000040");
+        marked.push_int(-60);
+        marked.fill_slot(slot, b"1", true);
+        let unmarked = args(&[
+            b"EVALSHA",
+            digest,
+            b"1",
+            b"limiter:{api:global}:1700000040",
+            b"-60",
+        ]);
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        encode_webdis_path(&marked, &mut a);
+        encode_webdis_path(&unmarked, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(
+            &a[..],
+            b"/EVALSHA/e0e1f9fabfc9d4800c877a703b823ac0578ff831/1/limiter%3A%7Bapi%3Aglobal%7D%3A1700000040/-60.raw"
+        );
+        for plain in [&b"EVALSHA"[..], b"-12", b"a_b-C9"] {
+            assert!(path_plain(plain), "{plain:?}");
+        }
+        for escaped in [&b"a.b"[..], b"a/b", b"a b", b"\xff", b"+"] {
+            assert!(!path_plain(escaped), "{escaped:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "is not path-plain")]
+    #[cfg(debug_assertions)]
+    fn marking_an_escapable_argument_plain_is_caught_in_debug_builds() {
+        CommandArgs::default().push_plain(b"a:b");
     }
 
     #[test]
