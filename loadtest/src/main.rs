@@ -330,7 +330,10 @@ pub fn cpu_seconds(envoy: &Envoy) -> f64 {
         .split_whitespace()
         .skip(11)
         .take(2)
-        .map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("bad /proc/{pid}/stat: {stat}")))
+        .map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("bad /proc/{pid}/stat: {stat}"))
+        })
         .sum();
     ticks as f64 / clock_ticks_per_second()
 }
@@ -353,7 +356,10 @@ fn taskset(envoy: &Envoy, cpus: &str) {
         .stdout(std::process::Stdio::null())
         .status()
         .unwrap_or_else(|e| panic!("cannot run taskset: {e}"));
-    assert!(status.success(), "taskset -a -p -c {cpus} {pid} failed: {status}");
+    assert!(
+        status.success(),
+        "taskset -a -p -c {cpus} {pid} failed: {status}"
+    );
 }
 
 /// `getconf CLK_TCK`: the unit of `/proc/<pid>/stat`'s times.

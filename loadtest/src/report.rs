@@ -148,7 +148,7 @@ impl Results {
                 })
             })
             .collect();
-        // Judged on the alternating rounds, which cancel the machine's
+        // Judged on the shared-CPU rounds, which cancel the machine's
         // drift; the single runs above are reported beside them.
         let targets = scenarios
             .iter()
@@ -166,7 +166,7 @@ impl Results {
                     ),
                     met: median >= FLOOD_TARGET,
                     detail: format!(
-                        "median {median:.2}x over {} alternating rounds (flood/baseline req/s): {}",
+                        "median {median:.2}x over {} rounds on one shared CPU (flood/baseline req/s): {}",
                         s.rounds.len(),
                         rounds.join(", ")
                     ),
@@ -299,9 +299,9 @@ fn markdown(results: &Results) -> String {
         out,
         "## Summary\n\n{}\n`× baseline` is req/s divided by the no-filter run named in the \
          scenario's section (Envoy answering itself for the limiter and `local_ratelimit` rows, \
-         Envoy routing to the upstream for the token quota rows); for the alternating-rounds \
-         row it is the median of its rounds' ratios, each against a no-filter gateway measured \
-         right before or after it. `Redis commands/request` is \
+         Envoy routing to the upstream for the token quota rows); for the shared-CPU \
+         row it is the median of its rounds' ratios, each against a no-filter gateway loaded \
+         at the same time on the same CPU. `Redis commands/request` is \
          from `INFO commandstats` before and after the measured run and counts the commands a \
          Lua script runs as well (the limiter's EVALSHA runs INCR: 2 commands, 1 round trip); \
          each section lists them by name.\n",

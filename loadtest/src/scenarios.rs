@@ -45,7 +45,7 @@ pub struct Scenario {
     pub title: String,
     pub kind: Kind,
     /// The `id` of the no-filter run this one is compared with, measured
-    /// separately (or, for a paired scenario, in alternation: `rounds`).
+    /// separately (or, for a paired scenario, at the same time: `rounds`).
     pub baseline: Option<&'static str>,
     pub gateways: u32,
     pub connections: u32,
@@ -61,8 +61,8 @@ pub struct Scenario {
     /// Per-second answer counts (fault scenario).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<Sample>,
-    /// Alternating rounds of a paired comparison: (baseline req/s, this
-    /// scenario's req/s) per round.
+    /// Rounds of a paired comparison: (baseline req/s, this scenario's
+    /// req/s) per round.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<(f64, f64)>,
 }
@@ -394,8 +394,11 @@ fn overhead(
     s
 }
 
+/// Runs one scenario.
+pub type Run = fn(&mut Bench) -> Scenario;
+
 /// Every scenario, by id, in the order a full run takes them.
-pub const ALL: &[(&str, fn(&mut Bench) -> Scenario)] = &[
+pub const ALL: &[(&str, Run)] = &[
     ("baseline", |bench| baseline(bench)),
     ("local-ratelimit-pass", |bench| {
         local_ratelimit(bench, false)
@@ -618,6 +621,9 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         let [base, reference, floor, over] = rps[..] else {
             panic!("paired: {} results for 4 gateways", rps.len());
         };
+        let Some(flood_run) = measured.per_gateway.get(3) else {
+            panic!("paired: no result for the limiter");
+        };
         let cpu_per_request: Vec<f64> = measured
             .cpu_seconds
             .iter()
@@ -627,8 +633,8 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         let busy = measured.cpu_seconds.iter().sum::<f64>() / seconds;
         busy_lowest = busy_lowest.min(busy);
         flood = Some(match flood {
-            Some(sum) => sum.followed_by(&measured.per_gateway[3]),
-            None => measured.per_gateway[3].clone(),
+            Some(sum) => sum.followed_by(flood_run),
+            None => flood_run.clone(),
         });
         let x = |rate: f64| rate / base.max(1.0);
         let text = format!(
@@ -636,10 +642,10 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             x(reference),
             x(floor),
             x(over),
-            cpu_per_request[0],
-            cpu_per_request[1],
-            cpu_per_request[2],
-            cpu_per_request[3],
+            cpu_per_request.first().unwrap_or(&0.0),
+            cpu_per_request.get(1).unwrap_or(&0.0),
+            cpu_per_request.get(2).unwrap_or(&0.0),
+            cpu_per_request.get(3).unwrap_or(&0.0),
             busy * 100.0,
         );
         println!("[loadtest]   round {}: {text}", round + 1);
@@ -687,16 +693,19 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         format!("{allowed} answers 200 (limit {per_minute} per minute, {windows} windows at most)"),
     );
     // Below this the gateways waited for wrk, and their rates say more
-    // about wrk than about their own cost.
-    s.check(
-        "the gateways kept their shared CPU busy (the ratios measure their cost, not wrk's)",
-        busy_lowest >= SHARED_CPU_BUSY,
-        format!(
-            "least busy round: {:.0}% of one CPU (needs {:.0}%)",
-            busy_lowest * 100.0,
-            SHARED_CPU_BUSY * 100.0
-        ),
+    // about wrk than about their own cost. The smoke run's single second
+    // measures nothing and only reports it.
+    let what = "the gateways kept their shared CPU busy (the ratios measure their cost, not wrk's)";
+    let detail = format!(
+        "least busy round: {:.0}% of one CPU (needs {:.0}%)",
+        busy_lowest * 100.0,
+        SHARED_CPU_BUSY * 100.0
     );
+    if bench.opts.smoke {
+        s.fact(what, detail);
+    } else {
+        s.check(what, busy_lowest >= SHARED_CPU_BUSY, detail);
+    }
     s
 }
 
