@@ -31,8 +31,12 @@ use smallvec::SmallVec;
 #[derive(Debug, Default, Clone)]
 pub struct CommandArgs {
     arena: Vec<u8>,
-    /// Start, end, and whether the argument is [`path_plain`].
-    ranges: SmallVec<[(u32, u32, bool); 12]>,
+    /// Start, end, and whether the argument is [`path_plain`]. A `Vec`,
+    /// not inline storage: call entries swap whole `CommandArgs` to keep an
+    /// EVALSHA's arguments for a retry, and a 24-byte vector swaps in a
+    /// fraction of the time 144 inline bytes take. It grows once per
+    /// buffer and is then reused.
+    ranges: Vec<(u32, u32, bool)>,
 }
 
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
