@@ -21,6 +21,7 @@ use crate::host::Host;
 use crate::io::Io;
 use crate::plugin::{Flow, Setup};
 use cache::OverLimitCache;
+use core::cell::Cell;
 use keys::{Cidr, Source, Value};
 use pattern::Pattern;
 
@@ -418,6 +419,8 @@ pub struct Rule<'cfg> {
     /// only per-value counters hash (a keyed hash costs about 300
     /// instructions).
     heads: Heads,
+    /// The digits of the last window start, for the counter keys.
+    window_text: WindowText,
 }
 
 /// A counter whose identity is configured: its key up to the window
@@ -558,6 +561,7 @@ impl<'cfg> Rule<'cfg> {
             key_prefix,
             cache,
             heads,
+            window_text: WindowText::default(),
         })
     }
 
@@ -627,7 +631,9 @@ impl<'cfg> Rule<'cfg> {
     ) -> Option<Applied<'a>> {
         let matched = self.limits.find(io, &mut scratch.value)?;
         let window = window::Window::containing(now, matched.limit.window_secs);
-        let start = scratch.window.format(window.start).as_bytes();
+        let (digits, len) = self.window_text.of(window.start);
+        scratch.window = digits;
+        let start = scratch.window.get(..len).unwrap_or_default();
         let (key, hash) = self.counter_key(&matched, &scratch.value, start);
         let cache_hash = match hash {
             Some(hash) => hash,
@@ -655,7 +661,33 @@ impl<'cfg> Rule<'cfg> {
 #[derive(Default)]
 pub struct KeyScratch {
     value: Value,
-    window: itoa::Buffer,
+    window: [u8; 20],
+}
+
+/// The decimal text of the window start a rule formatted last: every
+/// request of a window needs the same digits, and copying them costs a
+/// fraction of formatting them again.
+#[derive(Debug, Default)]
+struct WindowText(Cell<(u64, [u8; 20], usize)>);
+
+impl WindowText {
+    /// The digits of `start` (the first `len` bytes of the array).
+    fn of(&self, start: u64) -> ([u8; 20], usize) {
+        let (last, digits, len) = self.0.get();
+        if len > 0 && last == start {
+            return (digits, len);
+        }
+        let mut buffer = itoa::Buffer::new();
+        let text = buffer.format(start).as_bytes();
+        let mut digits = [0u8; 20];
+        // A u64 has at most 20 digits.
+        let len = text.len().min(digits.len());
+        if let (Some(to), Some(from)) = (digits.get_mut(..len), text.get(..len)) {
+            to.copy_from_slice(from);
+        }
+        self.0.set((start, digits, len));
+        (digits, len)
+    }
 }
 
 impl core::fmt::Debug for KeyScratch {

@@ -82,13 +82,13 @@ impl Plugin for Limiter {
         cx.state.window = Some(window);
         cx.state.cache_hash = applied.cache_hash;
 
-        let mut ttl = itoa::Buffer::new();
-        let ttl = ttl.format(applied.limit.window_secs).as_bytes();
+        // Windows are at most a day long.
+        let ttl = i64::try_from(applied.limit.window_secs).unwrap_or(i64::MAX);
         let sent = cx.io.redis().and_then(|redis| {
             redis
                 .evalsha(&cfg.script)
                 .key_parts(key.parts())
-                .arg(ttl)
+                .arg_int(ttl)
                 .send()
         });
         match sent {
