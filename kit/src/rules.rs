@@ -178,7 +178,7 @@ fn compile_matcher<'cfg>(
     {
         return Err(item.error(format!(
             "a rule needs a non-empty one of {}",
-            MATCH_KEYS.join(", ")
+            crate::config::comma_list(&MATCH_KEYS)
         )));
     }
     Ok(m)

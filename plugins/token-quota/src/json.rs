@@ -414,6 +414,11 @@ impl Lexer {
     /// (`None`: the end of the chunk, an escape, a cut character, a number
     /// with a fraction, anything invalid) the machine carries on from the
     /// same place and decides the byte, errors included.
+    ///
+    /// Only the paths with one caller are forced inline: `fast_value`,
+    /// `fast_string`, `fast_key` and `fast_close` are reached from two or
+    /// three places each, and copying them into every one cost about 5 KB
+    /// of the module for a call saved per event.
     #[inline(always)]
     fn fast<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
         match self.state {
@@ -452,7 +457,6 @@ impl Lexer {
         }
     }
 
-    #[inline(always)]
     fn fast_close(&mut self, b: u8, pos: &mut usize) -> Option<Event> {
         match self.close(b, self.base.wrapping_add(*pos)) {
             Act::Emit(event) => {
@@ -465,7 +469,6 @@ impl Lexer {
     }
 
     /// Where a key or `}` may start.
-    #[inline(always)]
     fn fast_key<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
         match skip_space::<LINE>(input, pos)? {
             b'"' => {
@@ -482,7 +485,6 @@ impl Lexer {
     }
 
     /// Inside a string: up to its closing quote.
-    #[inline(always)]
     fn fast_string(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
         self.skip_string(input, pos);
         if input.get(*pos) != Some(&b'"') {
@@ -500,7 +502,6 @@ impl Lexer {
     }
 
     /// Where a value must start (or, after `[`, `]` may).
-    #[inline(always)]
     fn fast_value<const LINE: bool>(&mut self, input: &[u8], pos: &mut usize) -> Option<Event> {
         let b = skip_space::<LINE>(input, pos)?;
         let at = self.base.wrapping_add(*pos);
