@@ -67,7 +67,7 @@ pub(crate) fn settings() -> Criterion {
 }
 
 /// Whether `BENCH_QUICK` asks for short runs (set and neither empty nor `0`).
-fn quick() -> bool {
+pub(crate) fn quick() -> bool {
     std::env::var_os("BENCH_QUICK").is_some_and(|v| !v.is_empty() && v != "0")
 }
 

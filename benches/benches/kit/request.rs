@@ -83,8 +83,59 @@ fn bench_redis_path(c: &mut Criterion) {
         group.bench_function(format!("{name}/naive_alloc"), |b| {
             b.iter(|| black_box(naive.request(black_box(&request), &mut redis)));
         });
+
+        let (mut kit_redis, mut naive_redis) = (cycling_counter(), cycling_counter());
+        paired_ratio(
+            &format!("limiter_request/{name}"),
+            || black_box(kit.request(black_box(&request), &mut kit_redis)),
+            || black_box(naive.request(black_box(&request), &mut naive_redis)),
+        );
     }
     group.finish();
+}
+
+/// Blocks of requests per side in [`paired_ratio`]: a few milliseconds each.
+const PAIRED_BLOCK: u32 = 1_000;
+
+/// Times `kit` and `naive` in alternating blocks of [`PAIRED_BLOCK`]
+/// requests and prints the median of the per-round ratios naive/kit.
+///
+/// Criterion times each routine for seconds, one after the other; on this
+/// shared VM the machine's speed drifts by tens of percent between two
+/// such runs, which moves a ratio of two criterion rows as much as the
+/// code does. Rounds a few milliseconds long see one machine for both
+/// sides, and their median drops the rounds a hiccup hit.
+fn paired_ratio<T>(name: &str, mut kit: impl FnMut() -> T, mut naive: impl FnMut() -> T) {
+    let rounds = if crate::quick() { 31 } else { 201 };
+    let mut time = |routine: &mut dyn FnMut() -> T| {
+        let start = std::time::Instant::now();
+        for _ in 0..PAIRED_BLOCK {
+            black_box(routine());
+        }
+        start.elapsed().as_secs_f64() / f64::from(PAIRED_BLOCK)
+    };
+    let mut ratios = Vec::with_capacity(rounds);
+    let (mut kit_total, mut naive_total) = (0.0, 0.0);
+    for round in 0..rounds {
+        // Either side goes first in turn, so neither always follows the other.
+        let (k, n) = if round % 2 == 0 {
+            let k = time(&mut kit);
+            (k, time(&mut naive))
+        } else {
+            let n = time(&mut naive);
+            (time(&mut kit), n)
+        };
+        kit_total += k;
+        naive_total += n;
+        ratios.push(n / k);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[rounds / 2];
+    eprintln!(
+        "{name}: paired ratio naive/kit {median:.2}x (median of {rounds} rounds of {PAIRED_BLOCK} requests each; mean kit {:.1} ns, naive {:.1} ns per request)",
+        kit_total / rounds as f64 * 1e9,
+        naive_total / rounds as f64 * 1e9,
+    );
 }
 
 fn bench_over_limit(c: &mut Criterion) {
