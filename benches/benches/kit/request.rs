@@ -107,7 +107,7 @@ const PAIRED_BLOCK: u32 = 1_000;
 /// sides, and their median drops the rounds a hiccup hit.
 fn paired_ratio<T>(name: &str, mut kit: impl FnMut() -> T, mut naive: impl FnMut() -> T) {
     let rounds = if crate::quick() { 31 } else { 201 };
-    let mut time = |routine: &mut dyn FnMut() -> T| {
+    let time = |routine: &mut dyn FnMut() -> T| {
         let start = std::time::Instant::now();
         for _ in 0..PAIRED_BLOCK {
             black_box(routine());
