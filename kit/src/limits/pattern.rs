@@ -19,7 +19,7 @@
 //!   space makes it literal (`\.`, `\\`, `\-`, `\/`); `\t \n \r \f \v \a`,
 //!   `\x7F` and `\x{10FFFF}` name characters; `\Q...\E` quotes a run of
 //!   literals.
-//! - `.`: any character but `\n`.
+//! - `.`: any character but `\n` (any at all under `s`).
 //! - Classes: `[abc]`, `[a-z0-9_]`, `[^...]` (matches `\n` unless listed),
 //!   with escapes inside, `]` first or `-` first or last as literals, and
 //!   the ASCII POSIX classes `[[:alpha:]]`, `[[:^digit:]]`...
@@ -30,6 +30,17 @@
 //!   boundary, or not).
 //! - Groups `(...)`, `(?:...)`, `(?P<name>...)`, `(?<name>...)`;
 //!   alternation `|` (branches may be empty).
+//! - Flags: `(?flags)` sets them up to the `)` of the enclosing group
+//!   (across `|`), `(?flags:re)` for `re` only; `-` clears those after it
+//!   (`(?i-s)`, `(?-i)`). `i`: case-insensitive, compiled into the
+//!   program (the text is never folded). ASCII letters match both cases,
+//!   and as in Go's simple folding `k` and `s` also match U+212A (KELVIN
+//!   SIGN) and U+017F (LONG S); classes fold before they are negated, so
+//!   `(?i)[^a]` matches neither `a` nor `A`, and `(?i)\w` (which holds
+//!   letters) matches U+212A too; assertions do not change. `s`: `.`
+//!   matches `\n`. `U` (ungreedy) is accepted and, like the lazy forms,
+//!   changes nothing here; so do `-m` (multi-line mode is never on) and,
+//!   as in Go, `(?)`.
 //! - Repetition `*`, `+`, `?`, `{n}`, `{n,}`, `{n,m}` with counts up to
 //!   1000; the lazy forms (`*?`...) are accepted and mean the same, as only
 //!   match or no match matters. As in Go, a `{` that does not start a
@@ -41,10 +52,13 @@
 //! the same bytes in the text.
 //!
 //! Refused, with a one-line reason: backreferences and octal escapes
-//! (`\1`, `\0`), lookaround (`(?=`, `(?!`, `(?<=`, `(?<!`), flags
-//! (`(?i)`...), Unicode classes (`\p{Greek}`), and programs of more than
-//! 1000 instructions once counted repetitions are expanded (`x{1,100}`
-//! costs 100 copies of `x` and 99 branches).
+//! (`\1`, `\0`), lookaround (`(?=`, `(?!`, `(?<=`, `(?<!`), multi-line
+//! mode `(?m)`, invalid flags (`(?x)`, `(?-)`), under `i` any non-ASCII
+//! literal or class range reaching beyond ASCII (`(?i)é`, `(?i)[à-ÿ]`:
+//! folding them would need Unicode case tables; `(?i)[^a]` is fine),
+//! Unicode classes (`\p{Greek}`), and programs of more than 1000
+//! instructions once counted repetitions are expanded (`x{1,100}` costs
+//! 100 copies of `x` and 99 branches).
 
 use core::cell::RefCell;
 use core::fmt;
@@ -56,6 +70,8 @@ const MAX_INSTRUCTIONS: usize = 1000;
 const MAX_REPEAT: u32 = 1000;
 /// Deepest group nesting; parsing and compiling recurse once per level.
 const MAX_NESTING: usize = 100;
+/// Why a pattern that folds case with a non-ASCII character is refused.
+const NOT_ASCII: &str = "(?i) is supported for ASCII letters only";
 /// Largest Unicode scalar value, for negated classes.
 const MAX_CHAR: u32 = 0x10_FFFF;
 /// What an invalid UTF-8 byte of the text reads as.
@@ -196,9 +212,9 @@ impl Pattern {
     ///
     /// # Errors
     /// When the pattern is malformed or uses syntax this module refuses
-    /// (backreferences, lookaround, flags, Unicode classes), or compiles to
-    /// more than 1000 instructions; the error gives a one-line reason and
-    /// the byte offset.
+    /// (backreferences, lookaround, `(?m)`, non-ASCII under `(?i)`, Unicode
+    /// classes), or compiles to more than 1000 instructions; the error
+    /// gives a one-line reason and the byte offset.
     ///
     /// # Examples
     ///
@@ -213,6 +229,7 @@ impl Pattern {
             pattern,
             pos: 0,
             depth: 0,
+            flags: Flags::default(),
             ranges: Vec::new(),
         };
         let node = parser.alternation()?;
@@ -622,7 +639,20 @@ struct Parser<'p> {
     pattern: &'p str,
     pos: usize,
     depth: usize,
+    /// In force at `pos`; saved when a group opens, restored when it
+    /// closes.
+    flags: Flags,
     ranges: Vec<(u32, u32)>,
+}
+
+/// The flags that change what the parser produces. `U` only swaps greedy
+/// and lazy repetition, which match the same texts; `m` is refused.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flags {
+    /// `i`: ASCII letters also match their other case.
+    fold: bool,
+    /// `s`: `.` also matches `\n`.
+    dot_nl: bool,
 }
 
 /// `\d`, `\s`, `\w` and the POSIX classes, as sorted ranges.
@@ -662,6 +692,43 @@ fn perl_class(letter: char) -> Option<NamedClass> {
         _ => return None,
     };
     Some((ranges, letter.is_ascii_uppercase()))
+}
+
+/// Adds to `class` the other cases of the ASCII letters in `lo..=hi`, as
+/// Go's simple case folding does: `k` and `s` also fold to U+212A (KELVIN
+/// SIGN) and U+017F (LATIN SMALL LETTER LONG S). The caller keeps `hi`
+/// within ASCII, where these are all the folds there are.
+fn add_folds(class: &mut Vec<(u32, u32)>, lo: u32, hi: u32) {
+    const UPPER: (u32, u32) = (0x41, 0x5A);
+    const LOWER: (u32, u32) = (0x61, 0x7A);
+    // Each letter range maps onto the other, 0x20 apart.
+    for ((first, last), to) in [(UPPER, LOWER.0), (LOWER, UPPER.0)] {
+        let (from, until) = (lo.max(first), hi.min(last));
+        if from <= until {
+            class.push((from - first + to, until - first + to));
+        }
+    }
+    for (upper, extra) in [(0x4B, 0x212A), (0x53, 0x17F)] {
+        if (lo..=hi).contains(&upper) || (lo..=hi).contains(&(upper + 0x20)) {
+            class.push((extra, extra));
+        }
+    }
+}
+
+/// Adds a predefined class to `class`; under `i` its letters are folded
+/// before it is negated, as in Go (`(?i)\W` matches neither `k` nor
+/// U+212A).
+fn add_named(class: &mut Vec<(u32, u32)>, (ranges, negated): NamedClass, fold: bool) {
+    if !fold {
+        add_ranges(class, ranges, negated);
+        return;
+    }
+    let mut folded = ranges.to_vec();
+    for &(lo, hi) in ranges {
+        add_folds(&mut folded, lo, hi);
+    }
+    normalize(&mut folded);
+    add_ranges(class, &folded, negated);
 }
 
 /// Adds `ranges` to `class`, or their complement when `negated`.
@@ -854,11 +921,21 @@ impl Parser<'_> {
             return Ok(());
         };
         let node = match ch {
-            '(' => self.group(start)?,
+            '(' => match self.group(start)? {
+                Some(node) => node,
+                // `(?flags)`: nothing to match, and a repetition after it
+                // applies to the item before, as in Go.
+                None => return Ok(()),
+            },
             '[' => self.class(start)?,
             '.' => {
+                let newline: &[_] = if self.flags.dot_nl {
+                    &[]
+                } else {
+                    &[(0x0A, 0x0A)]
+                };
                 let mut dot = Vec::new();
-                add_ranges(&mut dot, &[(0x0A, 0x0A)], true);
+                add_ranges(&mut dot, newline, true);
                 self.pool(dot)?
             }
             '^' => Node::Assert(Assertion::Start),
@@ -870,28 +947,54 @@ impl Parser<'_> {
                 Some('A') => Node::Assert(Assertion::Start),
                 Some('z') => Node::Assert(Assertion::End),
                 Some('Q') => {
-                    let rest = self.rest();
+                    // A copy of the `&str`, so `self` stays free to mutate.
+                    let pattern = self.pattern;
+                    let rest = pattern.get(self.pos..).unwrap_or_default();
                     let (quoted, skip) = match find_pair(rest, *b"\\E") {
                         Some(end) => (rest.get(..end).unwrap_or_default(), end + 2),
                         None => (rest, rest.len()),
                     };
-                    items.extend(quoted.chars().map(|c| Node::Char(u32::from(c))));
+                    for c in quoted.chars() {
+                        items.push(self.literal(u32::from(c), start)?);
+                    }
                     self.pos += skip;
                     return Ok(());
                 }
                 Some(letter) => match perl_class(letter) {
-                    Some((ranges, negated)) => {
+                    Some(named) => {
                         let mut class = Vec::new();
-                        add_ranges(&mut class, ranges, negated);
+                        add_named(&mut class, named, self.flags.fold);
                         self.pool(class)?
                     }
-                    None => Node::Char(self.escape(letter, start)?),
+                    None => {
+                        let ch = self.escape(letter, start)?;
+                        self.literal(ch, start)?
+                    }
                 },
             },
-            other => Node::Char(u32::from(other)),
+            other => self.literal(u32::from(other), start)?,
         };
         items.push(node);
         Ok(())
+    }
+
+    /// A literal character at `at`; under `i`, a class of its cases.
+    fn literal(&mut self, ch: u32, at: usize) -> Result<Node, PatternError> {
+        if !self.flags.fold {
+            return Ok(Node::Char(ch));
+        }
+        if ch > 0x7F {
+            // Folding it would take Unicode case tables.
+            return Err(self.error_at(NOT_ASCII, at));
+        }
+        let mut class = vec![(ch, ch)];
+        add_folds(&mut class, ch, ch);
+        if class.len() == 1 {
+            // Not a letter: it is its only case.
+            return Ok(Node::Char(ch));
+        }
+        normalize(&mut class);
+        self.pool(class)
     }
 
     /// A one-character escape (after the `\`), outside or inside a class.
@@ -935,11 +1038,13 @@ impl Parser<'_> {
         Ok(value)
     }
 
-    /// After `(`: the group's kind, its alternation, and the `)`.
-    fn group(&mut self, start: usize) -> Result<Node, PatternError> {
+    /// After `(`: the group's kind, its alternation, and the `)`; `None`
+    /// for `(?flags)`, which only sets flags.
+    fn group(&mut self, start: usize) -> Result<Option<Node>, PatternError> {
         if self.depth >= MAX_NESTING {
             return Err(self.error_at("groups nested more than 100 deep", start));
         }
+        let saved = self.flags;
         if self.rest().starts_with('?') {
             let refusals = [
                 ("?=", "lookahead (?= is not supported"),
@@ -962,8 +1067,12 @@ impl Parser<'_> {
                     return Err(self.error_at("invalid group name", start));
                 }
                 self.pos += end + 1;
-            } else if !self.eat("?:") {
-                return Err(self.error_at("flags such as (?i) are not supported", start));
+            } else {
+                self.pos += 1;
+                if !self.set_flags(start)? {
+                    // `(?flags)`: in force up to the enclosing group's `)`.
+                    return Ok(None);
+                }
             }
         }
         self.depth += 1;
@@ -972,7 +1081,40 @@ impl Parser<'_> {
         if !self.eat(")") {
             return Err(self.error_at("missing closing )", start));
         }
-        Ok(node)
+        self.flags = saved;
+        Ok(Some(node))
+    }
+
+    /// After `(?`: the flags up to `)` or `:` (`(?:` has none), as Go reads
+    /// them; true when a group follows (`:`).
+    fn set_flags(&mut self, start: usize) -> Result<bool, PatternError> {
+        let mut clear = false;
+        // As in Go, `-` must be followed by at least one flag.
+        let mut flag_after_minus = false;
+        loop {
+            let set = !clear;
+            match self.bump() {
+                Some('i') => self.flags.fold = set,
+                Some('s') => self.flags.dot_nl = set,
+                // Ungreedy: only match or no match matters.
+                Some('U') => {}
+                // Multi-line mode is never on, so clearing it changes nothing.
+                Some('m') if set => {
+                    return Err(self.error_at("multi-line mode (?m) is not supported", start))
+                }
+                Some('m') => {}
+                Some('-') if set => {
+                    clear = true;
+                    continue;
+                }
+                Some(end @ (':' | ')')) if set || flag_after_minus => return Ok(end == ':'),
+                _ => return Err(self.error_at(
+                    "invalid flags: use (?flags) or (?flags:re) with flags i, s, U and - to clear",
+                    start,
+                )),
+            }
+            flag_after_minus = clear;
+        }
     }
 
     /// After `[`: the class up to its `]`.
@@ -991,15 +1133,15 @@ impl Parser<'_> {
                 _ => {}
             }
             first = false;
-            if let Some((ranges, negated)) = self.posix_class(item)? {
-                add_ranges(&mut class, ranges, negated);
+            if let Some(named) = self.posix_class(item)? {
+                add_named(&mut class, named, self.flags.fold);
                 continue;
             }
             let mut chars = self.rest().chars();
             if let (Some('\\'), Some(letter)) = (chars.next(), chars.next()) {
-                if let Some((ranges, negated)) = perl_class(letter) {
+                if let Some(named) = perl_class(letter) {
                     self.pos += 2;
-                    add_ranges(&mut class, ranges, negated);
+                    add_named(&mut class, named, self.flags.fold);
                     continue;
                 }
             }
@@ -1012,6 +1154,13 @@ impl Parser<'_> {
                 if hi < lo {
                     return Err(self.error_at("invalid class range: end before start", item));
                 }
+            }
+            if self.flags.fold {
+                if hi > 0x7F {
+                    // Folding it would take Unicode case tables.
+                    return Err(self.error_at(NOT_ASCII, item));
+                }
+                add_folds(&mut class, lo, hi);
             }
             class.push((lo, hi));
         }
@@ -1213,7 +1362,8 @@ mod tests {
             ("a(?!b)", "lookahead (?! is not supported (at byte 1)"),
             ("(?<=a)b", "lookbehind (?<= is not supported (at byte 0)"),
             ("(?<!a)b", "lookbehind (?<! is not supported (at byte 0)"),
-            ("(?i)abc", "flags such as (?i) are not supported (at byte 0)"),
+            ("(?m)^a$", "multi-line mode (?m) is not supported (at byte 0)"),
+            ("a(?im-s:b)", "multi-line mode (?m) is not supported (at byte 1)"),
             ("(?<>a)", "invalid group name (at byte 0)"),
             ("(?P<a-b>a)", "invalid group name (at byte 0)"),
             (r"\p{Greek}", "Unicode classes \\p{...} are not supported (at byte 0)"),
@@ -1234,6 +1384,133 @@ mod tests {
             match Pattern::new(pattern) {
                 Ok(compiled) => panic!("{pattern:?} accepted: {compiled:?}"),
                 Err(e) => assert_eq!(e.to_string(), want, "{pattern:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn flags_match_as_go_does() {
+        let kelvin = "\u{212A}".as_bytes();
+        let long_s = "\u{17F}".as_bytes();
+        let cases: &[(&str, &[u8], bool)] = &[
+            ("(?i)gold", b"GoLD", true),
+            ("(?i)^gold-\\d+$", b"GOLD-12", true),
+            ("gold", b"GOLD", false),
+            // `(?flags:re)` sets them for that group only.
+            ("(?i:a)b", b"AB", false),
+            ("(?i:a)b", b"Ab", true),
+            // `(?flags)` lasts to the end of the enclosing group, across `|`.
+            ("a(?i)b|c", b"C", true),
+            ("a(?i)b|c", b"aB", true),
+            ("a(?i)b|c", b"AB", false),
+            ("(a(?i)b|c)d", b"CD", false),
+            ("(a(?i)b|c)d", b"Cd", true),
+            ("((?i)a)a", b"AA", false),
+            ("(?:(?i)a)A", b"aA", true),
+            ("(?i)(?-i)a", b"A", false),
+            ("(?i)(?-i:a)A", b"Aa", false),
+            ("(?i)(?-i:a)A", b"aa", true),
+            ("(?i:(?P<tier>gold)|(?<x>silver))", b"SILVER", true),
+            ("(?i:(?:go)+)ld", b"gOGold", true),
+            (r"(?i)\Qa.b\E", b"A.B", true),
+            (r"(?i)\x41\x{62}", b"aB", true),
+            ("(?i)a1-_", b"A1-_", true),
+            // Classes fold before they are negated; \d \s and assertions
+            // do not change.
+            ("(?i)^[a-c]+$", b"AbC", true),
+            ("(?i)[^a]", b"A", false),
+            ("(?i)[^a]", b"b", true),
+            ("(?i)^[Z-a]$", b"z", true),
+            ("(?i)^[Z-a]$", b"A", true),
+            ("(?i)^[Z-a]$", b"b", false),
+            ("(?i)[[:upper:]]", b"a", true),
+            ("(?i)[[:^lower:]]", b"A", false),
+            ("(?i)[[:^lower:]]", b"1", true),
+            (r"(?i)^\d\s\S\D$", b"1 xY", true),
+            (r"(?i)\bA\b", b"-a-", true),
+            ("(?i)^.$", b"\n", false),
+            // `s`: `.` matches `\n` too.
+            ("(?s)^.$", b"\n", true),
+            ("(?s:.)", b"\n", true),
+            ("(?s:a).", b"a\n", false),
+            ("(?is-s)^.$", b"\n", false),
+            ("(?si)^A.$", b"a\n", true),
+            // `U` swaps greedy and lazy, which match the same texts.
+            ("(?U)^a+?b*$", b"aab", true),
+            ("(?iU:^A+$)", b"aa", true),
+            // Clearing multi-line mode, which is never on, changes nothing.
+            ("(?-m)^a$", b"a", true),
+            ("(?i-m)^a$", b"A", true),
+            // As in Go, `(?)` sets no flag, and `(?:` is a group without flags.
+            ("a(?)b", b"ab", true),
+            ("(?:A)", b"a", false),
+            // Outside `(?i)`, non-ASCII characters are fine.
+            ("(?i:a)é", "Aé".as_bytes(), true),
+            // Go's simple folding: `k` and `s` have a third case.
+            ("(?i)k", kelvin, true),
+            ("(?i)K", kelvin, true),
+            ("(?i)s", long_s, true),
+            ("(?i)S", long_s, true),
+            (r"(?i)\x6B", kelvin, true),
+            (r"(?i)\Qs\E", long_s, true),
+            ("k", kelvin, false),
+            ("s", long_s, false),
+            ("(?i)x", kelvin, false),
+            ("(?i)[a-z]", kelvin, true),
+            ("(?i)[A-L]", kelvin, true),
+            ("(?i)[a-j]", kelvin, false),
+            ("(?i)[[:lower:]]", long_s, true),
+            ("(?i)[^k]", kelvin, false),
+            ("(?i)[^k]", long_s, true),
+            ("(?i)[^s]", long_s, false),
+            ("[^s]", long_s, true),
+            // As in Go, `\w` folds too: it holds the letters.
+            (r"(?i)\w", kelvin, true),
+            (r"(?i)\W", long_s, false),
+            (r"(?i)[\W]", kelvin, false),
+            (r"\W", kelvin, true),
+            (r"(?i)\D", kelvin, true),
+        ];
+        for &(pattern, text, want) in cases {
+            assert_eq!(
+                matches(pattern, text),
+                want,
+                "{pattern:?} on {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        let invalid =
+            "invalid flags: use (?flags) or (?flags:re) with flags i, s, U and - to clear";
+        let ascii = "(?i) is supported for ASCII letters only";
+        let cases = [
+            ("(?x)a", invalid, 0),
+            ("a(?i", invalid, 1),
+            ("(?i:a", "missing closing )", 0),
+            ("(?-)", invalid, 0),
+            ("(?i-)", invalid, 0),
+            ("(?-:a)", invalid, 0),
+            ("(?--i)", invalid, 0),
+            ("(?i-i-s)", invalid, 0),
+            ("(?P>a)", invalid, 0),
+            ("(?m)", "multi-line mode (?m) is not supported", 0),
+            ("(?i)*", "missing argument to repetition operator", 4),
+            ("(?i)é", ascii, 4),
+            (r"(?i)\x{212A}", ascii, 4),
+            ("(?i)日", ascii, 4),
+            (r"(?i)\Qaé\E", ascii, 4),
+            ("(?i)[é]", ascii, 5),
+            ("(?i)[a-é]", ascii, 5),
+            (r"(?i)[^ab\x{80}]", ascii, 8),
+            (r"(?i:a)(?i:[\x00-\x{10FFFF}])", ascii, 11),
+        ];
+        for (pattern, reason, offset) in cases {
+            match Pattern::new(pattern) {
+                Ok(compiled) => panic!("{pattern:?} accepted: {compiled:?}"),
+                Err(e) => assert_eq!((e.reason(), e.offset()), (reason, offset), "{pattern:?}"),
             }
         }
     }
@@ -1296,17 +1573,34 @@ mod tests {
         fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
             items[self.below(items.len())]
         }
+
+        /// An item of `items` that under `(?i)` (`fold`) stands for ASCII
+        /// characters only, as this module refuses to fold others.
+        fn pick_folding<'a>(&mut self, items: &[&'a str], fold: bool) -> &'a str {
+            loop {
+                let item = self.pick(items);
+                if !fold || (item.is_ascii() && !item.contains("x{")) {
+                    return item;
+                }
+            }
+        }
     }
 
     // No `\v` anywhere: Go's `\s` leaves it out, regex-lite's includes it.
+    // No U+212A or U+017F either: under `(?i)` Go (and this module) folds
+    // them with `k` and `s`, regex-lite does not; `flags_match_as_go_does`
+    // checks them.
     const TEXT_CHARS: &[&str] = &[
-        "a", "b", "c", "a", "b", "A", "-", ".", "_", "0", "7", " ", "\n", "\t", "é", "日", "]", "*",
+        "a", "b", "c", "a", "b", "A", "B", "K", "k", "s", "S", "-", ".", "_", "0", "7", " ", "\n",
+        "\t", "é", "日", "]", "*",
     ];
     const LITERALS: &[&str] = &[
         "a",
         "b",
         "c",
         "A",
+        "k",
+        "S",
         "_",
         "0",
         "7",
@@ -1336,6 +1630,8 @@ mod tests {
         r"\-",
         "é",
         "a-z",
+        "A-K",
+        "[:upper:]",
         r"\]",
         r"\n",
         " ",
@@ -1346,9 +1642,9 @@ mod tests {
         "*", "+", "?", "{2}", "{1,3}", "{0,2}", "{2,}", "{0}", "*?", "+?", "??", "{1,2}?",
     ];
 
-    fn atom(rng: &mut Lcg) -> String {
+    fn atom(rng: &mut Lcg, fold: bool) -> String {
         match rng.below(6) {
-            0 | 1 => rng.pick(LITERALS).to_owned(),
+            0 | 1 => rng.pick_folding(LITERALS, fold).to_owned(),
             2 => ".".to_owned(),
             3 => rng
                 .pick(&[r"\d", r"\w", r"\s", r"\D", r"\W", r"\S"])
@@ -1359,7 +1655,7 @@ mod tests {
                     class.push('^');
                 }
                 for _ in 0..=rng.below(3) {
-                    class.push_str(rng.pick(CLASS_ITEMS));
+                    class.push_str(rng.pick_folding(CLASS_ITEMS, fold));
                 }
                 class.push(']');
                 class
@@ -1367,30 +1663,55 @@ mod tests {
         }
     }
 
-    fn expression(rng: &mut Lcg, depth: usize) -> String {
-        if depth == 0 {
-            return atom(rng);
+    /// Flags the generator sets: no `m`, which this module refuses.
+    const FLAGS: &[&str] = &["i", "s", "U", "-i", "is", "i-s", "-s", "s-i", "iU"];
+
+    /// Whether `(?i)` is in force after `flags`, given `fold` before.
+    fn folds_after(flags: &str, fold: bool) -> bool {
+        match flags.split_once('-') {
+            Some((_, cleared)) if cleared.contains('i') => false,
+            _ => fold || flags.contains('i'),
         }
-        match rng.below(12) {
-            0..=2 => atom(rng),
-            3 => expression(rng, depth - 1) + &expression(rng, depth - 1),
-            4 => expression(rng, depth - 1) + "|" + &expression(rng, depth - 1),
-            5 => format!("({})", expression(rng, depth - 1)),
-            6 => format!(
-                "(?:{}){}",
-                expression(rng, depth - 1),
-                rng.pick(QUANTIFIERS)
-            ),
-            7 => atom(rng) + rng.pick(QUANTIFIERS),
-            8 => format!("^{}", expression(rng, depth - 1)),
-            9 => format!("{}$", expression(rng, depth - 1)),
+    }
+
+    /// A pattern; `fold` when `(?i)` is in force where it goes, so that it
+    /// only folds ASCII.
+    fn expression(rng: &mut Lcg, depth: usize, fold: bool) -> String {
+        if depth == 0 {
+            return atom(rng, fold);
+        }
+        let sub = |rng: &mut Lcg| expression(rng, depth - 1, fold);
+        match rng.below(14) {
+            0..=2 => atom(rng, fold),
+            3 => sub(rng) + &sub(rng),
+            4 => sub(rng) + "|" + &sub(rng),
+            5 => format!("({})", sub(rng)),
+            6 => format!("(?:{}){}", sub(rng), rng.pick(QUANTIFIERS)),
+            7 => atom(rng, fold) + rng.pick(QUANTIFIERS),
+            8 => format!("^{}", sub(rng)),
+            9 => format!("{}$", sub(rng)),
             10 => format!(
                 "{}{}{}",
                 rng.pick(&[r"\b", r"\B", ""]),
-                expression(rng, depth - 1),
+                sub(rng),
                 rng.pick(&[r"\b", r"\B", ""])
             ),
-            _ => format!("(|{})", expression(rng, depth - 1)),
+            11 => format!("(|{})", sub(rng)),
+            12 => {
+                let flags = rng.pick(FLAGS);
+                let inner = expression(rng, depth - 1, folds_after(flags, fold));
+                format!("(?{flags}:{inner})")
+            }
+            _ => {
+                // `(?flags)` inside a group: in force after it, in the
+                // later branch too, and no longer after the group.
+                let flags = rng.pick(FLAGS);
+                let before = sub(rng);
+                let after = folds_after(flags, fold);
+                let rest = expression(rng, depth - 1, after);
+                let branch = expression(rng, depth - 1, after);
+                format!("({before}(?{flags}){rest}|{branch}){}", sub(rng))
+            }
         }
     }
 
@@ -1400,7 +1721,11 @@ mod tests {
         let mut cases = 0;
         let mut matched = 0;
         for _ in 0..4_000 {
-            let source = expression(&mut rng, 4);
+            // A whole pattern under `(?i)`, as configs write it.
+            let source = match rng.below(8) {
+                0 => format!("(?i){}", expression(&mut rng, 4, true)),
+                _ => expression(&mut rng, 4, false),
+            };
             let reference = regex_lite::Regex::new(&source).unwrap_or_else(|e| {
                 panic!("generator wrote {source:?}, refused by regex-lite: {e}")
             });

@@ -207,6 +207,20 @@ fn exact_keys_regexps_and_first_match_order() {
 }
 
 #[test]
+fn regexp_keys_take_flags() {
+    let mut d = Driver::new(&config(
+        r#""rule_name": "r", "rule_items": [
+            {"limit_by_header": "x-tenant", "limit_keys": [{"key": "regexp:(?i)^gold-", "query_per_minute": 1}]}
+        ]"#,
+    ));
+    at_second(&mut d, 0);
+    assert_eq!(d.request(&[("x-tenant", "GOLD-1")]), Outcome::Forwarded);
+    // `gold-2` shares the case-insensitive key's counter.
+    assert_eq!(d.request(&[("x-tenant", "gold-2")]), Outcome::Answered(429));
+    assert_eq!(d.request(&[("x-tenant", "silver")]), Outcome::Forwarded);
+}
+
+#[test]
 fn per_ip_ranges_from_remote_address_and_forwarded_header() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-header-x-forwarded-for", "limit_keys": [{"key": "10.0.0.0/8", "query_per_minute": 1}]}]"#,
@@ -407,6 +421,7 @@ fn invalid_configs_are_refused_naming_the_field() {
         (config(r#""rule_name": "r", "global_threshold": {"query_per_minute": 1}, "rejected_code": 1000"#), "rejected_code: must be an HTTP status"),
         (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_header": "x", "limit_keys": [{"key": "regexp:(", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: invalid regular expression"),
         (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_header": "x", "limit_keys": [{"key": "regexp:^a(?=b)", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: invalid regular expression: lookahead (?= is not supported (at byte 2)"),
+        (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_header": "x", "limit_keys": [{"key": "regexp:(?m)^a$", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: invalid regular expression: multi-line mode (?m) is not supported (at byte 0)"),
         (config(r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "10.0.0.0/40", "query_per_minute": 1}]}]"#), "rule_items[0].limit_keys[0].key: \"10.0.0.0/40\" is not an IP address or CIDR range"),
         (config(r#""rule_name": "r", "rule_items": []"#), "rule_items: must list at least one item"),
         (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}}"#.to_owned(), "redis: is required"),
