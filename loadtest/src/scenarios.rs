@@ -318,26 +318,43 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         }
     }
     let admin: Vec<u16> = gateways.iter().map(|g| g.admin_port()).collect();
-    let calls_before = bench.redis_commands();
     let cpu = || -> Vec<f64> { gateways.iter().map(|g| crate::cpu_seconds(g)).collect() };
-    let cpu_before = cpu();
-    let progress = Progress::start(label, &admin, drive.seconds);
-    let per_gateway: Vec<WrkResult> = std::thread::scope(|scope| {
-        let runs: Vec<_> = gateways
-            .iter()
-            .map(|g| {
-                let load = load(g.port(), drive.seconds);
-                let dir = &script_dir;
-                scope.spawn(move || wrk::run(&load, dir))
-            })
-            .collect();
-        runs.into_iter()
-            .map(|run| {
-                run.join()
-                    .unwrap_or_else(|_| panic!("{label}: wrk thread panicked"))
-            })
-            .collect()
-    });
+    // The gateways are loaded together, so when wrk loses its counts for
+    // one of them (see `wrk::Unusable`) all are measured again, from fresh
+    // readings. (A scenario that counts answers against a limit then sees
+    // the first attempt's answers too, and its check fails rather than
+    // passes.)
+    let mut attempt = 0;
+    let (per_gateway, calls_before, cpu_before, progress) = loop {
+        attempt += 1;
+        let calls_before = bench.redis_commands();
+        let cpu_before = cpu();
+        let progress = Progress::start(label, &admin, drive.seconds);
+        let runs: Result<Vec<WrkResult>, wrk::Unusable> = std::thread::scope(|scope| {
+            let runs: Vec<_> = gateways
+                .iter()
+                .map(|g| {
+                    let load = load(g.port(), drive.seconds);
+                    let dir = &script_dir;
+                    scope.spawn(move || wrk::try_run(&load, dir))
+                })
+                .collect();
+            runs.into_iter()
+                .map(|run| {
+                    run.join()
+                        .unwrap_or_else(|_| panic!("{label}: wrk thread panicked"))
+                })
+                .collect()
+        });
+        match runs {
+            Ok(runs) => break (runs, calls_before, cpu_before, progress),
+            Err(lost) if attempt < wrk::ATTEMPTS => {
+                drop(progress);
+                println!("[loadtest]   {label}: {lost}; measuring again");
+            }
+            Err(lost) => panic!("{label}: {lost}, {} times in a row", wrk::ATTEMPTS),
+        }
+    };
     let cpu_seconds: Vec<f64> = cpu()
         .iter()
         .zip(&cpu_before)

@@ -54,7 +54,32 @@ struct Reported {
     errors: SocketErrors,
     latency_us: Latency,
     statuses: BTreeMap<String, u64>,
+    /// wrk threads whose status table read back as nil (see `report.lua`).
+    #[serde(default)]
+    statuses_lost: u64,
 }
+
+/// Why a wrk run's result cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// wrk lost the per-status counts of some threads: a wrk quirk, worth
+    /// running the measurement again.
+    CountsLost(u64),
+    /// The output is not what `report.lua` prints.
+    Bad(String),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::CountsLost(n) => write!(f, "wrk lost the status counts of {n} thread(s)"),
+            Unusable::Bad(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Measurements retried when wrk loses its counts, before giving up.
+pub const ATTEMPTS: u32 = 3;
 
 /// What one or more wrk runs measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -195,6 +220,23 @@ fn script(dir: &Path, requests: Requests<'_>) -> PathBuf {
 /// If wrk is missing, fails, runs 30 s past its duration (it is then
 /// killed), or ends without its `LOADTEST_RESULT` line.
 pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
+    for attempt in 1..=ATTEMPTS {
+        match try_run(load, script_dir) {
+            Ok(result) => return result,
+            Err(lost) if attempt < ATTEMPTS => {
+                println!("[loadtest]   {lost}; running it again");
+            }
+            Err(lost) => panic!("{lost}, {ATTEMPTS} times in a row"),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
+/// [`run`] once: `Err` when wrk lost its per-status counts (run it again).
+///
+/// # Panics
+/// As [`run`], for every other failure.
+pub fn try_run(load: &Load<'_>, script_dir: &Path) -> Result<WrkResult, Unusable> {
     let wrk = stack::require_tool("wrk", "wrk");
     let script = script(script_dir, load.requests);
     let url = format!("http://{}:{}/", stack::LOCALHOST, load.port);
@@ -253,35 +295,40 @@ pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    parse(&text).unwrap_or_else(|e| {
-        panic!(
+    match parse(&text) {
+        Err(Unusable::Bad(e)) => panic!(
             "cannot read wrk's result ({e}):\n{text}\nwrk's stderr:\n{}",
             String::from_utf8_lossy(&out.stderr)
-        )
-    })
+        ),
+        other => other,
+    }
 }
 
 /// Reads the `LOADTEST_RESULT` line of wrk's output.
-pub fn parse(text: &str) -> Result<WrkResult, String> {
+pub fn parse(text: &str) -> Result<WrkResult, Unusable> {
+    let bad = |e: String| Unusable::Bad(e);
     let line = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("LOADTEST_RESULT "))
-        .ok_or("no LOADTEST_RESULT line: was lua/report.lua appended?")?;
+        .ok_or_else(|| bad("no LOADTEST_RESULT line: was lua/report.lua appended?".into()))?;
     let reported: Reported =
-        serde_json::from_str(line).map_err(|e| format!("bad LOADTEST_RESULT: {e}"))?;
+        serde_json::from_str(line).map_err(|e| bad(format!("bad LOADTEST_RESULT: {e}")))?;
+    if reported.statuses_lost > 0 {
+        return Err(Unusable::CountsLost(reported.statuses_lost));
+    }
     let mut statuses = BTreeMap::new();
     for (code, n) in reported.statuses {
         let code: u16 = code
             .parse()
-            .map_err(|_| format!("bad status {code:?} in LOADTEST_RESULT"))?;
+            .map_err(|_| bad(format!("bad status {code:?} in LOADTEST_RESULT")))?;
         statuses.insert(code, n);
     }
     let counted: u64 = statuses.values().sum();
     if counted != reported.requests {
-        return Err(format!(
+        return Err(bad(format!(
             "status counts add up to {counted}, wrk counted {} answers",
             reported.requests
-        ));
+        )));
     }
     let seconds = reported.duration_us as f64 / 1e6;
     Ok(WrkResult {
@@ -476,9 +523,15 @@ LOADTEST_RESULT {\"requests\":703,\"duration_us\":1002209,\"bytes\":390165,\
     fn missing_or_inconsistent_results_are_errors() {
         assert!(parse("Requests/sec: 1\n")
             .unwrap_err()
+            .to_string()
             .contains("LOADTEST_RESULT"));
         let wrong = OUTPUT.replace("\"429\":700", "\"429\":699");
-        assert!(parse(&wrong).unwrap_err().contains("add up"));
+        assert!(parse(&wrong).unwrap_err().to_string().contains("add up"));
+        // wrk's quirk: a thread's table read back as nil.
+        let lost = OUTPUT.replace("}}\n", "},\"statuses_lost\":1}\n");
+        assert_eq!(parse(&lost).unwrap_err(), Unusable::CountsLost(1));
+        let none_lost = OUTPUT.replace("}}\n", "},\"statuses_lost\":0}\n");
+        assert_eq!(parse(&none_lost).unwrap().requests, 703);
     }
 
     #[test]
