@@ -423,71 +423,116 @@ pub struct Rule<'cfg> {
     window_text: WindowText,
 }
 
-/// A counter whose identity is configured: its key up to the window
-/// (`<prefix>:{<rule>:...}:`) and its cache hash.
-#[derive(Debug, Default)]
+/// A counter key's fixed part, `bytes[start..end]` of its [`Heads`], and
+/// the over-limit cache hash of the counter when its identity is
+/// configured (unused for a per-value item's head).
+#[derive(Clone, Copy, Debug, Default)]
 struct Head {
-    key: Vec<u8>,
+    start: u32,
+    end: u32,
     hash: u64,
 }
 
-impl Head {
-    fn new(cache: &OverLimitCache, slot: usize, parts: &[&[u8]], identity: &[u8]) -> Head {
-        Head {
-            key: parts.concat(),
-            hash: cache.hash(slot, identity),
-        }
-    }
-}
-
-/// See [`Rule::heads`].
+/// See [`Rule::heads`]. Every head's bytes share one buffer, so a
+/// configuration pays three allocations for them however many keys it
+/// lists.
 #[derive(Debug, Default)]
 struct Heads {
+    bytes: Vec<u8>,
+    /// `<prefix>:{<rule>:global}:`.
     global: Head,
-    /// Per item: the key up to the value for `limit_by_per_*` items (the
-    /// value, `}:` and the window follow), or one [`Head`] per key.
-    items: Vec<(Vec<u8>, Vec<Head>)>,
+    /// Per item: its key up to the value (`<prefix>:{<rule>:<kind>:<name>:`;
+    /// for `limit_by_per_*` the value, `}:` and the window follow), and
+    /// where its keys' heads start in `keys`.
+    items: Vec<(Head, usize)>,
+    /// Per key of an item that is not `limit_by_per_*`: the item's head,
+    /// the key and `}:`.
+    keys: Vec<Head>,
 }
 
 impl Heads {
     fn new(limits: &Limits<'_>, cache: &OverLimitCache, prefix: &str, rule: &str) -> Heads {
         let (prefix, rule) = (prefix.as_bytes(), rule.as_bytes());
+        let mut heads = Heads::default();
         let Limits::Items(items) = limits else {
-            return Heads {
-                global: Head::new(
-                    cache,
-                    GLOBAL_SLOT,
-                    &[prefix, b":{", rule, b":global}:"],
-                    GLOBAL_IDENTITY,
-                ),
-                items: Vec::new(),
-            };
+            heads.global = heads.push(
+                &[prefix, b":{", rule, b":global}:"],
+                cache.hash(GLOBAL_SLOT, GLOBAL_IDENTITY),
+            );
+            return heads;
         };
-        let items = items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let (kind, name) = (item.source.kind().as_bytes(), item.source.name().as_bytes());
-                let head = [prefix, b":{", rule, b":", kind, b":", name, b":"].concat();
-                let keys = match item.per_value {
-                    true => Vec::new(),
-                    false => item
-                        .keys
-                        .iter()
-                        .enumerate()
-                        .map(|(k, key)| {
-                            let identity = key.key.as_bytes();
-                            Head::new(cache, slot(i, k), &[&head, identity, b"}:"], identity)
-                        })
-                        .collect(),
-                };
-                (head, keys)
-            })
-            .collect();
-        Heads {
-            global: Head::default(),
-            items,
+        fn item_head<'a>(prefix: &'a [u8], rule: &'a [u8], item: &'a Item<'_>) -> [&'a [u8]; 8] {
+            let (kind, name) = (item.source.kind().as_bytes(), item.source.name().as_bytes());
+            [prefix, b":{", rule, b":", kind, b":", name, b":"]
         }
+        // Sized once: the bytes of every head, and the heads themselves.
+        let mut len = 0;
+        let mut keys = 0;
+        for item in items {
+            let head: usize = item_head(prefix, rule, item)
+                .iter()
+                .map(|part| part.len())
+                .sum();
+            len += head;
+            if !item.per_value {
+                keys += item.keys.len();
+                len += item
+                    .keys
+                    .iter()
+                    .map(|key| head + key.key.len() + 2)
+                    .sum::<usize>();
+            }
+        }
+        heads.bytes.reserve_exact(len);
+        heads.items.reserve_exact(items.len());
+        heads.keys.reserve_exact(keys);
+        for (i, item) in items.iter().enumerate() {
+            let parts = item_head(prefix, rule, item);
+            let head = heads.push(&parts, 0);
+            heads.items.push((head, heads.keys.len()));
+            if item.per_value {
+                continue;
+            }
+            for (k, key) in item.keys.iter().enumerate() {
+                let identity = key.key.as_bytes();
+                let mut pieces: [&[u8]; 10] = [b""; 10];
+                for (piece, part) in pieces.iter_mut().zip(parts) {
+                    *piece = part;
+                }
+                pieces[8] = identity;
+                pieces[9] = b"}:";
+                let key_head = heads.push(&pieces, cache.hash(slot(i, k), identity));
+                heads.keys.push(key_head);
+            }
+        }
+        heads
+    }
+
+    /// Appends `parts` to the buffer as one head.
+    fn push(&mut self, parts: &[&[u8]], hash: u64) -> Head {
+        // Configurations are bounded by the proxy's buffers long before 4 GiB.
+        let offset = |bytes: &Vec<u8>| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        let start = offset(&self.bytes);
+        for part in parts {
+            self.bytes.extend_from_slice(part);
+        }
+        Head {
+            start,
+            end: offset(&self.bytes),
+            hash,
+        }
+    }
+
+    fn bytes(&self, head: Head) -> &[u8] {
+        self.bytes
+            .get(head.start as usize..head.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The head of key `k` of item `i` (not a `limit_by_per_*` item).
+    fn key(&self, i: usize, k: usize) -> Option<Head> {
+        let &(_, first) = self.items.get(i)?;
+        self.keys.get(first + k).copied()
     }
 }
 
@@ -594,21 +639,23 @@ impl<'cfg> Rule<'cfg> {
         value: &'a [u8],
         window: &'a [u8],
     ) -> (CounterKey<'a>, Option<u64>) {
+        let heads = &self.heads;
         let head = match matched.item {
-            None => Some((&self.heads.global, GLOBAL_IDENTITY)),
-            Some(i) => match self.heads.items.get(i) {
-                Some((head, _)) if matched.per_value => {
-                    return (CounterKey::of(&[head, value, b"}:", window], value), None);
+            None => Some((heads.global, GLOBAL_IDENTITY)),
+            Some(i) if matched.per_value => {
+                if let Some(&(head, _)) = heads.items.get(i) {
+                    let parts = [heads.bytes(head), value, b"}:", window];
+                    return (CounterKey::of(&parts, value), None);
                 }
-                Some((_, keys)) => keys
-                    .get(matched.key)
-                    .zip(self.limits.key_text(matched).map(str::as_bytes)),
-                None => None,
-            },
+                None
+            }
+            Some(i) => heads
+                .key(i, matched.key)
+                .zip(self.limits.key_text(matched).map(str::as_bytes)),
         };
         match head {
             Some((head, identity)) => (
-                CounterKey::of(&[&head.key, window], identity),
+                CounterKey::of(&[heads.bytes(head), window], identity),
                 Some(head.hash),
             ),
             // Not reached: the heads follow the limits they were built from.
