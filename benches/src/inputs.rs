@@ -283,10 +283,26 @@ pub const OVER_LIMIT_COUNT: i64 = 100_000_001;
 /// last one; every rule limits per API key under its own rule name.
 /// [`rule_matching_request`] builds the requests.
 pub fn rules_config(rules: usize) -> String {
+    rules_config_with(rules, |i| {
+        format!(r#"["tenant-{i}.example.com", "*.tenant-{i}.eu.example.com"]"#)
+    })
+}
+
+/// [`rules_config`] with exact domains only: rule `i` matches
+/// `tenant-<i>.example.com` or `tenant-<i>.example.net`, so the kit finds
+/// the rule by looking the authority up instead of trying each rule.
+pub fn exact_rules_config(rules: usize) -> String {
+    rules_config_with(rules, |i| {
+        format!(r#"["tenant-{i}.example.com", "tenant-{i}.example.net"]"#)
+    })
+}
+
+fn rules_config_with(rules: usize, domains: impl Fn(usize) -> String) -> String {
     let mut entries = Vec::with_capacity(rules);
     for i in 0..rules {
         entries.push(format!(
-            r#"    {{"_match_domain_": ["tenant-{i}.example.com", "*.tenant-{i}.eu.example.com"], "rule_name": "tenant-{i}"}}"#
+            r#"    {{"_match_domain_": {}, "rule_name": "tenant-{i}"}}"#,
+            domains(i)
         ));
     }
     format!(

@@ -12,9 +12,9 @@
 
 use benches::drive::{KitDriver, NaiveDriver, Outcome};
 use benches::inputs::{
-    rule_matching_authority, rule_matching_request, rules_config, script_sha1, Request, BULK_REPLY,
-    GLOBAL_CONFIG, GLOBAL_REQUEST, INTEGER_REPLY, KEY, LARGE_CONFIG, OVER_LIMIT_COUNT,
-    OVER_LIMIT_REQUEST, PER_HEADER_CONFIG, PER_HEADER_REQUEST,
+    exact_rules_config, rule_matching_authority, rule_matching_request, rules_config, script_sha1,
+    Request, BULK_REPLY, GLOBAL_CONFIG, GLOBAL_REQUEST, INTEGER_REPLY, KEY, LARGE_CONFIG,
+    OVER_LIMIT_COUNT, OVER_LIMIT_REQUEST, PER_HEADER_CONFIG, PER_HEADER_REQUEST,
 };
 use benches::{naive, ours};
 use bytes::BytesMut;
@@ -375,8 +375,12 @@ fn the_large_config_decides_alike_on_header_items() {
 
 #[test]
 fn rule_matching_configs_pick_the_last_rule_or_fall_to_the_global_one() {
-    for rules in [1, 10, 100] {
-        let config = rules_config(rules);
+    let shapes: [fn(usize) -> String; 2] = [rules_config, exact_rules_config];
+    for (rules, config_of) in [1, 10, 100]
+        .into_iter()
+        .flat_map(|n| shapes.map(|s| (n, s)))
+    {
+        let config = config_of(rules);
         let doc: serde_json::Value = serde_json::from_str(&config).unwrap();
         assert_eq!(doc["_rules_"].as_array().unwrap().len(), rules);
         for (target, rule_name) in [
