@@ -200,6 +200,53 @@ impl<'cfg, C> Rules<'cfg, C> {
 }
 
 impl Index {
+    /// Sorts the rules into lookups and tries, in rule order.
+    fn new(matchers: &[Matcher<'_>]) -> Index {
+        let mut index = Index::default();
+        // Whether a lookup step of each kind is in `steps` yet.
+        let mut looked = [false; 2];
+        for (i, m) in matchers.iter().enumerate() {
+            let only_routes = !m.routes.is_empty()
+                && m.domains.is_empty()
+                && m.services.is_empty()
+                && m.prefixes.is_empty();
+            let only_exact_domains = m.routes.is_empty()
+                && !m.domains.is_empty()
+                && m.domains.iter().all(|d| matches!(d, Domain::Exact(_)))
+                && m.services.is_empty()
+                && m.prefixes.is_empty();
+            let (kind, values) = match (only_routes, only_exact_domains) {
+                (true, _) => (Indexed::Route, m.routes.len()),
+                (_, true) => (Indexed::Domain, m.domains.len()),
+                _ => {
+                    index.steps.push(Step::Try(i));
+                    continue;
+                }
+            };
+            if let Some(looked) = looked.get_mut(usize::from(kind == Indexed::Domain)) {
+                if !*looked {
+                    *looked = true;
+                    index.steps.push(Step::Look(kind, i));
+                }
+            }
+            let value = |entry| indexed_value(matchers, kind, entry);
+            let entries = match kind {
+                Indexed::Route => &mut index.routes,
+                Indexed::Domain => &mut index.domains,
+            };
+            // Inserted in place, sorted by value then rule: configure time
+            // only, and the standard sort would add about 3 KB to the
+            // module (see `pattern::normalize`).
+            for v in 0..values {
+                let entry = (i, v);
+                let at = entries
+                    .partition_point(|&other| (value(other), other.0) < (value(entry), entry.0));
+                entries.insert(at, entry);
+            }
+        }
+        index
+    }
+
     /// The first rule that matches the request, if any.
     fn choose<H: Host>(
         &self,
@@ -268,54 +315,6 @@ fn indexed_value<'r>(
             Some(Domain::Exact(d)) => d,
             _ => &[],
         },
-    }
-}
-
-impl Index {
-    fn new(matchers: &[Matcher<'_>]) -> Index {
-        let mut index = Index::default();
-        let mut first = [None; 2];
-        for (i, m) in matchers.iter().enumerate() {
-            let only_routes = !m.routes.is_empty()
-                && m.domains.is_empty()
-                && m.services.is_empty()
-                && m.prefixes.is_empty();
-            let only_exact_domains = m.routes.is_empty()
-                && !m.domains.is_empty()
-                && m.domains.iter().all(|d| matches!(d, Domain::Exact(_)))
-                && m.services.is_empty()
-                && m.prefixes.is_empty();
-            let (kind, values) = match (only_routes, only_exact_domains) {
-                (true, _) => (Indexed::Route, m.routes.len()),
-                (_, true) => (Indexed::Domain, m.domains.len()),
-                _ => {
-                    index.steps.push(Step::Try(i));
-                    continue;
-                }
-            };
-            let slot = usize::from(kind == Indexed::Domain);
-            if let Some(seen) = first.get_mut(slot) {
-                if seen.is_none() {
-                    *seen = Some(i);
-                    index.steps.push(Step::Look(kind, i));
-                }
-            }
-            let value = |entry| indexed_value(matchers, kind, entry);
-            let entries = match kind {
-                Indexed::Route => &mut index.routes,
-                Indexed::Domain => &mut index.domains,
-            };
-            // Inserted in place, sorted by value then rule: configure time
-            // only, and the standard sort would add about 3 KB to the
-            // module (see `pattern::normalize`).
-            for v in 0..values {
-                let entry = (i, v);
-                let at = entries
-                    .partition_point(|&other| (value(other), other.0) < (value(entry), entry.0));
-                entries.insert(at, entry);
-            }
-        }
-        index
     }
 }
 
