@@ -297,75 +297,13 @@ impl<'cfg> Limits<'cfg> {
             Limits::Global(_) => None,
         }
     }
-
-    /// The counter key of a match, cluster-safe:
-    /// `<prefix>:{<rule>:<kind>:<name>:<identity>}:<window>`, or
-    /// `<prefix>:{<rule>:global}:<window>` for the global limit. The
-    /// identity is the request's value for `limit_by_per_*`, the matching
-    /// `key` otherwise; the braces keep the key in one Redis Cluster slot.
-    /// Pieces borrow their sources, for [`Command::key_parts`](crate::redis::Command::key_parts).
-    pub fn counter_key<'a>(
-        &'a self,
-        matched: &Matched,
-        value: &'a [u8],
-        prefix: &'a str,
-        rule: &'a str,
-        window: &'a [u8],
-    ) -> CounterKey<'a> {
-        let item = match (self, matched.item) {
-            (Limits::Items(items), Some(i)) => items.get(i),
-            _ => None,
-        };
-        let Some(item) = item else {
-            return CounterKey {
-                parts: [
-                    prefix.as_bytes(),
-                    b":{",
-                    rule.as_bytes(),
-                    b":global}:",
-                    window,
-                    b"",
-                    b"",
-                    b"",
-                    b"",
-                    b"",
-                    b"",
-                ],
-                len: 5,
-                identity: GLOBAL_IDENTITY,
-            };
-        };
-        let identity = if matched.per_value {
-            value
-        } else {
-            item.keys
-                .get(matched.key)
-                .map_or(value, |k| k.key.as_bytes())
-        };
-        CounterKey {
-            parts: [
-                prefix.as_bytes(),
-                b":{",
-                rule.as_bytes(),
-                b":",
-                item.source.kind().as_bytes(),
-                b":",
-                item.source.name().as_bytes(),
-                b":",
-                identity,
-                b"}:",
-                window,
-            ],
-            len: 11,
-            identity,
-        }
-    }
 }
 
-/// The pieces of a counter key; see [`Limits::counter_key`].
+/// The pieces of a counter key; see [`Rule::counter_key`].
 #[derive(Clone, Copy, Debug)]
 pub struct CounterKey<'a> {
-    parts: [&'a [u8]; 11],
+    /// At most: the head, the request's value, `}:` and the window.
+    parts: [&'a [u8]; 4],
     len: usize,
     identity: &'a [u8],
 }
@@ -373,8 +311,8 @@ pub struct CounterKey<'a> {
 impl<'a> CounterKey<'a> {
     fn of(parts: &[&'a [u8]], identity: &'a [u8]) -> CounterKey<'a> {
         let mut key = CounterKey {
-            parts: [b""; 11],
-            len: parts.len().min(11),
+            parts: [b""; 4],
+            len: parts.len().min(4),
             identity,
         };
         for (slot, part) in key.parts.iter_mut().zip(parts) {
@@ -631,40 +569,38 @@ impl<'cfg> Rule<'cfg> {
     }
 
     /// The counter key of a match in the window starting at `window`
-    /// (decimal seconds), and its cache hash when its identity is
-    /// configured; see [`Limits::counter_key`] for the key's form.
+    /// (decimal seconds), cluster-safe:
+    /// `<prefix>:{<rule>:<kind>:<name>:<identity>}:<window>`, or
+    /// `<prefix>:{<rule>:global}:<window>` for the global limit. The
+    /// identity is the request's value for `limit_by_per_*`, the matching
+    /// `key` otherwise; the braces keep the key in one Redis Cluster slot.
+    /// Pieces borrow their sources, for
+    /// [`Command::key_parts`](crate::redis::Command::key_parts). Also the
+    /// key's cache hash when its identity is configured. `None` only if the
+    /// match does not come from this rule's limits.
     pub fn counter_key<'a>(
         &'a self,
         matched: &Matched,
         value: &'a [u8],
         window: &'a [u8],
-    ) -> (CounterKey<'a>, Option<u64>) {
+    ) -> Option<(CounterKey<'a>, Option<u64>)> {
         let heads = &self.heads;
-        let head = match matched.item {
-            None => Some((heads.global, GLOBAL_IDENTITY)),
+        let (head, identity) = match matched.item {
+            None => (heads.global, GLOBAL_IDENTITY),
             Some(i) if matched.per_value => {
-                if let Some(&(head, _)) = heads.items.get(i) {
-                    let parts = [heads.bytes(head), value, b"}:", window];
-                    return (CounterKey::of(&parts, value), None);
-                }
-                None
+                let &(head, _) = heads.items.get(i)?;
+                let parts = [heads.bytes(head), value, b"}:", window];
+                return Some((CounterKey::of(&parts, value), None));
             }
-            Some(i) => heads
-                .key(i, matched.key)
-                .zip(self.limits.key_text(matched).map(str::as_bytes)),
+            Some(i) => (
+                heads.key(i, matched.key)?,
+                self.limits.key_text(matched)?.as_bytes(),
+            ),
         };
-        match head {
-            Some((head, identity)) => (
-                CounterKey::of(&[heads.bytes(head), window], identity),
-                Some(head.hash),
-            ),
-            // Not reached: the heads follow the limits they were built from.
-            None => (
-                self.limits
-                    .counter_key(matched, value, self.key_prefix, self.rule_name, window),
-                None,
-            ),
-        }
+        Some((
+            CounterKey::of(&[heads.bytes(head), window], identity),
+            Some(head.hash),
+        ))
     }
 
     /// Finds what limits the current request at second `now`: its limit,
@@ -681,7 +617,7 @@ impl<'cfg> Rule<'cfg> {
         let (digits, len) = self.window_text.of(window.start);
         scratch.window = digits;
         let start = scratch.window.get(..len).unwrap_or_default();
-        let (key, hash) = self.counter_key(&matched, &scratch.value, start);
+        let (key, hash) = self.counter_key(&matched, &scratch.value, start)?;
         let cache_hash = match hash {
             Some(hash) => hash,
             None => self.cache.hash(matched.slot, key.identity()),
