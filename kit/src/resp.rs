@@ -275,11 +275,28 @@ impl fmt::Debug for Reply<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reply::Integer(n) => write!(f, "Integer({n})"),
-            Reply::Simple(s) => write!(f, "Simple({:?})", Quoted(s)),
-            Reply::Bulk(s) => write!(f, "Bulk({:?})", Quoted(s)),
+            Reply::Simple(s) => write!(f, "Simple({})", Quoted(s)),
+            Reply::Bulk(s) => write!(f, "Bulk({})", Quoted(s)),
             Reply::Nil => f.write_str("Nil"),
-            Reply::Error(s) => write!(f, "Error({:?})", Quoted(s)),
+            Reply::Error(s) => write!(f, "Error({})", Quoted(s)),
             Reply::Array(a) => f.debug_list().entries(a.iter()).finish(),
+        }
+    }
+}
+
+/// The reply as a log line names it: `integer 17`, `nil`, `error
+/// "NOSCRIPT ..."`, `array of 3`. Plugins log replies with this, not with
+/// `{:?}`: a message is no place for Rust syntax, and a module that
+/// formats no `Debug` is 4 KB smaller.
+impl fmt::Display for Reply<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Integer(n) => write!(f, "integer {n}"),
+            Reply::Simple(s) => write!(f, "simple string {}", Quoted(s)),
+            Reply::Bulk(s) => write!(f, "bulk string {}", Quoted(s)),
+            Reply::Nil => f.write_str("nil"),
+            Reply::Error(s) => write!(f, "error {}", Quoted(s)),
+            Reply::Array(a) => write!(f, "array of {}", a.len()),
         }
     }
 }
@@ -291,7 +308,7 @@ impl fmt::Debug for Reply<'_> {
 /// tables into the module, and the bytes need not be UTF-8 anyway.
 struct Quoted<'a>(&'a [u8]);
 
-impl fmt::Debug for Quoted<'_> {
+impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use fmt::Write;
         f.write_char('"')?;
@@ -1280,6 +1297,22 @@ mod tests {
     #[cfg(debug_assertions)]
     fn marking_an_escapable_argument_plain_is_caught_in_debug_builds() {
         CommandArgs::default().push_plain(b"a:b");
+    }
+
+    #[test]
+    fn replies_read_as_words_in_log_lines() {
+        let cases: &[(&[u8], &str)] = &[
+            (b":-3\r\n", "integer -3"),
+            (b"+OK\r\n", "simple string \"OK\""),
+            (b"$2\r\na\n\r\n", r#"bulk string "a\x0a""#),
+            (b"$-1\r\n", "nil"),
+            (b"-ERR no\r\n", "error \"ERR no\""),
+            (b"*2\r\n:1\r\n:2\r\n", "array of 2"),
+        ];
+        for (bytes, want) in cases {
+            let decoded = decode(bytes).unwrap();
+            assert_eq!(decoded.reply(bytes).to_string(), *want);
+        }
     }
 
     #[test]

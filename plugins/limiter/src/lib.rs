@@ -107,7 +107,7 @@ impl Plugin for Limiter {
                 None => {
                     cx.io.log(
                         LogLevel::Warn,
-                        format_args!("unexpected Redis reply {reply:?}"),
+                        format_args!("unexpected Redis reply: {reply}"),
                     );
                     return redis_failed(&mut cx, RedisError::Protocol);
                 }

@@ -221,9 +221,14 @@ impl Plugin for TokenQuota {
             Scan::Found(_) => return Flow::Continue,
             Scan::Absent | Scan::Malformed => {
                 cx.io.count(counter::USAGE_MISSING);
+                let why = if scan == Scan::Absent {
+                    "reports no usage"
+                } else {
+                    "is not trustworthy JSON"
+                };
                 cx.io.log(
                     LogLevel::Debug,
-                    format_args!("no trustworthy usage in the answer ({scan:?}); nothing charged"),
+                    format_args!("the answer {why}; nothing charged"),
                 );
                 return Flow::Continue;
             }
@@ -296,7 +301,7 @@ impl Plugin for TokenQuota {
                         cx.io.count(counter::REDIS_ERRORS);
                         cx.io.log(
                             LogLevel::Warn,
-                            format_args!("charging failed: Redis answered {other:?}"),
+                            format_args!("charging failed: Redis answered {other}"),
                         );
                     }
                     Err(e) => {
