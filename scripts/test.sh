@@ -16,6 +16,16 @@ bash scripts/setup.sh
 bash scripts/build.sh
 bash scripts/build.sh --heap-stats
 
+# Issue 4's budget for a shipped module; the README's "Module size" table
+# says what each one is today.
+MODULE_BUDGET=150000
+for module in limiter token_quota; do
+  size=$(stat -c %s "target/wasm/$module.wasm")
+  [ "$size" -le "$MODULE_BUDGET" ] \
+    || { echo "[test] FAIL: target/wasm/$module.wasm is $size bytes, over the $MODULE_BUDGET-byte budget"; exit 1; }
+  echo "[test] target/wasm/$module.wasm: $size bytes (budget $MODULE_BUDGET)"
+done
+
 echo "[test] formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -208,33 +208,8 @@ macro_rules! __exports {
         }
 
         $crate::__redis_export!();
-        $crate::__heap_stats!();
     };
 }
-
-/// The counting allocator of `heap-stats` builds.
-#[cfg(feature = "heap-stats")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __heap_stats {
-    () => {
-        #[cfg(target_arch = "wasm32")]
-        #[global_allocator]
-        static __KIT_HEAP: $crate::__heap_stats_allocator::CountingSystem =
-            $crate::__heap_stats_allocator::CountingSystem;
-    };
-}
-
-#[cfg(not(feature = "heap-stats"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __heap_stats {
-    () => {};
-}
-
-#[cfg(all(feature = "heap-stats", target_arch = "wasm32"))]
-#[doc(hidden)]
-pub use raw::heap_stats as __heap_stats_allocator;
 
 /// Body and trailer callbacks, for plugins that read bodies.
 #[doc(hidden)]
