@@ -33,7 +33,8 @@ fi
 # The modules link a std compiled with them rather than the prebuilt one, so
 # that a panic is one `unreachable` trap instead of std's panic hook (message
 # formatting, stderr, the `RUST_BACKTRACE` lookup, and the libc allocator it
-# keeps linked): 23 KB less per module (README "Module size"). A panic then
+# keeps linked): 30 KB less per module with talc as the allocator, which only
+# pays once that is gone (README "Module size"). A panic then
 # leaves no message in the proxy's log, only the trap; the kit's lib code
 # denies `unwrap`, `expect` and `panic!` so that none is expected.
 # `-Zbuild-std` and these flags are unstable; RUSTC_BOOTSTRAP=1 lets this
