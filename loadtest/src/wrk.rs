@@ -65,6 +65,12 @@ pub enum Unusable {
     /// wrk lost the per-status counts of some threads: a wrk quirk, worth
     /// running the measurement again.
     CountsLost(u64),
+    /// wrk printed its own summary but not the reporter's line, with
+    /// nothing on stderr: another wrk quirk (seen once in a few hundred
+    /// runs, with four wrk processes sharing one CPU), worth running the
+    /// measurement again. A reporter that failed in Lua says so on stderr
+    /// and is [`Unusable::Bad`].
+    ReportLost,
     /// The output is not what `report.lua` prints.
     Bad(String),
 }
@@ -73,12 +79,14 @@ impl std::fmt::Display for Unusable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Unusable::CountsLost(n) => write!(f, "wrk lost the status counts of {n} thread(s)"),
+            Unusable::ReportLost => f.write_str("wrk ended without the reporter's line"),
             Unusable::Bad(e) => f.write_str(e),
         }
     }
 }
 
-/// Measurements retried when wrk loses its counts, before giving up.
+/// Measurements retried when wrk loses its counts or its report, before
+/// giving up.
 pub const ATTEMPTS: u32 = 3;
 
 /// What one or more wrk runs measured.
@@ -218,7 +226,8 @@ fn script(dir: &Path, requests: Requests<'_>) -> PathBuf {
 ///
 /// # Panics
 /// If wrk is missing, fails, runs 30 s past its duration (it is then
-/// killed), or ends without its `LOADTEST_RESULT` line.
+/// killed), ends without its `LOADTEST_RESULT` line with an error on
+/// stderr, or loses its counts or its report [`ATTEMPTS`] times in a row.
 pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
     for attempt in 1..=ATTEMPTS {
         match try_run(load, script_dir) {
@@ -232,7 +241,8 @@ pub fn run(load: &Load<'_>, script_dir: &Path) -> WrkResult {
     unreachable!("the last attempt returns or panics")
 }
 
-/// [`run`] once: `Err` when wrk lost its per-status counts (run it again).
+/// [`run`] once: `Err` when wrk lost its per-status counts or the
+/// reporter's line (run it again).
 ///
 /// # Panics
 /// As [`run`], for every other failure.
@@ -295,7 +305,12 @@ pub fn try_run(load: &Load<'_>, script_dir: &Path) -> Result<WrkResult, Unusable
         text,
         String::from_utf8_lossy(&out.stderr)
     );
+    let stderr_empty = out.stderr.iter().all(u8::is_ascii_whitespace);
     match parse(&text) {
+        Err(Unusable::ReportLost) if !stderr_empty => panic!(
+            "wrk's reporter failed:\n{text}\nwrk's stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(Unusable::Bad(e)) => panic!(
             "cannot read wrk's result ({e}):\n{text}\nwrk's stderr:\n{}",
             String::from_utf8_lossy(&out.stderr)
@@ -309,8 +324,15 @@ pub fn parse(text: &str) -> Result<WrkResult, Unusable> {
     let bad = |e: String| Unusable::Bad(e);
     let line = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("LOADTEST_RESULT "))
-        .ok_or_else(|| bad("no LOADTEST_RESULT line: was lua/report.lua appended?".into()))?;
+        .find_map(|l| l.trim().strip_prefix("LOADTEST_RESULT "));
+    let Some(line) = line else {
+        // wrk prints its summary before it calls the reporter's `done`.
+        return Err(if text.contains("Requests/sec:") {
+            Unusable::ReportLost
+        } else {
+            bad("no LOADTEST_RESULT line: was lua/report.lua appended?".into())
+        });
+    };
     let reported: Reported =
         serde_json::from_str(line).map_err(|e| bad(format!("bad LOADTEST_RESULT: {e}")))?;
     if reported.statuses_lost > 0 {
@@ -521,10 +543,15 @@ LOADTEST_RESULT {\"requests\":703,\"duration_us\":1002209,\"bytes\":390165,\
 
     #[test]
     fn missing_or_inconsistent_results_are_errors() {
-        assert!(parse("Requests/sec: 1\n")
+        assert!(parse("Running 5s test\n")
             .unwrap_err()
             .to_string()
             .contains("LOADTEST_RESULT"));
+        // wrk's other quirk: its summary without the reporter's line.
+        assert_eq!(
+            parse("Requests/sec:   4042.56\nTransfer/sec:    469.79KB\n").unwrap_err(),
+            Unusable::ReportLost
+        );
         let wrong = OUTPUT.replace("\"429\":700", "\"429\":699");
         assert!(parse(&wrong).unwrap_err().to_string().contains("add up"));
         // wrk's quirk: a thread's table read back as nil.
