@@ -549,8 +549,13 @@ macro_rules! forward_counting {
 /// request path makes no allocation), so speed matters little here and
 /// size does: talc is about 9 KB smaller once nothing else links dlmalloc
 /// (README "Module size"). A proxy-wasm VM runs one thread, which is what
-/// talc's lock-free wasm cell assumes.
-#[cfg(all(target_arch = "wasm32", not(feature = "heap-stats")))]
+/// talc's lock-free wasm cell assumes. Plugins that bring their own
+/// allocator turn off the kit's default feature `allocator`.
+#[cfg(all(
+    target_arch = "wasm32",
+    feature = "allocator",
+    not(feature = "heap-stats")
+))]
 #[global_allocator]
 static HEAP: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
