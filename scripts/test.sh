@@ -34,6 +34,7 @@ cargo clippy -p kit -p limiter -p token-quota --all-targets --features kit/higre
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota -- -D warnings
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/higress -- -D warnings
 cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/heap-stats -- -D warnings
+cargo clippy --target wasm32-wasip1 -p kit --no-default-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc -p kit --no-deps --features fake
 
 echo "[test] cargo test --workspace"
