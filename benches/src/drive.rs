@@ -228,10 +228,10 @@ impl HostBaseline {
     ) -> u16 {
         use kit::Host;
         load_request(&mut self.host, request);
-        let headers = [
-            (":method", "GET"),
-            (":path", path),
-            (":authority", "webdis"),
+        let headers: [(&str, &[u8]); 3] = [
+            (":method", b"GET"),
+            (":path", path.as_bytes()),
+            (":authority", b"webdis"),
         ];
         let timeout = core::time::Duration::from_millis(500);
         if self

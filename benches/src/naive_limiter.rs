@@ -673,10 +673,10 @@ impl NaiveLimiter {
             limit.window_secs.to_string(),
         ];
         let path = crate::naive::webdis_path(&args);
-        let headers = vec![
-            (":method", "GET"),
-            (":path", path.as_str()),
-            (":authority", "webdis"),
+        let headers: Vec<(&str, &[u8])> = vec![
+            (":method", b"GET"),
+            (":path", path.as_bytes()),
+            (":authority", b"webdis"),
         ];
         match host.http_call(&config.webdis_cluster, &headers, None, config.timeout) {
             Ok(token) => {

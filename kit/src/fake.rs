@@ -335,7 +335,7 @@ impl FakeHost {
     fn record_call(
         &mut self,
         cluster: &str,
-        headers: &[(&str, &str)],
+        headers: &[(&str, &[u8])],
         body: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
@@ -354,7 +354,7 @@ impl FakeHost {
         call.cluster.push_str(cluster);
         call.headers.clear();
         for (name, value) in headers {
-            call.headers.add(name, value.as_bytes());
+            call.headers.add(name, value);
         }
         call.body.clear();
         call.body.extend_from_slice(body);
@@ -500,7 +500,7 @@ impl Host for FakeHost {
     fn http_call(
         &mut self,
         cluster: &str,
-        headers: &[(&str, &str)],
+        headers: &[(&str, &[u8])],
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {

@@ -135,11 +135,13 @@ pub trait Host {
 
     /// Starts an HTTP call to an upstream cluster and returns its token.
     ///
-    /// `headers` must include `:method`, `:path` and `:authority`.
+    /// `headers` must include `:method`, `:path` and `:authority`. Values
+    /// are bytes, as everywhere else in this trait: the kit builds a webdis
+    /// path as bytes, and a `&str` would cost it a UTF-8 check per call.
     fn http_call(
         &mut self,
         cluster: &str,
-        headers: &[(&str, &str)],
+        headers: &[(&str, &[u8])],
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError>;

@@ -137,11 +137,16 @@ impl<'a, H: Host> Io<'a, H> {
     /// [`HttpError::Refused`] when the host refuses (for example: no such
     /// cluster).
     pub fn http_call(&mut self, request: &HttpRequest<'_>) -> Result<(), HttpError> {
-        let mut headers: smallvec::SmallVec<[(&str, &str); 8]> = smallvec::SmallVec::new();
-        headers.push((":method", request.method));
-        headers.push((":path", request.path));
-        headers.push((":authority", request.authority));
-        headers.extend_from_slice(request.headers);
+        let mut headers: smallvec::SmallVec<[(&str, &[u8]); 8]> = smallvec::SmallVec::new();
+        headers.push((":method", request.method.as_bytes()));
+        headers.push((":path", request.path.as_bytes()));
+        headers.push((":authority", request.authority.as_bytes()));
+        headers.extend(
+            request
+                .headers
+                .iter()
+                .map(|&(name, value)| (name, value.as_bytes())),
+        );
         let token = self
             .host
             .http_call(request.cluster, &headers, request.body, request.timeout)

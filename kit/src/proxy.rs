@@ -182,7 +182,7 @@ impl Host for ProxyHost {
     fn http_call(
         &mut self,
         cluster: &str,
-        headers: &[(&str, &str)],
+        headers: &[(&str, &[u8])],
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {

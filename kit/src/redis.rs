@@ -236,12 +236,10 @@ impl RedisClient {
             }
             Transport::Webdis { cluster } => {
                 encode_webdis_path(&self.args, &mut self.wire);
-                // The path is ASCII by construction (percent-encoded).
-                let path = core::str::from_utf8(&self.wire).map_err(|_| RedisError::Protocol)?;
-                let headers = [
-                    (":method", "GET"),
-                    (":path", path),
-                    (":authority", "webdis"),
+                let headers: [(&str, &[u8]); 3] = [
+                    (":method", b"GET"),
+                    (":path", &self.wire),
+                    (":authority", b"webdis"),
                 ];
                 let token = host
                     .http_call(cluster, &headers, None, self.timeout)
