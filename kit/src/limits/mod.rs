@@ -354,7 +354,7 @@ pub struct Rule<'cfg> {
     /// counters whose identity is configured (the global one, every key of
     /// an item that is not `limit_by_per_*`), computed once here. A request
     /// then copies two to four pieces into its key instead of eleven, and
-    /// only per-value counters hash (a keyed hash costs about 300
+    /// only per-value counters hash (a keyed hash costs about 150
     /// instructions).
     heads: Heads,
     /// The digits of the last window start, for the counter keys.
