@@ -387,7 +387,7 @@ impl Facts {
                 if which == AUTHORITY {
                     // Domains compare without case (see `Domain`).
                     if let Some(bytes) = range.and_then(|(s, e)| self.bytes.get_mut(s..e)) {
-                        bytes.make_ascii_lowercase();
+                        lowercase_ascii(bytes);
                     }
                 }
                 if let Some(slot) = self.ranges.get_mut(which) {
@@ -398,6 +398,50 @@ impl Facts {
         }?;
         self.bytes.get(range.0..range.1)
     }
+}
+
+/// `bytes` in ASCII lowercase, eight at a time.
+///
+/// `make_ascii_lowercase` goes byte by byte, about 13 instructions each for
+/// an authority too short for the compiler's vector loop (under 16
+/// bytes): 200 instructions of a request for `api.example.com`. As
+/// words, it is about 15 per 8 bytes; a tail shorter than a word is done
+/// as the last 8 bytes again (lowercasing twice changes nothing).
+fn lowercase_ascii(bytes: &mut [u8]) {
+    if bytes.len() < 8 {
+        bytes.make_ascii_lowercase();
+        return;
+    }
+    let mut words = bytes.chunks_exact_mut(8);
+    for word in &mut words {
+        lowercase_word(word);
+    }
+    if !words.into_remainder().is_empty() {
+        let tail = bytes.len() - 8;
+        if let Some(last) = bytes.get_mut(tail..) {
+            lowercase_word(last);
+        }
+    }
+}
+
+/// Lowercases the ASCII letters of 8 bytes; other bytes, non-ASCII
+/// included, are left as they are.
+fn lowercase_word(word: &mut [u8]) {
+    const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(word);
+    let w = u64::from_le_bytes(bytes);
+    // Per byte, on its low 7 bits (so no sum carries into the next byte):
+    // the high bit of `at_least_a` is set from `A` up, that of `past_z`
+    // from `[` up; a letter is the first without the second, in a byte
+    // whose own high bit is clear.
+    let low = w & LOW_BITS;
+    let at_least_a = low + (0x80 - u64::from(b'A')) * 0x0101_0101_0101_0101;
+    let past_z = low + (0x80 - u64::from(b'Z') - 1) * 0x0101_0101_0101_0101;
+    let upper = at_least_a & !past_z & !w & HIGH_BITS;
+    // 0x80 >> 2 is 0x20, the ASCII case bit.
+    word.copy_from_slice(&(w | upper >> 2).to_le_bytes());
 }
 
 fn strip_port(authority: &[u8]) -> &[u8] {
@@ -480,6 +524,24 @@ impl Matcher<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_lowercase_as_bytes_do() {
+        // Every byte value at every position of every length up to 40,
+        // against the standard per-byte lowercasing.
+        for len in 0..40usize {
+            for b in 0..=255u8 {
+                for at in 0..len {
+                    let mut text: Vec<u8> = (0..len).map(|i| b"aZ.-9Q@[`{"[i % 10]).collect();
+                    text[at] = b;
+                    let mut ours = text.clone();
+                    lowercase_ascii(&mut ours);
+                    text.make_ascii_lowercase();
+                    assert_eq!(ours, text, "length {len}, byte {b} at {at}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn domains_match_exact_suffix_and_prefix_wildcards() {
