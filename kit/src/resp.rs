@@ -24,19 +24,33 @@ use smallvec::SmallVec;
 /// The kit can also reserve an argument and fill it later, which is how
 /// EVAL's `numkeys` is written once the keys are known.
 ///
-/// Each argument also records whether it is known to need no escaping in a
-/// webdis path (integers, script digests, command names): the webdis
-/// encoder copies those whole instead of looking at every byte, which
-/// halves its work for an EVALSHA.
+/// Each argument also records how it goes into a webdis path
+/// ([`PathForm`]): arguments known to need no escaping (integers, script
+/// digests, command names) are copied whole instead of looked at byte by
+/// byte, which halves the encoder's work for an EVALSHA, and a key whose
+/// fixed head was escaped at configuration copies that head ready-made.
 #[derive(Debug, Default, Clone)]
 pub struct CommandArgs {
     arena: Vec<u8>,
-    /// Start, end, and whether the argument is [`path_plain`]. A `Vec`,
+    /// Start, end, and how the argument goes into a webdis path. A `Vec`,
     /// not inline storage: call entries swap whole `CommandArgs` to keep an
     /// EVALSHA's arguments for a retry, and a 24-byte vector swaps in a
     /// fraction of the time 144 inline bytes take. It grows once per
     /// buffer and is then reused.
-    ranges: Vec<(u32, u32, bool)>,
+    ranges: Vec<(u32, u32, PathForm)>,
+}
+
+/// How an argument is written into a webdis path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathForm {
+    /// Byte by byte, escaping what needs it.
+    Escape,
+    /// Whole: the argument is [`path_plain`].
+    Plain,
+    /// Its first `head` bytes have their path segment (`/` and the bytes
+    /// percent-encoded) ready in the arena at `segment`; the rest is
+    /// escaped byte by byte.
+    Prepared { head: u32, segment: (u32, u32) },
 }
 
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
@@ -73,7 +87,32 @@ impl CommandArgs {
         for part in parts {
             self.arena.extend_from_slice(part);
         }
-        self.ranges.push((start, self.end(), false));
+        self.ranges.push((start, self.end(), PathForm::Escape));
+    }
+
+    /// Appends one argument made of `parts` concatenated, whose first part
+    /// has its webdis path segment already written: `segment` is what
+    /// [`push_path_segment`] writes for `parts[0]`. The webdis encoder then
+    /// copies it instead of escaping those bytes again; other transports
+    /// never look at it.
+    pub(crate) fn push_parts_with_segment(&mut self, segment: &[u8], parts: &[&[u8]]) {
+        debug_assert!(
+            is_segment_of(segment, parts.first().copied().unwrap_or_default()),
+            "{segment:?} is not the first part's path segment"
+        );
+        let start = self.end();
+        for part in parts {
+            self.arena.extend_from_slice(part);
+        }
+        let end = self.end();
+        self.arena.extend_from_slice(segment);
+        let head = parts.first().map_or(0, |first| first.len());
+        let form = PathForm::Prepared {
+            // Bounded by the argument, itself bounded as in `end`.
+            head: u32::try_from(head).unwrap_or(u32::MAX),
+            segment: (end, self.end()),
+        };
+        self.ranges.push((start, end, form));
     }
 
     /// Appends one argument.
@@ -86,7 +125,7 @@ impl CommandArgs {
         debug_assert!(path_plain(arg), "{arg:?} is not path-plain");
         self.push(arg);
         if let Some(last) = self.ranges.last_mut() {
-            last.2 = true;
+            last.2 = PathForm::Plain;
         }
     }
 
@@ -99,7 +138,7 @@ impl CommandArgs {
 
     /// Adds an empty argument to fill later with [`CommandArgs::fill_slot`].
     pub(crate) fn reserve_slot(&mut self) -> usize {
-        self.ranges.push((0, 0, false));
+        self.ranges.push((0, 0, PathForm::Escape));
         self.ranges.len() - 1
     }
 
@@ -110,8 +149,13 @@ impl CommandArgs {
         let start = self.end();
         self.arena.extend_from_slice(arg);
         let end = self.end();
+        let form = if plain {
+            PathForm::Plain
+        } else {
+            PathForm::Escape
+        };
         if let Some(range) = self.ranges.get_mut(slot) {
-            *range = (start, end, plain);
+            *range = (start, end, form);
         }
     }
 
@@ -133,14 +177,11 @@ impl CommandArgs {
         (0..self.ranges.len()).map(|i| self.get(i))
     }
 
-    /// The arguments in order, each with whether it is [`path_plain`].
-    fn iter_marked(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
-        self.ranges.iter().map(|&(s, e, plain)| {
-            (
-                self.arena.get(s as usize..e as usize).unwrap_or_default(),
-                plain,
-            )
-        })
+    /// Arena bytes `start..end`; empty when out of range.
+    fn bytes(&self, start: u32, end: u32) -> &[u8] {
+        self.arena
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
     }
 
     pub(crate) fn copy_from(&mut self, other: &CommandArgs) {
@@ -738,13 +779,19 @@ pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8], plain: bool) {
         out.extend_from_slice(arg);
         return;
     }
+    push_escaped(out, true, arg);
+}
+
+/// Appends `/` when `slash`, then `arg` percent-encoded as in
+/// [`push_path_segment`].
+fn push_escaped(out: &mut BytesMut, slash: bool, arg: &[u8]) {
     // Bytes are gathered on the stack and copied out a block at a time:
     // a key like `limiter:{api:header:x-api-key:k-1}:1700000000` has an
     // escape every few bytes, and a copy per escape costs more than the
     // escaping.
     let mut block = [0u8; 128];
     block[0] = b'/';
-    let mut len = 1;
+    let mut len = usize::from(slash);
     for &b in arg {
         if len > block.len() - 3 {
             out.extend_from_slice(block.get(..len).unwrap_or_default());
@@ -767,6 +814,23 @@ pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8], plain: bool) {
     out.extend_from_slice(block.get(..len).unwrap_or_default());
 }
 
+/// Whether `segment` is what [`push_path_segment`] writes for `arg`
+/// (checked without allocating: the zero-allocation tests run debug builds).
+fn is_segment_of(segment: &[u8], arg: &[u8]) -> bool {
+    let Some(mut rest) = segment.strip_prefix(b"/") else {
+        return false;
+    };
+    for &b in arg {
+        let escaped = [b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')];
+        let want: &[u8] = if path_plain(&[b]) { &[b] } else { &escaped };
+        match rest.strip_prefix(want) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// Bytes a webdis path segment carries as they are: ASCII letters, digits,
 /// `-` and `_`.
 // Evaluated at compile time: a bad index would fail the build, not a request.
@@ -786,8 +850,16 @@ const PLAIN: [bool; 256] = {
 /// Encodes `args` as a webdis request path `/CMD/arg1/arg2.raw` into `out`.
 pub fn encode_webdis_path(args: &CommandArgs, out: &mut BytesMut) {
     out.clear();
-    for (arg, plain) in args.iter_marked() {
-        push_path_segment(out, arg, plain);
+    for &(start, end, form) in &args.ranges {
+        let arg = args.bytes(start, end);
+        match form {
+            PathForm::Escape => push_path_segment(out, arg, false),
+            PathForm::Plain => push_path_segment(out, arg, true),
+            PathForm::Prepared { head, segment } => {
+                out.extend_from_slice(args.bytes(segment.0, segment.1));
+                push_escaped(out, false, arg.get(head as usize..).unwrap_or_default());
+            }
+        }
     }
     out.extend_from_slice(b".raw");
 }
@@ -1290,6 +1362,46 @@ mod tests {
         for escaped in [&b"a.b"[..], b"a/b", b"a b", b"\xff", b"+"] {
             assert!(!path_plain(escaped), "{escaped:?}");
         }
+    }
+
+    #[test]
+    fn a_prepared_head_gives_the_path_escaping_gives() {
+        // A key whose head comes with its segment, beside the same key
+        // escaped whole: one path, and one RESP command.
+        let head = b"limiter:{api:header:x-api-key:".as_slice();
+        let parts: [&[u8]; 4] = [head, b"k/1 %\xff", b"}:", b"1700000040"];
+        let mut segment = BytesMut::new();
+        push_path_segment(&mut segment, head, false);
+        let (mut prepared, mut escaped) = (CommandArgs::default(), CommandArgs::default());
+        for args in [&mut prepared, &mut escaped] {
+            args.push_plain(b"EVALSHA");
+            args.push(b"x.y");
+        }
+        prepared.push_parts_with_segment(&segment, &parts);
+        escaped.push_parts(&parts);
+        for args in [&mut prepared, &mut escaped] {
+            args.push_int(60);
+        }
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        encode_webdis_path(&prepared, &mut a);
+        encode_webdis_path(&escaped, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(
+            &a[..],
+            b"/EVALSHA/x%2Ey/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak%2F1%20%25%FF%7D%3A1700000040/60.raw"
+        );
+        encode_command(&prepared, &mut a);
+        encode_command(&escaped, &mut b);
+        assert_eq!(a, b);
+        assert!(is_segment_of(&segment, head));
+        assert!(!is_segment_of(&segment, b"limiter"));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "is not the first part's path segment")]
+    fn a_wrong_segment_is_caught_in_debug_builds() {
+        CommandArgs::default().push_parts_with_segment(b"/a", &[b"b"]);
     }
 
     #[test]

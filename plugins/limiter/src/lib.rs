@@ -87,7 +87,7 @@ impl Plugin for Limiter {
         let sent = cx.io.redis().and_then(|redis| {
             redis
                 .evalsha(&cfg.script)
-                .key_parts(key.parts())
+                .counter_key(&key)
                 .arg_int(ttl)
                 .send()
         });
