@@ -360,11 +360,14 @@ impl FakeHost {
         }
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1).max(1);
-        let mut call = self
-            .spare_call
-            .take()
-            .or_else(|| self.last_call.take())
-            .unwrap_or_default();
+        // The call is written into the spare one's buffers (or, before
+        // there is a spare, the last call's), which then trade places with
+        // the last call: one swap instead of moving whole calls in and out
+        // of their options.
+        if self.spare_call.is_none() {
+            self.spare_call = self.last_call.take();
+        }
+        let call = self.spare_call.get_or_insert_with(SentCall::default);
         call.token = token;
         call.cluster.clear();
         call.cluster.push_str(cluster);
@@ -375,9 +378,7 @@ impl FakeHost {
         call.body.clear();
         call.body.extend_from_slice(body);
         call.timeout = timeout;
-        if let Some(previous) = self.last_call.replace(call) {
-            self.spare_call = Some(previous);
-        }
+        core::mem::swap(&mut self.spare_call, &mut self.last_call);
         self.calls_sent += 1;
         Ok(token)
     }
