@@ -24,8 +24,8 @@ use smallvec::SmallVec;
 /// The kit can also reserve an argument and fill it later, which is how
 /// EVAL's `numkeys` is written once the keys are known.
 ///
-/// Each argument also records how it goes into a webdis path
-/// ([`PathForm`]): arguments known to need no escaping (integers, script
+/// Each argument also records how it goes into a webdis path:
+/// arguments known to need no escaping (integers, script
 /// digests, command names) are copied whole instead of looked at byte by
 /// byte, which halves the encoder's work for an EVALSHA, and a key whose
 /// fixed head was escaped at configuration copies that head ready-made.
