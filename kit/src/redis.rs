@@ -477,14 +477,17 @@ impl<H: Host> Command<'_, H> {
     /// as a key of an EVAL/EVALSHA command: the bytes of
     /// [`Command::key_parts`] with its parts, but a webdis call copies the
     /// key's head as escaped at configuration instead of escaping it again
-    /// (about 7 instructions a byte, and heads run 20 to 40 bytes).
+    /// (about 7 instructions a byte, and heads run 20 to 40 bytes), and
+    /// copies the window's digits that end every counter key whole.
     pub fn counter_key(mut self, key: &CounterKey<'_>) -> Self {
         self.keys += 1;
         let client = &mut *self.redis.client;
         match client.transport {
-            Transport::Webdis { .. } => client
-                .args
-                .push_parts_with_segment(key.head_segment(), key.parts()),
+            Transport::Webdis { .. } => {
+                client
+                    .args
+                    .push_parts_with_segment(key.head_segment(), key.parts(), true)
+            }
             Transport::Native { .. } => client.args.push_parts(key.parts()),
         }
         self

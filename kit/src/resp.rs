@@ -48,9 +48,13 @@ enum PathForm {
     /// Whole: the argument is [`path_plain`].
     Plain,
     /// Its first `head` bytes have their path segment (`/` and the bytes
-    /// percent-encoded) ready in the arena at `segment`; the rest is
-    /// escaped byte by byte.
-    Prepared { head: u32, segment: (u32, u32) },
+    /// percent-encoded) ready in the arena at `segment`, its last `tail`
+    /// bytes are [`path_plain`]; the bytes between are escaped one by one.
+    Prepared {
+        head: u32,
+        tail: u32,
+        segment: (u32, u32),
+    },
 }
 
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
@@ -93,12 +97,26 @@ impl CommandArgs {
     /// Appends one argument made of `parts` concatenated, whose first part
     /// has its webdis path segment already written: `segment` is what
     /// [`push_path_segment`] writes for `parts[0]`. The webdis encoder then
-    /// copies it instead of escaping those bytes again; other transports
-    /// never look at it.
-    pub(crate) fn push_parts_with_segment(&mut self, segment: &[u8], parts: &[&[u8]]) {
+    /// copies it instead of escaping those bytes again, and copies the last
+    /// part whole when `last_plain` says it is [`path_plain`] (a window's
+    /// digits); other transports never look at either.
+    pub(crate) fn push_parts_with_segment(
+        &mut self,
+        segment: &[u8],
+        parts: &[&[u8]],
+        last_plain: bool,
+    ) {
         debug_assert!(
             is_segment_of(segment, parts.first().copied().unwrap_or_default()),
             "{segment:?} is not the first part's path segment"
+        );
+        let tail = match parts {
+            [_, .., last] if last_plain => last.len(),
+            _ => 0,
+        };
+        debug_assert!(
+            tail == 0 || parts.last().is_some_and(|last| path_plain(last)),
+            "the last part is not path-plain"
         );
         let start = self.end();
         for part in parts {
@@ -107,9 +125,10 @@ impl CommandArgs {
         let end = self.end();
         self.arena.extend_from_slice(segment);
         let head = parts.first().map_or(0, |first| first.len());
+        // Both bounded by the argument, itself bounded as in `end`.
         let form = PathForm::Prepared {
-            // Bounded by the argument, itself bounded as in `end`.
             head: u32::try_from(head).unwrap_or(u32::MAX),
+            tail: u32::try_from(tail).unwrap_or(0),
             segment: (end, self.end()),
         };
         self.ranges.push((start, end, form));
@@ -855,9 +874,18 @@ pub fn encode_webdis_path(args: &CommandArgs, out: &mut BytesMut) {
         match form {
             PathForm::Escape => push_path_segment(out, arg, false),
             PathForm::Plain => push_path_segment(out, arg, true),
-            PathForm::Prepared { head, segment } => {
+            PathForm::Prepared {
+                head,
+                tail,
+                segment,
+            } => {
                 out.extend_from_slice(args.bytes(segment.0, segment.1));
-                push_escaped(out, false, arg.get(head as usize..).unwrap_or_default());
+                let rest = arg.get(head as usize..).unwrap_or_default();
+                let (middle, plain) = rest.split_at(rest.len().saturating_sub(tail as usize));
+                if !middle.is_empty() {
+                    push_escaped(out, false, middle);
+                }
+                out.extend_from_slice(plain);
             }
         }
     }
@@ -1372,27 +1400,40 @@ mod tests {
         let parts: [&[u8]; 4] = [head, b"k/1 %\xff", b"}:", b"1700000040"];
         let mut segment = BytesMut::new();
         push_path_segment(&mut segment, head, false);
-        let (mut prepared, mut escaped) = (CommandArgs::default(), CommandArgs::default());
-        for args in [&mut prepared, &mut escaped] {
-            args.push_plain(b"EVALSHA");
-            args.push(b"x.y");
+        // With and without the plain last part; and a head alone, where
+        // the head is also the last part and so not copied twice.
+        let global = [head];
+        let cases: [(&[&[u8]], bool); 4] = [
+            (&parts, false),
+            (&parts, true),
+            (&global, false),
+            (&global, true),
+        ];
+        for (parts, last_plain) in cases {
+            let (mut prepared, mut escaped) = (CommandArgs::default(), CommandArgs::default());
+            for args in [&mut prepared, &mut escaped] {
+                args.push_plain(b"EVALSHA");
+                args.push(b"x.y");
+            }
+            prepared.push_parts_with_segment(&segment, parts, last_plain);
+            escaped.push_parts(parts);
+            for args in [&mut prepared, &mut escaped] {
+                args.push_int(60);
+            }
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            encode_webdis_path(&prepared, &mut a);
+            encode_webdis_path(&escaped, &mut b);
+            assert_eq!(a, b);
+            if parts.len() == 4 {
+                assert_eq!(
+                    &a[..],
+                    b"/EVALSHA/x%2Ey/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak%2F1%20%25%FF%7D%3A1700000040/60.raw"
+                );
+            }
+            encode_command(&prepared, &mut a);
+            encode_command(&escaped, &mut b);
+            assert_eq!(a, b);
         }
-        prepared.push_parts_with_segment(&segment, &parts);
-        escaped.push_parts(&parts);
-        for args in [&mut prepared, &mut escaped] {
-            args.push_int(60);
-        }
-        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-        encode_webdis_path(&prepared, &mut a);
-        encode_webdis_path(&escaped, &mut b);
-        assert_eq!(a, b);
-        assert_eq!(
-            &a[..],
-            b"/EVALSHA/x%2Ey/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak%2F1%20%25%FF%7D%3A1700000040/60.raw"
-        );
-        encode_command(&prepared, &mut a);
-        encode_command(&escaped, &mut b);
-        assert_eq!(a, b);
         assert!(is_segment_of(&segment, head));
         assert!(!is_segment_of(&segment, b"limiter"));
     }
@@ -1401,7 +1442,14 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "is not the first part's path segment")]
     fn a_wrong_segment_is_caught_in_debug_builds() {
-        CommandArgs::default().push_parts_with_segment(b"/a", &[b"b"]);
+        CommandArgs::default().push_parts_with_segment(b"/a", &[b"b"], false);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "the last part is not path-plain")]
+    fn an_escapable_last_part_marked_plain_is_caught_in_debug_builds() {
+        CommandArgs::default().push_parts_with_segment(b"/a", &[b"a", b"b:c"], true);
     }
 
     #[test]

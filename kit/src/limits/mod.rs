@@ -302,7 +302,11 @@ impl<'cfg> Limits<'cfg> {
 /// The pieces of a counter key; see [`Rule::counter_key`].
 #[derive(Clone, Copy, Debug)]
 pub struct CounterKey<'a> {
-    /// At most: the head, the request's value, `}:` and the window.
+    /// At most: the head, the request's value, `}:` and the window. The
+    /// last piece is always the window's decimal digits, which a webdis
+    /// path takes as they are (see [`Command::counter_key`]).
+    ///
+    /// [`Command::counter_key`]: crate::redis::Command::counter_key
     parts: [&'a [u8]; 4],
     len: usize,
     identity: &'a [u8],
