@@ -408,8 +408,11 @@ impl Heads {
     fn new(limits: &Limits<'_>, cache: &OverLimitCache, prefix: &str, rule: &str) -> Heads {
         let (prefix, rule) = (prefix.as_bytes(), rule.as_bytes());
         let mut heads = Heads::default();
+        // Each head's path segment is escaped here first; one buffer for all.
+        let mut segment = bytes::BytesMut::new();
         let Limits::Items(items) = limits else {
             heads.global = heads.push(
+                &mut segment,
                 &[prefix, b":{", rule, b":global}:"],
                 cache.hash(GLOBAL_SLOT, GLOBAL_IDENTITY),
             );
@@ -444,7 +447,7 @@ impl Heads {
         heads.keys.reserve_exact(keys);
         for (i, item) in items.iter().enumerate() {
             let parts = item_head(prefix, rule, item);
-            let head = heads.push(&parts, 0);
+            let head = heads.push(&mut segment, &parts, 0);
             heads.items.push((head, heads.keys.len()));
             if item.per_value {
                 continue;
@@ -457,15 +460,16 @@ impl Heads {
                 }
                 pieces[8] = identity;
                 pieces[9] = b"}:";
-                let key_head = heads.push(&pieces, cache.hash(slot(i, k), identity));
+                let key_head = heads.push(&mut segment, &pieces, cache.hash(slot(i, k), identity));
                 heads.keys.push(key_head);
             }
         }
         heads
     }
 
-    /// Appends `parts` to the buffer as one head, then its path segment.
-    fn push(&mut self, parts: &[&[u8]], hash: u64) -> Head {
+    /// Appends `parts` to the buffer as one head, then its path segment,
+    /// escaped through `segment`.
+    fn push(&mut self, segment: &mut bytes::BytesMut, parts: &[&[u8]], hash: u64) -> Head {
         // Configurations are bounded by the proxy's buffers long before 4 GiB.
         let offset = |bytes: &Vec<u8>| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let start = offset(&self.bytes);
@@ -473,10 +477,10 @@ impl Heads {
             self.bytes.extend_from_slice(part);
         }
         let end = offset(&self.bytes);
-        let mut segment = bytes::BytesMut::new();
+        segment.clear();
         let head = self.bytes.get(start as usize..).unwrap_or_default();
-        crate::resp::push_path_segment(&mut segment, head, false);
-        self.bytes.extend_from_slice(&segment);
+        crate::resp::push_path_segment(segment, head, false);
+        self.bytes.extend_from_slice(segment);
         Head {
             start,
             end,
