@@ -49,13 +49,26 @@ enum PathForm {
     Plain,
     /// Its first `head` bytes have their path segment (`/` and the bytes
     /// percent-encoded) ready in the arena at `segment`, its last `tail`
-    /// bytes are [`path_plain`]; the bytes between are escaped one by one.
+    /// bytes are [`path_plain`]; the bytes between are escaped, a
+    /// [`KEY_CLOSE`] ending them written ready-made.
     Prepared {
         head: u32,
         tail: u32,
         segment: (u32, u32),
     },
 }
+
+/// What closes a per-value counter key's hash tag before its window
+/// (`<head><value>}:<window>`, the head and the window prepared).
+const KEY_CLOSE: &[u8] = b"}:";
+
+/// [`KEY_CLOSE`] percent-encoded. Written whole, it spares the encoder
+/// escaping two bytes after every per-value key's value, and leaves the
+/// value alone between the head and the tail, so that a plain value (the
+/// usual API key or user id) is one copy (see [`push_escaped`]). Looked
+/// for by the encoder, not marked when the key is pushed: a key without
+/// a middle (the global one, a configured key's) then pays nothing.
+const KEY_CLOSE_SEGMENT: &[u8] = b"%7D%3A";
 
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
 pub(crate) fn path_plain(arg: &[u8]) -> bool {
@@ -804,6 +817,18 @@ pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8], plain: bool) {
 /// Appends `/` when `slash`, then `arg` percent-encoded as in
 /// [`push_path_segment`].
 fn push_escaped(out: &mut BytesMut, slash: bool, arg: &[u8]) {
+    // An argument with nothing to escape (a per-value key's value is
+    // usually an API key or a user id) is one copy: about 4 instructions
+    // a byte to look, where gathering costs about 15 a byte and zeroes a
+    // 128-byte block first. An argument with an escape pays the look up
+    // to its first escape again below.
+    if path_plain(arg) {
+        if slash {
+            out.extend_from_slice(b"/");
+        }
+        out.extend_from_slice(arg);
+        return;
+    }
     // Bytes are gathered on the stack and copied out a block at a time:
     // a key like `limiter:{api:header:x-api-key:k-1}:1700000000` has an
     // escape every few bytes, and a copy per escape costs more than the
@@ -883,7 +908,13 @@ pub fn encode_webdis_path(args: &CommandArgs, out: &mut BytesMut) {
                 let rest = arg.get(head as usize..).unwrap_or_default();
                 let (middle, plain) = rest.split_at(rest.len().saturating_sub(tail as usize));
                 if !middle.is_empty() {
-                    push_escaped(out, false, middle);
+                    match middle.strip_suffix(KEY_CLOSE) {
+                        Some(value) => {
+                            push_escaped(out, false, value);
+                            out.extend_from_slice(KEY_CLOSE_SEGMENT);
+                        }
+                        None => push_escaped(out, false, middle),
+                    }
                 }
                 out.extend_from_slice(plain);
             }
@@ -1436,6 +1467,62 @@ mod tests {
         }
         assert!(is_segment_of(&segment, head));
         assert!(!is_segment_of(&segment, b"limiter"));
+    }
+
+    /// Percent-encoding by the definition, one byte at a time.
+    fn escaped_by_definition(arg: &[u8]) -> Vec<u8> {
+        let mut out = b"/".to_vec();
+        for &b in arg {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn plain_values_and_key_closes_give_the_path_escaping_gives() {
+        // The one-copy path of a plain argument, the gathering path, and a
+        // per-value key's `}:` written ready-made: the bytes escaping the
+        // whole key byte by byte gives. Values: plain, empty, with an
+        // escape first, last or inside, ending in `}:` themselves, and
+        // longer than the gathering block.
+        let long_plain = "k".repeat(300);
+        let long_mixed = "a:".repeat(150);
+        let values: [&[u8]; 10] = [
+            b"k-3f9a2c71d4e5b6a7",
+            b"",
+            b":abc",
+            b"abc%",
+            b"user 1234",
+            b"x}:",
+            b"}:",
+            b"\xff\x00",
+            long_plain.as_bytes(),
+            long_mixed.as_bytes(),
+        ];
+        let head = b"limiter:{api:header:x-api-key:".as_slice();
+        let mut segment = BytesMut::new();
+        push_path_segment(&mut segment, head, false);
+        for value in values {
+            let mut out = BytesMut::new();
+            push_escaped(&mut out, true, value);
+            assert_eq!(&out[..], escaped_by_definition(value), "{value:?}");
+            out.clear();
+            push_escaped(&mut out, false, value);
+            assert_eq!(&out[..], &escaped_by_definition(value)[1..], "{value:?}");
+
+            let parts: [&[u8]; 4] = [head, value, b"}:", b"1700000040"];
+            let mut prepared = CommandArgs::default();
+            prepared.push_parts_with_segment(&segment, &parts, true);
+            let mut path = BytesMut::new();
+            encode_webdis_path(&prepared, &mut path);
+            let mut want = escaped_by_definition(&parts.concat());
+            want.extend_from_slice(b".raw");
+            assert_eq!(&path[..], want, "{value:?}");
+        }
     }
 
     #[test]
