@@ -717,6 +717,10 @@ impl Reader<'_> {
             self.at += 4;
             return Some(-1);
         }
+        if let Some((n, after)) = plain_number(self.bytes, self.at) {
+            self.at = after;
+            return Some(n);
+        }
         let (start, end) = self.line()?;
         integer(self.bytes.get(start..end)?)
     }
@@ -754,6 +758,39 @@ impl Reader<'_> {
         let nested = u32::try_from(self.frames.len() - first).ok()?;
         Some(Frame::Array { len, nested })
     }
+}
+
+/// Digits known not to overflow an `i64` without checking each step.
+const SAFE_DIGITS: usize = 18;
+
+/// The common number line, 1 to 18 digits and CRLF (a count, a length),
+/// at `at`: its value and where the line ends. `None` for anything else
+/// (a sign, more digits, no CRLF right after them), which
+/// [`Reader::line`] and [`integer`] then read as before.
+///
+/// Those two find the line's end first and go over its digits a second
+/// time, with an overflow check for each: about 100 instructions for
+/// `:42`, where this loop takes about a quarter of that. The answer is
+/// the same: the first LF after digits and CR ends the line, and the
+/// line is the digits.
+fn plain_number(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
+    let mut n: i64 = 0;
+    let mut end = at;
+    while let Some(&b) = bytes.get(end) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if end - at == SAFE_DIGITS {
+            return None;
+        }
+        n = n * 10 + i64::from(d);
+        end += 1;
+    }
+    if end == at || bytes.get(end..end + 2) != Some(b"\r\n") {
+        return None;
+    }
+    Some((n, end + 2))
 }
 
 /// Decimal digits after an optional `+` or `-`, as `i64::from_str` reads
@@ -1061,6 +1098,57 @@ mod tests {
         fn pick<T: Copy>(&mut self, from: &[T]) -> T {
             from[self.below(from.len())]
         }
+    }
+
+    #[test]
+    fn plain_number_lines_read_as_the_line_and_integer_read_them() {
+        // Digit runs of every length around the unchecked limit, after
+        // each kind and with every ending, as whole replies (against
+        // `redis-protocol`) and directly against the general path.
+        let mut rng = Lcg(7);
+        let endings: [&[u8]; 8] = [
+            b"\r\n", b"\r", b"\n", b"", b"\r\r\n", b"x\r\n", b"\r\nx", b"\n\r\n",
+        ];
+        for len in 0..=22 {
+            for first in [b'0', b'1', b'9', b'5'] {
+                let mut digits = vec![first];
+                digits.extend((1..len).map(|_| b'0' + rng.below(10) as u8));
+                digits.truncate(len);
+                for max in [false, true] {
+                    if max {
+                        digits.iter_mut().for_each(|d| *d = b'9');
+                    }
+                    for ending in endings {
+                        let line = [&digits[..], ending].concat();
+                        let general = {
+                            let mut reader = Reader {
+                                bytes: &line,
+                                at: 0,
+                                frames: SmallVec::new(),
+                            };
+                            reader
+                                .line()
+                                .and_then(|(s, e)| integer(&line[s..e]))
+                                .map(|n| (n, reader.at))
+                        };
+                        if let Some(fast) = plain_number(&line, 0) {
+                            assert_eq!(Some(fast), general, "{}", line.escape_ascii());
+                        }
+                        for kind in [b':', b'$', b'*'] {
+                            check(&[&[kind][..], &line].concat());
+                            check(&[&[kind][..], &line, b"abc\r\n"].concat());
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(plain_number(b"42\r\n", 0), Some((42, 4)));
+        assert_eq!(
+            plain_number(b"999999999999999999\r\n", 0),
+            Some((999_999_999_999_999_999, 20))
+        );
+        assert_eq!(plain_number(b"9999999999999999999\r\n", 0), None);
+        assert_eq!(plain_number(b"+42\r\n", 0), None);
     }
 
     #[test]
