@@ -89,9 +89,18 @@ impl Headers {
     /// Whether entry `e` is a line of `name`, case aside. The lengths are
     /// compared before the name is sliced out of the arena: most lines a
     /// lookup passes differ in length, and both sides of a benchmark
-    /// look headers up through here.
+    /// look headers up through here. The bytes are compared as they are
+    /// first: names are nearly always written in lowercase on both sides
+    /// (HTTP/2 requires it), and one comparison of the whole name costs
+    /// a fraction of folding the case of every byte pair (about 7
+    /// instructions a byte). Only names that differ are compared again
+    /// case aside.
     fn is_named(&self, e: &(usize, usize, usize), name: &[u8]) -> bool {
-        e.1.wrapping_sub(e.0) == name.len() && self.name_of(e).eq_ignore_ascii_case(name)
+        if e.1.wrapping_sub(e.0) != name.len() {
+            return false;
+        }
+        let own = self.name_of(e);
+        own == name || own.eq_ignore_ascii_case(name)
     }
 
     fn value_of(&self, &(_, split, end): &(usize, usize, usize)) -> &[u8] {
@@ -564,5 +573,33 @@ impl Host for FakeHost {
         if let Some((_, value)) = self.counters.get_mut(id as usize) {
             *value += delta;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_match_case_aside() {
+        // Exact names take the quick comparison, others the case-folding
+        // one; both find the first line of the name, and only of it.
+        let mut headers = Headers::default();
+        headers.add("x-api-key", b"a");
+        headers.add("X-Api-Key", b"b");
+        headers.add("x-api-kez", b"c");
+        headers.add("Content-Type", b"d");
+        assert_eq!(headers.get("x-api-key"), Some(&b"a"[..]));
+        assert_eq!(headers.get("X-API-KEY"), Some(&b"a"[..]));
+        assert_eq!(headers.get("x-api-kez"), Some(&b"c"[..]));
+        assert_eq!(headers.get("content-type"), Some(&b"d"[..]));
+        assert_eq!(headers.get("Content-Type"), Some(&b"d"[..]));
+        assert_eq!(headers.get("x-api-ke"), None);
+        assert_eq!(headers.get("x-api-key-"), None);
+        headers.set("X-API-KEY", Some(b"e"));
+        assert_eq!(headers.get("x-api-key"), Some(&b"e"[..]));
+        assert_eq!(headers.len(), 3);
+        headers.set("content-TYPE", None);
+        assert_eq!(headers.get("Content-Type"), None);
     }
 }
