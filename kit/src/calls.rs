@@ -104,6 +104,11 @@ impl Calls {
         Some((call.stream, call.kind, call.retry_source))
     }
 
+    #[cfg(test)]
+    pub(crate) fn entries_for_tests(&self) -> &[Call] {
+        &self.entries
+    }
+
     /// Whether `stream` waits for any answer.
     pub(crate) fn waits(&self, stream: StreamId) -> bool {
         self.entries.iter().any(|c| c.live && c.stream == stream)

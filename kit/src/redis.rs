@@ -63,8 +63,12 @@ impl std::error::Error for RedisError {}
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Script {
     source: &'static str,
-    sha1: [u8; 40],
+    /// `EVALSHA` and the lowercase hex digest, side by side: an EVALSHA
+    /// starts with one copy of both (see [`Redis::evalsha`]).
+    evalsha: [u8; EVALSHA.len() + 40],
 }
+
+const EVALSHA: &[u8] = b"EVALSHA";
 
 impl fmt::Debug for Script {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,17 +96,20 @@ impl Script {
     #[allow(clippy::indexing_slicing)]
     pub const fn new(source: &'static str) -> Self {
         let digest = sha1(source.as_bytes());
-        let mut sha1_hex = [0u8; 40];
+        let mut evalsha = [0u8; EVALSHA.len() + 40];
         let mut i = 0;
-        while i < 20 {
-            sha1_hex[2 * i] = crate::resp::hex_digit(digest[i] >> 4, b'a');
-            sha1_hex[2 * i + 1] = crate::resp::hex_digit(digest[i], b'a');
+        while i < EVALSHA.len() {
+            evalsha[i] = EVALSHA[i];
             i += 1;
         }
-        Script {
-            source,
-            sha1: sha1_hex,
+        let hex = EVALSHA.len();
+        i = 0;
+        while i < 20 {
+            evalsha[hex + 2 * i] = crate::resp::hex_digit(digest[i] >> 4, b'a');
+            evalsha[hex + 2 * i + 1] = crate::resp::hex_digit(digest[i], b'a');
+            i += 1;
         }
+        Script { source, evalsha }
     }
 
     /// The script's source.
@@ -112,7 +119,8 @@ impl Script {
 
     /// The lowercase hex SHA-1 digest.
     pub fn sha1_hex(&self) -> &str {
-        core::str::from_utf8(&self.sha1).unwrap_or_default()
+        let hex = self.evalsha.get(EVALSHA.len()..).unwrap_or_default();
+        core::str::from_utf8(hex).unwrap_or_default()
     }
 }
 
@@ -417,12 +425,19 @@ impl<'a, H: Host> Redis<'a, H> {
     /// Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`); the
     /// plugin only sees the final reply.
     pub fn evalsha(self, script: &Script) -> Command<'a, H> {
-        let mut cmd = self.command("EVALSHA");
-        // The digest is lowercase hex.
-        cmd.redis.client.args.push_plain(&script.sha1);
-        cmd.numkeys = Some(cmd.redis.client.args.reserve_slot());
-        cmd.script = Some(script.source);
-        cmd
+        let args = &mut self.client.args;
+        args.clear();
+        // The name and the digest (lowercase hex) are path-plain, and
+        // stored side by side: one copy instead of two, and no look at
+        // the name's bytes as `command` takes.
+        args.push_plain_pair(&script.evalsha, EVALSHA.len());
+        let numkeys = Some(args.reserve_slot());
+        Command {
+            redis: self,
+            numkeys,
+            keys: 0,
+            script: Some(script.source),
+        }
     }
 }
 
@@ -510,11 +525,15 @@ impl<H: Host> Command<'_, H> {
             script,
         } = self;
         if let Some(slot) = numkeys {
-            let mut digits = itoa::Buffer::new();
-            redis
-                .client
-                .args
-                .fill_slot(slot, digits.format(keys).as_bytes(), true);
+            let args = &mut redis.client.args;
+            match u8::try_from(keys) {
+                // A script takes a key or a few: one digit, no formatting.
+                Ok(n @ 0..=9) => args.fill_slot(slot, &[b'0' + n], true),
+                _ => {
+                    let mut digits = itoa::Buffer::new();
+                    args.fill_slot(slot, digits.format(keys).as_bytes(), true);
+                }
+            }
         }
         redis
             .client
@@ -606,6 +625,67 @@ const fn sha1(bytes: &[u8]) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake::FakeHost;
+
+    #[test]
+    fn evalsha_sends_what_the_plain_command_sends() {
+        // The name and digest copied as one, and `numkeys` written as a
+        // single digit below 10: the same call as the arguments pushed
+        // one by one and `numkeys` formatted, over both transports.
+        const SCRIPT: Script = Script::new("return #KEYS");
+        for native in [false, true] {
+            for keys in [0usize, 1, 2, 9, 10, 12] {
+                let cluster = "redis".to_owned();
+                let transport = match native {
+                    true => Transport::Native { cluster },
+                    false => Transport::Webdis { cluster },
+                };
+                let mut client = RedisClient {
+                    transport,
+                    timeout: Duration::from_millis(5),
+                    args: CommandArgs::default(),
+                    wire: BytesMut::new(),
+                };
+                let (mut host, mut calls) = (FakeHost::new(), Calls::default());
+                let redis = Redis {
+                    client: &mut client,
+                    host: &mut host,
+                    calls: &mut calls,
+                    stream: StreamId::default(),
+                };
+                let names: Vec<String> = (0..keys).map(|k| format!("k:{{{k}}}")).collect();
+                let mut cmd = redis.evalsha(&SCRIPT);
+                for name in &names {
+                    cmd = cmd.key(name.as_bytes());
+                }
+                cmd.arg_int(60).send().unwrap();
+
+                let mut want = CommandArgs::default();
+                want.push(b"EVALSHA");
+                want.push(SCRIPT.sha1_hex().as_bytes());
+                want.push(keys.to_string().as_bytes());
+                for name in &names {
+                    want.push(name.as_bytes());
+                }
+                want.push(b"60");
+                let call = host.last_call.as_ref().unwrap();
+                let mut wire = BytesMut::new();
+                if native {
+                    encode_command(&want, &mut wire);
+                    assert_eq!(call.body, &wire[..]);
+                } else {
+                    encode_webdis_path(&want, &mut wire);
+                    assert_eq!(call.headers.get(":path"), Some(&wire[..]));
+                }
+                // What a NOSCRIPT retry would re-send.
+                let kept = &calls.entries_for_tests()[0].retry_args;
+                assert_eq!(
+                    kept.iter().collect::<Vec<_>>(),
+                    want.iter().collect::<Vec<_>>()
+                );
+            }
+        }
+    }
 
     #[test]
     fn sha1_agrees_with_sha1_smol_at_every_padding_boundary() {

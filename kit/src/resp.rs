@@ -155,10 +155,22 @@ impl CommandArgs {
     /// Appends one argument the caller knows to be [`path_plain`].
     pub(crate) fn push_plain(&mut self, arg: &[u8]) {
         debug_assert!(path_plain(arg), "{arg:?} is not path-plain");
-        self.push(arg);
-        if let Some(last) = self.ranges.last_mut() {
-            last.2 = PathForm::Plain;
-        }
+        let start = self.end();
+        self.arena.extend_from_slice(arg);
+        self.ranges.push((start, self.end(), PathForm::Plain));
+    }
+
+    /// Appends `args[..at]` and `args[at..]` as two arguments the caller
+    /// knows to be [`path_plain`], with one copy: an EVALSHA's name and
+    /// digest, kept side by side in its [`Script`](crate::Script).
+    pub(crate) fn push_plain_pair(&mut self, args: &[u8], at: usize) {
+        debug_assert!(path_plain(args), "{args:?} is not path-plain");
+        let start = self.end();
+        self.arena.extend_from_slice(args);
+        // Bounded by the argument, itself bounded as in `end`.
+        let split = start.saturating_add(u32::try_from(at.min(args.len())).unwrap_or(0));
+        self.ranges.push((start, split, PathForm::Plain));
+        self.ranges.push((split, self.end(), PathForm::Plain));
     }
 
     /// Appends an integer argument in decimal.
