@@ -143,9 +143,12 @@ impl Plugin for Limiter {
 
     fn on_response_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         if let Some((limit, remaining)) = cx.state.quota {
+            // The limit's digits are kept by the rule; the remaining
+            // count changes with every request.
+            let (limit_digits, len) = cx.config.rule.limit_digits(limit);
+            let limit_text = limit_digits.get(..len).unwrap_or_default();
+            cx.io.set_response_header("x-ratelimit-limit", limit_text);
             let mut digits = itoa::Buffer::new();
-            cx.io
-                .set_response_header("x-ratelimit-limit", digits.format(limit).as_bytes());
             cx.io
                 .set_response_header("x-ratelimit-remaining", digits.format(remaining).as_bytes());
         }
