@@ -475,12 +475,60 @@ fn starts_scalar(b: u8) -> bool {
     matches!(b, b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
 }
 
-/// Whether `b` ends a skipped number or literal.
-fn ends_scalar(b: u8) -> bool {
+/// The bytes that end a skipped number or literal.
+const fn is_scalar_end(b: u8) -> bool {
     matches!(
         b,
         b',' | b'}' | b']' | b':' | b'"' | b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r'
     )
+}
+
+/// The bytes that may follow `\` in a string: a simple escape or `u`.
+const fn is_escape(b: u8) -> bool {
+    matches!(
+        b,
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u'
+    )
+}
+
+/// Flag of [`BYTE_FLAGS`]: [`is_scalar_end`].
+const SCALAR_END: u8 = 1;
+/// Flag of [`BYTE_FLAGS`]: [`is_escape`].
+const ESCAPE: u8 = 2;
+
+/// [`is_scalar_end`] and [`is_escape`] by byte, one load each: their
+/// `matches!` compile to jump tables of about 10 instructions a byte
+/// (per byte of a skipped number, per escape of a skipped string: a
+/// third of a long answer's instructions were its escapes). 256 bytes of
+/// data.
+// Built at compile time: a bad index would fail the build, never panic.
+#[allow(clippy::indexing_slicing)]
+static BYTE_FLAGS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        if is_scalar_end(b as u8) {
+            table[b] |= SCALAR_END;
+        }
+        if is_escape(b as u8) {
+            table[b] |= ESCAPE;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// Whether `b` ends a skipped number or literal.
+#[inline(always)]
+fn ends_scalar(b: u8) -> bool {
+    BYTE_FLAGS.get(usize::from(b)).copied().unwrap_or(0) & SCALAR_END != 0
+}
+
+/// Whether `\` and `b` are an escape a string may hold (`\u`'s digits
+/// are not checked).
+#[inline(always)]
+fn escapes(b: u8) -> bool {
+    BYTE_FLAGS.get(usize::from(b)).copied().unwrap_or(0) & ESCAPE != 0
 }
 
 /// The byte an escape other than `\u` stands for: `\n` for `n`.
@@ -529,32 +577,37 @@ fn string_stops(w: u64) -> u64 {
 }
 
 /// The offset of the first byte of `s` a string must stop at (see
-/// [`string_stops`]), or the length of `s`. The last few bytes are read
-/// as a word padded with spaces, which are never flagged.
+/// [`string_stops`]), or the length of `s`.
 fn string_run(s: &[u8]) -> usize {
-    let mut words = s.chunks_exact(8);
-    let mut at = 0;
-    for word in words.by_ref() {
-        let Some(bytes) = word.first_chunk::<8>() else {
-            break;
-        };
+    string_stop(s, 0)
+}
+
+/// The offset of the first byte of `s` from `pos` a string must stop at
+/// (see [`string_stops`]), or the length of `s`: a word at a time while
+/// eight bytes are left, the last few by [`string_tail`].
+#[inline(always)]
+fn string_stop(s: &[u8], pos: usize) -> usize {
+    let mut rest = s.get(pos..).unwrap_or_default();
+    while let Some((bytes, tail)) = rest.split_first_chunk::<8>() {
         let stops = string_stops(u64::from_le_bytes(*bytes));
         if stops != 0 {
-            return at + (stops.trailing_zeros() / 8) as usize;
+            return s.len() - rest.len() + (stops.trailing_zeros() / 8) as usize;
         }
-        at += 8;
+        rest = tail;
     }
-    let rest = words.remainder();
-    let mut bytes = [b' '; 8];
-    for (slot, &b) in bytes.iter_mut().zip(rest) {
-        *slot = b;
-    }
-    let stops = string_stops(u64::from_le_bytes(bytes));
-    if stops != 0 {
-        // A flag is never on the padding: at most `rest.len() - 1`.
-        return at + (stops.trailing_zeros() / 8) as usize;
-    }
-    at + rest.len()
+    string_tail(s, s.len() - rest.len())
+}
+
+/// [`string_stop`] within the last eight bytes of `s`, byte by byte: met
+/// once at the end of a chunk, not once a string.
+#[cold]
+#[inline(never)]
+fn string_tail(s: &[u8], pos: usize) -> usize {
+    let rest = s.get(pos..).unwrap_or_default();
+    pos + rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(rest.len())
 }
 
 /// How a skipped string continues from some offset.
@@ -571,14 +624,14 @@ enum StrEnd {
 #[inline(always)]
 fn skip_string(s: &[u8], mut pos: usize) -> StrEnd {
     loop {
-        pos += string_run(s.get(pos..).unwrap_or_default());
+        pos = string_stop(s, pos);
         match s.get(pos) {
             None => return StrEnd::Cut(false),
             Some(b'"') => return StrEnd::Closed(pos + 1),
             Some(b'\\') => match s.get(pos + 1) {
                 None => return StrEnd::Cut(true),
                 // `\u`'s four digits go as ordinary string bytes.
-                Some(&e) if simple_escape(e).is_some() || e == b'u' => pos += 2,
+                Some(&e) if escapes(e) => pos += 2,
                 Some(_) => return StrEnd::Bad,
             },
             Some(_) => return StrEnd::Bad,
@@ -901,7 +954,7 @@ impl Doc {
                 At::After if b == b'}' => self.close(pos),
                 At::Scalar => self.scalar(s, pos),
                 At::Number(num) => self.number(s, pos, num),
-                At::StrEscape if simple_escape(b).is_some() || b == b'u' => {
+                At::StrEscape if escapes(b) => {
                     self.at = At::Str;
                     pos + 1
                 }
@@ -2580,6 +2633,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn byte_flags_match_their_predicates() {
+        for b in 0..=u8::MAX {
+            assert_eq!(ends_scalar(b), is_scalar_end(b), "{b:#x}");
+            assert_eq!(
+                escapes(b),
+                simple_escape(b).is_some() || b == b'u',
+                "{b:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn string_stop_matches_a_byte_loop_from_every_offset() {
+        let naive = |s: &[u8], pos: usize| {
+            s.get(pos..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .map_or(s.len(), |i| pos + i)
+        };
+        // Every byte value at every position of a 24-byte run, from every
+        // offset: words, the tail, and both across the byte.
+        let base = b"abcdefghijklmnopqrstuvwx".to_vec();
+        for at in 0..base.len() {
+            for b in 0..=u8::MAX {
+                let mut s = base.clone();
+                s[at] = b;
+                for pos in 0..=s.len() {
+                    assert_eq!(string_stop(&s, pos), naive(&s, pos), "{s:?} from {pos}");
+                }
+            }
+        }
+        assert_eq!(string_stop(b"abc", 7), 3);
     }
 
     /// The event-stream scanner as it was before lines went to the lexer
