@@ -586,31 +586,45 @@ fn string_run(s: &[u8]) -> usize {
 }
 
 /// The offset of the first byte of `s` from `pos` a string must stop at
-/// (see [`string_stops`]), or the length of `s`: a word at a time while
-/// eight bytes are left, the last few by [`string_tail`].
+/// (see [`string_stops`]), or the length of `s`.
 #[inline(always)]
 fn string_stop(s: &[u8], pos: usize) -> usize {
-    let mut rest = s.get(pos..).unwrap_or_default();
-    while let Some((bytes, tail)) = rest.split_first_chunk::<8>() {
-        let stops = string_stops(u64::from_le_bytes(*bytes));
-        if stops != 0 {
-            return s.len() - rest.len() + (stops.trailing_zeros() / 8) as usize;
-        }
-        rest = tail;
-    }
-    string_tail(s, s.len() - rest.len())
+    next_stop(s, pos).map_or(s.len(), |(at, _)| at)
 }
 
-/// [`string_stop`] within the last eight bytes of `s`, byte by byte: met
-/// once at the end of a chunk, not once a string.
+/// The first byte of `s` from `pos` a string must stop at (see
+/// [`string_stops`]) and its offset; `None` when there is none. A word at
+/// a time while eight bytes are left, the last few by [`tail_stop`].
+///
+/// The byte comes out of the word (a shift), so the caller matches on it
+/// without loading it again or checking its offset against the length.
+#[inline(always)]
+fn next_stop(s: &[u8], pos: usize) -> Option<(usize, u8)> {
+    let mut rest = s.get(pos..)?;
+    let mut at = pos;
+    while let Some((bytes, tail)) = rest.split_first_chunk::<8>() {
+        let w = u64::from_le_bytes(*bytes);
+        let stops = string_stops(w);
+        if stops != 0 {
+            // The flag is the top bit of the byte: bit `8 * i + 7`.
+            let bit = stops.trailing_zeros();
+            return Some((at + (bit / 8) as usize, (w >> (bit - 7)) as u8));
+        }
+        rest = tail;
+        at += 8;
+    }
+    tail_stop(rest, at)
+}
+
+/// [`next_stop`] on the fewer than eight bytes `rest` at offset `at`,
+/// byte by byte: met once at the end of a chunk, not once a string.
 #[cold]
 #[inline(never)]
-fn string_tail(s: &[u8], pos: usize) -> usize {
-    let rest = s.get(pos..).unwrap_or_default();
-    pos + rest
+fn tail_stop(rest: &[u8], at: usize) -> Option<(usize, u8)> {
+    let i = rest
         .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(rest.len())
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    Some((at + i, *rest.get(i)?))
 }
 
 /// How a skipped string continues from some offset.
@@ -627,14 +641,13 @@ enum StrEnd {
 #[inline(always)]
 fn skip_string(s: &[u8], mut pos: usize) -> StrEnd {
     loop {
-        pos = string_stop(s, pos);
-        match s.get(pos) {
+        match next_stop(s, pos) {
             None => return StrEnd::Cut(false),
-            Some(b'"') => return StrEnd::Closed(pos + 1),
-            Some(b'\\') => match s.get(pos + 1) {
+            Some((at, b'"')) => return StrEnd::Closed(at + 1),
+            Some((at, b'\\')) => match s.get(at + 1) {
                 None => return StrEnd::Cut(true),
                 // `\u`'s four digits go as ordinary string bytes.
-                Some(&e) if escapes(e) => pos += 2,
+                Some(&e) if escapes(e) => pos = at + 2,
                 Some(_) => return StrEnd::Bad,
             },
             Some(_) => return StrEnd::Bad,
@@ -655,11 +668,28 @@ fn blanks(s: &[u8], mut pos: usize) -> usize {
     pos
 }
 
+/// The offset after `byte` at `pos`, or after it past spaces and tabs
+/// from `pos`; `None` when something else comes first. One compare and
+/// no second load for compact JSON, where [`blanks`] and a compare after
+/// it load the byte twice.
+#[inline(always)]
+fn past(s: &[u8], pos: usize, byte: u8) -> Option<usize> {
+    match s.get(pos) {
+        Some(&b) if b == byte => Some(pos + 1),
+        Some(b' ' | b'\t') => {
+            let at = blanks(s, pos);
+            (s.get(at) == Some(&byte)).then_some(at + 1)
+        }
+        _ => None,
+    }
+}
+
 /// The offset after the value that starts at `pos` in a member of the
 /// top-level object, skipped as [`Doc::skip_value`] does, when it ends
 /// within `s` with no line ending outside its strings and nothing the skim
 /// refuses; `None` otherwise (left to [`Doc::run`]).
-fn skip_whole(s: &[u8], mut pos: usize) -> Option<usize> {
+#[inline(always)]
+fn skip_whole(s: &[u8], pos: usize) -> Option<usize> {
     let b = *s.get(pos)?;
     if b == b'"' {
         return match skip_string(s, pos + 1) {
@@ -674,10 +704,26 @@ fn skip_whole(s: &[u8], mut pos: usize) -> Option<usize> {
         let len = s.get(pos + 1..)?.iter().position(|&c| ends_scalar(c))?;
         return Some(pos + 1 + len);
     }
-    // As [`Doc::tree`] with the depth and kinds in locals, below the
-    // top-level object at depth 1.
-    let mut depth: u8 = 0;
-    let mut objects: u128 = 0;
+    skip_tree(s, pos)
+}
+
+/// [`skip_whole`] for an array or object at `pos`: as [`Doc::tree`] with
+/// the depth and kinds in locals, below the top-level object at depth 1.
+///
+/// Not inlined: in a function of its own the string loops keep their
+/// constants in registers (inlined into [`Doc::members`], they were
+/// reloaded on every word of a long answer); a call per container costs
+/// less than that.
+#[inline(never)]
+fn skip_tree(s: &[u8], mut pos: usize) -> Option<usize> {
+    // The kinds of the open containers as a stack of bits above a
+    // sentinel bit, the innermost in bit 0 (set for an object): one
+    // register for both depth and kinds, so that the string loops keep
+    // theirs. 63 levels fit; deeper is left to [`Doc::run`], which takes
+    // up to [`MAX_DEPTH`](crate::MAX_DEPTH).
+    const EMPTY: u64 = 1;
+    const FULL: u64 = 1 << 63;
+    let mut stack = EMPTY;
     while let Some(&b) = s.get(pos) {
         let class = TREE_CLASS.get(usize::from(b)).copied().unwrap_or(PLAIN);
         if class == PLAIN {
@@ -690,22 +736,19 @@ fn skip_whole(s: &[u8], mut pos: usize) -> Option<usize> {
                 StrEnd::Cut(_) | StrEnd::Bad => return None,
             },
             OPEN_OBJECT | OPEN_ARRAY => {
-                if 1 + depth >= crate::MAX_DEPTH {
+                if stack >= FULL {
                     return None;
                 }
-                objects = (objects << 1) | u128::from(class == OPEN_OBJECT);
-                depth += 1;
+                stack = (stack << 1) | u64::from(class == OPEN_OBJECT);
                 pos += 1;
             }
             CLOSE_OBJECT | CLOSE_ARRAY => {
-                let inner = depth.checked_sub(1)?;
-                if (objects & 1 == 1) != (class == CLOSE_OBJECT) {
+                if stack == EMPTY || (stack & 1 == 1) != (class == CLOSE_OBJECT) {
                     return None;
                 }
-                objects >>= 1;
-                depth = inner;
+                stack >>= 1;
                 pos += 1;
-                if inner == 0 {
+                if stack == EMPTY {
                     return Some(pos);
                 }
             }
@@ -1031,24 +1074,24 @@ impl Doc {
                 }
             }
             let from = at + 1;
-            let rest = s.get(from..).unwrap_or_default();
-            let run = string_run(rest);
+            // The key, whole and without escapes, then `:`.
+            let key = match next_stop(s, from) {
+                Some((stop, b'"')) => past(s, stop + 1, b':').map(|colon| (stop, colon)),
+                _ => None,
+            };
+            let Some((stop, colon)) = key else {
+                self.at = At::Key { first };
+                return pos;
+            };
             // The usage object a `usage`, `message` or `response` key's
             // value would be (or lead to); any other key's value is skipped.
-            let slot = match Name::of(rest.get(..run)) {
+            let slot = match Name::of(s.get(from..stop)) {
                 Name::Usage => Some(Slot::Top),
                 Name::Message => Some(Slot::Message),
                 Name::Response => Some(Slot::Response),
                 _ => None,
             };
-            let value = (rest.get(run) == Some(&b'"'))
-                .then(|| blanks(s, from + run + 1))
-                .filter(|&colon| s.get(colon) == Some(&b':'))
-                .map(|colon| blanks(s, colon + 1));
-            let Some(value) = value else {
-                self.at = At::Key { first };
-                return pos;
-            };
+            let value = blanks(s, colon);
             // A top-level usage object that is whole and usual is read
             // here ([`whole_usage`]); any other such value that is an
             // object, by [`Doc::run`].
@@ -1078,18 +1121,16 @@ impl Doc {
                 self.at = At::Key { first };
                 return pos;
             };
-            let next = blanks(s, end);
-            match s.get(next) {
-                Some(b',') => {
-                    pos = next + 1;
-                    first = false;
-                }
-                Some(b'}') => return self.close(next),
-                _ => {
-                    self.at = At::After;
-                    return end;
-                }
+            if let Some(next) = past(s, end, b',') {
+                pos = next;
+                first = false;
+                continue;
             }
+            if let Some(next) = past(s, end, b'}') {
+                return self.close(next - 1);
+            }
+            self.at = At::After;
+            return end;
         }
     }
 
@@ -2630,6 +2671,32 @@ mod tests {
         }
     }
 
+    /// Nesting around the 63 levels [`skip_tree`] takes itself and the
+    /// [`MAX_DEPTH`](crate::MAX_DEPTH) the resumable path takes: whole in
+    /// one chunk and a byte at a time, the same answer.
+    #[test]
+    fn deep_skipped_values_match_the_resumable_path() {
+        for depth in (55..75).chain(120..130) {
+            for (open, close) in [("[", "]"), ("{\"k\":", "}")] {
+                let body = format!(
+                    "{{\"a\":{}0{},\"usage\":{{\"total_tokens\":3}}}}",
+                    open.repeat(depth),
+                    close.repeat(depth)
+                );
+                let mut json = JsonScanner::new();
+                for b in body.as_bytes().chunks(1) {
+                    json.feed(b);
+                }
+                let expected = json.finish();
+                let fits = depth < usize::from(crate::MAX_DEPTH);
+                assert_eq!(expected.total(), fits.then_some(3), "{depth}");
+                assert_eq!(scan_json(body.as_bytes()), expected, "{depth}");
+                let event = format!("data: {body}\n\n");
+                assert_eq!(scan_sse(event.as_bytes()), expected, "{depth}");
+            }
+        }
+    }
+
     #[test]
     fn byte_flags_match_their_predicates() {
         for b in 0..=u8::MAX {
@@ -2659,7 +2726,10 @@ mod tests {
                 let mut s = base.clone();
                 s[at] = b;
                 for pos in 0..=s.len() {
-                    assert_eq!(string_stop(&s, pos), naive(&s, pos), "{s:?} from {pos}");
+                    let at = naive(&s, pos);
+                    assert_eq!(string_stop(&s, pos), at, "{s:?} from {pos}");
+                    let stop = s.get(at).map(|&b| (at, b));
+                    assert_eq!(next_stop(&s, pos), stop, "{s:?} from {pos}");
                 }
             }
         }
