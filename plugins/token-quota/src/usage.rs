@@ -953,6 +953,11 @@ impl Doc {
     /// early once failed.
     fn run(&mut self, s: &[u8], pos: usize) -> usize {
         let mut pos = self.top(s, pos);
+        // The usual end of an event's line: the fast path read the whole
+        // object up to its line ending (the caller's, as below).
+        if self.at == At::Done && s.get(pos).is_some_and(|&b| is_line_end(b)) {
+            return pos;
+        }
         while let Some(&b) = s.get(pos) {
             let at = self.at;
             let next = match at {
@@ -1790,14 +1795,26 @@ impl SseScanner {
         }
         self.has_data = false;
         if self.doc.object {
-            let record = self.doc.usage();
-            if !self.doc.is_complete() || record.is_bad() {
+            if !self.doc.is_complete() {
                 self.malformed = true;
-            } else if !record.is_empty() {
-                self.totals.merge(&record);
+            } else if self.doc.counted {
+                // Until a token field is set the record is empty: most
+                // events cost these few compares, not a copy of it.
+                self.take_usage();
             }
         }
         self.doc.reset();
+    }
+
+    /// Takes in the usage of a complete event that set a token field.
+    #[inline(never)]
+    fn take_usage(&mut self) {
+        let record = self.doc.usage();
+        if record.is_bad() {
+            self.malformed = true;
+        } else if !record.is_empty() {
+            self.totals.merge(&record);
+        }
     }
 
     /// Whether a complete event has reported usage so far; unlike
