@@ -58,9 +58,7 @@ enum PathForm {
     },
 }
 
-/// What closes a per-value counter key's hash tag before its window
-/// (`<head><value>}:<window>`, the head and the window prepared).
-const KEY_CLOSE: &[u8] = b"}:";
+use crate::limits::KEY_CLOSE;
 
 /// [`KEY_CLOSE`] percent-encoded. Written whole, it spares the encoder
 /// escaping two bytes after every per-value key's value, and leaves the

@@ -210,6 +210,11 @@ const GLOBAL_SLOT: usize = usize::MAX;
 /// [`CounterKey::identity`] of the global limit.
 const GLOBAL_IDENTITY: &[u8] = b"global";
 
+/// What closes a counter key's hash tag before its window
+/// (`<prefix>:{<rule>:...}:<window>`). The webdis encoder writes it
+/// ready-escaped after a per-value key's value (`resp::encode_webdis_path`).
+pub(crate) const KEY_CLOSE: &[u8] = b"}:";
+
 /// [`Matched::slot`] of key `k` of item `i`.
 fn slot(i: usize, k: usize) -> usize {
     (i << 16) | k
@@ -461,7 +466,7 @@ impl Heads {
                     *piece = part;
                 }
                 pieces[8] = identity;
-                pieces[9] = b"}:";
+                pieces[9] = KEY_CLOSE;
                 let key_head = heads.push(&mut segment, &pieces, cache.hash(slot(i, k), identity));
                 heads.keys.push(key_head);
             }
@@ -626,7 +631,7 @@ impl<'cfg> Rule<'cfg> {
             None => (heads.global, GLOBAL_IDENTITY),
             Some(i) if matched.per_value => {
                 let &(head, _) = heads.items.get(i)?;
-                let parts = [heads.bytes(head), value, b"}:", window];
+                let parts = [heads.bytes(head), value, KEY_CLOSE, window];
                 let key = CounterKey::of(&parts, heads.segment(head), value);
                 return Some((key, None));
             }
