@@ -18,7 +18,7 @@ use benches::inputs::{
 };
 use benches::{naive, ours};
 use bytes::BytesMut;
-use kit::resp::{decode, encode_command, encode_webdis_path, CommandArgs};
+use kit::resp::{decode, CommandBuf, Form};
 use redis_protocol::resp2::types::OwnedFrame;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,14 +26,16 @@ use std::time::Duration;
 #[test]
 fn encoders_write_the_same_bytes() {
     let sha = script_sha1();
-    let mut args = CommandArgs::default();
-    ours::evalsha_args(&mut args, sha.as_bytes(), &KEY);
-    let mut wire = BytesMut::new();
-    encode_command(&args, &mut wire);
+    let prepared = ours::Prepared::new(&sha, &KEY);
+    let mut cmd = CommandBuf::default();
+    ours::evalsha(&mut cmd, Form::Resp, &prepared, &KEY);
     let expected = format!(
         "*5\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n$1\r\n1\r\n$52\r\nlimiter:{{api:header:x-api-key:k-3f9a2c71}}:1700000000\r\n$2\r\n60\r\n"
     );
-    assert_eq!(&wire[..], expected.as_bytes());
+    assert_eq!(cmd.bytes(), expected.as_bytes());
+    let mut args = ours::Args::default();
+    ours::evalsha_args(&mut args, sha.as_bytes(), &KEY);
+    let mut wire = BytesMut::new();
     ours::encode_with_redis_protocol(&args, &mut wire);
     assert_eq!(&wire[..], expected.as_bytes());
     let owned = naive::evalsha_args(&sha, &KEY);
@@ -43,39 +45,46 @@ fn encoders_write_the_same_bytes() {
         expected.as_bytes()
     );
 
-    encode_webdis_path(&args, &mut wire);
+    ours::evalsha(&mut cmd, Form::Path, &prepared, &KEY);
     let path = format!(
         "/EVALSHA/{sha}/1/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak-3f9a2c71%7D%3A1700000000/60.raw"
     );
-    assert_eq!(&wire[..], path.as_bytes());
+    assert_eq!(cmd.bytes(), path.as_bytes());
     assert_eq!(naive::webdis_path(&owned), path);
 }
 
 #[test]
 fn incrby_encoders_write_the_same_bytes() {
-    let mut args = CommandArgs::default();
-    ours::incrby_args(&mut args, &KEY, 1234);
+    let prepared = ours::Prepared::new(&script_sha1(), &KEY);
+    let mut cmd = CommandBuf::default();
+    ours::incrby(&mut cmd, Form::Resp, &prepared, &KEY, 1234);
     let expected = "*3\r\n$6\r\nINCRBY\r\n$52\r\nlimiter:{api:header:x-api-key:k-3f9a2c71}:1700000000\r\n$4\r\n1234\r\n";
+    assert_eq!(cmd.bytes(), expected.as_bytes());
+    let mut args = ours::Args::default();
+    ours::incrby_args(&mut args, &KEY, 1234);
     let mut wire = BytesMut::new();
-    encode_command(&args, &mut wire);
-    assert_eq!(&wire[..], expected.as_bytes());
     ours::encode_with_redis_protocol(&args, &mut wire);
     assert_eq!(&wire[..], expected.as_bytes());
     let owned = naive::incrby_args(&KEY, 1234);
     assert_eq!(naive::resp_command(&owned), expected.as_bytes());
-    assert_eq!(naive::owned_frame_command(owned), expected.as_bytes());
+    assert_eq!(
+        naive::owned_frame_command(owned.clone()),
+        expected.as_bytes()
+    );
+    ours::incrby(&mut cmd, Form::Path, &prepared, &KEY, 1234);
+    assert_eq!(cmd.bytes(), naive::webdis_path(&owned).as_bytes());
 }
 
 #[test]
 fn webdis_encoders_escape_the_same_bytes() {
     let arg = "a/b%c d.e+\r\n\u{e9}{}:~-_Z9";
-    let mut args = CommandArgs::default();
-    args.push(b"GET");
-    args.push(arg.as_bytes());
-    let mut wire = BytesMut::new();
-    encode_webdis_path(&args, &mut wire);
+    let mut cmd = CommandBuf::default();
+    cmd.begin(Form::Path);
+    cmd.push(b"GET");
+    cmd.push(arg.as_bytes());
+    cmd.finish();
     let naive = naive::webdis_path(&["GET".to_string(), arg.to_string()]);
-    assert_eq!(&wire[..], naive.as_bytes());
+    assert_eq!(cmd.bytes(), naive.as_bytes());
 }
 
 #[test]

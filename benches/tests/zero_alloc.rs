@@ -20,9 +20,8 @@ use benches::inputs::{
     REPLIES, TOKEN_QUOTA_CONFIG,
 };
 use benches::ours;
-use bytes::BytesMut;
 use kit::fake::{allocations_during, CountingAllocator};
-use kit::resp::{decode, encode_command, encode_webdis_path, CommandArgs};
+use kit::resp::{decode, CommandBuf, Form};
 use std::hint::black_box;
 
 #[global_allocator]
@@ -53,27 +52,24 @@ fn the_counter_counts() {
 
 #[test]
 fn kit_encoders_do_not_allocate() {
-    let sha = script_sha1();
-    let mut args = CommandArgs::default();
-    let mut wire = BytesMut::new();
-    assert_no_allocations("evalsha build and encode", || {
-        ours::evalsha_args(&mut args, black_box(sha.as_bytes()), black_box(&KEY));
-        encode_command(&args, &mut wire);
-        black_box(&wire[..]);
-    });
-    assert_no_allocations("evalsha encode only", || {
-        encode_command(black_box(&args), &mut wire);
-        black_box(&wire[..]);
-    });
-    assert_no_allocations("evalsha webdis path", || {
-        encode_webdis_path(black_box(&args), &mut wire);
-        black_box(&wire[..]);
-    });
-    assert_no_allocations("incrby build and encode", || {
-        ours::incrby_args(&mut args, black_box(&KEY), black_box(1234));
-        encode_command(&args, &mut wire);
-        black_box(&wire[..]);
-    });
+    let prepared = ours::Prepared::new(&script_sha1(), &KEY);
+    let mut cmd = CommandBuf::default();
+    for form in [Form::Resp, Form::Path] {
+        assert_no_allocations(&format!("evalsha {form:?}"), || {
+            ours::evalsha(&mut cmd, form, black_box(&prepared), black_box(&KEY));
+            black_box(cmd.bytes());
+        });
+        assert_no_allocations(&format!("incrby {form:?}"), || {
+            ours::incrby(
+                &mut cmd,
+                form,
+                black_box(&prepared),
+                black_box(&KEY),
+                black_box(1234),
+            );
+            black_box(cmd.bytes());
+        });
+    }
 }
 
 /// Scalar replies (integer, nil, bulk, error) and a 3-element array: the

@@ -7,10 +7,10 @@
 //! reaching the request that reused its slot.
 //!
 //! Entries are reused, never freed: after warm-up, sending a call costs no
-//! allocation, and an entry keeps the capacity of the arguments it saved
+//! allocation, and an entry keeps the capacity of the command it saved
 //! for an EVALSHA retry.
 
-use crate::resp::CommandArgs;
+use crate::resp::CommandBuf;
 
 /// A request's place in the kit's pool of request states.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -38,16 +38,17 @@ pub(crate) struct Call {
     pub(crate) kind: CallKind,
     /// Source of the script of an EVALSHA, to retry as EVAL on NOSCRIPT.
     pub(crate) retry_source: Option<&'static str>,
-    pub(crate) retry_args: CommandArgs,
+    /// The EVALSHA as sent, to retry as EVAL on NOSCRIPT.
+    pub(crate) retry_command: CommandBuf,
 }
 
 impl Call {
-    /// Keeps the arguments of an EVALSHA for a retry as EVAL. They are
-    /// swapped in, not copied: the caller's buffer is rebuilt for its next
-    /// command anyway, and takes this entry's old one.
-    pub(crate) fn keep_for_retry(&mut self, source: &'static str, args: &mut CommandArgs) {
+    /// Keeps an EVALSHA as sent for a retry as EVAL. It is swapped in, not
+    /// copied: the caller's buffer is rewritten for its next command
+    /// anyway, and takes this entry's old one.
+    pub(crate) fn keep_for_retry(&mut self, source: &'static str, command: &mut CommandBuf) {
         self.retry_source = Some(source);
-        core::mem::swap(&mut self.retry_args, args);
+        core::mem::swap(&mut self.retry_command, command);
     }
 }
 
@@ -71,7 +72,7 @@ impl Calls {
                 stream,
                 kind,
                 retry_source: None,
-                retry_args: CommandArgs::default(),
+                retry_command: CommandBuf::default(),
             });
         }
         #[allow(clippy::indexing_slicing)] // found or pushed just above
@@ -86,12 +87,12 @@ impl Calls {
 
     /// Finds the live call of `token` and marks it answered; returns its
     /// stream, kind and, for an EVALSHA, the script source, with the
-    /// arguments to retry swapped into `retry_args` (the entry keeps the
-    /// old buffer, overwritten by its next EVALSHA).
+    /// command to retry swapped into `retry` (the entry keeps the old
+    /// buffer, overwritten by its next EVALSHA).
     pub(crate) fn take(
         &mut self,
         token: u32,
-        retry_args: &mut CommandArgs,
+        retry: &mut CommandBuf,
     ) -> Option<(StreamId, CallKind, Option<&'static str>)> {
         let call = self
             .entries
@@ -99,7 +100,7 @@ impl Calls {
             .find(|c| c.live && c.token == token)?;
         call.live = false;
         if call.retry_source.is_some() {
-            core::mem::swap(retry_args, &mut call.retry_args);
+            core::mem::swap(retry, &mut call.retry_command);
         }
         Some((call.stream, call.kind, call.retry_source))
     }

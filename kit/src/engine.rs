@@ -14,7 +14,7 @@ use crate::io::Io;
 use crate::plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Setup};
 use crate::raw::{self, Retained};
 use crate::redis::{RedisClient, RedisError};
-use crate::resp::{self, CommandArgs};
+use crate::resp::{self, CommandBuf};
 use crate::rules::{Choice, Facts, Rules};
 use core::time::Duration;
 
@@ -146,7 +146,7 @@ pub struct Filter<P: Plugin, H: Host> {
     reply: Vec<u8>,
     body: Vec<u8>,
     rewritten: Vec<u8>,
-    retry_args: CommandArgs,
+    retry_command: CommandBuf,
     max_body_bytes: usize,
     stop_iteration: StopIteration,
     /// Held requests let go without their body so far.
@@ -189,7 +189,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             reply: Vec::new(),
             body: Vec::new(),
             rewritten: Vec::new(),
-            retry_args: CommandArgs::default(),
+            retry_command: CommandBuf::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
             stop_iteration: StopIteration::Unknown,
             probe_misses: 0,
@@ -734,7 +734,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         body_size: usize,
         switch_context: bool,
     ) {
-        let Some((stream, kind, retry)) = self.calls.take(token, &mut self.retry_args) else {
+        let Some((stream, kind, retry)) = self.calls.take(token, &mut self.retry_command) else {
             return;
         };
         if !self.enter(stream, switch_context) {
@@ -792,7 +792,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
 
     /// A Higress native Redis call answered (`status` 0) or failed.
     pub fn on_redis_call_response(&mut self, token: u32, status: u32, size: usize) {
-        let Some((stream, _, retry)) = self.calls.take(token, &mut self.retry_args) else {
+        let Some((stream, _, retry)) = self.calls.take(token, &mut self.retry_command) else {
             return;
         };
         if !self.enter(stream, true) {
@@ -838,7 +838,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                         &mut self.calls,
                         stream,
                         source,
-                        &self.retry_args,
+                        &self.retry_command,
                     ) {
                         Ok(()) => return,
                         Err(e) => {

@@ -1,7 +1,7 @@
 //! The Redis client: typed commands, two transports, one reply path.
 //!
-//! A command is built into a reused argument arena, encoded for its
-//! transport into a reused buffer, and sent with exactly one host call:
+//! A command is written argument by argument straight into the bytes its
+//! transport sends, in a reused buffer, and sent with exactly one host call:
 //!
 //! * **native** (Higress): RESP through `proxy_redis_call`; the host pairs one
 //!   reply with each call, so one call carries exactly one command.
@@ -18,9 +18,8 @@ use crate::calls::{CallKind, Calls, StreamId};
 use crate::config::{ConfigError, Fields};
 use crate::host::{Host, HostError};
 use crate::limits::CounterKey;
-use crate::resp::{encode_command, encode_webdis_path, CommandArgs};
+use crate::resp::{CommandBuf, Form};
 pub use crate::resp::{Reply, ReplyArray};
-use bytes::BytesMut;
 use core::fmt;
 use core::time::Duration;
 
@@ -63,12 +62,17 @@ impl std::error::Error for RedisError {}
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Script {
     source: &'static str,
-    /// `EVALSHA` and the lowercase hex digest, side by side: an EVALSHA
-    /// starts with one copy of both (see [`Redis::evalsha`]).
-    evalsha: [u8; EVALSHA.len() + 40],
+    /// `EVALSHA` and the lowercase hex digest as RESP bulk strings: an
+    /// EVALSHA starts with one copy of both (see [`Redis::evalsha`]).
+    resp: [u8; RESP_HEAD.len() + 40 + 2],
+    /// The same as path segments, `/EVALSHA/` and the digest.
+    path: [u8; PATH_HEAD.len() + 40],
 }
 
-const EVALSHA: &[u8] = b"EVALSHA";
+/// What comes before the digest in [`Script::resp`]; digits and letters
+/// need no escaping, so a path's head is just the slashes.
+const RESP_HEAD: &[u8] = b"$7\r\nEVALSHA\r\n$40\r\n";
+const PATH_HEAD: &[u8] = b"/EVALSHA/";
 
 impl fmt::Debug for Script {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,20 +100,33 @@ impl Script {
     #[allow(clippy::indexing_slicing)]
     pub const fn new(source: &'static str) -> Self {
         let digest = sha1(source.as_bytes());
-        let mut evalsha = [0u8; EVALSHA.len() + 40];
+        let mut resp = [0u8; RESP_HEAD.len() + 40 + 2];
+        let mut path = [0u8; PATH_HEAD.len() + 40];
         let mut i = 0;
-        while i < EVALSHA.len() {
-            evalsha[i] = EVALSHA[i];
+        while i < RESP_HEAD.len() {
+            resp[i] = RESP_HEAD[i];
             i += 1;
         }
-        let hex = EVALSHA.len();
         i = 0;
-        while i < 20 {
-            evalsha[hex + 2 * i] = crate::resp::hex_digit(digest[i] >> 4, b'a');
-            evalsha[hex + 2 * i + 1] = crate::resp::hex_digit(digest[i], b'a');
+        while i < PATH_HEAD.len() {
+            path[i] = PATH_HEAD[i];
             i += 1;
         }
-        Script { source, evalsha }
+        i = 0;
+        while i < 40 {
+            let nibble = if i % 2 == 0 {
+                digest[i / 2] >> 4
+            } else {
+                digest[i / 2]
+            };
+            let hex = crate::resp::hex_digit(nibble, b'a');
+            resp[RESP_HEAD.len() + i] = hex;
+            path[PATH_HEAD.len() + i] = hex;
+            i += 1;
+        }
+        resp[RESP_HEAD.len() + 40] = b'\r';
+        resp[RESP_HEAD.len() + 41] = b'\n';
+        Script { source, resp, path }
     }
 
     /// The script's source.
@@ -119,7 +136,7 @@ impl Script {
 
     /// The lowercase hex SHA-1 digest.
     pub fn sha1_hex(&self) -> &str {
-        let hex = self.evalsha.get(EVALSHA.len()..).unwrap_or_default();
+        let hex = self.path.get(PATH_HEAD.len()..).unwrap_or_default();
         core::str::from_utf8(hex).unwrap_or_default()
     }
 }
@@ -135,8 +152,9 @@ enum Transport {
 pub(crate) struct RedisClient {
     transport: Transport,
     timeout: Duration,
-    args: CommandArgs,
-    wire: BytesMut,
+    /// The command being built, then sent; swapped with a call entry's
+    /// when an EVALSHA is kept for a retry.
+    command: CommandBuf,
 }
 
 const DEFAULT_TIMEOUT_MS: u64 = 1000;
@@ -222,12 +240,26 @@ impl RedisClient {
         Ok(RedisClient {
             transport,
             timeout,
-            args: CommandArgs::default(),
-            wire: BytesMut::with_capacity(256),
+            command: CommandBuf::default(),
         })
     }
 
-    /// Encodes the arguments in `self.args` for the transport and sends them.
+    /// The bytes commands are written as for the transport.
+    fn form(&self) -> Form {
+        match self.transport {
+            Transport::Native { .. } => Form::Resp,
+            Transport::Webdis { .. } => Form::Path,
+        }
+    }
+
+    /// Starts a command in `self.command`.
+    fn begin(&mut self) -> &mut CommandBuf {
+        let form = self.form();
+        self.command.begin(form);
+        &mut self.command
+    }
+
+    /// Sends the finished command in `self.command`.
     fn send<H: Host>(
         &mut self,
         host: &mut H,
@@ -237,17 +269,15 @@ impl RedisClient {
     ) -> Result<(), RedisError> {
         let (token, kind) = match &self.transport {
             Transport::Native { cluster } => {
-                encode_command(&self.args, &mut self.wire);
                 let token = host
-                    .redis_call(cluster, &self.wire)
+                    .redis_call(cluster, self.command.bytes())
                     .map_err(RedisError::Refused)?;
                 (token, CallKind::RedisNative)
             }
             Transport::Webdis { cluster } => {
-                encode_webdis_path(&self.args, &mut self.wire);
                 let headers: [(&str, &[u8]); 3] = [
                     (":method", b"GET"),
-                    (":path", &self.wire),
+                    (":path", self.command.bytes()),
                     (":authority", b"webdis"),
                 ];
                 let token = host
@@ -258,24 +288,23 @@ impl RedisClient {
         };
         let call = calls.insert(token, stream, kind);
         if let Some(source) = script {
-            call.keep_for_retry(source, &mut self.args);
+            call.keep_for_retry(source, &mut self.command);
         }
         Ok(())
     }
 
     /// Re-sends a call Redis answered with `NOSCRIPT` as EVAL with the
-    /// script's source; the arguments after the digest are unchanged.
+    /// script's source; the arguments after the digest are copied as
+    /// they were written.
     pub(crate) fn retry_as_eval<H: Host>(
         &mut self,
         host: &mut H,
         calls: &mut Calls,
         stream: StreamId,
         source: &'static str,
-        args: &CommandArgs,
+        kept: &CommandBuf,
     ) -> Result<(), RedisError> {
-        self.args.copy_from(args);
-        self.args.replace(0, b"EVAL");
-        self.args.replace(1, source.as_bytes());
+        self.command.eval_of(kept, source.as_bytes());
         self.send(host, calls, stream, None)
     }
 }
@@ -341,12 +370,7 @@ impl<H: Host> fmt::Debug for Redis<'_, H> {
 impl<'a, H: Host> Redis<'a, H> {
     /// Starts an arbitrary command; add arguments and [`Command::send`] it.
     pub fn command(self, name: &str) -> Command<'a, H> {
-        self.client.args.clear();
-        let name = name.as_bytes();
-        match crate::resp::path_plain(name) {
-            true => self.client.args.push_plain(name),
-            false => self.client.args.push(name),
-        }
+        self.client.begin().push(name.as_bytes());
         Command {
             redis: self,
             numkeys: None,
@@ -417,7 +441,7 @@ impl<'a, H: Host> Redis<'a, H> {
     /// before plain arguments.
     pub fn eval(self, script: &Script) -> Command<'a, H> {
         let mut cmd = self.command("EVAL").arg(script.source.as_bytes());
-        cmd.numkeys = Some(cmd.redis.client.args.reserve_slot());
+        cmd.numkeys = Some(cmd.redis.client.command.reserve_count());
         cmd
     }
 
@@ -425,13 +449,11 @@ impl<'a, H: Host> Redis<'a, H> {
     /// Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`); the
     /// plugin only sees the final reply.
     pub fn evalsha(self, script: &Script) -> Command<'a, H> {
-        let args = &mut self.client.args;
-        args.clear();
-        // The name and the digest (lowercase hex) are path-plain, and
-        // stored side by side: one copy instead of two, and no look at
-        // the name's bytes as `command` takes.
-        args.push_plain_pair(&script.evalsha, EVALSHA.len());
-        let numkeys = Some(args.reserve_slot());
+        let command = self.client.begin();
+        // The name and the digest, written in both forms with the script:
+        // one copy, no lengths to count nor bytes to look at.
+        command.push_written(&script.resp, &script.path, 2);
+        let numkeys = Some(command.reserve_count());
         Command {
             redis: self,
             numkeys,
@@ -449,14 +471,14 @@ fn clamp(n: u64) -> i64 {
 pub struct Command<'a, H: Host> {
     redis: Redis<'a, H>,
     numkeys: Option<usize>,
-    keys: i64,
+    keys: u64,
     script: Option<&'static str>,
 }
 
 impl<H: Host> fmt::Debug for Command<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Command")
-            .field("args", &self.redis.client.args.len())
+            .field("args", &self.redis.client.command.len())
             .finish()
     }
 }
@@ -464,20 +486,20 @@ impl<H: Host> fmt::Debug for Command<'_, H> {
 impl<H: Host> Command<'_, H> {
     /// Appends an argument.
     pub fn arg(self, arg: &[u8]) -> Self {
-        self.redis.client.args.push(arg);
+        self.redis.client.command.push(arg);
         self
     }
 
     /// Appends one argument made of `parts` concatenated, so a key such as
     /// `prefix:{rule:value}:window` needs no buffer of its own.
     pub fn arg_parts(self, parts: &[&[u8]]) -> Self {
-        self.redis.client.args.push_parts(parts);
+        self.redis.client.command.push_parts(parts);
         self
     }
 
     /// Appends an integer argument in decimal.
     pub fn arg_int(self, n: i64) -> Self {
-        self.redis.client.args.push_int(n);
+        self.redis.client.command.push_int(n);
         self
     }
 
@@ -496,15 +518,10 @@ impl<H: Host> Command<'_, H> {
     /// copies the window's digits that end every counter key whole.
     pub fn counter_key(mut self, key: &CounterKey<'_>) -> Self {
         self.keys += 1;
-        let client = &mut *self.redis.client;
-        match client.transport {
-            Transport::Webdis { .. } => {
-                client
-                    .args
-                    .push_parts_with_segment(key.head_segment(), key.parts(), true)
-            }
-            Transport::Native { .. } => client.args.push_parts(key.parts()),
-        }
+        self.redis
+            .client
+            .command
+            .push_key(key.head_segment(), key.parts());
         self
     }
 
@@ -524,17 +541,11 @@ impl<H: Host> Command<'_, H> {
             keys,
             script,
         } = self;
-        if let Some(slot) = numkeys {
-            let args = &mut redis.client.args;
-            match u8::try_from(keys) {
-                // A script takes a key or a few: one digit, no formatting.
-                Ok(n @ 0..=9) => args.fill_slot(slot, &[b'0' + n], true),
-                _ => {
-                    let mut digits = itoa::Buffer::new();
-                    args.fill_slot(slot, digits.format(keys).as_bytes(), true);
-                }
-            }
+        let command = &mut redis.client.command;
+        if let Some(at) = numkeys {
+            command.fill_count(at, keys);
         }
+        command.finish();
         redis
             .client
             .send(redis.host, redis.calls, redis.stream, script)
@@ -626,25 +637,26 @@ const fn sha1(bytes: &[u8]) -> [u8; 20] {
 mod tests {
     use super::*;
     use crate::fake::FakeHost;
+    use crate::resp::reference::command;
 
     #[test]
     fn evalsha_sends_what_the_plain_command_sends() {
-        // The name and digest copied as one, and `numkeys` written as a
-        // single digit below 10: the same call as the arguments pushed
-        // one by one and `numkeys` formatted, over both transports.
+        // The name and digest copied as written with the script, and
+        // `numkeys` written in place: the command's bytes by definition,
+        // over both transports; and what a NOSCRIPT retry then sends is
+        // the same command as EVAL.
         const SCRIPT: Script = Script::new("return #KEYS");
         for native in [false, true] {
             for keys in [0usize, 1, 2, 9, 10, 12] {
                 let cluster = "redis".to_owned();
-                let transport = match native {
-                    true => Transport::Native { cluster },
-                    false => Transport::Webdis { cluster },
+                let (transport, form) = match native {
+                    true => (Transport::Native { cluster }, Form::Resp),
+                    false => (Transport::Webdis { cluster }, Form::Path),
                 };
                 let mut client = RedisClient {
                     transport,
                     timeout: Duration::from_millis(5),
-                    args: CommandArgs::default(),
-                    wire: BytesMut::new(),
+                    command: CommandBuf::default(),
                 };
                 let (mut host, mut calls) = (FakeHost::new(), Calls::default());
                 let redis = Redis {
@@ -660,29 +672,38 @@ mod tests {
                 }
                 cmd.arg_int(60).send().unwrap();
 
-                let mut want = CommandArgs::default();
-                want.push(b"EVALSHA");
-                want.push(SCRIPT.sha1_hex().as_bytes());
-                want.push(keys.to_string().as_bytes());
-                for name in &names {
-                    want.push(name.as_bytes());
-                }
-                want.push(b"60");
+                let count = keys.to_string();
+                let mut args: Vec<&[u8]> = vec![b"EVALSHA", SCRIPT.sha1_hex().as_bytes()];
+                args.push(count.as_bytes());
+                args.extend(names.iter().map(|name| name.as_bytes()));
+                args.push(b"60");
+                let want = command(form, &args);
                 let call = host.last_call.as_ref().unwrap();
-                let mut wire = BytesMut::new();
-                if native {
-                    encode_command(&want, &mut wire);
-                    assert_eq!(call.body, &wire[..]);
-                } else {
-                    encode_webdis_path(&want, &mut wire);
-                    assert_eq!(call.headers.get(":path"), Some(&wire[..]));
+                match native {
+                    true => assert_eq!(call.body, want),
+                    false => assert_eq!(call.headers.get(":path"), Some(&want[..])),
                 }
-                // What a NOSCRIPT retry would re-send.
-                let kept = &calls.entries_for_tests()[0].retry_args;
-                assert_eq!(
-                    kept.iter().collect::<Vec<_>>(),
-                    want.iter().collect::<Vec<_>>()
-                );
+
+                let kept = &calls.entries_for_tests()[0].retry_command;
+                assert_eq!(kept.bytes(), want);
+                let mut retry = Calls::default();
+                client
+                    .retry_as_eval(
+                        &mut host,
+                        &mut retry,
+                        StreamId::default(),
+                        SCRIPT.source(),
+                        kept,
+                    )
+                    .unwrap();
+                args[0] = b"EVAL";
+                args[1] = SCRIPT.source().as_bytes();
+                let want = command(form, &args);
+                let call = host.last_call.as_ref().unwrap();
+                match native {
+                    true => assert_eq!(call.body, want),
+                    false => assert_eq!(call.headers.get(":path"), Some(&want[..])),
+                }
             }
         }
     }

@@ -1,12 +1,14 @@
-//! RESP2 on the wire: commands encoded into a reused buffer, replies decoded
-//! in place.
+//! RESP2 on the wire: commands written straight into the bytes their
+//! transport sends, replies decoded in place.
 //!
-//! A command is written straight from its argument bytes into one
-//! `BytesMut` that keeps its capacity between commands. A command is always
-//! an array of bulk strings, so the kit writes that one shape itself: it
-//! is about ten times faster than building `redis-protocol` borrowed frames
-//! and letting it size and write them (`benches`, group `resp_encode`), and
-//! the tests check both give the same bytes.
+//! A command is written once, argument by argument, in its final form into
+//! a [`CommandBuf`] that keeps its capacity between commands: a RESP array
+//! of bulk strings for Higress's native Redis call, or a webdis path
+//! (`/CMD/arg1/arg2.raw`, every argument percent-encoded). A command is
+//! always an array of bulk strings, so the kit writes that one shape
+//! itself: it is about ten times faster than building `redis-protocol`
+//! borrowed frames and letting it size and write them (`benches`, group
+//! `resp_encode`), and the tests check both give the same bytes.
 //!
 //! Decoding is the kit's own too: a reply is a flat list of frames holding
 //! offsets into the received bytes, kept inline for up to seven values,
@@ -15,58 +17,79 @@
 //! without its parser combinators, CRC tables and `Vec` per array in the
 //! module, and without allocating for the replies a plugin gets.
 
-use bytes::BytesMut;
+use crate::limits::KEY_CLOSE;
 use core::fmt;
 use smallvec::SmallVec;
 
-/// Arguments of one command: a byte arena plus the range of each argument.
+/// The bytes a command is written as, chosen by the transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Form {
+    /// A RESP array of bulk strings, as Higress's `proxy_redis_call` takes.
+    #[default]
+    Resp,
+    /// A webdis request path, `/CMD/arg1/arg2.raw`, each argument
+    /// percent-encoded (see [`CommandBuf::push`]).
+    Path,
+}
+
+/// Room before the arguments for the RESP array's `*N\r\n`: `*`, the 20
+/// digits of the largest count, CRLF.
 ///
-/// The kit can also reserve an argument and fill it later, which is how
-/// EVAL's `numkeys` is written once the keys are known.
+/// The count is only known at the end, so the header is written there,
+/// right-aligned against the first argument: the command starts wherever
+/// the header does, and the arguments never move.
+const HEADER_ROOM: usize = 24;
+
+/// One Redis command, written in its transport's bytes as it is built.
 ///
-/// Each argument also records how it goes into a webdis path:
-/// arguments known to need no escaping (integers, script
-/// digests, command names) are copied whole instead of looked at byte by
-/// byte, which halves the encoder's work for an EVALSHA, and a key whose
-/// fixed head was escaped at configuration copies that head ready-made.
+/// Each argument is written once, in its final form: a RESP bulk string
+/// (`$len\r\n`, the bytes, CRLF), or a path segment (`/` and the bytes
+/// percent-encoded). [`CommandBuf::finish`] then adds the array's header
+/// or the path's `.raw` and [`CommandBuf::bytes`] is what the host sends.
+/// A count can be reserved and filled in place later, which is how EVAL's
+/// `numkeys` is written once the keys are known.
+///
+/// # Examples
+/// ```
+/// use kit::resp::{CommandBuf, Form};
+///
+/// let mut cmd = CommandBuf::default();
+/// for form in [Form::Resp, Form::Path] {
+///     cmd.begin(form);
+///     cmd.push(b"INCRBY");
+///     cmd.push(b"quota:{alice}");
+///     cmd.push_int(42);
+///     cmd.finish();
+///     let want: &[u8] = match form {
+///         Form::Resp => b"*3\r\n$6\r\nINCRBY\r\n$13\r\nquota:{alice}\r\n$2\r\n42\r\n",
+///         Form::Path => b"/INCRBY/quota%3A%7Balice%7D/42.raw",
+///     };
+///     assert_eq!(cmd.bytes(), want);
+/// }
+/// ```
 #[derive(Debug, Default, Clone)]
-pub struct CommandArgs {
-    arena: Vec<u8>,
-    /// Start, end, and how the argument goes into a webdis path. A `Vec`,
-    /// not inline storage: call entries swap whole `CommandArgs` to keep an
-    /// EVALSHA's arguments for a retry, and a 24-byte vector swaps in a
-    /// fraction of the time 144 inline bytes take. It grows once per
-    /// buffer and is then reused.
-    ranges: Vec<(u32, u32, PathForm)>,
+pub struct CommandBuf {
+    form: Form,
+    /// [`HEADER_ROOM`] bytes, then the arguments. A `Vec`, so that call
+    /// entries keep an EVALSHA for a retry by swapping 24 bytes.
+    bytes: Vec<u8>,
+    /// Arguments written, the command name included.
+    args: u32,
+    /// Where the finished command starts in `bytes`.
+    start: u32,
+    /// Where the arguments after a script's name and digest start: at its
+    /// `numkeys` (see [`CommandBuf::reserve_count`]).
+    rest: u32,
 }
 
-/// How an argument is written into a webdis path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PathForm {
-    /// Byte by byte, escaping what needs it.
-    Escape,
-    /// Whole: the argument is [`path_plain`].
-    Plain,
-    /// Its first `head` bytes have their path segment (`/` and the bytes
-    /// percent-encoded) ready in the arena at `segment`, its last `tail`
-    /// bytes are [`path_plain`]; the bytes between are escaped, a
-    /// [`KEY_CLOSE`] ending them written ready-made.
-    Prepared {
-        head: u32,
-        tail: u32,
-        segment: (u32, u32),
-    },
-}
-
-use crate::limits::KEY_CLOSE;
-
-/// [`KEY_CLOSE`] percent-encoded. Written whole, it spares the encoder
-/// escaping two bytes after every per-value key's value, and leaves the
-/// value alone between the head and the tail, so that a plain value (the
-/// usual API key or user id) is one copy (see [`push_escaped`]). Looked
-/// for by the encoder, not marked when the key is pushed: a key without
-/// a middle (the global one, a configured key's) then pays nothing.
+/// [`KEY_CLOSE`] percent-encoded. Written whole, it spares escaping two
+/// bytes after every per-value key's value, and leaves the value alone
+/// between the head and the window, so that a plain value (the usual API
+/// key or user id) is one copy (see [`push_escaped`]).
 const KEY_CLOSE_SEGMENT: &[u8] = b"%7D%3A";
+
+/// What ends a webdis path: the reply comes back as raw RESP.
+const PATH_END: &[u8] = b".raw";
 
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
 pub(crate) fn path_plain(arg: &[u8]) -> bool {
@@ -74,75 +97,53 @@ pub(crate) fn path_plain(arg: &[u8]) -> bool {
         .all(|&b| PLAIN.get(usize::from(b)).copied().unwrap_or(false))
 }
 
-impl CommandArgs {
-    /// Removes every argument, keeping the memory.
-    pub fn clear(&mut self) {
-        self.arena.clear();
-        self.ranges.clear();
+/// `n` as a `u32`; commands are bounded by the proxy's buffers long
+/// before 4 GiB.
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl CommandBuf {
+    /// An empty buffer for commands of `form`.
+    pub fn new(form: Form) -> Self {
+        CommandBuf {
+            form,
+            ..CommandBuf::default()
+        }
+    }
+
+    /// Starts a new command of `form`, keeping the memory.
+    ///
+    /// The form is given each time because buffers change hands: a call
+    /// entry keeping an EVALSHA for a retry gives back its old buffer.
+    pub fn begin(&mut self, form: Form) {
+        self.form = form;
+        // The room's old bytes are overwritten by the header, never read.
+        self.bytes.resize(HEADER_ROOM, 0);
+        self.args = 0;
+        self.start = HEADER_ROOM as u32;
+        self.rest = HEADER_ROOM as u32;
+    }
+
+    /// The form commands are written in.
+    pub fn form(&self) -> Form {
+        self.form
     }
 
     /// Number of arguments, the command name included.
     pub fn len(&self) -> usize {
-        self.ranges.len()
+        self.args as usize
     }
 
     /// Whether there are no arguments.
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.args == 0
     }
 
-    fn end(&self) -> u32 {
-        // Commands are bounded by the proxy's buffers long before 4 GiB.
-        u32::try_from(self.arena.len()).unwrap_or(u32::MAX)
-    }
-
-    /// Appends one argument made of `parts` concatenated.
-    pub fn push_parts(&mut self, parts: &[&[u8]]) {
-        let start = self.end();
-        for part in parts {
-            self.arena.extend_from_slice(part);
-        }
-        self.ranges.push((start, self.end(), PathForm::Escape));
-    }
-
-    /// Appends one argument made of `parts` concatenated, whose first part
-    /// has its webdis path segment already written: `segment` is what
-    /// [`push_path_segment`] writes for `parts[0]`. The webdis encoder then
-    /// copies it instead of escaping those bytes again, and copies the last
-    /// part whole when `last_plain` says it is [`path_plain`] (a window's
-    /// digits); other transports never look at either.
-    pub(crate) fn push_parts_with_segment(
-        &mut self,
-        segment: &[u8],
-        parts: &[&[u8]],
-        last_plain: bool,
-    ) {
-        debug_assert!(
-            is_segment_of(segment, parts.first().copied().unwrap_or_default()),
-            "{segment:?} is not the first part's path segment"
-        );
-        let tail = match parts {
-            [_, .., last] if last_plain => last.len(),
-            _ => 0,
-        };
-        debug_assert!(
-            tail == 0 || parts.last().is_some_and(|last| path_plain(last)),
-            "the last part is not path-plain"
-        );
-        let start = self.end();
-        for part in parts {
-            self.arena.extend_from_slice(part);
-        }
-        let end = self.end();
-        self.arena.extend_from_slice(segment);
-        let head = parts.first().map_or(0, |first| first.len());
-        // Both bounded by the argument, itself bounded as in `end`.
-        let form = PathForm::Prepared {
-            head: u32::try_from(head).unwrap_or(u32::MAX),
-            tail: u32::try_from(tail).unwrap_or(0),
-            segment: (end, self.end()),
-        };
-        self.ranges.push((start, end, form));
+    /// The finished command: what the host sends. Only whole after
+    /// [`CommandBuf::finish`].
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.get(self.start as usize..).unwrap_or_default()
     }
 
     /// Appends one argument.
@@ -150,25 +151,57 @@ impl CommandArgs {
         self.push_parts(&[arg]);
     }
 
-    /// Appends one argument the caller knows to be [`path_plain`].
-    pub(crate) fn push_plain(&mut self, arg: &[u8]) {
-        debug_assert!(path_plain(arg), "{arg:?} is not path-plain");
-        let start = self.end();
-        self.arena.extend_from_slice(arg);
-        self.ranges.push((start, self.end(), PathForm::Plain));
+    /// Appends one argument made of `parts` concatenated, so a key such as
+    /// `prefix:{rule:value}:window` needs no buffer of its own.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
+        self.args = self.args.saturating_add(1);
+        match self.form {
+            Form::Resp => {
+                self.bulk_header(parts.iter().map(|part| part.len()).sum());
+                for part in parts {
+                    self.bytes.extend_from_slice(part);
+                }
+                self.bytes.extend_from_slice(b"\r\n");
+            }
+            Form::Path => {
+                self.bytes.push(b'/');
+                // Escaping goes byte by byte, so the parts escaped one
+                // after another are the whole argument escaped.
+                for part in parts {
+                    push_escaped(&mut self.bytes, part);
+                }
+            }
+        }
     }
 
-    /// Appends `args[..at]` and `args[at..]` as two arguments the caller
-    /// knows to be [`path_plain`], with one copy: an EVALSHA's name and
-    /// digest, kept side by side in its [`Script`](crate::Script).
-    pub(crate) fn push_plain_pair(&mut self, args: &[u8], at: usize) {
-        debug_assert!(path_plain(args), "{args:?} is not path-plain");
-        let start = self.end();
-        self.arena.extend_from_slice(args);
-        // Bounded by the argument, itself bounded as in `end`.
-        let split = start.saturating_add(u32::try_from(at.min(args.len())).unwrap_or(0));
-        self.ranges.push((start, split, PathForm::Plain));
-        self.ranges.push((split, self.end(), PathForm::Plain));
+    /// Appends one argument the caller knows to be [`path_plain`]: a path
+    /// copies it whole instead of looking at each byte.
+    pub(crate) fn push_plain(&mut self, arg: &[u8]) {
+        debug_assert!(path_plain(arg), "{arg:?} is not path-plain");
+        self.args = self.args.saturating_add(1);
+        match self.form {
+            Form::Resp => {
+                self.bulk_header(arg.len());
+                self.bytes.extend_from_slice(arg);
+                self.bytes.extend_from_slice(b"\r\n");
+            }
+            Form::Path => {
+                self.bytes.push(b'/');
+                self.bytes.extend_from_slice(arg);
+            }
+        }
+    }
+
+    /// Appends `count` arguments already written, as `resp` in RESP and as
+    /// `path` in a path: an EVALSHA's name and digest, written once when
+    /// its [`Script`](crate::Script) is made.
+    pub fn push_written(&mut self, resp: &[u8], path: &[u8], count: u32) {
+        self.args = self.args.saturating_add(count);
+        let written = match self.form {
+            Form::Resp => resp,
+            Form::Path => path,
+        };
+        self.bytes.extend_from_slice(written);
     }
 
     /// Appends an integer argument in decimal.
@@ -178,163 +211,249 @@ impl CommandArgs {
         self.push_plain(digits.format(n).as_bytes());
     }
 
-    /// Adds an empty argument to fill later with [`CommandArgs::fill_slot`].
-    pub(crate) fn reserve_slot(&mut self) -> usize {
-        self.ranges.push((0, 0, PathForm::Escape));
-        self.ranges.len() - 1
-    }
-
-    /// Writes the bytes of a reserved argument; `plain` as for
-    /// [`CommandArgs::push_plain`].
-    pub(crate) fn fill_slot(&mut self, slot: usize, arg: &[u8], plain: bool) {
-        debug_assert!(!plain || path_plain(arg), "{arg:?} is not path-plain");
-        let start = self.end();
-        self.arena.extend_from_slice(arg);
-        let end = self.end();
-        let form = if plain {
-            PathForm::Plain
-        } else {
-            PathForm::Escape
+    /// Appends one argument made of `parts` concatenated, whose first part
+    /// has its path segment already written: `segment` is what
+    /// [`push_path_segment`] writes for `parts[0]`, and the last part (a
+    /// window's digits, when there are two parts or more) is
+    /// [`path_plain`]. A path then copies both instead of escaping them,
+    /// and writes a [`KEY_CLOSE`] part ready-made; RESP takes the parts.
+    pub fn push_key(&mut self, segment: &[u8], parts: &[&[u8]]) {
+        let Form::Path = self.form else {
+            return self.push_parts(parts);
         };
-        if let Some(range) = self.ranges.get_mut(slot) {
-            *range = (start, end, form);
-        }
-    }
-
-    /// Replaces argument `index` (used to turn EVALSHA into EVAL).
-    pub(crate) fn replace(&mut self, index: usize, arg: &[u8]) {
-        self.fill_slot(index, arg, path_plain(arg));
-    }
-
-    /// Argument `index`; empty when out of range.
-    pub fn get(&self, index: usize) -> &[u8] {
-        self.ranges
-            .get(index)
-            .and_then(|&(s, e, _)| self.arena.get(s as usize..e as usize))
-            .unwrap_or_default()
-    }
-
-    /// The arguments in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        (0..self.ranges.len()).map(|i| self.get(i))
-    }
-
-    /// Arena bytes `start..end`; empty when out of range.
-    fn bytes(&self, start: u32, end: u32) -> &[u8] {
-        self.arena
-            .get(start as usize..end as usize)
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn copy_from(&mut self, other: &CommandArgs) {
-        self.arena.clear();
-        self.arena.extend_from_slice(&other.arena);
-        self.ranges.clear();
-        self.ranges.extend_from_slice(&other.ranges);
-    }
-}
-
-/// Encodes `args` as one RESP array of bulk strings into `out` (cleared).
-///
-/// `out` is resized to the exact length of the command (growing only when
-/// it is shorter) and keeps its capacity for the next one.
-///
-/// # Examples
-/// ```
-/// use bytes::BytesMut;
-/// use kit::resp::{encode_command, CommandArgs};
-///
-/// let mut args = CommandArgs::default();
-/// args.push(b"INCRBY");
-/// args.push(b"quota:{alice}");
-/// args.push_int(42);
-/// let mut wire = BytesMut::new();
-/// encode_command(&args, &mut wire);
-/// assert_eq!(&wire[..], b"*3\r\n$6\r\nINCRBY\r\n$13\r\nquota:{alice}\r\n$2\r\n42\r\n");
-/// ```
-pub fn encode_command(args: &CommandArgs, out: &mut BytesMut) {
-    // The exact size first, then every byte written in place: one length
-    // check per command instead of one per copy, and no zero-filling once
-    // `out` has held a command this long (its old bytes are overwritten).
-    let len = args
-        .ranges
-        .iter()
-        .fold(header_len(args.ranges.len()), |n, &(start, end, _)| {
-            let arg = end.saturating_sub(start) as usize;
-            n + header_len(arg) + arg + 2
-        });
-    if out.len() < len {
-        out.resize(len, 0);
-    } else {
-        out.truncate(len);
-    }
-    let mut writer = Writer {
-        out: &mut out[..],
-        at: 0,
-    };
-    writer.header(b'*', args.len());
-    for arg in args.iter() {
-        writer.header(b'$', arg.len());
-        writer.bytes(arg);
-        writer.bytes(b"\r\n");
-    }
-}
-
-/// Length of `<kind><n>\r\n`.
-fn header_len(n: usize) -> usize {
-    let digits = match n {
-        0..=9 => 1,
-        10..=99 => 2,
-        100..=999 => 3,
-        _ => itoa::Buffer::new().format(n).len(),
-    };
-    digits + 3
-}
-
-/// Writes into a buffer sized beforehand by [`header_len`] and the
-/// arguments' lengths; a write past its end is dropped, never a panic.
-struct Writer<'a> {
-    out: &'a mut [u8],
-    at: usize,
-}
-
-impl Writer<'_> {
-    // Byte by byte for the headers: they are a few bytes, and a
-    // `copy_from_slice` of a length the compiler cannot see is a call to
-    // `memcpy`.
-    fn byte(&mut self, b: u8) {
-        if let Some(slot) = self.out.get_mut(self.at) {
-            *slot = b;
-        }
-        self.at += 1;
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        if let Some(slot) = self.out.get_mut(self.at..self.at + bytes.len()) {
-            slot.copy_from_slice(bytes);
-        }
-        self.at += bytes.len();
-    }
-
-    /// `<kind><n>\r\n`.
-    fn header(&mut self, kind: u8, n: usize) {
-        self.byte(kind);
-        // Most arguments are under 100 bytes long.
-        match n {
-            0..=9 => self.byte(b'0' + n as u8),
-            10..=99 => {
-                self.byte(b'0' + (n / 10) as u8);
-                self.byte(b'0' + (n % 10) as u8);
+        debug_assert!(
+            is_segment_of(segment, parts.first().copied().unwrap_or_default()),
+            "{segment:?} is not the first part's path segment"
+        );
+        self.args = self.args.saturating_add(1);
+        self.bytes.extend_from_slice(segment);
+        if let [_, middle @ .., last] = parts {
+            debug_assert!(path_plain(last), "the last part is not path-plain");
+            for part in middle {
+                match *part == KEY_CLOSE {
+                    true => self.bytes.extend_from_slice(KEY_CLOSE_SEGMENT),
+                    false => push_escaped(&mut self.bytes, part),
+                }
             }
+            self.bytes.extend_from_slice(last);
+        }
+    }
+
+    /// Appends a count argument to fill with [`CommandBuf::fill_count`],
+    /// and returns where it is. Later arguments are taken to follow a
+    /// script's name and digest (see [`CommandBuf::eval_of`]).
+    pub fn reserve_count(&mut self) -> usize {
+        let at = self.bytes.len();
+        self.rest = offset(at);
+        self.push_plain(b"0");
+        at
+    }
+
+    /// Writes `n` into the count reserved `at`: one digit in place, more
+    /// (ten keys or more, rare) by moving the arguments after it.
+    pub fn fill_count(&mut self, at: usize, n: u64) {
+        // Where the reserved digit is: after `$1\r\n`, or after `/`.
+        let (digit, reserved) = match self.form {
+            Form::Resp => (at.saturating_add(4), 7),
+            Form::Path => (at.saturating_add(1), 2),
+        };
+        if let Ok(n @ 0..=9) = u8::try_from(n) {
+            if let Some(slot) = self.bytes.get_mut(digit) {
+                *slot = b'0' + n;
+            }
+            return;
+        }
+        // The argument as it is written: `$len\r\n`, digits, CRLF, or
+        // `/` and digits; at most 29 bytes.
+        let mut number = itoa::Buffer::new();
+        let number = number.format(n).as_bytes();
+        let mut length = itoa::Buffer::new();
+        let parts: [&[u8]; 5] = match self.form {
+            Form::Resp => [
+                b"$",
+                length.format(number.len()).as_bytes(),
+                b"\r\n",
+                number,
+                b"\r\n",
+            ],
+            Form::Path => [b"/", number, b"", b"", b""],
+        };
+        let size: usize = parts.iter().map(|part| part.len()).sum();
+        let end = at.saturating_add(reserved);
+        let len = self.bytes.len();
+        if end > len {
+            return;
+        }
+        self.bytes
+            .resize(len.saturating_add(size).saturating_sub(reserved), 0);
+        self.bytes.copy_within(end..len, at.saturating_add(size));
+        let mut to = at;
+        for part in parts {
+            if let Some(slot) = self.bytes.get_mut(to..to.saturating_add(part.len())) {
+                slot.copy_from_slice(part);
+            }
+            to = to.saturating_add(part.len());
+        }
+    }
+
+    /// Ends the command: a path gets its `.raw`, RESP its array header.
+    pub fn finish(&mut self) {
+        if self.form == Form::Path {
+            self.bytes.extend_from_slice(PATH_END);
+        }
+        self.seal();
+    }
+
+    /// Writes RESP's `*N\r\n` into the room before the arguments, and
+    /// marks where the command starts.
+    fn seal(&mut self) {
+        if self.form == Form::Path {
+            self.start = HEADER_ROOM as u32;
+            return;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(self.args).as_bytes();
+        let start = HEADER_ROOM.saturating_sub(digits.len() + 3);
+        if let Some(room) = self.bytes.get_mut(start..HEADER_ROOM) {
+            if let Some((star, rest)) = room.split_first_mut() {
+                *star = b'*';
+                let (number, crlf) = rest.split_at_mut(digits.len());
+                number.copy_from_slice(digits);
+                crlf.copy_from_slice(b"\r\n");
+            }
+        }
+        self.start = offset(start);
+    }
+
+    /// Writes `kept`, an EVALSHA that Redis did not know the script of, as
+    /// EVAL with the script's `source`: the arguments from its `numkeys`
+    /// on are its finished bytes, copied unchanged (in RESP, the count of
+    /// arguments is the same too).
+    pub(crate) fn eval_of(&mut self, kept: &CommandBuf, source: &[u8]) {
+        self.begin(kept.form);
+        self.push_plain(b"EVAL");
+        self.push(source);
+        let rest = kept.bytes.get(kept.rest as usize..).unwrap_or_default();
+        self.bytes.extend_from_slice(rest);
+        self.args = kept.args;
+        self.seal();
+    }
+
+    /// `$len\r\n`.
+    fn bulk_header(&mut self, len: usize) {
+        // Most arguments are under 100 bytes long: a constant-size write.
+        match len {
+            0..=9 => self
+                .bytes
+                .extend_from_slice(&[b'$', b'0' + len as u8, b'\r', b'\n']),
+            10..=99 => self.bytes.extend_from_slice(&[
+                b'$',
+                b'0' + (len / 10) as u8,
+                b'0' + (len % 10) as u8,
+                b'\r',
+                b'\n',
+            ]),
             _ => {
                 let mut digits = itoa::Buffer::new();
-                self.bytes(digits.format(n).as_bytes());
+                self.bytes.push(b'$');
+                self.bytes.extend_from_slice(digits.format(len).as_bytes());
+                self.bytes.extend_from_slice(b"\r\n");
             }
         }
-        self.byte(b'\r');
-        self.byte(b'\n');
     }
 }
+
+/// The hex digit of a nibble, with `letter_a` as the digit for 10.
+pub(crate) const fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
+    match nibble & 0xf {
+        n @ 0..=9 => b'0' + n,
+        n => letter_a + n - 10,
+    }
+}
+
+/// Appends `arg` as one webdis path segment: `/` and the bytes
+/// percent-encoded.
+///
+/// Everything but ASCII letters, digits, `-` and `_` is escaped: `/` would
+/// split the argument, `.` could be taken for the `.raw` suffix, `%` and `+`
+/// would be decoded, and control bytes or non-ASCII must reach Redis
+/// byte for byte.
+pub fn push_path_segment(out: &mut Vec<u8>, arg: &[u8]) {
+    out.push(b'/');
+    push_escaped(out, arg);
+}
+
+/// Appends `arg` percent-encoded as in [`push_path_segment`].
+fn push_escaped(out: &mut Vec<u8>, arg: &[u8]) {
+    // An argument with nothing to escape (a per-value key's value is
+    // usually an API key or a user id) is one copy: about 4 instructions
+    // a byte to look, where gathering costs about 15 a byte and zeroes a
+    // 128-byte block first. An argument with an escape pays the look up
+    // to its first escape again below.
+    if path_plain(arg) {
+        out.extend_from_slice(arg);
+        return;
+    }
+    // Bytes are gathered on the stack and copied out a block at a time:
+    // a key like `limiter:{api:header:x-api-key:k-1}:1700000000` has an
+    // escape every few bytes, and a copy per escape costs more than the
+    // escaping.
+    let mut block = [0u8; 128];
+    let mut len = 0;
+    for &b in arg {
+        if len > block.len() - 3 {
+            out.extend_from_slice(block.get(..len).unwrap_or_default());
+            len = 0;
+        }
+        // `len` stays at most 125 here, so the writes below always land;
+        // the checked forms keep the compiler's proof in the code.
+        if PLAIN.get(usize::from(b)).copied().unwrap_or(false) {
+            if let Some(slot) = block.get_mut(len) {
+                *slot = b;
+            }
+            len += 1;
+        } else {
+            if let Some(slot) = block.get_mut(len..len + 3) {
+                slot.copy_from_slice(&[b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')]);
+            }
+            len += 3;
+        }
+    }
+    out.extend_from_slice(block.get(..len).unwrap_or_default());
+}
+
+/// Whether `segment` is what [`push_path_segment`] writes for `arg`
+/// (checked without allocating: the zero-allocation tests run debug builds).
+fn is_segment_of(segment: &[u8], arg: &[u8]) -> bool {
+    let Some(mut rest) = segment.strip_prefix(b"/") else {
+        return false;
+    };
+    for &b in arg {
+        let escaped = [b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')];
+        let want: &[u8] = if path_plain(&[b]) { &[b] } else { &escaped };
+        match rest.strip_prefix(want) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// Bytes a webdis path segment carries as they are: ASCII letters, digits,
+/// `-` and `_`.
+// Evaluated at compile time: a bad index would fail the build, not a request.
+#[allow(clippy::indexing_slicing)]
+const PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b: u8 = 0;
+    loop {
+        plain[b as usize] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if b == u8::MAX {
+            break plain;
+        }
+        b += 1;
+    }
+};
 
 /// A decoded Redis reply, borrowing the bytes it was decoded from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -838,184 +957,139 @@ impl Decoded {
     }
 }
 
-/// The hex digit of a nibble, with `letter_a` as the digit for 10.
-pub(crate) const fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
-    match nibble & 0xf {
-        n @ 0..=9 => b'0' + n,
-        n => letter_a + n - 10,
-    }
-}
+/// The bytes a command should be written as, by other means: RESP by
+/// `redis-protocol`, a path by percent-encoding's definition.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::Form;
+    use redis_protocol::resp2::encode::extend_encode_borrowed;
+    use redis_protocol::resp2::types::BorrowedFrame;
 
-/// Appends `arg` percent-encoded as one webdis path segment.
-///
-/// Everything but ASCII letters, digits, `-` and `_` is escaped: `/` would
-/// split the argument, `.` could be taken for the `.raw` suffix, `%` and `+`
-/// would be decoded, and control bytes or non-ASCII must reach Redis
-/// byte for byte.
-pub(crate) fn push_path_segment(out: &mut BytesMut, arg: &[u8], plain: bool) {
-    if plain {
-        out.extend_from_slice(b"/");
-        out.extend_from_slice(arg);
-        return;
-    }
-    push_escaped(out, true, arg);
-}
-
-/// Appends `/` when `slash`, then `arg` percent-encoded as in
-/// [`push_path_segment`].
-fn push_escaped(out: &mut BytesMut, slash: bool, arg: &[u8]) {
-    // An argument with nothing to escape (a per-value key's value is
-    // usually an API key or a user id) is one copy: about 4 instructions
-    // a byte to look, where gathering costs about 15 a byte and zeroes a
-    // 128-byte block first. An argument with an escape pays the look up
-    // to its first escape again below.
-    if path_plain(arg) {
-        if slash {
-            out.extend_from_slice(b"/");
-        }
-        out.extend_from_slice(arg);
-        return;
-    }
-    // Bytes are gathered on the stack and copied out a block at a time:
-    // a key like `limiter:{api:header:x-api-key:k-1}:1700000000` has an
-    // escape every few bytes, and a copy per escape costs more than the
-    // escaping.
-    let mut block = [0u8; 128];
-    block[0] = b'/';
-    let mut len = usize::from(slash);
-    for &b in arg {
-        if len > block.len() - 3 {
-            out.extend_from_slice(block.get(..len).unwrap_or_default());
-            len = 0;
-        }
-        // `len` stays at most 125 here, so the writes below always land;
-        // the checked forms keep the compiler's proof in the code.
-        if PLAIN.get(usize::from(b)).copied().unwrap_or(false) {
-            if let Some(slot) = block.get_mut(len) {
-                *slot = b;
-            }
-            len += 1;
-        } else {
-            if let Some(slot) = block.get_mut(len..len + 3) {
-                slot.copy_from_slice(&[b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')]);
-            }
-            len += 3;
-        }
-    }
-    out.extend_from_slice(block.get(..len).unwrap_or_default());
-}
-
-/// Whether `segment` is what [`push_path_segment`] writes for `arg`
-/// (checked without allocating: the zero-allocation tests run debug builds).
-fn is_segment_of(segment: &[u8], arg: &[u8]) -> bool {
-    let Some(mut rest) = segment.strip_prefix(b"/") else {
-        return false;
-    };
-    for &b in arg {
-        let escaped = [b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')];
-        let want: &[u8] = if path_plain(&[b]) { &[b] } else { &escaped };
-        match rest.strip_prefix(want) {
-            Some(after) => rest = after,
-            None => return false,
-        }
-    }
-    rest.is_empty()
-}
-
-/// Bytes a webdis path segment carries as they are: ASCII letters, digits,
-/// `-` and `_`.
-// Evaluated at compile time: a bad index would fail the build, not a request.
-#[allow(clippy::indexing_slicing)]
-const PLAIN: [bool; 256] = {
-    let mut plain = [false; 256];
-    let mut b: u8 = 0;
-    loop {
-        plain[b as usize] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-        if b == u8::MAX {
-            break plain;
-        }
-        b += 1;
-    }
-};
-
-/// Encodes `args` as a webdis request path `/CMD/arg1/arg2.raw` into `out`.
-pub fn encode_webdis_path(args: &CommandArgs, out: &mut BytesMut) {
-    out.clear();
-    for &(start, end, form) in &args.ranges {
-        let arg = args.bytes(start, end);
+    /// `args` in `form`.
+    pub(crate) fn command(form: Form, args: &[&[u8]]) -> Vec<u8> {
         match form {
-            PathForm::Escape => push_path_segment(out, arg, false),
-            PathForm::Plain => push_path_segment(out, arg, true),
-            PathForm::Prepared {
-                head,
-                tail,
-                segment,
-            } => {
-                out.extend_from_slice(args.bytes(segment.0, segment.1));
-                let rest = arg.get(head as usize..).unwrap_or_default();
-                let (middle, plain) = rest.split_at(rest.len().saturating_sub(tail as usize));
-                if !middle.is_empty() {
-                    match middle.strip_suffix(KEY_CLOSE) {
-                        Some(value) => {
-                            push_escaped(out, false, value);
-                            out.extend_from_slice(KEY_CLOSE_SEGMENT);
-                        }
-                        None => push_escaped(out, false, middle),
-                    }
-                }
-                out.extend_from_slice(plain);
+            Form::Resp => {
+                let frames: Vec<BorrowedFrame<'_>> =
+                    args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+                let mut out = bytes::BytesMut::new();
+                extend_encode_borrowed(&mut out, &BorrowedFrame::Array(&frames), false).unwrap();
+                out.to_vec()
+            }
+            Form::Path => {
+                let mut out: Vec<u8> = args.iter().flat_map(|a| segment(a)).collect();
+                out.extend_from_slice(b".raw");
+                out
             }
         }
     }
-    out.extend_from_slice(b".raw");
+
+    /// `/` and `arg` percent-encoded by the definition, a byte at a time.
+    pub(crate) fn segment(arg: &[u8]) -> Vec<u8> {
+        let mut out = b"/".to_vec();
+        for &b in arg {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::reference::{command, segment};
     use super::*;
     use redis_protocol::resp2::decode::decode_range;
     use redis_protocol::resp2::types::RangeFrame;
 
-    fn args(list: &[&[u8]]) -> CommandArgs {
-        let mut a = CommandArgs::default();
-        for x in list {
-            a.push(x);
+    const FORMS: [Form; 2] = [Form::Resp, Form::Path];
+
+    /// `args` pushed one by one into `buf`, finished.
+    fn written<'b>(buf: &'b mut CommandBuf, form: Form, args: &[&[u8]]) -> &'b [u8] {
+        buf.begin(form);
+        for arg in args {
+            buf.push(arg);
         }
-        a
+        buf.finish();
+        buf.bytes()
     }
 
     #[test]
-    fn encodes_resp_array_of_bulk_strings() {
-        let mut out = BytesMut::new();
-        encode_command(&args(&[b"INCRBY", b"k", b"-5"]), &mut out);
-        assert_eq!(&out[..], b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$2\r\n-5\r\n");
+    fn writes_resp_arrays_and_webdis_paths() {
+        let mut buf = CommandBuf::default();
+        let args: [&[u8]; 3] = [b"INCRBY", b"k", b"-5"];
+        assert_eq!(
+            written(&mut buf, Form::Resp, &args),
+            b"*3\r\n$6\r\nINCRBY\r\n$1\r\nk\r\n$2\r\n-5\r\n"
+        );
+        assert_eq!(written(&mut buf, Form::Path, &args), b"/INCRBY/k/-5.raw");
+        assert_eq!(written(&mut buf, Form::Resp, &[]), b"*0\r\n");
+        assert_eq!(written(&mut buf, Form::Path, &[]), b".raw");
     }
 
     #[test]
-    fn encoder_writes_what_redis_protocol_writes() {
-        use redis_protocol::resp2::encode::extend_encode_borrowed;
-        use redis_protocol::resp2::types::BorrowedFrame;
+    fn writes_what_redis_protocol_and_escaping_write() {
         // A small LCG: arguments of every length class, empty ones and
-        // CRLF and high bytes inside arguments included.
-        let mut seed = 0x2545_f491_u64;
-        let mut next = |n: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) % n
-        };
-        let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
-        for _ in 0..500 {
-            let mut a = CommandArgs::default();
-            for _ in 0..next(14) {
-                let len = [0, 1, 9, 10, 99, 100, 1000][next(7) as usize];
-                let arg: Vec<u8> = (0..len).map(|_| next(256) as u8).collect();
-                a.push(&arg);
+        // CRLF and high bytes inside arguments included, pushed whole, in
+        // parts, as integers or as plain arguments, into one buffer that
+        // goes from long commands to short ones and between forms.
+        let mut rng = Lcg(0x2545_f491);
+        let mut buf = CommandBuf::default();
+        for round in 0..1000 {
+            let form = FORMS[round % 2];
+            let mut args: Vec<Vec<u8>> = Vec::new();
+            buf.begin(form);
+            for _ in 0..rng.below(14) {
+                let arg: Vec<u8> = match rng.below(4) {
+                    0 => {
+                        let n = rng.below(1 << 20) as i64 - (1 << 19);
+                        buf.push_int(n);
+                        n.to_string().into_bytes()
+                    }
+                    1 => {
+                        let len = rng.pick(&[0, 1, 9, 10, 99, 100]);
+                        let arg: Vec<u8> = (0..len).map(|_| rng.pick(&b"aZ09-_"[..])).collect();
+                        buf.push_plain(&arg);
+                        arg
+                    }
+                    _ => {
+                        let len = rng.pick(&[0, 1, 9, 10, 99, 100, 1000]);
+                        let arg: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+                        let (a, b) = arg.split_at(rng.below(len + 1));
+                        let (b, c) = b.split_at(rng.below(b.len() + 1));
+                        buf.push_parts(&[a, b, c]);
+                        arg
+                    }
+                };
+                args.push(arg);
             }
-            encode_command(&a, &mut ours);
-            let frames: Vec<BorrowedFrame<'_>> = a.iter().map(BorrowedFrame::BulkString).collect();
-            theirs.clear();
-            extend_encode_borrowed(&mut theirs, &BorrowedFrame::Array(&frames), false).unwrap();
-            assert_eq!(ours, theirs);
+            buf.finish();
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            assert_eq!(buf.bytes(), command(form, &args), "{form:?} {args:?}");
+            assert_eq!(buf.len(), args.len());
         }
+    }
+
+    #[test]
+    fn every_byte_value_is_escaped_as_defined() {
+        let mut buf = CommandBuf::default();
+        for b in 0..=u8::MAX {
+            let arg = [b, b'a', b];
+            let mut want = segment(&arg);
+            want.extend_from_slice(b".raw");
+            assert_eq!(written(&mut buf, Form::Path, &[&arg]), want, "{b}");
+            assert_eq!(path_plain(&[b]), segment(&[b]).len() == 2, "{b}");
+        }
+        assert_eq!(
+            written(
+                &mut buf,
+                Form::Path,
+                &[b"GET", "a/b%c d.e+\r\né".as_bytes()]
+            ),
+            b"/GET/a%2Fb%25c%20d%2Ee%2B%0D%0A%C3%A9.raw"
+        );
     }
 
     /// The kit's reading of `bytes` in `redis-protocol`'s terms, taken
@@ -1464,56 +1538,43 @@ mod tests {
     }
 
     #[test]
-    fn reserved_slot_is_encoded_in_place() {
-        let mut a = CommandArgs::default();
-        a.push(b"EVAL");
-        a.push(b"return 1");
-        let slot = a.reserve_slot();
-        a.push(b"key");
-        a.fill_slot(slot, b"1", true);
-        let mut out = BytesMut::new();
-        encode_command(&a, &mut out);
-        assert_eq!(
-            &out[..],
-            b"*4\r\n$4\r\nEVAL\r\n$8\r\nreturn 1\r\n$1\r\n1\r\n$3\r\nkey\r\n"
-        );
+    fn a_reserved_count_is_filled_in_place() {
+        // One digit in place, more by moving what follows: the bytes of
+        // the count pushed as an argument, in both forms.
+        let mut buf = CommandBuf::default();
+        for form in FORMS {
+            for n in [0u64, 1, 9, 10, 12, 99, 100, 12_345, u64::MAX] {
+                buf.begin(form);
+                buf.push(b"EVAL");
+                buf.push(b"return 1");
+                let at = buf.reserve_count();
+                buf.push(b"k/1");
+                buf.push_int(60);
+                buf.fill_count(at, n);
+                buf.finish();
+                let count = n.to_string();
+                let args: [&[u8]; 5] = [b"EVAL", b"return 1", count.as_bytes(), b"k/1", b"60"];
+                assert_eq!(buf.bytes(), command(form, &args), "{form:?} {n}");
+            }
+        }
     }
 
     #[test]
-    fn webdis_path_escapes_everything_that_is_not_plain() {
-        let mut out = BytesMut::new();
-        encode_webdis_path(&args(&[b"GET", "a/b%c d.e+\r\né".as_bytes()]), &mut out);
-        assert_eq!(&out[..], b"/GET/a%2Fb%25c%20d%2Ee%2B%0D%0A%C3%A9.raw");
-    }
-
-    #[test]
-    fn plain_arguments_are_copied_as_the_escaper_would_write_them() {
-        // The same command, once with every argument marked plain where
-        // the kit marks it, once with none marked: one path.
+    fn written_and_plain_arguments_are_what_pushing_them_writes() {
         let digest = b"e0e1f9fabfc9d4800c877a703b823ac0578ff831";
-        let mut marked = CommandArgs::default();
-        marked.push_plain(b"EVALSHA");
-        marked.push_plain(digest);
-        let slot = marked.reserve_slot();
-        marked.push(b"limiter:{api:global}:1700000040");
-        marked.push_int(-60);
-        marked.fill_slot(slot, b"1", true);
-        let unmarked = args(&[
-            b"EVALSHA",
-            digest,
-            b"1",
-            b"limiter:{api:global}:1700000040",
-            b"-60",
-        ]);
-        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-        encode_webdis_path(&marked, &mut a);
-        encode_webdis_path(&unmarked, &mut b);
-        assert_eq!(a, b);
-        assert_eq!(
-            &a[..],
-            b"/EVALSHA/e0e1f9fabfc9d4800c877a703b823ac0578ff831/1/limiter%3A%7Bapi%3Aglobal%7D%3A1700000040/-60.raw"
-        );
-        for plain in [&b"EVALSHA"[..], b"-12", b"a_b-C9"] {
+        let mut buf = CommandBuf::default();
+        for form in FORMS {
+            buf.begin(form);
+            let resp = [&b"$7\r\nEVALSHA\r\n$40\r\n"[..], digest, b"\r\n"].concat();
+            let path = [&b"/EVALSHA/"[..], digest].concat();
+            buf.push_written(&resp, &path, 2);
+            buf.push_plain(b"a_b-C9");
+            buf.push_int(-60);
+            buf.finish();
+            let args: [&[u8]; 4] = [b"EVALSHA", digest, b"a_b-C9", b"-60"];
+            assert_eq!(buf.bytes(), command(form, &args), "{form:?}");
+        }
+        for plain in [&b"EVALSHA"[..], b"-12", b"a_b-C9", b""] {
             assert!(path_plain(plain), "{plain:?}");
         }
         for escaped in [&b"a.b"[..], b"a/b", b"a b", b"\xff", b"+"] {
@@ -1522,74 +1583,17 @@ mod tests {
     }
 
     #[test]
-    fn a_prepared_head_gives_the_path_escaping_gives() {
-        // A key whose head comes with its segment, beside the same key
-        // escaped whole: one path, and one RESP command.
-        let head = b"limiter:{api:header:x-api-key:".as_slice();
-        let parts: [&[u8]; 4] = [head, b"k/1 %\xff", b"}:", b"1700000040"];
-        let mut segment = BytesMut::new();
-        push_path_segment(&mut segment, head, false);
-        // With and without the plain last part; and a head alone, where
-        // the head is also the last part and so not copied twice.
-        let global = [head];
-        let cases: [(&[&[u8]], bool); 4] = [
-            (&parts, false),
-            (&parts, true),
-            (&global, false),
-            (&global, true),
-        ];
-        for (parts, last_plain) in cases {
-            let (mut prepared, mut escaped) = (CommandArgs::default(), CommandArgs::default());
-            for args in [&mut prepared, &mut escaped] {
-                args.push_plain(b"EVALSHA");
-                args.push(b"x.y");
-            }
-            prepared.push_parts_with_segment(&segment, parts, last_plain);
-            escaped.push_parts(parts);
-            for args in [&mut prepared, &mut escaped] {
-                args.push_int(60);
-            }
-            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
-            encode_webdis_path(&prepared, &mut a);
-            encode_webdis_path(&escaped, &mut b);
-            assert_eq!(a, b);
-            if parts.len() == 4 {
-                assert_eq!(
-                    &a[..],
-                    b"/EVALSHA/x%2Ey/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak%2F1%20%25%FF%7D%3A1700000040/60.raw"
-                );
-            }
-            encode_command(&prepared, &mut a);
-            encode_command(&escaped, &mut b);
-            assert_eq!(a, b);
-        }
-        assert!(is_segment_of(&segment, head));
-        assert!(!is_segment_of(&segment, b"limiter"));
-    }
-
-    /// Percent-encoding by the definition, one byte at a time.
-    fn escaped_by_definition(arg: &[u8]) -> Vec<u8> {
-        let mut out = b"/".to_vec();
-        for &b in arg {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                out.push(b);
-            } else {
-                out.extend_from_slice(format!("%{b:02X}").as_bytes());
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn plain_values_and_key_closes_give_the_path_escaping_gives() {
-        // The one-copy path of a plain argument, the gathering path, and a
-        // per-value key's `}:` written ready-made: the bytes escaping the
-        // whole key byte by byte gives. Values: plain, empty, with an
-        // escape first, last or inside, ending in `}:` themselves, and
-        // longer than the gathering block.
+    fn prepared_keys_write_what_escaping_the_whole_key_writes() {
+        // A counter key's head comes with its segment, the value between
+        // it and `}:` is escaped, `}:` and the window are copied: the
+        // bytes escaping the whole key byte by byte gives, and in RESP the
+        // parts concatenated. Values: plain, empty, with an escape first,
+        // last or inside, ending in `}:` themselves, and longer than the
+        // gathering block. Then a configured key (head and window) and a
+        // head alone.
         let long_plain = "k".repeat(300);
         let long_mixed = "a:".repeat(150);
-        let values: [&[u8]; 10] = [
+        let values: [&[u8]; 11] = [
             b"k-3f9a2c71d4e5b6a7",
             b"",
             b":abc",
@@ -1598,28 +1602,76 @@ mod tests {
             b"x}:",
             b"}:",
             b"\xff\x00",
+            b"k/1 %\xff",
             long_plain.as_bytes(),
             long_mixed.as_bytes(),
         ];
         let head = b"limiter:{api:header:x-api-key:".as_slice();
-        let mut segment = BytesMut::new();
-        push_path_segment(&mut segment, head, false);
-        for value in values {
-            let mut out = BytesMut::new();
-            push_escaped(&mut out, true, value);
-            assert_eq!(&out[..], escaped_by_definition(value), "{value:?}");
-            out.clear();
-            push_escaped(&mut out, false, value);
-            assert_eq!(&out[..], &escaped_by_definition(value)[1..], "{value:?}");
+        let mut prepared = Vec::new();
+        push_path_segment(&mut prepared, head);
+        assert_eq!(prepared, segment(head));
+        assert!(is_segment_of(&prepared, head));
+        assert!(!is_segment_of(&prepared, b"limiter"));
+        let mut keys: Vec<Vec<&[u8]>> = values
+            .iter()
+            .map(|value| vec![head, value, KEY_CLOSE, b"1700000040"])
+            .collect();
+        keys.push(vec![head, b"1700000040"]);
+        keys.push(vec![head]);
+        let mut buf = CommandBuf::default();
+        for form in FORMS {
+            for parts in &keys {
+                buf.begin(form);
+                buf.push_plain(b"EVALSHA");
+                buf.push(b"x.y");
+                buf.push_key(&prepared, parts);
+                buf.push_int(60);
+                buf.finish();
+                let key = parts.concat();
+                let args: [&[u8]; 4] = [b"EVALSHA", b"x.y", &key, b"60"];
+                assert_eq!(buf.bytes(), command(form, &args), "{form:?} {parts:?}");
+            }
+        }
+        buf.begin(Form::Path);
+        buf.push_key(&prepared, &keys[8]);
+        buf.finish();
+        assert_eq!(
+            buf.bytes(),
+            b"/limiter%3A%7Bapi%3Aheader%3Ax-api-key%3Ak%2F1%20%25%FF%7D%3A1700000040.raw"
+        );
+    }
 
-            let parts: [&[u8]; 4] = [head, value, b"}:", b"1700000040"];
-            let mut prepared = CommandArgs::default();
-            prepared.push_parts_with_segment(&segment, &parts, true);
-            let mut path = BytesMut::new();
-            encode_webdis_path(&prepared, &mut path);
-            let mut want = escaped_by_definition(&parts.concat());
-            want.extend_from_slice(b".raw");
-            assert_eq!(&path[..], want, "{value:?}");
+    #[test]
+    fn an_eval_of_a_kept_evalsha_is_a_fresh_eval() {
+        // What a NOSCRIPT retry sends: the kept EVALSHA's arguments from
+        // `numkeys` on, after EVAL and the source, in both forms, with
+        // counts that took one digit and that moved the arguments.
+        let digest = [b'a'; 40];
+        let source = b"return redis.call('INCR', KEYS[1]) -- 1/2";
+        let mut kept = CommandBuf::default();
+        let mut fresh = CommandBuf::default();
+        let mut retry = CommandBuf::default();
+        for form in FORMS {
+            for keys in [0u64, 1, 2, 9, 10, 12] {
+                let names: Vec<String> = (0..keys).map(|k| format!("k:{{{k}}}")).collect();
+                for (buf, name) in [(&mut kept, &b"EVALSHA"[..]), (&mut fresh, b"EVAL")] {
+                    buf.begin(form);
+                    buf.push(name);
+                    buf.push(if name == b"EVAL" { source } else { &digest });
+                    let at = buf.reserve_count();
+                    for name in &names {
+                        buf.push(name.as_bytes());
+                    }
+                    buf.push(b"6 0");
+                    buf.fill_count(at, keys);
+                    buf.finish();
+                }
+                retry.begin(Form::Resp);
+                retry.push(b"left over");
+                retry.eval_of(&kept, source);
+                assert_eq!(retry.bytes(), fresh.bytes(), "{form:?} {keys}");
+                assert_eq!(retry.len(), fresh.len());
+            }
         }
     }
 
@@ -1627,21 +1679,21 @@ mod tests {
     #[cfg(debug_assertions)]
     #[should_panic(expected = "is not the first part's path segment")]
     fn a_wrong_segment_is_caught_in_debug_builds() {
-        CommandArgs::default().push_parts_with_segment(b"/a", &[b"b"], false);
+        CommandBuf::new(Form::Path).push_key(b"/a", &[b"b"]);
     }
 
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(expected = "the last part is not path-plain")]
-    fn an_escapable_last_part_marked_plain_is_caught_in_debug_builds() {
-        CommandArgs::default().push_parts_with_segment(b"/a", &[b"a", b"b:c"], true);
+    fn an_escapable_last_part_is_caught_in_debug_builds() {
+        CommandBuf::new(Form::Path).push_key(b"/a", &[b"a", b"b:c"]);
     }
 
     #[test]
     #[should_panic(expected = "is not path-plain")]
     #[cfg(debug_assertions)]
     fn marking_an_escapable_argument_plain_is_caught_in_debug_builds() {
-        CommandArgs::default().push_plain(b"a:b");
+        CommandBuf::default().push_plain(b"a:b");
     }
 
     #[test]

@@ -1,44 +1,60 @@
-//! `resp_encode` and `resp_decode`: the kit's RESP and webdis encoders and
-//! its borrowed decoder beside `redis-protocol`'s borrowed encoder and range
-//! decoder, its owned frames, and `format!`-built buffers.
+//! `resp_encode` and `resp_decode`: the kit's command writer (RESP and
+//! webdis path) and its borrowed decoder beside `redis-protocol`'s
+//! borrowed encoder and range decoder, its owned frames, and
+//! `format!`-built buffers.
 
 use crate::{assert_no_allocations, report_allocations};
 use benches::inputs::{script_sha1, KEY, REPLIES};
-use benches::{naive, ours};
+use benches::naive;
+use benches::ours::{self, Args, Prepared};
 use bytes::BytesMut;
 use criterion::{criterion_group, Criterion};
-use kit::resp::{decode as kit_decode, encode_command, encode_webdis_path, CommandArgs, Reply};
+use kit::resp::{decode as kit_decode, CommandBuf, Form, Reply};
 use redis_protocol::resp2::decode::{decode as owned_decode, decode_range};
 use redis_protocol::resp2::types::{OwnedFrame, RangeFrame};
 use std::hint::black_box;
 
 /// `EVALSHA sha 1 <52-byte key> 60` (the limiter's count) and `INCRBY
-/// <52-byte key> 1234` (the token quota's charge), each built from its
-/// parts and encoded, every time; then the webdis path of the EVALSHA.
+/// <52-byte key> 1234` (the token quota's charge), each written from its
+/// parts every time: by the kit as it writes a command (straight into its
+/// transport's bytes), by `redis-protocol` over the same arguments, and
+/// the `format!` ways. Then the webdis path of the EVALSHA.
 fn bench_encode(c: &mut Criterion) {
     let sha = script_sha1();
+    let prepared = Prepared::new(&sha, &KEY);
     let mut group = c.benchmark_group("resp_encode");
-    let mut args = CommandArgs::default();
+    let mut cmd = CommandBuf::default();
+    let mut args = Args::default();
     let mut wire = BytesMut::new();
-    type Build<'a> = &'a dyn Fn(&mut CommandArgs);
+    type Write<'a> = &'a dyn Fn(&mut CommandBuf, Form);
+    type Build<'a> = &'a dyn Fn(&mut Args);
     type BuildOwned<'a> = &'a dyn Fn() -> Vec<String>;
-    let commands: [(&str, Build<'_>, BuildOwned<'_>); 2] = [
+    let commands: [(&str, Write<'_>, Build<'_>, BuildOwned<'_>); 2] = [
         (
             "evalsha",
+            &|cmd, form| ours::evalsha(cmd, form, black_box(&prepared), black_box(&KEY)),
             &|args| ours::evalsha_args(args, black_box(sha.as_bytes()), black_box(&KEY)),
             &|| naive::evalsha_args(black_box(&sha), black_box(&KEY)),
         ),
         (
             "incrby",
+            &|cmd, form| {
+                ours::incrby(
+                    cmd,
+                    form,
+                    black_box(&prepared),
+                    black_box(&KEY),
+                    black_box(1234),
+                )
+            },
             &|args| ours::incrby_args(args, black_box(&KEY), black_box(1234)),
             &|| naive::incrby_args(black_box(&KEY), black_box(1234)),
         ),
     ];
-    for (name, build, build_owned) in commands {
+    for (name, write, build, build_owned) in commands {
         assert_no_allocations(&format!("resp_encode/{name}/kit_reused_buffer"), || {
-            build(&mut args);
-            encode_command(&args, &mut wire);
-            black_box(&wire[..]);
+            write(&mut cmd, Form::Resp);
+            black_box(cmd.bytes());
         });
         report_allocations(
             &format!("resp_encode/{name}/redis_protocol_borrowed_reused"),
@@ -59,33 +75,14 @@ fn bench_encode(c: &mut Criterion) {
         );
         group.bench_function(format!("{name}/kit_reused_buffer"), |b| {
             b.iter(|| {
-                build(&mut args);
-                encode_command(&args, &mut wire);
-                black_box(&wire[..]);
+                write(&mut cmd, Form::Resp);
+                black_box(cmd.bytes());
             });
         });
         group.bench_function(format!("{name}/redis_protocol_borrowed_reused"), |b| {
             b.iter(|| {
                 build(&mut args);
                 ours::encode_with_redis_protocol(&args, &mut wire);
-                black_box(&wire[..]);
-            });
-        });
-        // The encoders alone, on arguments built once.
-        build(&mut args);
-        assert_no_allocations(&format!("resp_encode/{name}/encode_only/kit"), || {
-            encode_command(black_box(&args), &mut wire);
-            black_box(&wire[..]);
-        });
-        group.bench_function(format!("{name}/encode_only/kit"), |b| {
-            b.iter(|| {
-                encode_command(black_box(&args), &mut wire);
-                black_box(&wire[..]);
-            });
-        });
-        group.bench_function(format!("{name}/encode_only/redis_protocol_borrowed"), |b| {
-            b.iter(|| {
-                ours::encode_with_redis_protocol(black_box(&args), &mut wire);
                 black_box(&wire[..]);
             });
         });
@@ -97,25 +94,26 @@ fn bench_encode(c: &mut Criterion) {
         });
     }
 
-    // The webdis path of an already built command (the key has `:{}` to escape).
-    ours::evalsha_args(&mut args, sha.as_bytes(), &KEY);
-    let owned = naive::evalsha_args(&sha, &KEY);
-    assert_eq!(args.get(3), owned[3].as_bytes());
+    // The webdis path of the EVALSHA (the key has `:{}` to escape), each
+    // written from its parts.
     assert_no_allocations("resp_encode/webdis_path/kit_reused_buffer", || {
-        encode_webdis_path(black_box(&args), &mut wire);
-        black_box(&wire[..]);
+        ours::evalsha(&mut cmd, Form::Path, black_box(&prepared), black_box(&KEY));
+        black_box(cmd.bytes());
     });
     report_allocations("resp_encode/webdis_path/naive_string_format", || {
-        black_box(naive::webdis_path(black_box(&owned)));
+        black_box(naive::webdis_path(&naive::evalsha_args(
+            black_box(&sha),
+            black_box(&KEY),
+        )));
     });
     group.bench_function("webdis_path/kit_reused_buffer", |b| {
         b.iter(|| {
-            encode_webdis_path(black_box(&args), &mut wire);
-            black_box(&wire[..]);
+            ours::evalsha(&mut cmd, Form::Path, black_box(&prepared), black_box(&KEY));
+            black_box(cmd.bytes());
         });
     });
     group.bench_function("webdis_path/naive_string_format", |b| {
-        b.iter(|| naive::webdis_path(black_box(&owned)));
+        b.iter(|| naive::webdis_path(&naive::evalsha_args(black_box(&sha), black_box(&KEY))));
     });
     group.finish();
 }

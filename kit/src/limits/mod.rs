@@ -212,7 +212,7 @@ const GLOBAL_IDENTITY: &[u8] = b"global";
 
 /// What closes a counter key's hash tag before its window
 /// (`<prefix>:{<rule>:...}:<window>`). The webdis encoder writes it
-/// ready-escaped after a per-value key's value (`resp::encode_webdis_path`).
+/// ready-escaped after a per-value key's value (`resp::CommandBuf::push_key`).
 pub(crate) const KEY_CLOSE: &[u8] = b"}:";
 
 /// [`Matched::slot`] of key `k` of item `i`.
@@ -416,7 +416,7 @@ impl Heads {
         let (prefix, rule) = (prefix.as_bytes(), rule.as_bytes());
         let mut heads = Heads::default();
         // Each head's path segment is escaped here first; one buffer for all.
-        let mut segment = bytes::BytesMut::new();
+        let mut segment = Vec::new();
         let Limits::Items(items) = limits else {
             heads.global = heads.push(
                 &mut segment,
@@ -476,7 +476,7 @@ impl Heads {
 
     /// Appends `parts` to the buffer as one head, then its path segment,
     /// escaped through `segment`.
-    fn push(&mut self, segment: &mut bytes::BytesMut, parts: &[&[u8]], hash: u64) -> Head {
+    fn push(&mut self, segment: &mut Vec<u8>, parts: &[&[u8]], hash: u64) -> Head {
         // Configurations are bounded by the proxy's buffers long before 4 GiB.
         let offset = |bytes: &Vec<u8>| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         let start = offset(&self.bytes);
@@ -486,7 +486,7 @@ impl Heads {
         let end = offset(&self.bytes);
         segment.clear();
         let head = self.bytes.get(start as usize..).unwrap_or_default();
-        crate::resp::push_path_segment(segment, head, false);
+        crate::resp::push_path_segment(segment, head);
         self.bytes.extend_from_slice(segment);
         Head {
             start,
