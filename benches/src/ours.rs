@@ -2,7 +2,8 @@
 //! every argument written once, straight into a reused [`CommandBuf`] in
 //! its transport's bytes. What the kit prepares beforehand is prepared
 //! here beforehand too ([`Prepared`]): the script's name and digest in
-//! both forms (the kit's `Script` holds them from compile time) and the
+//! both forms with a reserved `numkeys` (the kit's `Script` holds them
+//! from compile time) and the
 //! counter key's head with its path segment (escaped at configuration).
 //! Per command: the key's value, `}:` and its window's digits (`itoa`),
 //! `numkeys` filled in place, the TTL.
@@ -25,8 +26,9 @@ pub struct Prepared {
 impl Prepared {
     /// For EVALSHA of `sha` and keys of `k`'s rule and header.
     pub fn new(sha: &str, k: &KeyFields<'_>) -> Self {
-        let evalsha_resp = format!("$7\r\nEVALSHA\r\n${}\r\n{sha}\r\n", sha.len()).into_bytes();
-        let evalsha_path = format!("/EVALSHA/{sha}").into_bytes();
+        let evalsha_resp =
+            format!("$7\r\nEVALSHA\r\n${}\r\n{sha}\r\n$1\r\n0\r\n", sha.len()).into_bytes();
+        let evalsha_path = format!("/EVALSHA/{sha}/0").into_bytes();
         let head = format!("{}:{{{}:{}:{}:", k.prefix, k.rule, k.kind, k.name).into_bytes();
         let mut segment = Vec::new();
         push_path_segment(&mut segment, &head);
@@ -43,8 +45,7 @@ impl Prepared {
 /// limiter's request does.
 pub fn evalsha(cmd: &mut CommandBuf, form: Form, p: &Prepared, k: &KeyFields<'_>) {
     cmd.begin(form);
-    cmd.push_written(&p.evalsha_resp, &p.evalsha_path, 2);
-    let numkeys = cmd.reserve_count();
+    let numkeys = cmd.push_script(&p.evalsha_resp, &p.evalsha_path);
     push_key(cmd, p, k);
     cmd.push_int(TTL);
     cmd.fill_count(numkeys, 1);

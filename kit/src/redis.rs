@@ -18,7 +18,7 @@ use crate::calls::{CallKind, Calls, StreamId};
 use crate::config::{ConfigError, Fields};
 use crate::host::{Host, HostError};
 use crate::limits::CounterKey;
-use crate::resp::{CommandBuf, Form};
+use crate::resp::{CommandBuf, Form, PATH_COUNT, RESP_COUNT};
 pub use crate::resp::{Reply, ReplyArray};
 use core::fmt;
 use core::time::Duration;
@@ -62,17 +62,20 @@ impl std::error::Error for RedisError {}
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Script {
     source: &'static str,
-    /// `EVALSHA` and the lowercase hex digest as RESP bulk strings: an
-    /// EVALSHA starts with one copy of both (see [`Redis::evalsha`]).
-    resp: [u8; RESP_HEAD.len() + 40 + 2],
-    /// The same as path segments, `/EVALSHA/` and the digest.
-    path: [u8; PATH_HEAD.len() + 40],
+    /// `EVALSHA`, the lowercase hex digest and a reserved `numkeys` as
+    /// RESP bulk strings: an EVALSHA starts with one copy of all three
+    /// (see [`Redis::evalsha`]).
+    resp: [u8; RESP_LEN],
+    /// The same as path segments: `/EVALSHA/`, the digest, `/0`.
+    path: [u8; PATH_LEN],
 }
 
 /// What comes before the digest in [`Script::resp`]; digits and letters
-/// need no escaping, so a path's head is just the slashes.
+/// need no escaping, so a path's is just the slashes.
 const RESP_HEAD: &[u8] = b"$7\r\nEVALSHA\r\n$40\r\n";
 const PATH_HEAD: &[u8] = b"/EVALSHA/";
+const RESP_LEN: usize = RESP_HEAD.len() + 40 + 2 + RESP_COUNT.len();
+const PATH_LEN: usize = PATH_HEAD.len() + 40 + PATH_COUNT.len();
 
 impl fmt::Debug for Script {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,19 +103,14 @@ impl Script {
     #[allow(clippy::indexing_slicing)]
     pub const fn new(source: &'static str) -> Self {
         let digest = sha1(source.as_bytes());
-        let mut resp = [0u8; RESP_HEAD.len() + 40 + 2];
-        let mut path = [0u8; PATH_HEAD.len() + 40];
+        let mut resp = [0u8; RESP_LEN];
+        let mut path = [0u8; PATH_LEN];
+        copy(&mut resp, 0, RESP_HEAD);
+        copy(&mut resp, RESP_HEAD.len() + 40, b"\r\n");
+        copy(&mut resp, RESP_HEAD.len() + 42, RESP_COUNT);
+        copy(&mut path, 0, PATH_HEAD);
+        copy(&mut path, PATH_HEAD.len() + 40, PATH_COUNT);
         let mut i = 0;
-        while i < RESP_HEAD.len() {
-            resp[i] = RESP_HEAD[i];
-            i += 1;
-        }
-        i = 0;
-        while i < PATH_HEAD.len() {
-            path[i] = PATH_HEAD[i];
-            i += 1;
-        }
-        i = 0;
         while i < 40 {
             let nibble = if i % 2 == 0 {
                 digest[i / 2] >> 4
@@ -124,8 +122,6 @@ impl Script {
             path[PATH_HEAD.len() + i] = hex;
             i += 1;
         }
-        resp[RESP_HEAD.len() + 40] = b'\r';
-        resp[RESP_HEAD.len() + 41] = b'\n';
         Script { source, resp, path }
     }
 
@@ -136,7 +132,10 @@ impl Script {
 
     /// The lowercase hex SHA-1 digest.
     pub fn sha1_hex(&self) -> &str {
-        let hex = self.path.get(PATH_HEAD.len()..).unwrap_or_default();
+        let hex = self
+            .path
+            .get(PATH_HEAD.len()..PATH_HEAD.len() + 40)
+            .unwrap_or_default();
         core::str::from_utf8(hex).unwrap_or_default()
     }
 }
@@ -449,11 +448,7 @@ impl<'a, H: Host> Redis<'a, H> {
     /// Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`); the
     /// plugin only sees the final reply.
     pub fn evalsha(self, script: &Script) -> Command<'a, H> {
-        let command = self.client.begin();
-        // The name and the digest, written in both forms with the script:
-        // one copy, no lengths to count nor bytes to look at.
-        command.push_written(&script.resp, &script.path, 2);
-        let numkeys = Some(command.reserve_count());
+        let numkeys = Some(self.client.begin().push_script(&script.resp, &script.path));
         Command {
             redis: self,
             numkeys,
@@ -549,6 +544,17 @@ impl<H: Host> Command<'_, H> {
         redis
             .client
             .send(redis.host, redis.calls, redis.stream, script)
+    }
+}
+
+/// Copies `bytes` into `out` from `at`, for [`Script::new`]; the indices
+/// are the constants' own, checked by the compiler.
+#[allow(clippy::indexing_slicing)]
+const fn copy(out: &mut [u8], at: usize, bytes: &[u8]) {
+    let mut i = 0;
+    while i < bytes.len() {
+        out[at + i] = bytes[i];
+        i += 1;
     }
 }
 

@@ -88,6 +88,13 @@ pub struct CommandBuf {
 /// key or user id) is one copy (see [`push_escaped`]).
 const KEY_CLOSE_SEGMENT: &[u8] = b"%7D%3A";
 
+/// A reserved count (see [`CommandBuf::reserve_count`]) in RESP: `0`,
+/// its digit filled in later.
+pub const RESP_COUNT: &[u8] = b"$1\r\n0\r\n";
+
+/// A reserved count in a path.
+pub const PATH_COUNT: &[u8] = b"/0";
+
 /// What ends a webdis path: the reply comes back as raw RESP.
 const PATH_END: &[u8] = b".raw";
 
@@ -192,16 +199,29 @@ impl CommandBuf {
         }
     }
 
-    /// Appends `count` arguments already written, as `resp` in RESP and as
-    /// `path` in a path: an EVALSHA's name and digest, written once when
-    /// its [`Script`](crate::Script) is made.
-    pub fn push_written(&mut self, resp: &[u8], path: &[u8], count: u32) {
-        self.args = self.args.saturating_add(count);
-        let written = match self.form {
-            Form::Resp => resp,
-            Form::Path => path,
+    /// Appends a script call's first three arguments, written beforehand
+    /// as `resp` in RESP and as `path` in a path: its name, its digest or
+    /// source, and a count reserved as [`CommandBuf::reserve_count`]
+    /// reserves it ([`RESP_COUNT`] or [`PATH_COUNT`]), which ends them.
+    /// Returns where the count is, for [`CommandBuf::fill_count`].
+    ///
+    /// An EVALSHA's are written when its [`Script`](crate::Script) is
+    /// made: its command starts with one copy, no lengths to count nor
+    /// bytes to look at.
+    pub fn push_script(&mut self, resp: &[u8], path: &[u8]) -> usize {
+        self.args = self.args.saturating_add(3);
+        let (written, count) = match self.form {
+            Form::Resp => (resp, RESP_COUNT),
+            Form::Path => (path, PATH_COUNT),
         };
+        debug_assert!(
+            written.ends_with(count),
+            "{written:?} does not end in a reserved count"
+        );
         self.bytes.extend_from_slice(written);
+        let at = self.bytes.len().saturating_sub(count.len());
+        self.rest = offset(at);
+        at
     }
 
     /// Appends an integer argument in decimal.
@@ -245,7 +265,12 @@ impl CommandBuf {
     pub fn reserve_count(&mut self) -> usize {
         let at = self.bytes.len();
         self.rest = offset(at);
-        self.push_plain(b"0");
+        // What `push_plain(b"0")` writes, known whole.
+        self.args = self.args.saturating_add(1);
+        self.bytes.extend_from_slice(match self.form {
+            Form::Resp => RESP_COUNT,
+            Form::Path => PATH_COUNT,
+        });
         at
     }
 
@@ -254,8 +279,8 @@ impl CommandBuf {
     pub fn fill_count(&mut self, at: usize, n: u64) {
         // Where the reserved digit is: after `$1\r\n`, or after `/`.
         let (digit, reserved) = match self.form {
-            Form::Resp => (at.saturating_add(4), 7),
-            Form::Path => (at.saturating_add(1), 2),
+            Form::Resp => (at.saturating_add(4), RESP_COUNT.len()),
+            Form::Path => (at.saturating_add(1), PATH_COUNT.len()),
         };
         if let Ok(n @ 0..=9) = u8::try_from(n) {
             if let Some(slot) = self.bytes.get_mut(digit) {
@@ -1565,13 +1590,20 @@ mod tests {
         let mut buf = CommandBuf::default();
         for form in FORMS {
             buf.begin(form);
-            let resp = [&b"$7\r\nEVALSHA\r\n$40\r\n"[..], digest, b"\r\n"].concat();
-            let path = [&b"/EVALSHA/"[..], digest].concat();
-            buf.push_written(&resp, &path, 2);
+            let resp = [
+                &b"$7\r\nEVALSHA\r\n$40\r\n"[..],
+                digest,
+                b"\r\n",
+                RESP_COUNT,
+            ]
+            .concat();
+            let path = [&b"/EVALSHA/"[..], digest, PATH_COUNT].concat();
+            let at = buf.push_script(&resp, &path);
             buf.push_plain(b"a_b-C9");
             buf.push_int(-60);
+            buf.fill_count(at, 1);
             buf.finish();
-            let args: [&[u8]; 4] = [b"EVALSHA", digest, b"a_b-C9", b"-60"];
+            let args: [&[u8]; 5] = [b"EVALSHA", digest, b"1", b"a_b-C9", b"-60"];
             assert_eq!(buf.bytes(), command(form, &args), "{form:?}");
         }
         for plain in [&b"EVALSHA"[..], b"-12", b"a_b-C9", b""] {
