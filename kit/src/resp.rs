@@ -100,8 +100,17 @@ const PATH_END: &[u8] = b".raw";
 
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
 pub(crate) fn path_plain(arg: &[u8]) -> bool {
-    arg.iter()
-        .all(|&b| PLAIN.get(usize::from(b)).copied().unwrap_or(false))
+    let plain = |b: u8| PLAIN.get(usize::from(b)).copied().unwrap_or(false);
+    // Eight bytes a step, their answers combined without a branch: about
+    // 2 instructions a byte instead of 9 (a key's value, 10 to 40 bytes,
+    // is looked at on every request).
+    let mut chunks = arg.chunks_exact(8);
+    for chunk in &mut chunks {
+        if !chunk.iter().fold(true, |all, &b| all & plain(b)) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&b| plain(b))
 }
 
 /// `n` as a `u32`; commands are bounded by the proxy's buffers long
