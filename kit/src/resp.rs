@@ -235,6 +235,24 @@ impl CommandBuf {
 
     /// Appends an integer argument in decimal.
     pub fn push_int(&mut self, n: i64) {
+        // Up to two digits (a TTL of a second or a minute, a small
+        // amount): one constant-size write, about a third of the
+        // instructions of formatting and copying the digits.
+        if let Ok(n @ 0..=99) = u8::try_from(n) {
+            let (tens, ones) = (b'0' + n / 10, b'0' + n % 10);
+            self.args = self.args.saturating_add(1);
+            match (self.form, n < 10) {
+                (Form::Resp, true) => self
+                    .bytes
+                    .extend_from_slice(&[b'$', b'1', b'\r', b'\n', ones, b'\r', b'\n']),
+                (Form::Resp, false) => self
+                    .bytes
+                    .extend_from_slice(&[b'$', b'2', b'\r', b'\n', tens, ones, b'\r', b'\n']),
+                (Form::Path, true) => self.bytes.extend_from_slice(&[b'/', ones]),
+                (Form::Path, false) => self.bytes.extend_from_slice(&[b'/', tens, ones]),
+            }
+            return;
+        }
         let mut digits = itoa::Buffer::new();
         // Digits and `-` stand for themselves in a webdis path.
         self.push_plain(digits.format(n).as_bytes());
@@ -1061,6 +1079,21 @@ mod tests {
         assert_eq!(written(&mut buf, Form::Path, &args), b"/INCRBY/k/-5.raw");
         assert_eq!(written(&mut buf, Form::Resp, &[]), b"*0\r\n");
         assert_eq!(written(&mut buf, Form::Path, &[]), b".raw");
+        // Integers of every length, both signs and both ends.
+        let mut ints = vec![i64::MIN, i64::MIN + 1, i64::MAX, 0, -1];
+        ints.extend((0..19).flat_map(|p| {
+            let n = 10i64.pow(p);
+            [n - 1, n, n + 1, -n, 1 - n]
+        }));
+        for form in FORMS {
+            for n in ints.iter().copied() {
+                buf.begin(form);
+                buf.push_int(n);
+                buf.finish();
+                let digits = n.to_string();
+                assert_eq!(buf.bytes(), command(form, &[digits.as_bytes()]), "{n}");
+            }
+        }
     }
 
     #[test]
