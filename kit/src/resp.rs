@@ -261,9 +261,10 @@ impl CommandBuf {
     /// Appends one argument made of `parts` concatenated, whose first part
     /// has its path segment already written: `segment` is what
     /// [`push_path_segment`] writes for `parts[0]`, and the last part (a
-    /// window's digits, when there are two parts or more) is
-    /// [`path_plain`]. A path then copies both instead of escaping them,
-    /// and writes a [`KEY_CLOSE`] part ready-made; RESP takes the parts.
+    /// window's digits, when there are two parts or more) needs no
+    /// escaping: ASCII letters, digits, `-` and `_`. A path then copies
+    /// both instead of escaping them, and writes a `}:` part (what closes
+    /// a counter key's hash tag) ready-made; RESP takes the parts.
     pub fn push_key(&mut self, segment: &[u8], parts: &[&[u8]]) {
         let Form::Path = self.form else {
             return self.push_parts(parts);
@@ -288,7 +289,7 @@ impl CommandBuf {
 
     /// Appends a count argument to fill with [`CommandBuf::fill_count`],
     /// and returns where it is. Later arguments are taken to follow a
-    /// script's name and digest (see [`CommandBuf::eval_of`]).
+    /// script's name and digest, which a NOSCRIPT retry replaces.
     pub fn reserve_count(&mut self) -> usize {
         let at = self.bytes.len();
         self.rest = offset(at);
