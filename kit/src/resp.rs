@@ -71,7 +71,7 @@ const HEADER_ROOM: usize = 24;
 pub struct CommandBuf {
     form: Form,
     /// [`HEADER_ROOM`] bytes, then the arguments. A `Vec`, so that call
-    /// entries keep an EVALSHA for a retry by swapping 24 bytes.
+    /// entries keep an EVALSHA for a retry by swapping a few words.
     bytes: Vec<u8>,
     /// Arguments written, the command name included.
     args: u32,
