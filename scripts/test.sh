@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Everything CI checks: install what is missing, build the release Wasm
 # module the end-to-end tests load, then run every test of the workspace
-# (unit, harness, webdis behaviour and Envoy end-to-end). Exits non-zero on
-# any failure; --no-fail-fast so one failing crate does not hide the others.
+# (unit, harness, webdis behaviour and Envoy end-to-end), then a quick run of
+# the benchmarks. Exits non-zero on any failure; --no-fail-fast so one
+# failing crate does not hide the others.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,3 +57,9 @@ for module in limiter token_quota; do
     || { echo "[test] FAIL: higress $module.wasm does not export proxy_on_redis_call_response"; exit 1; }
 done
 echo "[test] higress builds import proxy_redis_init and proxy_redis_call and export proxy_on_redis_call_response"
+
+# The benchmarks run briefly too, so that CI sees them run: every kit row
+# asserts its allocation count before it is timed. Times are printed,
+# never judged (this VM's speed drifts too much for a threshold).
+echo "[test] benchmarks, quick run (allocation assertions; times only printed)"
+bash scripts/bench.sh --quick
