@@ -350,15 +350,12 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Some(compiled) => compiled.get().choose(&mut self.host, &mut self.facts),
             None => Choice::Skip,
         };
-        if let Some(slot) = self.live_slot(id) {
-            slot.choice = choice;
-        }
-        self.headers(id, Direction::Request, end_of_stream)
+        self.headers(id, Direction::Request, end_of_stream, Some(choice))
     }
 
     /// The response headers arrived.
     pub fn on_response_headers(&mut self, id: StreamId, end_of_stream: bool) -> Action {
-        self.headers(id, Direction::Response, end_of_stream)
+        self.headers(id, Direction::Response, end_of_stream, None)
     }
 
     /// A request body callback: `size` is everything the proxy buffered so
@@ -503,11 +500,26 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             .is_none_or(|s| s.choice == Choice::Skip || s.responded)
     }
 
-    fn headers(&mut self, id: StreamId, direction: Direction, end_of_stream: bool) -> Action {
-        if self.skipped(id) {
+    /// A headers callback; `choice` is the request's configuration, chosen
+    /// when its headers arrive. One lookup of the slot sets the choice,
+    /// checks for a skip and resets the half (each alone cost a lookup).
+    fn headers(
+        &mut self,
+        id: StreamId,
+        direction: Direction,
+        end_of_stream: bool,
+        choice: Option<Choice>,
+    ) -> Action {
+        let Some(slot) = self.live_slot(id) else {
+            return Action::Continue;
+        };
+        if let Some(choice) = choice {
+            slot.choice = choice;
+        }
+        if slot.choice == Choice::Skip || slot.responded {
             return Action::Continue;
         }
-        if let Some(half) = self.half(id, direction) {
+        if let Some(half) = slot.halves.get_mut(index(direction)) {
             *half = Half {
                 complete: end_of_stream,
                 ..Half::default()
