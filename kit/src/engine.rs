@@ -868,9 +868,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     /// Runs a reply handler and, if it says go on, takes the request on
     /// from where it waited.
     fn resume_after(&mut self, stream: StreamId, handler: impl FnOnce(Cx<'_, '_, P, H>) -> Flow) {
-        let waiting = self.live_slot(stream).and_then(|s| s.waiting);
-        let (direction, stage) = waiting.unwrap_or((Direction::Request, Stage::Body));
-        if self.run(stream, direction, stage, handler) != Action::Continue {
+        let (action, waiting) = self.run_at(stream, None, handler);
+        if action != Action::Continue {
             return;
         }
         match waiting {
@@ -891,6 +890,18 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         stage: Stage,
         handler: impl FnOnce(Cx<'_, '_, P, H>) -> Flow,
     ) -> Action {
+        self.run_at(id, Some((direction, stage)), handler).0
+    }
+
+    /// [`Filter::run`] where a pause would wait at `at`, or, for `None`,
+    /// where the request waited before (a reply handler); also returns that
+    /// earlier wait, read in the same lookup of the slot as the run.
+    fn run_at(
+        &mut self,
+        id: StreamId,
+        at: Option<(Direction, Stage)>,
+        handler: impl FnOnce(Cx<'_, '_, P, H>) -> Flow,
+    ) -> (Action, Option<(Direction, Stage)>) {
         let Filter {
             host,
             compiled,
@@ -906,17 +917,19 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             .get_mut(id.slot as usize)
             .filter(|s| s.live && s.generation == id.generation)
         else {
-            return Action::Continue;
+            return (Action::Continue, None);
         };
+        let waited = slot.waiting;
         let Some(config) = compiled.as_ref().and_then(|c| c.get().get(slot.choice)) else {
-            return Action::Continue;
+            return (Action::Continue, waited);
         };
         if slot.responded {
             // The plugin answered this request itself: its handlers are done,
             // and the later phases are the local answer on its way out,
             // which must not be held.
-            return Action::Continue;
+            return (Action::Continue, waited);
         }
+        let (direction, stage) = at.or(waited).unwrap_or((Direction::Request, Stage::Body));
         let body_len = slot
             .halves
             .get(index(direction))
@@ -947,7 +960,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 responded: &mut slot.responded,
             },
         };
-        match handler(cx) {
+        let action = match handler(cx) {
             Flow::Continue => Action::Continue,
             Flow::Responded(_) => Action::Pause,
             Flow::Pause if calls.waits(id) => {
@@ -965,7 +978,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 );
                 Action::Continue
             }
-        }
+        };
+        (action, waited)
     }
 }
 
