@@ -83,6 +83,7 @@ enum Stage {
 #[derive(Clone, Copy, Debug, Default)]
 struct Half {
     /// The headers handler has finished (directly, or after its call).
+    /// Kept for buffered bodies only, the one mode that reads it.
     headers_done: bool,
     /// The kit returned `HeaderStopIteration` and has not let them go.
     headers_held: bool,
@@ -552,14 +553,15 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     /// the proxy's own header callback (the answer is the return value),
     /// false after a call (the kit resumes the stream itself).
     fn after_headers(&mut self, id: StreamId, direction: Direction, in_callback: bool) -> Action {
+        if body_mode::<P>(direction) != BodyMode::Buffer {
+            // Only a buffered body reads `headers_done`: no lookup to set it.
+            return self.go_on(direction, in_callback);
+        }
         let stop = self.stop_iteration;
         let Some(half) = self.half(id, direction) else {
             return Action::Continue;
         };
         half.headers_done = true;
-        if body_mode::<P>(direction) != BodyMode::Buffer {
-            return self.go_on(direction, in_callback);
-        }
         if half.complete {
             return self.run_buffered(id, direction, in_callback);
         }
