@@ -778,7 +778,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 // one host call fewer on every reply. Envoy's own answers
                 // (503 "no healthy upstream", 504 "upstream request
                 // timeout") and webdis's empty 503 never decode as RESP.
-                let decoded = match resp::decode(&body) {
+                let decoded = resp::decode(&body);
+                let decoded = match &decoded {
                     _ if num_headers == 0 => Err(RedisError::Network),
                     Ok(decoded) => Ok(decoded),
                     Err(_) => Err(match self.call_status(num_headers) {
@@ -818,9 +819,14 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             if let Some(bytes) = self.host.body(BodyBuffer::RedisCallResponse, 0, size) {
                 body.extend_from_slice(bytes);
             }
-            resp::decode(&body).map_err(|_| RedisError::Protocol)
+            Some(resp::decode(&body))
         } else {
-            Err(RedisError::Network)
+            None
+        };
+        let decoded = match &decoded {
+            Some(Ok(decoded)) => Ok(decoded),
+            Some(Err(_)) => Err(RedisError::Protocol),
+            None => Err(RedisError::Network),
         };
         self.deliver_redis(stream, retry, decoded, &body);
         self.reply = body;
@@ -841,9 +847,11 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         &mut self,
         stream: StreamId,
         retry: Option<&'static str>,
-        decoded: Result<resp::Decoded, RedisError>,
+        decoded: Result<&resp::Decoded, RedisError>,
         body: &[u8],
     ) {
+        // The decoded reply is lent, not moved: with its inline frames it is
+        // a few hundred bytes, copied on every reply when passed by value.
         if let (Ok(d), Some(source)) = (&decoded, retry) {
             if d.reply(body).is_error(b"NOSCRIPT") {
                 if let Some(client) = self.redis.as_mut() {
@@ -863,7 +871,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 }
             }
         }
-        let reply = decoded.as_ref().map(|d| d.reply(body)).map_err(|e| *e);
+        let reply = decoded.map(|d| d.reply(body));
         self.resume_after(stream, |cx| P::on_redis_reply(cx, reply));
     }
 
