@@ -940,25 +940,28 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             return (Action::Continue, waited);
         }
         let (direction, stage) = at.or(waited).unwrap_or((Direction::Request, Stage::Body));
-        let body_len = slot
-            .halves
-            .get(index(direction))
-            .map_or(0, |h| h.size - h.seen.min(h.size));
-        let headers_held = slot
-            .halves
-            .get(index(direction))
-            .is_some_and(|h| h.headers_held);
+        // Only body handlers are told which bytes they were given; a run in
+        // the headers stage (all three of a limiter request's) skips reading
+        // the half.
+        let body = (stage != Stage::Headers).then(|| {
+            let half = slot
+                .halves
+                .get(index(direction))
+                .copied()
+                .unwrap_or_default();
+            crate::io::BodyAccess {
+                direction,
+                start: half.seen,
+                len: half.size - half.seen.min(half.size),
+                headers_held: half.headers_held,
+            }
+        });
         slot.waiting = None;
         let cx = Cx {
             config,
             state: &mut slot.state,
             io: Io {
-                body: (stage != Stage::Headers).then_some(crate::io::BodyAccess {
-                    direction,
-                    start: slot.halves.get(index(direction)).map_or(0, |h| h.seen),
-                    len: body_len,
-                    headers_held,
-                }),
+                body,
                 rewritten,
                 host,
                 redis: redis.as_mut(),
