@@ -108,7 +108,10 @@ fn find_package(options: &Options) -> Result<Package, String> {
     }
     let json: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("cargo metadata printed something that is not JSON: {e}"))?;
-    let packages = json["packages"].as_array().cloned().unwrap_or_default();
+    let packages = field(&json, "packages")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let wanted_manifest = match (&options.package, &options.manifest_path) {
         (Some(_), _) => None,
         (None, Some(path)) => Some(canonical(path)),
@@ -117,9 +120,11 @@ fn find_package(options: &Options) -> Result<Package, String> {
     let package = packages
         .iter()
         .find(|p| match (&options.package, &wanted_manifest) {
-            (Some(name), _) => p["name"].as_str() == Some(name),
+            (Some(name), _) => field(p, "name").as_str() == Some(name),
             (None, Some(manifest)) => {
-                p["manifest_path"].as_str().map(|m| canonical(Path::new(m)))
+                field(p, "manifest_path")
+                    .as_str()
+                    .map(|m| canonical(Path::new(m)))
                     == Some(manifest.clone())
             }
             (None, None) => false,
@@ -128,17 +133,20 @@ fn find_package(options: &Options) -> Result<Package, String> {
             Some(name) => format!("no package `{name}` in this workspace"),
             None => "no package at this manifest (in a workspace root, name one with -p)".into(),
         })?;
-    let name = package["name"].as_str().unwrap_or_default().to_owned();
-    let lib = package["targets"]
+    let name = field(package, "name")
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let lib = field(package, "targets")
         .as_array()
         .into_iter()
         .flatten()
         .find(|t| {
-            t["crate_types"]
+            field(t, "crate_types")
                 .as_array()
                 .is_some_and(|types| types.iter().any(|k| k == "cdylib"))
         })
-        .and_then(|t| t["name"].as_str())
+        .and_then(|t| field(t, "name").as_str())
         .map(|n| n.replace('-', "_"))
         .ok_or_else(|| {
             format!(
@@ -147,13 +155,22 @@ fn find_package(options: &Options) -> Result<Package, String> {
         })?;
     let target_dir = match &options.target_dir {
         Some(dir) => dir.clone(),
-        None => PathBuf::from(json["target_directory"].as_str().unwrap_or("target")),
+        None => PathBuf::from(
+            field(&json, "target_directory")
+                .as_str()
+                .unwrap_or("target"),
+        ),
     };
     Ok(Package {
         name,
         lib,
         target_dir,
     })
+}
+
+/// `value[key]`, or null: what cargo metadata leaves out is absent.
+fn field<'v>(value: &'v Value, key: &str) -> &'v Value {
+    value.get(key).unwrap_or(&Value::Null)
 }
 
 fn locate_project() -> Result<PathBuf, String> {
