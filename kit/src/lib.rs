@@ -63,6 +63,8 @@ pub mod dispatcher;
 pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_request;
 pub mod host;
 pub mod http;
 mod io;
