@@ -233,9 +233,8 @@ impl Index {
         // Whether a lookup step of each kind is in `steps` yet.
         let mut looked = [false; 2];
         for (i, m) in matchers.iter().enumerate() {
-            let others_empty = m.services.is_empty()
-                && m.route_prefixes.is_empty()
-                && m.consumers.is_empty();
+            let others_empty =
+                m.services.is_empty() && m.route_prefixes.is_empty() && m.consumers.is_empty();
             let only_routes = !m.routes.is_empty() && m.domains.is_empty() && others_empty;
             let only_exact_domains = m.routes.is_empty()
                 && !m.domains.is_empty()
@@ -1031,7 +1030,10 @@ mod tests {
         assert_eq!(facts.spellings, [Spelling::Bare; 2]);
         for _ in 0..3 {
             let (route, cluster, calls) = read_both(&mut facts, &mut host);
-            assert_eq!((route.as_str(), cluster.as_str(), calls), ("checkout", "outbound|80||a.dns", 2));
+            assert_eq!(
+                (route.as_str(), cluster.as_str(), calls),
+                ("checkout", "outbound|80||a.dns", 2)
+            );
         }
     }
 
