@@ -13,7 +13,12 @@
 //!
 //! Which rule applied is read from `X-RateLimit-Limit`: every rule has its
 //! own limit. Each test starts its own processes and rule names.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // test code
 
 use e2e::{room_in_minute_for, send_all, summary, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::{json, Value};

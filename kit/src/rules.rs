@@ -472,7 +472,7 @@ impl Facts {
             AUTHORITY => {
                 let range = host
                     .header(HeaderMap::Request, ":authority")
-                    .map(|v| strip_port(v))
+                    .map(strip_port)
                     .map(|v| self.keep(v));
                 // Domains compare without case (see `Domain`).
                 if let Some(bytes) = range.and_then(|(s, e)| self.bytes.get_mut(s..e)) {
