@@ -289,6 +289,15 @@ fn each_request_gets_the_rule_higress_would_choose() {
     assert_eq!(r.status, 200, "{}", summary(&r));
     assert_eq!(r.text(), "status\n");
     assert_eq!(r.header_i64("x-ratelimit-limit"), Some(GLOBAL_LIMIT));
+    // The keys Higress ignores were named at configuration.
+    let log = stack.envoy.log();
+    for warning in [
+        "_rules_[2]: _match_domain_ is ignored: _match_route_ decides, as in Higress",
+        "_rules_[3]: _match_service_ is ignored: _match_domain_ decides, as in Higress",
+        "_rules_[5]: _match_route_prefix_ is ignored: _match_service_ decides, as in Higress",
+    ] {
+        assert!(log.contains(warning), "no `{warning}` in the Envoy log");
+    }
 }
 
 #[test]

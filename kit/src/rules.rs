@@ -112,6 +112,16 @@ const MATCH_CONSUMER: &str = "_match_consumer_";
 /// The header Higress's authentication plugins name the consumer in.
 const CONSUMER_HEADER: &str = "x-mse-consumer";
 
+/// A `_match_*` key that a rule gives but that Higress's matcher never
+/// looks at, because another kind of condition decides the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ignored {
+    /// The rule's position in `_rules_`.
+    pub(crate) rule: usize,
+    pub(crate) key: &'static str,
+    pub(crate) decided_by: &'static str,
+}
+
 /// The global configuration and the rules, compiled.
 #[derive(Debug)]
 pub(crate) struct Rules<'cfg, C> {
@@ -122,6 +132,8 @@ pub(crate) struct Rules<'cfg, C> {
     matchers: Vec<Matcher<'cfg>>,
     configs: Vec<C>,
     index: Index,
+    /// Keys the rules give that do not count, to warn about once.
+    ignored: Vec<Ignored>,
 }
 
 /// Which fact an [`Index`] looks up.
@@ -177,11 +189,18 @@ impl<'cfg, C> Rules<'cfg, C> {
         } else {
             None
         };
-        let (mut matchers, mut configs) = (Vec::new(), Vec::new());
+        let (mut matchers, mut configs, mut ignored) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(field) = rules_field {
             field.each(|item| {
                 let fields = item.object()?;
-                matchers.push(compile_matcher(&item, &fields)?);
+                let rule = matchers.len();
+                matchers.push(compile_matcher(&item, &fields, |key, decided_by| {
+                    ignored.push(Ignored {
+                        rule,
+                        key,
+                        decided_by,
+                    });
+                })?);
                 configs.push(compile(&fields.over(*top))?);
                 Ok(())
             })?;
@@ -192,7 +211,14 @@ impl<'cfg, C> Rules<'cfg, C> {
             matchers,
             configs,
             index,
+            ignored,
         })
+    }
+
+    /// The `_match_*` keys the rules give that do not count (see
+    /// [`Ignored`]), for the plugin to warn about at configuration.
+    pub(crate) fn ignored(&self) -> &[Ignored] {
+        &self.ignored
     }
 
     /// The configuration a choice refers to.
@@ -357,10 +383,12 @@ fn non_empty<'cfg>(fields: &Fields<'_, 'cfg>, key: &str) -> Result<Vec<&'cfg str
 
 /// A rule's conditions, kept as Higress's matcher weighs them: the first
 /// present of routes (with services), domains, services, route prefixes
-/// (with consumers) decides, and the other lists are emptied.
+/// (with consumers) decides, and the other lists are emptied; each
+/// non-empty one is told to `ignore(key, deciding key)`.
 fn compile_matcher<'cfg>(
     item: &Field<'_, 'cfg>,
     fields: &Fields<'_, 'cfg>,
+    mut ignore: impl FnMut(&'static str, &'static str),
 ) -> Result<Matcher<'cfg>, ConfigError> {
     let mut m = Matcher {
         routes: non_empty(fields, "_match_route_")?,
@@ -375,15 +403,37 @@ fn compile_matcher<'cfg>(
             m.domains.push(Domain::parse(d));
         }
     }
+    let decided_by = if !m.routes.is_empty() {
+        "_match_route_"
+    } else if !m.domains.is_empty() {
+        "_match_domain_"
+    } else if !m.services.is_empty() {
+        "_match_service_"
+    } else {
+        "_match_route_prefix_"
+    };
+    let mut note = |key: &'static str, empty: bool| {
+        if !empty {
+            ignore(key, decided_by);
+        }
+    };
     if !m.routes.is_empty() {
+        note("_match_domain_", m.domains.is_empty());
+        note("_match_route_prefix_", m.route_prefixes.is_empty());
+        note(MATCH_CONSUMER, m.consumers.is_empty());
         m.domains.clear();
         m.route_prefixes.clear();
         m.consumers.clear();
     } else if !m.domains.is_empty() {
+        note("_match_service_", m.services.is_empty());
+        note("_match_route_prefix_", m.route_prefixes.is_empty());
+        note(MATCH_CONSUMER, m.consumers.is_empty());
         m.services.clear();
         m.route_prefixes.clear();
         m.consumers.clear();
     } else if !m.services.is_empty() {
+        note("_match_route_prefix_", m.route_prefixes.is_empty());
+        note(MATCH_CONSUMER, m.consumers.is_empty());
         m.route_prefixes.clear();
         m.consumers.clear();
     } else if m.route_prefixes.is_empty() {
@@ -861,6 +911,7 @@ mod tests {
                 configs: vec![(); rules.len()],
                 matchers: rules,
                 index,
+                ignored: Vec::new(),
             };
             for _ in 0..20 {
                 let route = (next(5) > 0).then(|| ROUTES[next(4)]);
@@ -927,6 +978,7 @@ mod tests {
             configs: vec![(); rules.len()],
             matchers: rules,
             index,
+            ignored: Vec::new(),
         };
         let choose = |route: Option<&str>, authority: &str| {
             let mut host = crate::fake::FakeHost::new();

@@ -427,3 +427,37 @@ fn a_learnt_spelling_costs_one_host_call_per_property() {
         "two misses of xds.* on the first request only"
     );
 }
+
+#[test]
+fn keys_that_do_not_count_are_warned_about_once() {
+    let d = driver(&[
+        (
+            r#""_match_route_": ["a"], "_match_domain_": ["x.org"], "_match_service_": ["s"]"#,
+            2,
+        ),
+        (
+            r#""_match_domain_": ["x.org"], "_match_route_prefix_": ["a"], "_match_consumer_": ["c"]"#,
+            3,
+        ),
+        (
+            r#""_match_route_prefix_": ["a"], "_match_consumer_": ["c"]"#,
+            4,
+        ),
+    ]);
+    let warnings: Vec<&str> = d
+        .filter
+        .host()
+        .logs
+        .iter()
+        .filter(|(level, _)| *level == kit::LogLevel::Warn)
+        .map(|(_, line)| line.as_str())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "limiter: _rules_[0]: _match_domain_ is ignored: _match_route_ decides, as in Higress",
+            "limiter: _rules_[1]: _match_route_prefix_ is ignored: _match_domain_ decides, as in Higress",
+            "limiter: _rules_[1]: _match_consumer_ is ignored: _match_domain_ decides, as in Higress",
+        ]
+    );
+}
