@@ -220,6 +220,22 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.log_level = self.host.log_level();
         match self.compile(bytes) {
             Ok(()) => {
+                let ignored = self
+                    .compiled
+                    .as_ref()
+                    .map_or(&[][..], |c| c.get().ignored());
+                for i in ignored {
+                    crate::log::write(
+                        &mut self.host,
+                        self.log_level,
+                        LogLevel::Warn,
+                        P::NAME,
+                        format_args!(
+                            "_rules_[{}]: {} is ignored: {} decides, as in Higress",
+                            i.rule, i.key, i.decided_by
+                        ),
+                    );
+                }
                 crate::log::write(
                     &mut self.host,
                     self.log_level,

@@ -56,6 +56,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod authority;
 mod calls;
 pub mod config;
 mod config_keys;
