@@ -46,15 +46,16 @@ impl Source<'_> {
         }
     }
 
-    /// The name of this source in counter keys.
-    pub fn name(&self) -> &str {
+    /// The name of this source in counter keys, in two parts: for
+    /// `limit_by_per_ip` the configured text (`from-remote-addr`,
+    /// `from-header-<name>`), so that a header named `remote` is not the
+    /// peer address.
+    pub fn name(&self) -> (&'static str, &str) {
         match self {
-            Source::Header(n)
-            | Source::Param(n)
-            | Source::Cookie(n)
-            | Source::ForwardedHeader(n) => n,
-            Source::Consumer => "x-mse-consumer",
-            Source::RemoteAddr => "remote",
+            Source::Header(n) | Source::Param(n) | Source::Cookie(n) => ("", n),
+            Source::ForwardedHeader(n) => ("from-header-", n),
+            Source::Consumer => ("", "x-mse-consumer"),
+            Source::RemoteAddr => ("from-remote-addr", ""),
         }
     }
 
