@@ -246,10 +246,18 @@ fn a_counter_key_poisoned_with_a_wrong_type_recovers() {
         .redis
         .command(&[b"HSET", &key, b"field", b"value"])
         .unwrap();
-    assert_eq!(remaining(&stack.get(&[])), Some(2), "replaced with a count of 1");
+    assert_eq!(
+        remaining(&stack.get(&[])),
+        Some(2),
+        "replaced with a count of 1"
+    );
     // A string that is no integer: ERR value is not an integer.
     stack.redis.command(&[b"SET", &key, b"many"]).unwrap();
-    assert_eq!(remaining(&stack.get(&[])), Some(2), "replaced with a count of 1");
+    assert_eq!(
+        remaining(&stack.get(&[])),
+        Some(2),
+        "replaced with a count of 1"
+    );
     let ttl = stack.redis.command(&[b"TTL", &key]).unwrap();
     assert!(
         matches!(ttl, Resp::Integer(1..=60)),
@@ -288,7 +296,10 @@ fn poison(redis: &Redis, key: &[u8], how: usize) -> &'static str {
         2 => (&[b"SADD", key, b"a"], "WRONGTYPE"),
         3 => (&[b"SET", key, b"abc"], "ERR value is not an integer"),
         4 => (&[b"SET", key, b"1.5"], "ERR value is not an integer"),
-        _ => (&[b"SET", key, b"9223372036854775807"], "ERR increment or decrement would overflow"),
+        _ => (
+            &[b"SET", key, b"9223372036854775807"],
+            "ERR increment or decrement would overflow",
+        ),
     };
     redis.command(command).unwrap();
     error
@@ -301,7 +312,10 @@ fn the_counting_scripts_replace_a_key_of_the_wrong_type() {
     // A fresh key: counted, and expiring with its window.
     assert_eq!(eval(&redis, script, b"k", &[b"60"]), Resp::Integer(1));
     assert_eq!(eval(&redis, script, b"k", &[b"60"]), Resp::Integer(2));
-    assert!(matches!(redis.command(&[b"TTL", b"k"]).unwrap(), Resp::Integer(1..=60)));
+    assert!(matches!(
+        redis.command(&[b"TTL", b"k"]).unwrap(),
+        Resp::Integer(1..=60)
+    ));
     for how in 0..6 {
         let error = poison(&redis, b"k", how);
         let Resp::Array(Some(parts)) = eval(&redis, script, b"k", &[b"60"]) else {
@@ -317,13 +331,26 @@ fn the_counting_scripts_replace_a_key_of_the_wrong_type() {
             String::from_utf8_lossy(text)
         );
         assert_eq!(parts[2], Resp::Bulk(Some(b"k".to_vec())));
-        assert!(matches!(redis.command(&[b"TTL", b"k"]).unwrap(), Resp::Integer(1..=60)));
-        assert_eq!(eval(&redis, script, b"k", &[b"60"]), Resp::Integer(2), "poison {how}");
+        assert!(matches!(
+            redis.command(&[b"TTL", b"k"]).unwrap(),
+            Resp::Integer(1..=60)
+        ));
+        assert_eq!(
+            eval(&redis, script, b"k", &[b"60"]),
+            Resp::Integer(2),
+            "poison {how}"
+        );
     }
 
     let charge = token_quota::CHARGE_SCRIPT;
-    assert_eq!(eval(&redis, charge, b"t", &[b"100", b"60"]), Resp::Integer(100));
-    assert_eq!(eval(&redis, charge, b"t", &[b"5", b"60"]), Resp::Integer(105));
+    assert_eq!(
+        eval(&redis, charge, b"t", &[b"100", b"60"]),
+        Resp::Integer(100)
+    );
+    assert_eq!(
+        eval(&redis, charge, b"t", &[b"5", b"60"]),
+        Resp::Integer(105)
+    );
     for how in 0..6 {
         poison(&redis, b"t", how);
         assert_eq!(
@@ -331,7 +358,13 @@ fn the_counting_scripts_replace_a_key_of_the_wrong_type() {
             Resp::Integer(100),
             "poison {how}"
         );
-        assert!(matches!(redis.command(&[b"TTL", b"t"]).unwrap(), Resp::Integer(1..=60)));
-        assert_eq!(eval(&redis, charge, b"t", &[b"7", b"60"]), Resp::Integer(107));
+        assert!(matches!(
+            redis.command(&[b"TTL", b"t"]).unwrap(),
+            Resp::Integer(1..=60)
+        ));
+        assert_eq!(
+            eval(&redis, charge, b"t", &[b"7", b"60"]),
+            Resp::Integer(107)
+        );
     }
 }

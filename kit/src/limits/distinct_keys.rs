@@ -51,7 +51,11 @@ const BLOCKS: &[&str] = &[
 ];
 
 /// A request: headers, the path and the peer address.
-type Request = (&'static [(&'static str, &'static str)], &'static str, &'static str);
+type Request = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
 
 const REQUESTS: &[Request] = &[
     (&[], "/", "10.0.0.1:5"),

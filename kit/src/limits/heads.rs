@@ -119,11 +119,8 @@ impl Heads {
                 open(&mut key, *limit);
                 key.extend_from_slice(GLOBAL_IDENTITY);
                 key.extend_from_slice(KEY_CLOSE);
-                heads.global = heads.push(
-                    &mut segment,
-                    &key,
-                    cache.hash(GLOBAL_SLOT, GLOBAL_IDENTITY),
-                );
+                heads.global =
+                    heads.push(&mut segment, &key, cache.hash(GLOBAL_SLOT, GLOBAL_IDENTITY));
                 return heads;
             }
             Limits::Items(items) => items,

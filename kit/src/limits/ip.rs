@@ -221,7 +221,11 @@ pub(crate) fn canonical(addr: Addr, out: &mut [u8; CANONICAL_MAX]) -> usize {
             let digit = (group >> shift) as u8 & 0xf;
             if digit != 0 || started || shift == 0 {
                 started = true;
-                put(if digit < 10 { b'0' + digit } else { b'a' + digit - 10 });
+                put(if digit < 10 {
+                    b'0' + digit
+                } else {
+                    b'a' + digit - 10
+                });
             }
         }
         i += 1;
@@ -639,7 +643,10 @@ mod tests {
             ("::ffff:1.2.3.4", "1.2.3.4"),
             ("::FFFF:0102:0304", "1.2.3.4"),
             ("::1.2.3.4", "::102:304"),
-            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
         ] {
             assert_eq!(canonical_text(text).as_deref(), Some(want), "{text}");
         }

@@ -324,7 +324,10 @@ mod tests {
     #[test]
     fn query_params_are_read_as_go_s_parse_query() {
         // Higress: `url.ParseQuery(parse.RawQuery)`, then `query[key][0]`.
-        assert_eq!(param("/x?a=1&key=a%2Fb+c&z", "key").as_deref(), Some("a/b c"));
+        assert_eq!(
+            param("/x?a=1&key=a%2Fb+c&z", "key").as_deref(),
+            Some("a/b c")
+        );
         assert_eq!(param("/x?a=1", "key"), None);
         assert_eq!(param("/x", "key"), None);
         // Names are decoded too: `k%65y` is `key`, `+` a space.
@@ -371,7 +374,10 @@ mod tests {
     fn cookies_are_read_as_higress_reads_them() {
         // Higress `ExtractCookieValueByKey`: split on `;`, trim, split on
         // `=`, the first pair named `key` gives `kv[1]`.
-        assert_eq!(cookie_of("a=1; session=abc ;b=2", "session").as_deref(), Some("abc"));
+        assert_eq!(
+            cookie_of("a=1; session=abc ;b=2", "session").as_deref(),
+            Some("abc")
+        );
         assert_eq!(cookie_of("sid=abc=x", "sid").as_deref(), Some("abc"));
         assert_eq!(cookie_of("sid=abc", "si"), None);
         // An empty value is not limited (Higress: `val == ""` returns
@@ -421,12 +427,21 @@ mod tests {
             "2001:0db8:0000:0000:0000:0000:0000:0001",
             "[2001:DB8:0::1]:8443",
         ] {
-            assert_eq!(ip_key(spelling).as_deref(), Some("2001:db8::1"), "{spelling}");
+            assert_eq!(
+                ip_key(spelling).as_deref(),
+                Some("2001:db8::1"),
+                "{spelling}"
+            );
         }
         // IPv4-mapped IPv6 is the IPv4 address, as Go prints it. Higress
         // reads the dotted form `::ffff:1.2.3.4` as the text before its
         // first `:` (empty) and limits nothing; here it is `1.2.3.4`.
-        for spelling in ["1.2.3.4", "::ffff:1.2.3.4", "::FFFF:102:304", "[::ffff:1.2.3.4]:80"] {
+        for spelling in [
+            "1.2.3.4",
+            "::ffff:1.2.3.4",
+            "::FFFF:102:304",
+            "[::ffff:1.2.3.4]:80",
+        ] {
             assert_eq!(ip_key(spelling).as_deref(), Some("1.2.3.4"), "{spelling}");
         }
         // Leading zeros in IPv4 are refused (as Go does since 1.17).

@@ -442,10 +442,7 @@ impl<'cfg> Rule<'cfg> {
         let cache = OverLimitCache::new(setup.now_nanos());
         // A `_rules_` entry that inherits its `rule_name` is told apart by
         // its place (`_rules_[2]`), which names it in error messages too.
-        let place = fields
-            .get_own("rule_name")
-            .is_none()
-            .then(|| fields.path());
+        let place = fields.get_own("rule_name").is_none().then(|| fields.path());
         let heads = Heads::new(&limits, &cache, key_prefix, rule_name, place.as_deref());
         Ok(Rule {
             rule_name,

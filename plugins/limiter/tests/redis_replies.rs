@@ -37,7 +37,8 @@ fn lines(d: &mut Driver) -> Vec<String> {
 fn an_error_reply_is_logged_once_and_accurately() {
     for (deny, outcome) in [(false, Outcome::Forwarded), (true, Outcome::Answered(503))] {
         let mut d = driver(deny);
-        d.next_reply = Some(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n".to_vec());
+        d.next_reply =
+            Some(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n".to_vec());
         assert_eq!(d.request(&[]), outcome);
         let logged = lines(&mut d);
         assert_eq!(

@@ -20,8 +20,8 @@ mod quota;
 pub mod rewrite;
 pub mod usage;
 
-pub use quota::{counter, Config, State, TokenQuota};
 pub use quota::CHARGE_SCRIPT;
+pub use quota::{counter, Config, State, TokenQuota};
 
 pub use json::MAX_DEPTH;
 pub use rewrite::{include_usage, Rewrite};
