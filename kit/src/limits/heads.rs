@@ -1,35 +1,8 @@
 //! The fixed part of every counter key of a rule, built once at
 //! configuration.
 //!
-//! A counter key names everything that tells one limit from another, so
-//! that two limits never count in one Redis key:
-//!
-//! ```text
-//! <prefix>:{<scope>:<amount>_per_<seconds>s:global}:<window start>
-//! <prefix>:{<scope>:<amount>_per_<seconds>s:<kind>:<name>:<key>}:<window start>
-//! <prefix>:{<scope>:<amount>_per_<seconds>s:per_<kind>:<name>:<value>}:<window start>
-//! ```
-//!
-//! - `scope` is the `rule_name`; a `_rules_` entry that inherits the name
-//!   adds its place, `:_rules_[2]`, so it never counts with the global
-//!   configuration or another entry. An entry that sets its own
-//!   `rule_name` is named by it alone: entries, like gateways, that give
-//!   the same name to the same limit share its counters.
-//! - The amount and the window length: a per-second and a per-minute
-//!   limit starting at the same second, or 5 and 2 per minute, are apart.
-//! - `kind` is `header`, `param`, `cookie` or `consumer` for an item that
-//!   counts all values matching one `limit_keys` entry together (the
-//!   entry's `key` follows the name), `per_` and the kind, or `per_ip`,
-//!   for an item that counts each value (the request's value follows).
-//!   `name` is the header, parameter or cookie, `x-mse-consumer`, or the
-//!   `limit_by_per_ip` text (`from-remote-addr`, `from-header-<name>`).
-//!
-//! The configured parts are escaped (`%`, `:`, `{`, `}` as `%25`, `%3A`,
-//! `%7B`, `%7D`), so a `:` in a name cannot make one limit's key look
-//! like another's; readable names pass unchanged. The request's value is
-//! not escaped: it is the last part before `}:` and the window's digits,
-//! which are read from the end, so distinct values stay distinct keys.
-//! The braces make the key's Redis Cluster hash tag.
+//! The layout, and why each part is there, is in the documentation of
+//! [`limits`](super).
 
 use super::cache::OverLimitCache;
 use super::{slot, Limits, GLOBAL_SLOT, KEY_CLOSE};

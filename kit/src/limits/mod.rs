@@ -9,6 +9,40 @@
 //! finds the limit of a request without allocating ([`Limits::find`]), and
 //! provides the fixed [`Window`](window::Window) and the
 //! [`cache::OverLimitCache`] such plugins need.
+//!
+//! # Counter keys
+//!
+//! A counter key names everything that tells one limit from another, so
+//! that two limits never count in one Redis key:
+//!
+//! ```text
+//! <prefix>:{<scope>:<amount>_per_<seconds>s:global}:<window start>
+//! <prefix>:{<scope>:<amount>_per_<seconds>s:<kind>:<name>:<key>}:<window start>
+//! <prefix>:{<scope>:<amount>_per_<seconds>s:per_<kind>:<name>:<value>}:<window start>
+//! ```
+//!
+//! - `scope` is the `rule_name`; a `_rules_` entry that inherits the name
+//!   adds its place, `:_rules_[2]`, so it never counts with the global
+//!   configuration or another entry. An entry that sets its own
+//!   `rule_name` is named by it alone: entries, like gateways, that give
+//!   the same name to the same limit share its counters.
+//! - The amount and the window length: a per-second and a per-minute
+//!   limit starting at the same second, or 5 and 2 per minute, are apart.
+//! - `kind` is `header`, `param`, `cookie` or `consumer` for an item that
+//!   counts all values matching one `limit_keys` entry together (the
+//!   entry's `key` follows the name), `per_` and the kind, or `per_ip`,
+//!   for an item that counts each value (the request's value follows; an
+//!   address in one canonical text, so every spelling of it is one
+//!   counter).
+//!   `name` is the header, parameter or cookie, `x-mse-consumer`, or the
+//!   `limit_by_per_ip` text (`from-remote-addr`, `from-header-<name>`).
+//!
+//! The configured parts are escaped (`%`, `:`, `{`, `}` as `%25`, `%3A`,
+//! `%7B`, `%7D`), so a `:` in a name cannot make one limit's key look
+//! like another's; readable names pass unchanged. The request's value is
+//! not escaped: it is the last part before `}:` and the window's digits,
+//! which are read from the end, so distinct values stay distinct keys.
+//! The braces make the key's Redis Cluster hash tag.
 
 pub mod cache;
 #[cfg(test)]
@@ -212,7 +246,7 @@ fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigEr
 const GLOBAL_SLOT: usize = usize::MAX;
 
 /// What closes a counter key's hash tag before its window start
-/// (`<prefix>:{<rule>:...}:<window start>`; see [`heads`]). The webdis encoder writes it
+/// (`<prefix>:{<rule>:...}:<window start>`). The webdis encoder writes it
 /// ready-escaped after a per-value key's value (`resp::CommandBuf::push_key`).
 pub(crate) const KEY_CLOSE: &[u8] = b"}:";
 
@@ -369,7 +403,8 @@ pub struct Rule<'cfg> {
     pub key_prefix: &'cfg str,
     /// Keys known to be over their limit, until their window ends.
     pub cache: OverLimitCache,
-    /// Counter keys up to their variable parts (see [`heads`]), and the
+    /// Counter keys up to their variable parts (see the module
+    /// documentation), and the
     /// cache hashes of the counters whose identity is configured (the
     /// global one, every key of an item that is not `limit_by_per_*`),
     /// computed once here. A request then copies two to four pieces into
@@ -484,8 +519,8 @@ impl<'cfg> Rule<'cfg> {
     /// (decimal seconds): the rule's scope, the limit's amount and window
     /// length, its source and the matching `key` (or, for
     /// `limit_by_per_*`, the request's value), then the window start, as
-    /// [`heads`] lays out; the braces keep the key in one Redis Cluster
-    /// slot. Pieces borrow their sources, for
+    /// the [module documentation](self) lays out; the braces keep the key
+    /// in one Redis Cluster slot. Pieces borrow their sources, for
     /// [`Command::key_parts`](crate::redis::Command::key_parts). Also the
     /// key's cache hash when its identity is configured. `None` only if the
     /// match does not come from this rule's limits.
