@@ -285,7 +285,9 @@ pub enum Limits {
 /// One rule, resolved.
 #[derive(Debug)]
 pub struct RuleConfig {
-    rule_name: String,
+    /// What names the rule's counters: the `rule_name`, escaped, and for a
+    /// `_rules_` entry that inherits it, `:_rules_[<i>]`.
+    scope: String,
     limits: Limits,
     rejected_code: u16,
     rejected_msg: String,
@@ -320,7 +322,16 @@ fn merged(own: &RawConfig, base: &RawConfig) -> RawConfig {
     }
 }
 
-fn resolve(raw: &RawConfig) -> Result<RuleConfig, String> {
+/// `text` with `%`, `:`, `{` and `}` percent-encoded, as counter keys
+/// hold configured names.
+fn escaped(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+}
+
+fn resolve(raw: &RawConfig, place: Option<String>) -> Result<RuleConfig, String> {
     let limits = match (&raw.global_threshold, &raw.rule_items) {
         (Some(t), None) => Limits::Global(t.limit()?),
         (None, Some(items)) => {
@@ -347,8 +358,13 @@ fn resolve(raw: &RawConfig) -> Result<RuleConfig, String> {
         _ => return Err("set one of global_threshold, rule_items".to_string()),
     };
     let redis = raw.redis.as_ref().ok_or("redis is required")?;
+    let rule_name = raw.rule_name.clone().ok_or("rule_name is required")?;
+    let scope = match place {
+        Some(place) => format!("{}:{place}", escaped(&rule_name)),
+        None => escaped(&rule_name),
+    };
     Ok(RuleConfig {
-        rule_name: raw.rule_name.clone().ok_or("rule_name is required")?,
+        scope,
         limits,
         rejected_code: raw.rejected_code.unwrap_or(429),
         rejected_msg: raw
@@ -540,7 +556,7 @@ impl NaiveLimiter {
             || raw.global_threshold.is_some()
             || raw.rule_items.is_some()
         {
-            configs.push(resolve(&raw)?);
+            configs.push(resolve(&raw, None)?);
             Some(0)
         } else {
             None
@@ -573,7 +589,12 @@ impl NaiveLimiter {
             } else if matcher.prefixes.is_empty() {
                 return Err("a rule needs one of the _match_*_ fields".to_string());
             }
-            configs.push(resolve(&merged(&rule.config, &raw))?);
+            let place = rule
+                .config
+                .rule_name
+                .is_none()
+                .then(|| format!("_rules_[{}]", rules.len()));
+            configs.push(resolve(&merged(&rule.config, &raw), place)?);
             rules.push((matcher, configs.len() - 1));
         }
         let mut counters = HashMap::new();
@@ -647,8 +668,8 @@ impl NaiveLimiter {
             Limits::Global(limit) => {
                 let start = now - now % limit.window_secs;
                 let key = format!(
-                    "{}:{{{}:global}}:{}",
-                    config.key_prefix, config.rule_name, start
+                    "{}:{{{}:{}_per_{}s:global}}:{}",
+                    config.key_prefix, config.scope, limit.max, limit.window_secs, start
                 );
                 (*limit, key)
             }
@@ -671,13 +692,19 @@ impl NaiveLimiter {
                             KeyMatch::Cidr(..) => false,
                         };
                         if hit {
-                            let identity = if item.per_value { &value } else { &k.key };
+                            let (per, identity) = if item.per_value {
+                                ("per_", value.clone())
+                            } else {
+                                ("", escaped(&k.key))
+                            };
                             let start = now - now % k.limit.window_secs;
                             let key = format!(
-                                "{}:{{{}:header:{}:{}}}:{}",
+                                "{}:{{{}:{}_per_{}s:{per}header:{}:{}}}:{}",
                                 config.key_prefix,
-                                config.rule_name,
-                                item.source.name,
+                                config.scope,
+                                k.limit.max,
+                                k.limit.window_secs,
+                                escaped(&item.source.name),
                                 identity,
                                 start
                             );

@@ -192,9 +192,12 @@ fn same_decisions_on_a_global_count_sequence() {
     );
     let sha = script_sha1();
     assert!(
-        outcomes[0].redis_path.as_deref().is_some_and(
-            |p| p.starts_with(&format!("/EVALSHA/{sha}/1/limiter%3A%7Bapi%3Aglobal%7D%3A"))
-        ),
+        outcomes[0]
+            .redis_path
+            .as_deref()
+            .is_some_and(|p| p.starts_with(&format!(
+                "/EVALSHA/{sha}/1/limiter%3A%7Bapi%3A100000000_per_60s%3Aglobal%7D%3A"
+            ))),
         "{:?}",
         outcomes[0].redis_path
     );
@@ -212,7 +215,9 @@ fn same_decisions_on_a_per_header_count_sequence() {
     );
     assert_eq!(statuses(&outcomes), [200, 200, 429, 429]);
     assert!(outcomes[0].redis_path.as_deref().is_some_and(
-        |p| p.contains("limiter%3A%7Bpublic%3Aheader%3Ax-api-key%3Ak-3f9a2c71d4e5b6a7%7D%3A")
+        |p| p.contains(
+            "limiter%3A%7Bpublic%3A100000000_per_60s%3Aper_header%3Ax-api-key%3Ak-3f9a2c71d4e5b6a7%7D%3A"
+        )
     ));
 }
 
@@ -374,11 +379,13 @@ fn the_large_config_decides_alike_on_header_items() {
     assert!(outcomes[0]
         .redis_path
         .as_deref()
-        .is_some_and(|p| p.contains("edge-limiter%3A%7Bpublic%3Aheader%3Ax-tenant%3Agold%7D")));
+        .is_some_and(|p| p.contains("edge-limiter%3A%7Bpublic%3A")
+            && p.contains("_per_1s%3Aheader%3Ax-tenant%3Agold%7D")));
     assert!(outcomes[1]
         .redis_path
         .as_deref()
-        .is_some_and(|p| p.contains("%7Bpublic%3Aheader%3Ax-api-key%3Ak-trial-42%7D")));
+        .is_some_and(|p| p.contains("%7Bpublic%3A")
+            && p.contains("%3Aper_header%3Ax-api-key%3Ak-trial-42%7D")));
     assert_eq!(outcomes[2].body, "Partner quota exceeded");
 }
 
@@ -403,12 +410,12 @@ fn rule_matching_configs_pick_the_last_rule_or_fall_to_the_global_one() {
                 scripted_redis(&counts)
             });
             assert_eq!(statuses(&outcomes), [200, 200, 200]);
-            let expected = format!("%7B{rule_name}%3Aheader%3Ax-api-key%3A");
+            let expected = format!("%7B{rule_name}%3A");
             for o in &outcomes {
                 assert!(
-                    o.redis_path
-                        .as_deref()
-                        .is_some_and(|p| p.contains(&expected)),
+                    o.redis_path.as_deref().is_some_and(
+                        |p| p.contains(&expected) && p.contains("%3Aper_header%3Ax-api-key%3A")
+                    ),
                     "{rules} rules, {authority}: {:?}",
                     o.redis_path
                 );

@@ -47,7 +47,9 @@ fn every_request_is_read_let_through_and_charged_its_usage() {
     assert_eq!(args[0], b"EVALSHA");
     let key = String::from_utf8(args[3].clone()).unwrap();
     assert!(
-        key.starts_with("token-quota:{llm:header:x-api-key:team-a-3f9a2c71}:"),
+        key.starts_with(
+            "token-quota:{llm:1000000000000000_per_60s:per_header:x-api-key:team-a-3f9a2c71}:"
+        ),
         "{key}"
     );
     assert_eq!(args[4], CHAT_USAGE_TOTAL.to_string().as_bytes());

@@ -163,6 +163,76 @@ fn ipv4(mut text: &[u8]) -> Option<u32> {
     text.is_empty().then_some(value)
 }
 
+/// The longest text [`canonical`] writes: eight groups of four hex digits
+/// and seven colons.
+pub(crate) const CANONICAL_MAX: usize = 39;
+
+/// Writes `addr` in its one canonical spelling and returns its length:
+/// IPv4 dotted decimal; IPv6 as RFC 5952 has it (lowercase hex, no
+/// leading zeros, the longest run of two or more zero groups, the first
+/// of equal runs, as `::`). This is what Go's `net.IP.String` writes, so
+/// counter keys read as Higress's do; an IPv4-mapped address arrives here
+/// already folded into IPv4 by [`parse`], as Go prints it too.
+pub(crate) fn canonical(addr: Addr, out: &mut [u8; CANONICAL_MAX]) -> usize {
+    let mut len = 0;
+    let mut put = |b: u8| {
+        if let Some(slot) = out.get_mut(len) {
+            *slot = b;
+        }
+        len += 1;
+    };
+    if !addr.v6 {
+        // Truncation is the point: each byte of the low 32 bits is an octet.
+        let octets = (addr.bits as u32).to_be_bytes();
+        for (i, octet) in octets.iter().enumerate() {
+            if i > 0 {
+                put(b'.');
+            }
+            let mut digits = itoa::Buffer::new();
+            for &d in digits.format(*octet).as_bytes() {
+                put(d);
+            }
+        }
+        return len;
+    }
+    let groups: [u16; 8] = core::array::from_fn(|i| (addr.bits >> (112 - 16 * i)) as u16);
+    // The longest run of zero groups, two or more, first of equals.
+    let (mut best, mut best_len, mut run) = (8, 1, 0);
+    for (i, &g) in groups.iter().enumerate() {
+        run = if g == 0 { run + 1 } else { 0 };
+        if run > best_len {
+            best = i + 1 - run;
+            best_len = run;
+        }
+    }
+    let mut i = 0;
+    while let Some(&group) = groups.get(i) {
+        if i == best {
+            put(b':');
+            put(b':');
+            i += best_len;
+            continue;
+        }
+        if i > 0 && i != best + best_len {
+            put(b':');
+        }
+        let mut started = false;
+        for shift in [12, 8, 4, 0] {
+            let digit = (group >> shift) as u8 & 0xf;
+            if digit != 0 || started || shift == 0 {
+                started = true;
+                put(if digit < 10 {
+                    b'0' + digit
+                } else {
+                    b'a' + digit - 10
+                });
+            }
+        }
+        i += 1;
+    }
+    len
+}
+
 /// The value of an ASCII hex digit, either case.
 fn hex_digit(b: u8) -> Option<u32> {
     let d = match b {
@@ -525,6 +595,61 @@ mod tests {
             accepted > cases / 5 && accepted < cases * 4 / 5,
             "{accepted} of {cases} accepted"
         );
+    }
+
+    fn canonical_text(text: &str) -> Option<String> {
+        let mut out = [0u8; CANONICAL_MAX];
+        let len = canonical(parse(text.as_bytes())?, &mut out);
+        Some(String::from_utf8(out[..len].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn canonical_text_is_std_s_display() {
+        // std prints IPv6 as RFC 5952 does, like Go's `net.IP.String`
+        // (what Higress's counter keys hold); mapped addresses are folded
+        // into IPv4 first, as Go prints them.
+        let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+        let mut text = Vec::new();
+        for _ in 0..200_000 {
+            text.clear();
+            if rng.chance(3) {
+                ipv4(&mut rng, &mut text);
+            } else {
+                ipv6(&mut rng, &mut text);
+            }
+            let Some(addr) = parse(&text) else { continue };
+            let ip = IpAddr::from_str(std::str::from_utf8(&text).unwrap()).unwrap();
+            let want = match ip {
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => v4.to_string(),
+                    None => v6.to_string(),
+                },
+                IpAddr::V4(v4) => v4.to_string(),
+            };
+            let mut out = [0u8; CANONICAL_MAX];
+            let len = canonical(addr, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), want);
+        }
+        for (text, want) in [
+            ("2001:DB8::1", "2001:db8::1"),
+            ("2001:db8:0:0::1", "2001:db8::1"),
+            ("2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"),
+            ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+            ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
+            ("1:0:2:3:4:5:6:7", "1:0:2:3:4:5:6:7"),
+            ("::", "::"),
+            ("::1", "::1"),
+            ("1::", "1::"),
+            ("::ffff:1.2.3.4", "1.2.3.4"),
+            ("::FFFF:0102:0304", "1.2.3.4"),
+            ("::1.2.3.4", "::102:304"),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
+        ] {
+            assert_eq!(canonical_text(text).as_deref(), Some(want), "{text}");
+        }
     }
 
     #[test]

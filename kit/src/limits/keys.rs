@@ -19,8 +19,8 @@ pub type Value = SmallVec<[u8; 128]>;
 pub enum Source<'cfg> {
     /// `limit_by_header` / `limit_by_per_header`.
     Header(&'cfg str),
-    /// `limit_by_param` / `limit_by_per_param`: a query parameter,
-    /// percent-decoded.
+    /// `limit_by_param` / `limit_by_per_param`: a query parameter, name
+    /// and value percent-decoded.
     Param(&'cfg str),
     /// `limit_by_cookie` / `limit_by_per_cookie`.
     Cookie(&'cfg str),
@@ -46,15 +46,16 @@ impl Source<'_> {
         }
     }
 
-    /// The name of this source in counter keys.
-    pub fn name(&self) -> &str {
+    /// The name of this source in counter keys, in two parts: for
+    /// `limit_by_per_ip` the configured text (`from-remote-addr`,
+    /// `from-header-<name>`), so that a header named `remote` is not the
+    /// peer address.
+    pub fn name(&self) -> (&'static str, &str) {
         match self {
-            Source::Header(n)
-            | Source::Param(n)
-            | Source::Cookie(n)
-            | Source::ForwardedHeader(n) => n,
-            Source::Consumer => "x-mse-consumer",
-            Source::RemoteAddr => "remote",
+            Source::Header(n) | Source::Param(n) | Source::Cookie(n) => ("", n),
+            Source::ForwardedHeader(n) => ("from-header-", n),
+            Source::Consumer => ("", "x-mse-consumer"),
+            Source::RemoteAddr => ("from-remote-addr", ""),
         }
     }
 
@@ -74,11 +75,11 @@ impl Source<'_> {
                 None => false,
             },
             Source::RemoteAddr => match io.property(&["source", "address"]) {
-                Some(addr) => copy(Some(strip_port(addr)), out),
+                Some(addr) => canonical_ip(strip_port(addr), out),
                 None => false,
             },
             Source::ForwardedHeader(name) => match io.request_header(name) {
-                Some(list) => copy(Some(first_of_list(list)), out),
+                Some(list) => canonical_ip(strip_port(first_of_list(list)), out),
                 None => false,
             },
         }
@@ -108,17 +109,28 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The first entry of a list header such as `x-forwarded-for`, without the
+/// spaces around it. Higress trims only the whole header, so its
+/// `1.2.3.4 , 5.6.7.8` is `1.2.3.4 `, no address, and limits nothing.
 fn first_of_list(list: &[u8]) -> &[u8] {
     trim(list.split(|&b| b == b',').next().unwrap_or_default())
 }
 
-/// Drops the port of `1.2.3.4:5678` or `[::1]:5678`; a bare IPv6 address
-/// (several colons, no brackets) is kept whole.
+/// The address of `1.2.3.4:5678`, `[2001:db8::1]:443` or `[2001:db8::1]`,
+/// or the text itself: a bare IPv6 address (several colons, no brackets)
+/// is kept whole, as a port after it could not be told from its last
+/// group.
+///
+/// As Higress's `ParseIP` does, whatever follows a closing bracket is
+/// ignored; unlike it, a bracket that is never closed leaves the text as
+/// it is (which is then no address), and an IPv4-mapped address written
+/// with dots (`::ffff:1.2.3.4`, where Higress keeps only the text before
+/// the first colon and so limits nothing) is kept whole.
 fn strip_port(addr: &[u8]) -> &[u8] {
     if let Some(rest) = addr.strip_prefix(b"[") {
         return match rest.iter().position(|&b| b == b']') {
             Some(end) => rest.get(..end).unwrap_or(rest),
-            None => rest,
+            None => addr,
         };
     }
     let colons = addr.iter().filter(|&&b| b == b':').count();
@@ -126,6 +138,19 @@ fn strip_port(addr: &[u8]) -> &[u8] {
         (1, Some(i)) => addr.get(..i).unwrap_or(addr),
         _ => addr,
     }
+}
+
+/// Writes the canonical text of the address `text` (see
+/// [`ip::canonical`]): every spelling of one address is one counter.
+/// False when `text` is no address: as in Higress, the item then does not
+/// apply.
+fn canonical_ip(text: &[u8], out: &mut Value) -> bool {
+    let Some(addr) = ip::parse(text) else {
+        return false;
+    };
+    let mut canonical = [0u8; ip::CANONICAL_MAX];
+    let len = ip::canonical(addr, &mut canonical);
+    copy(canonical.get(..len), out)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -137,29 +162,57 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decodes a query value (`+` is a space, as in forms); a `%` not
-/// followed by two hex digits is kept as is.
-fn decode_into(raw: &[u8], out: &mut Value) {
+/// Percent-decodes a query component as Go's `url.QueryUnescape` does
+/// (`+` is a space), passing each byte to `out`; false, with part of the
+/// bytes passed, when a `%` is not followed by two hex digits (Go's
+/// "invalid URL escape").
+fn decode(raw: &[u8], mut out: impl FnMut(u8) -> bool) -> bool {
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
-        match b {
-            b'+' => out.push(b' '),
+        let byte = match b {
+            b'+' => b' ',
             b'%' => match (
                 raw.get(i + 1).copied().and_then(hex),
                 raw.get(i + 2).copied().and_then(hex),
             ) {
                 (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
                     i += 2;
+                    hi << 4 | lo
                 }
-                _ => out.push(b'%'),
+                _ => return false,
             },
-            other => out.push(other),
+            other => other,
+        };
+        if !out(byte) {
+            return false;
         }
         i += 1;
     }
+    true
 }
 
+/// Whether `raw`, decoded, is `name`; `None` when `raw` does not decode.
+fn decodes_to(raw: &[u8], name: &[u8]) -> Option<bool> {
+    let mut rest = name;
+    let mut equal = true;
+    let decoded = decode(raw, |b| {
+        match rest.split_first() {
+            Some((&first, tail)) if first == b => rest = tail,
+            _ => equal = false,
+        }
+        // Reading on finds a bad escape later in the name.
+        true
+    });
+    decoded.then_some(equal && rest.is_empty())
+}
+
+/// The first value of query parameter `name`, as Go's `url.ParseQuery`
+/// reads a query (what Higress reads `limit_by_param` with): pairs split
+/// on `&`, a pair holding `;` skipped, name and value percent-decoded
+/// (`?k%65y=abc` is parameter `key`), a pair whose name or value does not
+/// decode skipped. Higress skips the whole item when any pair is
+/// malformed; here only that pair is, so a bad pair cannot hide a good
+/// one.
 fn query_param(path: &[u8], name: &[u8], out: &mut Value) -> bool {
     let Some(q) = path.iter().position(|&b| b == b'?') else {
         return false;
@@ -167,6 +220,9 @@ fn query_param(path: &[u8], name: &[u8], out: &mut Value) -> bool {
     let query = path.get(q + 1..).unwrap_or_default();
     let query = query.split(|&b| b == b'#').next().unwrap_or_default();
     for pair in query.split(|&b| b == b'&') {
+        if pair.is_empty() || pair.contains(&b';') {
+            continue;
+        }
         let (key, value) = match pair.iter().position(|&b| b == b'=') {
             Some(eq) => (
                 pair.get(..eq).unwrap_or_default(),
@@ -174,22 +230,36 @@ fn query_param(path: &[u8], name: &[u8], out: &mut Value) -> bool {
             ),
             None => (pair, &b""[..]),
         };
-        if key == name {
-            decode_into(value, out);
+        if decodes_to(key, name) != Some(true) {
+            continue;
+        }
+        out.clear();
+        if decode(value, |b| {
+            out.push(b);
+            true
+        }) {
             return true;
         }
+        out.clear();
     }
     false
 }
 
+/// The value of cookie `name`, as Higress's `ExtractCookieValueByKey`
+/// takes it: pairs split on `;` and trimmed, the first pair whose text
+/// before its first `=` is `name` decides, and its value is the text up to
+/// a second `=` (`sid=abc=x` is `abc`). An empty value is no value: the
+/// item does not apply, as in Higress. A pair without `=` is passed over
+/// (Higress's Go code indexes past its end there).
 fn cookie(header: &[u8], name: &[u8], out: &mut Value) -> bool {
     for pair in header.split(|&b| b == b';') {
-        let pair = trim(pair);
-        if let Some(eq) = pair.iter().position(|&b| b == b'=') {
-            if pair.get(..eq) == Some(name) {
-                out.extend_from_slice(pair.get(eq + 1..).unwrap_or_default());
-                return true;
-            }
+        let mut parts = trim(pair).split(|&b| b == b'=');
+        if parts.next() != Some(name) {
+            continue;
+        }
+        match parts.next() {
+            Some(value) => return !value.is_empty() && copy(Some(value), out),
+            None => continue,
         }
     }
     false
@@ -245,29 +315,146 @@ impl Cidr {
 mod tests {
     use super::*;
 
-    #[test]
-    fn query_params_are_found_and_decoded() {
+    fn param(path: &str, name: &str) -> Option<String> {
         let mut out = Value::new();
-        assert!(query_param(b"/x?a=1&key=a%2Fb+c%zz&z", b"key", &mut out));
-        assert_eq!(&out[..], b"a/b c%zz");
-        out.clear();
-        assert!(!query_param(b"/x?a=1", b"key", &mut out));
-        assert!(!query_param(b"/x", b"key", &mut out));
+        query_param(path.as_bytes(), name.as_bytes(), &mut out)
+            .then(|| String::from_utf8(out.to_vec()).unwrap())
     }
 
     #[test]
-    fn cookies_are_found() {
-        let mut out = Value::new();
-        assert!(cookie(b"a=1; session=abc ;b=2", b"session", &mut out));
-        assert_eq!(&out[..], b"abc");
+    fn query_params_are_read_as_go_s_parse_query() {
+        // Higress: `url.ParseQuery(parse.RawQuery)`, then `query[key][0]`.
+        assert_eq!(
+            param("/x?a=1&key=a%2Fb+c&z", "key").as_deref(),
+            Some("a/b c")
+        );
+        assert_eq!(param("/x?a=1", "key"), None);
+        assert_eq!(param("/x", "key"), None);
+        // Names are decoded too: `k%65y` is `key`, `+` a space.
+        assert_eq!(param("/x?k%65y=abc", "key").as_deref(), Some("abc"));
+        assert_eq!(param("/x?K%65y=abc", "key"), None);
+        assert_eq!(param("/x?my+key=abc", "my key").as_deref(), Some("abc"));
+        assert_eq!(param("/x?my%20key=abc", "my key").as_deref(), Some("abc"));
+        // The first value of the decoded name.
+        assert_eq!(param("/x?key=1&k%65y=2", "key").as_deref(), Some("1"));
+        assert_eq!(param("/x?k%65y=2&key=1", "key").as_deref(), Some("2"));
+        // A name alone, or with `=`, has the empty value.
+        assert_eq!(param("/x?key", "key").as_deref(), Some(""));
+        assert_eq!(param("/x?key=", "key").as_deref(), Some(""));
+        // Only the first `=` splits.
+        assert_eq!(param("/x?key=a=b", "key").as_deref(), Some("a=b"));
+        // A fragment is not part of the query.
+        assert_eq!(param("/x?key=a#b", "key").as_deref(), Some("a"));
     }
 
     #[test]
-    fn ports_are_stripped() {
+    fn malformed_query_pairs_are_skipped_one_by_one() {
+        // Go skips a pair holding `;` ("invalid semicolon separator") and a
+        // pair whose name or value has a bad escape ("invalid URL escape"),
+        // keeping the others; Higress then drops the whole item because
+        // ParseQuery returned an error. Here only the bad pair goes, so
+        // `?junk=%zz&key=abc` still counts `abc`.
+        assert_eq!(param("/x?junk=%zz&key=abc", "key").as_deref(), Some("abc"));
+        assert_eq!(param("/x?key=%zz&key=abc", "key").as_deref(), Some("abc"));
+        assert_eq!(param("/x?key=%zz", "key"), None);
+        assert_eq!(param("/x?key=%2", "key"), None);
+        assert_eq!(param("/x?k%6=1&key=2", "key").as_deref(), Some("2"));
+        assert_eq!(param("/x?key=1;a=2&key=3", "key").as_deref(), Some("3"));
+        assert_eq!(param("/x?a=1;key=2", "key"), None);
+        assert_eq!(param("/x?&&key=1", "key").as_deref(), Some("1"));
+    }
+
+    fn cookie_of(header: &str, name: &str) -> Option<String> {
+        let mut out = Value::new();
+        cookie(header.as_bytes(), name.as_bytes(), &mut out)
+            .then(|| String::from_utf8(out.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn cookies_are_read_as_higress_reads_them() {
+        // Higress `ExtractCookieValueByKey`: split on `;`, trim, split on
+        // `=`, the first pair named `key` gives `kv[1]`.
+        assert_eq!(
+            cookie_of("a=1; session=abc ;b=2", "session").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(cookie_of("sid=abc=x", "sid").as_deref(), Some("abc"));
+        assert_eq!(cookie_of("sid=abc", "si"), None);
+        // An empty value is not limited (Higress: `val == ""` returns
+        // without a limit), and the first pair decides.
+        assert_eq!(cookie_of("sid=", "sid"), None);
+        assert_eq!(cookie_of("sid=; sid=abc", "sid"), None);
+        // The name must be exact: Higress trims the pair, not the name.
+        assert_eq!(cookie_of("sid =abc", "sid"), None);
+        // No `=`: Higress indexes past the end of its split; here the
+        // pair is passed over.
+        assert_eq!(cookie_of("sid; sid=abc", "sid").as_deref(), Some("abc"));
+    }
+
+    fn ip_key(text: &str) -> Option<String> {
+        let mut out = Value::new();
+        canonical_ip(strip_port(first_of_list(text.as_bytes())), &mut out)
+            .then(|| String::from_utf8(out.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn addresses_are_read_with_ports_and_brackets() {
+        // Higress `ParseIP`: with a `.`, the text before the first `:`;
+        // else with a `]`, the text between `[` and `]`; else all of it.
         assert_eq!(strip_port(b"10.1.2.3:443"), b"10.1.2.3");
         assert_eq!(strip_port(b"[::1]:443"), b"::1");
+        assert_eq!(strip_port(b"[::1]"), b"::1");
         assert_eq!(strip_port(b"::1"), b"::1");
+        assert_eq!(ip_key("1.2.3.4:5678").as_deref(), Some("1.2.3.4"));
+        assert_eq!(ip_key("[2001:db8::1]:443").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip_key("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip_key("1.2.3.4:5678, 10.0.0.1").as_deref(), Some("1.2.3.4"));
+        // Never closed: no address (Higress: no `]`, all of it, no address).
+        assert_eq!(ip_key("[2001:db8::1"), None);
+        assert_eq!(ip_key("unknown"), None);
+        assert_eq!(ip_key("fe80::1%eth0"), None);
+        assert_eq!(ip_key(""), None);
+    }
+
+    #[test]
+    fn every_spelling_of_an_address_is_one_key() {
+        // Higress keys a per-IP counter with `net.IP.String()`, one text
+        // per address; so do these.
+        for spelling in [
+            "2001:db8::1",
+            "2001:DB8::1",
+            "2001:db8:0:0::1",
+            "2001:0db8:0000:0000:0000:0000:0000:0001",
+            "[2001:DB8:0::1]:8443",
+        ] {
+            assert_eq!(
+                ip_key(spelling).as_deref(),
+                Some("2001:db8::1"),
+                "{spelling}"
+            );
+        }
+        // IPv4-mapped IPv6 is the IPv4 address, as Go prints it. Higress
+        // reads the dotted form `::ffff:1.2.3.4` as the text before its
+        // first `:` (empty) and limits nothing; here it is `1.2.3.4`.
+        for spelling in [
+            "1.2.3.4",
+            "::ffff:1.2.3.4",
+            "::FFFF:102:304",
+            "[::ffff:1.2.3.4]:80",
+        ] {
+            assert_eq!(ip_key(spelling).as_deref(), Some("1.2.3.4"), "{spelling}");
+        }
+        // Leading zeros in IPv4 are refused (as Go does since 1.17).
+        assert_eq!(ip_key("01.2.3.4"), None);
+    }
+
+    #[test]
+    fn forwarded_entries_are_trimmed() {
+        // Higress trims the header, then splits: `1.2.3.4 , x` gives
+        // `1.2.3.4 `, which is no address. Here the entry is trimmed.
         assert_eq!(first_of_list(b" 1.2.3.4 , 5.6.7.8"), b"1.2.3.4");
+        assert_eq!(ip_key("1.2.3.4 , 5.6.7.8").as_deref(), Some("1.2.3.4"));
+        assert_eq!(ip_key("\t1.2.3.4\t").as_deref(), Some("1.2.3.4"));
     }
 
     #[test]

@@ -9,8 +9,45 @@
 //! finds the limit of a request without allocating ([`Limits::find`]), and
 //! provides the fixed [`Window`](window::Window) and the
 //! [`cache::OverLimitCache`] such plugins need.
+//!
+//! # Counter keys
+//!
+//! A counter key names everything that tells one limit from another, so
+//! that two limits never count in one Redis key:
+//!
+//! ```text
+//! <prefix>:{<scope>:<amount>_per_<seconds>s:global}:<window start>
+//! <prefix>:{<scope>:<amount>_per_<seconds>s:<kind>:<name>:<key>}:<window start>
+//! <prefix>:{<scope>:<amount>_per_<seconds>s:per_<kind>:<name>:<value>}:<window start>
+//! ```
+//!
+//! - `scope` is the `rule_name`; a `_rules_` entry that inherits the name
+//!   adds its place, `:_rules_[2]`, so it never counts with the global
+//!   configuration or another entry. An entry that sets its own
+//!   `rule_name` is named by it alone: entries, like gateways, that give
+//!   the same name to the same limit share its counters.
+//! - The amount and the window length: a per-second and a per-minute
+//!   limit starting at the same second, or 5 and 2 per minute, are apart.
+//! - `kind` is `header`, `param`, `cookie` or `consumer` for an item that
+//!   counts all values matching one `limit_keys` entry together (the
+//!   entry's `key` follows the name), `per_` and the kind, or `per_ip`,
+//!   for an item that counts each value (the request's value follows; an
+//!   address in one canonical text, so every spelling of it is one
+//!   counter).
+//!   `name` is the header, parameter or cookie, `x-mse-consumer`, or the
+//!   `limit_by_per_ip` text (`from-remote-addr`, `from-header-<name>`).
+//!
+//! The configured parts are escaped (`%`, `:`, `{`, `}` as `%25`, `%3A`,
+//! `%7B`, `%7D`), so a `:` in a name cannot make one limit's key look
+//! like another's; readable names pass unchanged. The request's value is
+//! not escaped: it is the last part before `}:` and the window's digits,
+//! which are read from the end, so distinct values stay distinct keys.
+//! The braces make the key's Redis Cluster hash tag.
 
 pub mod cache;
+#[cfg(test)]
+mod distinct_keys;
+mod heads;
 mod ip;
 pub mod keys;
 pub mod pattern;
@@ -22,6 +59,7 @@ use crate::io::Io;
 use crate::plugin::{Flow, Setup};
 use cache::OverLimitCache;
 use core::cell::Cell;
+use heads::{Heads, GLOBAL_IDENTITY};
 use keys::{Cidr, Source, Value};
 use pattern::Pattern;
 
@@ -207,11 +245,8 @@ fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigEr
 /// [`Matched::slot`] of the global limit.
 const GLOBAL_SLOT: usize = usize::MAX;
 
-/// [`CounterKey::identity`] of the global limit.
-const GLOBAL_IDENTITY: &[u8] = b"global";
-
-/// What closes a counter key's hash tag before its window
-/// (`<prefix>:{<rule>:...}:<window>`). The webdis encoder writes it
+/// What closes a counter key's hash tag before its window start
+/// (`<prefix>:{<rule>:...}:<window start>`). The webdis encoder writes it
 /// ready-escaped after a per-value key's value (`resp::CommandBuf::push_key`).
 pub(crate) const KEY_CLOSE: &[u8] = b"}:";
 
@@ -368,151 +403,18 @@ pub struct Rule<'cfg> {
     pub key_prefix: &'cfg str,
     /// Keys known to be over their limit, until their window ends.
     pub cache: OverLimitCache,
-    /// Counter keys up to their variable parts, and the cache hashes of the
-    /// counters whose identity is configured (the global one, every key of
-    /// an item that is not `limit_by_per_*`), computed once here. A request
-    /// then copies two to four pieces into its key instead of eleven, and
-    /// only per-value counters hash (a keyed hash costs about 150
-    /// instructions).
+    /// Counter keys up to their variable parts (see the module
+    /// documentation), and the
+    /// cache hashes of the counters whose identity is configured (the
+    /// global one, every key of an item that is not `limit_by_per_*`),
+    /// computed once here. A request then copies two to four pieces into
+    /// its key instead of building it, and only per-value counters hash (a
+    /// keyed hash costs about 150 instructions).
     heads: Heads,
     /// The digits of the last window start, for the counter keys.
     window_text: WindowText,
     /// The digits of the last limit shown, for [`Rule::limit_digits`].
     limit_text: WindowText,
-}
-
-/// A counter key's fixed part, `bytes[start..end]` of its [`Heads`], its
-/// webdis path segment, `bytes[end..segment_end]` (escaping the head once
-/// here saves a webdis call about 7 instructions a byte), and the
-/// over-limit cache hash of the counter when its identity is configured
-/// (unused for a per-value item's head).
-#[derive(Clone, Copy, Debug, Default)]
-struct Head {
-    start: u32,
-    end: u32,
-    segment_end: u32,
-    hash: u64,
-}
-
-/// See [`Rule::heads`]. Every head's bytes share one buffer, so a
-/// configuration pays three allocations for them however many keys it
-/// lists.
-#[derive(Debug, Default)]
-struct Heads {
-    bytes: Vec<u8>,
-    /// `<prefix>:{<rule>:global}:`.
-    global: Head,
-    /// Per item: its key up to the value (`<prefix>:{<rule>:<kind>:<name>:`;
-    /// for `limit_by_per_*` the value, `}:` and the window follow), and
-    /// where its keys' heads start in `keys`.
-    items: Vec<(Head, usize)>,
-    /// Per key of an item that is not `limit_by_per_*`: the item's head,
-    /// the key and `}:`.
-    keys: Vec<Head>,
-}
-
-impl Heads {
-    fn new(limits: &Limits<'_>, cache: &OverLimitCache, prefix: &str, rule: &str) -> Heads {
-        let (prefix, rule) = (prefix.as_bytes(), rule.as_bytes());
-        let mut heads = Heads::default();
-        // Each head's path segment is escaped here first; one buffer for all.
-        let mut segment = Vec::new();
-        let Limits::Items(items) = limits else {
-            heads.global = heads.push(
-                &mut segment,
-                &[prefix, b":{", rule, b":global}:"],
-                cache.hash(GLOBAL_SLOT, GLOBAL_IDENTITY),
-            );
-            return heads;
-        };
-        fn item_head<'a>(prefix: &'a [u8], rule: &'a [u8], item: &'a Item<'_>) -> [&'a [u8]; 8] {
-            let (kind, name) = (item.source.kind().as_bytes(), item.source.name().as_bytes());
-            [prefix, b":{", rule, b":", kind, b":", name, b":"]
-        }
-        // Sized once: the bytes of every head and of its path segment (at
-        // most `/` and three bytes per byte), and the heads themselves.
-        let with_segment = |head: usize| 1 + 4 * head;
-        let mut len = 0;
-        let mut keys = 0;
-        for item in items {
-            let head: usize = item_head(prefix, rule, item)
-                .iter()
-                .map(|part| part.len())
-                .sum();
-            len += with_segment(head);
-            if !item.per_value {
-                keys += item.keys.len();
-                len += item
-                    .keys
-                    .iter()
-                    .map(|key| with_segment(head + key.key.len() + 2))
-                    .sum::<usize>();
-            }
-        }
-        heads.bytes.reserve_exact(len);
-        heads.items.reserve_exact(items.len());
-        heads.keys.reserve_exact(keys);
-        for (i, item) in items.iter().enumerate() {
-            let parts = item_head(prefix, rule, item);
-            let head = heads.push(&mut segment, &parts, 0);
-            heads.items.push((head, heads.keys.len()));
-            if item.per_value {
-                continue;
-            }
-            for (k, key) in item.keys.iter().enumerate() {
-                let identity = key.key.as_bytes();
-                let mut pieces: [&[u8]; 10] = [b""; 10];
-                for (piece, part) in pieces.iter_mut().zip(parts) {
-                    *piece = part;
-                }
-                pieces[8] = identity;
-                pieces[9] = KEY_CLOSE;
-                let key_head = heads.push(&mut segment, &pieces, cache.hash(slot(i, k), identity));
-                heads.keys.push(key_head);
-            }
-        }
-        heads
-    }
-
-    /// Appends `parts` to the buffer as one head, then its path segment,
-    /// escaped through `segment`.
-    fn push(&mut self, segment: &mut Vec<u8>, parts: &[&[u8]], hash: u64) -> Head {
-        // Configurations are bounded by the proxy's buffers long before 4 GiB.
-        let offset = |bytes: &Vec<u8>| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        let start = offset(&self.bytes);
-        for part in parts {
-            self.bytes.extend_from_slice(part);
-        }
-        let end = offset(&self.bytes);
-        segment.clear();
-        let head = self.bytes.get(start as usize..).unwrap_or_default();
-        crate::resp::push_path_segment(segment, head);
-        self.bytes.extend_from_slice(segment);
-        Head {
-            start,
-            end,
-            segment_end: offset(&self.bytes),
-            hash,
-        }
-    }
-
-    fn bytes(&self, head: Head) -> &[u8] {
-        self.bytes
-            .get(head.start as usize..head.end as usize)
-            .unwrap_or_default()
-    }
-
-    fn segment(&self, head: Head) -> &[u8] {
-        self.bytes
-            .get(head.end as usize..head.segment_end as usize)
-            .unwrap_or_default()
-    }
-
-    /// The head of key `k` of item `i` (not a `limit_by_per_*` item).
-    fn key(&self, i: usize, k: usize) -> Option<Head> {
-        let &(_, first) = self.items.get(i)?;
-        self.keys.get(first + k).copied()
-    }
 }
 
 /// What a plugin's [`Rule`] defaults to and how it answers.
@@ -573,7 +475,10 @@ impl<'cfg> Rule<'cfg> {
             None => style.key_prefix,
         };
         let cache = OverLimitCache::new(setup.now_nanos());
-        let heads = Heads::new(&limits, &cache, key_prefix, rule_name);
+        // A `_rules_` entry that inherits its `rule_name` is told apart by
+        // its place (`_rules_[2]`), which names it in error messages too.
+        let place = fields.get_own("rule_name").is_none().then(|| fields.path());
+        let heads = Heads::new(&limits, &cache, key_prefix, rule_name, place.as_deref());
         Ok(Rule {
             rule_name,
             limits,
@@ -611,12 +516,11 @@ impl<'cfg> Rule<'cfg> {
     }
 
     /// The counter key of a match in the window starting at `window`
-    /// (decimal seconds), cluster-safe:
-    /// `<prefix>:{<rule>:<kind>:<name>:<identity>}:<window>`, or
-    /// `<prefix>:{<rule>:global}:<window>` for the global limit. The
-    /// identity is the request's value for `limit_by_per_*`, the matching
-    /// `key` otherwise; the braces keep the key in one Redis Cluster slot.
-    /// Pieces borrow their sources, for
+    /// (decimal seconds): the rule's scope, the limit's amount and window
+    /// length, its source and the matching `key` (or, for
+    /// `limit_by_per_*`, the request's value), then the window start, as
+    /// the [module documentation](self) lays out; the braces keep the key
+    /// in one Redis Cluster slot. Pieces borrow their sources, for
     /// [`Command::key_parts`](crate::redis::Command::key_parts). Also the
     /// key's cache hash when its identity is configured. `None` only if the
     /// match does not come from this rule's limits.
@@ -630,7 +534,7 @@ impl<'cfg> Rule<'cfg> {
         let (head, identity) = match matched.item {
             None => (heads.global, GLOBAL_IDENTITY),
             Some(i) if matched.per_value => {
-                let &(head, _) = heads.items.get(i)?;
+                let head = heads.key(i, matched.key)?;
                 let parts = [heads.bytes(head), value, KEY_CLOSE, window];
                 let key = CounterKey::of(&parts, heads.segment(head), value);
                 return Some((key, None));

@@ -7,7 +7,19 @@ use kit::{ConfigError, Fields, Script, Setup};
 /// Atomically counts a request in its window and returns the new count.
 /// The expiry is set on the window's first request only; the key carries
 /// the window start, so it is never reused after the window ends.
-pub const COUNT_SCRIPT: &str = "local n = redis.call('INCR', KEYS[1])\n\
+///
+/// A key Redis cannot count (someone stored a hash or a string that is not
+/// an integer there; `INCR` answers `WRONGTYPE` or `ERR value is not an
+/// integer`) would refuse every request of its window. The script replaces
+/// it with a new count of 1 in the same call and answers
+/// `[1, <Redis's error>, <key>]`, so the plugin can count and name the
+/// repair. An error the replacement hits too (out of memory, a read-only
+/// replica) is the script's error reply.
+pub const COUNT_SCRIPT: &str = "local n = redis.pcall('INCR', KEYS[1])\n\
+if type(n) == 'table' then\n\
+redis.call('SET', KEYS[1], 1, 'EX', ARGV[1])\n\
+return {1, n.err, KEYS[1]}\n\
+end\n\
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end\n\
 return n";
 

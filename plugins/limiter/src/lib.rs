@@ -37,6 +37,9 @@ pub mod counter {
     pub const LIMITED_LOCALLY: usize = 2;
     /// Redis calls that failed (the failure mode decided the request).
     pub const REDIS_ERRORS: usize = 3;
+    /// Counter keys Redis could not count (a wrong type), replaced by the
+    /// counting script with a new count.
+    pub const KEYS_REPAIRED: usize = 4;
 }
 
 /// Per-request state: what the Redis reply will be judged against.
@@ -53,8 +56,13 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 impl Plugin for Limiter {
     const NAME: &'static str = "limiter";
-    const COUNTERS: &'static [&'static str] =
-        &["allowed", "limited", "limited_locally", "redis_errors"];
+    const COUNTERS: &'static [&'static str] = &[
+        "allowed",
+        "limited",
+        "limited_locally",
+        "redis_errors",
+        "keys_repaired",
+    ];
     const REDIS: RedisUse = RedisUse::Required;
     type Config<'cfg> = Config<'cfg>;
     type State = State;
@@ -101,18 +109,32 @@ impl Plugin for Limiter {
         mut cx: Cx<'_, '_, Self, H>,
         reply: Result<Reply<'_>, RedisError>,
     ) -> Flow {
-        let count = match reply {
-            Ok(reply) => match reply.as_i64() {
-                Some(n) => n,
-                None => {
-                    cx.io.log(
-                        LogLevel::Warn,
-                        format_args!("unexpected Redis reply: {reply}"),
-                    );
-                    return redis_failed(&mut cx, RedisError::Protocol);
-                }
-            },
+        let reply = match reply {
+            Ok(reply) => reply,
             Err(e) => return redis_failed(&mut cx, e),
+        };
+        let count = match Counted::of(&reply) {
+            Some(Counted::Count(n)) => n,
+            Some(Counted::Repaired { count, error, key }) => {
+                cx.io.count(counter::KEYS_REPAIRED);
+                cx.io.log(
+                    LogLevel::Warn,
+                    format_args!(
+                        "counter key {} held a value Redis could not count ({}); replaced it with a new count",
+                        Text(key),
+                        Text(error)
+                    ),
+                );
+                count
+            }
+            None => {
+                // One line: the reply is valid RESP, just not a count.
+                cx.io.log(
+                    LogLevel::Warn,
+                    format_args!("Redis did not count the request: {reply}"),
+                );
+                return unavailable(&mut cx);
+            }
         };
         let limit = cx.state.limit;
         match decide(count, limit) {
@@ -162,14 +184,69 @@ fn reject<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, limit: u64, reset: u64) -> F
         .refuse(&mut cx.io, &config::STYLE, limit, reset)
 }
 
-/// Redis could not count the request: the failure mode decides.
+/// Redis could not be asked: the failure mode decides.
 fn redis_failed<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>, error: RedisError) -> Flow {
-    cx.io.count(counter::REDIS_ERRORS);
     cx.io.log(LogLevel::Debug, format_args!("{error}"));
+    unavailable(cx)
+}
+
+/// Redis did not count the request (already logged): counted as a Redis
+/// error, and the failure mode decides.
+fn unavailable<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>) -> Flow {
+    cx.io.count(counter::REDIS_ERRORS);
     cx.config
         .rule
         .unavailable(&mut cx.io)
         .unwrap_or(Flow::Continue)
+}
+
+/// What the counting script answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted<'a> {
+    /// The window's count, this request included.
+    Count(i64),
+    /// The key held a value Redis could not count and was replaced.
+    Repaired {
+        /// The new count.
+        count: i64,
+        /// Redis's error for the old value.
+        error: &'a [u8],
+        /// The key.
+        key: &'a [u8],
+    },
+}
+
+impl<'a> Counted<'a> {
+    /// Reads a reply of [`config::COUNT_SCRIPT`]; `None` for anything else
+    /// (an error reply, or not the script's answer).
+    pub fn of(reply: &Reply<'a>) -> Option<Counted<'a>> {
+        match reply {
+            Reply::Array(parts) => Some(Counted::Repaired {
+                count: parts.get(0)?.as_i64()?,
+                error: parts.get(1)?.as_bytes()?,
+                key: parts.get(2)?.as_bytes()?,
+            }),
+            Reply::Error(_) => None,
+            other => other.as_i64().map(Counted::Count),
+        }
+    }
+}
+
+/// Bytes from Redis in a log line: printable ASCII as is, other bytes as
+/// `\xNN` (keys hold request values).
+struct Text<'a>(&'a [u8]);
+
+impl core::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write;
+        for &b in self.0 {
+            match b {
+                b' '..=b'~' => f.write_char(char::from(b))?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 kit::export_plugin!(Limiter);

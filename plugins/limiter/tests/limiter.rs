@@ -113,7 +113,7 @@ fn counter_key_is_cluster_safe_and_names_the_window() {
     let key = d.redis.keys().next().unwrap().clone();
     assert_eq!(
         String::from_utf8(key).unwrap(),
-        "limiter:{api:global}:1700000123"
+        "limiter:{api:5_per_1s:global}:1700000123"
     );
 }
 
@@ -165,7 +165,7 @@ fn per_header_values_have_their_own_counters_and_exact_keys() {
             Outcome::Answered(429),
             "{key}"
         );
-        let want = format!("limiter:{{keys:header:x-api-key:{key}}}:");
+        let want = format!("limiter:{{keys:2_per_60s:per_header:x-api-key:{key}}}:");
         assert!(
             d.redis.keys().any(|k| k.starts_with(want.as_bytes())),
             "no counter for {key:?} in {:?}",
@@ -480,13 +480,14 @@ fn higress_rules_override_the_global_config() {
         .collect();
     assert!(
         keys.iter()
-            .any(|k| k.starts_with("limiter:{example:global}")),
+            .any(|k| k.starts_with("limiter:{example:1_per_60s:global}")),
         "{keys:?}"
     );
-    // The route-prefix rule inherits the global rule_name.
+    // The route-prefix rule inherits the global rule_name, and its place
+    // keeps its counter apart from the global one.
     assert!(
         keys.iter()
-            .any(|k| k.starts_with("limiter:{global:global}")),
+            .any(|k| k.starts_with("limiter:{global:_rules_[1]:2_per_60s:global}")),
         "{keys:?}"
     );
 }

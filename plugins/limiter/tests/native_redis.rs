@@ -51,7 +51,7 @@ fn one_resp_command_per_call_and_replies_on_the_root() {
     assert_eq!(call.cluster, "outbound|80||redis.static");
     let resp = String::from_utf8(call.body.clone()).unwrap();
     assert!(resp.starts_with("*5\r\n$7\r\nEVALSHA\r\n$40\r\n"), "{resp}");
-    assert!(resp.contains("limiter:{n:global}:"), "{resp}");
+    assert!(resp.contains("limiter:{n:1_per_1s:global}:"), "{resp}");
     // Exactly one command: the array header counts every bulk string.
     assert_eq!(resp.matches("\r\n$").count(), 5);
 

@@ -39,9 +39,17 @@ fn one_request(
 ) -> u16 {
     let host = filter.host_mut();
     host.next_request();
-    host.request_headers.add(":path", b"/v1/items?page=2");
     host.request_headers.add(":authority", b"api.example.com");
     host.request_headers.add("x-api-key", key);
+    // The key also as a query parameter under an encoded name, and as the
+    // first entry of a forwarded list.
+    let mut path = [0u8; 128];
+    let head = b"/v1/items?page=2&k%65y=";
+    path[..head.len()].copy_from_slice(head);
+    let len = head.len() + key.len().min(128 - head.len());
+    path[head.len()..len].copy_from_slice(&key[..len - head.len()]);
+    host.request_headers.add(":path", &path[..len]);
+    host.request_headers.add("x-forwarded-for", key);
     let stream = filter.open_stream(context);
     let mut status = 200;
     if filter.on_request_headers(stream, true) == Action::Pause {
@@ -80,6 +88,10 @@ fn run(config: &str, keys: &[&[u8]]) {
 /// [`run`] on a host that `setup` has given its properties first.
 fn run_with(config: &str, keys: &[&[u8]], setup: impl FnOnce(&mut FakeHost)) {
     let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
+    filter
+        .host_mut()
+        .properties
+        .set("source.address", Some(b"[2001:DB8:0::7]:5555"));
     setup(filter.host_mut());
     filter.configure(config.as_bytes().to_vec()).unwrap();
     let mut counts = vec![0i64; keys.len()];
@@ -182,4 +194,39 @@ fn route_and_service_rules_do_not_allocate() {
             );
         });
     }
+}
+
+#[test]
+fn per_ip_requests_do_not_allocate() {
+    // Ports, brackets and other spellings are read to one canonical text.
+    run(
+        &format!(
+            r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_ip": "from-header-x-forwarded-for", "limit_keys": [
+                 {{"key": "10.0.0.0/8", "query_per_second": 5}}, {{"key": "::/0", "query_per_second": 5}}]}}], {WEBDIS}}}"#
+        ),
+        &[
+            b"10.1.2.3:5678",
+            b"[2001:DB8::1]:443",
+            b" 2001:db8:0:0::1 , 10.0.0.1",
+            b"::ffff:10.9.8.7",
+        ],
+    );
+    run(
+        &format!(
+            r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_ip": "from-remote-addr", "limit_keys": [
+                 {{"key": "::/0", "query_per_second": 5}}]}}], {WEBDIS}}}"#
+        ),
+        &[b"-"],
+    );
+}
+
+#[test]
+fn per_param_requests_with_encoded_names_do_not_allocate() {
+    run(
+        &format!(
+            r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_param": "key", "limit_keys": [
+                 {{"key": "*", "query_per_second": 5}}]}}], {WEBDIS}}}"#
+        ),
+        &[b"abc", b"a%2Fb+c", b"%E2%82%AC"],
+    );
 }

@@ -25,8 +25,15 @@ use kit::{
 use smallvec::SmallVec;
 
 /// Adds the tokens of one answer to its window's counter; the expiry is set
-/// by the write that created the counter.
-pub(crate) const CHARGE_SCRIPT: &str = "local n = redis.call('INCRBY', KEYS[1], ARGV[1])\n\
+/// by the write that created the counter. A counter Redis cannot add to (a
+/// wrong type, a string that is not an integer) is replaced by the tokens
+/// in the same call, with the window's expiry, instead of failing every
+/// charge of its window.
+pub const CHARGE_SCRIPT: &str = "local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])\n\
+if type(n) == 'table' then\n\
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n\
+return tonumber(ARGV[1])\n\
+end\n\
 if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end\n\
 return n";
 

@@ -61,7 +61,7 @@ fn quota_of_250_with_100_per_answer_goes_200_200_200_429() {
         Some("50")
     );
     assert_eq!(response.body, b"Too many tokens");
-    assert_eq!(d.charged("token-quota:{t:global}:"), 300);
+    assert_eq!(d.charged("token-quota:{t:250_per_60s:global}:"), 300);
     // Now over: refused from the cache, without asking Redis.
     let calls = d.host().calls_sent;
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Refused(429));
@@ -89,7 +89,7 @@ fn streamed_answers_are_charged_their_final_usage_split_across_chunks() {
     };
     let body = br#"{"model":"m","stream":true,"messages":[]}"#;
     assert_eq!(d.request(&[], body, &upstream), Outcome::Answered200);
-    assert_eq!(d.charged("{s:global}"), 42);
+    assert_eq!(d.charged("{s:100000_per_3600s:global}"), 42);
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn requests_without_a_body_never_hang() {
         chunks: &[&openai_json(5)],
     };
     assert_eq!(d.request(&[], b"", &upstream), Outcome::Answered200);
-    assert_eq!(d.charged("{r:global}"), 5);
+    assert_eq!(d.charged("{r:100000_per_3600s:global}"), 5);
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn malformed_or_missing_usage_charges_nothing() {
         chunks: &[deep.as_bytes()],
     };
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
-    assert_eq!(d.charged("{m:global}"), 0);
+    assert_eq!(d.charged("{m:100000_per_3600s:global}"), 0);
     assert_eq!(d.counter("token-quota.usage_missing"), 6);
 }
 
@@ -222,7 +222,7 @@ fn anthropic_usage_is_input_plus_output() {
         chunks: &[&answer[..20], &answer[20..]],
     };
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
-    assert_eq!(d.charged("{a:global}"), 12);
+    assert_eq!(d.charged("{a:100000_per_3600s:global}"), 12);
 }
 
 #[test]
@@ -306,7 +306,7 @@ fn the_charge_is_written_before_the_last_bytes_are_released() {
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
     assert!(d.charged_before_release);
     assert_eq!(d.released, answer);
-    assert_eq!(d.charged("{e:global}"), 9);
+    assert_eq!(d.charged("{e:100000_per_3600s:global}"), 9);
 
     // An event stream flows until its usage event, then holds the rest.
     let head = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
@@ -318,7 +318,7 @@ fn the_charge_is_written_before_the_last_bytes_are_released() {
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
     assert!(d.charged_before_release);
     assert_eq!(d.released.len(), head.len() + usage.len() + 14);
-    assert_eq!(d.charged("{e:global}"), 13);
+    assert_eq!(d.charged("{e:100000_per_3600s:global}"), 13);
 }
 
 #[test]

@@ -15,6 +15,8 @@ pub struct Driver {
     pub redis_down: bool,
     /// Answer the next EVALSHA with NOSCRIPT once.
     pub forget_scripts: bool,
+    /// Answer the next EVALSHA or EVAL with these bytes once.
+    pub next_reply: Option<Vec<u8>>,
     next_context: u32,
 }
 
@@ -40,6 +42,7 @@ impl Driver {
             redis: HashMap::new(),
             redis_down: false,
             forget_scripts: false,
+            next_reply: None,
             next_context: 2,
         }
     }
@@ -113,6 +116,9 @@ impl Driver {
             b"EVALSHA" if self.forget_scripts => {
                 self.forget_scripts = false;
                 b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec()
+            }
+            b"EVALSHA" | b"EVAL" if self.next_reply.is_some() => {
+                self.next_reply.take().unwrap_or_default()
             }
             b"EVALSHA" | b"EVAL" => {
                 assert_eq!(args[2], b"1", "one key");
