@@ -24,6 +24,8 @@ pub use quota::{counter, Config, State, TokenQuota};
 
 pub use json::MAX_DEPTH;
 pub use rewrite::{include_usage, Rewrite};
-pub use usage::{scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage};
+pub use usage::{
+    is_encoded, scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage,
+};
 
 kit::export_plugin!(TokenQuota, bodies);

@@ -112,19 +112,36 @@ pub enum Format {
     Json,
     /// Server-sent events.
     EventStream,
+    /// JSON lines (newline-delimited JSON), one document a line: Ollama's
+    /// native streaming.
+    JsonLines,
 }
 
 impl Format {
     /// The format of a response with this `content-type` header value:
-    /// `text/event-stream` is [`Format::EventStream`], `application/json`
-    /// and `application/*+json` are [`Format::Json`]; `None` for anything
-    /// else. Parameters such as `charset` are ignored.
+    /// `text/event-stream` is [`Format::EventStream`],
+    /// `application/x-ndjson` and `application/jsonl` are
+    /// [`Format::JsonLines`],
+    /// `application/json` and `application/*+json` are [`Format::Json`];
+    /// `None` for anything else. Parameters such as `charset` are ignored.
+    ///
+    /// # Examples
+    /// ```
+    /// use token_quota::usage::Format;
+    /// assert_eq!(Format::from_content_type(b"application/x-ndjson"), Some(Format::JsonLines));
+    /// assert_eq!(Format::from_content_type(b"text/event-stream; charset=utf-8"), Some(Format::EventStream));
+    /// ```
     #[must_use]
     pub fn from_content_type(value: &[u8]) -> Option<Format> {
         let essence = value.split(|&b| b == b';').next().unwrap_or_default();
         let essence = essence.trim_ascii();
         if essence.eq_ignore_ascii_case(b"text/event-stream") {
             return Some(Format::EventStream);
+        }
+        if essence.eq_ignore_ascii_case(b"application/x-ndjson")
+            || essence.eq_ignore_ascii_case(b"application/jsonl")
+        {
+            return Some(Format::JsonLines);
         }
         let json = essence.eq_ignore_ascii_case(b"application/json")
             || (essence.len() > b"application/".len() + b"+json".len()
@@ -138,12 +155,32 @@ impl Format {
     }
 }
 
-/// A scanner for either format, for callers that pick it per response.
+/// Whether a response with this `content-encoding` header value is
+/// encoded (gzip, br, deflate, zstd...): its bytes are no JSON or event
+/// stream the scanners could read. Absent, empty and `identity` are not.
+///
+/// # Examples
+/// ```
+/// use token_quota::usage::is_encoded;
+/// assert!(is_encoded(Some(b"gzip")));
+/// assert!(!is_encoded(Some(b" Identity ")));
+/// assert!(!is_encoded(None));
+/// ```
+#[must_use]
+pub fn is_encoded(content_encoding: Option<&[u8]>) -> bool {
+    content_encoding.is_some_and(|value| {
+        let value = value.trim_ascii();
+        !value.is_empty() && !value.eq_ignore_ascii_case(b"identity")
+    })
+}
+
+/// A scanner for any format, for callers that pick it per response.
 #[derive(Clone, Debug)]
 pub enum Scanner {
     /// Scans one JSON document.
     Json(JsonScanner),
-    /// Scans server-sent events.
+    /// Scans a stream of events: server-sent events, or JSON lines
+    /// ([`SseScanner::json_lines`]).
     EventStream(SseScanner),
 }
 
@@ -153,6 +190,17 @@ impl Scanner {
         match format {
             Format::Json => Scanner::Json(JsonScanner::new()),
             Format::EventStream => Scanner::EventStream(SseScanner::new()),
+            Format::JsonLines => Scanner::EventStream(SseScanner::json_lines()),
+        }
+    }
+
+    /// Whether a stream has reported its final usage
+    /// ([`SseScanner::usage_seen`]); always false for a JSON document,
+    /// whose usage is known only once it is whole.
+    pub fn usage_seen(&self) -> bool {
+        match self {
+            Scanner::Json(_) => false,
+            Scanner::EventStream(s) => s.usage_seen(),
         }
     }
 
@@ -185,6 +233,20 @@ enum Name {
     Completion,
     Input,
     Output,
+    /// Gemini's `usageMetadata`.
+    Metadata,
+    /// Gemini's `totalTokenCount`.
+    TotalCount,
+    /// Gemini's `promptTokenCount`.
+    PromptCount,
+    /// Gemini's `candidatesTokenCount`.
+    CandidatesCount,
+    /// Gemini's `thoughtsTokenCount`.
+    ThoughtsCount,
+    /// Ollama's `prompt_eval_count`.
+    PromptEval,
+    /// Ollama's `eval_count`.
+    Eval,
 }
 
 impl Name {
@@ -202,20 +264,37 @@ impl Name {
             5 if is(key, b"usage") => Name::Usage,
             7 if is(key, b"message") => Name::Message,
             8 if is(key, b"response") => Name::Response,
+            10 if is(key, b"eval_count") => Name::Eval,
             12 if is(key, b"total_tokens") => Name::Total,
             12 if is(key, b"input_tokens") => Name::Input,
             13 if is(key, b"prompt_tokens") => Name::Prompt,
             13 if is(key, b"output_tokens") => Name::Output,
+            13 if is(key, b"usageMetadata") => Name::Metadata,
+            15 if is(key, b"totalTokenCount") => Name::TotalCount,
+            16 if is(key, b"promptTokenCount") => Name::PromptCount,
             17 if is(key, b"completion_tokens") => Name::Completion,
+            17 if is(key, b"prompt_eval_count") => Name::PromptEval,
+            18 if is(key, b"thoughtsTokenCount") => Name::ThoughtsCount,
+            20 if is(key, b"candidatesTokenCount") => Name::CandidatesCount,
             _ => Name::Other,
         }
     }
 
-    fn is_count(self) -> bool {
-        matches!(
-            self,
-            Name::Total | Name::Prompt | Name::Completion | Name::Input | Name::Output
-        )
+    /// Whether this key is a token field of the usage kept in `slot`: each
+    /// API's names only in its own place, so that one API's name elsewhere
+    /// is content.
+    fn counts_in(self, slot: Slot) -> bool {
+        match slot {
+            Slot::Top | Slot::Message | Slot::Response => matches!(
+                self,
+                Name::Total | Name::Prompt | Name::Completion | Name::Input | Name::Output
+            ),
+            Slot::Gemini => matches!(
+                self,
+                Name::TotalCount | Name::PromptCount | Name::CandidatesCount | Name::ThoughtsCount
+            ),
+            Slot::Ollama => matches!(self, Name::PromptEval | Name::Eval),
+        }
     }
 }
 
@@ -248,6 +327,9 @@ struct Record {
     completion: Count,
     input: Count,
     output: Count,
+    /// Gemini's thinking tokens, reported apart from its output and
+    /// charged with it.
+    thoughts: Count,
 }
 
 impl Record {
@@ -257,15 +339,17 @@ impl Record {
         completion: Count::Absent,
         input: Count::Absent,
         output: Count::Absent,
+        thoughts: Count::Absent,
     };
 
-    fn fields(&self) -> [Count; 5] {
+    fn fields(&self) -> [Count; 6] {
         [
             self.total,
             self.prompt,
             self.completion,
             self.input,
             self.output,
+            self.thoughts,
         ]
     }
 
@@ -279,12 +363,13 @@ impl Record {
 
     fn set(&mut self, name: Name, count: Count) {
         let field = match name {
-            Name::Total => &mut self.total,
-            Name::Prompt => &mut self.prompt,
-            Name::Completion => &mut self.completion,
+            Name::Total | Name::TotalCount => &mut self.total,
+            Name::Prompt | Name::PromptCount | Name::PromptEval => &mut self.prompt,
+            Name::Completion | Name::CandidatesCount | Name::Eval => &mut self.completion,
             Name::Input => &mut self.input,
             Name::Output => &mut self.output,
-            Name::Other | Name::Usage | Name::Message | Name::Response => return,
+            Name::ThoughtsCount => &mut self.thoughts,
+            Name::Other | Name::Usage | Name::Message | Name::Response | Name::Metadata => return,
         };
         *field = count;
     }
@@ -294,8 +379,14 @@ impl Record {
         self.prompt.get().or(self.input.get())
     }
 
+    /// Output tokens, with Gemini's thinking tokens added when reported
+    /// (saturating: a count that large is refused when it is summed).
     fn output(&self) -> Option<u64> {
-        self.completion.get().or(self.output.get())
+        let output = self.completion.get().or(self.output.get());
+        match self.thoughts.get() {
+            Some(thoughts) => Some(output.unwrap_or(0).saturating_add(thoughts)),
+            None => output,
+        }
     }
 }
 
@@ -306,17 +397,34 @@ fn sum(input: Option<u64>, output: Option<u64>) -> Option<u64> {
 }
 
 /// Where a usage object hangs: top-level `usage`, `message.usage`,
-/// `response.usage`, in the order they are preferred.
+/// `response.usage`, Gemini's top-level `usageMetadata`, and Ollama's
+/// counts in the top-level object itself, in the order they are
+/// preferred.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     Top = 0,
     Message = 1,
     Response = 2,
+    Gemini = 3,
+    Ollama = 4,
+}
+
+impl Slot {
+    /// Whether a stream event with usage here carries the stream's final
+    /// count: OpenAI chat's usage chunk and Anthropic's `message_delta`
+    /// (top-level `usage`), the Responses API's `response.completed`
+    /// (`response.usage`) and Ollama's `done` line do; Anthropic's
+    /// `message_start` (`message.usage`) is followed by the output count,
+    /// and every Gemini chunk carries a running `usageMetadata`, so only
+    /// the end of the stream tells which was the last.
+    fn is_final(self) -> bool {
+        matches!(self, Slot::Top | Slot::Response | Slot::Ollama)
+    }
 }
 
 /// An object the skim reads key by key (every other object is skipped
 /// whole). At most three deep: the document, `message` or `response`, and
-/// a usage object.
+/// a usage object. The document itself holds Ollama's counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Frame {
     /// The top-level object.
@@ -332,7 +440,7 @@ impl Frame {
     fn depth(self) -> u8 {
         match self {
             Frame::Top => 1,
-            Frame::Source(_) | Frame::Record(Slot::Top) => 2,
+            Frame::Source(_) | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama) => 2,
             Frame::Record(Slot::Message | Slot::Response) => 3,
         }
     }
@@ -341,7 +449,9 @@ impl Frame {
     fn parent(self) -> Option<Frame> {
         match self {
             Frame::Top => None,
-            Frame::Source(_) | Frame::Record(Slot::Top) => Some(Frame::Top),
+            Frame::Source(_) | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama) => {
+                Some(Frame::Top)
+            }
             Frame::Record(slot) => Some(Frame::Source(slot)),
         }
     }
@@ -430,7 +540,7 @@ struct Doc {
     num: u64,
     num_ok: bool,
     /// The usage objects by [`Slot`].
-    records: [Record; 3],
+    records: [Record; 5],
     /// Whether any token field was set: until then the records are empty,
     /// and [`Doc::reset`] and [`Doc::usage`] need not look at them.
     counted: bool,
@@ -808,7 +918,7 @@ fn skip_flat(s: &[u8], mut pos: usize) -> Option<usize> {
 /// between tokens. Its record, whether a count was set, and the offset
 /// after its `}`; `None` otherwise (left to [`Doc::run`]).
 #[inline(never)]
-fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
+fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)> {
     let mut record = Record::EMPTY;
     let mut counted = false;
     let mut at = blanks(s, pos + 1);
@@ -833,7 +943,7 @@ fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
         let value = blanks(s, colon + 1);
         let b = *s.get(value)?;
         // A count: a plain integer (a `-` is left to [`Doc::run`]).
-        let end = if name.is_count() && matches!(b, b'0'..=b'9' | b'-') {
+        let end = if name.counts_in(slot) && matches!(b, b'0'..=b'9' | b'-') {
             let (end, count) = whole_count(s, value)?;
             record.set(name, count);
             counted = true;
@@ -842,9 +952,17 @@ fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
             // Not a number: no count, whatever it is. Skipped as
             // [`Doc::skip_value`] would, when a number or literal or an
             // object with no container in it (as `prompt_tokens_details`).
-            record.set(name, Count::Absent);
+            if name.counts_in(slot) {
+                record.set(name, Count::Absent);
+            }
             match b {
                 b'{' => skip_flat(s, value + 1)?,
+                // Gemini's `promptTokensDetails` and the like.
+                b'[' => skip_tree(s, value)?,
+                b'"' => match skip_string(s, value + 1) {
+                    StrEnd::Closed(end) => end,
+                    StrEnd::Cut(_) | StrEnd::Bad => return None,
+                },
                 _ if starts_scalar(b) => {
                     let len = s.get(value + 1..)?.iter().position(|&c| ends_scalar(c))?;
                     value + 1 + len
@@ -874,7 +992,7 @@ impl Doc {
             key_ok: true,
             num: 0,
             num_ok: false,
-            records: [Record::EMPTY; 3],
+            records: [Record::EMPTY; 5],
             counted: false,
             object: false,
         }
@@ -889,7 +1007,7 @@ impl Doc {
         self.object = false;
         if self.counted {
             self.counted = false;
-            self.records = [Record::EMPTY; 3];
+            self.records = [Record::EMPTY; 5];
         }
     }
 
@@ -931,23 +1049,33 @@ impl Doc {
     }
 
     /// The usage object that counts: the first slot that reported any
-    /// token field.
-    fn usage(&self) -> Record {
+    /// token field, with that slot.
+    fn usage(&self) -> (Record, Slot) {
+        const SLOTS: [Slot; 5] = [
+            Slot::Top,
+            Slot::Message,
+            Slot::Response,
+            Slot::Gemini,
+            Slot::Ollama,
+        ];
         if !self.counted {
-            return Record::EMPTY;
+            return (Record::EMPTY, Slot::Top);
         }
         self.records
             .into_iter()
-            .find(|r| !r.is_empty())
-            .unwrap_or_default()
+            .zip(SLOTS)
+            .find(|(r, _)| !r.is_empty())
+            .unwrap_or((Record::EMPTY, Slot::Top))
     }
 
     fn record(&mut self, slot: Slot) -> &mut Record {
-        let [top, message, response] = &mut self.records;
+        let [top, message, response, gemini, ollama] = &mut self.records;
         match slot {
             Slot::Top => top,
             Slot::Message => message,
             Slot::Response => response,
+            Slot::Gemini => gemini,
+            Slot::Ollama => ollama,
         }
     }
 
@@ -1094,13 +1222,41 @@ impl Doc {
             };
             // The usage object a `usage`, `message` or `response` key's
             // value would be (or lead to); any other key's value is skipped.
-            let slot = match Name::of(s.get(from..stop)) {
+            let name = Name::of(s.get(from..stop));
+            let slot = match name {
                 Name::Usage => Some(Slot::Top),
                 Name::Message => Some(Slot::Message),
                 Name::Response => Some(Slot::Response),
+                Name::Metadata => Some(Slot::Gemini),
                 _ => None,
             };
             let value = blanks(s, colon);
+            // Ollama's counts sit in the top-level object itself.
+            if name.counts_in(Slot::Ollama) {
+                let count = match s.get(value) {
+                    Some(b'0'..=b'9') => whole_count(s, value),
+                    Some(&b) if b != b'-' => skip_whole(s, value).map(|end| (end, Count::Absent)),
+                    _ => None,
+                };
+                let Some((end, count)) = count else {
+                    self.at = At::Key { first };
+                    return pos;
+                };
+                if count != Count::Absent || self.counted {
+                    self.record(Slot::Ollama).set(name, count);
+                    self.counted |= count != Count::Absent;
+                }
+                if let Some(next) = past(s, end, b',') {
+                    pos = next;
+                    first = false;
+                    continue;
+                }
+                if let Some(next) = past(s, end, b'}') {
+                    return self.close(next - 1);
+                }
+                self.at = At::After;
+                return end;
+            }
             // A top-level usage object that is whole and usual is read
             // here ([`whole_usage`]); any other such value that is an
             // object, by [`Doc::run`].
@@ -1115,11 +1271,11 @@ impl Doc {
                     }
                 }
                 end
-            } else if slot == Some(Slot::Top) {
-                whole_usage(s, value).map(|(end, record, counted)| {
+            } else if let Some(slot @ (Slot::Top | Slot::Gemini)) = slot {
+                whole_usage(s, value, slot).map(|(end, record, counted)| {
                     self.counted |= counted;
                     if self.counted {
-                        *self.record(Slot::Top) = record;
+                        *self.record(slot) = record;
                     }
                     end
                 })
@@ -1262,14 +1418,13 @@ impl Doc {
             (Frame::Top, Name::Usage) => Some(Frame::Record(Slot::Top)),
             (Frame::Top, Name::Message) => Some(Frame::Source(Slot::Message)),
             (Frame::Top, Name::Response) => Some(Frame::Source(Slot::Response)),
+            (Frame::Top, Name::Metadata) => Some(Frame::Record(Slot::Gemini)),
             (Frame::Source(slot), Name::Usage) => Some(Frame::Record(slot)),
-            (Frame::Record(slot), name) if name.is_count() => {
-                if matches!(b, b'-' | b'0'..=b'9') {
-                    return self.number_start(s, pos, b);
-                }
-                // Not a number: no count, whatever it is.
-                self.record(slot).set(name, Count::Absent);
-                None
+            (Frame::Record(slot), name) if name.counts_in(slot) => {
+                return self.count_value(s, pos, b, slot);
+            }
+            (Frame::Top, name) if name.counts_in(Slot::Ollama) => {
+                return self.count_value(s, pos, b, Slot::Ollama);
             }
             _ => None,
         };
@@ -1288,6 +1443,18 @@ impl Doc {
                 return pos + 1;
             }
         }
+        self.skip_value(s, pos, b)
+    }
+
+    /// The value, first byte `b` at `pos`, of a token field of the usage
+    /// in `slot`: a count when it is a number, no count otherwise.
+    fn count_value(&mut self, s: &[u8], pos: usize, b: u8, slot: Slot) -> usize {
+        if matches!(b, b'-' | b'0'..=b'9') {
+            return self.number_start(s, pos, b);
+        }
+        // Not a number: no count, whatever it is.
+        let name = self.name;
+        self.record(slot).set(name, Count::Absent);
         self.skip_value(s, pos, b)
     }
 
@@ -1467,7 +1634,13 @@ impl Doc {
                     } else {
                         Count::Bad
                     };
-                    if let Some(Frame::Record(slot)) = self.frame {
+                    let slot = match self.frame {
+                        Some(Frame::Record(slot)) => Some(slot),
+                        // Only a count key of Ollama's leads here.
+                        Some(Frame::Top) => Some(Slot::Ollama),
+                        Some(Frame::Source(_)) | None => None,
+                    };
+                    if let Some(slot) = slot {
                         let name = self.name;
                         self.record(slot).set(name, count);
                         self.counted = true;
@@ -1545,7 +1718,7 @@ impl JsonScanner {
         if !self.doc.object {
             return Scan::Absent;
         }
-        let record = self.doc.usage();
+        let (record, _) = self.doc.usage();
         if record.is_bad() {
             return Scan::Malformed;
         }
@@ -1626,6 +1799,9 @@ fn line_end(s: &[u8]) -> usize {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Totals {
     seen: bool,
+    /// An event carried what its API sends as the stream's final usage
+    /// ([`Slot::is_final`]).
+    final_seen: bool,
     total: Option<u64>,
     input: Option<u64>,
     output: Option<u64>,
@@ -1680,6 +1856,9 @@ pub struct SseScanner {
     has_data: bool,
     malformed: bool,
     totals: Totals,
+    /// JSON lines rather than server-sent events: every line is an event's
+    /// whole data.
+    json_lines: bool,
 }
 
 impl Default for SseScanner {
@@ -1699,11 +1878,32 @@ impl SseScanner {
             malformed: false,
             totals: Totals {
                 seen: false,
+                final_seen: false,
                 total: None,
                 input: None,
                 output: None,
             },
+            json_lines: false,
         }
+    }
+
+    /// A scanner at the start of a stream of JSON lines
+    /// (`application/x-ndjson`, as Ollama's native API streams): each
+    /// line is one JSON document, read as the data of one event.
+    ///
+    /// # Examples
+    /// ```
+    /// use token_quota::usage::SseScanner;
+    /// let mut lines = SseScanner::json_lines();
+    /// lines.feed(b"{\"response\":\"Hi\",\"done\":false}\n");
+    /// lines.feed(b"{\"done\":true,\"prompt_eval_count\":26,\"eval_count\":9}\n");
+    /// assert!(lines.usage_seen());
+    /// assert_eq!(lines.finish().total(), Some(35));
+    /// ```
+    pub const fn json_lines() -> Self {
+        let mut scanner = Self::new();
+        scanner.json_lines = true;
+        scanner
     }
 
     /// Scans the next chunk of the stream.
@@ -1728,6 +1928,11 @@ impl SseScanner {
             match self.line {
                 Line::Data => pos = self.doc.feed_line(chunk, pos),
                 Line::Skip => pos += line_end(chunk.get(pos..).unwrap_or_default()),
+                // A JSON line: all of it is data (the next step reads it).
+                Line::Start if self.json_lines => {
+                    self.has_data = true;
+                    self.line = Line::Data;
+                }
                 // The usual line, whole in the chunk, in one step.
                 Line::Start if chunk.get(pos..pos + 6) == Some(b"data: ") => {
                     self.start_data();
@@ -1783,6 +1988,13 @@ impl SseScanner {
     }
 
     fn end_line(&mut self) {
+        if self.json_lines {
+            if self.line == Line::Data {
+                self.dispatch();
+            }
+            self.line = Line::Start;
+            return;
+        }
         match self.line {
             Line::Start => self.dispatch(),
             // `data` alone on a line is a data line with an empty value.
@@ -1813,18 +2025,41 @@ impl SseScanner {
     /// Takes in the usage of a complete event that set a token field.
     #[inline(never)]
     fn take_usage(&mut self) {
-        let record = self.doc.usage();
+        let (record, slot) = self.doc.usage();
         if record.is_bad() {
             self.malformed = true;
         } else if !record.is_empty() {
             self.totals.merge(&record);
+            self.totals.final_seen |= slot.is_final();
         }
     }
 
-    /// Whether a complete event has reported usage so far; unlike
-    /// [`SseScanner::finish`] this leaves the scan as it is.
+    /// Whether a complete event has reported the stream's final usage;
+    /// unlike [`SseScanner::finish`] this leaves the scan as it is.
+    ///
+    /// Final usage, by API: OpenAI chat's usage chunk and Anthropic's
+    /// `message_delta` (a top-level `usage`), the Responses API's
+    /// `response.completed` (`response.usage`), Ollama's last line (its
+    /// `prompt_eval_count` and `eval_count`, sent with `"done": true`).
+    /// Anthropic's `message_start` is not final (the output count follows);
+    /// nor is any Gemini chunk: each carries a running `usageMetadata`,
+    /// so for Gemini this stays false and [`SseScanner::finish`] takes the
+    /// last chunk's counts when the stream ends. An OpenAI-compatible
+    /// server that reports usage in every chunk (vLLM's
+    /// `continuous_usage_stats`) makes this true at its first chunk.
+    ///
+    /// # Examples
+    /// ```
+    /// use token_quota::usage::SseScanner;
+    /// let mut sse = SseScanner::new();
+    /// sse.feed(b"data: {\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n");
+    /// assert!(!sse.usage_seen());
+    /// sse.feed(b"data: {\"usage\":{\"output_tokens\":3}}\n\n");
+    /// assert!(sse.usage_seen());
+    /// assert_eq!(sse.finish().total(), Some(12));
+    /// ```
     pub fn usage_seen(&self) -> bool {
-        self.totals.seen
+        self.totals.final_seen
     }
 
     /// The usage of the stream fed so far, taken as the whole stream.
@@ -2592,9 +2827,10 @@ mod tests {
 
     #[test]
     fn state_is_small_and_fixed() {
-        // Everything a scanner carries between chunks lives in the struct.
-        assert!(core::mem::size_of::<JsonScanner>() <= 512);
-        assert!(core::mem::size_of::<SseScanner>() <= 512);
+        // Everything a scanner carries between chunks lives in the struct:
+        // five usage records of six counts and the skim's state.
+        assert!(core::mem::size_of::<JsonScanner>() <= 640);
+        assert!(core::mem::size_of::<SseScanner>() <= 640);
     }
 
     use kit::fake::Rng;
