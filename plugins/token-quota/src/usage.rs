@@ -3099,6 +3099,9 @@ mod tests {
             b"\"total_tokens\"",
             b"\"input_tokens\"",
             b"\"us\\u0061ge\"",
+            b"\"usageMetadata\"",
+            b"\"eval_count\"",
+            b"\"prompt_eval_count\"",
             b"\"a_key_longer_than_the_key_buffer_holds\"",
             b"\"\"",
         ];
@@ -3114,6 +3117,8 @@ mod tests {
             b"{\"total_tokens\":01,\"output_tokens\" : 1.5e2, \"input_tokens\":\"7\"}",
             b"{ \"input_tokens\":0 ,\"output_tokens\":-3,\"usage\":{\"total_tokens\":1}}",
             b"{ }",
+            b"{\"promptTokenCount\":3,\"thoughtsTokenCount\":2,\"details\":[{\"tokenCount\":3}],\"totalTokenCount\":\"9\"}",
+            b"{\"candidatesTokenCount\":4,\"eval_count\":1}",
             b"{\"usage\":null,\"x\":[{}]}",
             b"{}",
             b"[",
