@@ -23,7 +23,7 @@ pub mod usage;
 pub use quota::{counter, Config, State, TokenQuota};
 
 pub use json::MAX_DEPTH;
-pub use rewrite::{include_usage, Rewrite};
+pub use rewrite::{include_usage, takes_include_usage, Rewrite};
 pub use usage::{
     is_encoded, scan_json, scan_sse, Format, JsonScanner, Scan, Scanner, SseScanner, Usage,
 };
