@@ -17,7 +17,7 @@
 //! parameter", Anthropic: "Extra inputs are not permitted", Gemini:
 //! "Unknown name … Cannot find field"). Real Ollama ignores unknown fields;
 //! here it refuses them as Go's `DisallowUnknownFields` would, standing in
-//! for the strict self-hosted servers (vLLM and other pydantic-based ones).
+//! for the self-hosted servers whose request models forbid unknown fields.
 //!
 //! Every answer reports [`REPORTED_TOKENS`] in the API's own shape, and
 //! an OpenAI chat stream reports usage only when the request asked with
