@@ -1,24 +1,33 @@
 //! Finds the token usage an LLM API reports in a response, in one pass over
 //! the bytes as they stream by.
 //!
-//! Two formats, each with a chunk-by-chunk scanner and a whole-body helper:
+//! Three formats, each with a chunk-by-chunk scanner:
 //! - JSON bodies ([`JsonScanner`], [`scan_json`]): the usage object of a
 //!   non-streamed response.
 //! - Server-sent events ([`SseScanner`], [`scan_sse`]): the usage carried
 //!   by the `data:` events of a streamed response.
+//! - JSON lines ([`SseScanner::json_lines`]): one JSON document a line, as
+//!   Ollama streams.
 //!
-//! Where usage is looked for, in a JSON body or in each event's JSON:
+//! Where usage is looked for, in a JSON body or in each event's JSON, and
+//! under which names:
 //! - top-level `usage` (OpenAI chat completions and responses, Anthropic
-//!   messages, Anthropic's `message_delta` event);
-//! - `message.usage` (Anthropic's `message_start` event);
-//! - `response.usage` (OpenAI's `response.completed` event).
+//!   messages, Anthropic's `message_delta` event), `message.usage`
+//!   (Anthropic's `message_start` event) and `response.usage` (OpenAI's
+//!   `response.completed` event): `total_tokens`, `prompt_tokens` or
+//!   `input_tokens`, and `completion_tokens` or `output_tokens`;
+//! - top-level `usageMetadata` (Gemini): `totalTokenCount`,
+//!   `promptTokenCount`, `candidatesTokenCount`, and `thoughtsTokenCount`
+//!   added to the output;
+//! - the top-level object itself (Ollama): `prompt_eval_count` and
+//!   `eval_count`.
 //!
-//! The first of these that holds a token field wins. The fields are
-//! `total_tokens`, `prompt_tokens` or `input_tokens`, and `completion_tokens`
-//! or `output_tokens`; the total is `total_tokens` when reported, otherwise
-//! input plus output. Anything else — `usage` inside a string, under
-//! `choices`, or deeper — is content, not usage. Duplicate keys resolve as
-//! in most JSON parsers: the last one wins.
+//! The first of these that holds a token field wins, in that order. The
+//! total is the reported total when there is one, otherwise input plus
+//! output. Each API's names count only in its own place; anything else —
+//! `usage` inside a string, under `choices`, or deeper — is content, not
+//! usage. Duplicate keys resolve as in most JSON parsers: the last one
+//! wins.
 //!
 //! The scanners never build a tree of the body and never allocate: their
 //! state is a fixed few hundred bytes, however large or hostile the input.
@@ -1846,6 +1855,9 @@ impl Totals {
 /// skim checks (see the module documentation), or whose token counts are
 /// unusable, makes the whole stream [`Scan::Malformed`]: it may have been
 /// the event carrying the usage.
+///
+/// Made by [`SseScanner::json_lines`], it reads JSON lines instead: every
+/// line is the data of one event, with the same rules.
 #[derive(Clone, Debug)]
 pub struct SseScanner {
     doc: Doc,
@@ -3198,10 +3210,22 @@ mod tests {
             let input = garbage(&mut rng, i % 3);
             let json = scan_json(&input);
             let sse = scan_sse(&input);
+            let mut lines = SseScanner::json_lines();
+            lines.feed(&input);
+            let lines = lines.finish();
             let mut splits = [rng.below(input.len() + 1), rng.below(input.len() + 1)];
             splits.sort_unstable();
             assert_eq!(json_chunked(&input, &splits), json, "{input:?} {splits:?}");
             assert_eq!(sse_chunked(&input, &splits), sse, "{input:?} {splits:?}");
+            let mut chunked = SseScanner::json_lines();
+            for part in [
+                &input[..splits[0]],
+                &input[splits[0]..splits[1]],
+                &input[splits[1]..],
+            ] {
+                chunked.feed(part);
+            }
+            assert_eq!(chunked.finish(), lines, "{input:?} {splits:?}");
         }
     }
 }
