@@ -256,6 +256,10 @@ enum Name {
     PromptEval,
     /// Ollama's `eval_count`.
     Eval,
+    /// Gemini's `candidates`.
+    Candidates,
+    /// Gemini's `finishReason`, in a candidate.
+    FinishReason,
 }
 
 impl Name {
@@ -274,8 +278,10 @@ impl Name {
             7 if is(key, b"message") => Name::Message,
             8 if is(key, b"response") => Name::Response,
             10 if is(key, b"eval_count") => Name::Eval,
+            10 if is(key, b"candidates") => Name::Candidates,
             12 if is(key, b"total_tokens") => Name::Total,
             12 if is(key, b"input_tokens") => Name::Input,
+            12 if is(key, b"finishReason") => Name::FinishReason,
             13 if is(key, b"prompt_tokens") => Name::Prompt,
             13 if is(key, b"output_tokens") => Name::Output,
             13 if is(key, b"usageMetadata") => Name::Metadata,
@@ -378,7 +384,13 @@ impl Record {
             Name::Input => &mut self.input,
             Name::Output => &mut self.output,
             Name::ThoughtsCount => &mut self.thoughts,
-            Name::Other | Name::Usage | Name::Message | Name::Response | Name::Metadata => return,
+            Name::Other
+            | Name::Usage
+            | Name::Message
+            | Name::Response
+            | Name::Metadata
+            | Name::Candidates
+            | Name::FinishReason => return,
         };
         *field = count;
     }
@@ -424,8 +436,8 @@ impl Slot {
     /// (top-level `usage`), the Responses API's `response.completed`
     /// (`response.usage`) and Ollama's `done` line do; Anthropic's
     /// `message_start` (`message.usage`) is followed by the output count,
-    /// and every Gemini chunk carries a running `usageMetadata`, so only
-    /// the end of the stream tells which was the last.
+    /// and every Gemini chunk carries a running `usageMetadata`: only the
+    /// chunk whose candidate has a `finishReason` carries the last.
     fn is_final(self) -> bool {
         matches!(self, Slot::Top | Slot::Response | Slot::Ollama)
     }
@@ -442,6 +454,11 @@ enum Frame {
     Source(Slot),
     /// The usage object of a slot.
     Record(Slot),
+    /// Gemini's `candidates` array in the top-level object: its elements
+    /// are read (the only array the skim reads).
+    Candidates,
+    /// One object in `candidates`, read for its `finishReason`.
+    Candidate,
 }
 
 impl Frame {
@@ -449,8 +466,10 @@ impl Frame {
     fn depth(self) -> u8 {
         match self {
             Frame::Top => 1,
-            Frame::Source(_) | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama) => 2,
-            Frame::Record(Slot::Message | Slot::Response) => 3,
+            Frame::Source(_)
+            | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama)
+            | Frame::Candidates => 2,
+            Frame::Record(Slot::Message | Slot::Response) | Frame::Candidate => 3,
         }
     }
 
@@ -458,10 +477,11 @@ impl Frame {
     fn parent(self) -> Option<Frame> {
         match self {
             Frame::Top => None,
-            Frame::Source(_) | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama) => {
-                Some(Frame::Top)
-            }
+            Frame::Source(_)
+            | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama)
+            | Frame::Candidates => Some(Frame::Top),
             Frame::Record(slot) => Some(Frame::Source(slot)),
+            Frame::Candidate => Some(Frame::Candidates),
         }
     }
 }
@@ -484,8 +504,12 @@ enum At {
     Colon,
     /// After `:`: a value.
     Value,
-    /// After a value in a read object: `,` or `}`.
+    /// After a value in a read object: `,` or `}` (in `candidates`: `,`
+    /// or `]`).
     After,
+    /// In `candidates`, where an element may start; `first` right after
+    /// `[`, where `]` may come instead.
+    Element { first: bool },
     /// Inside a token count.
     Number(Num),
     /// Skipping a value, inside its arrays and objects, outside strings.
@@ -555,6 +579,8 @@ struct Doc {
     counted: bool,
     /// Whether the document is an object.
     object: bool,
+    /// A Gemini candidate had a `finishReason`: the chunk is the last.
+    finished: bool,
 }
 
 /// Byte classes of the tree skip: what a byte means between the strings
@@ -1004,6 +1030,7 @@ impl Doc {
             records: [Record::EMPTY; 5],
             counted: false,
             object: false,
+            finished: false,
         }
     }
 
@@ -1014,6 +1041,7 @@ impl Doc {
         self.at = At::Start;
         self.frame = None;
         self.object = false;
+        self.finished = false;
         if self.counted {
             self.counted = false;
             self.records = [Record::EMPTY; 5];
@@ -1106,7 +1134,13 @@ impl Doc {
                 // the caller's. Elsewhere a line ending is a control byte
                 // inside a string or escape (refused), or ends a number or
                 // literal, and comes back here.
-                At::Start | At::Key { .. } | At::Colon | At::Value | At::After | At::Done
+                At::Start
+                | At::Key { .. }
+                | At::Colon
+                | At::Value
+                | At::After
+                | At::Done
+                | At::Element { .. }
                     if b <= b' ' =>
                 {
                     if is_line_end(b) {
@@ -1122,6 +1156,10 @@ impl Doc {
                 At::Tree if is_line_end(b) => return pos,
                 At::Tree => self.tree(s, pos),
                 At::Str => self.string(s, pos),
+                At::After if b == b',' && self.frame == Some(Frame::Candidates) => {
+                    self.at = At::Element { first: false };
+                    pos + 1
+                }
                 At::After if b == b',' => {
                     // Straight on into the next key, the usual case.
                     if self.frame == Some(Frame::Top) {
@@ -1139,7 +1177,15 @@ impl Doc {
                     pos + 1
                 }
                 At::Value => self.value(s, pos, b),
+                At::After if self.frame == Some(Frame::Candidates) => {
+                    if b != b']' {
+                        self.fail();
+                        return pos;
+                    }
+                    self.close(pos)
+                }
                 At::After if b == b'}' => self.close(pos),
+                At::Element { first } => self.element(s, pos, b, first),
                 At::Scalar => self.scalar(s, pos),
                 At::Number(num) => self.number(s, pos, num),
                 At::StrEscape if escapes(b) => {
@@ -1240,6 +1286,12 @@ impl Doc {
                 _ => None,
             };
             let value = blanks(s, colon);
+            // Gemini's `candidates` are read by [`Doc::run`] for their
+            // `finishReason`.
+            if name == Name::Candidates && s.get(value) == Some(&b'[') {
+                self.at = At::Key { first };
+                return pos;
+            }
             // Ollama's counts sit in the top-level object itself.
             if name.counts_in(Slot::Ollama) {
                 let count = match s.get(value) {
@@ -1435,12 +1487,23 @@ impl Doc {
             (Frame::Top, name) if name.counts_in(Slot::Ollama) => {
                 return self.count_value(s, pos, b, Slot::Ollama);
             }
+            (Frame::Top, Name::Candidates) if b == b'[' => {
+                self.frame = Some(Frame::Candidates);
+                self.at = At::Element { first: true };
+                return pos + 1;
+            }
+            (Frame::Candidate, Name::FinishReason) => {
+                // A reason, not `null`: the model is done.
+                self.finished |= b == b'"';
+                None
+            }
             _ => None,
         };
         if let Some(inner) = opens {
             let slot = match inner {
                 Frame::Record(slot) | Frame::Source(slot) => slot,
-                Frame::Top => Slot::Top,
+                // (Never opened here.)
+                Frame::Top | Frame::Candidates | Frame::Candidate => Slot::Top,
             };
             // (Still empty unless a count was set.)
             if self.counted {
@@ -1453,6 +1516,20 @@ impl Doc {
             }
         }
         self.skip_value(s, pos, b)
+    }
+
+    /// The first byte `b` of an element of `candidates`, at `pos`: an
+    /// object is read for its `finishReason`, anything else skipped.
+    fn element(&mut self, s: &[u8], pos: usize, b: u8, first: bool) -> usize {
+        match b {
+            b']' if first => self.close(pos),
+            b'{' => {
+                self.frame = Some(Frame::Candidate);
+                self.at = At::Key { first: true };
+                pos + 1
+            }
+            _ => self.skip_value(s, pos, b),
+        }
     }
 
     /// The value, first byte `b` at `pos`, of a token field of the usage
@@ -1647,7 +1724,9 @@ impl Doc {
                         Some(Frame::Record(slot)) => Some(slot),
                         // Only a count key of Ollama's leads here.
                         Some(Frame::Top) => Some(Slot::Ollama),
-                        Some(Frame::Source(_)) | None => None,
+                        Some(Frame::Source(_) | Frame::Candidates | Frame::Candidate) | None => {
+                            None
+                        }
                     };
                     if let Some(slot) = slot {
                         let name = self.name;
@@ -2042,7 +2121,8 @@ impl SseScanner {
             self.malformed = true;
         } else if !record.is_empty() {
             self.totals.merge(&record);
-            self.totals.final_seen |= slot.is_final();
+            self.totals.final_seen |=
+                slot.is_final() || (slot == Slot::Gemini && self.doc.finished);
         }
     }
 
@@ -2052,13 +2132,13 @@ impl SseScanner {
     /// Final usage, by API: OpenAI chat's usage chunk and Anthropic's
     /// `message_delta` (a top-level `usage`), the Responses API's
     /// `response.completed` (`response.usage`), Ollama's last line (its
-    /// `prompt_eval_count` and `eval_count`, sent with `"done": true`).
-    /// Anthropic's `message_start` is not final (the output count follows);
-    /// nor is any Gemini chunk: each carries a running `usageMetadata`,
-    /// so for Gemini this stays false and [`SseScanner::finish`] takes the
-    /// last chunk's counts when the stream ends. An OpenAI-compatible
-    /// server that reports usage in every chunk (vLLM's
-    /// `continuous_usage_stats`) makes this true at its first chunk.
+    /// `prompt_eval_count` and `eval_count`, sent with `"done": true`),
+    /// and the Gemini chunk whose candidate has a `finishReason` (every
+    /// Gemini chunk carries a running `usageMetadata`; the one that ends
+    /// the answer carries the last). Anthropic's `message_start` is not
+    /// final (the output count follows). An OpenAI-compatible server that
+    /// reports usage in every chunk (vLLM's `continuous_usage_stats`)
+    /// makes this true at its first chunk.
     ///
     /// # Examples
     /// ```
@@ -3112,6 +3192,7 @@ mod tests {
             b"\"input_tokens\"",
             b"\"us\\u0061ge\"",
             b"\"usageMetadata\"",
+            b"\"candidates\"",
             b"\"eval_count\"",
             b"\"prompt_eval_count\"",
             b"\"a_key_longer_than_the_key_buffer_holds\"",
@@ -3131,6 +3212,9 @@ mod tests {
             b"{ }",
             b"{\"promptTokenCount\":3,\"thoughtsTokenCount\":2,\"details\":[{\"tokenCount\":3}],\"totalTokenCount\":\"9\"}",
             b"{\"candidatesTokenCount\":4,\"eval_count\":1}",
+            b"[{\"content\":{\"parts\":[{\"text\":\"]\"}]},\"finishReason\":\"STOP\"}, 1, [] ,{}]",
+            b"[ ]",
+            b"[{\"finishReason\":null,}]",
             b"{\"usage\":null,\"x\":[{}]}",
             b"{}",
             b"[",

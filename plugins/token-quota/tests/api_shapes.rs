@@ -280,8 +280,58 @@ fn gemini_stream_takes_the_last_chunk_not_a_sum() {
         r#""totalTokenCount":100"#,
         found(100, Some(20), Some(80)),
     );
-    // No chunk says it is the last; the end of the stream does.
-    assert_eq!(seen_after(Format::EventStream, &body), None);
+    // The chunk whose candidate has a finishReason carries the final usage:
+    // seen once its event ends (at the `\r` of the blank line).
+    assert_eq!(seen_after(Format::EventStream, &body), Some(body.len() - 1));
+}
+
+#[test]
+fn a_gemini_chunk_is_final_only_with_a_finish_reason() {
+    let usage = r#""usageMetadata":{"promptTokenCount":20,"totalTokenCount":30}"#;
+    for (candidates, last) in [
+        (r#"[{"content":{"parts":[{"text":"a"}]},"index":0}]"#, false),
+        (r#"[{"finishReason":null}]"#, false),
+        (r#"[]"#, false),
+        (r#"[1, "finishReason", [{"finishReason":"STOP"}]]"#, false),
+        (r#"[{"x":{"finishReason":"STOP"}}]"#, false),
+        (r#"[{"finishReason":"STOP"}]"#, true),
+        (
+            r#"[{"index":0}, {"finishReason":"MAX_TOKENS","index":1}]"#,
+            true,
+        ),
+        (
+            r#"[ { "content" : {"parts":[{"text":"]}"}]} , "finishReason" : "STOP" } ]"#,
+            true,
+        ),
+    ] {
+        let body = format!("data: {{\"candidates\":{candidates},{usage}}}\r\n\r\n");
+        assert_eq!(
+            seen_after(Format::EventStream, body.as_bytes()).is_some(),
+            last,
+            "{body}"
+        );
+        assert_eq!(
+            scan(Format::EventStream, &[body.as_bytes()]),
+            found(30, Some(20), None),
+            "{body}"
+        );
+    }
+    // A finishReason without usage is no final usage.
+    let body = b"data: {\"candidates\":[{\"finishReason\":\"STOP\"}]}\n\n";
+    assert_eq!(seen_after(Format::EventStream, body), None);
+    // Broken candidates break the event.
+    for candidates in [
+        r#"[{"finishReason":"STOP"}}"#,
+        r#"[{"finishReason":"STOP"},]"#,
+        r#"[}"#,
+    ] {
+        let body = format!("data: {{\"candidates\":{candidates},{usage}}}\n\n");
+        assert_eq!(
+            scan(Format::EventStream, &[body.as_bytes()]),
+            Scan::Malformed,
+            "{body}"
+        );
+    }
 }
 
 #[test]
