@@ -1275,73 +1275,19 @@ impl Doc {
                 self.at = At::Key { first };
                 return pos;
             };
-            // The usage object a `usage`, `message` or `response` key's
-            // value would be (or lead to); any other key's value is skipped.
+            // Most keys are none the skim reads: their value is skipped,
+            // one compare after the name. The usage object a `usage`,
+            // `message`, `response` or `usageMetadata` key's value would be
+            // (or lead to), Gemini's `candidates` and Ollama's counts are
+            // looked at.
             let name = Name::of(s.get(from..stop));
-            let slot = match name {
-                Name::Usage => Some(Slot::Top),
-                Name::Message => Some(Slot::Message),
-                Name::Response => Some(Slot::Response),
-                Name::Metadata => Some(Slot::Gemini),
-                _ => None,
-            };
             let value = blanks(s, colon);
-            // Gemini's `candidates` are read by [`Doc::run`] for their
-            // `finishReason`.
-            if name == Name::Candidates && s.get(value) == Some(&b'[') {
-                self.at = At::Key { first };
-                return pos;
-            }
-            // Ollama's counts sit in the top-level object itself.
-            if name.counts_in(Slot::Ollama) {
-                let count = match s.get(value) {
-                    Some(b'0'..=b'9') => whole_count(s, value),
-                    Some(&b) if b != b'-' => skip_whole(s, value).map(|end| (end, Count::Absent)),
-                    _ => None,
-                };
-                let Some((end, count)) = count else {
-                    self.at = At::Key { first };
-                    return pos;
-                };
-                if count != Count::Absent || self.counted {
-                    self.record(Slot::Ollama).set(name, count);
-                    self.counted |= count != Count::Absent;
+            let end = match name {
+                Name::Other => skip_whole(s, value),
+                Name::PromptEval | Name::Eval | Name::Candidates => {
+                    self.rare_member(s, name, value)
                 }
-                if let Some(next) = past(s, end, b',') {
-                    pos = next;
-                    first = false;
-                    continue;
-                }
-                if let Some(next) = past(s, end, b'}') {
-                    return self.close(next - 1);
-                }
-                self.at = At::After;
-                return end;
-            }
-            // A top-level usage object that is whole and usual is read
-            // here ([`whole_usage`]); any other such value that is an
-            // object, by [`Doc::run`].
-            let end = if slot.is_none() || s.get(value) != Some(&b'{') {
-                let end = skip_whole(s, value);
-                // One that is not, as `"usage":null` in most events of a
-                // stream, is no usage, and replaces any before it
-                // ([`Doc::value`]).
-                if let (Some(slot), Some(_)) = (slot, end) {
-                    if self.counted {
-                        *self.record(slot) = Record::EMPTY;
-                    }
-                }
-                end
-            } else if let Some(slot @ (Slot::Top | Slot::Gemini)) = slot {
-                whole_usage(s, value, slot).map(|(end, record, counted)| {
-                    self.counted |= counted;
-                    if self.counted {
-                        *self.record(slot) = record;
-                    }
-                    end
-                })
-            } else {
-                None
+                _ => self.slot_member(s, name, value),
             };
             let Some(end) = end else {
                 self.at = At::Key { first };
@@ -1358,6 +1304,71 @@ impl Doc {
             self.at = At::After;
             return end;
         }
+    }
+
+    /// [`Doc::members`] for a member of the top-level object named `name`
+    /// (a name the skim knows, but neither Gemini's `candidates` nor an
+    /// Ollama count) whose value starts at `value`: the offset after the
+    /// value, or `None` to leave it to [`Doc::run`].
+    ///
+    /// A top-level usage object (`usage`, `usageMetadata`) that is whole
+    /// and usual is read here ([`whole_usage`]); `message` and `response`
+    /// objects, and any other such value that is an object, by
+    /// [`Doc::run`]. A value that is no object, as `"usage":null` in most
+    /// events of a stream, is no usage, and replaces any before it
+    /// ([`Doc::value`]).
+    #[inline(always)]
+    fn slot_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+        let slot = match name {
+            Name::Usage => Slot::Top,
+            Name::Message => Slot::Message,
+            Name::Response => Slot::Response,
+            Name::Metadata => Slot::Gemini,
+            _ => return skip_whole(s, value),
+        };
+        if s.get(value) != Some(&b'{') {
+            let end = skip_whole(s, value);
+            if end.is_some() && self.counted {
+                *self.record(slot) = Record::EMPTY;
+            }
+            return end;
+        }
+        if !matches!(slot, Slot::Top | Slot::Gemini) {
+            return None;
+        }
+        let (end, record, counted) = whole_usage(s, value, slot)?;
+        self.counted |= counted;
+        if self.counted {
+            *self.record(slot) = record;
+        }
+        Some(end)
+    }
+
+    /// [`Doc::members`] for a member of the top-level object named
+    /// `name`, Gemini's `candidates` or one of Ollama's counts, whose
+    /// value starts at `value`: the offset after the value, or `None` to
+    /// leave it to [`Doc::run`] (`candidates` as an array, read for its
+    /// `finishReason`; a count that is not a plain integer).
+    #[cold]
+    #[inline(never)]
+    fn rare_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+        if name == Name::Candidates {
+            if s.get(value) == Some(&b'[') {
+                return None;
+            }
+            return skip_whole(s, value);
+        }
+        // Ollama's counts sit in the top-level object itself.
+        let (end, count) = match *s.get(value)? {
+            b'0'..=b'9' => whole_count(s, value)?,
+            b'-' => return None,
+            _ => (skip_whole(s, value)?, Count::Absent),
+        };
+        if count != Count::Absent || self.counted {
+            self.record(Slot::Ollama).set(name, count);
+            self.counted |= count != Count::Absent;
+        }
+        Some(end)
     }
 
     /// Where a key or (right after `{`) a `}` may come.
