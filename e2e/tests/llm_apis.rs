@@ -29,6 +29,11 @@ use stack::{request_with_timeout, Body, Envoy, EnvoyConfig, Redis, Response, Was
 /// The header each row is keyed by, so each row has its own counter.
 const ROW_HEADER: &str = "x-row";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long before its end a stream's first bytes must reach the client:
+/// the upstream writes its events 25 ms apart, at least two of them and
+/// the end after the first, so a stream that flows spreads over 75 ms or
+/// more; one held whole arrives in one go.
+const STREAM_SPREAD: Duration = Duration::from_millis(40);
 
 fn module() -> PathBuf {
     match std::env::var_os("LLM_APIS_WASM") {
@@ -391,6 +396,21 @@ fn every_api_is_answered_and_charged_exactly_what_it_reports() {
         let r = stack.send(&row);
         for problem in check(&stack, &row, &r, &sent) {
             failures.push(format!("{:<24} {}  {problem}", row.label, row.path));
+        }
+        // A stream flows to the client as the upstream writes it (an event
+        // every 25 ms), at least until its final usage: its first bytes
+        // arrive well before its end, not all at once when it ends.
+        let streamed = r.header("content-type").is_some_and(|t| {
+            t.starts_with("text/event-stream") || t.starts_with("application/x-ndjson")
+        });
+        if streamed {
+            let first = r.chunks.first().map_or(r.elapsed, |c| c.at);
+            if r.elapsed.saturating_sub(first) < STREAM_SPREAD {
+                failures.push(format!(
+                    "{:<24} {}  held: first bytes at {first:?}, end at {:?}",
+                    row.label, row.path, r.elapsed
+                ));
+            }
         }
         // No compressor here: the client reads the uncompressed answer the
         // plugin asked for, whatever it asked for itself.

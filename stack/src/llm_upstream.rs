@@ -45,7 +45,7 @@ pub const REPORTED_TOKENS: u64 = 100;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause between the events of a stream.
-const PAUSE: Duration = Duration::from_millis(10);
+const PAUSE: Duration = Duration::from_millis(25);
 
 /// The API a request path belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
