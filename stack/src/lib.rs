@@ -21,6 +21,7 @@
 
 mod envoy;
 pub mod http;
+pub mod llm_upstream;
 mod net;
 mod process;
 mod redis;

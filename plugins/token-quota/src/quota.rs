@@ -1,8 +1,12 @@
 //! The token-quota plugin: per-client LLM token budgets counted in Redis.
 //!
-//! Per request, once its body is in:
-//! 1. the body of a streaming request gets `stream_options.include_usage`
-//!    so the upstream reports usage at the end of the stream;
+//! Per request that a limit applies to, the upstream is asked for an
+//! uncompressed answer (`accept-encoding: identity`), since a compressed
+//! one hides its usage from the scanner; then, once its body is in:
+//! 1. the body of a streaming request to an API that takes it (OpenAI
+//!    Chat Completions by default, see `include_usage_path_suffixes`) gets
+//!    `stream_options.include_usage`, so the upstream reports usage at the
+//!    end of the stream; every other body is sent as it came;
 //! 2. the tokens the client already used in the current fixed window are
 //!    read (`GET`); at or over the limit the request is refused;
 //! 3. the response is scanned for usage as it passes, without holding it
@@ -13,8 +17,8 @@
 //!
 //! The configuration follows Higress's `ai-token-ratelimit`.
 
-use crate::rewrite::{include_usage, Rewrite};
-use crate::usage::{Format, Scan, Scanner};
+use crate::rewrite::{include_usage, takes_include_usage, Rewrite, DEFAULT_INCLUDE_USAGE_SUFFIXES};
+use crate::usage::{is_encoded, Format, Scan, Scanner};
 use kit::limits::window::Window;
 use kit::limits::KeyScratch;
 use kit::limits::{Rule, RuleStyle, Unit};
@@ -58,6 +62,10 @@ pub mod counter {
     pub const USAGE_MISSING: usize = 4;
     /// Redis calls that failed.
     pub const REDIS_ERRORS: usize = 5;
+    /// Metered answers that came compressed although the plugin asked for
+    /// `identity` (an upstream that ignores `accept-encoding`): their
+    /// usage cannot be read.
+    pub const COMPRESSED: usize = 6;
 }
 
 /// How the token quota's rules read and answer.
@@ -79,8 +87,16 @@ pub struct Config<'cfg> {
     /// `rejected_msg` (default `Too many tokens`), `failure_mode_deny`,
     /// `redis_key_prefix` (default `token-quota`).
     pub rule: Rule<'cfg>,
+    /// `include_usage_path_suffixes`: the request paths (query left out)
+    /// whose streaming requests get `stream_options.include_usage`, by
+    /// suffix; default `["/chat/completions", "/completions"]`, `[]` for
+    /// none.
+    pub include_usage_paths: Vec<&'cfg str>,
     script: Script,
 }
+
+/// The field naming the paths that take `stream_options.include_usage`.
+const INCLUDE_USAGE_FIELD: &str = "include_usage_path_suffixes";
 
 /// Where a request is in its life.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +124,8 @@ pub struct State {
     window: Option<Window>,
     cache_hash: u64,
     scanner: Option<Scanner>,
+    /// The request goes to an API that takes `stream_options.include_usage`.
+    asks_usage: bool,
 }
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -121,6 +139,7 @@ impl Plugin for TokenQuota {
         "tokens",
         "usage_missing",
         "redis_errors",
+        "compressed",
     ];
     const REDIS: RedisUse = RedisUse::Required;
     const REQUEST_BODY: BodyMode = BodyMode::Buffer;
@@ -133,8 +152,22 @@ impl Plugin for TokenQuota {
         fields: &Fields<'_, 'cfg>,
         setup: &mut Setup<'_>,
     ) -> Result<Config<'cfg>, ConfigError> {
+        let include_usage_paths = match fields.get(INCLUDE_USAGE_FIELD) {
+            None => DEFAULT_INCLUDE_USAGE_SUFFIXES.to_vec(),
+            Some(field) => {
+                let suffixes = field.strings()?;
+                if suffixes.iter().any(|s| s.is_empty()) {
+                    return Err(field.error(
+                        "holds an empty suffix, which would match every path; \
+                         list path endings such as \"/chat/completions\"",
+                    ));
+                }
+                suffixes
+            }
+        };
         Ok(Config {
             rule: Rule::parse(fields, setup, &STYLE)?,
+            include_usage_paths,
             script: CHARGE,
         })
     }
@@ -153,7 +186,16 @@ impl Plugin for TokenQuota {
             cx.io.count(counter::LIMITED_LOCALLY);
             return reject(&mut cx, applied.limit.max, window.reset_after(now));
         }
+        // Metered answers must be readable: ask for them uncompressed.
+        // (Envoy's compressor filter, placed before this one, compresses
+        // them toward the client again: see the README.)
+        cx.io.set_request_header("accept-encoding", b"identity");
+        let asks_usage = cx
+            .io
+            .request_header(":path")
+            .is_some_and(|path| takes_include_usage(path, &cfg.include_usage_paths));
         let state = &mut *cx.state;
+        state.asks_usage = asks_usage;
         state.key.clear();
         for part in key.parts() {
             state.key.extend_from_slice(part);
@@ -175,7 +217,7 @@ impl Plugin for TokenQuota {
         if cx.state.step != Step::Matched {
             return Flow::Continue;
         }
-        if !body.is_empty() {
+        if cx.state.asks_usage && !body.is_empty() {
             cx.io
                 .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
         }
@@ -187,13 +229,27 @@ impl Plugin for TokenQuota {
     }
 
     fn on_response_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
-        if cx.state.step == Step::Admitted {
-            let format = cx
-                .io
-                .response_header("content-type")
-                .and_then(Format::from_content_type);
-            cx.state.scanner = format.map(Scanner::new);
+        if cx.state.step != Step::Admitted {
+            return Flow::Continue;
         }
+        if is_encoded(cx.io.response_header("content-encoding")) {
+            // COMPRESSED ANSWER: the upstream ignored `accept-encoding:
+            // identity`, so the bytes hide their usage. Counted here and
+            // left unscanned; such an answer is charged by the estimate rule
+            // (what an answer without usage is charged), not read.
+            cx.io.count(counter::COMPRESSED);
+            cx.io.log(
+                LogLevel::Debug,
+                format_args!("the answer came compressed; its usage cannot be read"),
+            );
+            cx.state.scanner = None;
+            return Flow::Continue;
+        }
+        let format = cx
+            .io
+            .response_header("content-type")
+            .and_then(Format::from_content_type);
+        cx.state.scanner = format.map(Scanner::new);
         Flow::Continue
     }
 

@@ -1,11 +1,50 @@
 //! Request rewriting: makes streamed chat completions report their usage.
 //!
-//! OpenAI-compatible APIs put token usage in a streamed response only when
-//! the request asks with `"stream_options": {"include_usage": true}`;
+//! OpenAI's Chat Completions API (and the legacy Completions API, and the
+//! servers that copy them) put token usage in a streamed response only
+//! when the request asks with `"stream_options": {"include_usage": true}`;
 //! without it the quota could not charge a streamed answer at all.
 //! [`include_usage`] adds that option to streaming requests, splicing bytes
 //! into the body as it is: one validating pass to find where, one copy to
 //! write it, no tree and no allocation beyond the caller's output buffer.
+//!
+//! No other API takes the option: Anthropic's Messages API and OpenAI's
+//! Responses API answer an unknown field with `400`, as do strict
+//! OpenAI-compatible servers, and they report usage unasked anyway. So
+//! the option is added only to requests whose path
+//! [`takes_include_usage`] (the configured path suffixes); every other
+//! body is sent byte for byte.
+
+/// The path suffixes of the APIs that take `stream_options.include_usage`
+/// unless configured otherwise: OpenAI's Chat Completions and legacy
+/// Completions.
+pub const DEFAULT_INCLUDE_USAGE_SUFFIXES: [&str; 2] = ["/chat/completions", "/completions"];
+
+/// Whether a request to `path` (as in `:path`, query included) goes to an
+/// API that takes `stream_options.include_usage`: its path, without the
+/// query or fragment, ends with one of `suffixes`. Comparison is exact
+/// (paths are case-sensitive).
+///
+/// # Examples
+/// ```
+/// use token_quota::rewrite::{takes_include_usage, DEFAULT_INCLUDE_USAGE_SUFFIXES};
+/// let openai = DEFAULT_INCLUDE_USAGE_SUFFIXES;
+/// assert!(takes_include_usage(b"/v1/chat/completions", &openai));
+/// assert!(takes_include_usage(b"/openai/v1/chat/completions?api-version=1", &openai));
+/// assert!(!takes_include_usage(b"/v1/messages", &openai));
+/// assert!(!takes_include_usage(b"/v1/responses", &openai));
+/// ```
+#[must_use]
+pub fn takes_include_usage(path: &[u8], suffixes: &[&str]) -> bool {
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let path = path.get(..end).unwrap_or_default();
+    suffixes
+        .iter()
+        .any(|suffix| path.ends_with(suffix.as_bytes()))
+}
 
 use crate::json::{Event, Lexer, Scalar, Step};
 
@@ -328,6 +367,40 @@ fn plan(body: &[u8]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_paths_take_include_usage() {
+        let openai = DEFAULT_INCLUDE_USAGE_SUFFIXES;
+        for (path, takes) in [
+            (&b"/v1/chat/completions"[..], true),
+            (b"/chat/completions", true),
+            (b"/v1/completions", true),
+            (b"/api/v1/chat/completions?x=/v1/messages", true),
+            (b"/v1/chat/completions#frag", true),
+            (b"/v1/messages", false),
+            (b"/v1/messages?beta=true", false),
+            (b"/v1/responses", false),
+            (
+                b"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                false,
+            ),
+            (b"/api/chat", false),
+            (b"/api/generate", false),
+            (b"/v1/messages?next=/v1/chat/completions", false),
+            (b"/v1/chat/completions/", false),
+            (b"/V1/CHAT/COMPLETIONS", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                takes_include_usage(path, &openai),
+                takes,
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+        assert!(!takes_include_usage(b"/v1/chat/completions", &[]));
+        assert!(takes_include_usage(b"/v1/chat", &["/v1/chat"]));
+    }
 
     fn rewrite(body: &str) -> (Rewrite, String) {
         let mut out = b"stale".to_vec();

@@ -1,24 +1,33 @@
 //! Finds the token usage an LLM API reports in a response, in one pass over
 //! the bytes as they stream by.
 //!
-//! Two formats, each with a chunk-by-chunk scanner and a whole-body helper:
+//! Three formats, each with a chunk-by-chunk scanner:
 //! - JSON bodies ([`JsonScanner`], [`scan_json`]): the usage object of a
 //!   non-streamed response.
 //! - Server-sent events ([`SseScanner`], [`scan_sse`]): the usage carried
 //!   by the `data:` events of a streamed response.
+//! - JSON lines ([`SseScanner::json_lines`]): one JSON document a line, as
+//!   Ollama streams.
 //!
-//! Where usage is looked for, in a JSON body or in each event's JSON:
+//! Where usage is looked for, in a JSON body or in each event's JSON, and
+//! under which names:
 //! - top-level `usage` (OpenAI chat completions and responses, Anthropic
-//!   messages, Anthropic's `message_delta` event);
-//! - `message.usage` (Anthropic's `message_start` event);
-//! - `response.usage` (OpenAI's `response.completed` event).
+//!   messages, Anthropic's `message_delta` event), `message.usage`
+//!   (Anthropic's `message_start` event) and `response.usage` (OpenAI's
+//!   `response.completed` event): `total_tokens`, `prompt_tokens` or
+//!   `input_tokens`, and `completion_tokens` or `output_tokens`;
+//! - top-level `usageMetadata` (Gemini): `totalTokenCount`,
+//!   `promptTokenCount`, `candidatesTokenCount`, and `thoughtsTokenCount`
+//!   added to the output;
+//! - the top-level object itself (Ollama): `prompt_eval_count` and
+//!   `eval_count`.
 //!
-//! The first of these that holds a token field wins. The fields are
-//! `total_tokens`, `prompt_tokens` or `input_tokens`, and `completion_tokens`
-//! or `output_tokens`; the total is `total_tokens` when reported, otherwise
-//! input plus output. Anything else — `usage` inside a string, under
-//! `choices`, or deeper — is content, not usage. Duplicate keys resolve as
-//! in most JSON parsers: the last one wins.
+//! The first of these that holds a token field wins, in that order. The
+//! total is the reported total when there is one, otherwise input plus
+//! output. Each API's names count only in its own place; anything else —
+//! `usage` inside a string, under `choices`, or deeper — is content, not
+//! usage. Duplicate keys resolve as in most JSON parsers: the last one
+//! wins.
 //!
 //! The scanners never build a tree of the body and never allocate: their
 //! state is a fixed few hundred bytes, however large or hostile the input.
@@ -112,19 +121,36 @@ pub enum Format {
     Json,
     /// Server-sent events.
     EventStream,
+    /// JSON lines (newline-delimited JSON), one document a line: Ollama's
+    /// native streaming.
+    JsonLines,
 }
 
 impl Format {
     /// The format of a response with this `content-type` header value:
-    /// `text/event-stream` is [`Format::EventStream`], `application/json`
-    /// and `application/*+json` are [`Format::Json`]; `None` for anything
-    /// else. Parameters such as `charset` are ignored.
+    /// `text/event-stream` is [`Format::EventStream`],
+    /// `application/x-ndjson` and `application/jsonl` are
+    /// [`Format::JsonLines`],
+    /// `application/json` and `application/*+json` are [`Format::Json`];
+    /// `None` for anything else. Parameters such as `charset` are ignored.
+    ///
+    /// # Examples
+    /// ```
+    /// use token_quota::usage::Format;
+    /// assert_eq!(Format::from_content_type(b"application/x-ndjson"), Some(Format::JsonLines));
+    /// assert_eq!(Format::from_content_type(b"text/event-stream; charset=utf-8"), Some(Format::EventStream));
+    /// ```
     #[must_use]
     pub fn from_content_type(value: &[u8]) -> Option<Format> {
         let essence = value.split(|&b| b == b';').next().unwrap_or_default();
         let essence = essence.trim_ascii();
         if essence.eq_ignore_ascii_case(b"text/event-stream") {
             return Some(Format::EventStream);
+        }
+        if essence.eq_ignore_ascii_case(b"application/x-ndjson")
+            || essence.eq_ignore_ascii_case(b"application/jsonl")
+        {
+            return Some(Format::JsonLines);
         }
         let json = essence.eq_ignore_ascii_case(b"application/json")
             || (essence.len() > b"application/".len() + b"+json".len()
@@ -138,12 +164,32 @@ impl Format {
     }
 }
 
-/// A scanner for either format, for callers that pick it per response.
+/// Whether a response with this `content-encoding` header value is
+/// encoded (gzip, br, deflate, zstd...): its bytes are no JSON or event
+/// stream the scanners could read. Absent, empty and `identity` are not.
+///
+/// # Examples
+/// ```
+/// use token_quota::usage::is_encoded;
+/// assert!(is_encoded(Some(b"gzip")));
+/// assert!(!is_encoded(Some(b" Identity ")));
+/// assert!(!is_encoded(None));
+/// ```
+#[must_use]
+pub fn is_encoded(content_encoding: Option<&[u8]>) -> bool {
+    content_encoding.is_some_and(|value| {
+        let value = value.trim_ascii();
+        !value.is_empty() && !value.eq_ignore_ascii_case(b"identity")
+    })
+}
+
+/// A scanner for any format, for callers that pick it per response.
 #[derive(Clone, Debug)]
 pub enum Scanner {
     /// Scans one JSON document.
     Json(JsonScanner),
-    /// Scans server-sent events.
+    /// Scans a stream of events: server-sent events, or JSON lines
+    /// ([`SseScanner::json_lines`]).
     EventStream(SseScanner),
 }
 
@@ -153,6 +199,17 @@ impl Scanner {
         match format {
             Format::Json => Scanner::Json(JsonScanner::new()),
             Format::EventStream => Scanner::EventStream(SseScanner::new()),
+            Format::JsonLines => Scanner::EventStream(SseScanner::json_lines()),
+        }
+    }
+
+    /// Whether a stream has reported its final usage
+    /// ([`SseScanner::usage_seen`]); always false for a JSON document,
+    /// whose usage is known only once it is whole.
+    pub fn usage_seen(&self) -> bool {
+        match self {
+            Scanner::Json(_) => false,
+            Scanner::EventStream(s) => s.usage_seen(),
         }
     }
 
@@ -185,6 +242,24 @@ enum Name {
     Completion,
     Input,
     Output,
+    /// Gemini's `usageMetadata`.
+    Metadata,
+    /// Gemini's `totalTokenCount`.
+    TotalCount,
+    /// Gemini's `promptTokenCount`.
+    PromptCount,
+    /// Gemini's `candidatesTokenCount`.
+    CandidatesCount,
+    /// Gemini's `thoughtsTokenCount`.
+    ThoughtsCount,
+    /// Ollama's `prompt_eval_count`.
+    PromptEval,
+    /// Ollama's `eval_count`.
+    Eval,
+    /// Gemini's `candidates`.
+    Candidates,
+    /// Gemini's `finishReason`, in a candidate.
+    FinishReason,
 }
 
 impl Name {
@@ -202,20 +277,39 @@ impl Name {
             5 if is(key, b"usage") => Name::Usage,
             7 if is(key, b"message") => Name::Message,
             8 if is(key, b"response") => Name::Response,
+            10 if is(key, b"eval_count") => Name::Eval,
+            10 if is(key, b"candidates") => Name::Candidates,
             12 if is(key, b"total_tokens") => Name::Total,
             12 if is(key, b"input_tokens") => Name::Input,
+            12 if is(key, b"finishReason") => Name::FinishReason,
             13 if is(key, b"prompt_tokens") => Name::Prompt,
             13 if is(key, b"output_tokens") => Name::Output,
+            13 if is(key, b"usageMetadata") => Name::Metadata,
+            15 if is(key, b"totalTokenCount") => Name::TotalCount,
+            16 if is(key, b"promptTokenCount") => Name::PromptCount,
             17 if is(key, b"completion_tokens") => Name::Completion,
+            17 if is(key, b"prompt_eval_count") => Name::PromptEval,
+            18 if is(key, b"thoughtsTokenCount") => Name::ThoughtsCount,
+            20 if is(key, b"candidatesTokenCount") => Name::CandidatesCount,
             _ => Name::Other,
         }
     }
 
-    fn is_count(self) -> bool {
-        matches!(
-            self,
-            Name::Total | Name::Prompt | Name::Completion | Name::Input | Name::Output
-        )
+    /// Whether this key is a token field of the usage kept in `slot`: each
+    /// API's names only in its own place, so that one API's name elsewhere
+    /// is content.
+    fn counts_in(self, slot: Slot) -> bool {
+        match slot {
+            Slot::Top | Slot::Message | Slot::Response => matches!(
+                self,
+                Name::Total | Name::Prompt | Name::Completion | Name::Input | Name::Output
+            ),
+            Slot::Gemini => matches!(
+                self,
+                Name::TotalCount | Name::PromptCount | Name::CandidatesCount | Name::ThoughtsCount
+            ),
+            Slot::Ollama => matches!(self, Name::PromptEval | Name::Eval),
+        }
     }
 }
 
@@ -248,6 +342,9 @@ struct Record {
     completion: Count,
     input: Count,
     output: Count,
+    /// Gemini's thinking tokens, reported apart from its output and
+    /// charged with it.
+    thoughts: Count,
 }
 
 impl Record {
@@ -257,15 +354,17 @@ impl Record {
         completion: Count::Absent,
         input: Count::Absent,
         output: Count::Absent,
+        thoughts: Count::Absent,
     };
 
-    fn fields(&self) -> [Count; 5] {
+    fn fields(&self) -> [Count; 6] {
         [
             self.total,
             self.prompt,
             self.completion,
             self.input,
             self.output,
+            self.thoughts,
         ]
     }
 
@@ -279,12 +378,19 @@ impl Record {
 
     fn set(&mut self, name: Name, count: Count) {
         let field = match name {
-            Name::Total => &mut self.total,
-            Name::Prompt => &mut self.prompt,
-            Name::Completion => &mut self.completion,
+            Name::Total | Name::TotalCount => &mut self.total,
+            Name::Prompt | Name::PromptCount | Name::PromptEval => &mut self.prompt,
+            Name::Completion | Name::CandidatesCount | Name::Eval => &mut self.completion,
             Name::Input => &mut self.input,
             Name::Output => &mut self.output,
-            Name::Other | Name::Usage | Name::Message | Name::Response => return,
+            Name::ThoughtsCount => &mut self.thoughts,
+            Name::Other
+            | Name::Usage
+            | Name::Message
+            | Name::Response
+            | Name::Metadata
+            | Name::Candidates
+            | Name::FinishReason => return,
         };
         *field = count;
     }
@@ -294,8 +400,14 @@ impl Record {
         self.prompt.get().or(self.input.get())
     }
 
+    /// Output tokens, with Gemini's thinking tokens added when reported
+    /// (saturating: a count that large is refused when it is summed).
     fn output(&self) -> Option<u64> {
-        self.completion.get().or(self.output.get())
+        let output = self.completion.get().or(self.output.get());
+        match self.thoughts.get() {
+            Some(thoughts) => Some(output.unwrap_or(0).saturating_add(thoughts)),
+            None => output,
+        }
     }
 }
 
@@ -306,17 +418,34 @@ fn sum(input: Option<u64>, output: Option<u64>) -> Option<u64> {
 }
 
 /// Where a usage object hangs: top-level `usage`, `message.usage`,
-/// `response.usage`, in the order they are preferred.
+/// `response.usage`, Gemini's top-level `usageMetadata`, and Ollama's
+/// counts in the top-level object itself, in the order they are
+/// preferred.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     Top = 0,
     Message = 1,
     Response = 2,
+    Gemini = 3,
+    Ollama = 4,
+}
+
+impl Slot {
+    /// Whether a stream event with usage here carries the stream's final
+    /// count: OpenAI chat's usage chunk and Anthropic's `message_delta`
+    /// (top-level `usage`), the Responses API's `response.completed`
+    /// (`response.usage`) and Ollama's `done` line do; Anthropic's
+    /// `message_start` (`message.usage`) is followed by the output count,
+    /// and every Gemini chunk carries a running `usageMetadata`: only the
+    /// chunk whose candidate has a `finishReason` carries the last.
+    fn is_final(self) -> bool {
+        matches!(self, Slot::Top | Slot::Response | Slot::Ollama)
+    }
 }
 
 /// An object the skim reads key by key (every other object is skipped
 /// whole). At most three deep: the document, `message` or `response`, and
-/// a usage object.
+/// a usage object. The document itself holds Ollama's counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Frame {
     /// The top-level object.
@@ -325,6 +454,11 @@ enum Frame {
     Source(Slot),
     /// The usage object of a slot.
     Record(Slot),
+    /// Gemini's `candidates` array in the top-level object: its elements
+    /// are read (the only array the skim reads).
+    Candidates,
+    /// One object in `candidates`, read for its `finishReason`.
+    Candidate,
 }
 
 impl Frame {
@@ -332,8 +466,10 @@ impl Frame {
     fn depth(self) -> u8 {
         match self {
             Frame::Top => 1,
-            Frame::Source(_) | Frame::Record(Slot::Top) => 2,
-            Frame::Record(Slot::Message | Slot::Response) => 3,
+            Frame::Source(_)
+            | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama)
+            | Frame::Candidates => 2,
+            Frame::Record(Slot::Message | Slot::Response) | Frame::Candidate => 3,
         }
     }
 
@@ -341,8 +477,11 @@ impl Frame {
     fn parent(self) -> Option<Frame> {
         match self {
             Frame::Top => None,
-            Frame::Source(_) | Frame::Record(Slot::Top) => Some(Frame::Top),
+            Frame::Source(_)
+            | Frame::Record(Slot::Top | Slot::Gemini | Slot::Ollama)
+            | Frame::Candidates => Some(Frame::Top),
             Frame::Record(slot) => Some(Frame::Source(slot)),
+            Frame::Candidate => Some(Frame::Candidates),
         }
     }
 }
@@ -365,8 +504,12 @@ enum At {
     Colon,
     /// After `:`: a value.
     Value,
-    /// After a value in a read object: `,` or `}`.
+    /// After a value in a read object: `,` or `}` (in `candidates`: `,`
+    /// or `]`).
     After,
+    /// In `candidates`, where an element may start; `first` right after
+    /// `[`, where `]` may come instead.
+    Element { first: bool },
     /// Inside a token count.
     Number(Num),
     /// Skipping a value, inside its arrays and objects, outside strings.
@@ -430,12 +573,14 @@ struct Doc {
     num: u64,
     num_ok: bool,
     /// The usage objects by [`Slot`].
-    records: [Record; 3],
+    records: [Record; 5],
     /// Whether any token field was set: until then the records are empty,
     /// and [`Doc::reset`] and [`Doc::usage`] need not look at them.
     counted: bool,
     /// Whether the document is an object.
     object: bool,
+    /// A Gemini candidate had a `finishReason`: the chunk is the last.
+    finished: bool,
 }
 
 /// Byte classes of the tree skip: what a byte means between the strings
@@ -808,7 +953,7 @@ fn skip_flat(s: &[u8], mut pos: usize) -> Option<usize> {
 /// between tokens. Its record, whether a count was set, and the offset
 /// after its `}`; `None` otherwise (left to [`Doc::run`]).
 #[inline(never)]
-fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
+fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)> {
     let mut record = Record::EMPTY;
     let mut counted = false;
     let mut at = blanks(s, pos + 1);
@@ -833,7 +978,7 @@ fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
         let value = blanks(s, colon + 1);
         let b = *s.get(value)?;
         // A count: a plain integer (a `-` is left to [`Doc::run`]).
-        let end = if name.is_count() && matches!(b, b'0'..=b'9' | b'-') {
+        let end = if name.counts_in(slot) && matches!(b, b'0'..=b'9' | b'-') {
             let (end, count) = whole_count(s, value)?;
             record.set(name, count);
             counted = true;
@@ -842,9 +987,17 @@ fn whole_usage(s: &[u8], pos: usize) -> Option<(usize, Record, bool)> {
             // Not a number: no count, whatever it is. Skipped as
             // [`Doc::skip_value`] would, when a number or literal or an
             // object with no container in it (as `prompt_tokens_details`).
-            record.set(name, Count::Absent);
+            if name.counts_in(slot) {
+                record.set(name, Count::Absent);
+            }
             match b {
                 b'{' => skip_flat(s, value + 1)?,
+                // Gemini's `promptTokensDetails` and the like.
+                b'[' => skip_tree(s, value)?,
+                b'"' => match skip_string(s, value + 1) {
+                    StrEnd::Closed(end) => end,
+                    StrEnd::Cut(_) | StrEnd::Bad => return None,
+                },
                 _ if starts_scalar(b) => {
                     let len = s.get(value + 1..)?.iter().position(|&c| ends_scalar(c))?;
                     value + 1 + len
@@ -874,9 +1027,10 @@ impl Doc {
             key_ok: true,
             num: 0,
             num_ok: false,
-            records: [Record::EMPTY; 3],
+            records: [Record::EMPTY; 5],
             counted: false,
             object: false,
+            finished: false,
         }
     }
 
@@ -887,9 +1041,10 @@ impl Doc {
         self.at = At::Start;
         self.frame = None;
         self.object = false;
+        self.finished = false;
         if self.counted {
             self.counted = false;
-            self.records = [Record::EMPTY; 3];
+            self.records = [Record::EMPTY; 5];
         }
     }
 
@@ -931,23 +1086,33 @@ impl Doc {
     }
 
     /// The usage object that counts: the first slot that reported any
-    /// token field.
-    fn usage(&self) -> Record {
+    /// token field, with that slot.
+    fn usage(&self) -> (Record, Slot) {
+        const SLOTS: [Slot; 5] = [
+            Slot::Top,
+            Slot::Message,
+            Slot::Response,
+            Slot::Gemini,
+            Slot::Ollama,
+        ];
         if !self.counted {
-            return Record::EMPTY;
+            return (Record::EMPTY, Slot::Top);
         }
         self.records
             .into_iter()
-            .find(|r| !r.is_empty())
-            .unwrap_or_default()
+            .zip(SLOTS)
+            .find(|(r, _)| !r.is_empty())
+            .unwrap_or((Record::EMPTY, Slot::Top))
     }
 
     fn record(&mut self, slot: Slot) -> &mut Record {
-        let [top, message, response] = &mut self.records;
+        let [top, message, response, gemini, ollama] = &mut self.records;
         match slot {
             Slot::Top => top,
             Slot::Message => message,
             Slot::Response => response,
+            Slot::Gemini => gemini,
+            Slot::Ollama => ollama,
         }
     }
 
@@ -969,7 +1134,13 @@ impl Doc {
                 // the caller's. Elsewhere a line ending is a control byte
                 // inside a string or escape (refused), or ends a number or
                 // literal, and comes back here.
-                At::Start | At::Key { .. } | At::Colon | At::Value | At::After | At::Done
+                At::Start
+                | At::Key { .. }
+                | At::Colon
+                | At::Value
+                | At::After
+                | At::Done
+                | At::Element { .. }
                     if b <= b' ' =>
                 {
                     if is_line_end(b) {
@@ -985,6 +1156,10 @@ impl Doc {
                 At::Tree if is_line_end(b) => return pos,
                 At::Tree => self.tree(s, pos),
                 At::Str => self.string(s, pos),
+                At::After if b == b',' && self.frame == Some(Frame::Candidates) => {
+                    self.at = At::Element { first: false };
+                    pos + 1
+                }
                 At::After if b == b',' => {
                     // Straight on into the next key, the usual case.
                     if self.frame == Some(Frame::Top) {
@@ -1002,7 +1177,15 @@ impl Doc {
                     pos + 1
                 }
                 At::Value => self.value(s, pos, b),
+                At::After if self.frame == Some(Frame::Candidates) => {
+                    if b != b']' {
+                        self.fail();
+                        return pos;
+                    }
+                    self.close(pos)
+                }
                 At::After if b == b'}' => self.close(pos),
+                At::Element { first } => self.element(s, pos, b, first),
                 At::Scalar => self.scalar(s, pos),
                 At::Number(num) => self.number(s, pos, num),
                 At::StrEscape if escapes(b) => {
@@ -1092,39 +1275,19 @@ impl Doc {
                 self.at = At::Key { first };
                 return pos;
             };
-            // The usage object a `usage`, `message` or `response` key's
-            // value would be (or lead to); any other key's value is skipped.
-            let slot = match Name::of(s.get(from..stop)) {
-                Name::Usage => Some(Slot::Top),
-                Name::Message => Some(Slot::Message),
-                Name::Response => Some(Slot::Response),
-                _ => None,
-            };
+            // Most keys are none the skim reads: their value is skipped,
+            // one compare after the name. The usage object a `usage`,
+            // `message`, `response` or `usageMetadata` key's value would be
+            // (or lead to), Gemini's `candidates` and Ollama's counts are
+            // looked at.
+            let name = Name::of(s.get(from..stop));
             let value = blanks(s, colon);
-            // A top-level usage object that is whole and usual is read
-            // here ([`whole_usage`]); any other such value that is an
-            // object, by [`Doc::run`].
-            let end = if slot.is_none() || s.get(value) != Some(&b'{') {
-                let end = skip_whole(s, value);
-                // One that is not, as `"usage":null` in most events of a
-                // stream, is no usage, and replaces any before it
-                // ([`Doc::value`]).
-                if let (Some(slot), Some(_)) = (slot, end) {
-                    if self.counted {
-                        *self.record(slot) = Record::EMPTY;
-                    }
+            let end = match name {
+                Name::Other => skip_whole(s, value),
+                Name::PromptEval | Name::Eval | Name::Candidates => {
+                    self.rare_member(s, name, value)
                 }
-                end
-            } else if slot == Some(Slot::Top) {
-                whole_usage(s, value).map(|(end, record, counted)| {
-                    self.counted |= counted;
-                    if self.counted {
-                        *self.record(Slot::Top) = record;
-                    }
-                    end
-                })
-            } else {
-                None
+                _ => self.slot_member(s, name, value),
             };
             let Some(end) = end else {
                 self.at = At::Key { first };
@@ -1141,6 +1304,71 @@ impl Doc {
             self.at = At::After;
             return end;
         }
+    }
+
+    /// [`Doc::members`] for a member of the top-level object named `name`
+    /// (a name the skim knows, but neither Gemini's `candidates` nor an
+    /// Ollama count) whose value starts at `value`: the offset after the
+    /// value, or `None` to leave it to [`Doc::run`].
+    ///
+    /// A top-level usage object (`usage`, `usageMetadata`) that is whole
+    /// and usual is read here ([`whole_usage`]); `message` and `response`
+    /// objects, and any other such value that is an object, by
+    /// [`Doc::run`]. A value that is no object, as `"usage":null` in most
+    /// events of a stream, is no usage, and replaces any before it
+    /// ([`Doc::value`]).
+    #[inline(always)]
+    fn slot_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+        let slot = match name {
+            Name::Usage => Slot::Top,
+            Name::Message => Slot::Message,
+            Name::Response => Slot::Response,
+            Name::Metadata => Slot::Gemini,
+            _ => return skip_whole(s, value),
+        };
+        if s.get(value) != Some(&b'{') {
+            let end = skip_whole(s, value);
+            if end.is_some() && self.counted {
+                *self.record(slot) = Record::EMPTY;
+            }
+            return end;
+        }
+        if !matches!(slot, Slot::Top | Slot::Gemini) {
+            return None;
+        }
+        let (end, record, counted) = whole_usage(s, value, slot)?;
+        self.counted |= counted;
+        if self.counted {
+            *self.record(slot) = record;
+        }
+        Some(end)
+    }
+
+    /// [`Doc::members`] for a member of the top-level object named
+    /// `name`, Gemini's `candidates` or one of Ollama's counts, whose
+    /// value starts at `value`: the offset after the value, or `None` to
+    /// leave it to [`Doc::run`] (`candidates` as an array, read for its
+    /// `finishReason`; a count that is not a plain integer).
+    #[cold]
+    #[inline(never)]
+    fn rare_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+        if name == Name::Candidates {
+            if s.get(value) == Some(&b'[') {
+                return None;
+            }
+            return skip_whole(s, value);
+        }
+        // Ollama's counts sit in the top-level object itself.
+        let (end, count) = match *s.get(value)? {
+            b'0'..=b'9' => whole_count(s, value)?,
+            b'-' => return None,
+            _ => (skip_whole(s, value)?, Count::Absent),
+        };
+        if count != Count::Absent || self.counted {
+            self.record(Slot::Ollama).set(name, count);
+            self.counted |= count != Count::Absent;
+        }
+        Some(end)
     }
 
     /// Where a key or (right after `{`) a `}` may come.
@@ -1262,13 +1490,22 @@ impl Doc {
             (Frame::Top, Name::Usage) => Some(Frame::Record(Slot::Top)),
             (Frame::Top, Name::Message) => Some(Frame::Source(Slot::Message)),
             (Frame::Top, Name::Response) => Some(Frame::Source(Slot::Response)),
+            (Frame::Top, Name::Metadata) => Some(Frame::Record(Slot::Gemini)),
             (Frame::Source(slot), Name::Usage) => Some(Frame::Record(slot)),
-            (Frame::Record(slot), name) if name.is_count() => {
-                if matches!(b, b'-' | b'0'..=b'9') {
-                    return self.number_start(s, pos, b);
-                }
-                // Not a number: no count, whatever it is.
-                self.record(slot).set(name, Count::Absent);
+            (Frame::Record(slot), name) if name.counts_in(slot) => {
+                return self.count_value(s, pos, b, slot);
+            }
+            (Frame::Top, name) if name.counts_in(Slot::Ollama) => {
+                return self.count_value(s, pos, b, Slot::Ollama);
+            }
+            (Frame::Top, Name::Candidates) if b == b'[' => {
+                self.frame = Some(Frame::Candidates);
+                self.at = At::Element { first: true };
+                return pos + 1;
+            }
+            (Frame::Candidate, Name::FinishReason) => {
+                // A reason, not `null`: the model is done.
+                self.finished |= b == b'"';
                 None
             }
             _ => None,
@@ -1276,7 +1513,8 @@ impl Doc {
         if let Some(inner) = opens {
             let slot = match inner {
                 Frame::Record(slot) | Frame::Source(slot) => slot,
-                Frame::Top => Slot::Top,
+                // (Never opened here.)
+                Frame::Top | Frame::Candidates | Frame::Candidate => Slot::Top,
             };
             // (Still empty unless a count was set.)
             if self.counted {
@@ -1288,6 +1526,32 @@ impl Doc {
                 return pos + 1;
             }
         }
+        self.skip_value(s, pos, b)
+    }
+
+    /// The first byte `b` of an element of `candidates`, at `pos`: an
+    /// object is read for its `finishReason`, anything else skipped.
+    fn element(&mut self, s: &[u8], pos: usize, b: u8, first: bool) -> usize {
+        match b {
+            b']' if first => self.close(pos),
+            b'{' => {
+                self.frame = Some(Frame::Candidate);
+                self.at = At::Key { first: true };
+                pos + 1
+            }
+            _ => self.skip_value(s, pos, b),
+        }
+    }
+
+    /// The value, first byte `b` at `pos`, of a token field of the usage
+    /// in `slot`: a count when it is a number, no count otherwise.
+    fn count_value(&mut self, s: &[u8], pos: usize, b: u8, slot: Slot) -> usize {
+        if matches!(b, b'-' | b'0'..=b'9') {
+            return self.number_start(s, pos, b);
+        }
+        // Not a number: no count, whatever it is.
+        let name = self.name;
+        self.record(slot).set(name, Count::Absent);
         self.skip_value(s, pos, b)
     }
 
@@ -1467,7 +1731,15 @@ impl Doc {
                     } else {
                         Count::Bad
                     };
-                    if let Some(Frame::Record(slot)) = self.frame {
+                    let slot = match self.frame {
+                        Some(Frame::Record(slot)) => Some(slot),
+                        // Only a count key of Ollama's leads here.
+                        Some(Frame::Top) => Some(Slot::Ollama),
+                        Some(Frame::Source(_) | Frame::Candidates | Frame::Candidate) | None => {
+                            None
+                        }
+                    };
+                    if let Some(slot) = slot {
                         let name = self.name;
                         self.record(slot).set(name, count);
                         self.counted = true;
@@ -1545,7 +1817,7 @@ impl JsonScanner {
         if !self.doc.object {
             return Scan::Absent;
         }
-        let record = self.doc.usage();
+        let (record, _) = self.doc.usage();
         if record.is_bad() {
             return Scan::Malformed;
         }
@@ -1626,6 +1898,9 @@ fn line_end(s: &[u8]) -> usize {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Totals {
     seen: bool,
+    /// An event carried what its API sends as the stream's final usage
+    /// ([`Slot::is_final`]).
+    final_seen: bool,
     total: Option<u64>,
     input: Option<u64>,
     output: Option<u64>,
@@ -1670,6 +1945,9 @@ impl Totals {
 /// skim checks (see the module documentation), or whose token counts are
 /// unusable, makes the whole stream [`Scan::Malformed`]: it may have been
 /// the event carrying the usage.
+///
+/// Made by [`SseScanner::json_lines`], it reads JSON lines instead: every
+/// line is the data of one event, with the same rules.
 #[derive(Clone, Debug)]
 pub struct SseScanner {
     doc: Doc,
@@ -1680,6 +1958,9 @@ pub struct SseScanner {
     has_data: bool,
     malformed: bool,
     totals: Totals,
+    /// JSON lines rather than server-sent events: every line is an event's
+    /// whole data.
+    json_lines: bool,
 }
 
 impl Default for SseScanner {
@@ -1699,11 +1980,32 @@ impl SseScanner {
             malformed: false,
             totals: Totals {
                 seen: false,
+                final_seen: false,
                 total: None,
                 input: None,
                 output: None,
             },
+            json_lines: false,
         }
+    }
+
+    /// A scanner at the start of a stream of JSON lines
+    /// (`application/x-ndjson`, as Ollama's native API streams): each
+    /// line is one JSON document, read as the data of one event.
+    ///
+    /// # Examples
+    /// ```
+    /// use token_quota::usage::SseScanner;
+    /// let mut lines = SseScanner::json_lines();
+    /// lines.feed(b"{\"response\":\"Hi\",\"done\":false}\n");
+    /// lines.feed(b"{\"done\":true,\"prompt_eval_count\":26,\"eval_count\":9}\n");
+    /// assert!(lines.usage_seen());
+    /// assert_eq!(lines.finish().total(), Some(35));
+    /// ```
+    pub const fn json_lines() -> Self {
+        let mut scanner = Self::new();
+        scanner.json_lines = true;
+        scanner
     }
 
     /// Scans the next chunk of the stream.
@@ -1728,6 +2030,11 @@ impl SseScanner {
             match self.line {
                 Line::Data => pos = self.doc.feed_line(chunk, pos),
                 Line::Skip => pos += line_end(chunk.get(pos..).unwrap_or_default()),
+                // A JSON line: all of it is data (the next step reads it).
+                Line::Start if self.json_lines => {
+                    self.has_data = true;
+                    self.line = Line::Data;
+                }
                 // The usual line, whole in the chunk, in one step.
                 Line::Start if chunk.get(pos..pos + 6) == Some(b"data: ") => {
                     self.start_data();
@@ -1783,6 +2090,13 @@ impl SseScanner {
     }
 
     fn end_line(&mut self) {
+        if self.json_lines {
+            if self.line == Line::Data {
+                self.dispatch();
+            }
+            self.line = Line::Start;
+            return;
+        }
         match self.line {
             Line::Start => self.dispatch(),
             // `data` alone on a line is a data line with an empty value.
@@ -1813,18 +2127,42 @@ impl SseScanner {
     /// Takes in the usage of a complete event that set a token field.
     #[inline(never)]
     fn take_usage(&mut self) {
-        let record = self.doc.usage();
+        let (record, slot) = self.doc.usage();
         if record.is_bad() {
             self.malformed = true;
         } else if !record.is_empty() {
             self.totals.merge(&record);
+            self.totals.final_seen |=
+                slot.is_final() || (slot == Slot::Gemini && self.doc.finished);
         }
     }
 
-    /// Whether a complete event has reported usage so far; unlike
-    /// [`SseScanner::finish`] this leaves the scan as it is.
+    /// Whether a complete event has reported the stream's final usage;
+    /// unlike [`SseScanner::finish`] this leaves the scan as it is.
+    ///
+    /// Final usage, by API: OpenAI chat's usage chunk and Anthropic's
+    /// `message_delta` (a top-level `usage`), the Responses API's
+    /// `response.completed` (`response.usage`), Ollama's last line (its
+    /// `prompt_eval_count` and `eval_count`, sent with `"done": true`),
+    /// and the Gemini chunk whose candidate has a `finishReason` (every
+    /// Gemini chunk carries a running `usageMetadata`; the one that ends
+    /// the answer carries the last). Anthropic's `message_start` is not
+    /// final (the output count follows). An OpenAI-compatible server that
+    /// reports usage in every chunk (vLLM's `continuous_usage_stats`)
+    /// makes this true at its first chunk.
+    ///
+    /// # Examples
+    /// ```
+    /// use token_quota::usage::SseScanner;
+    /// let mut sse = SseScanner::new();
+    /// sse.feed(b"data: {\"message\":{\"usage\":{\"input_tokens\":9}}}\n\n");
+    /// assert!(!sse.usage_seen());
+    /// sse.feed(b"data: {\"usage\":{\"output_tokens\":3}}\n\n");
+    /// assert!(sse.usage_seen());
+    /// assert_eq!(sse.finish().total(), Some(12));
+    /// ```
     pub fn usage_seen(&self) -> bool {
-        self.totals.seen
+        self.totals.final_seen
     }
 
     /// The usage of the stream fed so far, taken as the whole stream.
@@ -2592,9 +2930,10 @@ mod tests {
 
     #[test]
     fn state_is_small_and_fixed() {
-        // Everything a scanner carries between chunks lives in the struct.
-        assert!(core::mem::size_of::<JsonScanner>() <= 512);
-        assert!(core::mem::size_of::<SseScanner>() <= 512);
+        // Everything a scanner carries between chunks lives in the struct:
+        // five usage records of six counts and the skim's state.
+        assert!(core::mem::size_of::<JsonScanner>() <= 640);
+        assert!(core::mem::size_of::<SseScanner>() <= 640);
     }
 
     use kit::fake::Rng;
@@ -2863,6 +3202,10 @@ mod tests {
             b"\"total_tokens\"",
             b"\"input_tokens\"",
             b"\"us\\u0061ge\"",
+            b"\"usageMetadata\"",
+            b"\"candidates\"",
+            b"\"eval_count\"",
+            b"\"prompt_eval_count\"",
             b"\"a_key_longer_than_the_key_buffer_holds\"",
             b"\"\"",
         ];
@@ -2878,6 +3221,11 @@ mod tests {
             b"{\"total_tokens\":01,\"output_tokens\" : 1.5e2, \"input_tokens\":\"7\"}",
             b"{ \"input_tokens\":0 ,\"output_tokens\":-3,\"usage\":{\"total_tokens\":1}}",
             b"{ }",
+            b"{\"promptTokenCount\":3,\"thoughtsTokenCount\":2,\"details\":[{\"tokenCount\":3}],\"totalTokenCount\":\"9\"}",
+            b"{\"candidatesTokenCount\":4,\"eval_count\":1}",
+            b"[{\"content\":{\"parts\":[{\"text\":\"]\"}]},\"finishReason\":\"STOP\"}, 1, [] ,{}]",
+            b"[ ]",
+            b"[{\"finishReason\":null,}]",
             b"{\"usage\":null,\"x\":[{}]}",
             b"{}",
             b"[",
@@ -2957,10 +3305,22 @@ mod tests {
             let input = garbage(&mut rng, i % 3);
             let json = scan_json(&input);
             let sse = scan_sse(&input);
+            let mut lines = SseScanner::json_lines();
+            lines.feed(&input);
+            let lines = lines.finish();
             let mut splits = [rng.below(input.len() + 1), rng.below(input.len() + 1)];
             splits.sort_unstable();
             assert_eq!(json_chunked(&input, &splits), json, "{input:?} {splits:?}");
             assert_eq!(sse_chunked(&input, &splits), sse, "{input:?} {splits:?}");
+            let mut chunked = SseScanner::json_lines();
+            for part in [
+                &input[..splits[0]],
+                &input[splits[0]..splits[1]],
+                &input[splits[1]..],
+            ] {
+                chunked.feed(part);
+            }
+            assert_eq!(chunked.finish(), lines, "{input:?} {splits:?}");
         }
     }
 }

@@ -47,25 +47,55 @@ struct Fields {
     bad: bool,
 }
 
+/// The names of one API's token fields: total, input (two spellings),
+/// output (two spellings), and thinking tokens added to the output; `""`
+/// where the API has none.
+type Names = [&'static str; 6];
+
+const OPENAI_NAMES: Names = [
+    "total_tokens",
+    "prompt_tokens",
+    "input_tokens",
+    "completion_tokens",
+    "output_tokens",
+    "",
+];
+const GEMINI_NAMES: Names = [
+    "totalTokenCount",
+    "promptTokenCount",
+    "",
+    "candidatesTokenCount",
+    "",
+    "thoughtsTokenCount",
+];
+const OLLAMA_NAMES: Names = ["", "prompt_eval_count", "", "eval_count", "", ""];
+
 fn fields(doc: &Value) -> Option<Fields> {
     let object = doc.as_object()?;
     let sources = [
-        object.get("usage"),
-        object.get("message").and_then(|m| m.get("usage")),
-        object.get("response").and_then(|r| r.get("usage")),
+        (object.get("usage"), OPENAI_NAMES),
+        (
+            object.get("message").and_then(|m| m.get("usage")),
+            OPENAI_NAMES,
+        ),
+        (
+            object.get("response").and_then(|r| r.get("usage")),
+            OPENAI_NAMES,
+        ),
+        (object.get("usageMetadata"), GEMINI_NAMES),
+        (Some(doc), OLLAMA_NAMES),
     ];
-    for usage in sources.into_iter().flatten() {
-        let Some(usage) = usage.as_object() else {
+    for (usage, names) in sources {
+        let Some(usage) = usage.and_then(Value::as_object) else {
             continue;
         };
-        let counts = [
-            "total_tokens",
-            "prompt_tokens",
-            "completion_tokens",
-            "input_tokens",
-            "output_tokens",
-        ]
-        .map(|k| count(usage.get(k)));
+        let counts = names.map(|k| {
+            if k.is_empty() {
+                Count::Absent
+            } else {
+                count(usage.get(k))
+            }
+        });
         if counts.iter().all(|c| *c == Count::Absent) {
             continue;
         }
@@ -73,10 +103,15 @@ fn fields(doc: &Value) -> Option<Fields> {
             Count::Tokens(t) => Some(t),
             _ => None,
         };
+        let output = get(counts[3]).or(get(counts[4]));
+        let output = match get(counts[5]) {
+            Some(thoughts) => Some(output.unwrap_or(0).saturating_add(thoughts)),
+            None => output,
+        };
         return Some(Fields {
             total: get(counts[0]),
-            input: get(counts[1]).or(get(counts[3])),
-            output: get(counts[2]).or(get(counts[4])),
+            input: get(counts[1]).or(get(counts[2])),
+            output,
             bad: counts.contains(&Count::Bad),
         });
     }
@@ -233,6 +268,8 @@ const JSON_SEEDS: &[&str] = &[
     r#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":0}, "x": [1, -2.5e3, true, null]}"#,
     r#"{"content":"\"usage\": {\"total_tokens\": 9}","usage":null}"#,
     r#"[{"usage":{"total_tokens":3}}, {}]"#,
+    r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":9,"promptTokensDetails":[{"modality":"TEXT","tokenCount":4}],"thoughtsTokenCount":2,"totalTokenCount":15}}"#,
+    r#"{"model":"llama3.2","message":{"role":"assistant","content":"Hi"},"done":true,"prompt_eval_count":26,"eval_count":7,"eval_duration":1}"#,
 ];
 
 /// Fragments mutations splice in: structure, the keys the scanner looks
@@ -261,6 +298,12 @@ const TOKENS: &[&str] = &[
     "\"input_tokens\":5",
     "\"message\":",
     "\"response\":",
+    "\"usageMetadata\":",
+    "\"candidates\":[{\"finishReason\":\"STOP\"}",
+    "\"totalTokenCount\":",
+    "\"thoughtsTokenCount\":3",
+    "\"eval_count\":",
+    "\"prompt_eval_count\":2",
     "18446744073709551616",
     "18446744073709551615",
     "\\u0075",
@@ -411,11 +454,16 @@ fn stream_seeds() -> Vec<String> {
         r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
         r#"{"type":"message_stop"}"#,
     ];
+    let gemini = [
+        r#"{"candidates":[{"content":{"parts":[{"text":"Hel"}]}}],"usageMetadata":{"promptTokenCount":4,"totalTokenCount":6,"candidatesTokenCount":2}}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":"lo"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":9,"thoughtsTokenCount":2,"totalTokenCount":15}}"#,
+    ];
     let mut seeds = Vec::new();
     for eol in ["\n", "\r\n", "\r"] {
         for space in [true, false] {
             seeds.push(stream(&openai, eol, space));
             seeds.push(stream(&anthropic, eol, space));
+            seeds.push(stream(&gemini, eol, space));
         }
     }
     seeds.push(format!(
@@ -503,6 +551,15 @@ const GEN_KEYS: &[&str] = &[
     "usage",
     "message",
     "response",
+    "usageMetadata",
+    "candidates",
+    "finishReason",
+    "totalTokenCount",
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "eval_count",
+    "prompt_eval_count",
     "total_tokens",
     "prompt_tokens",
     "completion_tokens",

@@ -42,6 +42,12 @@ impl Pick for Rng {
             b"d800",
             b"usage",
             b"total_tokens",
+            b"\"usageMetadata\":{",
+            b"\"totalTokenCount\":",
+            b"\"thoughtsTokenCount\":",
+            b"\"eval_count\":",
+            b"\"prompt_eval_count\":",
+            b"\"done\":true",
             b"\"stream\":true",
             b"stream_options",
             b"include_usage",
@@ -101,7 +107,13 @@ fn random_requests_replies_and_answers_never_panic() {
             if rng.below(3) > 0 {
                 let mut value = rng.bytes(40);
                 if name == ":path" {
-                    value.splice(0..0, b"/v1?user=".iter().copied());
+                    let api: &[u8] = [
+                        &b"/v1/chat/completions"[..],
+                        b"/v1/messages",
+                        b"/api/chat",
+                        b"/v1",
+                    ][rng.below(4)];
+                    value.splice(0..0, api.iter().chain(b"?user=").copied());
                 }
                 host.request_headers.add(name, &value);
             }
@@ -135,10 +147,15 @@ fn random_requests_replies_and_answers_never_panic() {
         let content_type: &[u8] = [
             &b"application/json"[..],
             b"text/event-stream",
+            b"application/x-ndjson",
             b"text/plain",
             b"\xff",
-        ][rng.below(4)];
+        ][rng.below(5)];
         host.response_headers.add("content-type", content_type);
+        if rng.below(4) == 0 {
+            let encoding: &[u8] = [&b"gzip"[..], b"identity", b"", b"\xff"][rng.below(4)];
+            host.response_headers.add("content-encoding", encoding);
+        }
         if filter.on_response_headers(s, false) == Action::Continue {
             let answer = rng.bytes(600);
             let cut = rng.below(answer.len() + 1);
@@ -177,6 +194,10 @@ fn random_configurations_are_accepted_or_refused_never_panic() {
         br#""_rules_": [{"_match_route_": []}]"#,
         br#""_rules_": 5"#,
         br#""rejected_code": 99999999999999999999"#,
+        br#""include_usage_path_suffixes": ["/chat/completions"]"#,
+        br#""include_usage_path_suffixes": [""]"#,
+        br#""include_usage_path_suffixes": [null]"#,
+        br#""include_usage_path_suffixes": "/x""#,
     ];
     for _ in 0..2_000 {
         let mut config = b"{".to_vec();

@@ -1,7 +1,8 @@
 //! Kit and token quota make no heap allocation per request once warm: a
 //! streaming chat request (body rewritten to ask for usage), its quota read,
 //! a 4 KB server-sent-event answer in 3 chunks scanned for usage, and the
-//! charge written back.
+//! charge written back; likewise streamed Anthropic, Gemini and Ollama
+//! answers (bodies sent as they are).
 
 #![allow(
     clippy::unwrap_used,
@@ -21,16 +22,61 @@ const REQUEST: &[u8] = br#"{"model":"qwen-max","stream":true,"messages":[{"role"
 
 /// A 4 KB event stream whose last event reports 120 tokens.
 fn answer() -> Vec<u8> {
+    stream_of(
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"once upon a time \"}}]}\n\n",
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":100,\"total_tokens\":120}}\n\ndata: [DONE]\n\n",
+    )
+}
+
+/// About 4 KB of `event`, then `last`.
+fn stream_of(event: &[u8], last: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < 3_900 {
-        out.extend_from_slice(
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"once upon a time \"}}]}\n\n",
-        );
+        out.extend_from_slice(event);
     }
-    out.extend_from_slice(
-        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":100,\"total_tokens\":120}}\n\ndata: [DONE]\n\n",
-    );
+    out.extend_from_slice(last);
     out
+}
+
+/// A streamed answer of one API, reporting 120 tokens in its own shape.
+struct Api {
+    path: &'static [u8],
+    content_type: &'static [u8],
+    answer: Vec<u8>,
+}
+
+fn apis() -> Vec<Api> {
+    vec![
+        Api {
+            path: b"/v1/chat/completions",
+            content_type: b"text/event-stream",
+            answer: answer(),
+        },
+        Api {
+            path: b"/v1/messages",
+            content_type: b"text/event-stream",
+            answer: stream_of(
+                b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"once\"}}\n\n",
+                b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":20,\"output_tokens\":100}}\n\n",
+            ),
+        },
+        Api {
+            path: b"/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            content_type: b"text/event-stream",
+            answer: stream_of(
+                b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"once\"}]}}],\"usageMetadata\":{\"promptTokenCount\":20,\"totalTokenCount\":25}}\r\n\r\n",
+                b"data: {\"candidates\":[{\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":90,\"thoughtsTokenCount\":10,\"totalTokenCount\":120}}\r\n\r\n",
+            ),
+        },
+        Api {
+            path: b"/api/chat",
+            content_type: b"application/x-ndjson",
+            answer: stream_of(
+                b"{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"once\"},\"done\":false}\n",
+                b"{\"model\":\"llama3.2\",\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"prompt_eval_count\":20,\"eval_count\":100}\n",
+            ),
+        },
+    ]
 }
 
 /// Answers the call the filter just sent: GET gives the tokens used so far,
@@ -65,16 +111,12 @@ fn answer_redis(filter: &mut Filter<TokenQuota, FakeHost>, used: &mut i64) {
     filter.on_http_call_response(token, 1, len, false);
 }
 
-fn one_request(
-    filter: &mut Filter<TokenQuota, FakeHost>,
-    context: u32,
-    answer: &[u8],
-    used: &mut i64,
-) {
+fn one_request(filter: &mut Filter<TokenQuota, FakeHost>, context: u32, api: &Api, used: &mut i64) {
+    let answer = &api.answer;
     let host = filter.host_mut();
     host.next_request();
     host.request_headers.add(":method", b"POST");
-    host.request_headers.add(":path", b"/v1/chat/completions");
+    host.request_headers.add(":path", api.path);
     host.request_headers.add("content-length", b"93");
     host.request_headers.add("x-api-key", b"team-a");
     host.request_body.extend_from_slice(REQUEST);
@@ -87,8 +129,7 @@ fn one_request(
     answer_redis(filter, used);
     let host = filter.host_mut();
     host.response_headers.add(":status", b"200");
-    host.response_headers
-        .add("content-type", b"text/event-stream");
+    host.response_headers.add("content-type", api.content_type);
     assert_eq!(filter.on_response_headers(stream, false), Action::Continue);
     let third = answer.len() / 3;
     for (i, chunk) in [
@@ -135,15 +176,15 @@ fn a_full_streaming_request_does_not_allocate() {
                 .to_vec(),
         )
         .unwrap();
-    let answer = answer();
-    assert!(answer.len() >= 4_000);
+    let api = &apis()[0];
+    assert!(api.answer.len() >= 4_000);
     let mut used = 0;
     for i in 0..100 {
-        one_request(&mut filter, i + 2, &answer, &mut used);
+        one_request(&mut filter, i + 2, api, &mut used);
     }
     let allocations = allocations_during(|| {
         for i in 100..10_100 {
-            one_request(&mut filter, i + 2, &answer, &mut used);
+            one_request(&mut filter, i + 2, api, &mut used);
         }
     });
     assert_eq!(used, 120 * 10_100, "every answer was charged its usage");
@@ -158,4 +199,46 @@ fn a_full_streaming_request_does_not_allocate() {
         serde_json::Value::Bool(true)
     );
     assert_eq!(allocations, 0, "allocations in 10,000 warm requests");
+}
+
+#[test]
+fn streamed_answers_of_every_api_do_not_allocate() {
+    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
+    filter
+        .configure(
+            br#"{"rule_name": "zb", "global_threshold": {"token_per_minute": 1000000000},
+                 "redis": {"webdis_cluster": "webdis"}}"#
+                .to_vec(),
+        )
+        .unwrap();
+    let apis = apis();
+    let mut used = 0;
+    let mut context = 2;
+    for api in &apis {
+        for _ in 0..50 {
+            one_request(&mut filter, context, api, &mut used);
+            context += 1;
+        }
+    }
+    for api in &apis[1..] {
+        let allocations = allocations_during(|| {
+            for _ in 0..1_000 {
+                one_request(&mut filter, context, api, &mut used);
+                context += 1;
+            }
+        });
+        assert_eq!(
+            allocations,
+            0,
+            "allocations in 1,000 warm requests to {}",
+            String::from_utf8_lossy(api.path)
+        );
+        // Not an API that takes `stream_options`: sent as it came.
+        assert_eq!(filter.host().request_body, REQUEST);
+    }
+    assert_eq!(
+        used,
+        120 * (50 * 4 + 3 * 1_000),
+        "every answer was charged its usage"
+    );
 }

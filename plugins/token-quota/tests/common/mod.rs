@@ -23,6 +23,10 @@ pub struct Driver {
     pub released: Vec<u8>,
     /// The end of the last response was held until Redis answered.
     pub charged_before_release: bool,
+    /// The `:path` of the requests (`/v1/chat/completions` unless set).
+    pub path: &'static str,
+    /// The `content-encoding` of the answers, if any.
+    pub response_encoding: Option<&'static str>,
     next_context: u32,
 }
 
@@ -64,6 +68,8 @@ impl Driver {
             redis_down: false,
             released: Vec::new(),
             charged_before_release: false,
+            path: "/v1/chat/completions",
+            response_encoding: None,
             next_context: 2,
         }
     }
@@ -133,7 +139,9 @@ impl Driver {
         host.next_request();
         host.request_headers
             .add(":method", if body.is_empty() { b"GET" } else { b"POST" });
-        host.request_headers.add(":path", b"/v1/chat/completions");
+        let path = self.path;
+        let host = self.filter.host_mut();
+        host.request_headers.add(":path", path.as_bytes());
         for (name, value) in headers {
             host.request_headers.add(name, value.as_bytes());
         }
@@ -180,6 +188,10 @@ impl Driver {
         host.response_headers.add(":status", b"200");
         host.response_headers
             .add("content-type", upstream.content_type.as_bytes());
+        if let Some(encoding) = self.response_encoding {
+            host.response_headers
+                .add("content-encoding", encoding.as_bytes());
+        }
         if self
             .filter
             .on_response_headers(stream, upstream.chunks.is_empty())
