@@ -27,7 +27,7 @@ fn config(extra: &str) -> String {
 /// that went upstream, its `accept-encoding`, and the tokens charged.
 fn run(d: &mut Driver, path: &'static str, body: &[u8], upstream: &Upstream<'_>) -> (Vec<u8>, i64) {
     d.path = path;
-    let before = d.charged("{a:global}");
+    let before = d.charged("{a:100000_per_3600s:global}");
     assert_eq!(
         d.request(&[], body, upstream),
         Outcome::Answered200,
@@ -40,7 +40,7 @@ fn run(d: &mut Driver, path: &'static str, body: &[u8], upstream: &Upstream<'_>)
     );
     (
         d.host().request_body.clone(),
-        d.charged("{a:global}") - before,
+        d.charged("{a:100000_per_3600s:global}") - before,
     )
 }
 
