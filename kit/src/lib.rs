@@ -59,6 +59,7 @@
 mod calls;
 pub mod config;
 pub mod dispatcher;
+pub mod ending;
 pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -77,10 +78,11 @@ mod rules;
 
 pub use calls::StreamId;
 pub use config::{ConfigError, Field, Fields};
+pub use ending::{EndCause, StreamEnd};
 pub use engine::{Action, Filter, COUNTER_FLUSH};
 pub use host::{Direction, Host, HostError, LogLevel};
 pub use http::{HttpError, HttpReply, HttpRequest};
-pub use io::Io;
+pub use io::{Io, RootIo};
 pub use plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Responded, Setup};
 pub use redis::{Redis, RedisError, Reply, Script, SetOptions};
 

@@ -7,6 +7,7 @@
 //! - [`usage`]: finds the usage an OpenAI- or Anthropic-style API reports,
 //!   in a JSON body or a server-sent event stream, chunk by chunk, in one
 //!   pass and without allocating.
+//! - [`estimate`]: what an answer cut before any usage is charged.
 //! - [`rewrite`]: makes streaming requests ask for usage
 //!   (`stream_options.include_usage`), so streamed answers can be charged.
 //!
@@ -15,6 +16,7 @@
 //! usage scanner skims what it does not need by structure alone, and
 //! refuses structure it cannot trust rather than guess at it.
 
+pub mod estimate;
 mod json;
 mod quota;
 pub mod rewrite;
