@@ -3,6 +3,8 @@
 //! for room in a clock-aligned rate-limit window.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod slow_upstream;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

@@ -21,6 +21,11 @@ pub struct StreamId {
     pub(crate) generation: u32,
 }
 
+/// The tag [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) gets
+/// for the reply of a Redis call sent with [`Io::redis`](crate::Io::redis)
+/// whose request ended before the reply came: the root adopted it.
+pub const ADOPTED: u32 = u32::MAX;
+
 /// Who a call's reply goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Owner {
@@ -130,12 +135,22 @@ impl Calls {
             .any(|c| c.live && c.owner == Owner::Stream(stream))
     }
 
-    /// Forgets the calls of a finished stream; their replies will be
-    /// dropped. Calls it sent on behalf of the root stay.
+    /// A stream has ended: the root adopts its Redis calls still in
+    /// flight (their replies go to the root-level handler with
+    /// [`ADOPTED`], and a NOSCRIPT retry still happens, so a write the
+    /// request sent is not lost with it); its HTTP calls are forgotten,
+    /// their replies dropped.
     pub(crate) fn forget(&mut self, stream: StreamId) {
         let owner = Owner::Stream(stream);
-        for call in self.entries.iter_mut().filter(|c| c.owner == owner) {
-            call.live = false;
+        for call in self
+            .entries
+            .iter_mut()
+            .filter(|c| c.live && c.owner == owner)
+        {
+            match call.kind {
+                CallKind::RedisWebdis | CallKind::RedisNative => call.owner = Owner::Root(ADOPTED),
+                CallKind::Http => call.live = false,
+            }
         }
     }
 }

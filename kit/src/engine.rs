@@ -333,8 +333,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
     }
 
-    /// Stops tracking a request; replies that arrive later are dropped
-    /// (but those of calls sent on behalf of the root still arrive).
+    /// Stops tracking a request. Replies to its Redis calls that arrive
+    /// later go to [`Plugin::on_root_reply`] with tag
+    /// [`ADOPTED`](crate::ADOPTED) (those of its HTTP calls are dropped).
     ///
     /// A plugin with [`Plugin::STREAM_END`] first hears of the end in
     /// [`Plugin::on_stream_end`], with the context the proxy is deleting

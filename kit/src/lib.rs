@@ -76,7 +76,7 @@ pub mod redis;
 pub mod resp;
 mod rules;
 
-pub use calls::StreamId;
+pub use calls::{StreamId, ADOPTED};
 pub use config::{ConfigError, Field, Fields};
 pub use ending::{EndCause, StreamEnd};
 pub use engine::{Action, Filter, COUNTER_FLUSH};

@@ -251,7 +251,9 @@ pub trait Plugin: Sized + 'static {
     /// A Redis command sent with [`Io::root_redis`] (or
     /// [`RootIo::redis`]) with `tag` has answered, or failed; delivered on
     /// the root context, whether the request that sent it still exists
-    /// or not.
+    /// or not. A command sent with [`Io::redis`] whose request ended
+    /// before its reply arrives here too, with tag
+    /// [`ADOPTED`](crate::ADOPTED) (after its NOSCRIPT retry, if any).
     fn on_root_reply<H: Host>(io: RootIo<'_, H>, tag: u32, reply: Result<Reply<'_>, RedisError>) {
         let _ = (io, tag, reply);
     }

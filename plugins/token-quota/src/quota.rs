@@ -360,13 +360,18 @@ impl Plugin for TokenQuota {
         }
     }
 
+    /// A charge sent at a request's end has answered, or a call of a
+    /// request that ended first (a quota read, or a charge the request
+    /// held its answer for): only failures matter now.
     fn on_root_reply<H: Host>(
         mut io: RootIo<'_, H>,
-        _tag: u32,
+        tag: u32,
         reply: Result<Reply<'_>, RedisError>,
     ) {
         match reply {
             Ok(Reply::Integer(_)) => {}
+            // An adopted quota read answers with the count, not a charge.
+            Ok(Reply::Bulk(_) | Reply::Nil) if tag == kit::ADOPTED => {}
             Ok(other) => {
                 io.count(counter::REDIS_ERRORS);
                 io.log(
