@@ -116,6 +116,14 @@ struct Stack {
 
 impl Stack {
     fn start(label: &str, redis_latency: Option<Duration>) -> Self {
+        Self::start_module(stack::wasm_path("token-quota"), label, redis_latency)
+    }
+
+    fn start_module(
+        wasm: std::path::PathBuf,
+        label: &str,
+        redis_latency: Option<Duration>,
+    ) -> Self {
         let rule = unique_rule_name(&format!("tqh-{label}"));
         let config = json!({
             "rule_name": rule,
@@ -130,8 +138,8 @@ impl Stack {
         let relay = redis_latency.map(|delay| Relay::start(webdis.port(), delay));
         let webdis_port = relay.as_ref().map_or(webdis.port(), Relay::port);
         let upstream = SlowUpstream::start();
-        let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-            .allow_on_headers_stop_iteration(true);
+        let plugin =
+            WasmPlugin::new(wasm, config.to_string()).allow_on_headers_stop_iteration(true);
         let envoy = Envoy::start(
             EnvoyConfig::new()
                 .wasm(plugin)
@@ -488,4 +496,52 @@ fn a_client_gone_after_a_complete_json_answer_is_charged_the_usage() {
     stack.assert_charged("json-late", 30, row);
     assert!(arrived.is_some(), "{row}: the JSON answer was held back");
     assert_eq!(stack.counter("estimated_requests"), 0, "{row}");
+}
+
+/// Zero allocation inside Envoy on the paths of this file: the `heap-stats`
+/// build (`bash scripts/build.sh --heap-stats`) publishes its heap
+/// allocation count; after a warm-up, clients that hang up before the usage
+/// (the estimate, charged by a root call answered after the request is
+/// gone) and after it (the charge sent mid-stream, the held bytes let go)
+/// must not move it.
+#[test]
+fn hangups_allocate_nothing_inside_envoy() {
+    let wasm = stack::repo_root().join("target/wasm/heap-stats/token_quota.wasm");
+    assert!(
+        wasm.exists(),
+        "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
+        wasm.display()
+    );
+    let stack = Stack::start_module(wasm, "heap", None);
+    let short = Duration::from_millis(300);
+    let round = |i: usize| {
+        let user = format!("heap{}", i % 4);
+        let mut client = stack.ask(&user, stream_script(short, BEAT, BEAT));
+        assert!(client.read_count("Hello there", 3, Duration::from_secs(5)));
+        client.hang_up();
+        let mut client = stack.ask(&user, stream_script(BEAT, short, BEAT));
+        client.expect("total_tokens", Duration::from_secs(5), "heap round");
+        client.hang_up();
+    };
+    for i in 0..10 {
+        round(i);
+    }
+    let name = "token-quota.heap_allocations";
+    let warm = e2e::settled_counter(&stack.envoy, name);
+    assert!(
+        warm > 0,
+        "no allocation counted at all: is this the heap-stats build?"
+    );
+    let estimated = stack.counter("estimated_requests");
+    for i in 0..20 {
+        round(i);
+    }
+    let after = e2e::settled_counter(&stack.envoy, name);
+    assert_eq!(
+        after - warm,
+        0,
+        "40 warm requests whose clients hung up made {} heap allocations in the module",
+        after - warm
+    );
+    assert_eq!(stack.counter("estimated_requests") - estimated, 20);
 }
