@@ -397,7 +397,7 @@ fn hangups_and_early_charges_do_not_allocate_once_warm() {
     q.host().properties.set("response.flags", Some(&flags));
     let mut held = USAGE.to_vec();
     held.extend_from_slice(DONE);
-    let mut round = |q: &mut Quota| {
+    let round = |q: &mut Quota| {
         // Cut before the usage: the estimate, charged by the root.
         let stream = q.admitted(b"text/event-stream");
         assert_eq!(q.chunk(stream, CONTENT, false), Action::Continue);
