@@ -116,13 +116,16 @@ struct Stack {
 
 impl Stack {
     fn start(label: &str, redis_latency: Option<Duration>) -> Self {
-        Self::start_module(stack::wasm_path("token-quota"), label, redis_latency)
+        Self::start_module(stack::wasm_path("token-quota"), label, redis_latency, None)
     }
 
+    /// Like [`Stack::start`], loading `wasm`, with the route's whole-answer
+    /// `timeout` if given.
     fn start_module(
         wasm: std::path::PathBuf,
         label: &str,
         redis_latency: Option<Duration>,
+        route_timeout: Option<Duration>,
     ) -> Self {
         let rule = unique_rule_name(&format!("tqh-{label}"));
         let config = json!({
@@ -140,14 +143,16 @@ impl Stack {
         let upstream = SlowUpstream::start();
         let plugin =
             WasmPlugin::new(wasm, config.to_string()).allow_on_headers_stop_iteration(true);
-        let envoy = Envoy::start(
-            EnvoyConfig::new()
-                .wasm(plugin)
-                .cluster(WEBDIS_CLUSTER, webdis_port)
-                .cluster(LLM_CLUSTER, upstream.port())
-                .route_to(LLM_CLUSTER)
-                .component_log_level("wasm:debug"),
-        );
+        let mut envoy_config = EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster(WEBDIS_CLUSTER, webdis_port)
+            .cluster(LLM_CLUSTER, upstream.port())
+            .route_to(LLM_CLUSTER)
+            .component_log_level("wasm:debug");
+        if let Some(timeout) = route_timeout {
+            envoy_config = envoy_config.route_timeout(timeout);
+        }
+        let envoy = Envoy::start(envoy_config);
         Stack {
             envoy,
             upstream,
@@ -425,6 +430,28 @@ fn an_upstream_reset_before_the_usage_event_is_charged_the_estimate() {
 }
 
 #[test]
+fn an_answer_cut_by_the_route_timeout_before_the_usage_is_charged_the_estimate() {
+    // The route allows 1.5 s for the whole answer; the upstream stalls 2 s
+    // before its usage event, so Envoy cuts the answer after the content.
+    let stack = Stack::start_module(
+        stack::wasm_path("token-quota"),
+        "timeout",
+        None,
+        Some(Duration::from_millis(1500)),
+    );
+    let mut client = stack.ask("slow", stream_script(GAP, BEAT, BEAT));
+    assert!(client.read_count("Hello there", 3, Duration::from_secs(5)));
+    // Envoy resets the answer it had started; the client sees it end.
+    client.read_until("\u{0}", Duration::from_secs(3));
+    client.hang_up();
+    let row = "cut by the route timeout before the usage event";
+    stack.assert_charged("slow", estimate(content_bytes(3)), row);
+    assert_eq!(stack.counter("timed_out"), 1, "{row}");
+    assert_eq!(stack.counter("client_gone"), 0, "{row}");
+    assert_eq!(stack.counter("estimated_requests"), 1, "{row}");
+}
+
+#[test]
 fn the_usage_event_reaches_the_client_within_a_round_trip_not_at_the_close() {
     let stack = Stack::start("prompt", None);
     let mut client = stack.ask("prompt", stream_script(BEAT, BEAT, GAP));
@@ -512,7 +539,7 @@ fn hangups_allocate_nothing_inside_envoy() {
         "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
         wasm.display()
     );
-    let stack = Stack::start_module(wasm, "heap", None);
+    let stack = Stack::start_module(wasm, "heap", None, None);
     let short = Duration::from_millis(300);
     let round = |i: usize| {
         let user = format!("heap{}", i % 4);
