@@ -17,6 +17,9 @@
 //! - [`redis`]: typed commands over RESP, sent natively (Higress) or through
 //!   webdis (upstream Envoy).
 //! - [`engine`]: the [`Filter`] that routes host events to the plugin.
+//! - [`ending`]: how a request ended, for [`Plugin::on_stream_end`]; with
+//!   [`Io::root_redis`] and [`Plugin::on_root_reply`], what must still
+//!   happen after a request is gone (calls the root context owns).
 //! - [`dispatcher`]: routes the proxy's callbacks, by context id, to the
 //!   [`Filter`] of each root context; [`export_plugin!`] defines the wasm
 //!   exports that call it, and only those the plugin needs.
