@@ -248,7 +248,18 @@ impl Plugin for TokenQuota {
         scanner.feed(body);
         if !end_of_stream {
             if state.accounted {
-                // Charged: hold the bytes only until the charge answers.
+                // A stream that reports more usage after it was charged
+                // (input tokens first, output tokens last) owes the rest
+                // now; otherwise the bytes are held only until the charge
+                // in flight answers.
+                let more = match scanner {
+                    Scanner::EventStream(sse) => sse.usage_so_far(),
+                    Scanner::Json(_) => None,
+                };
+                if let Some(total) = more.filter(|&total| total > state.charged) {
+                    let owed = total - state.charged;
+                    return charge_usage(&mut cx, owed);
+                }
                 return hold_while_charging(state);
             }
             // Charge as soon as the usage is known, and hold the bytes from
@@ -292,11 +303,9 @@ impl Plugin for TokenQuota {
     /// was not charged yet, or the estimate when it reported none.
     fn on_stream_end<H: Host>(mut cx: Cx<'_, '_, Self, H>, end: StreamEnd) {
         let step = cx.state.step;
-        if !matches!(step, Step::Admitted | Step::Charging) {
-            return;
-        }
-        if end.response_complete && step == Step::Admitted {
-            // The normal path: everything was charged on the way.
+        if step == Step::Idle || (end.response_complete && step == Step::Admitted) {
+            // No limit applied, or the normal path: everything was charged
+            // on the way.
             return;
         }
         let cause = match cx.io.end_cause() {
@@ -306,6 +315,10 @@ impl Plugin for TokenQuota {
             EndCause::Other | EndCause::Unknown => counter::ENDED_OTHERWISE,
         };
         cx.io.count(cause);
+        if !matches!(step, Step::Admitted | Step::Charging) {
+            // Gone before the request was let through: nothing to charge.
+            return;
+        }
         let state = &mut *cx.state;
         let Some(scanner) = state.scanner.as_mut() else {
             // No answer was being read (none started, or not one the

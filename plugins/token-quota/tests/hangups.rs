@@ -261,6 +261,27 @@ fn a_stream_cut_between_partial_usages_is_charged_what_it_reported() {
 }
 
 #[test]
+fn usage_reported_in_two_steps_is_charged_in_full() {
+    // Anthropic: input tokens in `message_start`, the output count in
+    // `message_delta`. Whichever event the scanner takes as the final
+    // report, the whole usage is charged.
+    let mut q = Quota::new("");
+    let stream = q.admitted(b"text/event-stream");
+    let start = b"data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n";
+    let delta = b"data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":20}}\n\n";
+    let stop = b"data: {\"type\":\"message_stop\"}\n\n";
+    for (bytes, end) in [(&start[..], false), (&delta[..], false), (&stop[..], true)] {
+        if q.chunk(stream, bytes, end) == Action::Pause {
+            q.answer();
+        }
+    }
+    assert_eq!(q.charged(), 30);
+    q.filter.close_stream(stream);
+    assert_eq!(q.charged(), 30);
+    assert_eq!(q.counter("tokens"), 30);
+}
+
+#[test]
 fn a_json_answer_is_charged_when_complete_before_its_stream_ends() {
     let mut q = Quota::new("");
     let stream = q.admitted(b"application/json");
@@ -348,6 +369,7 @@ fn a_client_gone_during_the_quota_read_is_no_redis_error() {
     q.answer();
     assert_eq!(q.counter("redis_errors"), 0);
     assert_eq!(q.charged(), 0);
+    assert_eq!(q.counter("client_gone"), 1);
 }
 
 #[test]
