@@ -46,6 +46,7 @@ cargo run --release -p loadtest -- --smoke
 
 echo "[test] limiter over Higress's native Redis transport (--features higress)"
 cargo test -p limiter --features higress --test native_redis
+cargo test -p kit --features higress --test fake_request
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"
 bash scripts/build.sh --higress
 for module in limiter token_quota; do

@@ -145,9 +145,12 @@ pub struct RawRule {
     /// `_match_service_`: service names, `name` or `name:port`.
     #[serde(rename = "_match_service_", default)]
     pub match_service: Vec<String>,
-    /// `_match_route_prefix_`: path prefixes.
+    /// `_match_route_prefix_`: prefixes of the route name.
     #[serde(rename = "_match_route_prefix_", default)]
     pub match_route_prefix: Vec<String>,
+    /// `_match_consumer_`: `x-mse-consumer` values, beside a route prefix.
+    #[serde(rename = "_match_consumer_", default)]
+    pub match_consumer: Vec<String>,
     /// The rule's own fields.
     #[serde(flatten)]
     pub config: RawConfig,
@@ -398,14 +401,17 @@ fn header<H: Host>(host: &mut H, map: HeaderMap, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// The conditions of one `_rules_` entry: each listed kind must match by
-/// one of its entries. Domains are kept lowercased.
+/// The conditions of one `_rules_` entry that decide (Higress ignores the
+/// others): each listed kind must match by one of its entries. Domains are
+/// kept lowercased.
 #[derive(Debug)]
 pub struct Matcher {
     domains: Vec<String>,
     routes: Vec<String>,
     services: Vec<String>,
+    /// Prefixes of the route name.
     prefixes: Vec<String>,
+    consumers: Vec<String>,
 }
 
 /// The request facts rules test, each read as an owned `String` when a
@@ -415,12 +421,16 @@ struct Facts {
     authority: Option<Option<String>>,
     route: Option<Option<String>>,
     cluster: Option<Option<String>>,
-    path: Option<Option<String>>,
+    consumer: Option<Option<String>>,
 }
 
+/// Property `xds.<name>` (Envoy 1.33+), else `<name>` (Higress).
 fn property<H: Host>(host: &mut H, name: &str) -> Option<String> {
-    host.property(&[name])
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    if let Some(value) = host.property(&["xds", name]).map(text) {
+        return Some(value);
+    }
+    host.property(&[name]).map(text)
 }
 
 impl Matcher {
@@ -462,14 +472,24 @@ impl Matcher {
             }
         }
         if !self.prefixes.is_empty() {
-            let path = facts.path.get_or_insert_with(|| {
-                header(host, HeaderMap::Request, ":path")
-                    .map(|p| p.split('?').next().unwrap_or_default().to_string())
-            });
-            let Some(path) = path else {
+            let route = facts
+                .route
+                .get_or_insert_with(|| property(host, "route_name"));
+            let Some(route) = route else {
                 return false;
             };
-            if !self.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+            if !self.prefixes.iter().any(|p| route.starts_with(p.as_str())) {
+                return false;
+            }
+        }
+        if !self.consumers.is_empty() {
+            let consumer = facts
+                .consumer
+                .get_or_insert_with(|| header(host, HeaderMap::Request, "x-mse-consumer"));
+            if !consumer
+                .as_ref()
+                .is_some_and(|c| self.consumers.contains(c))
+            {
                 return false;
             }
         }
@@ -478,26 +498,27 @@ impl Matcher {
 }
 
 /// A service entry (`name` or `name:port`) against Higress's cluster name
-/// `outbound|port|subset|name`, or the plain Envoy cluster name.
+/// `<direction>|port|subset|name` (exactly four parts), or the plain Envoy
+/// cluster name.
 fn service_matches(entry: &str, cluster: &str) -> bool {
     if cluster == entry {
         return true;
     }
     let parts: Vec<&str> = cluster.split('|').collect();
-    let ["outbound", port, _subset, name] = parts.as_slice() else {
+    let [_, port, _subset, name] = parts.as_slice() else {
         return false;
     };
-    match entry.rsplit_once(':') {
-        Some((host, p)) => host == *name && p == *port,
-        None => entry == *name,
-    }
+    let with_port = entry
+        .rsplit_once(':')
+        .is_some_and(|(host, p)| host == *name && p == *port);
+    with_port || entry == *name
 }
 
 fn domain_matches(pattern: &str, host: &str) -> bool {
     if let Some(suffix) = pattern.strip_prefix('*') {
-        host.len() > suffix.len() && host.ends_with(suffix)
+        host.ends_with(suffix)
     } else if let Some(prefix) = pattern.strip_suffix('*') {
-        host.len() > prefix.len() && host.starts_with(prefix)
+        host.starts_with(prefix)
     } else {
         host == pattern
     }
@@ -526,17 +547,30 @@ impl NaiveLimiter {
         };
         let mut rules = Vec::new();
         for rule in &raw.rules {
-            let matcher = Matcher {
-                domains: rule.match_domain.iter().map(|d| d.to_lowercase()).collect(),
-                routes: rule.match_route.clone(),
-                services: rule.match_service.clone(),
-                prefixes: rule.match_route_prefix.clone(),
+            let non_empty = |list: &[String]| -> Vec<String> {
+                list.iter().filter(|s| !s.is_empty()).cloned().collect()
             };
-            if matcher.domains.is_empty()
-                && matcher.routes.is_empty()
-                && matcher.services.is_empty()
-                && matcher.prefixes.is_empty()
-            {
+            let mut matcher = Matcher {
+                domains: rule.match_domain.iter().map(|d| d.to_lowercase()).collect(),
+                routes: non_empty(&rule.match_route),
+                services: non_empty(&rule.match_service),
+                prefixes: non_empty(&rule.match_route_prefix),
+                consumers: non_empty(&rule.match_consumer),
+            };
+            // Higress: the first present of route (+ service), domain,
+            // service, route prefix (+ consumer) decides.
+            if !matcher.routes.is_empty() {
+                matcher.domains.clear();
+                matcher.prefixes.clear();
+                matcher.consumers.clear();
+            } else if !matcher.domains.is_empty() {
+                matcher.services.clear();
+                matcher.prefixes.clear();
+                matcher.consumers.clear();
+            } else if !matcher.services.is_empty() {
+                matcher.prefixes.clear();
+                matcher.consumers.clear();
+            } else if matcher.prefixes.is_empty() {
                 return Err("a rule needs one of the _match_*_ fields".to_string());
             }
             configs.push(resolve(&merged(&rule.config, &raw))?);

@@ -29,6 +29,13 @@ fn limiter_requests_allocate_nothing_inside_envoy() {
         }],
         "show_limit_quota_header": true,
         "redis": {"webdis_cluster": e2e::WEBDIS_CLUSTER, "timeout": 500},
+        // Rules that read the route name (the direct response's route has
+        // an empty one) and the cluster name (it has none, so both
+        // spellings are asked on every request), and match neither.
+        "_rules_": [
+            {"_match_route_": ["never"], "global_threshold": {"query_per_minute": 1}},
+            {"_match_service_": ["none.dns"], "global_threshold": {"query_per_minute": 1}},
+        ],
     });
     let redis = Redis::start();
     let webdis = Webdis::start(redis.port());

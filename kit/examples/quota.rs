@@ -37,7 +37,7 @@ impl Plugin for Quota {
         let Some(key) = cx.io.request_header(cfg.header) else {
             return Flow::Continue;
         };
-        let key: smallvec::SmallVec<[u8; 64]> = key.into(); // header bytes borrow host scratch
+        let key: kit::smallvec::SmallVec<[u8; 64]> = key.into(); // header bytes borrow host scratch
         match cx.io.redis().and_then(|r| r.incr(&key)) {
             Ok(()) => Flow::Pause, // the reply arrives in on_redis_reply
             Err(_) => Flow::Continue,

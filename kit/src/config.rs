@@ -133,6 +133,12 @@ impl<'a, 'cfg> Object<'a, 'cfg> {
         })
     }
 
+    /// Where the object starts in the tape: its identity while the tape
+    /// lives, for the record of keys asked (`config_keys`).
+    fn at(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
     fn get(self, key: &str) -> Option<&'a [Node<'cfg>]> {
         self.members().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
@@ -342,6 +348,7 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
 
 impl<'a, 'cfg> Fields<'a, 'cfg> {
     fn new(own: Object<'a, 'cfg>, path: &'a Path<'a>) -> Result<Self, ConfigError> {
+        crate::config_keys::opened(own.at(), || path.to_string(), own.members().map(|(k, _)| k));
         let fields = Fields {
             own,
             fallback: None,
@@ -374,6 +381,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// Looks `key` up, in the rule first and then in the global config.
     /// A JSON `null` counts as absent.
     pub fn get(&self, key: &'a str) -> Option<Field<'a, 'cfg>> {
+        crate::config_keys::asked(self.own.at(), key);
+        if let Some(fallback) = self.fallback {
+            crate::config_keys::asked(fallback.at(), key);
+        }
         let value = self
             .own
             .get(key)
@@ -494,6 +505,7 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
 
     /// Looks `key` up in this object only, ignoring the fallback.
     pub(crate) fn get_own(&self, key: &'a str) -> Option<Field<'a, 'cfg>> {
+        crate::config_keys::asked(self.own.at(), key);
         let value = self.own.get(key)?;
         Some(Field {
             value,

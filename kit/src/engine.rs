@@ -29,7 +29,7 @@ pub enum Action {
 }
 
 /// Keys of the configuration that the kit reads itself.
-const KIT_KEYS: &[&str] = &["redis", "max_body_bytes"];
+const KIT_KEYS: &[&str] = &["redis", "max_body_bytes", "strict_config"];
 
 /// Default limit of a buffered body.
 const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
@@ -223,6 +223,22 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.log_level = self.host.log_level();
         match self.compile(bytes) {
             Ok(()) => {
+                let ignored = self
+                    .compiled
+                    .as_ref()
+                    .map_or(&[][..], |c| c.get().ignored());
+                for i in ignored {
+                    crate::log::write(
+                        &mut self.host,
+                        self.log_level,
+                        LogLevel::Warn,
+                        P::NAME,
+                        format_args!(
+                            "_rules_[{}]: {} is ignored: {} decides, as in Higress",
+                            i.rule, i.key, i.decided_by
+                        ),
+                    );
+                }
                 crate::log::write(
                     &mut self.host,
                     self.log_level,
@@ -253,20 +269,42 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             now_nanos: host.now_nanos(),
             _marker: core::marker::PhantomData,
         };
-        let compiled = Retained::new(bytes, |view| {
-            let tape = config::parse(view)?;
-            let root = Path::Root;
-            let top = Fields::top(&tape, &root)?;
-            if P::REDIS == RedisUse::Required {
-                let field = top.require("redis")?;
-                redis = Some(RedisClient::configure(&field.object()?, host)?);
-            }
-            max_body_bytes = top.u64_or("max_body_bytes", DEFAULT_MAX_BODY_BYTES)?;
-            if max_body_bytes == 0 {
-                return Err(top.error("max_body_bytes", "must be at least 1"));
-            }
-            Rules::compile(&top, KIT_KEYS, |fields| P::configure(fields, &mut setup))
-        })?;
+        let mut strict = false;
+        let (compiled, opened) = crate::config_keys::recording(|| {
+            Retained::new(bytes, |view| {
+                let tape = config::parse(view)?;
+                let root = Path::Root;
+                let top = Fields::top(&tape, &root)?;
+                strict = top.bool_or("strict_config", false)?;
+                if P::REDIS == RedisUse::Required {
+                    let field = top.require("redis")?;
+                    redis = Some(RedisClient::configure(&field.object()?, host)?);
+                }
+                max_body_bytes = top.u64_or("max_body_bytes", DEFAULT_MAX_BODY_BYTES)?;
+                if max_body_bytes == 0 {
+                    return Err(top.error("max_body_bytes", "must be at least 1"));
+                }
+                Rules::compile(&top, KIT_KEYS, |fields| P::configure(fields, &mut setup))
+            })
+        });
+        let compiled = compiled?;
+        // Keys the plugin never asked for: a typo would otherwise leave a
+        // default in force without a word. Higress configurations carry
+        // keys for other plugins' features, so by default they only warn.
+        let unknown = crate::config_keys::unknown(&opened);
+        if let Some(first) = unknown.first().filter(|_| strict) {
+            return Err(ConfigError::new(first.path.clone(), first.reason()));
+        }
+        for key in &unknown {
+            crate::log::write(
+                &mut self.host,
+                self.log_level,
+                LogLevel::Warn,
+                P::NAME,
+                format_args!("configuration key {}: {}; ignored", key.path, key.reason()),
+            );
+        }
+        let host = &mut self.host;
         let buffers = P::REQUEST_BODY == BodyMode::Buffer || P::RESPONSE_BODY == BodyMode::Buffer;
         let mut counters = Vec::with_capacity(P::COUNTERS.len() + 2);
         let body_counters: &[&str] = if buffers { &["body_over_limit"] } else { &[] };

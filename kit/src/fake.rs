@@ -260,6 +260,9 @@ pub struct FakeHost {
     /// Host calls made so far: each is a VM crossing in a real proxy,
     /// which costs more than an allocation, so tests keep them counted.
     pub host_calls: core::cell::Cell<u64>,
+    /// The context id given to the last request that
+    /// [`Filter::send_request`](crate::Filter::send_request) opened.
+    pub last_context: u32,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -290,6 +293,7 @@ impl Default for FakeHost {
             counters: Vec::new(),
             tick_period: Duration::ZERO,
             host_calls: core::cell::Cell::new(0),
+            last_context: 1,
             next_token: 1,
             spare_response: None,
             spare_call: None,

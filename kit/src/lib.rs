@@ -59,13 +59,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod authority;
 mod calls;
 pub mod config;
+mod config_keys;
 pub mod dispatcher;
 pub mod ending;
 pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_request;
 pub mod host;
 pub mod http;
 mod io;
@@ -88,6 +92,17 @@ pub use http::{HttpError, HttpReply, HttpRequest};
 pub use io::{Io, RootIo};
 pub use plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Responded, Setup};
 pub use redis::{Redis, RedisError, Reply, Script, SetOptions};
+
+/// The small-vector crate the kit's APIs use: a plugin names it to keep
+/// bytes it borrowed from the host (a header value, a key) without a heap
+/// allocation, with no dependency of its own to keep in step.
+pub use smallvec;
+
+/// The repository README's Rust examples, compiled as doctests so that the
+/// example a new plugin author copies first always builds.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
 
 /// Makes plugin type `$plugin` the module's filter: defines the wasm
 /// exports the proxy calls.

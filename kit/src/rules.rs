@@ -1,16 +1,30 @@
 //! Higress's rule syntax: a global configuration plus `_rules_` that
-//! override it for some routes, domains, services or path prefixes.
+//! override it for some routes, domains, services or route-name prefixes.
 //!
 //! ```json
 //! {"rule_name": "default", "global_threshold": {"query_per_second": 100},
 //!  "_rules_": [{"_match_domain_": ["*.example.com"], "global_threshold": {"query_per_second": 10}}]}
 //! ```
 //!
+//! A rule matches as in Higress's `wasm-go` matcher: one kind of condition
+//! decides, the first present of `_match_route_` (joined by
+//! `_match_service_` when both are given), `_match_domain_`,
+//! `_match_service_`, `_match_route_prefix_` (a prefix of the **route
+//! name**, joined by `_match_consumer_` when both are given); the other
+//! `_match_*` keys of that rule are ignored, and empty strings in their
+//! lists are dropped. Where this kit departs from Higress on purpose
+//! (domains compare without case; a request without `:authority` is still
+//! limited; `_match_service_` also takes a plain Envoy cluster name), the
+//! README's table of differences says why.
+//!
 //! Rules are compiled once. Per request the first matching rule wins, and
-//! the request facts a rule needs (route name, authority, cluster, path) are
-//! read lazily, at most once each; a configuration without rules reads
-//! nothing.
+//! the request facts a rule needs (route name, authority, cluster,
+//! consumer) are read lazily, at most once each; a configuration without
+//! rules reads nothing. The route and cluster names are properties that
+//! Envoy 1.33 renamed (`xds.route_name`, `xds.cluster_name`; Higress's
+//! Envoy answers `route_name`, `cluster_name`): see [`Spelling`].
 
+use crate::authority::{lowercase_ascii, strip_port};
 use crate::config::{ConfigError, Field, Fields};
 use crate::host::{HeaderMap, Host};
 use std::borrow::Cow;
@@ -58,32 +72,56 @@ impl<'cfg> Domain<'cfg> {
         }
     }
 
-    /// Whether `host`, already lowercase, matches.
+    /// Whether `host`, already lowercase, matches. As in Higress, a
+    /// wildcard's rest may be the whole host (`*example.com` matches
+    /// `example.com`, and `*` matches every host).
     fn matches(&self, host: &[u8]) -> bool {
         match self {
             Domain::Exact(d) => host == &d[..],
-            Domain::Suffix(s) => host.len() > s.len() && host.ends_with(s),
-            Domain::Prefix(p) => host.len() > p.len() && host.starts_with(p),
+            Domain::Suffix(s) => host.ends_with(s),
+            Domain::Prefix(p) => host.starts_with(p),
         }
     }
 }
 
-/// The conditions of one rule: each listed kind must match (by any of its
-/// entries).
+/// The conditions of one rule that decide, as [`compile_matcher`] keeps
+/// them: each non-empty list must match (by any of its entries). Higress
+/// combines at most two kinds (route with service, route prefix with
+/// consumer); the lists of the kinds it ignores are left empty.
 #[derive(Debug, Default)]
 struct Matcher<'cfg> {
     routes: Vec<&'cfg str>,
     domains: Vec<Domain<'cfg>>,
     services: Vec<&'cfg str>,
-    prefixes: Vec<&'cfg str>,
+    /// Prefixes of the route name.
+    route_prefixes: Vec<&'cfg str>,
+    /// `x-mse-consumer` values, only beside `route_prefixes`.
+    consumers: Vec<&'cfg str>,
 }
 
+/// The keys of which a rule needs one, in Higress's order of precedence.
 const MATCH_KEYS: [&str; 4] = [
     "_match_route_",
     "_match_domain_",
     "_match_service_",
     "_match_route_prefix_",
 ];
+
+/// Higress's consumer condition, honoured beside `_match_route_prefix_`.
+const MATCH_CONSUMER: &str = "_match_consumer_";
+
+/// The header Higress's authentication plugins name the consumer in.
+const CONSUMER_HEADER: &str = "x-mse-consumer";
+
+/// A `_match_*` key that a rule gives but that Higress's matcher never
+/// looks at, because another kind of condition decides the rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ignored {
+    /// The rule's position in `_rules_`.
+    pub(crate) rule: usize,
+    pub(crate) key: &'static str,
+    pub(crate) decided_by: &'static str,
+}
 
 /// The global configuration and the rules, compiled.
 #[derive(Debug)]
@@ -95,6 +133,8 @@ pub(crate) struct Rules<'cfg, C> {
     matchers: Vec<Matcher<'cfg>>,
     configs: Vec<C>,
     index: Index,
+    /// Keys the rules give that do not count, to warn about once.
+    ignored: Vec<Ignored>,
 }
 
 /// Which fact an [`Index`] looks up.
@@ -150,11 +190,18 @@ impl<'cfg, C> Rules<'cfg, C> {
         } else {
             None
         };
-        let (mut matchers, mut configs) = (Vec::new(), Vec::new());
+        let (mut matchers, mut configs, mut ignored) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(field) = rules_field {
             field.each(|item| {
                 let fields = item.object()?;
-                matchers.push(compile_matcher(&item, &fields)?);
+                let rule = matchers.len();
+                matchers.push(compile_matcher(&item, &fields, |key, decided_by| {
+                    ignored.push(Ignored {
+                        rule,
+                        key,
+                        decided_by,
+                    });
+                })?);
                 configs.push(compile(&fields.over(*top))?);
                 Ok(())
             })?;
@@ -165,7 +212,14 @@ impl<'cfg, C> Rules<'cfg, C> {
             matchers,
             configs,
             index,
+            ignored,
         })
+    }
+
+    /// The `_match_*` keys the rules give that do not count (see
+    /// [`Ignored`]), for the plugin to warn about at configuration.
+    pub(crate) fn ignored(&self) -> &[Ignored] {
+        &self.ignored
     }
 
     /// The configuration a choice refers to.
@@ -206,15 +260,13 @@ impl Index {
         // Whether a lookup step of each kind is in `steps` yet.
         let mut looked = [false; 2];
         for (i, m) in matchers.iter().enumerate() {
-            let only_routes = !m.routes.is_empty()
-                && m.domains.is_empty()
-                && m.services.is_empty()
-                && m.prefixes.is_empty();
+            let others_empty =
+                m.services.is_empty() && m.route_prefixes.is_empty() && m.consumers.is_empty();
+            let only_routes = !m.routes.is_empty() && m.domains.is_empty() && others_empty;
             let only_exact_domains = m.routes.is_empty()
                 && !m.domains.is_empty()
                 && m.domains.iter().all(|d| matches!(d, Domain::Exact(_)))
-                && m.services.is_empty()
-                && m.prefixes.is_empty();
+                && others_empty;
             let (kind, values) = match (only_routes, only_exact_domains) {
                 (true, _) => (Indexed::Route, m.routes.len()),
                 (_, true) => (Indexed::Domain, m.domains.len()),
@@ -318,27 +370,74 @@ fn indexed_value<'r>(
     }
 }
 
+/// The strings of list `key` of a rule, without empty ones (Higress drops
+/// them: an empty route name or prefix would otherwise match requests
+/// without a route, or every route).
+fn non_empty<'cfg>(fields: &Fields<'_, 'cfg>, key: &str) -> Result<Vec<&'cfg str>, ConfigError> {
+    let mut list = match fields.get_own(key) {
+        Some(f) => f.strings()?,
+        None => Vec::new(),
+    };
+    list.retain(|s| !s.is_empty());
+    Ok(list)
+}
+
+/// A rule's conditions, kept as Higress's matcher weighs them: the first
+/// present of routes (with services), domains, services, route prefixes
+/// (with consumers) decides, and the other lists are emptied; each
+/// non-empty one is told to `ignore(key, deciding key)`.
 fn compile_matcher<'cfg>(
     item: &Field<'_, 'cfg>,
     fields: &Fields<'_, 'cfg>,
+    mut ignore: impl FnMut(&'static str, &'static str),
 ) -> Result<Matcher<'cfg>, ConfigError> {
-    let mut m = Matcher::default();
-    if let Some(f) = fields.get_own("_match_route_") {
-        m.routes = f.strings()?;
-    }
+    let mut m = Matcher {
+        routes: non_empty(fields, "_match_route_")?,
+        services: non_empty(fields, "_match_service_")?,
+        route_prefixes: non_empty(fields, "_match_route_prefix_")?,
+        consumers: non_empty(fields, MATCH_CONSUMER)?,
+        domains: Vec::new(),
+    };
+    // Domains keep empty entries, as Higress does: `""` matches no host.
     if let Some(f) = fields.get_own("_match_domain_") {
         for d in f.strings()? {
             m.domains.push(Domain::parse(d));
         }
     }
-    if let Some(f) = fields.get_own("_match_service_") {
-        m.services = f.strings()?;
-    }
-    if let Some(f) = fields.get_own("_match_route_prefix_") {
-        m.prefixes = f.strings()?;
-    }
-    if m.routes.is_empty() && m.domains.is_empty() && m.services.is_empty() && m.prefixes.is_empty()
-    {
+    let decided_by = if !m.routes.is_empty() {
+        "_match_route_"
+    } else if !m.domains.is_empty() {
+        "_match_domain_"
+    } else if !m.services.is_empty() {
+        "_match_service_"
+    } else {
+        "_match_route_prefix_"
+    };
+    let mut note = |key: &'static str, empty: bool| {
+        if !empty {
+            ignore(key, decided_by);
+        }
+    };
+    if !m.routes.is_empty() {
+        note("_match_domain_", m.domains.is_empty());
+        note("_match_route_prefix_", m.route_prefixes.is_empty());
+        note(MATCH_CONSUMER, m.consumers.is_empty());
+        m.domains.clear();
+        m.route_prefixes.clear();
+        m.consumers.clear();
+    } else if !m.domains.is_empty() {
+        note("_match_service_", m.services.is_empty());
+        note("_match_route_prefix_", m.route_prefixes.is_empty());
+        note(MATCH_CONSUMER, m.consumers.is_empty());
+        m.services.clear();
+        m.route_prefixes.clear();
+        m.consumers.clear();
+    } else if !m.services.is_empty() {
+        note("_match_route_prefix_", m.route_prefixes.is_empty());
+        note(MATCH_CONSUMER, m.consumers.is_empty());
+        m.route_prefixes.clear();
+        m.consumers.clear();
+    } else if m.route_prefixes.is_empty() {
         return Err(item.error(format!(
             "a rule needs a non-empty one of {}",
             crate::config::comma_list(&MATCH_KEYS)
@@ -347,18 +446,46 @@ fn compile_matcher<'cfg>(
     Ok(m)
 }
 
+/// Which name of a renamed property the host answers.
+///
+/// Envoy 1.33 dropped `route_name` and `cluster_name` from `get_property`
+/// for `xds.route_name` and `xds.cluster_name`; Higress's Envoy answers the
+/// old names. A host that answers one spelling is asked by that spelling
+/// only from then on (per filter, so per worker): a request costs one host
+/// call per property, not two. Until a host has answered either, both are
+/// tried, the `xds.` one first, as Envoy documents it; a request without a
+/// route or cluster (a direct response has no cluster) teaches nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Spelling {
+    /// Not learnt yet: try `xds.<name>`, then `<name>`.
+    #[default]
+    Unknown,
+    /// `xds.<name>` (upstream Envoy 1.33 and later).
+    Xds,
+    /// `<name>` alone (Higress, and Envoy before 1.33).
+    Bare,
+}
+
 /// Facts about the current request that rules test, read at most once.
 #[derive(Debug, Default)]
 pub(crate) struct Facts {
     bytes: Vec<u8>,
-    /// Route name, authority (without port), cluster name, path (without query).
+    /// Route name, authority (without port), cluster name, consumer.
     ranges: [Option<Option<(usize, usize)>>; 4],
+    /// How the host spells the route and cluster properties; kept across
+    /// requests.
+    spellings: [Spelling; 2],
 }
 
 const ROUTE: usize = 0;
 const AUTHORITY: usize = 1;
 const CLUSTER: usize = 2;
-const PATH: usize = 3;
+const CONSUMER: usize = 3;
+
+/// The route name property: the `xds.` spelling, then the bare one.
+const ROUTE_NAME: [&[&str]; 2] = [&["xds", "route_name"], &["route_name"]];
+/// The cluster name property, spelt as [`ROUTE_NAME`].
+const CLUSTER_NAME: [&[&str]; 2] = [&["xds", "cluster_name"], &["cluster_name"]];
 
 impl Facts {
     fn clear(&mut self) {
@@ -380,153 +507,96 @@ impl Facts {
         self.bytes.get(range.0..range.1)
     }
 
+    /// Copies `value` to the end of `bytes` and returns where it is.
+    fn keep(&mut self, value: &[u8]) -> (usize, usize) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        (start, self.bytes.len())
+    }
+
     /// Reads the fact `which` into `bytes` and records where it is.
     #[inline(never)]
     fn read<H: Host>(&mut self, host: &mut H, which: usize) -> Option<(usize, usize)> {
-        let value = match which {
-            ROUTE => host.property(&["route_name"]),
-            AUTHORITY => host
-                .header(HeaderMap::Request, ":authority")
-                .map(strip_port),
-            CLUSTER => host.property(&["cluster_name"]),
-            _ => host.header(HeaderMap::Request, ":path").map(strip_query),
-        };
-        let range = value.map(|v| {
-            let start = self.bytes.len();
-            self.bytes.extend_from_slice(v);
-            (start, self.bytes.len())
-        });
-        if which == AUTHORITY {
-            // Domains compare without case (see `Domain`).
-            if let Some(bytes) = range.and_then(|(s, e)| self.bytes.get_mut(s..e)) {
-                lowercase_ascii(bytes);
+        let range = match which {
+            ROUTE => self.read_property(host, 0, ROUTE_NAME),
+            CLUSTER => self.read_property(host, 1, CLUSTER_NAME),
+            AUTHORITY => {
+                let range = host
+                    .header(HeaderMap::Request, ":authority")
+                    .map(strip_port)
+                    .map(|v| self.keep(v));
+                // Domains compare without case (see `Domain`).
+                if let Some(bytes) = range.and_then(|(s, e)| self.bytes.get_mut(s..e)) {
+                    lowercase_ascii(bytes);
+                }
+                range
             }
-        }
+            _ => host
+                .header(HeaderMap::Request, CONSUMER_HEADER)
+                .map(|v| self.keep(v)),
+        };
         if let Some(slot) = self.ranges.get_mut(which) {
             *slot = Some(range);
         }
         range
     }
-}
 
-/// `bytes` in ASCII lowercase, eight at a time.
-///
-/// `make_ascii_lowercase` goes byte by byte, about 13 instructions each for
-/// an authority too short for the compiler's vector loop (under 16
-/// bytes): 200 instructions of a request for `api.example.com`. As
-/// words, it is about 15 per 8 bytes; a tail shorter than a word is done
-/// as the last 8 bytes again (lowercasing twice changes nothing).
-fn lowercase_ascii(bytes: &mut [u8]) {
-    if bytes.len() < 8 {
-        bytes.make_ascii_lowercase();
-        return;
+    /// Reads a renamed property by the spelling the host is known to
+    /// answer, or by both until it is known (see [`Spelling`]).
+    fn read_property<H: Host>(
+        &mut self,
+        host: &mut H,
+        which: usize,
+        [xds, bare]: [&[&str]; 2],
+    ) -> Option<(usize, usize)> {
+        let spelling = self.spellings.get(which).copied().unwrap_or_default();
+        if spelling != Spelling::Bare {
+            if let Some(value) = host.property(xds) {
+                let range = self.keep(value);
+                self.learn(which, Spelling::Xds);
+                return Some(range);
+            }
+            if spelling == Spelling::Xds {
+                return None;
+            }
+        }
+        let range = host.property(bare).map(|value| self.keep(value))?;
+        self.learn(which, Spelling::Bare);
+        Some(range)
     }
-    let mut words = bytes.chunks_exact_mut(8);
-    for word in &mut words {
-        lowercase_word(word);
-    }
-    if !words.into_remainder().is_empty() {
-        let tail = bytes.len() - 8;
-        if let Some(last) = bytes.get_mut(tail..) {
-            lowercase_word(last);
+
+    fn learn(&mut self, which: usize, spelling: Spelling) {
+        if let Some(slot) = self.spellings.get_mut(which) {
+            *slot = spelling;
         }
     }
 }
 
-/// Lowercases the ASCII letters of 8 bytes; other bytes, non-ASCII
-/// included, are left as they are.
-fn lowercase_word(word: &mut [u8]) {
-    const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(word);
-    let w = u64::from_le_bytes(bytes);
-    // Per byte, on its low 7 bits (so no sum carries into the next byte):
-    // the high bit of `at_least_a` is set from `A` up, that of `past_z`
-    // from `[` up; a letter is the first without the second, in a byte
-    // whose own high bit is clear.
-    let low = w & LOW_BITS;
-    let at_least_a = low + (0x80 - u64::from(b'A')) * 0x0101_0101_0101_0101;
-    let past_z = low + (0x80 - u64::from(b'Z') - 1) * 0x0101_0101_0101_0101;
-    let upper = at_least_a & !past_z & !w & HIGH_BITS;
-    // 0x80 >> 2 is 0x20, the ASCII case bit.
-    word.copy_from_slice(&(w | upper >> 2).to_le_bytes());
-}
-
-fn strip_port(authority: &[u8]) -> &[u8] {
-    // `[v6]:port` keeps its brackets; `host:port` loses the port.
-    if authority.first() == Some(&b'[') {
-        return match authority.iter().position(|&b| b == b']') {
-            Some(end) => authority.get(..=end).unwrap_or(authority),
-            None => authority,
-        };
-    }
-    if !has_colon(authority) {
-        return authority;
-    }
-    match authority.iter().rposition(|&b| b == b':') {
-        Some(colon) => authority.get(..colon).unwrap_or(authority),
-        None => authority,
-    }
-}
-
-/// Whether `bytes` hold a `:`, looked for eight bytes at a time.
-///
-/// Most authorities carry no port: looking byte by byte cost about 2
-/// instructions a byte (30 for `api.example.com`), a word about 6; only
-/// an authority with a colon is scanned again for the last one. A tail
-/// shorter than a word is looked at as the last 8 bytes.
-fn has_colon(bytes: &[u8]) -> bool {
-    if bytes.len() < 8 {
-        return bytes.contains(&b':');
-    }
-    let mut words = bytes.chunks_exact(8);
-    let mut found = false;
-    for word in &mut words {
-        found |= word_has_colon(word);
-    }
-    let tail = bytes.len() - 8;
-    if !words.remainder().is_empty() {
-        found |= bytes.get(tail..).is_some_and(word_has_colon);
-    }
-    found
-}
-
-/// Whether 8 bytes hold a `:`: the bytes XOR `:` have a zero byte. The
-/// borrow of the subtraction only runs up from a zero byte, so the test
-/// (unlike the mask it computes) is exact.
-fn word_has_colon(word: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(word);
-    let x = u64::from_le_bytes(bytes) ^ (u64::from(b':') * ONES);
-    x.wrapping_sub(ONES) & !x & HIGH_BITS != 0
-}
-
-fn strip_query(path: &[u8]) -> &[u8] {
-    match path.iter().position(|&b| b == b'?') {
-        Some(q) => path.get(..q).unwrap_or(path),
-        None => path,
-    }
-}
-
-/// Whether a Higress service entry (`name` or `name:port`) names the
-/// cluster `outbound|port|subset|name` (or, on plain Envoy, equals it).
+/// Whether a `_match_service_` entry names the cluster, as Higress's
+/// matcher decides: a cluster name of exactly four `|`-separated parts
+/// (`outbound|8080||svc.dns`) gives a port and an FQDN; an entry
+/// `fqdn:port` needs both to be equal, an entry without a port (or whose
+/// `fqdn:port` split does not fit) the FQDN alone. Beyond Higress, an entry
+/// equal to the whole cluster name matches too: plain Envoy clusters are
+/// not named Higress's way.
 fn service_matches(entry: &str, cluster: &[u8]) -> bool {
     if cluster == entry.as_bytes() {
         return true;
     }
     let mut parts = cluster.split(|&b| b == b'|');
-    let (Some(b"outbound"), Some(port), Some(_subset), Some(name)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(_), Some(port), Some(_), Some(fqdn), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return false;
     };
-    match entry.rsplit_once(':') {
-        Some((host, p)) => host.as_bytes() == name && p.as_bytes() == port,
-        None => entry.as_bytes() == name,
-    }
+    let with_port = entry
+        .rsplit_once(':')
+        .is_some_and(|(name, p)| name.as_bytes() == fqdn && p.as_bytes() == port);
+    with_port || entry.as_bytes() == fqdn
 }
 
 impl Matcher<'_> {
@@ -555,11 +625,23 @@ impl Matcher<'_> {
                 return false;
             }
         }
-        if !self.prefixes.is_empty() {
-            let Some(path) = facts.get(host, PATH) else {
+        if !self.route_prefixes.is_empty() {
+            let Some(route) = facts.get(host, ROUTE) else {
                 return false;
             };
-            if !self.prefixes.iter().any(|p| path.starts_with(p.as_bytes())) {
+            if !self
+                .route_prefixes
+                .iter()
+                .any(|p| route.starts_with(p.as_bytes()))
+            {
+                return false;
+            }
+        }
+        if !self.consumers.is_empty() {
+            let Some(consumer) = facts.get(host, CONSUMER) else {
+                return false;
+            };
+            if !self.consumers.iter().any(|c| c.as_bytes() == consumer) {
                 return false;
             }
         }
@@ -572,68 +654,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn words_lowercase_as_bytes_do() {
-        // Every byte value at every position of every length up to 40,
-        // against the standard per-byte lowercasing.
-        for len in 0..40usize {
-            for b in 0..=255u8 {
-                for at in 0..len {
-                    let mut text: Vec<u8> = (0..len).map(|i| b"aZ.-9Q@[`{"[i % 10]).collect();
-                    text[at] = b;
-                    let mut ours = text.clone();
-                    lowercase_ascii(&mut ours);
-                    text.make_ascii_lowercase();
-                    assert_eq!(ours, text, "length {len}, byte {b} at {at}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn ports_are_stripped_as_a_byte_scan_strips_them() {
-        // Every byte value at every position of every length up to 40,
-        // against the last colon found byte by byte.
-        fn by_bytes(authority: &[u8]) -> &[u8] {
-            if authority.first() == Some(&b'[') {
-                return match authority.iter().position(|&b| b == b']') {
-                    Some(end) => &authority[..=end],
-                    None => authority,
-                };
-            }
-            match authority.iter().rposition(|&b| b == b':') {
-                Some(colon) => &authority[..colon],
-                None => authority,
-            }
-        }
-        for len in 0..40usize {
-            for b in 0..=255u8 {
-                for at in 0..len {
-                    let mut text: Vec<u8> = (0..len).map(|i| b"a.9-Z;9\x80"[i % 8]).collect();
-                    text[at] = b;
-                    assert_eq!(
-                        strip_port(&text),
-                        by_bytes(&text),
-                        "length {len}, byte {b} at {at}"
-                    );
-                    // And with a port after it.
-                    text.extend_from_slice(b":8443");
-                    assert_eq!(
-                        strip_port(&text),
-                        by_bytes(&text),
-                        "length {len}+port, byte {b} at {at}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
     fn domains_match_exact_suffix_and_prefix_wildcards() {
         assert!(Domain::parse("*.x.com").matches(b"a.x.com"));
         assert!(!Domain::parse("*.x.com").matches(b"x.com"));
         assert!(Domain::parse("api.*").matches(b"api.foo.org"));
         assert!(!Domain::parse("api.*").matches(b"web.api.org"));
         assert!(Domain::parse("exact").matches(b"exact"));
+        assert!(!Domain::parse("exact").matches(b"exact.org"));
+        // Higress tests with strings.HasSuffix / HasPrefix: the rest of a
+        // wildcard may be the whole host, and `*` matches any host.
+        assert!(Domain::parse("*x.com").matches(b"x.com"));
+        assert!(Domain::parse("api.*").matches(b"api."));
+        assert!(Domain::parse("*").matches(b"anything.org"));
+        // `""` (kept, as Higress keeps it) matches no real host.
+        assert!(!Domain::parse("").matches(b"a"));
         // Configured in any case; hosts arrive lowercased by `Facts`.
         assert!(Domain::parse("EXACT").matches(b"exact"));
         assert!(Domain::parse("*.X.Com").matches(b"a.x.com"));
@@ -650,7 +684,7 @@ mod tests {
             facts.get(&mut host, AUTHORITY),
             Some(&b"api.example.com"[..])
         );
-        assert_eq!(facts.get(&mut host, PATH), None);
+        assert_eq!(facts.get(&mut host, CONSUMER), None);
     }
 
     /// The first matching rule by trying every rule in order: what the
@@ -681,8 +715,9 @@ mod tests {
         };
         const ROUTES: [&str; 4] = ["r0", "r1", "r2", "r3"];
         const DOMAINS: [&str; 6] = ["a.com", "b.com", "C.com", "*.com", "a.*", "d.org"];
-        const PREFIXES: [&str; 2] = ["/v1", "/v2"];
+        const PREFIXES: [&str; 2] = ["r1", "r"];
         const SERVICES: [&str; 2] = ["s0", "s1"];
+        const CONSUMERS: [&str; 2] = ["c0", "c1"];
         let hosts = ["a.com", "b.com", "c.com:8080", "x.com", "a.org", "d.org"];
         let mut indexed_hits = 0;
         for _ in 0..400 {
@@ -691,9 +726,9 @@ mod tests {
                 let mut m = Matcher::default();
                 // Mostly single-condition rules, as real configs have.
                 let kinds = if next(4) == 0 {
-                    1 + next(15)
+                    1 + next(31)
                 } else {
-                    1 << next(4)
+                    1 << next(5)
                 };
                 for _ in 0..1 + next(2) {
                     if kinds & 1 != 0 {
@@ -709,10 +744,13 @@ mod tests {
                         m.domains.push(Domain::parse(d));
                     }
                     if kinds & 4 != 0 {
-                        m.prefixes.push(PREFIXES[next(2)]);
+                        m.route_prefixes.push(PREFIXES[next(2)]);
                     }
                     if kinds & 8 != 0 {
                         m.services.push(SERVICES[next(2)]);
+                    }
+                    if kinds & 16 != 0 {
+                        m.consumers.push(CONSUMERS[next(2)]);
                     }
                 }
                 rules.push(m);
@@ -723,21 +761,27 @@ mod tests {
                 configs: vec![(); rules.len()],
                 matchers: rules,
                 index,
+                ignored: Vec::new(),
             };
             for _ in 0..20 {
                 let route = (next(5) > 0).then(|| ROUTES[next(4)]);
                 let authority = (next(5) > 0).then(|| hosts[next(hosts.len() as u64)]);
-                let (path, cluster) = (PREFIXES[next(2)], SERVICES[next(2)]);
+                let (consumer, cluster) = (CONSUMERS[next(2)], SERVICES[next(2)]);
+                // Upstream Envoy's property names or Higress's.
+                let xds = if next(2) == 0 { "xds." } else { "" };
                 let request = || {
                     let mut host = crate::fake::FakeHost::new();
                     if let Some(route) = route {
-                        host.properties.add("route_name", route.as_bytes());
+                        host.properties
+                            .add(&format!("{xds}route_name"), route.as_bytes());
                     }
                     if let Some(authority) = authority {
                         host.request_headers.add(":authority", authority.as_bytes());
                     }
-                    host.request_headers.add(":path", path.as_bytes());
-                    host.properties.add("cluster_name", cluster.as_bytes());
+                    host.request_headers
+                        .add(CONSUMER_HEADER, consumer.as_bytes());
+                    host.properties
+                        .add(&format!("{xds}cluster_name"), cluster.as_bytes());
                     host
                 };
                 let (mut host, mut scan_host) = (request(), request());
@@ -784,6 +828,7 @@ mod tests {
             configs: vec![(); rules.len()],
             matchers: rules,
             index,
+            ignored: Vec::new(),
         };
         let choose = |route: Option<&str>, authority: &str| {
             let mut host = crate::fake::FakeHost::new();
@@ -803,20 +848,114 @@ mod tests {
     }
 
     #[test]
-    fn authority_loses_its_port_but_not_ipv6_brackets() {
-        assert_eq!(strip_port(b"example.com:8080"), b"example.com");
-        assert_eq!(strip_port(b"[::1]:80"), b"[::1]");
-        assert_eq!(strip_port(b"example.com"), b"example.com");
-    }
-
-    #[test]
     fn services_match_higress_cluster_names() {
+        // Higress's serviceMatch: the cluster name split on `|` into
+        // exactly four parts; `fqdn:port` compares both, a bare name the
+        // FQDN whatever the port.
         assert!(service_matches(
             "foo.default.svc.cluster.local",
             b"outbound|80||foo.default.svc.cluster.local"
         ));
         assert!(service_matches("foo.dns:8080", b"outbound|8080||foo.dns"));
         assert!(!service_matches("foo.dns:80", b"outbound|8080||foo.dns"));
+        assert!(service_matches("foo.dns", b"outbound|8080||foo.dns"));
+        // `*.static` services are port 80 in Higress's cluster names.
+        assert!(service_matches("svc.static", b"outbound|80||svc.static"));
+        assert!(service_matches("svc.static:80", b"outbound|80||svc.static"));
+        // A subset, and any first part: Higress looks at parts 1 and 3 only.
+        assert!(service_matches("foo.dns", b"outbound|8080|v1|foo.dns"));
+        assert!(service_matches("foo.dns:8080", b"inbound|8080||foo.dns"));
+        // Not four parts: no FQDN, no match.
+        assert!(!service_matches("foo.dns", b"outbound|8080|foo.dns"));
+        assert!(!service_matches("foo.dns", b"outbound|8080||foo.dns|x"));
+        // An entry whose `:port` split fails still compares whole with the FQDN.
+        assert!(service_matches("a:b", b"outbound|80||a:b"));
+        assert!(!service_matches("foo", b"outbound|80||foo.dns"));
+        // Beyond Higress: a plain Envoy cluster by its whole name.
         assert!(service_matches("backend", b"backend"));
+        assert!(service_matches("outbound|80||foo", b"outbound|80||foo"));
+        assert!(!service_matches("backend", b"backend-b"));
+    }
+
+    /// A FakeHost answering the route and cluster properties under
+    /// `prefix` (`"xds."` as Envoy 1.33+, `""` as Higress).
+    fn spelling_host(prefix: &str, route: Option<&str>) -> crate::fake::FakeHost {
+        let mut host = crate::fake::FakeHost::new();
+        if let Some(route) = route {
+            host.properties
+                .add(&format!("{prefix}route_name"), route.as_bytes());
+        }
+        host.properties
+            .add(&format!("{prefix}cluster_name"), b"outbound|80||a.dns");
+        host
+    }
+
+    /// Reads the route and cluster of one request and returns them with
+    /// the host calls it took.
+    fn read_both(facts: &mut Facts, host: &mut crate::fake::FakeHost) -> (String, String, u64) {
+        facts.clear();
+        let before = host.host_calls.get();
+        let text = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or(b"-")).into_owned();
+        let route = text(facts.get(host, ROUTE));
+        let cluster = text(facts.get(host, CLUSTER));
+        (route, cluster, host.host_calls.get() - before)
+    }
+
+    #[test]
+    fn upstream_envoy_is_asked_the_xds_names_once_each() {
+        let mut facts = Facts::default();
+        let mut host = spelling_host("xds.", Some("checkout"));
+        let first = read_both(&mut facts, &mut host);
+        assert_eq!(first, ("checkout".into(), "outbound|80||a.dns".into(), 2));
+        assert_eq!(facts.spellings, [Spelling::Xds; 2]);
+        assert_eq!(read_both(&mut facts, &mut host), first);
+        // Learnt: a request without a route costs one call, not two.
+        let mut unrouted = spelling_host("xds.", None);
+        let (route, _, calls) = read_both(&mut facts, &mut unrouted);
+        assert_eq!((route.as_str(), calls), ("-", 2));
+    }
+
+    #[test]
+    fn higress_is_asked_the_bare_names_after_its_first_request() {
+        let mut facts = Facts::default();
+        let mut host = spelling_host("", Some("checkout"));
+        // First request: `xds.` then the bare name, for each property.
+        let first = read_both(&mut facts, &mut host);
+        assert_eq!(first, ("checkout".into(), "outbound|80||a.dns".into(), 4));
+        assert_eq!(facts.spellings, [Spelling::Bare; 2]);
+        for _ in 0..3 {
+            let (route, cluster, calls) = read_both(&mut facts, &mut host);
+            assert_eq!(
+                (route.as_str(), cluster.as_str(), calls),
+                ("checkout", "outbound|80||a.dns", 2)
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_without_the_property_teaches_nothing() {
+        let mut facts = Facts::default();
+        // No route on this request (Envoy answers NotFound to both names).
+        let mut host = spelling_host("", None);
+        let (route, _, _) = read_both(&mut facts, &mut host);
+        assert_eq!(route, "-");
+        assert_eq!(facts.spellings, [Spelling::Unknown, Spelling::Bare]);
+        // The next request with a route is read by the name that answers.
+        let mut host = spelling_host("", Some("r"));
+        let (route, _, calls) = read_both(&mut facts, &mut host);
+        assert_eq!((route.as_str(), calls), ("r", 3));
+        assert_eq!(facts.spellings, [Spelling::Bare; 2]);
+    }
+
+    #[test]
+    fn an_unnamed_route_answers_an_empty_name() {
+        // Envoy answers `xds.route_name` of a route without `name` with an
+        // empty string: found, so the spelling is learnt, and no rule
+        // matches it (Higress drops empty route names and prefixes).
+        let mut facts = Facts::default();
+        let mut host = spelling_host("xds.", Some(""));
+        let (route, _, _) = read_both(&mut facts, &mut host);
+        assert_eq!(route, "");
+        assert_eq!(facts.spellings, [Spelling::Xds; 2]);
     }
 }

@@ -116,6 +116,10 @@ pub struct EnvoyConfig {
     /// The answer of the `direct_response` route (when `route_to` is unset);
     /// `None` answers `200 ok\n`.
     pub direct_response: Option<DirectResponse>,
+    /// The route configuration's `virtual_hosts` (raw Envoy JSON), in place
+    /// of the one catch-all virtual host that `route_to` and
+    /// `direct_response` describe: named routes, several domains.
+    pub virtual_hosts: Option<Value>,
 }
 
 /// What a `direct_response` route answers: an Envoy listener standing in
@@ -141,6 +145,7 @@ impl Default for EnvoyConfig {
             ready_timeout: Duration::from_secs(30),
             native_filters: Vec::new(),
             direct_response: None,
+            virtual_hosts: None,
         }
     }
 }
@@ -214,6 +219,13 @@ impl EnvoyConfig {
         self
     }
 
+    /// Routes with `virtual_hosts` (Envoy JSON: an array of
+    /// `VirtualHost`) instead of the one catch-all virtual host.
+    pub fn virtual_hosts(mut self, virtual_hosts: Value) -> Self {
+        self.virtual_hosts = Some(virtual_hosts);
+        self
+    }
+
     /// The bootstrap. Admin and listener bind port 0: Envoy picks free
     /// ports itself (no race with other tests) and we read them back from
     /// `--admin-address-path` and the admin `/listeners` page.
@@ -242,6 +254,10 @@ impl EnvoyConfig {
                 },
             }),
         };
+        let virtual_hosts = self
+            .virtual_hosts
+            .clone()
+            .unwrap_or_else(|| json!([{"name": "all", "domains": ["*"], "routes": [route]}]));
         let mut http_filters: Vec<Value> = self.native_filters.clone();
         http_filters.extend(self.wasm.iter().map(WasmPlugin::filter));
         http_filters.push(json!({
@@ -277,7 +293,7 @@ impl EnvoyConfig {
                             "codec_type": "AUTO",
                             "route_config": {
                                 "name": "local",
-                                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}],
+                                "virtual_hosts": virtual_hosts,
                             },
                             "http_filters": http_filters,
                         },

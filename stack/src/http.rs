@@ -223,7 +223,13 @@ fn encode_head(
             "path must start with '/' and contain no spaces or controls",
         ));
     }
-    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n").into_bytes();
+    // A `Host` among `headers` replaces the default one (a virtual host
+    // is chosen by it), rather than making a second one.
+    let host = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map_or_else(|| format!("127.0.0.1:{port}"), |(_, v)| (*v).to_owned());
+    let mut out = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
     for (name, value) in headers {
         if name.is_empty() || name.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
             return Err(invalid("bad header name"));
@@ -237,6 +243,9 @@ fn encode_head(
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(invalid("header value contains CR, LF or NUL"));
+        }
+        if name.eq_ignore_ascii_case("host") {
+            continue;
         }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");

@@ -446,35 +446,33 @@ fn higress_rules_override_the_global_config() {
         r#""rule_name": "global", "global_threshold": {"query_per_minute": 100},
            "_rules_": [
              {"_match_domain_": ["*.example.com"], "rule_name": "example", "global_threshold": {"query_per_minute": 1}},
-             {"_match_route_prefix_": ["/slow"], "global_threshold": {"query_per_minute": 2}}
+             {"_match_route_prefix_": ["slow-"], "global_threshold": {"query_per_minute": 2}}
            ]"#,
     );
     let mut d = Driver::new(&json);
     at_second(&mut d, 0);
+    let request = |d: &mut Driver, authority: &str, route: &str| {
+        d.host()
+            .properties
+            .set("xds.route_name", Some(route.as_bytes()));
+        d.request(&[(":authority", authority), (":path", "/")])
+    };
     assert_eq!(
-        d.request(&[(":authority", "api.example.com:8443"), (":path", "/")]),
+        request(&mut d, "api.example.com:8443", "any"),
         Outcome::Forwarded
     );
     assert_eq!(
-        d.request(&[(":authority", "api.example.com"), (":path", "/")]),
+        request(&mut d, "api.example.com", "any"),
         Outcome::Answered(429)
     );
+    // `_match_route_prefix_` is a prefix of the route name, as in Higress.
+    assert_eq!(request(&mut d, "other.org", "slow-x"), Outcome::Forwarded);
+    assert_eq!(request(&mut d, "other.org", "slow-y"), Outcome::Forwarded);
     assert_eq!(
-        d.request(&[(":authority", "other.org"), (":path", "/slow/x")]),
-        Outcome::Forwarded
-    );
-    assert_eq!(
-        d.request(&[(":authority", "other.org"), (":path", "/slow/y")]),
-        Outcome::Forwarded
-    );
-    assert_eq!(
-        d.request(&[(":authority", "other.org"), (":path", "/slow")]),
+        request(&mut d, "other.org", "slow-"),
         Outcome::Answered(429)
     );
-    assert_eq!(
-        d.request(&[(":authority", "other.org"), (":path", "/fast")]),
-        Outcome::Forwarded
-    );
+    assert_eq!(request(&mut d, "other.org", "fast"), Outcome::Forwarded);
     let keys: Vec<String> = d
         .redis
         .keys()

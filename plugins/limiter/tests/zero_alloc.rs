@@ -74,7 +74,13 @@ fn one_request(
 }
 
 fn run(config: &str, keys: &[&[u8]]) {
+    run_with(config, keys, |_| {});
+}
+
+/// [`run`] on a host that `setup` has given its properties first.
+fn run_with(config: &str, keys: &[&[u8]], setup: impl FnOnce(&mut FakeHost)) {
     let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
+    setup(filter.host_mut());
     filter.configure(config.as_bytes().to_vec()).unwrap();
     let mut counts = vec![0i64; keys.len()];
     let mut statuses = [0u64; 3];
@@ -154,4 +160,26 @@ fn regexp_keys_do_not_allocate() {
             b"dave-\xff",
         ],
     );
+}
+
+#[test]
+fn route_and_service_rules_do_not_allocate() {
+    // Rules that read the route and cluster names, on both hosts' spellings
+    // of them: the learnt spelling and the facts reuse their buffers.
+    let config = format!(
+        r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [{{"key": "*", "query_per_second": 5}}]}}],
+           "_rules_": [{{"_match_route_": ["checkout"], "rule_name": "zb"}},
+                       {{"_match_service_": ["other.dns:8080"], "rule_name": "zc"}},
+                       {{"_match_route_prefix_": ["api-"], "_match_service_": ["items.dns"], "rule_name": "zd"}}], {WEBDIS}}}"#
+    );
+    for prefix in ["xds.", ""] {
+        run_with(&config, &[b"alice", b"bob"], |host| {
+            host.properties
+                .add(&format!("{prefix}route_name"), b"api-items-v1");
+            host.properties.add(
+                &format!("{prefix}cluster_name"),
+                b"outbound|8080||items.dns",
+            );
+        });
+    }
 }

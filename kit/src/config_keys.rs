@@ -1,0 +1,197 @@
+//! Which configuration keys a plugin asked for, to name the ones it never
+//! reads.
+//!
+//! A misspelt key (`deny_satus`) would otherwise be ignored without a word
+//! and its default used. The kit cannot list a plugin's keys, but it sees
+//! every lookup: while a configuration compiles, each object opened and
+//! each key asked of it is recorded here, and a key the object holds that
+//! nobody asked for is unknown. The record lives only during that compile,
+//! on the configuring thread, so a request never touches it.
+
+use std::cell::RefCell;
+
+/// One object of the configuration: where it starts in the parsed tape
+/// (its identity while the tape lives), its path for messages, the keys it
+/// holds and the keys asked of it.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) at: usize,
+    pub(crate) path: String,
+    pub(crate) keys: Vec<String>,
+    pub(crate) asked: Vec<String>,
+}
+
+/// A key of the configuration that nothing asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unknown {
+    /// Its dotted path, as in error messages.
+    pub(crate) path: String,
+    /// The key asked of the same object that it is most likely a typo of.
+    pub(crate) nearest: Option<String>,
+}
+
+impl Unknown {
+    /// The reason, for a log line or an error: "unknown key (did you mean
+    /// `deny_status`?)".
+    pub(crate) fn reason(&self) -> String {
+        match &self.nearest {
+            Some(key) => format!("unknown key (did you mean `{key}`?)"),
+            None => "unknown key".to_owned(),
+        }
+    }
+}
+
+/// The keys of the recorded objects that nobody asked for, in document
+/// order.
+pub(crate) fn unknown(opened: &[Opened]) -> Vec<Unknown> {
+    let mut unknown = Vec::new();
+    for object in opened {
+        for key in object.keys.iter().filter(|k| !object.asked.contains(k)) {
+            let path = if object.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", object.path)
+            };
+            unknown.push(Unknown {
+                path,
+                nearest: nearest(key, &object.asked).map(str::to_owned),
+            });
+        }
+    }
+    unknown
+}
+
+thread_local! {
+    static RECORD: RefCell<Option<Vec<Opened>>> = const { RefCell::new(None) };
+}
+
+/// Runs `compile` with lookups recorded, and returns its result with the
+/// objects it opened.
+pub(crate) fn recording<R>(compile: impl FnOnce() -> R) -> (R, Vec<Opened>) {
+    RECORD.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    let result = compile();
+    let opened = RECORD.with(|r| r.borrow_mut().take()).unwrap_or_default();
+    (result, opened)
+}
+
+/// Notes that the object at `at`, holding `keys`, was opened with path
+/// `path`.
+pub(crate) fn opened<'k>(
+    at: usize,
+    path: impl FnOnce() -> String,
+    keys: impl Iterator<Item = &'k str>,
+) {
+    RECORD.with(|r| {
+        if let Some(record) = r.borrow_mut().as_mut() {
+            if !record.iter().any(|o| o.at == at) {
+                record.push(Opened {
+                    at,
+                    path: path(),
+                    keys: keys.map(str::to_owned).collect(),
+                    asked: Vec::new(),
+                });
+            }
+        }
+    });
+}
+
+/// Notes that `key` was asked of the object at `at`.
+pub(crate) fn asked(at: usize, key: &str) {
+    RECORD.with(|r| {
+        if let Some(object) = r
+            .borrow_mut()
+            .as_mut()
+            .and_then(|record| record.iter_mut().find(|o| o.at == at))
+        {
+            if !object.asked.iter().any(|k| k == key) {
+                object.asked.push(key.to_owned());
+            }
+        }
+    });
+}
+
+/// The known key closest to `unknown` in spelling, when one is close
+/// enough to be a likely typo: at most a third of its length apart in
+/// edits (and at least two edits allowed).
+pub(crate) fn nearest<'k>(unknown: &str, known: &'k [String]) -> Option<&'k str> {
+    let allowed = (unknown.chars().count() / 3).max(2);
+    known
+        .iter()
+        .map(|k| (edit_distance(unknown, k), k))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        if let Some(first) = current.first_mut() {
+            *first = i + 1;
+        }
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous
+                .get(j)
+                .map_or(usize::MAX, |p| p + usize::from(ca != *cb));
+            let delete = previous.get(j + 1).map_or(usize::MAX, |p| p + 1);
+            let insert = current.get(j).map_or(usize::MAX, |c| c + 1);
+            if let Some(slot) = current.get_mut(j + 1) {
+                *slot = substitute.min(delete).min(insert);
+            }
+        }
+        core::mem::swap(&mut previous, &mut current);
+    }
+    previous.last().copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("deny_satus", "deny_status"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn a_typo_finds_its_key_and_a_stranger_finds_none() {
+        let known = vec!["deny_status".to_owned(), "header".to_owned()];
+        assert_eq!(nearest("deny_satus", &known), Some("deny_status"));
+        assert_eq!(nearest("headr", &known), Some("header"));
+        assert_eq!(nearest("timeout", &known), None);
+    }
+
+    #[test]
+    fn nothing_is_recorded_outside_a_compile() {
+        opened(1, || "x".into(), ["k"].into_iter());
+        asked(1, "k");
+        let ((), opened) = recording(|| asked(1, "k"));
+        assert!(opened.is_empty());
+    }
+
+    #[test]
+    fn keys_nobody_asked_for_are_unknown_with_their_path() {
+        let ((), record) = recording(|| {
+            opened(1, String::new, ["header", "deny_satus"].into_iter());
+            opened(2, || "redis".into(), ["timeout", "tmeout"].into_iter());
+            asked(1, "header");
+            asked(1, "deny_status");
+            asked(2, "timeout");
+        });
+        let found = unknown(&record);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].path, "deny_satus");
+        assert_eq!(
+            found[0].reason(),
+            "unknown key (did you mean `deny_status`?)"
+        );
+        assert_eq!(found[1].path, "redis.tmeout");
+        assert_eq!(found[1].nearest.as_deref(), Some("timeout"));
+    }
+}
