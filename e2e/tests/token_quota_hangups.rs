@@ -404,6 +404,41 @@ fn a_client_gone_while_the_charge_waits_on_redis_is_charged_the_usage() {
 }
 
 #[test]
+fn an_http2_client_that_gives_up_before_the_usage_event_is_charged_the_estimate() {
+    // curl over HTTP/2 (prior knowledge), asking for gzip like a real
+    // client, with a 1 s deadline: it gives up while the upstream stalls
+    // before the usage event, and closes its connection.
+    let stack = Stack::start("http2", None);
+    stack.upstream.answer_next(stream_script(GAP, BEAT, BEAT));
+    let curl = stack::require_tool("curl", "curl");
+    let body = chat_body();
+    let output = std::process::Command::new(curl)
+        .args([
+            "--http2-prior-knowledge",
+            "--compressed",
+            "--no-buffer",
+            "--silent",
+        ])
+        .args(["--max-time", "1"])
+        .args(["-H", "content-type: application/json", "-H", "x-user: h2"])
+        .args(["--data-binary", &body])
+        .arg(format!(
+            "http://127.0.0.1:{}/v1/chat/completions",
+            stack.envoy.port()
+        ))
+        .output()
+        .unwrap();
+    // 28: curl's own timeout, after the content events arrived.
+    assert_eq!(output.status.code(), Some(28), "{output:?}");
+    let got = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(got.matches("Hello there").count(), 3, "{got}");
+    let row = "HTTP/2 client gone before the usage event";
+    stack.assert_charged("h2", estimate(content_bytes(3)), row);
+    assert_eq!(stack.counter("client_gone"), 1, "{row}");
+    assert_eq!(stack.counter("estimated_requests"), 1, "{row}");
+}
+
+#[test]
 fn an_upstream_reset_before_the_usage_event_is_charged_the_estimate() {
     let stack = Stack::start("upstream-reset", None);
     let script = Script {

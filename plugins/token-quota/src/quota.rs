@@ -124,7 +124,7 @@ pub struct State {
     window: Option<Window>,
     cache_hash: u64,
     scanner: Option<Scanner>,
-    /// Request body bytes sent upstream, for an estimate.
+    /// Request body bytes the client sent, for an estimate.
     request_bytes: u64,
     /// Response body bytes seen, for an estimate.
     response_bytes: u64,
