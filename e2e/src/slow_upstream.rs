@@ -29,7 +29,8 @@ pub enum Step {
     Pause(Duration),
     /// Ends the body (the last chunk) and closes the connection.
     End,
-    /// Closes the connection without ending the body: a reset upstream.
+    /// Closes the connection without ending the body: an upstream that
+    /// drops the connection mid-answer (Envoy flags it `UC`).
     Cut,
 }
 
