@@ -4,8 +4,8 @@
 //! The kit learns of a request's end from `proxy_on_delete`, which every
 //! module exports anyway: Envoy calls it when the stream's filters are
 //! destroyed, whether the answer completed, the client went away, the
-//! upstream reset or a filter answered locally (after `proxy_on_done`, and
-//! after `proxy_on_log` for a complete request). So a plugin that wants to
+//! upstream reset or a filter answered locally (Envoy's `Context::onDestroy`
+//! calls `proxy_on_done`, then `proxy_on_delete`). So a plugin that wants to
 //! act at the end ([`Plugin::on_stream_end`](crate::Plugin::on_stream_end))
 //! costs no further VM entry per request. The stream's properties are still
 //! readable then; its headers and bodies may not be.
