@@ -135,7 +135,8 @@ impl<'a, H: Host> Io<'a, H> {
     /// a call that outlives this request.
     ///
     /// Its reply goes to
-    /// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) with `tag`,
+    /// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) with `tag`
+    /// (the plugin's own; [`ADOPTED`](crate::ADOPTED) is the kit's),
     /// whether this request is still there or not, and the request does not
     /// wait for it (a handler that pauses on it alone is resumed). This is
     /// the call to make from
