@@ -1,7 +1,10 @@
 //! Shared helpers of the end-to-end tests in `tests/`: a limiter stack
-//! (Redis, webdis, Envoy with `limiter.wasm`), unique rule names, and waiting
-//! for room in a clock-aligned rate-limit window.
+//! (Redis, webdis, Envoy with `limiter.wasm`), unique rule names, waiting
+//! for room in a clock-aligned rate-limit window, and a slow upstream the
+//! test drives step by step ([`slow_upstream`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod slow_upstream;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

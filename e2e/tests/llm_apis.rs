@@ -479,6 +479,13 @@ fn an_answer_compressed_against_the_request_is_counted() {
     // Its usage cannot be read: counted, and charged by the estimate rule
     // for answers without usage rather than by reading it.
     assert_eq!(settled_counter(&stack.envoy, "token-quota.compressed"), 1);
+    assert_eq!(
+        settled_counter(&stack.envoy, "token-quota.estimated_requests"),
+        1
+    );
+    let estimated = settled_counter(&stack.envoy, "token-quota.estimated_tokens");
+    assert!(estimated > 0);
+    assert_eq!(stack.charged(row.label), estimated as i64);
 }
 
 /// The upstream is as strict as the services it stands for: what the

@@ -1,10 +1,12 @@
-//! Calls in flight: which request each host token belongs to.
+//! Calls in flight: which request, or the root, each host token belongs to.
 //!
 //! Replies arrive by token, sometimes on the root context (Higress Redis),
-//! sometimes after the request is gone. The table maps a token to the
-//! stream that sent it; streams are identified by slot and generation, so a
+//! sometimes after the request is gone. The table maps a token to its
+//! owner: the stream that sent it, identified by slot and generation, so a
 //! late reply for a finished request is recognised and dropped instead of
-//! reaching the request that reused its slot.
+//! reaching the request that reused its slot; or the root context, for a
+//! call that must outlive its request (its reply goes to the plugin's
+//! root-level handler whatever became of the request).
 //!
 //! Entries are reused, never freed: after warm-up, sending a call costs no
 //! allocation, and an entry keeps the capacity of the command it saved
@@ -17,6 +19,22 @@ use crate::resp::CommandBuf;
 pub struct StreamId {
     pub(crate) slot: u32,
     pub(crate) generation: u32,
+}
+
+/// The tag [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) gets
+/// for the reply of a Redis call sent with [`Io::redis`](crate::Io::redis)
+/// whose request ended before the reply came: the root adopted it.
+pub const ADOPTED: u32 = u32::MAX;
+
+/// Who a call's reply goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The request that sent it; dropped once that request has ended.
+    Stream(StreamId),
+    /// The root context, with the plugin's tag: the reply reaches
+    /// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) whether or
+    /// not the request that sent it still exists.
+    Root(u32),
 }
 
 /// What kind of answer a token waits for.
@@ -34,7 +52,7 @@ pub(crate) enum CallKind {
 pub(crate) struct Call {
     live: bool,
     pub(crate) token: u32,
-    pub(crate) stream: StreamId,
+    pub(crate) owner: Owner,
     pub(crate) kind: CallKind,
     /// Source of the script of an EVALSHA, to retry as EVAL on NOSCRIPT.
     pub(crate) retry_source: Option<&'static str>,
@@ -59,7 +77,7 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
-    pub(crate) fn insert(&mut self, token: u32, stream: StreamId, kind: CallKind) -> &mut Call {
+    pub(crate) fn insert(&mut self, token: u32, owner: Owner, kind: CallKind) -> &mut Call {
         let index = self
             .entries
             .iter()
@@ -69,7 +87,7 @@ impl Calls {
             self.entries.push(Call {
                 live: false,
                 token,
-                stream,
+                owner,
                 kind,
                 retry_source: None,
                 retry_command: CommandBuf::default(),
@@ -79,21 +97,21 @@ impl Calls {
         let call = &mut self.entries[index];
         call.live = true;
         call.token = token;
-        call.stream = stream;
+        call.owner = owner;
         call.kind = kind;
         call.retry_source = None;
         call
     }
 
     /// Finds the live call of `token` and marks it answered; returns its
-    /// stream, kind and, for an EVALSHA, the script source, with the
+    /// owner, kind and, for an EVALSHA, the script source, with the
     /// command to retry swapped into `retry` (the entry keeps the old
     /// buffer, overwritten by its next EVALSHA).
     pub(crate) fn take(
         &mut self,
         token: u32,
         retry: &mut CommandBuf,
-    ) -> Option<(StreamId, CallKind, Option<&'static str>)> {
+    ) -> Option<(Owner, CallKind, Option<&'static str>)> {
         let call = self
             .entries
             .iter_mut()
@@ -102,7 +120,7 @@ impl Calls {
         if call.retry_source.is_some() {
             core::mem::swap(retry, &mut call.retry_command);
         }
-        Some((call.stream, call.kind, call.retry_source))
+        Some((call.owner, call.kind, call.retry_source))
     }
 
     #[cfg(test)]
@@ -112,13 +130,27 @@ impl Calls {
 
     /// Whether `stream` waits for any answer.
     pub(crate) fn waits(&self, stream: StreamId) -> bool {
-        self.entries.iter().any(|c| c.live && c.stream == stream)
+        self.entries
+            .iter()
+            .any(|c| c.live && c.owner == Owner::Stream(stream))
     }
 
-    /// Forgets the calls of a finished stream; their replies will be dropped.
+    /// A stream has ended: the root adopts its Redis calls still in
+    /// flight (their replies go to the root-level handler with
+    /// [`ADOPTED`], and a NOSCRIPT retry still happens, so a write the
+    /// request sent is not lost with it); its HTTP calls are forgotten,
+    /// their replies dropped.
     pub(crate) fn forget(&mut self, stream: StreamId) {
-        for call in self.entries.iter_mut().filter(|c| c.stream == stream) {
-            call.live = false;
+        let owner = Owner::Stream(stream);
+        for call in self
+            .entries
+            .iter_mut()
+            .filter(|c| c.live && c.owner == owner)
+        {
+            match call.kind {
+                CallKind::RedisWebdis | CallKind::RedisNative => call.owner = Owner::Root(ADOPTED),
+                CallKind::Http => call.live = false,
+            }
         }
     }
 }

@@ -109,8 +109,12 @@ impl<P: Plugin, H: Host> Dispatcher<P, H> {
         }
     }
 
-    /// A context is gone: a request's slot is freed (late replies for it
-    /// are dropped); a root publishes its counts and is dropped.
+    /// A context is gone: a request's plugin hears of its end (with
+    /// [`Plugin::STREAM_END`](crate::Plugin::STREAM_END)) and its slot is
+    /// freed (the root adopts its Redis calls in flight; late HTTP replies
+    /// are dropped); a root publishes its counts and is dropped. Envoy
+    /// calls `proxy_on_delete` for every request however it ended (after
+    /// `proxy_on_done`), with the request's context current.
     pub fn on_delete(&mut self, context_id: u32) {
         if let Some(entry) = self.streams.remove(context_id) {
             if let Some(filter) = self.root(entry.root_id) {

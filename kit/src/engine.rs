@@ -6,11 +6,12 @@
 //! [`FakeHost`](crate::fake::FakeHost). One `Filter` serves every request of
 //! a plugin instance (a root context) on one worker.
 
-use crate::calls::{CallKind, Calls, StreamId};
+use crate::calls::{CallKind, Calls, Owner, StreamId};
 use crate::config::{self, ConfigError, Fields, Path};
+use crate::ending::StreamEnd;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{parse_status, HttpError, HttpReply};
-use crate::io::Io;
+use crate::io::{Io, RootIo};
 use crate::plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Setup};
 use crate::raw::{self, Retained};
 use crate::redis::{RedisClient, RedisError};
@@ -99,6 +100,8 @@ struct Half {
     seen: usize,
     /// A response body over the limit: let it through unseen.
     passthrough: bool,
+    /// The headers of this direction reached the plugin.
+    started: bool,
 }
 
 fn index(direction: Direction) -> usize {
@@ -368,8 +371,28 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
     }
 
-    /// Stops tracking a request; replies that arrive later are dropped.
+    /// Stops tracking a request. Replies to its Redis calls that arrive
+    /// later go to [`Plugin::on_root_reply`] with tag
+    /// [`ADOPTED`](crate::ADOPTED) (those of its HTTP calls are dropped).
+    ///
+    /// A plugin with [`Plugin::STREAM_END`] first hears of the end in
+    /// [`Plugin::on_stream_end`], with the context the proxy is deleting
+    /// still current.
     pub fn close_stream(&mut self, id: StreamId) {
+        if P::STREAM_END && !self.skipped(id) {
+            let end = self
+                .half(id, Direction::Response)
+                .map(|response| StreamEnd {
+                    response_started: response.started,
+                    response_complete: response.complete,
+                });
+            if let Some(end) = end {
+                let _ = self.run_at(id, None, |cx| {
+                    P::on_stream_end(cx, end);
+                    Flow::Continue
+                });
+            }
+        }
         if let Some(slot) = self.live_slot(id) {
             slot.live = false;
             self.free.push(id.slot);
@@ -561,6 +584,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         if let Some(half) = slot.halves.get_mut(index(direction)) {
             *half = Half {
                 complete: end_of_stream,
+                started: true,
                 ..Half::default()
             };
         }
@@ -786,10 +810,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         body_size: usize,
         switch_context: bool,
     ) {
-        let Some((stream, kind, retry)) = self.calls.take(token, &mut self.retry_command) else {
+        let Some((owner, kind, retry)) = self.calls.take(token, &mut self.retry_command) else {
             return;
         };
-        if !self.enter(stream, switch_context) {
+        if !self.enter(owner, switch_context) {
             return;
         }
         let mut body = core::mem::take(&mut self.reply);
@@ -799,8 +823,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 body.extend_from_slice(bytes);
             }
         }
-        match kind {
-            CallKind::Http => {
+        match (kind, owner) {
+            (CallKind::Http, Owner::Stream(stream)) => {
                 let reply = match self.call_status(num_headers) {
                     Some(status) => Ok(HttpReply {
                         status,
@@ -810,7 +834,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 };
                 self.resume_after(stream, |cx| P::on_http_reply(cx, reply));
             }
-            CallKind::RedisWebdis | CallKind::RedisNative => {
+            // Only Redis calls are sent on behalf of the root.
+            (CallKind::Http, Owner::Root(_)) => {}
+            (CallKind::RedisWebdis | CallKind::RedisNative, _) => {
                 // A body that is one whole RESP value is Redis's answer, so
                 // the status is only read to explain a body that is not:
                 // one host call fewer on every reply. Envoy's own answers
@@ -827,7 +853,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                         Some(other) => RedisError::Http(other),
                     }),
                 };
-                self.deliver_redis(stream, retry, decoded, &body);
+                self.deliver_redis(owner, retry, decoded, &body);
             }
         }
         self.reply = body;
@@ -845,10 +871,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
 
     /// A Higress native Redis call answered (`status` 0) or failed.
     pub fn on_redis_call_response(&mut self, token: u32, status: u32, size: usize) {
-        let Some((stream, _, retry)) = self.calls.take(token, &mut self.retry_command) else {
+        let Some((owner, _, retry)) = self.calls.take(token, &mut self.retry_command) else {
             return;
         };
-        if !self.enter(stream, true) {
+        if !self.enter(owner, true) {
             return;
         }
         let mut body = core::mem::take(&mut self.reply);
@@ -866,12 +892,16 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Some(Err(_)) => Err(RedisError::Protocol),
             None => Err(RedisError::Network),
         };
-        self.deliver_redis(stream, retry, decoded, &body);
+        self.deliver_redis(owner, retry, decoded, &body);
         self.reply = body;
     }
 
-    /// Whether `stream` is still alive; switches the host to it if asked.
-    fn enter(&mut self, stream: StreamId, switch_context: bool) -> bool {
+    /// Whether the reply's owner is still there (the root always is);
+    /// switches the host to a stream if asked.
+    fn enter(&mut self, owner: Owner, switch_context: bool) -> bool {
+        let Owner::Stream(stream) = owner else {
+            return true;
+        };
         let Some(context_id) = self.live_slot(stream).map(|s| s.context_id) else {
             return false;
         };
@@ -883,7 +913,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
 
     fn deliver_redis(
         &mut self,
-        stream: StreamId,
+        owner: Owner,
         retry: Option<&'static str>,
         decoded: Result<&resp::Decoded, RedisError>,
         body: &[u8],
@@ -896,21 +926,38 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     match client.retry_as_eval(
                         &mut self.host,
                         &mut self.calls,
-                        stream,
+                        owner,
                         source,
                         &self.retry_command,
                     ) {
                         Ok(()) => return,
                         Err(e) => {
-                            self.resume_after(stream, |cx| P::on_redis_reply(cx, Err(e)));
+                            self.redis_reply(owner, Err(e));
                             return;
                         }
                     }
                 }
             }
         }
-        let reply = decoded.map(|d| d.reply(body));
-        self.resume_after(stream, |cx| P::on_redis_reply(cx, reply));
+        self.redis_reply(owner, decoded.map(|d| d.reply(body)));
+    }
+
+    /// Gives a Redis reply to its owner's handler.
+    fn redis_reply(&mut self, owner: Owner, reply: Result<crate::Reply<'_>, RedisError>) {
+        match owner {
+            Owner::Stream(stream) => self.resume_after(stream, |cx| P::on_redis_reply(cx, reply)),
+            Owner::Root(tag) => {
+                let io = RootIo {
+                    host: &mut self.host,
+                    redis: self.redis.as_mut(),
+                    calls: &mut self.calls,
+                    counters: &mut self.pending,
+                    log_level: self.log_level,
+                    plugin: P::NAME,
+                };
+                P::on_root_reply(io, tag, reply);
+            }
+        }
     }
 
     /// Runs a reply handler and, if it says go on, takes the request on
@@ -924,7 +971,16 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Some((direction, Stage::Headers)) => {
                 let _ = self.after_headers(stream, direction, false);
             }
-            Some((direction, Stage::Body | Stage::Chunk)) => self.host.resume(direction),
+            Some((direction, stage @ (Stage::Body | Stage::Chunk))) => {
+                if stage == Stage::Chunk {
+                    // The proxy sends what it held; its next body callback
+                    // counts from an empty buffer.
+                    if let Some(half) = self.half(stream, direction) {
+                        half.seen = 0;
+                    }
+                }
+                self.host.resume(direction);
+            }
             None => {}
         }
     }

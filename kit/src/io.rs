@@ -1,6 +1,7 @@
 //! What a phase handler may do to its request: [`Io`].
 
-use crate::calls::{CallKind, Calls, StreamId};
+use crate::calls::{CallKind, Calls, Owner, StreamId};
+use crate::ending::EndCause;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{HttpError, HttpRequest};
 use crate::plugin::{Flow, Responded};
@@ -126,8 +127,50 @@ impl<'a, H: Host> Io<'a, H> {
             client,
             host: self.host,
             calls: self.calls,
-            stream: self.stream,
+            owner: Owner::Stream(self.stream),
         })
+    }
+
+    /// The Redis client, to send one command on behalf of the root context:
+    /// a call that outlives this request.
+    ///
+    /// Its reply goes to
+    /// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) with `tag`
+    /// (the plugin's own; [`ADOPTED`](crate::ADOPTED) is the kit's),
+    /// whether this request is still there or not, and the request does not
+    /// wait for it (a handler that pauses on it alone is resumed). This is
+    /// the call to make from
+    /// [`Plugin::on_stream_end`](crate::Plugin::on_stream_end), and for any
+    /// write that must not be lost when the client goes away. The proxy
+    /// owns such calls on its root context: Envoy sends every HTTP call of
+    /// a module through the root context and delivers the answer there, and
+    /// Higress answers its Redis calls on the root context too, so neither
+    /// cancels the call when the request's context is destroyed.
+    ///
+    /// # Errors
+    /// [`RedisError::NotConfigured`] when the plugin has no `redis` config.
+    pub fn root_redis(&mut self, tag: u32) -> Result<Redis<'_, H>, RedisError> {
+        let client = self.redis.as_deref_mut().ok_or(RedisError::NotConfigured)?;
+        Ok(Redis {
+            client,
+            host: self.host,
+            calls: self.calls,
+            owner: Owner::Root(tag),
+        })
+    }
+
+    /// Why the request ended early, from the proxy's response flags (one
+    /// host call); meant for
+    /// [`Plugin::on_stream_end`](crate::Plugin::on_stream_end), where the
+    /// proxy has set them. [`EndCause::Unknown`] when the proxy has no such
+    /// property.
+    pub fn end_cause(&mut self) -> EndCause {
+        let flags = self
+            .host
+            .property(&["response", "flags"])
+            .and_then(|bytes| bytes.first_chunk::<8>().copied())
+            .map(u64::from_le_bytes);
+        flags.map_or(EndCause::Unknown, EndCause::from_response_flags)
     }
 
     /// Sends an HTTP call for this request; its answer arrives through
@@ -151,7 +194,8 @@ impl<'a, H: Host> Io<'a, H> {
             .host
             .http_call(request.cluster, &headers, request.body, request.timeout)
             .map_err(HttpError::Refused)?;
-        self.calls.insert(token, self.stream, CallKind::Http);
+        self.calls
+            .insert(token, Owner::Stream(self.stream), CallKind::Http);
         Ok(())
     }
 
@@ -227,5 +271,70 @@ impl<'a, H: Host> Io<'a, H> {
     /// when a reply handler returns [`Flow::Continue`]; plugins rarely need it.
     pub fn resume(&mut self, direction: Direction) {
         self.host.resume(direction);
+    }
+}
+
+/// The proxy as seen from the root context, in
+/// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply): no request, only
+/// counters, the log, the clock and root-owned Redis calls.
+pub struct RootIo<'a, H: Host> {
+    pub(crate) host: &'a mut H,
+    pub(crate) redis: Option<&'a mut RedisClient>,
+    pub(crate) calls: &'a mut Calls,
+    pub(crate) counters: &'a mut [u64],
+    pub(crate) log_level: LogLevel,
+    pub(crate) plugin: &'static str,
+}
+
+impl<H: Host> fmt::Debug for RootIo<'_, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootIo")
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Host> RootIo<'_, H> {
+    /// Adds `delta` to counter `index` of [`Plugin::COUNTERS`](crate::Plugin::COUNTERS),
+    /// as [`Io::count_by`].
+    pub fn count_by(&mut self, index: usize, delta: u64) {
+        if let Some(pending) = self.counters.get_mut(index) {
+            *pending = pending.saturating_add(delta);
+        }
+    }
+
+    /// Adds one to counter `index`.
+    pub fn count(&mut self, index: usize) {
+        self.count_by(index, 1);
+    }
+
+    /// Whether a line at `level` would be written.
+    pub fn log_enabled(&self, level: LogLevel) -> bool {
+        level >= self.log_level
+    }
+
+    /// Writes a log line, formatting `message` only if `level` is enabled.
+    pub fn log(&mut self, level: LogLevel, message: fmt::Arguments<'_>) {
+        crate::log::write(self.host, self.log_level, level, self.plugin, message);
+    }
+
+    /// Wall-clock time in nanoseconds since the Unix epoch.
+    pub fn now_nanos(&self) -> u64 {
+        self.host.now_nanos()
+    }
+
+    /// Sends another root-owned Redis command (a retry, a follow-up), as
+    /// [`Io::root_redis`].
+    ///
+    /// # Errors
+    /// [`RedisError::NotConfigured`] when the plugin has no `redis` config.
+    pub fn redis(&mut self, tag: u32) -> Result<Redis<'_, H>, RedisError> {
+        let client = self.redis.as_deref_mut().ok_or(RedisError::NotConfigured)?;
+        Ok(Redis {
+            client,
+            host: self.host,
+            calls: self.calls,
+            owner: Owner::Root(tag),
+        })
     }
 }

@@ -17,6 +17,9 @@
 //! - [`redis`]: typed commands over RESP, sent natively (Higress) or through
 //!   webdis (upstream Envoy).
 //! - [`engine`]: the [`Filter`] that routes host events to the plugin.
+//! - [`ending`]: how a request ended, for [`Plugin::on_stream_end`]; with
+//!   [`Io::root_redis`] and [`Plugin::on_root_reply`], what must still
+//!   happen after a request is gone (calls the root context owns).
 //! - [`dispatcher`]: routes the proxy's callbacks, by context id, to the
 //!   [`Filter`] of each root context; [`export_plugin!`] defines the wasm
 //!   exports that call it, and only those the plugin needs.
@@ -61,6 +64,7 @@ mod calls;
 pub mod config;
 mod config_keys;
 pub mod dispatcher;
+pub mod ending;
 pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -79,12 +83,13 @@ pub mod redis;
 pub mod resp;
 mod rules;
 
-pub use calls::StreamId;
+pub use calls::{StreamId, ADOPTED};
 pub use config::{ConfigError, Field, Fields};
+pub use ending::{EndCause, StreamEnd};
 pub use engine::{Action, Filter, COUNTER_FLUSH};
 pub use host::{Direction, Host, HostError, LogLevel};
 pub use http::{HttpError, HttpReply, HttpRequest};
-pub use io::Io;
+pub use io::{Io, RootIo};
 pub use plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Responded, Setup};
 pub use redis::{Redis, RedisError, Reply, Script, SetOptions};
 

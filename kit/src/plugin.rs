@@ -37,9 +37,10 @@
 //! ```
 
 use crate::config::{ConfigError, Fields};
+use crate::ending::StreamEnd;
 use crate::host::Host;
 use crate::http::{HttpError, HttpReply};
-use crate::io::Io;
+use crate::io::{Io, RootIo};
 use crate::redis::{RedisError, Reply};
 
 /// What a phase handler wants the stream to do next.
@@ -162,6 +163,11 @@ pub trait Plugin: Sized + 'static {
     /// body, the kit then drops `content-length` before the headers leave.
     const REWRITES_BODY: bool = false;
 
+    /// Whether the kit calls [`Plugin::on_stream_end`] when a request
+    /// ends. It rides on `proxy_on_delete`, which every module exports, so
+    /// it adds no VM entry; false skips even the slot lookup.
+    const STREAM_END: bool = false;
+
     /// The compiled configuration, borrowing the configuration bytes.
     type Config<'cfg>;
 
@@ -227,5 +233,28 @@ pub trait Plugin: Sized + 'static {
     ) -> Flow {
         let _ = (cx, reply);
         Flow::Continue
+    }
+
+    /// The request is ending, however it ends: its answer complete, the
+    /// client gone, the upstream reset or timed out, or a local reply
+    /// (called only with [`Plugin::STREAM_END`], and not for requests this
+    /// plugin answered itself or skipped).
+    ///
+    /// The request cannot be held or answered any more, and a call sent
+    /// for it with [`Io::redis`] would never be answered: send what must
+    /// still happen with [`Io::root_redis`]. [`Io::end_cause`] says why a
+    /// request whose answer did not complete ended.
+    fn on_stream_end<H: Host>(cx: Cx<'_, '_, Self, H>, end: StreamEnd) {
+        let _ = (cx, end);
+    }
+
+    /// A Redis command sent with [`Io::root_redis`] (or
+    /// [`RootIo::redis`]) with `tag` has answered, or failed; delivered on
+    /// the root context, whether the request that sent it still exists
+    /// or not. A command sent with [`Io::redis`] whose request ended
+    /// before its reply arrives here too, with tag
+    /// [`ADOPTED`](crate::ADOPTED) (after its NOSCRIPT retry, if any).
+    fn on_root_reply<H: Host>(io: RootIo<'_, H>, tag: u32, reply: Result<Reply<'_>, RedisError>) {
+        let _ = (io, tag, reply);
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! [`Plugin::on_redis_reply`]: crate::Plugin::on_redis_reply
 
-use crate::calls::{CallKind, Calls, StreamId};
+use crate::calls::{CallKind, Calls, Owner};
 use crate::config::{ConfigError, Fields};
 use crate::host::{Host, HostError};
 use crate::limits::CounterKey;
@@ -263,7 +263,7 @@ impl RedisClient {
         &mut self,
         host: &mut H,
         calls: &mut Calls,
-        stream: StreamId,
+        owner: Owner,
         script: Option<&'static str>,
     ) -> Result<(), RedisError> {
         let (token, kind) = match &self.transport {
@@ -285,7 +285,7 @@ impl RedisClient {
                 (token, CallKind::RedisWebdis)
             }
         };
-        let call = calls.insert(token, stream, kind);
+        let call = calls.insert(token, owner, kind);
         if let Some(source) = script {
             call.keep_for_retry(source, &mut self.command);
         }
@@ -299,12 +299,12 @@ impl RedisClient {
         &mut self,
         host: &mut H,
         calls: &mut Calls,
-        stream: StreamId,
+        owner: Owner,
         source: &'static str,
         kept: &CommandBuf,
     ) -> Result<(), RedisError> {
         self.command.eval_of(kept, source.as_bytes());
-        self.send(host, calls, stream, None)
+        self.send(host, calls, owner, None)
     }
 }
 
@@ -342,11 +342,15 @@ pub struct SetOptions {
     pub only_if_absent: bool,
 }
 
-/// Sends Redis commands for the current request.
+/// Sends Redis commands for the current request, or on behalf of the root.
 ///
-/// Each method sends exactly one command; its reply arrives later through
+/// Each method sends exactly one command. From [`Io::redis`](crate::Io::redis)
+/// its reply arrives later through
 /// [`Plugin::on_redis_reply`](crate::Plugin::on_redis_reply), so the handler
-/// usually returns [`Flow::Pause`](crate::Flow::Pause) next.
+/// usually returns [`Flow::Pause`](crate::Flow::Pause) next; from
+/// [`Io::root_redis`](crate::Io::root_redis) it arrives through
+/// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply), also after the
+/// request has ended.
 ///
 /// # Errors
 /// Every send fails with [`RedisError::Refused`] when the host refuses the
@@ -355,7 +359,7 @@ pub struct Redis<'a, H: Host> {
     pub(crate) client: &'a mut RedisClient,
     pub(crate) host: &'a mut H,
     pub(crate) calls: &'a mut Calls,
-    pub(crate) stream: StreamId,
+    pub(crate) owner: Owner,
 }
 
 impl<H: Host> fmt::Debug for Redis<'_, H> {
@@ -543,7 +547,7 @@ impl<H: Host> Command<'_, H> {
         command.finish();
         redis
             .client
-            .send(redis.host, redis.calls, redis.stream, script)
+            .send(redis.host, redis.calls, redis.owner, script)
     }
 }
 
@@ -642,6 +646,7 @@ const fn sha1(bytes: &[u8]) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::StreamId;
     use crate::fake::FakeHost;
     use crate::resp::reference::command;
 
@@ -669,7 +674,7 @@ mod tests {
                     client: &mut client,
                     host: &mut host,
                     calls: &mut calls,
-                    stream: StreamId::default(),
+                    owner: Owner::Stream(StreamId::default()),
                 };
                 let names: Vec<String> = (0..keys).map(|k| format!("k:{{{k}}}")).collect();
                 let mut cmd = redis.evalsha(&SCRIPT);
@@ -694,13 +699,7 @@ mod tests {
                 assert_eq!(kept.bytes(), want);
                 let mut retry = Calls::default();
                 client
-                    .retry_as_eval(
-                        &mut host,
-                        &mut retry,
-                        StreamId::default(),
-                        SCRIPT.source(),
-                        kept,
-                    )
+                    .retry_as_eval(&mut host, &mut retry, Owner::Root(0), SCRIPT.source(), kept)
                     .unwrap();
                 args[0] = b"EVAL";
                 args[1] = SCRIPT.source().as_bytes();

@@ -8,6 +8,7 @@
 //!   Anthropic, Gemini and Ollama report, in a JSON body, a server-sent
 //!   event stream or JSON lines, chunk by chunk, in one pass and without
 //!   allocating.
+//! - [`estimate`]: what an answer cut before any usage is charged.
 //! - [`rewrite`]: makes streaming requests to the APIs that take it ask for
 //!   usage (`stream_options.include_usage`), so streamed answers can be
 //!   charged.
@@ -17,6 +18,7 @@
 //! usage scanner skims what it does not need by structure alone, and
 //! refuses structure it cannot trust rather than guess at it.
 
+pub mod estimate;
 mod json;
 mod quota;
 pub mod rewrite;

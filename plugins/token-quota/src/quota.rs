@@ -9,22 +9,28 @@
 //!    end of the stream; every other body is sent as it came;
 //! 2. the tokens the client already used in the current fixed window are
 //!    read (`GET`); at or over the limit the request is refused;
-//! 3. the response is scanned for usage as it passes, without holding it
-//!    back, and the last chunk is held until the usage is charged
-//!    (`INCRBY`, expiry set on the window's first write, one round trip),
-//!    so a client that sends its next request after reading the answer is
-//!    judged on an exact count.
+//! 3. the response is scanned for usage as it passes; as soon as the usage
+//!    is known (the usage event of a stream, the end of a JSON document)
+//!    it is charged (`INCRBY`, expiry set on the window's first write, one
+//!    round trip), and the bytes from there on are held until the charge
+//!    answers, so a client that sends its next request after reading the
+//!    answer is judged on an exact count;
+//! 4. a request that ends before its answer does (client gone, upstream
+//!    reset, timeout) is charged at its end, by a call the root context
+//!    owns, for the usage its answer reported, or the estimate of
+//!    [`crate::estimate`] when it reported none.
 //!
 //! The configuration follows Higress's `ai-token-ratelimit`.
 
+use crate::estimate::Estimate;
 use crate::rewrite::{include_usage, takes_include_usage, Rewrite, DEFAULT_INCLUDE_USAGE_SUFFIXES};
 use crate::usage::{is_encoded, Format, Scan, Scanner};
 use kit::limits::window::Window;
 use kit::limits::KeyScratch;
 use kit::limits::{Rule, RuleStyle, Unit};
 use kit::{
-    BodyMode, ConfigError, Cx, Fields, Flow, Host, LogLevel, Plugin, RedisError, RedisUse, Reply,
-    Script, Setup,
+    BodyMode, ConfigError, Cx, EndCause, Fields, Flow, Host, LogLevel, Plugin, RedisError,
+    RedisUse, Reply, RootIo, Script, Setup, StreamEnd,
 };
 use smallvec::SmallVec;
 
@@ -62,11 +68,26 @@ pub mod counter {
     pub const USAGE_MISSING: usize = 4;
     /// Redis calls that failed.
     pub const REDIS_ERRORS: usize = 5;
+    /// Answers cut short because the client went away.
+    pub const CLIENT_GONE: usize = 6;
+    /// Answers cut short by an upstream (or proxy) reset.
+    pub const UPSTREAM_RESET: usize = 7;
+    /// Answers cut short by a timeout.
+    pub const TIMED_OUT: usize = 8;
+    /// Answers cut short for another reason (a local reply, unknown).
+    pub const ENDED_OTHERWISE: usize = 9;
+    /// Answers cut before any usage that were charged an estimate.
+    pub const ESTIMATED_REQUESTS: usize = 10;
+    /// Tokens charged by estimate (also counted in `tokens`).
+    pub const ESTIMATED_TOKENS: usize = 11;
     /// Metered answers that came compressed although the plugin asked for
     /// `identity` (an upstream that ignores `accept-encoding`): their
     /// usage cannot be read.
-    pub const COMPRESSED: usize = 6;
+    pub const COMPRESSED: usize = 12;
 }
+
+/// The tag of a charge the root context owns (sent at a request's end).
+const ROOT_CHARGE: u32 = 1;
 
 /// How the token quota's rules read and answer.
 pub const STYLE: RuleStyle = RuleStyle {
@@ -93,6 +114,8 @@ pub struct Config<'cfg> {
     /// none.
     pub include_usage_paths: Vec<&'cfg str>,
     script: Script,
+    /// `on_missing_usage`, `estimate_bytes_per_token`.
+    pub estimate: Estimate,
 }
 
 /// The field naming the paths that take `stream_options.include_usage`.
@@ -110,7 +133,7 @@ enum Step {
     Reading,
     /// Let through; the answer will be charged.
     Admitted,
-    /// Waiting for the charge to be written.
+    /// Waiting for a charge to be written; the answer is held.
     Charging,
 }
 
@@ -126,6 +149,19 @@ pub struct State {
     scanner: Option<Scanner>,
     /// The request goes to an API that takes `stream_options.include_usage`.
     asks_usage: bool,
+    /// Request body bytes the client sent, for an estimate.
+    request_bytes: u64,
+    /// Response body bytes seen, for an estimate.
+    response_bytes: u64,
+    /// Tokens sent to Redis for this answer so far.
+    charged: u64,
+    /// The answer's usage was known and charged (or was zero).
+    accounted: bool,
+    /// Charges in flight.
+    charges_in_flight: u8,
+    /// The answer came compressed: its usage cannot be read, so it is
+    /// charged by the estimate rule.
+    compressed: bool,
 }
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -139,12 +175,19 @@ impl Plugin for TokenQuota {
         "tokens",
         "usage_missing",
         "redis_errors",
+        "client_gone",
+        "upstream_reset",
+        "timed_out",
+        "ended_otherwise",
+        "estimated_requests",
+        "estimated_tokens",
         "compressed",
     ];
     const REDIS: RedisUse = RedisUse::Required;
     const REQUEST_BODY: BodyMode = BodyMode::Buffer;
     const RESPONSE_BODY: BodyMode = BodyMode::Stream;
     const REWRITES_BODY: bool = true;
+    const STREAM_END: bool = true;
     type Config<'cfg> = Config<'cfg>;
     type State = State;
 
@@ -169,6 +212,7 @@ impl Plugin for TokenQuota {
             rule: Rule::parse(fields, setup, &STYLE)?,
             include_usage_paths,
             script: CHARGE,
+            estimate: Estimate::parse(fields)?,
         })
     }
 
@@ -217,6 +261,7 @@ impl Plugin for TokenQuota {
         if cx.state.step != Step::Matched {
             return Flow::Continue;
         }
+        cx.state.request_bytes = body.len() as u64;
         if cx.state.asks_usage && !body.is_empty() {
             cx.io
                 .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
@@ -240,9 +285,10 @@ impl Plugin for TokenQuota {
             cx.io.count(counter::COMPRESSED);
             cx.io.log(
                 LogLevel::Debug,
-                format_args!("the answer came compressed; its usage cannot be read"),
+                format_args!("the answer came compressed; it is charged by estimate"),
             );
             cx.state.scanner = None;
+            cx.state.compressed = true;
             return Flow::Continue;
         }
         let format = cx
@@ -258,31 +304,55 @@ impl Plugin for TokenQuota {
         body: &[u8],
         end_of_stream: bool,
     ) -> Flow {
-        if cx.state.step != Step::Admitted {
+        if !matches!(cx.state.step, Step::Admitted | Step::Charging) {
             return Flow::Continue;
         }
-        let Some(scanner) = cx.state.scanner.as_mut() else {
+        let state = &mut *cx.state;
+        state.response_bytes = state.response_bytes.saturating_add(body.len() as u64);
+        let Some(scanner) = state.scanner.as_mut() else {
+            if state.compressed && end_of_stream && !state.accounted {
+                return charge_estimate(&mut cx);
+            }
             return Flow::Continue;
         };
         scanner.feed(body);
         if !end_of_stream {
-            // Bytes after the usage are held back until it is charged, so
-            // the client cannot finish reading before the count is right
-            // (Envoy often ends a response with an empty last chunk). A
-            // JSON answer is one document: it is held whole (up to the
-            // kit's `max_body_bytes`); an event stream flows until its
-            // usage event.
-            let hold = match scanner {
-                Scanner::Json(_) => true,
-                Scanner::EventStream(sse) => sse.usage_seen(),
+            if state.accounted {
+                // A stream that reports more usage after it was charged
+                // (input tokens first, output tokens last) owes the rest
+                // now; otherwise the bytes are held only until the charge
+                // in flight answers.
+                let more = match scanner {
+                    Scanner::EventStream(sse) => sse.usage_so_far(),
+                    Scanner::Json(_) => None,
+                };
+                if let Some(total) = more.filter(|&total| total > state.charged) {
+                    let owed = total - state.charged;
+                    return charge_usage(&mut cx, owed);
+                }
+                return hold_while_charging(state);
+            }
+            // Charge as soon as the usage is known, and hold the bytes from
+            // there on until it is written, so the client cannot finish
+            // reading before the count is right. Until then a JSON answer is
+            // held (one document, up to the kit's `max_body_bytes`); an
+            // event stream flows.
+            return match usage_known(scanner) {
+                Some(tokens) => charge_usage(&mut cx, tokens),
+                None if matches!(scanner, Scanner::Json(_)) => Flow::Pause,
+                None => Flow::Continue,
             };
-            return if hold { Flow::Pause } else { Flow::Continue };
         }
         let scan = scanner.finish();
-        let tokens = match scan {
-            Scan::Found(usage) if usage.total > 0 => usage.total,
-            Scan::Found(_) => return Flow::Continue,
-            Scan::Absent | Scan::Malformed => {
+        match scan {
+            Scan::Found(usage) => {
+                // Usage reported after the first charge adds the difference.
+                let owed = usage.total.saturating_sub(state.charged);
+                if owed > 0 || !state.accounted {
+                    return charge_usage(&mut cx, owed);
+                }
+            }
+            Scan::Absent | Scan::Malformed if !state.accounted => {
                 cx.io.count(counter::USAGE_MISSING);
                 let why = if scan == Scan::Absent {
                     "reports no usage"
@@ -293,34 +363,111 @@ impl Plugin for TokenQuota {
                     LogLevel::Debug,
                     format_args!("the answer {why}; nothing charged"),
                 );
-                return Flow::Continue;
             }
+            Scan::Absent | Scan::Malformed => {}
+        }
+        hold_while_charging(cx.state)
+    }
+
+    /// Charges what an answer cut short owes: the usage it reported and
+    /// was not charged yet, or the estimate when it reported none.
+    fn on_stream_end<H: Host>(mut cx: Cx<'_, '_, Self, H>, end: StreamEnd) {
+        let step = cx.state.step;
+        if step == Step::Idle || (end.response_complete && step == Step::Admitted) {
+            // No limit applied, or the normal path: everything was charged
+            // on the way.
+            return;
+        }
+        let cause = match cx.io.end_cause() {
+            EndCause::ClientGone => counter::CLIENT_GONE,
+            EndCause::UpstreamReset => counter::UPSTREAM_RESET,
+            EndCause::Timeout => counter::TIMED_OUT,
+            EndCause::Other | EndCause::Unknown => counter::ENDED_OTHERWISE,
         };
-        let ttl = cx.state.window.map_or(1, |w| w.end - w.start);
-        let cfg = cx.config;
-        let mut amount = itoa::Buffer::new();
-        let mut expiry = itoa::Buffer::new();
-        let sent = cx.io.redis().and_then(|redis| {
-            redis
-                .evalsha(&cfg.script)
-                .key(&cx.state.key)
-                .arg(amount.format(tokens).as_bytes())
-                .arg(expiry.format(ttl).as_bytes())
-                .send()
-        });
+        cx.io.count(cause);
+        if !matches!(step, Step::Admitted | Step::Charging) {
+            // Gone before the request was let through: nothing to charge.
+            return;
+        }
+        let state = &mut *cx.state;
+        let reported = match state.scanner.as_mut() {
+            Some(Scanner::EventStream(sse)) => sse.usage_so_far(),
+            Some(Scanner::Json(json)) => json.finish().total(),
+            // A compressed answer reports nothing readable: the estimate.
+            None if state.compressed => None,
+            // No answer was being read (none started, or not one the
+            // scanner reads): nothing reported, nothing passed to estimate.
+            None => return,
+        };
+        let (tokens, estimated) = match reported {
+            Some(total) => (total.saturating_sub(state.charged), false),
+            None if state.accounted || state.charged > 0 => return,
+            None => match cx
+                .config
+                .estimate
+                .tokens(state.request_bytes, state.response_bytes)
+            {
+                Some(tokens) => (tokens, true),
+                None => {
+                    cx.io.count(counter::USAGE_MISSING);
+                    return;
+                }
+            },
+        };
+        if tokens == 0 {
+            return;
+        }
+        let sent = send_charge(&mut cx, tokens, true);
         match sent {
             Ok(()) => {
-                cx.state.step = Step::Charging;
                 cx.io.count_by(counter::TOKENS, tokens);
-                Flow::Pause
+                if estimated {
+                    cx.io.count(counter::ESTIMATED_REQUESTS);
+                    cx.io.count_by(counter::ESTIMATED_TOKENS, tokens);
+                }
+                cx.io.log(
+                    LogLevel::Debug,
+                    format_args!(
+                        "the answer was cut short; charging {tokens} tokens{}",
+                        if estimated { " (estimated)" } else { "" }
+                    ),
+                );
             }
             Err(e) => {
                 cx.io.count(counter::REDIS_ERRORS);
                 cx.io.log(
                     LogLevel::Debug,
-                    format_args!("charging {tokens} tokens failed: {e}"),
+                    format_args!("charging {tokens} tokens at the end failed: {e}"),
                 );
-                Flow::Continue
+            }
+        }
+    }
+
+    /// A charge sent at a request's end has answered, or a call of a
+    /// request that ended first (a quota read, or a charge the request
+    /// held its answer for): only failures matter now.
+    fn on_root_reply<H: Host>(
+        mut io: RootIo<'_, H>,
+        tag: u32,
+        reply: Result<Reply<'_>, RedisError>,
+    ) {
+        match reply {
+            Ok(Reply::Integer(_)) => {}
+            // An adopted quota read answers with the count, not a charge.
+            Ok(Reply::Bulk(_) | Reply::Nil) if tag == kit::ADOPTED => {}
+            Ok(other) => {
+                io.count(counter::REDIS_ERRORS);
+                io.log(
+                    LogLevel::Warn,
+                    format_args!("charging at the end failed: Redis answered {other}"),
+                );
+            }
+            Err(e) => {
+                io.count(counter::REDIS_ERRORS);
+                io.log(
+                    LogLevel::Debug,
+                    format_args!("charging at the end failed: {e}"),
+                );
             }
         }
     }
@@ -358,6 +505,7 @@ impl Plugin for TokenQuota {
                 Flow::Continue
             }
             Step::Charging => {
+                cx.state.charges_in_flight = cx.state.charges_in_flight.saturating_sub(1);
                 match reply {
                     Ok(Reply::Integer(_)) => {}
                     Ok(other) => {
@@ -373,7 +521,10 @@ impl Plugin for TokenQuota {
                             .log(LogLevel::Debug, format_args!("charging failed: {e}"));
                     }
                 }
-                cx.state.step = Step::Idle;
+                if cx.state.charges_in_flight > 0 {
+                    return Flow::Pause;
+                }
+                cx.state.step = Step::Admitted;
                 Flow::Continue
             }
             Step::Idle | Step::Matched | Step::Admitted => Flow::Continue,
@@ -398,4 +549,97 @@ fn quota_unreadable<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, error: RedisErr
     // Let it through and still charge the answer.
     cx.state.step = Step::Admitted;
     Flow::Continue
+}
+
+/// The tokens of an answer whose usage is known before its end: the usage
+/// event of a stream (`SseScanner::usage_seen`), or a JSON document that is
+/// complete.
+fn usage_known(scanner: &Scanner) -> Option<u64> {
+    match scanner {
+        Scanner::EventStream(sse) if sse.usage_seen() => sse.usage_so_far(),
+        Scanner::EventStream(_) => None,
+        Scanner::Json(json) => json.finish().total(),
+    }
+}
+
+/// Holds the answer while a charge is in flight, lets it go otherwise.
+fn hold_while_charging(state: &State) -> Flow {
+    if state.step == Step::Charging {
+        Flow::Pause
+    } else {
+        Flow::Continue
+    }
+}
+
+/// The answer's usage is known: charges `tokens` for the request and holds
+/// the answer until Redis has written it (nothing to charge lets it go).
+fn charge_usage<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, tokens: u64) -> Flow {
+    cx.state.accounted = true;
+    if tokens == 0 {
+        return hold_while_charging(cx.state);
+    }
+    match send_charge(cx, tokens, false) {
+        Ok(()) => {
+            cx.state.step = Step::Charging;
+            cx.state.charges_in_flight = cx.state.charges_in_flight.saturating_add(1);
+            cx.io.count_by(counter::TOKENS, tokens);
+            Flow::Pause
+        }
+        Err(e) => {
+            cx.io.count(counter::REDIS_ERRORS);
+            cx.io.log(
+                LogLevel::Debug,
+                format_args!("charging {tokens} tokens failed: {e}"),
+            );
+            hold_while_charging(cx.state)
+        }
+    }
+}
+
+/// A compressed answer has ended: charges the estimate rule's tokens for
+/// it, as for an answer cut before its usage, and holds its last bytes
+/// until Redis has written them.
+fn charge_estimate<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>) -> Flow {
+    let estimate = cx
+        .config
+        .estimate
+        .tokens(cx.state.request_bytes, cx.state.response_bytes);
+    match estimate {
+        Some(tokens) => {
+            cx.io.count(counter::ESTIMATED_REQUESTS);
+            cx.io.count_by(counter::ESTIMATED_TOKENS, tokens);
+            charge_usage(cx, tokens)
+        }
+        None => {
+            cx.state.accounted = true;
+            cx.io.count(counter::USAGE_MISSING);
+            Flow::Continue
+        }
+    }
+}
+
+/// Sends the charge script for `tokens`: for the request, or (`root`) on
+/// behalf of the root context, so that it outlives the request.
+fn send_charge<H: Host>(
+    cx: &mut Cx<'_, '_, TokenQuota, H>,
+    tokens: u64,
+    root: bool,
+) -> Result<(), RedisError> {
+    let ttl = cx.state.window.map_or(1, |w| w.end - w.start);
+    let script = &cx.config.script;
+    let mut amount = itoa::Buffer::new();
+    let mut expiry = itoa::Buffer::new();
+    let redis = if root {
+        cx.io.root_redis(ROOT_CHARGE)
+    } else {
+        cx.io.redis()
+    }?;
+    redis
+        .evalsha(script)
+        .key(&cx.state.key)
+        .arg(amount.format(tokens).as_bytes())
+        .arg(expiry.format(ttl).as_bytes())
+        .send()?;
+    cx.state.charged = cx.state.charged.saturating_add(tokens);
+    Ok(())
 }

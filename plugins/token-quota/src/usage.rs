@@ -2196,6 +2196,24 @@ impl SseScanner {
             None => Scan::Malformed,
         }
     }
+
+    /// The tokens reported by the complete events taken in so far, the
+    /// way [`SseScanner::finish`] would total them, without finishing the
+    /// scan and whatever an event cut short after them holds: what a
+    /// stream that ends here has reported. `None` before any usage.
+    pub fn usage_so_far(&self) -> Option<u64> {
+        let Totals {
+            seen,
+            total,
+            input,
+            output,
+            ..
+        } = self.totals;
+        if !seen {
+            return None;
+        }
+        total.or_else(|| sum(input, output))
+    }
 }
 
 #[cfg(test)]

@@ -166,18 +166,30 @@ fn gemini_and_ollama_answers_are_charged() {
 }
 
 #[test]
-fn a_compressed_answer_is_counted_and_not_scanned() {
+fn a_compressed_answer_is_counted_and_charged_by_estimate() {
     let mut d = Driver::new(&config(""));
     d.response_encoding = Some("gzip");
-    // The scanner would find 100 tokens in these bytes: that they are not
-    // charged shows the encoding, not the bytes, decided.
+    // The scanner would find 100 tokens in these bytes: that the estimate
+    // is charged instead shows the encoding, not the bytes, decided.
     let json = br#"{"usage":{"total_tokens":100}}"#;
     let upstream = Upstream {
         content_type: "application/json",
         chunks: &[json],
     };
     let (_, charged) = run(&mut d, "/v1/chat/completions", CHAT_STREAM, &upstream);
+    // The estimate rule: request and response body bytes, 4 a token, up.
+    let estimate = (CHAT_STREAM.len() + json.len()).div_ceil(4) as i64;
+    assert_eq!(charged, estimate);
+    assert_eq!(d.counter("token-quota.compressed"), 1);
+    assert_eq!(d.counter("token-quota.estimated_requests"), 1);
+    assert_eq!(d.counter("token-quota.estimated_tokens"), estimate as u64);
+
+    // With `on_missing_usage: "none"` nothing is charged, and it shows.
+    let mut d = Driver::new(&config(r#", "on_missing_usage": "none""#));
+    d.response_encoding = Some("gzip");
+    let (_, charged) = run(&mut d, "/v1/chat/completions", CHAT_STREAM, &upstream);
     assert_eq!(charged, 0);
+    assert_eq!(d.counter("token-quota.usage_missing"), 1);
     assert_eq!(d.counter("token-quota.compressed"), 1);
     d.response_encoding = Some("identity");
     let (_, charged) = run(&mut d, "/v1/chat/completions", CHAT_STREAM, &upstream);
