@@ -30,13 +30,16 @@ done
 echo "[test] formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p kit -p limiter -p token-quota --all-targets --features kit/higress,kit/fake -- -D warnings
+cargo clippy -p proxy-wasm-kit -p limiter -p token-quota --all-targets --features kit/higress,kit/fake -- -D warnings
 # The proxy glue exists only in wasm builds.
-cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota -- -D warnings
-cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/higress -- -D warnings
-cargo clippy --target wasm32-wasip1 -p kit -p limiter -p token-quota --features kit/heap-stats -- -D warnings
-cargo clippy --target wasm32-wasip1 -p kit --no-default-features -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc -p kit --no-deps --features fake
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota -- -D warnings
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/higress -- -D warnings
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/heap-stats -- -D warnings
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit --no-default-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc -p proxy-wasm-kit --no-deps --features fake
+# The kit is publishable as `proxy-wasm-kit`: cargo packages it and builds
+# the package on its own, as crates.io and docs.rs would.
+cargo publish --dry-run -p proxy-wasm-kit
 
 echo "[test] cargo test --workspace"
 cargo test --workspace --no-fail-fast
@@ -46,7 +49,7 @@ cargo run --release -p loadtest -- --smoke
 
 echo "[test] limiter over Higress's native Redis transport (--features higress)"
 cargo test -p limiter --features higress --test native_redis
-cargo test -p kit --features higress --test fake_request
+cargo test -p proxy-wasm-kit --features higress --test fake_request
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"
 bash scripts/build.sh --higress
 for module in limiter token_quota; do

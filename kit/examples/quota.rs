@@ -1,6 +1,6 @@
 //! The plugin of the README's "Writing a plugin" section, kept compiling.
 //! Build it for a proxy with
-//! `cargo build --release --target wasm32-wasip1 -p kit --example quota`.
+//! `cargo build --release --target wasm32-wasip1 -p proxy-wasm-kit --example quota`.
 
 #![allow(missing_debug_implementations)] // kept identical to the README
 
