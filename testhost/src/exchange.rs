@@ -11,6 +11,11 @@ use crate::host::{Error, Host};
 use crate::redis::RedisCall;
 use crate::state::{HttpCall, LocalResponse, LogLine, Pairs, StreamData};
 
+/// How long (virtual time) a paused stream waits for its module's ticks to
+/// resume it before it counts as hung: Envoy's default stream idle timeout
+/// is 5 minutes; a minute is already far past any plugin's intent.
+const IDLE_TIMEOUT_MS: u64 = 60_000;
+
 /// What the upstream answers when the request reaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -337,6 +342,7 @@ impl Host {
             flow.eos_passed = true;
         }
         self.settle(id, dir, &mut flow)?;
+        let mut waited_ms = 0u64;
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             flow.buffered.extend_from_slice(chunk);
@@ -364,7 +370,14 @@ impl Host {
                 return Ok(flow);
             };
             if !self.has_pending() {
-                return Err(Stop::Hang(waiting));
+                // Time passes while the stream waits: the module's ticks
+                // may resume it (a timer), up to the idle timeout.
+                let period = u64::from(self.tick_period_ms());
+                if period == 0 || waited_ms >= IDLE_TIMEOUT_MS {
+                    return Err(Stop::Hang(waiting));
+                }
+                self.advance(std::time::Duration::from_millis(period))?;
+                waited_ms += period;
             }
             self.settle(id, dir, &mut flow)?;
         }

@@ -23,7 +23,9 @@ mod guest;
 pub mod host;
 mod host_calls;
 pub mod redis;
+pub mod report;
 pub mod resp;
+pub mod script;
 pub mod state;
 mod stream_calls;
 
