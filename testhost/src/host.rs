@@ -95,6 +95,9 @@ fn default_properties() -> BTreeMap<String, Vec<u8>> {
     .collect()
 }
 
+/// `proxy_on_http_call_response(root, token, headers, body size, trailers)`.
+type HttpCallResponse = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 /// The callbacks a module exports, each optional.
 #[derive(Default)]
 pub(crate) struct Exports {
@@ -109,7 +112,7 @@ pub(crate) struct Exports {
     pub log: Option<TypedFunc<i32, ()>>,
     pub delete: Option<TypedFunc<i32, ()>>,
     pub tick: Option<TypedFunc<i32, ()>>,
-    pub http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    pub http_call_response: Option<HttpCallResponse>,
     pub redis_call_response: Option<TypedFunc<(i32, i32, i32, i32), ()>>,
 }
 

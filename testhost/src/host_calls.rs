@@ -309,7 +309,8 @@ fn dequeue(c: Cx, id: i32, rp: i32, rs: i32) -> Outcome {
         let len = entry
             .0
             .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_le_bytes(b) as usize)
             .ok_or(Fault::Status(status::EMPTY))?;
         let item = entry.0.get(4..4 + len).unwrap_or_default().to_vec();
         entry.0.drain(..(4 + len).min(entry.0.len()));
