@@ -115,8 +115,16 @@ fn run() -> Result<(), String> {
         let step =
             parse_line(&line).map_err(|e| format!("{}:{}: {e}", requests.display(), i + 1))?;
         match step {
-            Step::Request { request, repeat } => {
+            Step::Request {
+                request,
+                repeat,
+                advance_ms,
+            } => {
                 for _ in 0..repeat {
+                    if advance_ms > 0 {
+                        host.advance(Duration::from_millis(advance_ms))
+                            .map_err(|e| e.to_string())?;
+                    }
                     n += 1;
                     let ex = host.run(&request);
                     if n == 1 || n % every == 0 {

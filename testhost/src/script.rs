@@ -5,6 +5,7 @@
 //! ```text
 //! {"method":"POST","path":"/v1/chat/completions","headers":{"x-user":"alice"},"body":["{\"a\":","1}"],
 //!  "upstream":{"status":200,"headers":{"content-type":"application/json"},"body":"{}"},"repeat":3}
+//! {"path":"/","advance_ms_each":10,"repeat":1000}
 //! {"advance_ms":60000}
 //! {"redis":"stop"}
 //! {"http_answer":{"cluster":"outbound|80||auth.static","status":200,"body":"ok"}}
@@ -27,10 +28,20 @@ pub enum RedisStep {
 /// One line of a request file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    Request { request: Box<Request>, repeat: u32 },
-    Advance { ms: u64 },
+    /// `advance_ms` moves the clock before each repetition.
+    Request {
+        request: Box<Request>,
+        repeat: u32,
+        advance_ms: u64,
+    },
+    Advance {
+        ms: u64,
+    },
     Redis(RedisStep),
-    HttpAnswer { cluster: String, answer: HttpAnswer },
+    HttpAnswer {
+        cluster: String,
+        answer: HttpAnswer,
+    },
 }
 
 fn text(v: &Value) -> Vec<u8> {
@@ -159,7 +170,9 @@ pub fn parse_line(line: &str) -> Result<Step, String> {
         Some(other) => return Err(format!("properties: must be an object, got {other}")),
     };
     let repeat = number(obj.get("repeat"), "repeat", 1)?;
+    let advance_ms = number(obj.get("advance_ms_each"), "advance_ms_each", 0)?;
     Ok(Step::Request {
+        advance_ms,
         request: Box::new(Request {
             headers,
             body: chunks(obj.get("body"), "body")?,
@@ -181,7 +194,10 @@ mod tests {
                 "upstream":{"status":201,"headers":[["content-type","text/plain"]],"body":"ok"},"repeat":2}"#,
         )
         .unwrap();
-        let Step::Request { request, repeat } = step else {
+        let Step::Request {
+            request, repeat, ..
+        } = step
+        else {
             panic!("{step:?}")
         };
         assert_eq!(repeat, 2);
