@@ -191,6 +191,8 @@ struct Flow {
     eos_seen: bool,
     /// The end of stream has been passed on.
     eos_passed: bool,
+    /// Body chunks follow the headers (else the headers end the stream).
+    has_body: bool,
 }
 
 impl Host {
@@ -226,7 +228,11 @@ impl Host {
             return Ok(());
         }
         flow.headers_held = false;
-        if flow.stop_all {
+        if !flow.has_body {
+            // The headers carry the end of stream.
+            flow.stop_all = false;
+            flow.eos_passed = flow.eos_seen;
+        } else if flow.stop_all {
             // Envoy hands the data that arrived meanwhile to the filter that
             // stopped, from the filter itself on.
             flow.stop_all = false;
@@ -334,6 +340,7 @@ impl Host {
             _ => 0,
         };
         let no_body = chunks.is_empty();
+        flow.has_body = !no_body;
         if no_body {
             flow.eos_seen = true;
         }

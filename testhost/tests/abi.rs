@@ -25,6 +25,7 @@ struct Probe {
     body: i32,
     entry: &'static str,
     extra_import: &'static str,
+    tick_ms: u32,
 }
 
 impl Probe {
@@ -35,6 +36,7 @@ impl Probe {
             body,
             entry: INITIALIZE_THEN_MAIN,
             extra_import: "",
+            tick_ms: 0,
         }
     }
 
@@ -44,7 +46,8 @@ impl Probe {
             .replace("@HEADERS@", &self.headers.to_string())
             .replace("@BODY@", &self.body.to_string())
             .replace("@ENTRY@", self.entry)
-            .replace("@EXTRA_IMPORT@", self.extra_import);
+            .replace("@EXTRA_IMPORT@", self.extra_import)
+            .replace("@TICK_MS@", &self.tick_ms.to_string());
         let dir = std::env::temp_dir().join(format!("testhost-abi-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -146,6 +149,28 @@ fn abi_0_2_1_header_stop_iteration_stops_everything_and_nothing_resumes() {
     );
     assert_eq!(body_sizes(&ex), Vec::<u32>::new());
     assert_eq!(ex.upstream_headers, None);
+}
+
+#[test]
+fn a_stop_all_resumed_by_a_timer_hands_over_the_body_that_arrived_meanwhile() {
+    let mut probe = Probe::new("proxy_abi_version_0_2_1", 1, 0);
+    probe.tick_ms = 100;
+    let mut host = probe.load().unwrap();
+    // The chunks arrived while everything was stopped: one body callback
+    // with all of them once the tick resumes the stream.
+    let ex = host.run(&Request::post("/", &[b"ab", b"c"]));
+    assert_eq!(
+        (ex.verdict.clone(), ex.status),
+        (Verdict::Forwarded, 200),
+        "{ex:?}"
+    );
+    assert_eq!(body_sizes(&ex), [3]);
+    assert_eq!(ex.upstream_body, b"abc");
+    // Without a body, resuming passes the headers with the end of stream
+    // and no body callback at all.
+    let ex = host.run(&Request::get("/"));
+    assert_eq!(ex.verdict, Verdict::Forwarded, "{ex:?}");
+    assert_eq!(body_sizes(&ex), Vec::<u32>::new());
 }
 
 #[test]
