@@ -2,7 +2,8 @@
 //! request headers, body chunks (cumulative buffered size), the upstream's
 //! response headers and body, then log, done and delete. Redis and HTTP
 //! call answers are delivered after each callback, before the next chunk
-//! arrives. A paused direction that nothing can resume is a hang.
+//! arrives. A paused direction with nothing pending waits on the module's
+//! ticks (virtual time, up to a minute); one that nothing resumes is a hang.
 
 use std::collections::BTreeMap;
 
@@ -426,9 +427,7 @@ impl Host {
     pub fn run(&mut self, request: &Request) -> Exchange {
         let fuel_before = self.fuel_used();
         let (calls_before, _) = self.host_calls();
-        let redis_before = self.redis_calls().len();
         let http_before = self.store.data().http_calls.len();
-        let logs_before = self.logs().len();
         let id = self.next_id;
         self.next_id += 1;
         let mut ex = Exchange {
@@ -484,19 +483,16 @@ impl Host {
         if let Some(s) = self.store.data_mut().streams.remove(&id) {
             ex.properties = s.properties.into_iter().collect();
         }
-        ex.redis_calls = self
-            .redis_calls()
-            .get(redis_before..)
-            .unwrap_or_default()
-            .to_vec();
-        ex.http_calls = self
-            .store
-            .data()
+        // The records move into the exchange: a long run keeps no history.
+        let state = self.store.data_mut();
+        ex.redis_calls = state.redis.take_calls();
+        ex.logs = std::mem::take(&mut state.logs);
+        ex.http_calls = state
             .http_calls
             .get(http_before..)
             .unwrap_or_default()
             .to_vec();
-        ex.logs = self.logs().get(logs_before..).unwrap_or_default().to_vec();
+        state.http_calls.retain(|c| !c.delivered);
         ex.fuel = self.fuel_used() - fuel_before;
         ex.host_calls = self.host_calls().0 - calls_before;
         ex.memory_bytes = self.memory_bytes();

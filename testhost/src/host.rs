@@ -538,12 +538,14 @@ impl Host {
             .map(|m| m.value)
     }
 
-    /// Every log line so far.
+    /// Log lines at or above the log level since loading or the last
+    /// request (a request's own lines are in its [`crate::Exchange`]).
     pub fn logs(&self) -> &[LogLine] {
         &self.store.data().logs
     }
 
-    /// Every Redis call so far.
+    /// Redis calls made since the last request (outside any request: from
+    /// ticks or configuration).
     pub fn redis_calls(&self) -> &[RedisCall] {
         self.store.data().redis.calls()
     }

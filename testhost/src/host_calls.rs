@@ -56,10 +56,15 @@ fn log(c: Cx, level: i32, p: i32, l: i32) -> Outcome {
     if std::env::var_os("TESTHOST_ECHO_LOGS").is_some() {
         eprintln!("[testhost {level}] {message}");
     }
-    c.data_mut().logs.push(LogLine {
-        level: level as u32,
-        message,
-    });
+    // Like Envoy, keep only what the log level lets through: Go plugins
+    // log debug lines whatever the level.
+    let state = c.data_mut();
+    if level as u32 >= state.log_level {
+        state.logs.push(LogLine {
+            level: level as u32,
+            message,
+        });
+    }
     Ok(())
 }
 

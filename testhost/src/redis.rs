@@ -81,9 +81,15 @@ impl RedisClusters {
         self.table.insert(cluster.to_string(), addr);
     }
 
-    /// Every call made so far.
+    /// The calls made since the last [`RedisClusters::take_calls`].
     pub fn calls(&self) -> &[RedisCall] {
         &self.calls
+    }
+
+    /// Moves the call records out (a call still in flight is then no longer
+    /// recorded when it completes).
+    pub fn take_calls(&mut self) -> Vec<RedisCall> {
+        std::mem::take(&mut self.calls)
     }
 
     /// TCP connections opened so far (a reconnect counts again).

@@ -73,7 +73,12 @@ impl Probe {
     }
 
     fn load(&self) -> Result<Host, testhost::Error> {
-        Host::load(&self.wasm(), b"{}", Setup::default())
+        // Level 0 (trace): the probe logs sizes and statuses as levels.
+        let setup = Setup {
+            log_level: 0,
+            ..Setup::default()
+        };
+        Host::load(&self.wasm(), b"{}", setup)
     }
 }
 
