@@ -18,8 +18,8 @@ cargo build -q -p testhost
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 sed "s/@N@/$N/" "$here/requests.jsonl.in" > "$work/requests.jsonl"
-echo "| module | size (bytes) | fuel, request 1 | fuel, request $N | host calls per request | linear memory after 1 | after $N |"
-echo "|---|---|---|---|---|---|---|"
+echo "| module | size (bytes) | fuel, request 1 | fuel per request, mean of 2..$N | host calls, request 1 | host calls per request, mean of 2..$N | linear memory after 1 | after $N |"
+echo "|---|---|---|---|---|---|---|---|"
 for spec in \
     "limiter:target/wasm/higress/limiter.wasm" \
     "gpustack-rate-limit:$plugins/gpustack-rate-limit/1.0.1/plugin.wasm" \
@@ -37,7 +37,10 @@ lines = [json.loads(l) for l in open(out)]
 first, last = lines[0], lines[-1]
 for l in (first, last):
     assert l["status"] == 200, (name, l["n"], l["status"], l["verdict"])
-print(f"| {name} | {os.path.getsize(module):,} | {first['fuel']:,} | {last['fuel']:,} | {last['host_calls']} "
+span = last["n"] - first["n"]
+fuel = (last["fuel_total"] - first["fuel_total"]) / span
+calls = (last["host_calls_total"] - first["host_calls_total"]) / span
+print(f"| {name} | {os.path.getsize(module):,} | {first['fuel']:,} | {fuel:,.0f} | {first['host_calls']} | {calls:.1f} "
       f"| {first['memory_bytes']:,} | {last['memory_bytes']:,} |")
 PY
 done

@@ -127,6 +127,9 @@ pub struct Exchange {
     pub properties: BTreeMap<String, Vec<u8>>,
     pub fuel: u64,
     pub host_calls: u64,
+    /// Fuel and host calls since the module was loaded (for averages).
+    pub fuel_total: u64,
+    pub host_calls_total: u64,
     pub memory_bytes: usize,
 }
 
@@ -443,6 +446,8 @@ impl Host {
             properties: BTreeMap::new(),
             fuel: 0,
             host_calls: 0,
+            fuel_total: 0,
+            host_calls_total: 0,
             memory_bytes: 0,
         };
         if let Some(why) = self.broken.clone() {
@@ -493,8 +498,10 @@ impl Host {
             .unwrap_or_default()
             .to_vec();
         state.http_calls.retain(|c| !c.delivered);
-        ex.fuel = self.fuel_used() - fuel_before;
-        ex.host_calls = self.host_calls().0 - calls_before;
+        ex.fuel_total = self.fuel_used();
+        ex.host_calls_total = self.host_calls().0;
+        ex.fuel = ex.fuel_total - fuel_before;
+        ex.host_calls = ex.host_calls_total - calls_before;
         ex.memory_bytes = self.memory_bytes();
         ex
     }

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, TypedFunc, Val};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::{Deterministic, WasiCtxBuilder};
 
 use crate::abi::AbiVersion;
 use crate::clock::VirtualClock;
@@ -51,6 +52,10 @@ pub struct Setup {
     pub log_level: u32,
     /// Share one clock between hosts to keep them in step.
     pub clock: VirtualClock,
+    /// Seeds WASI's random numbers (mixed with the number of hosts made
+    /// before in this process), so that a Go module (request UUIDs, map
+    /// order) runs the same instructions on every run.
+    pub random_seed: u64,
 }
 
 impl Default for Setup {
@@ -62,6 +67,7 @@ impl Default for Setup {
             vm_config: Vec::new(),
             log_level: 2,
             clock: VirtualClock::default(),
+            random_seed: 0x5eed_7e57_4057,
         }
     }
 }
@@ -78,6 +84,24 @@ impl Setup {
         self.properties.insert(name.to_string(), value.into());
         self
     }
+}
+
+/// How many random bytes a host draws from before they repeat: a
+/// request UUID takes 16, so 65,536 requests get distinct ones.
+const RANDOM_BYTES: usize = 1 << 20;
+
+/// A long pseudo-random byte sequence (splitmix64) for WASI's random calls.
+fn random_bytes(seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(RANDOM_BYTES);
+    while out.len() < RANDOM_BYTES {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out
 }
 
 /// The properties a gateway always has, as a host hands them over.
@@ -235,9 +259,17 @@ impl Host {
         let module = compile(wasm)?;
         let abi = abi_of(&module)?;
         let linker = linker()?;
+        // Each host of a process draws its own numbers (two gateways must not
+        // make the same request UUIDs), the same ones on every run.
+        static HOSTS: AtomicU64 = AtomicU64::new(0);
+        let nth = HOSTS.fetch_add(1, Ordering::SeqCst);
+        let seed = setup.random_seed ^ nth.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let wasi = WasiCtxBuilder::new()
             .wall_clock(setup.clock.clone())
             .monotonic_clock(setup.clock.clone())
+            .secure_random(Deterministic::new(random_bytes(seed)))
+            .insecure_random(Deterministic::new(random_bytes(!seed)))
+            .insecure_random_seed(u128::from(seed))
             .build_p1();
         let mut properties = default_properties();
         properties.extend(setup.properties.clone());

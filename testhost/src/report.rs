@@ -73,6 +73,8 @@ pub fn line(n: usize, request: &Request, ex: &Exchange) -> Value {
         "properties_set": ex.properties.iter().map(|(k, v)| (k.clone(), Value::String(text(v)))).collect::<Map<_, _>>(),
         "fuel": ex.fuel,
         "host_calls": ex.host_calls,
+        "fuel_total": ex.fuel_total,
+        "host_calls_total": ex.host_calls_total,
         "memory_bytes": ex.memory_bytes,
     })
 }
