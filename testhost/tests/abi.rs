@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use testhost::{Host, Request, Setup, Verdict};
+use testhost::{Host, HttpAnswer, Request, Setup, Verdict};
 
 const INITIALIZE_THEN_MAIN: &str = r#"
   (func (export "_initialize") (global.set $started (i32.const 1)))
@@ -18,6 +18,32 @@ const INITIALIZE_THEN_MAIN: &str = r#"
     (if (i32.eq (global.get $started) (i32.const 1)) (then (global.set $started (i32.const 2))))
     (i32.const 0))"#;
 const START_ONLY: &str = r#"(func (export "_start") (global.set $started (i32.const 2)))"#;
+
+/// Assembles WebAssembly text with wabt's `wat2wasm`.
+fn assemble(text: &str) -> Vec<u8> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!("testhost-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = NEXT.fetch_add(1, Ordering::SeqCst);
+    let (wat, wasm) = (
+        dir.join(format!("{name}.wat")),
+        dir.join(format!("{name}.wasm")),
+    );
+    std::fs::write(&wat, text).unwrap();
+    let tool = stack::require_tool("wat2wasm", "wabt");
+    let out = Command::new(tool)
+        .arg(&wat)
+        .arg("-o")
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wat2wasm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&wasm).unwrap()
+}
 
 struct Probe {
     abi: &'static str,
@@ -48,28 +74,7 @@ impl Probe {
             .replace("@ENTRY@", self.entry)
             .replace("@EXTRA_IMPORT@", self.extra_import)
             .replace("@TICK_MS@", &self.tick_ms.to_string());
-        let dir = std::env::temp_dir().join(format!("testhost-abi-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = NEXT.fetch_add(1, Ordering::SeqCst);
-        let (wat, wasm) = (
-            dir.join(format!("{name}.wat")),
-            dir.join(format!("{name}.wasm")),
-        );
-        std::fs::write(&wat, &text).unwrap();
-        let tool = stack::require_tool("wat2wasm", "wabt");
-        let out = Command::new(tool)
-            .arg(&wat)
-            .arg("-o")
-            .arg(&wasm)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "wat2wasm: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::read(&wasm).unwrap()
+        assemble(&text)
     }
 
     fn load(&self) -> Result<Host, testhost::Error> {
@@ -224,4 +229,68 @@ fn a_module_without_an_abi_marker_is_refused() {
     let probe = Probe::new("not_an_abi_marker", 0, 0);
     let err = probe.load().unwrap_err();
     assert!(err.0.contains("ABI version"), "{err}");
+}
+
+const AUTH: &str = "outbound|80||auth.static";
+
+fn callout(answers: Option<Vec<HttpAnswer>>) -> Host {
+    // Level 0 (trace): the module logs the call's status as the level.
+    let mut setup = Setup {
+        log_level: 0,
+        ..Setup::default()
+    };
+    if let Some(answers) = answers {
+        setup.http.insert(AUTH.to_string(), answers);
+    }
+    Host::load(&assemble(include_str!("wat/callout.wat")), b"", setup).unwrap()
+}
+
+fn call_status(ex: &testhost::Exchange) -> Vec<u32> {
+    ex.logs
+        .iter()
+        .filter(|l| l.message == "call")
+        .map(|l| l.level)
+        .collect()
+}
+
+#[test]
+fn an_http_call_is_answered_from_the_script_on_the_root_context() {
+    let answer = HttpAnswer {
+        headers: vec![(b":status".to_vec(), b"200".to_vec())],
+        body: b"denied!".to_vec(),
+        trailers: Vec::new(),
+    };
+    let mut host = callout(Some(vec![answer]));
+    let ex = host.run(&Request::get("/private"));
+    assert_eq!(call_status(&ex), [0]);
+    assert_eq!(ex.status, 403, "{ex:?}");
+    assert_eq!(ex.response_body, b"denied!");
+    assert_eq!(ex.upstream_headers, None);
+    let [call] = ex.http_calls.as_slice() else {
+        panic!("{:?}", ex.http_calls)
+    };
+    assert_eq!(call.upstream, AUTH);
+    assert_eq!(call.body, b"ping");
+    assert_eq!(call.timeout_ms, 1000);
+    assert!(call
+        .headers
+        .contains(&(b":authority".to_vec(), b"auth".to_vec())));
+    // No answer left: the call fails (no headers) and the module lets the
+    // request go on.
+    let ex = host.run(&Request::get("/private"));
+    assert_eq!(
+        (ex.verdict.clone(), ex.status),
+        (Verdict::Forwarded, 200),
+        "{ex:?}"
+    );
+    assert_eq!(ex.http_calls.len(), 1);
+}
+
+#[test]
+fn an_http_call_to_an_unknown_cluster_is_a_bad_argument() {
+    let mut host = callout(None);
+    let ex = host.run(&Request::get("/"));
+    assert_eq!(call_status(&ex), [2]);
+    assert_eq!(ex.verdict, Verdict::Forwarded);
+    assert!(ex.http_calls.is_empty());
 }
