@@ -105,3 +105,12 @@ else
     log "installing matplotlib and check-jsonschema into .venv"
     .venv/bin/pip install --disable-pip-version-check --quiet matplotlib check-jsonschema
 fi
+
+# Higress's own Go-built plugins (ABI 0_2_100) that testhost's faithfulness
+# tests run; the .wasm files stay in .venv and are never committed.
+if .venv/bin/pip show gpustack-higress-plugins 2>/dev/null | grep -qx 'Version: 0.5.1'; then
+    log "gpustack-higress-plugins 0.5.1 already installed in .venv"
+else
+    log "installing gpustack-higress-plugins 0.5.1 into .venv"
+    .venv/bin/pip install --disable-pip-version-check --quiet 'gpustack-higress-plugins==0.5.1'
+fi

@@ -16,6 +16,8 @@ bash scripts/setup.sh
 # Envoy's stats.
 bash scripts/build.sh
 bash scripts/build.sh --heap-stats
+# testhost's tests (cargo test --workspace) run the Higress builds.
+bash scripts/build.sh --higress
 
 # Issue 4's budget for a shipped module; the README's "Module size" table
 # says what each one is today.
