@@ -40,6 +40,7 @@ use crate::config::{ConfigError, Fields};
 use crate::ending::StreamEnd;
 use crate::host::Host;
 use crate::http::{HttpError, HttpReply};
+use crate::increments::{Count, CountError};
 use crate::io::{Io, RootIo};
 use crate::redis::{RedisError, Reply};
 
@@ -223,6 +224,16 @@ pub trait Plugin: Sized + 'static {
         reply: Result<Reply<'_>, RedisError>,
     ) -> Flow {
         let _ = (cx, reply);
+        Flow::Continue
+    }
+
+    /// The count of an [`Io::increment`] of this request, or why there is
+    /// none. Each request of a shared call runs this with its own count.
+    fn on_count<H: Host>(
+        cx: Cx<'_, '_, Self, H>,
+        count: Result<Count<'_>, CountError<'_>>,
+    ) -> Flow {
+        let _ = (cx, count);
         Flow::Continue
     }
 

@@ -291,7 +291,7 @@ fn noscript_is_retried_as_eval_once() {
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     let call = d.host().last_call.clone().unwrap();
     let path = String::from_utf8(call.headers.get(":path").unwrap().to_vec()).unwrap();
-    assert!(path.starts_with("/EVAL/local%20n"), "{path}");
+    assert!(path.starts_with("/EVAL/local%20by"), "{path}");
     assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![1]);
 }
 
