@@ -3,9 +3,11 @@
 //! Requests are counted in fixed windows aligned to the clock, with the
 //! kit's shared increments ([`kit::Io::increment`]: an atomic `INCRBY` +
 //! first-write `EXPIRE` script, sent by digest; concurrent requests for one
-//! key share a round trip and each still gets its own exact count). Gateways that share a Redis and a `rule_name` share the
-//! limits. Keys already over their limit are rejected locally until their
-//! window ends, so a flood does not become a flood of Redis calls.
+//! key share a round trip and each still gets its own exact count).
+//! Gateways that share a Redis and a `rule_name` share the limits. Keys
+//! already over their limit are rejected locally until their window ends or
+//! `over_limit_recheck_ms` has passed, so a flood does not become a flood
+//! of Redis calls.
 //!
 //! The configuration follows Higress's `cluster-key-rate-limit`:
 //!
@@ -77,9 +79,10 @@ impl Plugin for Limiter {
 
     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         let cfg = cx.config;
-        let now = cx.io.now_nanos() / NANOS_PER_SEC;
+        let now_nanos = cx.io.now_nanos();
+        let now = now_nanos / NANOS_PER_SEC;
         let mut scratch = KeyScratch::default();
-        let Some(applied) = cfg.rule.apply(&mut cx.io, now, &mut scratch) else {
+        let Some(applied) = cfg.rule.apply(&mut cx.io, now_nanos, &mut scratch) else {
             return Flow::Continue;
         };
         let (window, key) = (applied.window, applied.key);
@@ -134,15 +137,15 @@ impl Plugin for Limiter {
             Decision::Reject => {
                 // The clock is read again only here: an allowed request
                 // needs no reset time, and each read is a host call.
-                let now = cx.io.now_nanos() / NANOS_PER_SEC;
+                let now_nanos = cx.io.now_nanos();
+                let now = now_nanos / NANOS_PER_SEC;
                 let window = cx.state.window.unwrap_or(Window {
                     start: now,
                     end: now + 1,
                 });
                 cx.config
                     .rule
-                    .cache
-                    .remember(cx.state.cache_hash, window.end);
+                    .remember_over(cx.state.cache_hash, window.end, now_nanos);
                 cx.io.count(counter::LIMITED);
                 reject(&mut cx, limit, window.reset_after(now))
             }
