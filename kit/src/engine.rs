@@ -281,7 +281,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 let root = Path::Root;
                 let top = Fields::top(&tape, &root)?;
                 strict = top.bool_or("strict_config", false)?;
-                if P::REDIS == RedisUse::Required {
+                if P::REDIS != RedisUse::None {
                     let field = top.require("redis")?;
                     redis = Some(RedisClient::configure(&field.object()?, host)?);
                 }
@@ -331,7 +331,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.heap_counter = raw::HEAP_STATS.then_some(P::COUNTERS.len() + body_counters.len());
         self.pending = vec![0; counters.len()];
         self.compiled = Some(compiled);
-        if redis.is_some() {
+        if redis.is_some() && P::REDIS == RedisUse::Counting {
             self.increments.allocate();
         }
         self.redis = redis;
@@ -962,7 +962,12 @@ impl<P: Plugin, H: Host> Filter<P, H> {
     ) {
         match owner {
             Owner::Count(stream) => self.deliver_count(stream, counted(reply), false),
-            Owner::Shared(index) => self.share_out(index, reply, switch_context),
+            // Without the tables no call is shared: the arm is compiled
+            // only into plugins that count.
+            Owner::Shared(index) if P::REDIS == RedisUse::Counting => {
+                self.share_out(index, reply, switch_context);
+            }
+            Owner::Shared(_) => {}
             Owner::Stream(stream) => self.resume_after(stream, |cx| P::on_redis_reply(cx, reply)),
             Owner::Root(tag) => {
                 let io = RootIo {

@@ -170,7 +170,10 @@ impl<'a, H: Host> Io<'a, H> {
     /// [`Plugin::on_count`](crate::Plugin::on_count), so the handler
     /// returns [`Flow::Pause`] next.
     ///
-    /// Concurrent increments of one key share Redis round trips: while a
+    /// In a plugin whose [`Plugin::REDIS`](crate::Plugin::REDIS) is
+    /// [`RedisUse::Counting`](crate::RedisUse::Counting), concurrent
+    /// increments of one key share Redis round trips (otherwise each goes
+    /// alone, with the same counts): while a
     /// call for `key` is in flight from this VM, this one waits, and when
     /// its reply comes every increment that waited goes as one call of
     /// their sum. Each request is still told the count it would have seen

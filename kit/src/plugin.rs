@@ -95,6 +95,12 @@ pub enum RedisUse {
     None,
     /// A `redis` object is required in the configuration.
     Required,
+    /// As `Required`, and the plugin counts with
+    /// [`Io::increment`]: the kit allocates the tables that let concurrent
+    /// increments of a key share calls (see [`increments`](crate::increments)).
+    /// With `Required`, those paths are left out of the module and every
+    /// increment is sent alone, which is correct, only not shared.
+    Counting,
 }
 
 /// The context of one phase of one request.

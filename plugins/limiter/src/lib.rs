@@ -66,7 +66,7 @@ impl Plugin for Limiter {
         "redis_errors",
         "keys_repaired",
     ];
-    const REDIS: RedisUse = RedisUse::Required;
+    const REDIS: RedisUse = RedisUse::Counting;
     type Config<'cfg> = Config<'cfg>;
     type State = State;
 
