@@ -110,7 +110,7 @@ impl<P: Plugin, H: Host> Dispatcher<P, H> {
     }
 
     /// A context is gone: a request's plugin hears of its end (with
-    /// [`Plugin::STREAM_END`](crate::Plugin::STREAM_END)) and its slot is
+    /// [`Plugin::STREAM_END`]) and its slot is
     /// freed (the root adopts its Redis calls in flight; late HTTP replies
     /// are dropped); a root publishes its counts and is dropped. Envoy
     /// calls `proxy_on_delete` for every request however it ended (after
