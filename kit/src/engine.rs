@@ -913,7 +913,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             return true;
         };
         let Some(context_id) = self.live_slot(stream).map(|s| s.context_id) else {
-            return false;
+            // An increment is still retried after NOSCRIPT when its request
+            // has gone, so that it is counted; its count is then dropped.
+            return matches!(owner, Owner::Count(_));
         };
         if switch_context {
             self.host.set_effective_context(context_id);

@@ -392,3 +392,26 @@ fn a_full_table_sends_the_request_alone() {
         assert_eq!(shown, Some(want), "request {i}");
     }
 }
+
+/// An increment sent alone whose request has gone is still re-sent after
+/// NOSCRIPT, so that Redis counts it, as a shared call's would be.
+#[test]
+fn an_increment_sent_alone_is_retried_after_its_request_ended() {
+    let mut run = Run::new(1000, false);
+    let alone = kit::increments::BATCH + 1;
+    for _ in 0..=alone {
+        run.arrive(0);
+    }
+    assert_eq!(run.in_flight.len(), 2);
+    run.end(alone);
+    run.settle(1, Fate::NoScript);
+    assert_eq!(run.in_flight.len(), 2, "the EVAL retry went out");
+    assert_eq!(run.in_flight[1].webdis_args().unwrap()[0], b"EVAL");
+    run.drain();
+    assert_eq!(
+        run.redis.values().copied().collect::<Vec<_>>(),
+        [alone as i64 + 1]
+    );
+    assert!(run.requests[alone].outcome.is_none());
+    assert!(run.requests[..alone].iter().all(|r| r.outcome.is_some()));
+}
