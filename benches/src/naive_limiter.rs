@@ -20,7 +20,7 @@
 //! - the answer body is copied into a `Vec<u8>` (the SDK's
 //!   `get_http_call_response_body`) and decoded to a `redis-protocol`
 //!   `OwnedFrame`;
-//! - keys over their limit are remembered in a `HashMap<String, u64>`
+//! - keys over their limit are remembered in a `HashMap<String, (u64, u64)>`
 //!   (unless built [`NaiveLimiter::without_over_limit_cache`], which asks
 //!   Redis every time, as Higress's plugin does);
 //! - response headers are built as a `Vec<(String, String)>`.
@@ -124,6 +124,8 @@ pub struct RawConfig {
     pub show_limit_quota_header: Option<bool>,
     /// `failure_mode_deny`.
     pub failure_mode_deny: Option<bool>,
+    /// `over_limit_recheck_ms`.
+    pub over_limit_recheck_ms: Option<u64>,
     /// `redis_key_prefix`.
     pub redis_key_prefix: Option<String>,
     /// `redis`.
@@ -293,6 +295,7 @@ pub struct RuleConfig {
     rejected_msg: String,
     show_quota: bool,
     failure_mode_deny: bool,
+    recheck_ms: u64,
     key_prefix: String,
     webdis_cluster: String,
     timeout: Duration,
@@ -313,6 +316,7 @@ fn merged(own: &RawConfig, base: &RawConfig) -> RawConfig {
             .or_else(|| base.rejected_msg.clone()),
         show_limit_quota_header: own.show_limit_quota_header.or(base.show_limit_quota_header),
         failure_mode_deny: own.failure_mode_deny.or(base.failure_mode_deny),
+        over_limit_recheck_ms: own.over_limit_recheck_ms.or(base.over_limit_recheck_ms),
         redis_key_prefix: own
             .redis_key_prefix
             .clone()
@@ -373,6 +377,7 @@ fn resolve(raw: &RawConfig, place: Option<String>) -> Result<RuleConfig, String>
             .unwrap_or_else(|| "Too many requests".to_string()),
         show_quota: raw.show_limit_quota_header.unwrap_or(false),
         failure_mode_deny: raw.failure_mode_deny.unwrap_or(false),
+        recheck_ms: raw.over_limit_recheck_ms.unwrap_or(1000),
         key_prefix: raw
             .redis_key_prefix
             .clone()
@@ -397,7 +402,8 @@ pub struct NaiveLimiter {
     /// Redis until their window ends, as the kit does. Higress's plugin
     /// has no such cache: it asks Redis every time.
     remember_over_limit: bool,
-    over_limit: HashMap<String, u64>,
+    /// Until which millisecond a key is refused locally, and its window's end.
+    over_limit: HashMap<String, (u64, u64)>,
     counters: HashMap<String, u32>,
     contexts: HashMap<u32, HttpContext>,
     callouts: HashMap<u32, u32>,
@@ -663,7 +669,8 @@ impl NaiveLimiter {
         let Some(config) = self.configs.get(index) else {
             return Action::Continue;
         };
-        let now = host.now_nanos() / NANOS_PER_SEC;
+        let now_nanos = host.now_nanos();
+        let now = now_nanos / NANOS_PER_SEC;
         let (limit, key) = match &config.limits {
             Limits::Global(limit) => {
                 let start = now - now % limit.window_secs;
@@ -720,8 +727,8 @@ impl NaiveLimiter {
             }
         };
         let window_end = now - now % limit.window_secs + limit.window_secs;
-        if let Some(&until) = self.over_limit.get(&key) {
-            if now < until {
+        if let Some(&(until_ms, until)) = self.over_limit.get(&key) {
+            if now_nanos / 1_000_000 < until_ms {
                 self.count(host, "limited_locally");
                 return reject(host, config, limit.max, until - now);
             }
@@ -732,6 +739,7 @@ impl NaiveLimiter {
             "1".to_string(),
             key.clone(),
             limit.window_secs.to_string(),
+            "1".to_string(),
         ];
         let path = crate::naive::webdis_path(&args);
         let headers: Vec<(&str, &[u8])> = vec![
@@ -815,7 +823,8 @@ impl NaiveLimiter {
             return;
         };
         let count = u64::try_from(count).unwrap_or(0).max(1);
-        let now = host.now_nanos() / NANOS_PER_SEC;
+        let now_nanos = host.now_nanos();
+        let now = now_nanos / NANOS_PER_SEC;
         if count <= limit {
             self.count(host, "allowed");
             let show = self.configs.get(index).is_some_and(|c| c.show_quota);
@@ -827,7 +836,11 @@ impl NaiveLimiter {
             host.resume(Direction::Request);
         } else {
             if self.remember_over_limit {
-                self.over_limit.insert(cache_key, window_end);
+                // Refused locally until the window ends or
+                // `over_limit_recheck_ms` has passed, as the kit does.
+                let recheck_ms = self.configs.get(index).map_or(1000, |c| c.recheck_ms);
+                let recheck = (now_nanos / 1_000_000 + recheck_ms).min(window_end * 1000);
+                self.over_limit.insert(cache_key, (recheck, window_end));
             }
             self.count(host, "limited");
             if let Some(config) = self.configs.get(index) {

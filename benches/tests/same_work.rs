@@ -161,6 +161,11 @@ fn same_decisions<F: FnMut(&[u8]) -> i64>(
     outcomes
 }
 
+/// `config` with `over_limit_recheck_ms` set at its top level.
+fn with_recheck(config: &str, ms: u64) -> String {
+    config.replacen('{', &format!("{{\"over_limit_recheck_ms\": {ms}, "), 1)
+}
+
 fn statuses(outcomes: &[Outcome]) -> Vec<u16> {
     outcomes.iter().map(|o| o.status).collect()
 }
@@ -175,9 +180,20 @@ fn same_decisions_on_a_global_count_sequence() {
     let kit = KitDriver::new(GLOBAL_CONFIG).unwrap();
     let into_minute = kit.host().now_nanos / 1_000_000_000 % 60;
     assert!(into_minute < 40, "the test needs 20 s left in the minute");
-    let outcomes = same_decisions(GLOBAL_CONFIG, &requests, Duration::from_secs(2), || {
+    // The cache answers for the whole window here; with the default
+    // recheck (1 s, less than the step) both ask Redis again instead.
+    let config = with_recheck(GLOBAL_CONFIG, 60_000);
+    let outcomes = same_decisions(&config, &requests, Duration::from_secs(2), || {
         scripted_redis(&counts)
     });
+    let rechecked = same_decisions(
+        GLOBAL_CONFIG,
+        &requests[..7],
+        Duration::from_secs(2),
+        || scripted_redis(&counts),
+    );
+    assert_eq!(statuses(&rechecked), [200, 200, 200, 200, 429, 200, 429]);
+    assert!(rechecked.iter().all(|o| o.redis_path.is_some()));
     assert_eq!(
         statuses(&outcomes[..7]),
         [200, 200, 200, 200, 429, 429, 429]
@@ -208,7 +224,7 @@ fn same_decisions_on_a_per_header_count_sequence() {
     let counts = [7, 100_000_000, 100_000_001, 3];
     let requests = [PER_HEADER_REQUEST; 4];
     let outcomes = same_decisions(
-        PER_HEADER_CONFIG,
+        &with_recheck(PER_HEADER_CONFIG, 60_000),
         &requests,
         Duration::from_secs(20),
         || scripted_redis(&counts),

@@ -35,6 +35,11 @@ pub(crate) enum Owner {
     /// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) whether or
     /// not the request that sent it still exists.
     Root(u32),
+    /// A shared increment call: entry `index` of the key table, whose
+    /// requests the reply is shared out to.
+    Shared(u32),
+    /// An increment sent alone for this request; dropped once it has ended.
+    Count(StreamId),
 }
 
 /// What kind of answer a token waits for.

@@ -11,10 +11,11 @@ use crate::config::{self, ConfigError, Fields, Path};
 use crate::ending::StreamEnd;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{parse_status, HttpError, HttpReply};
+use crate::increments::{self, Count, CountError, Increments};
 use crate::io::{Io, RootIo};
 use crate::plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Setup};
 use crate::raw::{self, Retained};
-use crate::redis::{RedisClient, RedisError};
+use crate::redis::{Redis, RedisClient, RedisError};
 use crate::resp::{self, CommandBuf};
 use crate::rules::{Choice, Facts, Rules};
 use core::time::Duration;
@@ -130,6 +131,8 @@ struct Slot<S> {
     waiting: Option<(Direction, Stage)>,
     halves: [Half; 2],
     responded: bool,
+    /// Waits for a count from [`Io::increment`](crate::Io::increment).
+    counting: bool,
     state: S,
 }
 
@@ -146,6 +149,7 @@ pub struct Filter<P: Plugin, H: Host> {
     slots: Vec<Slot<P::State>>,
     free: Vec<u32>,
     calls: Calls,
+    increments: Increments,
     facts: Facts,
     reply: Vec<u8>,
     body: Vec<u8>,
@@ -189,6 +193,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             slots: Vec::new(),
             free: Vec::new(),
             calls: Calls::default(),
+            increments: Increments::default(),
             facts: Facts::default(),
             reply: Vec::new(),
             body: Vec::new(),
@@ -276,7 +281,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 let root = Path::Root;
                 let top = Fields::top(&tape, &root)?;
                 strict = top.bool_or("strict_config", false)?;
-                if P::REDIS == RedisUse::Required {
+                if P::REDIS != RedisUse::None {
                     let field = top.require("redis")?;
                     redis = Some(RedisClient::configure(&field.object()?, host)?);
                 }
@@ -326,6 +331,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.heap_counter = raw::HEAP_STATS.then_some(P::COUNTERS.len() + body_counters.len());
         self.pending = vec![0; counters.len()];
         self.compiled = Some(compiled);
+        if redis.is_some() && P::REDIS == RedisUse::Counting {
+            self.increments.allocate();
+        }
         self.redis = redis;
         self.counters = counters;
         self.retick();
@@ -346,6 +354,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     waiting: None,
                     halves: [Half::default(); 2],
                     responded: false,
+                    counting: false,
                     state: P::State::default(),
                 });
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
@@ -360,6 +369,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 slot.waiting = None;
                 slot.halves = [Half::default(); 2];
                 slot.responded = false;
+                slot.counting = false;
                 slot.state = P::State::default();
                 slot.generation
             }
@@ -835,7 +845,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 self.resume_after(stream, |cx| P::on_http_reply(cx, reply));
             }
             // Only Redis calls are sent on behalf of the root.
-            (CallKind::Http, Owner::Root(_)) => {}
+            (CallKind::Http, _) => {}
             (CallKind::RedisWebdis | CallKind::RedisNative, _) => {
                 // A body that is one whole RESP value is Redis's answer, so
                 // the status is only read to explain a body that is not:
@@ -853,7 +863,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                         Some(other) => RedisError::Http(other),
                     }),
                 };
-                self.deliver_redis(owner, retry, decoded, &body);
+                self.deliver_redis(owner, retry, decoded, &body, switch_context);
             }
         }
         self.reply = body;
@@ -892,18 +902,20 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Some(Err(_)) => Err(RedisError::Protocol),
             None => Err(RedisError::Network),
         };
-        self.deliver_redis(owner, retry, decoded, &body);
+        self.deliver_redis(owner, retry, decoded, &body, true);
         self.reply = body;
     }
 
     /// Whether the reply's owner is still there (the root always is);
     /// switches the host to a stream if asked.
     fn enter(&mut self, owner: Owner, switch_context: bool) -> bool {
-        let Owner::Stream(stream) = owner else {
+        let (Owner::Stream(stream) | Owner::Count(stream)) = owner else {
             return true;
         };
         let Some(context_id) = self.live_slot(stream).map(|s| s.context_id) else {
-            return false;
+            // An increment is still retried after NOSCRIPT when its request
+            // has gone, so that it is counted; its count is then dropped.
+            return matches!(owner, Owner::Count(_));
         };
         if switch_context {
             self.host.set_effective_context(context_id);
@@ -917,6 +929,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         retry: Option<&'static str>,
         decoded: Result<&resp::Decoded, RedisError>,
         body: &[u8],
+        switch_context: bool,
     ) {
         // The decoded reply is lent, not moved: with its inline frames it is
         // a few hundred bytes, copied on every reply when passed by value.
@@ -932,19 +945,31 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     ) {
                         Ok(()) => return,
                         Err(e) => {
-                            self.redis_reply(owner, Err(e));
+                            self.redis_reply(owner, Err(e), switch_context);
                             return;
                         }
                     }
                 }
             }
         }
-        self.redis_reply(owner, decoded.map(|d| d.reply(body)));
+        self.redis_reply(owner, decoded.map(|d| d.reply(body)), switch_context);
     }
 
     /// Gives a Redis reply to its owner's handler.
-    fn redis_reply(&mut self, owner: Owner, reply: Result<crate::Reply<'_>, RedisError>) {
+    fn redis_reply(
+        &mut self,
+        owner: Owner,
+        reply: Result<crate::Reply<'_>, RedisError>,
+        switch_context: bool,
+    ) {
         match owner {
+            Owner::Count(stream) => self.deliver_count(stream, counted(reply), false),
+            // Without the tables no call is shared: the arm is compiled
+            // only into plugins that count.
+            Owner::Shared(index) if P::REDIS == RedisUse::Counting => {
+                self.share_out(index, reply, switch_context);
+            }
+            Owner::Shared(_) => {}
             Owner::Stream(stream) => self.resume_after(stream, |cx| P::on_redis_reply(cx, reply)),
             Owner::Root(tag) => {
                 let io = RootIo {
@@ -958,6 +983,86 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 P::on_root_reply(io, tag, reply);
             }
         }
+    }
+
+    /// A shared increment call answered: its queue, if any, goes to Redis
+    /// as the next call, then each request of the call gets its count (or
+    /// the call's error), in arrival order.
+    fn share_out(
+        &mut self,
+        index: u32,
+        reply: Result<crate::Reply<'_>, RedisError>,
+        switch_context: bool,
+    ) {
+        let Filter {
+            host,
+            redis,
+            calls,
+            increments,
+            ..
+        } = self;
+        if let Some((key, ttl, sum)) = increments.answered(index) {
+            let sent = match redis.as_mut() {
+                Some(client) => Redis {
+                    client,
+                    host,
+                    calls,
+                    owner: Owner::Shared(index),
+                }
+                .evalsha(&increments::COUNT)
+                .key(key)
+                .arg_int(increments::clamp(ttl))
+                .arg_int(increments::clamp(sum))
+                .send(),
+                None => Err(RedisError::NotConfigured),
+            };
+            if let Err(e) = sent {
+                increments.refuse(index);
+                let refused = core::mem::take(&mut self.increments.refused);
+                for waiter in &refused {
+                    self.deliver_count(waiter.stream, Err(CountError::Redis(e)), switch_context);
+                }
+                self.increments.refused = refused;
+            }
+        }
+        let delivering = core::mem::take(&mut self.increments.delivering);
+        match counted(reply) {
+            Ok(total) => {
+                for (i, value) in increments::shares(total.value, &delivering) {
+                    let count = Count {
+                        value,
+                        repaired: total.repaired.filter(|_| i == 0),
+                    };
+                    if let Some(waiter) = delivering.get(i) {
+                        self.deliver_count(waiter.stream, Ok(count), switch_context);
+                    }
+                }
+            }
+            Err(e) => {
+                for waiter in &delivering {
+                    self.deliver_count(waiter.stream, Err(e), switch_context);
+                }
+            }
+        }
+        self.increments.delivering = delivering;
+    }
+
+    /// Gives one request its count, if it is still there.
+    fn deliver_count(
+        &mut self,
+        stream: StreamId,
+        count: Result<Count<'_>, CountError<'_>>,
+        switch_context: bool,
+    ) {
+        let Some(slot) = self.live_slot(stream) else {
+            return;
+        };
+        slot.counting = false;
+        let context_id = slot.context_id;
+        if switch_context {
+            self.host.set_effective_context(context_id);
+        }
+        self.resume_after(stream, |cx| P::on_count(cx, count));
     }
 
     /// Runs a reply handler and, if it says go on, takes the request on
@@ -1015,6 +1120,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             slots,
             calls,
             rewritten,
+            increments,
             ..
         } = self;
         let Some(slot) = slots
@@ -1065,12 +1171,14 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 log_level: *log_level,
                 plugin: P::NAME,
                 responded: &mut slot.responded,
+                increments,
+                counting: &mut slot.counting,
             },
         };
         let action = match handler(cx) {
             Flow::Continue => Action::Continue,
             Flow::Responded(_) => Action::Pause,
-            Flow::Pause if calls.waits(id) => {
+            Flow::Pause if slot.counting || calls.waits(id) => {
                 slot.waiting = Some((direction, stage));
                 Action::Pause
             }
@@ -1101,4 +1209,10 @@ fn release_headers<P: Plugin, H: Host>(host: &mut H, direction: Direction) {
         };
         host.set_header(map, "content-length", None);
     }
+}
+
+/// A reply of the counting script as a count, or why it is none.
+fn counted(reply: Result<crate::Reply<'_>, RedisError>) -> Result<Count<'_>, CountError<'_>> {
+    let reply = reply.map_err(CountError::Redis)?;
+    Count::of(&reply).ok_or(CountError::NotCounted(reply))
 }

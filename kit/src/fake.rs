@@ -263,6 +263,11 @@ pub struct FakeHost {
     /// The context id given to the last request that
     /// [`Filter::send_request`](crate::Filter::send_request) opened.
     pub last_context: u32,
+    /// When set, every local response and every resumed request is
+    /// recorded here as `(effective context, status)`, status 0 for a
+    /// resume: how a test with many requests in flight tells which request
+    /// was answered how.
+    pub answers: Option<Vec<(u32, u16)>>,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -294,6 +299,7 @@ impl Default for FakeHost {
             tick_period: Duration::ZERO,
             host_calls: core::cell::Cell::new(0),
             last_context: 1,
+            answers: None,
             next_token: 1,
             spare_response: None,
             spare_call: None,
@@ -499,6 +505,9 @@ impl Host for FakeHost {
             .or_else(|| self.response.take())
             .unwrap_or_default();
         response.status = status;
+        if let Some(answers) = self.answers.as_mut() {
+            answers.push((self.effective_context, status));
+        }
         response.headers.clear();
         for (name, value) in headers {
             response.headers.add(name, value);
@@ -519,6 +528,9 @@ impl Host for FakeHost {
         };
         if let Some(n) = self.resumed.get_mut(i) {
             *n += 1;
+        }
+        if let (Some(answers), Direction::Request) = (self.answers.as_mut(), direction) {
+            answers.push((self.effective_context, 0));
         }
     }
 

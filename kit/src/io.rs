@@ -4,6 +4,8 @@ use crate::calls::{CallKind, Calls, Owner, StreamId};
 use crate::ending::EndCause;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{HttpError, HttpRequest};
+use crate::increments::{self, Increments, Placement, Waiter};
+use crate::limits::CounterKey;
 use crate::plugin::{Flow, Responded};
 use crate::redis::{Redis, RedisClient, RedisError};
 use core::fmt;
@@ -26,6 +28,10 @@ pub struct Io<'a, H: Host> {
     pub(crate) body: Option<BodyAccess>,
     /// Reused buffer for [`Io::rewrite_body`].
     pub(crate) rewritten: &'a mut Vec<u8>,
+    /// The table of shared increments.
+    pub(crate) increments: &'a mut Increments,
+    /// This request waits for a count from [`Io::increment`].
+    pub(crate) counting: &'a mut bool,
 }
 
 /// The body bytes a body handler was given, for [`Io::rewrite_body`].
@@ -157,6 +163,77 @@ impl<'a, H: Host> Io<'a, H> {
             calls: self.calls,
             owner: Owner::Root(tag),
         })
+    }
+
+    /// Adds `amount` to the counter `key` in Redis, atomically, setting its
+    /// expiry to `ttl_secs` on the key's first write; the count comes to
+    /// [`Plugin::on_count`](crate::Plugin::on_count), so the handler
+    /// returns [`Flow::Pause`] next.
+    ///
+    /// In a plugin whose [`Plugin::REDIS`](crate::Plugin::REDIS) is
+    /// [`RedisUse::Counting`](crate::RedisUse::Counting), concurrent
+    /// increments of one key share Redis round trips (otherwise each goes
+    /// alone, with the same counts): while a
+    /// call for `key` is in flight from this VM, this one waits, and when
+    /// its reply comes every increment that waited goes as one call of
+    /// their sum. Each request is still told the count it would have seen
+    /// had it been sent alone, in arrival order, so a limit decided on it
+    /// is as exact as one call per request (the
+    /// [module docs](crate::increments) give the bounds). A call that fails
+    /// fails every request in it, each with the same error; a request
+    /// that ends while it waits is still counted, and the others are
+    /// answered. The call is owned by the root context, so it outlives the
+    /// request that sent it.
+    ///
+    /// # Examples
+    /// ```ignore
+    /// match cx.io.increment(&key, 1, window_secs) {
+    ///     Ok(()) => Flow::Pause, // the count arrives in on_count
+    ///     Err(e) => fail(cx, e),
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RedisError::NotConfigured`] when the plugin has no `redis` config;
+    /// [`RedisError::Refused`] when the host refuses the call. Nothing is
+    /// left waiting then.
+    pub fn increment(
+        &mut self,
+        key: &CounterKey<'_>,
+        amount: u64,
+        ttl_secs: u64,
+    ) -> Result<(), RedisError> {
+        let client = self.redis.as_deref_mut().ok_or(RedisError::NotConfigured)?;
+        let waiter = Waiter {
+            stream: self.stream,
+            amount,
+        };
+        let owner = match self.increments.place(key.parts(), waiter, ttl_secs) {
+            Placement::Queued => {
+                *self.counting = true;
+                return Ok(());
+            }
+            Placement::Lead(index) => Owner::Shared(index),
+            Placement::Alone => Owner::Count(self.stream),
+        };
+        let redis = Redis {
+            client,
+            host: self.host,
+            calls: self.calls,
+            owner,
+        };
+        let sent = redis
+            .evalsha(&increments::COUNT)
+            .counter_key(key)
+            .arg_int(increments::clamp(ttl_secs))
+            .arg_int(increments::clamp(amount))
+            .send();
+        match (sent, owner) {
+            (Ok(()), _) => *self.counting = true,
+            (Err(_), Owner::Shared(index)) => self.increments.abandon(index),
+            (Err(_), _) => {}
+        }
+        sent
     }
 
     /// Why the request ended early, from the proxy's response flags (one

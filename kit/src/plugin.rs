@@ -40,6 +40,7 @@ use crate::config::{ConfigError, Fields};
 use crate::ending::StreamEnd;
 use crate::host::Host;
 use crate::http::{HttpError, HttpReply};
+use crate::increments::{Count, CountError};
 use crate::io::{Io, RootIo};
 use crate::redis::{RedisError, Reply};
 
@@ -94,6 +95,12 @@ pub enum RedisUse {
     None,
     /// A `redis` object is required in the configuration.
     Required,
+    /// As `Required`, and the plugin counts with
+    /// [`Io::increment`]: the kit allocates the tables that let concurrent
+    /// increments of a key share calls (see [`increments`](crate::increments)).
+    /// With `Required`, those paths are left out of the module and every
+    /// increment is sent alone, which is correct, only not shared.
+    Counting,
 }
 
 /// The context of one phase of one request.
@@ -223,6 +230,16 @@ pub trait Plugin: Sized + 'static {
         reply: Result<Reply<'_>, RedisError>,
     ) -> Flow {
         let _ = (cx, reply);
+        Flow::Continue
+    }
+
+    /// The count of an [`Io::increment`] of this request, or why there is
+    /// none. Each request of a shared call runs this with its own count.
+    fn on_count<H: Host>(
+        cx: Cx<'_, '_, Self, H>,
+        count: Result<Count<'_>, CountError<'_>>,
+    ) -> Flow {
+        let _ = (cx, count);
         Flow::Continue
     }
 

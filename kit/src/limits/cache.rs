@@ -1,9 +1,14 @@
 //! The over-limit cache: keys Redis already said are over their limit.
 //!
-//! Once a key is over its limit in a window, every further request for it
-//! in that window will be rejected; asking Redis again only adds load when
-//! the gateway is being flooded. Like envoyproxy/ratelimit, the limiter
-//! remembers such keys until their window ends and rejects locally.
+//! Once a key is over its limit in a window, further requests for it in
+//! that window will normally be rejected; asking Redis again for each only
+//! adds load when the gateway is being flooded. Like envoyproxy/ratelimit,
+//! the plugins remember such keys and reject locally, until the window ends
+//! or, sooner, until the rule's `over_limit_recheck_ms` has passed: then
+//! the next request asks Redis again, so an operator who deletes or lowers
+//! a counter is obeyed within that bound (a per-day window would otherwise
+//! refuse for up to a day), and a flood costs at most one call per key per
+//! worker per recheck, shared by the requests that arrive with it.
 //!
 //! The cache is a fixed, direct-mapped table allocated at configuration:
 //! remembering or looking up a key never allocates, and a collision merely
@@ -18,11 +23,12 @@ const SLOTS: usize = 1024;
 #[derive(Clone, Copy, Default)]
 struct Entry {
     hash: u64,
-    /// Second the window ends; 0 for an empty slot.
+    /// Millisecond (since the epoch) the entry stops answering; 0 for an
+    /// empty slot.
     until: u64,
 }
 
-/// Keys over their limit, until their window ends.
+/// Keys over their limit, until their window ends or their recheck is due.
 pub struct OverLimitCache {
     /// The SipHash key, derived from the configuration's seed.
     keys: (u64, u64),
@@ -67,14 +73,14 @@ impl OverLimitCache {
         self.slots.get(hash as usize % SLOTS)
     }
 
-    /// Remembers that `hash` is over its limit until second `until`.
+    /// Remembers that `hash` is over its limit until millisecond `until`.
     pub fn remember(&self, hash: u64, until: u64) {
         if let Some(slot) = self.slot(hash) {
             slot.set(Entry { hash, until });
         }
     }
 
-    /// Whether `hash` is known to be over its limit at second `now`.
+    /// Whether `hash` is known to be over its limit at millisecond `now`.
     pub fn is_over(&self, hash: u64, now: u64) -> bool {
         self.slot(hash).is_some_and(|slot| {
             let entry = slot.get();

@@ -144,6 +144,7 @@ fn check(
     let mut host = FakeHost::new();
     let (mut calls, mut counters, mut responded, mut rewritten) =
         (Default::default(), [0u64; 0], false, Vec::new());
+    let (mut increments, mut counting) = (Default::default(), false);
     keys.clear();
     // A second where every window length starts, and one where none does.
     for now in [1_700_006_400u64, 1_700_006_461] {
@@ -165,6 +166,8 @@ fn check(
                 responded: &mut responded,
                 body: None,
                 rewritten: &mut rewritten,
+                increments: &mut increments,
+                counting: &mut counting,
             };
             for (entry, rule) in rules.iter().enumerate() {
                 let mut value = super::Value::new();

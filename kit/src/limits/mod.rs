@@ -403,6 +403,10 @@ pub struct Rule<'cfg> {
     pub key_prefix: &'cfg str,
     /// Keys known to be over their limit, until their window ends.
     pub cache: OverLimitCache,
+    /// `over_limit_recheck_ms` (default 1000): how long a key Redis said
+    /// is over its limit is refused from the cache before the next request
+    /// asks Redis again (never past the key's window).
+    pub over_limit_recheck_ms: u64,
     /// Counter keys up to their variable parts (see the module
     /// documentation), and the
     /// cache hashes of the counters whose identity is configured (the
@@ -416,6 +420,9 @@ pub struct Rule<'cfg> {
     /// The digits of the last limit shown, for [`Rule::limit_digits`].
     limit_text: WindowText,
 }
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+const NANOS_PER_MS: u64 = 1_000_000;
 
 /// What a plugin's [`Rule`] defaults to and how it answers.
 #[derive(Clone, Copy, Debug)]
@@ -440,7 +447,7 @@ fn no_braces(field: &Field<'_, '_>, value: &str) -> Result<(), ConfigError> {
 
 impl<'cfg> Rule<'cfg> {
     /// Reads `rule_name`, the limits, `rejected_code`, `rejected_msg`,
-    /// `failure_mode_deny` and `redis_key_prefix`.
+    /// `failure_mode_deny`, `redis_key_prefix` and `over_limit_recheck_ms`.
     ///
     /// # Errors
     /// Names the first field at fault.
@@ -487,6 +494,14 @@ impl<'cfg> Rule<'cfg> {
                 .opt_str("rejected_msg")?
                 .unwrap_or(style.rejected_msg),
             failure_mode_deny: fields.bool_or("failure_mode_deny", false)?,
+            over_limit_recheck_ms: match fields.u64_or("over_limit_recheck_ms", 1000)? {
+                0 => {
+                    return Err(
+                        fields.error("over_limit_recheck_ms", "must be at least 1 (milliseconds)")
+                    )
+                }
+                ms => ms,
+            },
             key_prefix,
             cache,
             heads,
@@ -550,15 +565,17 @@ impl<'cfg> Rule<'cfg> {
         ))
     }
 
-    /// Finds what limits the current request at second `now`: its limit,
+    /// Finds what limits the current request at `now_nanos` (since the
+    /// epoch): its limit,
     /// window, counter key (built in `scratch`) and whether the over-limit
     /// cache already knows the key is over. `None` when no limit applies.
     pub fn apply<'a, H: Host>(
         &'a self,
         io: &mut Io<'_, H>,
-        now: u64,
+        now_nanos: u64,
         scratch: &'a mut KeyScratch,
     ) -> Option<Applied<'a>> {
+        let now = now_nanos / NANOS_PER_SEC;
         let matched = self.limits.find(io, &mut scratch.value)?;
         let window = window::Window::containing(now, matched.limit.window_secs);
         let (digits, len) = self.window_text.of(window.start);
@@ -574,8 +591,18 @@ impl<'cfg> Rule<'cfg> {
             window,
             key,
             cache_hash,
-            known_over: self.cache.is_over(cache_hash, now),
+            known_over: self.cache.is_over(cache_hash, now_nanos / NANOS_PER_MS),
         })
+    }
+
+    /// Remembers that the key of `hash` is over its limit, as Redis just
+    /// said at `now_nanos`: its requests are refused from the cache until
+    /// its window ends at second `window_end` or `over_limit_recheck_ms`
+    /// has passed, whichever comes first.
+    pub fn remember_over(&self, hash: u64, window_end: u64, now_nanos: u64) {
+        let recheck = (now_nanos / NANOS_PER_MS).saturating_add(self.over_limit_recheck_ms);
+        let until = window_end.saturating_mul(1000).min(recheck);
+        self.cache.remember(hash, until);
     }
 
     /// The decimal digits of `limit`, in the first `len` bytes of the

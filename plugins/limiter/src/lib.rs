@@ -1,10 +1,13 @@
 //! A global rate limiter for Envoy and Higress, counting in Redis.
 //!
-//! Requests are counted in fixed windows aligned to the clock, one Redis
-//! round trip per request (an atomic `INCR` + first-write `EXPIRE` script,
-//! sent by digest). Gateways that share a Redis and a `rule_name` share the
-//! limits. Keys already over their limit are rejected locally until their
-//! window ends, so a flood does not become a flood of Redis calls.
+//! Requests are counted in fixed windows aligned to the clock, with the
+//! kit's shared increments ([`kit::Io::increment`]: an atomic `INCRBY` +
+//! first-write `EXPIRE` script, sent by digest; concurrent requests for one
+//! key share a round trip and each still gets its own exact count).
+//! Gateways that share a Redis and a `rule_name` share the limits. Keys
+//! already over their limit are rejected locally until their window ends or
+//! `over_limit_recheck_ms` has passed, so a flood does not become a flood
+//! of Redis calls.
 //!
 //! The configuration follows Higress's `cluster-key-rate-limit`:
 //!
@@ -21,7 +24,7 @@ pub mod config;
 pub use config::Config;
 use kit::limits::window::{decide, Decision, Window};
 use kit::limits::KeyScratch;
-use kit::{Cx, Flow, Host, LogLevel, Plugin, RedisError, RedisUse, Reply};
+use kit::{Count, CountError, Cx, Flow, Host, LogLevel, Plugin, RedisError, RedisUse};
 
 /// The limiter plugin.
 #[derive(Debug)]
@@ -63,7 +66,7 @@ impl Plugin for Limiter {
         "redis_errors",
         "keys_repaired",
     ];
-    const REDIS: RedisUse = RedisUse::Required;
+    const REDIS: RedisUse = RedisUse::Counting;
     type Config<'cfg> = Config<'cfg>;
     type State = State;
 
@@ -76,9 +79,10 @@ impl Plugin for Limiter {
 
     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         let cfg = cx.config;
-        let now = cx.io.now_nanos() / NANOS_PER_SEC;
+        let now_nanos = cx.io.now_nanos();
+        let now = now_nanos / NANOS_PER_SEC;
         let mut scratch = KeyScratch::default();
-        let Some(applied) = cfg.rule.apply(&mut cx.io, now, &mut scratch) else {
+        let Some(applied) = cfg.rule.apply(&mut cx.io, now_nanos, &mut scratch) else {
             return Flow::Continue;
         };
         let (window, key) = (applied.window, applied.key);
@@ -90,52 +94,37 @@ impl Plugin for Limiter {
         cx.state.window = Some(window);
         cx.state.cache_hash = applied.cache_hash;
 
-        // Windows are at most a day long.
-        let ttl = i64::try_from(applied.limit.window_secs).unwrap_or(i64::MAX);
-        let sent = cx.io.redis().and_then(|redis| {
-            redis
-                .evalsha(&cfg.script)
-                .counter_key(&key)
-                .arg_int(ttl)
-                .send()
-        });
-        match sent {
+        match cx.io.increment(&key, 1, applied.limit.window_secs) {
             Ok(()) => Flow::Pause,
             Err(e) => redis_failed(&mut cx, e),
         }
     }
 
-    fn on_redis_reply<H: Host>(
+    fn on_count<H: Host>(
         mut cx: Cx<'_, '_, Self, H>,
-        reply: Result<Reply<'_>, RedisError>,
+        count: Result<Count<'_>, CountError<'_>>,
     ) -> Flow {
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) => return redis_failed(&mut cx, e),
-        };
-        let count = match Counted::of(&reply) {
-            Some(Counted::Count(n)) => n,
-            Some(Counted::Repaired { count, error, key }) => {
-                cx.io.count(counter::KEYS_REPAIRED);
-                cx.io.log(
-                    LogLevel::Warn,
-                    format_args!(
-                        "counter key {} held a value Redis could not count ({}); replaced it with a new count",
-                        Text(key),
-                        Text(error)
-                    ),
-                );
-                count
-            }
-            None => {
+        let count = match count {
+            Ok(count) => count,
+            Err(CountError::Redis(e)) => return redis_failed(&mut cx, e),
+            Err(e @ CountError::NotCounted(_)) => {
                 // One line: the reply is valid RESP, just not a count.
-                cx.io.log(
-                    LogLevel::Warn,
-                    format_args!("Redis did not count the request: {reply}"),
-                );
+                cx.io.log(LogLevel::Warn, format_args!("{e}"));
                 return unavailable(&mut cx);
             }
         };
+        if let Some(repair) = count.repaired {
+            cx.io.count(counter::KEYS_REPAIRED);
+            cx.io.log(
+                LogLevel::Warn,
+                format_args!(
+                    "counter key {} held a value Redis could not count ({}); replaced it with a new count",
+                    Text(repair.key),
+                    Text(repair.error)
+                ),
+            );
+        }
+        let count = count.value;
         let limit = cx.state.limit;
         match decide(count, limit) {
             Decision::Allow { remaining } => {
@@ -148,15 +137,15 @@ impl Plugin for Limiter {
             Decision::Reject => {
                 // The clock is read again only here: an allowed request
                 // needs no reset time, and each read is a host call.
-                let now = cx.io.now_nanos() / NANOS_PER_SEC;
+                let now_nanos = cx.io.now_nanos();
+                let now = now_nanos / NANOS_PER_SEC;
                 let window = cx.state.window.unwrap_or(Window {
                     start: now,
                     end: now + 1,
                 });
                 cx.config
                     .rule
-                    .cache
-                    .remember(cx.state.cache_hash, window.end);
+                    .remember_over(cx.state.cache_hash, window.end, now_nanos);
                 cx.io.count(counter::LIMITED);
                 reject(&mut cx, limit, window.reset_after(now))
             }
@@ -198,38 +187,6 @@ fn unavailable<H: Host>(cx: &mut Cx<'_, '_, Limiter, H>) -> Flow {
         .rule
         .unavailable(&mut cx.io)
         .unwrap_or(Flow::Continue)
-}
-
-/// What the counting script answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counted<'a> {
-    /// The window's count, this request included.
-    Count(i64),
-    /// The key held a value Redis could not count and was replaced.
-    Repaired {
-        /// The new count.
-        count: i64,
-        /// Redis's error for the old value.
-        error: &'a [u8],
-        /// The key.
-        key: &'a [u8],
-    },
-}
-
-impl<'a> Counted<'a> {
-    /// Reads a reply of [`config::COUNT_SCRIPT`]; `None` for anything else
-    /// (an error reply, or not the script's answer).
-    pub fn of(reply: &Reply<'a>) -> Option<Counted<'a>> {
-        match reply {
-            Reply::Array(parts) => Some(Counted::Repaired {
-                count: parts.get(0)?.as_i64()?,
-                error: parts.get(1)?.as_bytes()?,
-                key: parts.get(2)?.as_bytes()?,
-            }),
-            Reply::Error(_) => None,
-            other => other.as_i64().map(Counted::Count),
-        }
-    }
 }
 
 /// Bytes from Redis in a log line: printable ASCII as is, other bytes as

@@ -291,7 +291,7 @@ fn noscript_is_retried_as_eval_once() {
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     let call = d.host().last_call.clone().unwrap();
     let path = String::from_utf8(call.headers.get(":path").unwrap().to_vec()).unwrap();
-    assert!(path.starts_with("/EVAL/local%20n"), "{path}");
+    assert!(path.starts_with("/EVAL/local%20by"), "{path}");
     assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![1]);
 }
 
@@ -640,4 +640,51 @@ fn host_calls_per_request_stay_few() {
     let before = calls(&mut d);
     d.filter.on_tick();
     assert_eq!(calls(&mut d) - before, 0, "nothing moved");
+}
+
+#[test]
+fn a_key_cached_as_over_is_rechecked_after_over_limit_recheck_ms() {
+    // A per-day limit: without a recheck the cache would refuse until the
+    // day ends even after an operator deleted the counter.
+    for (recheck, configured) in [(1000u64, ""), (250, r#", "over_limit_recheck_ms": 250"#)] {
+        let mut d = Driver::new(&config(&format!(
+            r#""rule_name": "r", "global_threshold": {{"query_per_day": 2}}{configured}"#
+        )));
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+        assert_eq!(d.request(&[]), Outcome::Answered(429));
+        // The operator resets the counter; until the recheck is due the
+        // cache still answers, without Redis.
+        d.redis.clear();
+        d.host().advance(Duration::from_millis(recheck - 1));
+        assert_eq!(d.request(&[]), Outcome::Answered(429));
+        assert!(d.redis.is_empty(), "no call before the recheck");
+        assert_eq!(d.counter("limiter.limited_locally"), 1);
+        d.host().advance(Duration::from_millis(1));
+        assert_eq!(d.request(&[]), Outcome::Forwarded, "recheck {recheck}");
+        assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![1]);
+        // Over again: cached again, and rechecked again a bound later.
+        assert_eq!(d.request(&[]), Outcome::Forwarded);
+        assert_eq!(d.request(&[]), Outcome::Answered(429));
+        assert_eq!(d.request(&[]), Outcome::Answered(429));
+        assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![3]);
+        d.host().advance(Duration::from_millis(recheck));
+        assert_eq!(d.request(&[]), Outcome::Answered(429));
+        assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![4]);
+    }
+}
+
+#[test]
+fn over_limit_recheck_ms_must_be_positive() {
+    let mut filter = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    let error = filter
+        .configure(
+            config(r#""rule_name": "r", "global_threshold": {"query_per_day": 2}, "over_limit_recheck_ms": 0"#)
+                .into_bytes(),
+        )
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("over_limit_recheck_ms"),
+        "{error}"
+    );
 }

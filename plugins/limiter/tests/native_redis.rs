@@ -50,10 +50,10 @@ fn one_resp_command_per_call_and_replies_on_the_root() {
     let call = f.host().last_call.clone().unwrap();
     assert_eq!(call.cluster, "outbound|80||redis.static");
     let resp = String::from_utf8(call.body.clone()).unwrap();
-    assert!(resp.starts_with("*5\r\n$7\r\nEVALSHA\r\n$40\r\n"), "{resp}");
+    assert!(resp.starts_with("*6\r\n$7\r\nEVALSHA\r\n$40\r\n"), "{resp}");
     assert!(resp.contains("limiter:{n:1_per_1s:global}:"), "{resp}");
     // Exactly one command: the array header counts every bulk string.
-    assert_eq!(resp.matches("\r\n$").count(), 5);
+    assert_eq!(resp.matches("\r\n$").count(), 6);
 
     f.host_mut().effective_context = 0;
     f.host_mut().call_response_body = b":2\r\n".to_vec();
@@ -85,7 +85,7 @@ fn noscript_falls_back_to_eval_over_resp() {
     f.on_redis_call_response(token, 0, noscript.len());
     let retry = f.host().last_call.clone().unwrap();
     assert_ne!(retry.token, token);
-    assert!(String::from_utf8_lossy(&retry.body).starts_with("*5\r\n$4\r\nEVAL\r\n"));
+    assert!(String::from_utf8_lossy(&retry.body).starts_with("*6\r\n$4\r\nEVAL\r\n"));
     f.host_mut().call_response_body = b":1\r\n".to_vec();
     f.on_redis_call_response(retry.token, 0, 4);
     assert_eq!(f.host().resumed[0], 1);

@@ -13,7 +13,7 @@ mod common;
 use common::{Driver, Outcome};
 use kit::LogLevel;
 use kit::Reply;
-use limiter::Counted;
+use kit::{Count, Repair};
 
 /// A driver logging at debug level, so that no line hides below the
 /// threshold.
@@ -80,15 +80,23 @@ fn a_repaired_key_counts_the_request_and_is_logged_once() {
 fn replies_are_read_as_the_script_writes_them() {
     let decoded = kit::resp::decode(b":7\r\n").unwrap();
     let bytes = b":7\r\n";
-    assert_eq!(Counted::of(&decoded.reply(bytes)), Some(Counted::Count(7)));
+    assert_eq!(
+        Count::of(&decoded.reply(bytes)),
+        Some(Count {
+            value: 7,
+            repaired: None
+        })
+    );
     let bytes = b"*3\r\n:1\r\n$3\r\nbad\r\n$1\r\nk\r\n";
     let decoded = kit::resp::decode(bytes).unwrap();
     assert_eq!(
-        Counted::of(&decoded.reply(bytes)),
-        Some(Counted::Repaired {
-            count: 1,
-            error: b"bad",
-            key: b"k"
+        Count::of(&decoded.reply(bytes)),
+        Some(Count {
+            value: 1,
+            repaired: Some(Repair {
+                error: b"bad",
+                key: b"k"
+            })
         })
     );
     for bytes in [
@@ -99,6 +107,6 @@ fn replies_are_read_as_the_script_writes_them() {
     ] {
         let decoded = kit::resp::decode(bytes).unwrap();
         let reply: Reply<'_> = decoded.reply(bytes);
-        assert_eq!(Counted::of(&reply), None, "{reply}");
+        assert_eq!(Count::of(&reply), None, "{reply}");
     }
 }

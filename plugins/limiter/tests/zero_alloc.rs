@@ -230,3 +230,100 @@ fn per_param_requests_with_encoded_names_do_not_allocate() {
         &[b"abc", b"a%2Fb+c", b"%E2%82%AC"],
     );
 }
+
+/// The amount of a counting call: the last argument of its webdis path.
+fn amount_of(filter: &Filter<Limiter, FakeHost>) -> i64 {
+    let call = filter.host().last_call.as_ref().unwrap();
+    let path = call.headers.get(":path").unwrap();
+    let path = path.strip_suffix(b".raw").unwrap();
+    let digits = path.rsplit(|&b| b == b'/').next().unwrap();
+    digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'))
+}
+
+/// `concurrent` requests for one key arrive while its call is in flight,
+/// then the calls are answered one by one: batches of that size, and with
+/// more than the queue holds, requests sent alone.
+fn shared_round(
+    filter: &mut Filter<Limiter, FakeHost>,
+    concurrent: usize,
+    streams: &mut Vec<kit::StreamId>,
+    calls: &mut Vec<(u32, i64)>,
+    total: &mut i64,
+) {
+    streams.clear();
+    calls.clear();
+    for i in 0..concurrent {
+        let host = filter.host_mut();
+        host.next_request();
+        host.request_headers.add("x-api-key", b"hot");
+        let sent = host.calls_sent;
+        let stream = filter.open_stream(2 + i as u32);
+        assert_eq!(filter.on_request_headers(stream, true), Action::Pause);
+        if filter.host().calls_sent > sent {
+            let token = filter.host().last_call.as_ref().unwrap().token;
+            calls.push((token, amount_of(filter)));
+        }
+        streams.push(stream);
+    }
+    let mut next = 0;
+    while let Some(&(token, amount)) = calls.get(next) {
+        next += 1;
+        *total += amount;
+        let host = filter.host_mut();
+        host.call_response_headers.clear();
+        host.call_response_headers.add(":status", b"200");
+        host.call_response_body.clear();
+        host.call_response_body.push(b':');
+        let mut digits = itoa::Buffer::new();
+        host.call_response_body
+            .extend_from_slice(digits.format(*total).as_bytes());
+        host.call_response_body.extend_from_slice(b"\r\n");
+        let len = host.call_response_body.len();
+        let sent = host.calls_sent;
+        filter.on_http_call_response(token, 1, len, true);
+        if filter.host().calls_sent > sent {
+            let token = filter.host().last_call.as_ref().unwrap().token;
+            calls.push((token, amount_of(filter)));
+        }
+    }
+    for &stream in streams.iter() {
+        let _ = filter.on_response_headers(stream, true);
+        filter.close_stream(stream);
+    }
+}
+
+#[test]
+fn shared_increments_do_not_allocate() {
+    // Batches of 1, 2 and 31, and more requests than a queue holds (sent
+    // alone), all within the limit.
+    let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
+    let config = format!(
+        r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [{{"key": "*", "query_per_day": 100000000}}]}}],
+           "show_limit_quota_header": true, {WEBDIS}}}"#
+    );
+    filter.configure(config.into_bytes()).unwrap();
+    let sizes = [1, 2, 32, kit::increments::BATCH + 8];
+    let (mut streams, mut calls, mut total) = (Vec::with_capacity(64), Vec::with_capacity(64), 0);
+    for &size in &sizes {
+        shared_round(&mut filter, size, &mut streams, &mut calls, &mut total);
+    }
+    let before = filter.host().resumed[0];
+    let mut calls_made = 0;
+    let allocations = allocations_during(|| {
+        for _ in 0..100 {
+            for &size in &sizes {
+                shared_round(&mut filter, size, &mut streams, &mut calls, &mut total);
+                calls_made += calls.len();
+            }
+        }
+    });
+    let requests: usize = sizes.iter().sum::<usize>() * 100;
+    assert_eq!(
+        filter.host().resumed[0] - before,
+        requests as u64,
+        "all allowed"
+    );
+    // 1: one call; 2: two; 32: two (1 + 31); 40: the lead, 32 queued, 7 alone.
+    assert_eq!(calls_made, 100 * (1 + 2 + 2 + 9));
+    assert_eq!(allocations, 0, "allocations in {requests} warm requests");
+}

@@ -220,9 +220,10 @@ impl Plugin for TokenQuota {
     /// still be read (once they have left, Envoy refuses header reads).
     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
         let cfg = cx.config;
-        let now = cx.io.now_nanos() / NANOS_PER_SEC;
+        let now_nanos = cx.io.now_nanos();
+        let now = now_nanos / NANOS_PER_SEC;
         let mut scratch = KeyScratch::default();
-        let Some(applied) = cfg.rule.apply(&mut cx.io, now, &mut scratch) else {
+        let Some(applied) = cfg.rule.apply(&mut cx.io, now_nanos, &mut scratch) else {
             return Flow::Continue;
         };
         let (window, key, hash) = (applied.window, applied.key, applied.cache_hash);
@@ -488,15 +489,15 @@ impl Plugin for TokenQuota {
                 };
                 let limit = cx.state.limit;
                 if u64::try_from(used).unwrap_or(0) >= limit {
-                    let now = cx.io.now_nanos() / NANOS_PER_SEC;
+                    let now_nanos = cx.io.now_nanos();
+                    let now = now_nanos / NANOS_PER_SEC;
                     let window = cx.state.window.unwrap_or(Window {
                         start: now,
                         end: now + 1,
                     });
                     cx.config
                         .rule
-                        .cache
-                        .remember(cx.state.cache_hash, window.end);
+                        .remember_over(cx.state.cache_hash, window.end, now_nanos);
                     cx.io.count(counter::LIMITED);
                     return reject(&mut cx, limit, window.reset_after(now));
                 }
