@@ -287,3 +287,44 @@ fn bodiless_requests_never_hang() {
         }
     }
 }
+
+/// Higress's Envoy answers the route and cluster names under their old
+/// property names (`route_name`, `cluster_name`, no `xds.`): route and
+/// service rules apply there as they do on upstream Envoy 1.33+.
+#[test]
+fn limiter_route_and_service_rules_apply_under_higress_property_names() {
+    let redis = Redis::start();
+    let setup = setup_with(&redis, REDIS_CLUSTER);
+    let config = json!({
+        "rule_name": "higress-names",
+        "global_threshold": {"query_per_minute": 100},
+        "redis": redis_block(),
+        "_rules_": [
+            {"_match_route_": ["checkout"], "rule_name": "by-route",
+             "global_threshold": {"query_per_minute": 2}},
+            {"_match_service_": ["items.dns:8080"], "rule_name": "by-service",
+             "global_threshold": {"query_per_minute": 3}}
+        ],
+    });
+    let mut host = load("limiter", &config, setup);
+    let send = |host: &mut Host, route: &str, cluster: &str| {
+        let mut request = Request::get("/");
+        request
+            .properties
+            .insert("route_name".into(), route.as_bytes().to_vec());
+        request
+            .properties
+            .insert("cluster_name".into(), cluster.as_bytes().to_vec());
+        host.run(&request).status
+    };
+    let by_route: Vec<u32> = (0..4)
+        .map(|_| send(&mut host, "checkout", "outbound|80||other.dns"))
+        .collect();
+    assert_eq!(by_route, [200, 200, 429, 429]);
+    let by_service: Vec<u32> = (0..5)
+        .map(|_| send(&mut host, "items", "outbound|8080||items.dns"))
+        .collect();
+    assert_eq!(by_service, [200, 200, 200, 429, 429]);
+    // Neither rule: the global limit, far from reached.
+    assert_eq!(send(&mut host, "other", "outbound|80||other.dns"), 200);
+}
