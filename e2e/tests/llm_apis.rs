@@ -488,8 +488,9 @@ fn an_answer_compressed_against_the_request_is_counted() {
     assert_eq!(stack.charged(row.label), estimated as i64);
 }
 
-/// The upstream is as strict as the services it stands for: what the
-/// plugin on today's main added to these requests is refused.
+/// The upstream is as strict as the services it stands for: adding
+/// `stream_options` to these requests, as a plugin that adds it everywhere
+/// would, is refused.
 #[test]
 fn the_upstream_refuses_stream_options_where_the_real_apis_do() {
     let upstream = LlmUpstream::start();

@@ -512,9 +512,9 @@ impl<H: Host> Command<'_, H> {
     /// Appends a counter key from [`Rule::apply`](crate::limits::Rule::apply)
     /// as a key of an EVAL/EVALSHA command: the bytes of
     /// [`Command::key_parts`] with its parts, but a webdis call copies the
-    /// key's head as escaped at configuration instead of escaping it again
-    /// (about 7 instructions a byte, and heads run 20 to 40 bytes), and
-    /// copies the window's digits that end every counter key whole.
+    /// key's head as escaped at configuration instead of escaping it byte
+    /// by byte again, and copies the window's digits that end every
+    /// counter key whole.
     pub fn counter_key(mut self, key: &CounterKey<'_>) -> Self {
         self.keys += 1;
         self.redis

@@ -11,8 +11,8 @@ use super::{slot, Limits, GLOBAL_SLOT, KEY_CLOSE};
 pub(super) const GLOBAL_IDENTITY: &[u8] = b"global";
 
 /// A counter key's fixed part, `bytes[start..end]` of its [`Heads`], its
-/// webdis path segment, `bytes[end..segment_end]` (escaping the head once
-/// here saves a webdis call about 7 instructions a byte), and the
+/// webdis path segment, `bytes[end..segment_end]` (escaped once here, so a
+/// webdis call copies it instead of escaping it byte by byte), and the
 /// over-limit cache hash of the counter when its identity is configured
 /// (unused for a per-value key's head).
 #[derive(Clone, Copy, Debug, Default)]

@@ -412,8 +412,8 @@ pub struct Rule<'cfg> {
     /// cache hashes of the counters whose identity is configured (the
     /// global one, every key of an item that is not `limit_by_per_*`),
     /// computed once here. A request then copies two to four pieces into
-    /// its key instead of building it, and only per-value counters hash (a
-    /// keyed hash costs about 150 instructions).
+    /// its key instead of building it, and only per-value counters pay for
+    /// a keyed hash.
     heads: Heads,
     /// The digits of the last window start, for the counter keys.
     window_text: WindowText,
