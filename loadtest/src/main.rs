@@ -23,8 +23,10 @@
 //! tiny) can run in `scripts/test.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod external;
 mod report;
 mod scenarios;
+mod target;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -35,11 +37,21 @@ use serde::Serialize;
 use stack::{Envoy, EnvoyConfig, OpenAiStream, Redis, Reply, Usage, Webdis};
 
 const USAGE: &str = "usage: loadtest [--smoke] [--only ID,...] [--seconds N] [--connections N] [--soak-requests N]\n\
+     \x20      loadtest --stack compose [options]\n\
+     \x20      loadtest --gateway URL[,URL] --baseline URL[,URL] --redis HOST:PORT [--admin URL[,URL]] [options]\n\
      \n  --only ID,...      only these scenarios (ids as in the report, e.g. limiter-flood-paired); results in loadtest/results/only/\n  \
      --smoke            every scenario, tiny (well under a minute); results in loadtest/results/smoke/\n  \
      --seconds N        length of each overhead run (default 10; env LOADTEST_SECONDS)\n  \
      --connections N    wrk connections of the overhead runs (default 32)\n  \
-     --soak-requests N  requests of the soak (default 1000000)";
+     --soak-requests N  requests of the soak (default 1000000)\n\
+     \nExternal mode (a stack this does not start; results in loadtest/results/external/):\n  \
+     --stack compose    the stack of docker-compose.yaml, on its published ports (read from the compose files)\n  \
+     --gateway URL,...  limiter gateways on loopback (show_limit_quota_header: true), http://127.0.0.1:PORT\n  \
+     --baseline URL,... the stack's no-filter route (one, or one per gateway)\n  \
+     --redis HOST:PORT  the stack's Redis, on loopback (INFO commandstats)\n  \
+     --admin URL,...    the gateways' Envoy admin (progress, /memory), optional\n  \
+     --redis-stop CMD   shell command that stops the stack's Redis (with --redis-start: runs the fault scenario)\n  \
+     --redis-start CMD  shell command that starts it again";
 
 /// How big each scenario is.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +77,55 @@ pub struct Options {
     pub fault_after: u64,
     /// Token quota accuracy runs: how many answers the quota admits.
     pub quota_answers: u64,
+    /// The external mode's stack, when not starting one.
+    #[serde(skip)]
+    pub external: Option<External>,
+}
+
+/// The external mode's arguments, before they are checked.
+#[derive(Debug, Clone, Default)]
+pub struct External {
+    pub compose: bool,
+    pub gateways: Vec<String>,
+    pub baselines: Vec<String>,
+    pub redis: Option<String>,
+    pub admins: Vec<String>,
+    pub redis_stop: Option<String>,
+    pub redis_start: Option<String>,
+}
+
+impl External {
+    /// The stack these arguments name.
+    ///
+    /// # Errors
+    /// Missing or inconsistent arguments, or a compose stack that is not
+    /// up or whose files lack what the scenarios need.
+    pub fn target(&self) -> Result<target::Target, String> {
+        let mut target = if self.compose {
+            if !self.gateways.is_empty() || !self.baselines.is_empty() || self.redis.is_some() {
+                return Err("--stack compose takes no --gateway, --baseline or --redis".to_owned());
+            }
+            target::compose()?
+        } else {
+            let redis = self
+                .redis
+                .as_deref()
+                .ok_or("--gateway needs --redis HOST:PORT")?;
+            if self.baselines.is_empty() {
+                return Err(
+                    "--gateway needs --baseline URL (the stack's no-filter route)".to_owned(),
+                );
+            }
+            target::from_urls(&self.gateways, &self.baselines, redis, &self.admins)?
+        };
+        match (&self.redis_stop, &self.redis_start) {
+            (Some(_), Some(_)) | (None, None) => {}
+            _ => return Err("--redis-stop and --redis-start go together".to_owned()),
+        }
+        target.redis_stop = self.redis_stop.clone();
+        target.redis_start = self.redis_start.clone();
+        Ok(target)
+    }
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -79,8 +140,70 @@ fn parse_options() -> Result<Options, String> {
     let mut soak = None;
     let mut smoke = false;
     let mut only = Vec::new();
+    let mut external = External::default();
+    let mut external_mode = false;
     let mut args = std::env::args().skip(1);
+    let list = |v: Option<String>, name: &str| -> Result<Vec<String>, String> {
+        let items: Vec<String> = v
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if items.is_empty() {
+            return Err(format!("{name} needs a value\n{USAGE}"));
+        }
+        Ok(items)
+    };
     while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--stack" => {
+                match args.next().as_deref() {
+                    Some("compose") => external.compose = true,
+                    other => {
+                        return Err(format!(
+                            "--stack: only `compose` is known, got {other:?}\n{USAGE}"
+                        ))
+                    }
+                }
+                external_mode = true;
+                continue;
+            }
+            "--gateway" => {
+                external.gateways = list(args.next(), "--gateway")?;
+                external_mode = true;
+                continue;
+            }
+            "--baseline" => {
+                external.baselines = list(args.next(), "--baseline")?;
+                continue;
+            }
+            "--redis" => {
+                external.redis = list(args.next(), "--redis")?.pop();
+                continue;
+            }
+            "--admin" => {
+                external.admins = list(args.next(), "--admin")?;
+                continue;
+            }
+            "--redis-stop" => {
+                external.redis_stop = Some(
+                    args.next()
+                        .filter(|c| !c.trim().is_empty())
+                        .ok_or_else(|| format!("--redis-stop needs a command\n{USAGE}"))?,
+                );
+                continue;
+            }
+            "--redis-start" => {
+                external.redis_start = Some(
+                    args.next()
+                        .filter(|c| !c.trim().is_empty())
+                        .ok_or_else(|| format!("--redis-start needs a command\n{USAGE}"))?,
+                );
+                continue;
+            }
+            _ => {}
+        }
         let mut value = |name: &str| {
             args.next()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -92,7 +215,8 @@ fn parse_options() -> Result<Options, String> {
             "--only" => {
                 let ids = args.next().unwrap_or_default();
                 for id in ids.split(',').filter(|id| !id.is_empty()) {
-                    if !scenarios::ALL.iter().any(|(known, _)| *known == id) {
+                    let known_external = external::IDS.contains(&id);
+                    if !scenarios::ALL.iter().any(|(known, _)| *known == id) && !known_external {
                         let known: Vec<&str> = scenarios::ALL.iter().map(|(k, _)| *k).collect();
                         return Err(format!(
                             "--only: no scenario {id:?}; the ids are {}\n{USAGE}",
@@ -127,6 +251,7 @@ fn parse_options() -> Result<Options, String> {
             fault_gap: 3,
             fault_after: 4,
             quota_answers: 150,
+            external: None,
         }
     } else {
         Options {
@@ -143,6 +268,7 @@ fn parse_options() -> Result<Options, String> {
             fault_gap: 5,
             fault_after: 6,
             quota_answers: 2_000,
+            external: None,
         }
     };
     if options.seconds > 3600 || options.connections > 1000 {
@@ -155,6 +281,21 @@ fn parse_options() -> Result<Options, String> {
             "--soak-requests must be at least {}\n{USAGE}",
             2 * options.soak_reference_after
         ));
+    }
+    if !external_mode
+        && (!external.baselines.is_empty()
+            || external.redis.is_some()
+            || !external.admins.is_empty()
+            || external.redis_stop.is_some()
+            || external.redis_start.is_some())
+    {
+        return Err(format!(
+            "--baseline, --redis, --admin, --redis-stop and --redis-start go with --stack or --gateway\n{USAGE}"
+        ));
+    }
+    let mut options = options;
+    if external_mode {
+        options.external = Some(external);
     }
     Ok(options)
 }
@@ -243,14 +384,7 @@ impl Bench {
     /// (commands a Lua script runs are counted too, under their own names),
     /// leaving out `info` (this function's own).
     pub fn redis_commands(&self) -> BTreeMap<String, u64> {
-        let reply = self
-            .redis
-            .command(&[b"INFO", b"commandstats"])
-            .unwrap_or_else(|e| panic!("INFO commandstats: {e}"));
-        let stack::resp::Resp::Bulk(Some(text)) = reply else {
-            panic!("INFO commandstats answered {reply:?}");
-        };
-        commandstats(&String::from_utf8_lossy(&text))
+        redis_commands_at(self.redis.port())
     }
 
     /// The sum of the integer values of every key matching `pattern`.
@@ -268,6 +402,48 @@ impl Bench {
             })
             .sum()
     }
+}
+
+/// Commands the Redis on `127.0.0.1:port` has executed, by name (see
+/// [`Bench::redis_commands`]).
+///
+/// # Panics
+/// When Redis does not answer `INFO commandstats`.
+pub fn redis_commands_at(port: u16) -> BTreeMap<String, u64> {
+    try_redis_commands_at(port).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`redis_commands_at`], the failure returned.
+pub fn try_redis_commands_at(port: u16) -> Result<BTreeMap<String, u64>, String> {
+    let reply = stack::resp::command(port, &[b"INFO", b"commandstats"], Duration::from_secs(5))
+        .map_err(|e| format!("INFO commandstats on 127.0.0.1:{port}: {e}"))?;
+    let stack::resp::Resp::Bulk(Some(text)) = reply else {
+        return Err(format!("INFO commandstats answered {reply:?}"));
+    };
+    Ok(commandstats(&String::from_utf8_lossy(&text)))
+}
+
+/// The sum of the integer values of the keys matching `pattern` whose
+/// names end with `suffix`, in the Redis on `127.0.0.1:port`.
+///
+/// # Panics
+/// When Redis does not answer or a key holds something else than a count.
+pub fn redis_sum_at(port: u16, pattern: &str, suffix: &str) -> u64 {
+    let command = |args: &[&[u8]]| {
+        stack::resp::command(port, args, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("Redis 127.0.0.1:{port}: {e}"))
+    };
+    command(&[b"KEYS", pattern.as_bytes()])
+        .bulk_items()
+        .iter()
+        .filter(|key| key.ends_with(suffix.as_bytes()))
+        .map(|key| match command(&[b"GET", key]) {
+            stack::resp::Resp::Bulk(Some(v)) => String::from_utf8_lossy(&v)
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("key {key:?} holds {v:?}, not a count")),
+            other => panic!("GET {:?}: {other:?}", String::from_utf8_lossy(key)),
+        })
+        .sum()
 }
 
 /// `calls=` of every `cmdstat_<name>` line but `cmdstat_info`.
@@ -389,18 +565,72 @@ fn main() {
     };
     // Fail before starting anything if a piece is missing.
     stack::require_tool("wrk", "wrk");
+    report::require_chart_tools();
+    if let Some(external) = opts.external.clone() {
+        run_external(opts, &external);
+    }
     stack::envoy_binary();
     stack::wasm_path("limiter");
     stack::wasm_path("token-quota");
-    report::require_chart_tools();
 
     let started = std::time::Instant::now();
     let machine = report::Machine::read();
     let mut bench = Bench::start(opts);
     let only = bench.opts.only.clone();
     let scenarios = scenarios::run_all(&mut bench, &only);
-    let results = report::Results::new(&bench, machine, scenarios, started.elapsed());
+    let run = report::Run {
+        opts: bench.opts.clone(),
+        dir: bench.results_dir.clone(),
+        stack: "local: started by the load test on 127.0.0.1 (one redis-server behind one webdis, \
+                two upstream Envoys, fresh gateway Envoys per scenario)"
+            .to_owned(),
+        skipped: Vec::new(),
+    };
+    let results = report::Results::new(run, machine, scenarios, started.elapsed());
     drop(bench);
+    let failed = report::write(&results);
+    std::process::exit(i32::from(failed > 0));
+}
+
+/// The external mode: the scenarios that can run against a stack this
+/// did not start, the rest listed as skipped with the reason.
+fn run_external(opts: Options, args: &External) -> ! {
+    let target = match args.target() {
+        Ok(target) => target,
+        Err(message) => {
+            eprintln!("loadtest: {message}");
+            std::process::exit(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let machine = report::Machine::read_external(target.redis_port);
+    let base = stack::repo_root().join("loadtest/results/external");
+    let dir = if !opts.only.is_empty() {
+        base.join("only")
+    } else if opts.smoke {
+        base.join("smoke")
+    } else {
+        base
+    };
+    std::fs::create_dir_all(dir.join("wrk"))
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    println!("[loadtest] external mode: {}", target.description);
+    let ext = external::External {
+        opts: &opts,
+        target: &target,
+        script_dir: dir.join("wrk"),
+    };
+    let (scenarios, skipped) = external::run(&ext, &opts.only);
+    for s in &skipped {
+        println!("[loadtest] skipped {}: {}", s.id, s.why);
+    }
+    let run = report::Run {
+        opts: opts.clone(),
+        dir,
+        stack: target.description.clone(),
+        skipped,
+    };
+    let results = report::Results::new(run, machine, scenarios, started.elapsed());
     let failed = report::write(&results);
     std::process::exit(i32::from(failed > 0));
 }

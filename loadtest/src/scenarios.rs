@@ -65,10 +65,14 @@ pub struct Scenario {
     /// req/s) per round.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<(f64, f64)>,
+    /// The same rounds against the cheapest Wasm refusal: (its req/s, this
+    /// scenario's req/s) per round.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub floor_rounds: Vec<(f64, f64)>,
 }
 
 impl Scenario {
-    fn new(id: &'static str, title: &str, kind: Kind, wrk: WrkResult) -> Scenario {
+    pub(crate) fn new(id: &'static str, title: &str, kind: Kind, wrk: WrkResult) -> Scenario {
         Scenario {
             id,
             title: title.to_owned(),
@@ -83,11 +87,12 @@ impl Scenario {
             checks: Vec::new(),
             samples: Vec::new(),
             rounds: Vec::new(),
+            floor_rounds: Vec::new(),
         }
     }
 
     /// Calls of `commands` per answered request.
-    fn per_request(&self, commands: &[&str]) -> f64 {
+    pub(crate) fn per_request(&self, commands: &[&str]) -> f64 {
         let calls: u64 = commands
             .iter()
             .filter_map(|c| self.redis_commands.get(*c))
@@ -134,7 +139,12 @@ impl Scenario {
             .map(|calls| calls as f64 / self.wrk.requests.max(1) as f64)
     }
 
-    fn check(&mut self, what: impl Into<String>, passed: bool, detail: impl Into<String>) {
+    pub(crate) fn check(
+        &mut self,
+        what: impl Into<String>,
+        passed: bool,
+        detail: impl Into<String>,
+    ) {
         let check = Check {
             what: what.into(),
             passed,
@@ -149,12 +159,12 @@ impl Scenario {
         self.checks.push(check);
     }
 
-    fn fact(&mut self, name: &str, value: impl ToString) {
+    pub(crate) fn fact(&mut self, name: &str, value: impl ToString) {
         self.facts.push((name.to_owned(), value.to_string()));
     }
 
     /// No socket errors and no answer outside `expected`.
-    fn check_answers(&mut self, expected: &[u16]) {
+    pub(crate) fn check_answers(&mut self, expected: &[u16]) {
         let unexpected = self.wrk.unexpected(expected);
         let codes: Vec<String> = expected.iter().map(u16::to_string).collect();
         self.check(
@@ -644,6 +654,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     let mut pairs = Vec::new();
     let mut native_pairs = Vec::new();
     let mut minimal_pairs = Vec::new();
+    let mut floor_pairs = Vec::new();
     let mut round_texts = Vec::new();
     let mut busy_lowest = f64::INFINITY;
     let started = Instant::now();
@@ -698,6 +709,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         pairs.push((base, over));
         native_pairs.push((base, reference));
         minimal_pairs.push((base, floor));
+        floor_pairs.push((floor, over));
     }
     for gateway in gateways {
         crate::pin_to_cpu_range(gateway, 0, gateway_cpu);
@@ -726,7 +738,14 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             format!("{median:.2}x"),
         );
     }
+    if let Some(median) = median_ratio(&floor_pairs) {
+        s.fact(
+            "median ratio, limiter flood / the cheapest Wasm refusal",
+            format!("{median:.2}x"),
+        );
+    }
     s.rounds = pairs;
+    s.floor_rounds = floor_pairs;
     s.check_answers(&[200, 429]);
     // The rounds take over a minute: each window they touch admits its
     // budget again.

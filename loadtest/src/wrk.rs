@@ -368,6 +368,23 @@ pub fn format_ms(micros: u64) -> String {
     format!("{:.2} ms", micros as f64 / 1e3)
 }
 
+/// Where an Envoy's request counters are read: its admin port and the
+/// listener's `stat_prefix` (`None`: every listener but the admin's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    pub admin_port: u16,
+    pub stat_prefix: Option<String>,
+}
+
+impl Listener {
+    pub fn new(admin_port: u16, stat_prefix: Option<&str>) -> Listener {
+        Listener {
+            admin_port,
+            stat_prefix: stat_prefix.map(str::to_owned),
+        }
+    }
+}
+
 /// Envoy's request counters at one moment, summed over gateways.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
@@ -381,13 +398,22 @@ impl Counters {
     /// `http.ingress.downstream_rq_{total,2xx,4xx,5xx}` from an Envoy admin
     /// port (`None` if the admin does not answer).
     pub fn read(admin_port: u16) -> Option<Counters> {
+        Counters::read_listener(&Listener::new(admin_port, Some("ingress")))
+    }
+
+    /// The same counters of one listener (`http.<stat_prefix>.`), or of
+    /// every listener but the admin's when it has no known stat prefix.
+    pub fn read_listener(listener: &Listener) -> Option<Counters> {
         let page = stack::get_with_timeout(
-            admin_port,
-            "/stats?filter=http.ingress.downstream_rq_",
+            listener.admin_port,
+            "/stats?filter=downstream_rq_",
             &[],
             Duration::from_secs(2),
         )
         .ok()?;
+        if page.status != 200 {
+            return None;
+        }
         let mut counters = Counters::default();
         for line in page.text().lines() {
             let Some((name, value)) = line.split_once(": ") else {
@@ -396,21 +422,34 @@ impl Counters {
             let Ok(value) = value.trim().parse::<u64>() else {
                 continue;
             };
-            match name {
-                "http.ingress.downstream_rq_total" => counters.total = value,
-                "http.ingress.downstream_rq_2xx" => counters.xx2 = value,
-                "http.ingress.downstream_rq_4xx" => counters.xx4 = value,
-                "http.ingress.downstream_rq_5xx" => counters.xx5 = value,
+            let Some((prefix, counter)) = name
+                .strip_prefix("http.")
+                .and_then(|rest| rest.rsplit_once(".downstream_rq_"))
+            else {
+                continue;
+            };
+            let counted = match &listener.stat_prefix {
+                Some(wanted) => prefix == wanted,
+                None => prefix != "admin",
+            };
+            if !counted {
+                continue;
+            }
+            match counter {
+                "total" => counters.total += value,
+                "2xx" => counters.xx2 += value,
+                "4xx" => counters.xx4 += value,
+                "5xx" => counters.xx5 += value,
                 _ => {}
             }
         }
         Some(counters)
     }
 
-    fn sum(admin_ports: &[u16]) -> Option<Counters> {
+    fn sum(listeners: &[Listener]) -> Option<Counters> {
         let mut sum = Counters::default();
-        for port in admin_ports {
-            let c = Counters::read(*port)?;
+        for listener in listeners {
+            let c = Counters::read_listener(listener)?;
             sum.total += c.total;
             sum.xx2 += c.xx2;
             sum.xx4 += c.xx4;
@@ -449,10 +488,19 @@ impl Progress {
     /// Starts sampling `admin_ports`; `label` starts each line; `planned`
     /// is the run's length in seconds, for the `3/10 s` part.
     pub fn start(label: &str, admin_ports: &[u16], planned: u64) -> Progress {
+        let listeners: Vec<Listener> = admin_ports
+            .iter()
+            .map(|port| Listener::new(*port, Some("ingress")))
+            .collect();
+        Progress::start_on(label, &listeners, planned)
+    }
+
+    /// [`Progress::start`] for any listeners.
+    pub fn start_on(label: &str, listeners: &[Listener], planned: u64) -> Progress {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let stopping = std::sync::Arc::clone(&stop);
-        let ports = admin_ports.to_vec();
+        let ports = listeners.to_vec();
         let label = label.to_owned();
         let thread = std::thread::spawn(move || {
             let start = Instant::now();

@@ -20,7 +20,9 @@
 //!   builds (they import Higress's Redis host calls), so a module mounted
 //!   from `target/wasm/higress/` is replaced by the default build of the
 //!   same plugin and its native `redis` block (`service_name`) by the
-//!   webdis transport, over the compose file's webdis service.
+//!   webdis transport, over the compose file's webdis service, with
+//!   `allow_on_headers_stop_iteration: true` (the setting the README asks
+//!   for; Higress's Envoy predates it and refuses the field).
 //!
 //! Every process is killed when the stack is dropped or the thread that
 //! started it dies (`PR_SET_PDEATHSIG`), and listens on 127.0.0.1 only.
@@ -93,9 +95,7 @@ impl ComposeStack {
     /// end of its log).
     pub fn start(compose: &Path) -> Result<ComposeStack, Error> {
         let file = yaml_as_json(compose)?;
-        let root = compose
-            .parent()
-            .map_or_else(repo_root, Path::to_path_buf);
+        let root = compose.parent().map_or_else(repo_root, Path::to_path_buf);
         let services = file["services"]
             .as_object()
             .ok_or_else(|| Error::new(format!("{}: no services", compose.display())))?;
@@ -212,7 +212,10 @@ impl Plan {
             let (Some(host), Some(container)) = (parts.next(), parts.next()) else {
                 return Err(err(format!("volume {volume:?} is not host:container")));
             };
-            mounts.push((container.to_owned(), root.join(host.trim_start_matches("./"))));
+            mounts.push((
+                container.to_owned(),
+                root.join(host.trim_start_matches("./")),
+            ));
         }
         let mut ports = Vec::new();
         for spec in strings(&service["ports"]) {
@@ -254,11 +257,12 @@ impl Plan {
 
     /// The host file mounted at the first command argument `pick` accepts.
     fn mounted_arg(&self, pick: impl Fn(&str) -> bool) -> Result<PathBuf, Error> {
-        let arg = self
-            .command
-            .iter()
-            .find(|a| pick(a))
-            .ok_or_else(|| Error::new(format!("service {}: no config file in its command", self.name)))?;
+        let arg = self.command.iter().find(|a| pick(a)).ok_or_else(|| {
+            Error::new(format!(
+                "service {}: no config file in its command",
+                self.name
+            ))
+        })?;
         self.mounted(arg)
     }
 
@@ -275,7 +279,12 @@ impl Plan {
             })
     }
 
-    fn start(self, dir: &Path, services: &[String], webdis_port: Option<u16>) -> Result<Service, Error> {
+    fn start(
+        self,
+        dir: &Path,
+        services: &[String],
+        webdis_port: Option<u16>,
+    ) -> Result<Service, Error> {
         let log = dir.join(format!("{}.log", self.name));
         let (proc, note) = match self.kind {
             ServiceKind::Redis => self.start_redis(dir, &log)?,
@@ -379,11 +388,18 @@ impl Plan {
                 module = default;
                 let plugin = wasm["configuration"]["value"].as_str().unwrap_or("{}");
                 let mut plugin: Value = serde_json::from_str(plugin).map_err(|e| {
-                    Error::new(format!("{}: a plugin config is not JSON: {e}", source.display()))
+                    Error::new(format!(
+                        "{}: a plugin config is not JSON: {e}",
+                        source.display()
+                    ))
                 })?;
                 let timeout = plugin["redis"]["timeout"].clone();
                 plugin["redis"] = json!({"webdis_cluster": WEBDIS_CLUSTER, "timeout": timeout});
                 wasm["configuration"]["value"] = json!(plugin.to_string());
+                // Higress holds request headers while a plugin reads the
+                // body only for ABI 0.2.100 modules; upstream Envoy only
+                // with this setting, which the README asks for anyway.
+                wasm["allow_on_headers_stop_iteration"] = json!(true);
                 higress = true;
             }
             if !module.is_file() {
@@ -414,7 +430,9 @@ impl Plan {
                 clusters.push(cluster);
             }
             notes.push(
-                "the default modules instead of the Higress builds, Redis through webdis".to_owned(),
+                "the default modules instead of the Higress builds, Redis through webdis, \
+                 allow_on_headers_stop_iteration: true"
+                    .to_owned(),
             );
         }
         let admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]

@@ -51,7 +51,11 @@ fn main() {
             "compose-stack: {:<9} pid {:<8} {:<40} {}",
             s.name,
             s.pid().unwrap_or(0),
-            if ports.is_empty() { "(no published port)".to_owned() } else { ports.join(" ") },
+            if ports.is_empty() {
+                "(no published port)".to_owned()
+            } else {
+                ports.join(" ")
+            },
             s.note
         );
     }

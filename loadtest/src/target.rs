@@ -1,0 +1,426 @@
+//! What the external mode drives: a stack someone else started, described
+//! by the compose files (`--stack compose`) or by URLs on the command line
+//! (`--gateway`, `--baseline`, `--redis`).
+//!
+//! Nothing about the compose stack is written down here: its ports, stat
+//! prefixes, rule names and limits are read from `docker-compose.yaml` and
+//! the Envoy configs it mounts, by listener name (`limiter`,
+//! `token-quota-json`, `token-quota-sse`, `baseline`, `baseline-llm` in the
+//! gateway; `main` and `baseline` in the `envoy` profile's; `json` and
+//! `sse` in the upstream's).
+
+// serde_json's `Value` index answers `Null` for a missing key or position;
+// it never panics.
+#![allow(clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::wrk::Listener;
+
+/// One limiter gateway of the stack, with its own no-filter route.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gateway {
+    pub name: String,
+    pub port: u16,
+    /// The same answers without any filter, on the same Envoy.
+    pub baseline_port: Option<u16>,
+    /// The limiter's listener counters; `None` without an admin port.
+    pub listener: Option<Listener>,
+    pub baseline_listener: Option<Listener>,
+    /// The Envoy's admin port (`/memory`, `/server_info`).
+    pub admin_port: Option<u16>,
+}
+
+/// A token quota route and what it is configured with.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuotaRoute {
+    pub port: u16,
+    pub listener: Option<Listener>,
+    pub rule: String,
+    /// `global_threshold.token_per_minute`.
+    pub per_minute: u64,
+    /// The upstream listener that answers it (its answers are counted).
+    pub upstream: Option<Listener>,
+}
+
+/// The token quota part of a stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quota {
+    pub json: QuotaRoute,
+    pub sse: QuotaRoute,
+    /// No filter to the same upstream: `/` the JSON answers, `/sse` the
+    /// event streams (where the usage per answer is read).
+    pub baseline_port: u16,
+}
+
+/// Everything the external mode needs to know about the stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// One line for the report's header.
+    pub description: String,
+    pub gateways: Vec<Gateway>,
+    pub quota: Option<Quota>,
+    pub redis_port: u16,
+    /// Shell commands that stop and start the stack's Redis.
+    pub redis_stop: Option<String>,
+    pub redis_start: Option<String>,
+}
+
+/// A loopback `http://127.0.0.1:PORT[/]` (or `localhost`, or a bare port).
+///
+/// # Errors
+/// Anything else: the load test targets loopback only (a remote gateway is
+/// reached through a tunnel, e.g. `ssh -L`).
+pub fn loopback_port(url: &str) -> Result<u16, String> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').unwrap_or(("127.0.0.1", rest));
+    if !matches!(host, "127.0.0.1" | "localhost" | "") {
+        return Err(format!(
+            "{url}: the load test drives loopback only (127.0.0.1 or localhost); reach a remote \
+             gateway through a tunnel such as `ssh -L 10000:gateway:10000 host`"
+        ));
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{url}: no port (expected http://127.0.0.1:PORT)"))
+}
+
+/// An admin port from `--admin`, if any, for gateway `index`.
+fn admin_for(admins: &[u16], index: usize) -> Option<u16> {
+    admins.get(index).or(admins.first()).copied()
+}
+
+/// The stack given on the command line.
+///
+/// # Errors
+/// A URL that is not a loopback port, or a baseline count that does not
+/// match the gateways.
+pub fn from_urls(
+    gateways: &[String],
+    baselines: &[String],
+    redis: &str,
+    admins: &[String],
+) -> Result<Target, String> {
+    let admins: Vec<u16> = admins
+        .iter()
+        .map(|a| loopback_port(a))
+        .collect::<Result<_, _>>()?;
+    if baselines.len() != 1 && baselines.len() != gateways.len() {
+        return Err(format!(
+            "--baseline: one URL, or one per gateway ({} given for {} gateways)",
+            baselines.len(),
+            gateways.len()
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, url) in gateways.iter().enumerate() {
+        let admin = admin_for(&admins, i);
+        let baseline = baselines.get(i).or(baselines.first());
+        out.push(Gateway {
+            name: format!("gateway {}", i + 1),
+            port: loopback_port(url)?,
+            baseline_port: baseline.map(|b| loopback_port(b)).transpose()?,
+            listener: admin.map(|a| Listener::new(a, None)),
+            baseline_listener: admin.map(|a| Listener::new(a, None)),
+            admin_port: admin,
+        });
+    }
+    let redis_port = loopback_port(redis)?;
+    Ok(Target {
+        description: format!(
+            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}",
+            gateways.join(", "),
+            baselines.join(", "),
+            if admins.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", admin {}",
+                    admins
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        gateways: out,
+        quota: None,
+        redis_port,
+        redis_stop: None,
+        redis_start: None,
+    })
+}
+
+/// A listener of an Envoy bootstrap, by name.
+struct Found {
+    port: u16,
+    stat_prefix: String,
+    /// The Wasm plugin's configuration, parsed.
+    plugin: Option<Value>,
+}
+
+fn listener(bootstrap: &Value, file: &str, name: &str) -> Result<Found, String> {
+    let listeners = bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .ok_or_else(|| format!("{file}: no listeners"))?;
+    let l = listeners
+        .iter()
+        .find(|l| l["name"] == name)
+        .ok_or_else(|| format!("{file}: no listener named {name:?}"))?;
+    let port = l["address"]["socket_address"]["port_value"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("{file}: listener {name} has no port"))?;
+    let hcm = &l["filter_chains"][0]["filters"][0]["typed_config"];
+    let stat_prefix = hcm["stat_prefix"]
+        .as_str()
+        .ok_or_else(|| format!("{file}: listener {name} has no stat_prefix"))?
+        .to_owned();
+    let plugin = hcm["http_filters"]
+        .as_array()
+        .and_then(|filters| {
+            filters
+                .iter()
+                .find_map(|f| f["typed_config"]["config"]["configuration"]["value"].as_str())
+        })
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| format!("{file}: listener {name}: plugin config is not JSON: {e}"))
+        })
+        .transpose()?;
+    Ok(Found {
+        port,
+        stat_prefix,
+        plugin,
+    })
+}
+
+fn admin_port(bootstrap: &Value, file: &str) -> Result<u16, String> {
+    bootstrap["admin"]["address"]["socket_address"]["port_value"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("{file}: no admin port"))
+}
+
+/// The compose file's service `name` and the host file it starts Envoy
+/// with (`-c`).
+fn envoy_config(compose: &Value, root: &Path, name: &str) -> Result<Value, String> {
+    let service = &compose["services"][name];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let command = strings(&service["command"]);
+    let config = command
+        .iter()
+        .position(|a| a == "-c")
+        .and_then(|i| command.get(i + 1))
+        .ok_or_else(|| format!("docker-compose.yaml: service {name} starts no Envoy with -c"))?;
+    let host = strings(&service["volumes"])
+        .into_iter()
+        .find_map(|v| {
+            let (host, rest) = v.split_once(':')?;
+            let container = rest.split(':').next()?;
+            (container == config).then(|| host.trim_start_matches("./").to_owned())
+        })
+        .ok_or_else(|| format!("docker-compose.yaml: service {name} does not mount {config}"))?;
+    stack::compose::yaml_as_json(&root.join(&host)).map_err(|e| e.to_string())
+}
+
+fn published(compose: &Value, service: &str, port: u16) -> Result<(), String> {
+    let wanted = format!("127.0.0.1:{port}:{port}");
+    let ports = compose["services"][service]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if ports.iter().any(|p| p == wanted.as_str()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "docker-compose.yaml: service {service} does not publish {wanted}"
+        ))
+    }
+}
+
+/// Whether something answers HTTP on `port` now.
+fn answers(port: u16) -> bool {
+    stack::get_with_timeout(port, "/", &[], Duration::from_secs(2)).is_ok()
+}
+
+/// The compose stack: read from `docker-compose.yaml` and its configs.
+/// The `envoy` profile's gateway is included when it answers.
+///
+/// # Errors
+/// When a file, listener, published port or config field the scenarios
+/// need is missing, or the Higress gateway does not answer.
+pub fn compose() -> Result<Target, String> {
+    let root = stack::repo_root();
+    let compose = stack::compose::yaml_as_json(&root.join("docker-compose.yaml"))
+        .map_err(|e| e.to_string())?;
+    let gw = envoy_config(&compose, &root, "gateway")?;
+    let upstream = envoy_config(&compose, &root, "upstream")?;
+    let file = "loadtest/compose/gateway.yaml";
+    let gw_admin = admin_port(&gw, file)?;
+    let up_admin = admin_port(&upstream, "loadtest/compose/upstream.yaml")?;
+    let limiter = listener(&gw, file, "limiter")?;
+    let baseline = listener(&gw, file, "baseline")?;
+    let json = listener(&gw, file, "token-quota-json")?;
+    let sse = listener(&gw, file, "token-quota-sse")?;
+    let baseline_llm = listener(&gw, file, "baseline-llm")?;
+    let up_json = listener(&upstream, "loadtest/compose/upstream.yaml", "json")?;
+    let up_sse = listener(&upstream, "loadtest/compose/upstream.yaml", "sse")?;
+    for port in [
+        limiter.port,
+        baseline.port,
+        json.port,
+        sse.port,
+        baseline_llm.port,
+        gw_admin,
+    ] {
+        published(&compose, "gateway", port)?;
+    }
+    published(&compose, "upstream", up_admin)?;
+    let redis_port = compose["services"]["redis"]["ports"][0]
+        .as_str()
+        .and_then(|p| p.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| "docker-compose.yaml: the redis service publishes no port".to_owned())?;
+    published(&compose, "redis", redis_port)?;
+    if !answers(limiter.port) {
+        return Err(format!(
+            "nothing answers on 127.0.0.1:{} (the compose gateway): start the stack first \
+             (`docker compose up -d`, or without Docker `cargo run -p stack --bin compose-stack`)",
+            limiter.port
+        ));
+    }
+    let quota_route = |found: &Found, upstream: &Found| -> Result<QuotaRoute, String> {
+        let plugin = found
+            .plugin
+            .as_ref()
+            .ok_or_else(|| format!("{file}: listener on {} has no plugin config", found.port))?;
+        Ok(QuotaRoute {
+            port: found.port,
+            listener: Some(Listener::new(gw_admin, Some(&found.stat_prefix))),
+            rule: plugin["rule_name"]
+                .as_str()
+                .ok_or_else(|| format!("{file}: port {}: no rule_name", found.port))?
+                .to_owned(),
+            per_minute: plugin["global_threshold"]["token_per_minute"]
+                .as_u64()
+                .ok_or_else(|| {
+                    format!(
+                        "{file}: port {}: no global_threshold.token_per_minute",
+                        found.port
+                    )
+                })?,
+            upstream: Some(Listener::new(up_admin, Some(&upstream.stat_prefix))),
+        })
+    };
+    let mut gateways = vec![Gateway {
+        name: "Higress gateway (compose `gateway`)".to_owned(),
+        port: limiter.port,
+        baseline_port: Some(baseline.port),
+        listener: Some(Listener::new(gw_admin, Some(&limiter.stat_prefix))),
+        baseline_listener: Some(Listener::new(gw_admin, Some(&baseline.stat_prefix))),
+        admin_port: Some(gw_admin),
+    }];
+    let mut parts = vec![format!(
+        "compose stack: `gateway` :{} (no filter :{}, admin :{gw_admin})",
+        limiter.port, baseline.port
+    )];
+    // The `envoy` profile, when it runs.
+    if compose["services"]["envoy"].is_object() {
+        let envoy = envoy_config(&compose, &root, "envoy")?;
+        let file = "loadtest/envoy.yaml";
+        let main = listener(&envoy, file, "main")?;
+        let plain = listener(&envoy, file, "baseline")?;
+        let admin = admin_port(&envoy, file)?;
+        if answers(main.port) {
+            gateways.push(Gateway {
+                name: "upstream Envoy (compose profile `envoy`)".to_owned(),
+                port: main.port,
+                baseline_port: Some(plain.port),
+                listener: Some(Listener::new(admin, Some(&main.stat_prefix))),
+                baseline_listener: Some(Listener::new(admin, Some(&plain.stat_prefix))),
+                admin_port: Some(admin),
+            });
+            parts.push(format!(
+                "profile `envoy` :{} (no filter :{}, admin :{admin})",
+                main.port, plain.port
+            ));
+        } else {
+            parts.push(format!(
+                "profile `envoy` not running (nothing on :{}; `docker compose --profile envoy up -d` adds it)",
+                main.port
+            ));
+        }
+    }
+    parts.push(format!(
+        "token quota :{} and :{} (no filter :{}), upstream admin :{up_admin}, Redis :{redis_port}",
+        json.port, sse.port, baseline_llm.port
+    ));
+    let server = server_info(gw_admin);
+    parts.push(format!("gateway Envoy {server}"));
+    Ok(Target {
+        description: parts.join("; "),
+        gateways,
+        quota: Some(Quota {
+            json: quota_route(&json, &up_json)?,
+            sse: quota_route(&sse, &up_sse)?,
+            baseline_port: baseline_llm.port,
+        }),
+        redis_port,
+        redis_stop: None,
+        redis_start: None,
+    })
+}
+
+/// The version an Envoy's admin reports (`/server_info`).
+pub fn server_info(admin_port: u16) -> String {
+    stack::get_with_timeout(admin_port, "/server_info", &[], Duration::from_secs(2))
+        .ok()
+        .and_then(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "version unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_loopback_ports() {
+        assert_eq!(loopback_port("http://127.0.0.1:10000/"), Ok(10000));
+        assert_eq!(loopback_port("localhost:8080"), Ok(8080));
+        assert_eq!(loopback_port("6379"), Ok(6379));
+        let remote = loopback_port("http://gateway.example.com:80").unwrap_err();
+        assert!(remote.contains("loopback only"), "{remote}");
+        assert!(loopback_port("http://127.0.0.1/").is_err());
+        assert!(loopback_port("http://127.0.0.1:0").is_err());
+    }
+
+    #[test]
+    fn baselines_are_one_or_one_per_gateway() {
+        let g = [
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let one = from_urls(&g, &["127.0.0.1:3".to_owned()], "127.0.0.1:6379", &[]).unwrap();
+        assert_eq!(one.gateways[1].baseline_port, Some(3));
+        assert!(one.gateways[0].listener.is_none());
+        let three = vec!["127.0.0.1:3".to_owned(); 3];
+        assert!(from_urls(&g, &three, "127.0.0.1:6379", &[]).is_err());
+    }
+}
