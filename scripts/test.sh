@@ -49,6 +49,9 @@ cargo test --workspace --no-fail-fast
 echo "[test] load test smoke run: every scenario, tiny (results in loadtest/results/smoke/)"
 cargo run --release -p loadtest -- --smoke
 
+echo "[test] the compose stack without Docker: compose-stack, then loadtest --stack compose --smoke against it"
+bash scripts/compose-smoke.sh
+
 echo "[test] limiter over Higress's native Redis transport (--features higress)"
 cargo test -p limiter --features higress --test native_redis
 cargo test -p proxy-wasm-kit --features higress --test fake_request

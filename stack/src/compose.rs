@@ -337,6 +337,14 @@ impl Plan {
         let port = self
             .webdis_port
             .ok_or_else(|| Error::new(format!("{}: no http_port", source.display())))?;
+        // Not published, so not checked with the others; another webdis
+        // on it would answer the readiness probe in this one's place.
+        if TcpListener::bind((LOCALHOST, port)).is_err() {
+            return Err(Error::new(format!(
+                "service {}: port 127.0.0.1:{port} is taken",
+                self.name
+            )));
+        }
         let path = dir.join(format!("{}.json", self.name));
         write(&path, &config.to_string())?;
         let binary = require_tool("webdis", "webdis");
