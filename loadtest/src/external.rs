@@ -86,8 +86,8 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
     if target.redis_stop.is_none() {
         out.push(skip(
             "faults",
-            "needs control of the stack's Redis: give --redis-stop CMD and --redis-start CMD \
-             (e.g. `docker compose stop redis` and `docker compose start redis`)",
+            "needs control of the stack's Redis: give --redis-control \"docker compose {} redis\" \
+             (or --redis-stop CMD and --redis-start CMD)",
         ));
     }
     out

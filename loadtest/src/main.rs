@@ -57,7 +57,8 @@ const USAGE: &str = "usage: loadtest [--smoke] [--only ID,...] [--seconds N] [--
      --redis HOST:PORT  the stack's Redis, on loopback (INFO commandstats)\n  \
      --admin URL,...    the gateways' Envoy admin (progress, /memory), optional\n  \
      --redis-stop CMD   shell command that stops the stack's Redis (with --redis-start: runs the fault scenario)\n  \
-     --redis-start CMD  shell command that starts it again";
+     --redis-start CMD  shell command that starts it again\n  \
+     --redis-control T  both at once: T with {} replaced by stop, then start (e.g. \"docker compose {} redis\")";
 
 /// How big each scenario is.
 #[derive(Debug, Clone, Serialize)]
@@ -190,6 +191,18 @@ fn parse_options() -> Result<Options, String> {
             }
             "--admin" => {
                 external.admins = list(args.next(), "--admin")?;
+                continue;
+            }
+            "--redis-control" => {
+                let template = args.next().unwrap_or_default();
+                if !template.contains("{}") {
+                    return Err(format!(
+                        "--redis-control needs a command with {{}} for stop/start, e.g. \
+                         \"docker compose {{}} redis\"\n{USAGE}"
+                    ));
+                }
+                external.redis_stop = Some(template.replace("{}", "stop"));
+                external.redis_start = Some(template.replace("{}", "start"));
                 continue;
             }
             "--redis-stop" => {
