@@ -49,8 +49,8 @@ cargo test --workspace --no-fail-fast
 echo "[test] load test smoke run: every scenario, tiny (results in loadtest/results/smoke/)"
 cargo run --release -p loadtest -- --smoke
 
-echo "[test] limiter over Higress's native Redis transport (--features higress)"
-cargo test -p limiter --features higress --test native_redis
+echo "[test] both plugins' tests over Higress's native Redis transport (--features higress)"
+cargo test -p limiter -p token-quota --features higress --no-fail-fast
 cargo test -p proxy-wasm-kit --features higress --test fake_request
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"
 bash scripts/build.sh --higress

@@ -23,6 +23,11 @@ pub use crate::resp::{Reply, ReplyArray};
 use core::fmt;
 use core::time::Duration;
 
+/// Whether this build has the native Redis transport (Higress's
+/// `proxy_redis_call`, the `higress` feature): without it a `redis` block
+/// naming `service_name` is refused at configuration.
+pub const NATIVE_TRANSPORT: bool = cfg!(feature = "higress");
+
 /// Why a Redis command got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisError {
@@ -205,7 +210,7 @@ impl RedisClient {
         };
         let transport = if native {
             let cluster = native_cluster(redis)?;
-            if !cfg!(feature = "higress") {
+            if !NATIVE_TRANSPORT {
                 return Err(redis.error(
                     "service_name",
                     "the native Redis transport needs the module built with the `higress` feature; on upstream Envoy use webdis_cluster",
