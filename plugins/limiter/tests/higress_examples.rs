@@ -436,3 +436,33 @@ fn cookie_values_are_limited_and_refused_with_the_configured_answer() {
         );
     }
 }
+
+/// Higress's plugins read `timeout: 0` and `service_port: 0` as "unset"
+/// (`redisConfig.Get(..).Int()` is 0 for both a missing and a zero
+/// value); so does the limiter.
+#[test]
+fn zero_timeout_and_port_mean_the_defaults() {
+    let redis = if kit::NATIVE_TRANSPORT {
+        r#"{"service_name": "redis.dns", "service_port": 0, "timeout": 0}"#
+    } else {
+        r#"{"webdis_cluster": "webdis", "timeout": 0}"#
+    };
+    let mut f = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    f.configure(
+        format!(r#"{{"rule_name": "z", "global_threshold": {{"query_per_second": 1}}, "redis": {redis}}}"#)
+            .into_bytes(),
+    )
+    .unwrap();
+    if kit::NATIVE_TRANSPORT {
+        // The timeout goes to `proxy_redis_init`, which the FakeHost does
+        // not record; it is read by the code the webdis case runs.
+        assert_eq!(f.host().redis_clusters, ["outbound|6379||redis.dns"]);
+        return;
+    }
+    match f.send_request(&[(":path", "/")]).1 {
+        Outcome::Waiting(call) => {
+            assert_eq!(call.timeout, std::time::Duration::from_millis(1000));
+        }
+        other => panic!("{other:?}"),
+    }
+}
