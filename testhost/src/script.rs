@@ -162,6 +162,7 @@ pub fn parse_line(line: &str) -> Result<Step, String> {
             status: number(u.get("status"), "upstream.status", 200)? as u32,
             headers: pairs(u.get("headers"), "upstream.headers")?,
             body: chunks(u.get("body"), "upstream.body")?,
+            trailers: pairs(u.get("trailers"), "upstream.trailers")?,
         },
     };
     let properties = match obj.get("properties") {
@@ -176,6 +177,7 @@ pub fn parse_line(line: &str) -> Result<Step, String> {
         request: Box::new(Request {
             headers,
             body: chunks(obj.get("body"), "body")?,
+            trailers: pairs(obj.get("trailers"), "trailers")?,
             upstream,
             properties,
         }),
