@@ -561,6 +561,31 @@ mod tests {
     }
 
     #[test]
+    fn text_reads_numbers_and_booleans_as_gjson_prints_them() {
+        let json = r#"{"s": "a b", "u": 102234, "i": -5, "t": true, "f": 1.5, "n": null, "o": {}}"#;
+        with_top(json, |top| {
+            let top = top.unwrap();
+            let text = |key| {
+                top.require(key)
+                    .and_then(|f| f.text().map(|t| t.into_owned()))
+            };
+            assert_eq!(text("s").unwrap(), "a b");
+            assert_eq!(text("u").unwrap(), "102234");
+            assert_eq!(text("i").unwrap(), "-5");
+            assert_eq!(text("t").unwrap(), "true");
+            assert_eq!(
+                text("f").unwrap_err().to_string(),
+                "f: must be a string, got a fraction"
+            );
+            assert!(text("n").is_err());
+            assert_eq!(
+                text("o").unwrap_err().to_string(),
+                "o: must be a string, got an object"
+            );
+        });
+    }
+
+    #[test]
     fn members_after_nested_containers_are_found() {
         let json =
             r#"{"a": {"x": [1, {"y": [2, 3]}, []], "z": {}}, "b": [[], [[4]]], "c": "last"}"#;
