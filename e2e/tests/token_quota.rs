@@ -30,7 +30,7 @@ const CHAT: &str = "/v1/chat/completions";
 const JSON: (&str, &str) = ("content-type", "application/json");
 /// The cluster the route sends requests to: the scripted upstream.
 const LLM_CLUSTER: &str = "llm";
-const REJECTED_MSG: &str = "Too many requests";
+const REJECTED_MSG: &str = "Too many tokens";
 /// The `redis.timeout` the tests configure, in milliseconds.
 const REDIS_TIMEOUT_MS: u64 = 500;
 /// Slack on top of the Redis timeouts for an answer when Redis is
