@@ -193,7 +193,8 @@ mod tests {
     fn a_request_line_with_chunks_headers_and_upstream() {
         let step = parse_line(
             r#"{"method":"POST","path":"/v1","headers":{"X-User":"a"},"body":["ab","c"],
-                "upstream":{"status":201,"headers":[["content-type","text/plain"]],"body":"ok"},"repeat":2}"#,
+                "trailers":{"x-sum":"1"},
+                "upstream":{"status":201,"headers":[["content-type","text/plain"]],"body":"ok","trailers":[["grpc-status","0"]]},"repeat":2}"#,
         )
         .unwrap();
         let Step::Request {
@@ -209,6 +210,11 @@ mod tests {
             .contains(&(b"x-user".to_vec(), b"a".to_vec())));
         assert_eq!(request.upstream.status, 201);
         assert_eq!(request.upstream.body, vec![b"ok".to_vec()]);
+        assert_eq!(request.trailers, [(b"x-sum".to_vec(), b"1".to_vec())]);
+        assert_eq!(
+            request.upstream.trailers,
+            [(b"grpc-status".to_vec(), b"0".to_vec())]
+        );
     }
 
     #[test]
