@@ -122,9 +122,13 @@ fn chat(stream: bool) -> Vec<u8> {
 }
 
 fn quota_host(redis: &Redis, rule: &str) -> Host {
+    quota_host_limited(redis, rule, 100_000)
+}
+
+fn quota_host_limited(redis: &Redis, rule: &str, per_minute: u64) -> Host {
     let config = json!({
         "rule_name": rule,
-        "global_threshold": {"token_per_minute": 100_000},
+        "global_threshold": {"token_per_minute": per_minute},
         "redis": {"service_name": "redis.dns", "timeout": 300},
     });
     load(
@@ -372,4 +376,44 @@ fn go_statistics_keeps_streams_open_at_once_apart() {
         ex.response_trailers,
         [(b"x-upstream-done".to_vec(), b"1".to_vec())]
     );
+}
+
+/// Requests admitted together, before any of them was charged, are each
+/// charged what they used, even once the count is past the limit (Higress's
+/// `ai-token-ratelimit` adds nothing to a count already over it); the next
+/// request is refused.
+#[test]
+fn token_quota_charges_streams_admitted_together_past_the_limit() {
+    let redis = Redis::start();
+    let mut host = quota_host_limited(&redis, "tq-together", 100);
+    let ask = |total: u64| {
+        let answer = chat_answer(total);
+        Request::post("/v1/chat/completions", &[&chat(false)])
+            .header("content-type", "application/json")
+            .answer(200, &[("content-type", "application/json")], &[&answer])
+    };
+    let mut open: Vec<_> = [100, 30, 20].map(|total| host.open(&ask(total))).into();
+    host.advance(std::time::Duration::from_millis(200)).unwrap();
+    for stream in &mut open {
+        host.step(stream);
+    }
+    assert_eq!(
+        redis_tokens(&host.pending_calls()).len(),
+        3,
+        "three quota reads"
+    );
+    for stream in open {
+        let ex = host.finish(stream);
+        assert_eq!(
+            (ex.verdict.clone(), ex.status),
+            (Verdict::Forwarded, 200),
+            "{ex:?}"
+        );
+    }
+    assert_eq!(
+        get(&redis, &key_with(&redis, "tq-together")),
+        Resp::Bulk(Some(b"150".to_vec()))
+    );
+    let ex = host.run(&ask(1));
+    assert_eq!(ex.status, 429, "{ex:?}");
 }
