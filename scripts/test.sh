@@ -52,8 +52,8 @@ cargo run --release -p loadtest -- --smoke
 echo "[test] the compose stack without Docker: compose-stack, then loadtest --stack compose --smoke against it"
 bash scripts/compose-smoke.sh
 
-echo "[test] limiter over Higress's native Redis transport (--features higress)"
-cargo test -p limiter --features higress --test native_redis
+echo "[test] both plugins' tests over Higress's native Redis transport (--features higress)"
+cargo test -p limiter -p token-quota --features higress --no-fail-fast
 cargo test -p proxy-wasm-kit --features higress --test fake_request
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"
 bash scripts/build.sh --higress

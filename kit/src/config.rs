@@ -13,6 +13,7 @@
 
 use core::fmt;
 use simd_json::{Node, StaticNode, Tape};
+use std::borrow::Cow;
 
 /// A configuration the plugin refuses, with the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,6 +249,35 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
         // simd-json unescapes in place: every string borrows the bytes.
         match self.value.first() {
             Some(Node::String(s)) => Ok(s),
+            _ => Err(self.wrong_type("a string")),
+        }
+    }
+
+    /// The value as text, read as Higress's Go plugins read a string field
+    /// (gjson's `String()`): a string as it is, an integer in decimal, a
+    /// boolean as `true` or `false`.
+    ///
+    /// A YAML configuration turns an unquoted `key: 102234` into a number
+    /// on its way to JSON, and Higress's plugins still take it as the text
+    /// `102234`; so does this. Only an integer costs an allocation, once,
+    /// at configuration.
+    ///
+    /// # Examples
+    /// A `limit_keys` entry `{"key": 102234}` reads as `"102234"`.
+    ///
+    /// # Errors
+    /// When the value is null, an array, an object or a fraction (Go
+    /// would print a fraction in its own shortest form; formatting floats
+    /// the same way would cost the module kilobytes for a key nobody
+    /// writes unquoted).
+    pub fn text(&self) -> Result<Cow<'cfg, str>, ConfigError> {
+        match self.value.first() {
+            Some(Node::String(s)) => Ok(Cow::Borrowed(s)),
+            Some(Node::Static(StaticNode::U64(n))) => Ok(Cow::Owned(n.to_string())),
+            Some(Node::Static(StaticNode::I64(n))) => Ok(Cow::Owned(n.to_string())),
+            Some(Node::Static(StaticNode::Bool(b))) => {
+                Ok(Cow::Borrowed(if *b { "true" } else { "false" }))
+            }
             _ => Err(self.wrong_type("a string")),
         }
     }
@@ -528,6 +558,31 @@ mod tests {
         let tape = parse(&mut bytes).unwrap();
         let root = Path::Root;
         f(Fields::top(&tape, &root))
+    }
+
+    #[test]
+    fn text_reads_numbers_and_booleans_as_gjson_prints_them() {
+        let json = r#"{"s": "a b", "u": 102234, "i": -5, "t": true, "f": 1.5, "n": null, "o": {}}"#;
+        with_top(json, |top| {
+            let top = top.unwrap();
+            let text = |key| {
+                top.require(key)
+                    .and_then(|f| f.text().map(|t| t.into_owned()))
+            };
+            assert_eq!(text("s").unwrap(), "a b");
+            assert_eq!(text("u").unwrap(), "102234");
+            assert_eq!(text("i").unwrap(), "-5");
+            assert_eq!(text("t").unwrap(), "true");
+            assert_eq!(
+                text("f").unwrap_err().to_string(),
+                "f: must be a string, got a fraction"
+            );
+            assert!(text("n").is_err());
+            assert_eq!(
+                text("o").unwrap_err().to_string(),
+                "o: must be a string, got an object"
+            );
+        });
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub use http::{HttpError, HttpReply, HttpRequest};
 pub use increments::{Count, CountError, Repair, COUNT_SCRIPT};
 pub use io::{Io, RootIo};
 pub use plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Responded, Setup};
-pub use redis::{Redis, RedisError, Reply, Script, SetOptions};
+pub use redis::{Redis, RedisError, Reply, Script, SetOptions, NATIVE_TRANSPORT};
 
 /// The small-vector crate the kit's APIs use: a plugin names it to keep
 /// bytes it borrowed from the host (a header value, a key) without a heap

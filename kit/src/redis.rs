@@ -23,6 +23,11 @@ pub use crate::resp::{Reply, ReplyArray};
 use core::fmt;
 use core::time::Duration;
 
+/// Whether this build has the native Redis transport (Higress's
+/// `proxy_redis_call`, the `higress` feature): without it a `redis` block
+/// naming `service_name` is refused at configuration.
+pub const NATIVE_TRANSPORT: bool = cfg!(feature = "higress");
+
 /// Why a Redis command got no reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisError {
@@ -172,10 +177,12 @@ impl RedisClient {
         redis: &Fields<'_, '_>,
         host: &mut H,
     ) -> Result<Self, ConfigError> {
-        let timeout_ms = redis.u64_or("timeout", DEFAULT_TIMEOUT_MS)?;
-        if timeout_ms == 0 {
-            return Err(redis.error("timeout", "must be at least 1 (milliseconds)"));
-        }
+        // 0 means the default, as in Higress's plugins (configurations
+        // written for them say `timeout: 0` to mean "unset").
+        let timeout_ms = match redis.u64_or("timeout", DEFAULT_TIMEOUT_MS)? {
+            0 => DEFAULT_TIMEOUT_MS,
+            ms => ms,
+        };
         let timeout = Duration::from_millis(timeout_ms);
         let native = match redis.opt_str("transport")? {
             Some("webdis") => false,
@@ -205,7 +212,7 @@ impl RedisClient {
         };
         let transport = if native {
             let cluster = native_cluster(redis)?;
-            if !cfg!(feature = "higress") {
+            if !NATIVE_TRANSPORT {
                 return Err(redis.error(
                     "service_name",
                     "the native Redis transport needs the module built with the `higress` feature; on upstream Envoy use webdis_cluster",
@@ -318,8 +325,12 @@ fn native_cluster(redis: &Fields<'_, '_>) -> Result<String, ConfigError> {
     } else {
         6379
     };
-    let port = redis.u64_or("service_port", default_port)?;
-    if port == 0 || port > 65535 {
+    // 0 means the default port, as in Higress's plugins.
+    let port = match redis.u64_or("service_port", default_port)? {
+        0 => default_port,
+        port => port,
+    };
+    if port > 65535 {
         return Err(redis.error(
             "service_port",
             format!("must be a TCP port (1-65535), got {port}"),

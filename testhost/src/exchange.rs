@@ -1,9 +1,11 @@
 //! One request through the module the way Envoy/Higress drives a stream:
-//! request headers, body chunks (cumulative buffered size), the upstream's
-//! response headers and body, then log, done and delete. Redis and HTTP
-//! call answers are delivered after each callback, before the next chunk
-//! arrives. A paused direction with nothing pending waits on the module's
-//! ticks (virtual time, up to a minute); one that nothing resumes is a hang.
+//! request headers, body chunks (cumulative buffered size), trailers, the
+//! upstream's response headers, body and trailers, then log, done and
+//! delete. Redis and HTTP call answers are delivered after each callback,
+//! before the next chunk arrives. A paused direction with nothing pending
+//! waits on the module's ticks (virtual time, up to a minute); one that
+//! nothing resumes is a hang. Several streams open at once are
+//! `crate::streams`' business; it drives them with the steps here.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +24,11 @@ const IDLE_TIMEOUT_MS: u64 = 60_000;
 pub struct Upstream {
     pub status: u32,
     pub headers: Pairs,
-    /// Body chunks; empty means the headers end the response.
+    /// Body chunks; empty (and no trailers) means the headers end the
+    /// response.
     pub body: Vec<Vec<u8>>,
+    /// Trailers; when set they, not the last chunk, end the response.
+    pub trailers: Pairs,
 }
 
 impl Default for Upstream {
@@ -32,6 +37,7 @@ impl Default for Upstream {
             status: 200,
             headers: Vec::new(),
             body: Vec::new(),
+            trailers: Vec::new(),
         }
     }
 }
@@ -42,8 +48,11 @@ pub struct Request {
     /// Request headers including pseudo-headers (`:method`, `:path`,
     /// `:authority`); keys are lower-cased on the way in.
     pub headers: Pairs,
-    /// Body chunks; empty means the headers end the request.
+    /// Body chunks; empty (and no trailers) means the headers end the
+    /// request.
     pub body: Vec<Vec<u8>>,
+    /// Trailers; when set they, not the last chunk, end the request.
+    pub trailers: Pairs,
     pub upstream: Upstream,
     /// Properties of this stream only (e.g. `source.address`).
     pub properties: BTreeMap<String, Vec<u8>>,
@@ -80,6 +89,14 @@ impl Request {
         self
     }
 
+    /// Adds a request trailer: the request then ends with its trailers,
+    /// as a gRPC or chunked upload with trailers does.
+    pub fn trailer(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.trailers
+            .push((name.to_ascii_lowercase().into_bytes(), value.into()));
+        self
+    }
+
     /// Sets what the upstream answers.
     pub fn answer(mut self, status: u32, headers: &[(&str, &str)], body: &[&[u8]]) -> Self {
         self.upstream = Upstream {
@@ -89,7 +106,17 @@ impl Request {
                 .map(|(k, v)| (k.to_ascii_lowercase().into_bytes(), v.as_bytes().to_vec()))
                 .collect(),
             body: body.iter().map(|c| c.to_vec()).collect(),
+            trailers: Vec::new(),
         };
+        self
+    }
+
+    /// Adds a trailer to the upstream's answer (set the answer first): the
+    /// response then ends with its trailers, as a gRPC answer does.
+    pub fn answer_trailer(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.upstream
+            .trailers
+            .push((name.to_ascii_lowercase().into_bytes(), value.into()));
         self
     }
 }
@@ -117,9 +144,13 @@ pub struct Exchange {
     pub status: u32,
     pub response_headers: Pairs,
     pub response_body: Vec<u8>,
+    /// The response trailers the client got (empty when none).
+    pub response_trailers: Pairs,
     /// What the upstream got, when the request reached it.
     pub upstream_headers: Option<Pairs>,
     pub upstream_body: Vec<u8>,
+    /// The request trailers the upstream got (empty when none).
+    pub upstream_trailers: Pairs,
     pub redis_calls: Vec<RedisCall>,
     pub http_calls: Vec<HttpCall>,
     pub logs: Vec<LogLine>,
@@ -153,7 +184,7 @@ impl Exchange {
 }
 
 /// Why a stream stopped before completing.
-enum Stop {
+pub(crate) enum Stop {
     Local(LocalResponse),
     Reset,
     Hang(&'static str),
@@ -173,17 +204,38 @@ impl From<wasmtime::Error> for Stop {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Dir {
+pub(crate) enum Dir {
     Request,
     Response,
 }
 
+impl Dir {
+    /// What a paused direction waits on, for [`Verdict::Hang`].
+    fn waiting(self, part: Part) -> &'static str {
+        match (self, part) {
+            (Dir::Request, Part::Headers) => "request headers",
+            (Dir::Request, Part::Body) => "request body",
+            (Dir::Request, Part::Trailers) => "request trailers",
+            (Dir::Response, Part::Headers) => "response headers",
+            (Dir::Response, Part::Body) => "response body",
+            (Dir::Response, Part::Trailers) => "response trailers",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Headers,
+    Body,
+    Trailers,
+}
+
 /// Where one direction of the stream stands.
 #[derive(Default)]
-struct Flow {
+pub(crate) struct Flow {
     /// Headers not yet passed on.
     headers_held: bool,
-    /// StopAll: body callbacks wait (data buffered) until resumed.
+    /// StopAll: body and trailer callbacks wait (data buffered) until resumed.
     stop_all: bool,
     /// The last body callback kept the data buffered.
     body_held: bool,
@@ -191,12 +243,49 @@ struct Flow {
     buffered: Vec<u8>,
     /// Data passed on.
     passed: Vec<u8>,
-    /// The end of stream reached this filter's body callback.
+    /// The end of stream reached the host (the last chunk, or the trailers).
     eos_seen: bool,
     /// The end of stream has been passed on.
     eos_passed: bool,
-    /// Body chunks follow the headers (else the headers end the stream).
+    /// Body chunks or trailers follow the headers (else the headers end
+    /// the stream).
     has_body: bool,
+    /// How many trailers end this direction; 0 when the last chunk (or the
+    /// headers) end it.
+    trailers: usize,
+    /// The trailers reached the host.
+    trailers_arrived: bool,
+    /// The trailers callback ran.
+    trailers_called: bool,
+    /// The trailers callback paused and nothing resumed it yet.
+    trailers_held: bool,
+}
+
+impl Flow {
+    /// The end of stream as a body callback is told it: with trailers the
+    /// body never carries it, as in Envoy.
+    fn body_eos(&self) -> bool {
+        self.eos_seen && self.trailers == 0
+    }
+
+    /// Passes on everything held, up to the end of stream: what continuing
+    /// from the trailers does.
+    fn pass_all(&mut self) {
+        self.headers_held = false;
+        self.body_held = false;
+        self.trailers_held = false;
+        self.passed.append(&mut self.buffered);
+        self.eos_passed = true;
+    }
+}
+
+/// A stream whose request the module has been fed, and the counts its
+/// exchange is measured from.
+pub(crate) struct Begun {
+    pub id: u32,
+    flow: Result<Flow, Stop>,
+    fuel_before: u64,
+    calls_before: u64,
 }
 
 impl Host {
@@ -238,24 +327,31 @@ impl Host {
             flow.eos_passed = flow.eos_seen;
         } else if flow.stop_all {
             // Envoy hands the data that arrived meanwhile to the filter that
-            // stopped, from the filter itself on.
+            // stopped, from the filter itself on, then the trailers.
             flow.stop_all = false;
-            if !flow.buffered.is_empty() || flow.eos_seen {
-                return self.body_callback(id, dir, flow, flow.eos_seen);
+            let eos = flow.body_eos();
+            if !flow.buffered.is_empty() || eos {
+                self.body_callback(id, dir, flow, eos)?;
             }
+            if flow.trailers_arrived && !flow.trailers_called {
+                self.trailers_callback(id, dir, flow)?;
+            }
+        } else if flow.trailers_held {
+            flow.pass_all();
         } else if flow.body_held {
             flow.body_held = false;
             flow.passed.append(&mut flow.buffered);
-            flow.eos_passed = flow.eos_seen;
+            flow.eos_passed = flow.body_eos();
         }
         Ok(())
     }
 
-    /// Delivers pending call answers, applying resumes after each.
-    fn settle(&mut self, id: u32, dir: Dir, flow: &mut Flow) -> Result<(), Stop> {
+    /// Applies what the last callback did; with `deliver`, then delivers
+    /// pending call answers, applying resumes after each.
+    fn settle(&mut self, id: u32, dir: Dir, flow: &mut Flow, deliver: bool) -> Result<(), Stop> {
         self.check(id)?;
         self.take_resume(id, dir, flow)?;
-        while self.deliver_one()? {
+        while deliver && self.deliver_one()? {
             self.check(id)?;
             self.take_resume(id, dir, flow)?;
         }
@@ -305,24 +401,11 @@ impl Host {
             return Ok(());
         };
         let size = flow.buffered.len();
-        if let Some(s) = self.stream_mut(id) {
-            let slot = match dir {
-                Dir::Request => &mut s.request_body,
-                Dir::Response => &mut s.response_body,
-            };
-            *slot = std::mem::take(&mut flow.buffered);
-        }
+        self.show_body(id, dir, flow);
         self.enter(id);
         let r = f.call(&mut self.store, (id as i32, size as i32, i32::from(eos)));
         self.leave();
-        // The plugin may have changed the buffer it was shown.
-        if let Some(s) = self.stream_mut(id) {
-            let slot = match dir {
-                Dir::Request => &mut s.request_body,
-                Dir::Response => &mut s.response_body,
-            };
-            flow.buffered = std::mem::take(slot);
-        }
+        self.take_body(id, dir, flow);
         match r? {
             action::CONTINUE => {
                 flow.headers_held = false;
@@ -335,45 +418,125 @@ impl Host {
         Ok(())
     }
 
-    /// Runs one direction to completion: headers, chunks, waits.
-    fn run_direction(&mut self, id: u32, dir: Dir, chunks: &[Vec<u8>]) -> Result<Flow, Stop> {
+    /// Lends the held body to the stream's buffer for one callback.
+    fn show_body(&mut self, id: u32, dir: Dir, flow: &mut Flow) {
+        if let Some(s) = self.stream_mut(id) {
+            let slot = match dir {
+                Dir::Request => &mut s.request_body,
+                Dir::Response => &mut s.response_body,
+            };
+            *slot = std::mem::take(&mut flow.buffered);
+        }
+    }
+
+    /// Takes the body back after the callback: the plugin may have changed
+    /// the buffer it was shown.
+    fn take_body(&mut self, id: u32, dir: Dir, flow: &mut Flow) {
+        if let Some(s) = self.stream_mut(id) {
+            let slot = match dir {
+                Dir::Request => &mut s.request_body,
+                Dir::Response => &mut s.response_body,
+            };
+            flow.buffered = std::mem::take(slot);
+        }
+    }
+
+    /// `proxy_on_*_trailers(id, count)`. Continuing from the trailers
+    /// passes on whatever the filter held with them, as Envoy does; a module
+    /// without the callback continues.
+    fn trailers_callback(&mut self, id: u32, dir: Dir, flow: &mut Flow) -> Result<(), Stop> {
+        flow.trailers_called = true;
+        let f = match dir {
+            Dir::Request => self.exports.request_trailers.clone(),
+            Dir::Response => self.exports.response_trailers.clone(),
+        };
+        let next = match f {
+            Some(f) => {
+                // The body the filter held is its to read and change while
+                // its trailers are handled, as Envoy's buffered body is.
+                self.show_body(id, dir, flow);
+                self.enter(id);
+                let r = f.call(&mut self.store, (id as i32, flow.trailers as i32));
+                self.leave();
+                self.take_body(id, dir, flow);
+                r?
+            }
+            None => action::CONTINUE,
+        };
+        if next == action::CONTINUE {
+            flow.pass_all();
+        } else {
+            flow.trailers_held = true;
+        }
+        Ok(())
+    }
+
+    /// Feeds one direction to the module as it arrives: headers, body
+    /// chunks, trailers. With `deliver`, call answers are handed over after
+    /// each callback, as a proxy's event loop would between reads; without,
+    /// they wait for [`Host::deliver`](crate::Host::deliver).
+    fn feed_direction(
+        &mut self,
+        id: u32,
+        dir: Dir,
+        chunks: &[Vec<u8>],
+        trailers: &Pairs,
+        deliver: bool,
+    ) -> Result<Flow, Stop> {
         let mut flow = Flow::default();
         let count = match (dir, self.store.data().streams.get(&id)) {
             (Dir::Request, Some(s)) => s.request_headers.len(),
             (Dir::Response, Some(s)) => s.response_headers.len(),
             _ => 0,
         };
-        let no_body = chunks.is_empty();
-        flow.has_body = !no_body;
-        if no_body {
-            flow.eos_seen = true;
-        }
-        self.headers_callback(id, dir, count, no_body, &mut flow)?;
-        if no_body && !flow.headers_held {
+        flow.trailers = trailers.len();
+        flow.has_body = !chunks.is_empty() || flow.trailers > 0;
+        let headers_end = !flow.has_body;
+        flow.eos_seen = headers_end;
+        self.headers_callback(id, dir, count, headers_end, &mut flow)?;
+        if headers_end && !flow.headers_held {
             flow.eos_passed = true;
         }
-        self.settle(id, dir, &mut flow)?;
-        let mut waited_ms = 0u64;
+        self.settle(id, dir, &mut flow, deliver)?;
         for (i, chunk) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
             flow.buffered.extend_from_slice(chunk);
-            flow.eos_seen = last;
+            flow.eos_seen = i + 1 == chunks.len() && flow.trailers == 0;
             if !flow.stop_all {
-                self.body_callback(id, dir, &mut flow, last)?;
+                let eos = flow.body_eos();
+                self.body_callback(id, dir, &mut flow, eos)?;
             }
-            self.settle(id, dir, &mut flow)?;
+            self.settle(id, dir, &mut flow, deliver)?;
         }
+        if flow.trailers > 0 {
+            if let Some(s) = self.stream_mut(id) {
+                match dir {
+                    Dir::Request => s.request_trailers = trailers.clone(),
+                    Dir::Response => s.response_trailers = trailers.clone(),
+                }
+            }
+            flow.trailers_arrived = true;
+            flow.eos_seen = true;
+            if !flow.stop_all {
+                self.trailers_callback(id, dir, &mut flow)?;
+            }
+            self.settle(id, dir, &mut flow, deliver)?;
+        }
+        Ok(flow)
+    }
+
+    /// Waits until a fed direction has passed its end of stream on,
+    /// delivering answers and letting virtual time pass for the module's
+    /// ticks; a direction nothing resumes is a hang.
+    fn wait_direction(&mut self, id: u32, dir: Dir, mut flow: Flow) -> Result<Flow, Stop> {
+        let mut waited_ms = 0u64;
         loop {
+            self.settle(id, dir, &mut flow, true)?;
             let waiting = if flow.stop_all || flow.headers_held {
-                Some(match dir {
-                    Dir::Request => "request headers",
-                    Dir::Response => "response headers",
-                })
+                Some(dir.waiting(Part::Headers))
+            } else if flow.trailers_held {
+                Some(dir.waiting(Part::Trailers))
             } else if flow.body_held || !flow.eos_passed {
-                Some(match dir {
-                    Dir::Request => "request body",
-                    Dir::Response => "response body",
-                })
+                Some(dir.waiting(Part::Body))
             } else {
                 None
             };
@@ -390,7 +553,6 @@ impl Host {
                 self.advance(std::time::Duration::from_millis(period))?;
                 waited_ms += period;
             }
-            self.settle(id, dir, &mut flow)?;
         }
     }
 
@@ -428,31 +590,24 @@ impl Host {
 
     /// Replays one request through the module.
     pub fn run(&mut self, request: &Request) -> Exchange {
-        let fuel_before = self.fuel_used();
-        let (calls_before, _) = self.host_calls();
-        let http_before = self.store.data().http_calls.len();
+        let begun = self.begin(request, true);
+        self.complete(begun, request)
+    }
+
+    /// Opens a stream for `request` and feeds the module its request
+    /// (headers, chunks, trailers); `deliver` as in `feed_direction`.
+    pub(crate) fn begin(&mut self, request: &Request, deliver: bool) -> Begun {
         let id = self.next_id;
         self.next_id += 1;
-        let mut ex = Exchange {
-            verdict: Verdict::Forwarded,
-            status: 0,
-            response_headers: Vec::new(),
-            response_body: Vec::new(),
-            upstream_headers: None,
-            upstream_body: Vec::new(),
-            redis_calls: Vec::new(),
-            http_calls: Vec::new(),
-            logs: Vec::new(),
-            properties: BTreeMap::new(),
-            fuel: 0,
-            host_calls: 0,
-            fuel_total: 0,
-            host_calls_total: 0,
-            memory_bytes: 0,
+        let mut begun = Begun {
+            id,
+            flow: Err(Stop::Reset),
+            fuel_before: self.fuel_used(),
+            calls_before: self.host_calls().0,
         };
-        if let Some(why) = self.broken.clone() {
-            ex.verdict = Verdict::Trap(format!("the module trapped earlier: {why}"));
-            return ex;
+        if let Some(why) = &self.broken {
+            begun.flow = Err(Stop::Trap(format!("the module trapped earlier: {why}")));
+            return begun;
         }
         let headers = request
             .headers
@@ -467,13 +622,65 @@ impl Host {
                 ..StreamData::default()
             },
         );
-        let outcome = self.drive(id, request, &mut ex);
-        if let Err(stop) = outcome {
+        begun.flow = self.create_context(id).and_then(|()| {
+            self.feed_direction(id, Dir::Request, &request.body, &request.trailers, deliver)
+        });
+        begun
+    }
+
+    /// Applies what happened to a begun stream's request since it was fed
+    /// (see [`Host::step`](crate::Host::step)).
+    pub(crate) fn step_request(&mut self, begun: &mut Begun) {
+        let id = begun.id;
+        if let Ok(flow) = &mut begun.flow {
+            if let Err(stop) = self.settle(id, Dir::Request, flow, false) {
+                begun.flow = Err(stop);
+            }
+        }
+    }
+
+    fn create_context(&mut self, id: u32) -> Result<(), Stop> {
+        let root = self.store.data().root_id as i32;
+        if let Some(f) = self.exports.context_create.clone() {
+            self.enter(id);
+            let r = f.call(&mut self.store, (id as i32, root));
+            self.leave();
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Drives a begun stream to its end and tells what it did.
+    pub(crate) fn complete(&mut self, begun: Begun, request: &Request) -> Exchange {
+        let mut ex = Exchange {
+            verdict: Verdict::Forwarded,
+            status: 0,
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            response_trailers: Vec::new(),
+            upstream_headers: None,
+            upstream_body: Vec::new(),
+            upstream_trailers: Vec::new(),
+            redis_calls: Vec::new(),
+            http_calls: Vec::new(),
+            logs: Vec::new(),
+            properties: BTreeMap::new(),
+            fuel: 0,
+            host_calls: 0,
+            fuel_total: 0,
+            host_calls_total: 0,
+            memory_bytes: 0,
+        };
+        let id = begun.id;
+        let was_broken = self.broken.is_some();
+        if let Err(stop) = self.drive(id, begun.flow, request, &mut ex) {
             match stop {
                 Stop::Hang(waiting) => ex.verdict = Verdict::Hang { waiting },
                 Stop::Reset => ex.verdict = Verdict::Reset,
                 Stop::Trap(why) => {
-                    self.broken = Some(why.clone());
+                    if !was_broken {
+                        self.broken = Some(why.clone());
+                    }
                     ex.verdict = Verdict::Trap(why);
                 }
                 Stop::Local(_) => {}
@@ -488,70 +695,86 @@ impl Host {
         if let Some(s) = self.store.data_mut().streams.remove(&id) {
             ex.properties = s.properties.into_iter().collect();
         }
-        // The records move into the exchange: a long run keeps no history.
+        // The records of finished calls move into the exchange: a long run
+        // keeps no history. Calls still in flight (another open stream's)
+        // stay for the exchange that finishes after them.
         let state = self.store.data_mut();
         ex.redis_calls = state.redis.take_calls();
         ex.logs = std::mem::take(&mut state.logs);
-        ex.http_calls = state
-            .http_calls
-            .get(http_before..)
-            .unwrap_or_default()
-            .to_vec();
-        state.http_calls.retain(|c| !c.delivered);
+        let (delivered, pending) = std::mem::take(&mut state.http_calls)
+            .into_iter()
+            .partition(|c| c.delivered);
+        ex.http_calls = delivered;
+        state.http_calls = pending;
         ex.fuel_total = self.fuel_used();
         ex.host_calls_total = self.host_calls().0;
-        ex.fuel = ex.fuel_total - fuel_before;
-        ex.host_calls = ex.host_calls_total - calls_before;
+        ex.fuel = ex.fuel_total - begun.fuel_before;
+        ex.host_calls = ex.host_calls_total - begun.calls_before;
         ex.memory_bytes = self.memory_bytes();
         ex
     }
 
-    fn drive(&mut self, id: u32, request: &Request, ex: &mut Exchange) -> Result<(), Stop> {
-        let root = self.store.data().root_id as i32;
-        if let Some(f) = self.exports.context_create.clone() {
-            self.enter(id);
-            let r = f.call(&mut self.store, (id as i32, root));
-            self.leave();
-            r?;
-        }
-        let (response_headers, response_chunks) =
-            match self.run_direction(id, Dir::Request, &request.body) {
-                Ok(flow) => {
-                    let s = self.stream_mut(id).ok_or(Stop::Reset)?;
-                    ex.upstream_headers = Some(s.request_headers.clone());
-                    ex.upstream_body = flow.passed;
-                    let up = &request.upstream;
-                    let mut headers =
-                        vec![(b":status".to_vec(), up.status.to_string().into_bytes())];
-                    headers.extend(
-                        up.headers
-                            .iter()
-                            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
-                    );
-                    (headers, up.body.clone())
-                }
-                Err(Stop::Local(local)) => {
-                    ex.verdict = Verdict::LocalResponse {
-                        details: local.details.clone(),
-                    };
-                    let body = if local.body.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![local.body.clone()]
-                    };
-                    (Self::local_reply_headers(&local), body)
-                }
-                Err(other) => return Err(other),
-            };
+    fn drive(
+        &mut self,
+        id: u32,
+        fed: Result<Flow, Stop>,
+        request: &Request,
+        ex: &mut Exchange,
+    ) -> Result<(), Stop> {
+        let (response_headers, response_chunks, response_trailers) = match fed
+            .and_then(|flow| self.wait_direction(id, Dir::Request, flow))
+        {
+            Ok(flow) => {
+                let s = self.stream_mut(id).ok_or(Stop::Reset)?;
+                ex.upstream_headers = Some(s.request_headers.clone());
+                ex.upstream_trailers = s.request_trailers.clone();
+                ex.upstream_body = flow.passed;
+                let up = &request.upstream;
+                let mut headers = vec![(b":status".to_vec(), up.status.to_string().into_bytes())];
+                headers.extend(
+                    up.headers
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
+                );
+                let trailers = up
+                    .trailers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect();
+                (headers, up.body.clone(), trailers)
+            }
+            Err(Stop::Local(local)) => {
+                ex.verdict = Verdict::LocalResponse {
+                    details: local.details.clone(),
+                };
+                let body = if local.body.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![local.body.clone()]
+                };
+                (Self::local_reply_headers(&local), body, Vec::new())
+            }
+            Err(other) => return Err(other),
+        };
         if let Some(s) = self.stream_mut(id) {
             s.response_headers = response_headers;
             // A local reply passes through the encoder chain, this filter
             // included; a second one cannot replace it.
         }
-        match self.run_direction(id, Dir::Response, &response_chunks) {
+        let response = self
+            .feed_direction(
+                id,
+                Dir::Response,
+                &response_chunks,
+                &response_trailers,
+                true,
+            )
+            .and_then(|flow| self.wait_direction(id, Dir::Response, flow));
+        match response {
             Ok(flow) => {
                 let s = self.stream_mut(id).ok_or(Stop::Reset)?;
                 ex.response_headers = s.response_headers.clone();
+                ex.response_trailers = s.response_trailers.clone();
                 ex.response_body = flow.passed;
             }
             Err(Stop::Local(local)) => {

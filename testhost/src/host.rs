@@ -132,6 +132,8 @@ pub(crate) struct Exports {
     pub request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub request_trailers: Option<TypedFunc<(i32, i32), i32>>,
+    pub response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub done: Option<TypedFunc<i32, i32>>,
     pub log: Option<TypedFunc<i32, ()>>,
     pub delete: Option<TypedFunc<i32, ()>>,
@@ -330,6 +332,8 @@ impl Host {
             request_body: typed(&mut store, &instance, "proxy_on_request_body")?,
             response_headers: typed(&mut store, &instance, "proxy_on_response_headers")?,
             response_body: typed(&mut store, &instance, "proxy_on_response_body")?,
+            request_trailers: typed(&mut store, &instance, "proxy_on_request_trailers")?,
+            response_trailers: typed(&mut store, &instance, "proxy_on_response_trailers")?,
             done: typed(&mut store, &instance, "proxy_on_done")?,
             log: typed(&mut store, &instance, "proxy_on_log")?,
             delete: typed(&mut store, &instance, "proxy_on_delete")?,
@@ -430,12 +434,12 @@ impl Host {
         s.redis.has_pending() || s.http_calls.iter().any(|c| !c.delivered)
     }
 
-    /// Delivers one pending answer on the root context; false when none.
+    /// Delivers one pending answer on the root context, HTTP calls first,
+    /// each kind in the order sent; false when none.
     ///
     /// # Errors
     /// A trap in the callback.
     pub(crate) fn deliver_one(&mut self) -> Result<bool, Error> {
-        let root = self.store.data().root_id;
         let next_http = self
             .store
             .data()
@@ -443,41 +447,55 @@ impl Host {
             .iter()
             .position(|c| !c.delivered);
         if let Some(at) = next_http {
-            let call = {
-                let calls = &mut self.store.data_mut().http_calls;
-                let Some(call) = calls.get_mut(at) else {
-                    return Ok(false);
-                };
-                call.delivered = true;
-                call.clone()
-            };
-            let (headers, body, trailers) = match &call.answer {
-                Some(a) => (a.headers.len(), a.body.len(), a.trailers.len()),
-                None => (0, 0, 0),
-            };
-            self.store.data_mut().callback.http = call.answer.clone();
-            self.enter(root);
-            let result = match self.exports.http_call_response.clone() {
-                Some(f) => f.call(
-                    &mut self.store,
-                    (
-                        root as i32,
-                        call.token as i32,
-                        headers as i32,
-                        body as i32,
-                        trailers as i32,
-                    ),
-                ),
-                None => Ok(()),
-            };
-            self.leave();
-            self.store.data_mut().callback.http = None;
-            result?;
+            self.deliver_http(at)?;
             return Ok(true);
         }
         let Some(delivery) = self.store.data_mut().redis.next_delivery() else {
             return Ok(false);
         };
+        self.deliver_redis(delivery)?;
+        Ok(true)
+    }
+
+    /// `proxy_on_http_call_response` for the call at `at` of the record.
+    pub(crate) fn deliver_http(&mut self, at: usize) -> Result<(), Error> {
+        let root = self.store.data().root_id;
+        let call = {
+            let calls = &mut self.store.data_mut().http_calls;
+            let Some(call) = calls.get_mut(at) else {
+                return Ok(());
+            };
+            call.delivered = true;
+            call.clone()
+        };
+        let (headers, body, trailers) = match &call.answer {
+            Some(a) => (a.headers.len(), a.body.len(), a.trailers.len()),
+            None => (0, 0, 0),
+        };
+        self.store.data_mut().callback.http = call.answer.clone();
+        self.enter(root);
+        let result = match self.exports.http_call_response.clone() {
+            Some(f) => f.call(
+                &mut self.store,
+                (
+                    root as i32,
+                    call.token as i32,
+                    headers as i32,
+                    body as i32,
+                    trailers as i32,
+                ),
+            ),
+            None => Ok(()),
+        };
+        self.leave();
+        self.store.data_mut().callback.http = None;
+        result?;
+        Ok(())
+    }
+
+    /// `proxy_on_redis_call_response` for one reply or failure.
+    pub(crate) fn deliver_redis(&mut self, delivery: Delivery) -> Result<(), Error> {
+        let root = self.store.data().root_id;
         let (token, status, bytes) = match delivery {
             Delivery::Reply { token, bytes } => (token, 0, Some(bytes)),
             Delivery::Failed { token } => (token, 1, None),
@@ -495,7 +513,7 @@ impl Host {
         self.leave();
         self.store.data_mut().callback.redis = None;
         result?;
-        Ok(true)
+        Ok(())
     }
 
     /// Delivers every pending answer (and those the callbacks cause).

@@ -1,6 +1,8 @@
 //! A proxy-wasm host for tests, on wasmtime, modelled on Higress: it loads
 //! any proxy-wasm module (ABI `0_2_1` or Higress's `0_2_100`, Rust or Go
-//! builds with WASI preview 1), drives streams the way Envoy and Higress do,
+//! builds with WASI preview 1), drives streams the way Envoy and Higress do
+//! (one at a time, or several open at once with their calls answered in
+//! any order),
 //! and implements Higress's Redis host calls over real TCP to a real
 //! `redis-server`.
 //!
@@ -28,6 +30,7 @@ pub mod resp;
 pub mod script;
 pub mod state;
 mod stream_calls;
+pub mod streams;
 
 pub use abi::AbiVersion;
 pub use clock::VirtualClock;
@@ -35,3 +38,4 @@ pub use exchange::{Exchange, Request, Upstream, Verdict};
 pub use host::{Error, Host, Setup};
 pub use redis::RedisCall;
 pub use state::{HttpAnswer, LogLine, Metric, Pairs};
+pub use streams::{OpenStream, PendingCall};

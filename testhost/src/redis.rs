@@ -30,6 +30,15 @@ pub enum Delivery {
     Failed { token: u32 },
 }
 
+impl Delivery {
+    /// The call it answers.
+    pub fn token(&self) -> u32 {
+        match self {
+            Delivery::Reply { token, .. } | Delivery::Failed { token } => *token,
+        }
+    }
+}
+
 /// The options `proxy_redis_init` accepted for a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ClusterOptions {
@@ -64,6 +73,9 @@ pub struct RedisClusters {
     table: BTreeMap<String, SocketAddr>,
     clusters: HashMap<String, Cluster>,
     failed: VecDeque<u32>,
+    /// Replies read off their connections before their turn
+    /// ([`RedisClusters::collect`]), in the order they came.
+    ready: VecDeque<Delivery>,
     next_token: u32,
     calls: Vec<RedisCall>,
     connects: u64,
@@ -89,7 +101,11 @@ impl RedisClusters {
     /// Moves the call records out (a call still in flight is then no longer
     /// recorded when it completes).
     pub fn take_calls(&mut self) -> Vec<RedisCall> {
-        std::mem::take(&mut self.calls)
+        let (done, in_flight) = std::mem::take(&mut self.calls)
+            .into_iter()
+            .partition(|c| c.reply.is_some() || c.failed);
+        self.calls = in_flight;
+        done
     }
 
     /// TCP connections opened so far (a reconnect counts again).
@@ -203,6 +219,7 @@ impl RedisClusters {
     /// Whether a call still waits for its reply or failure.
     pub fn has_pending(&self) -> bool {
         !self.failed.is_empty()
+            || !self.ready.is_empty()
             || self.clusters.values().any(|c| {
                 c.connection
                     .as_ref()
@@ -214,6 +231,40 @@ impl RedisClusters {
     /// timeout; a timeout, reset or garbage closes the connection and fails
     /// every call in flight on it.
     pub fn next_delivery(&mut self) -> Option<Delivery> {
+        if let Some(ready) = self.ready.pop_front() {
+            return Some(ready);
+        }
+        self.read_next()
+    }
+
+    /// Reads every reply or failure still to come (each waiting up to its
+    /// operation timeout) and keeps them, in order, for
+    /// [`RedisClusters::next_delivery`] or [`RedisClusters::take`]: the
+    /// calls in flight, as a test that picks the order of answers sees
+    /// them.
+    pub fn collect(&mut self) -> &VecDeque<Delivery> {
+        while let Some(delivery) = self.read_next() {
+            self.ready.push_back(delivery);
+        }
+        &self.ready
+    }
+
+    /// The collected reply or failure of call `token`, out of its turn.
+    pub fn take(&mut self, token: u32) -> Option<Delivery> {
+        let at = self.ready.iter().position(|d| d.token() == token)?;
+        self.ready.remove(at)
+    }
+
+    /// The cluster call `token` went to.
+    pub fn cluster_of(&self, token: u32) -> Option<&str> {
+        self.calls
+            .iter()
+            .rev()
+            .find(|c| c.token == token)
+            .map(|c| c.cluster.as_str())
+    }
+
+    fn read_next(&mut self) -> Option<Delivery> {
         if let Some(token) = self.failed.pop_front() {
             self.record(token, None);
             return Some(Delivery::Failed { token });
@@ -244,13 +295,13 @@ impl RedisClusters {
                         // A reply nobody asked for: the stream is out of step.
                         let lost = fail_connection(c);
                         self.failed.extend(lost);
-                        return self.next_delivery();
+                        return self.read_next();
                     }
                 },
                 Err(_) => {
                     let lost = fail_connection(c);
                     self.failed.extend(lost);
-                    return self.next_delivery();
+                    return self.read_next();
                 }
             }
         }

@@ -52,10 +52,12 @@ pub fn line(n: usize, request: &Request, ex: &Exchange) -> Value {
         "status": ex.status,
         "response_headers_added": added(&upstream_answer, &ex.response_headers),
         "response_body": text(&ex.response_body),
+        "response_trailers": object(&ex.response_trailers),
         "upstream": ex.upstream_headers.as_ref().map(|h| json!({
             "request_headers_added": added(&request.headers, h),
             "request_headers_removed": added(h, &request.headers),
             "body": text(&ex.upstream_body),
+            "trailers": object(&ex.upstream_trailers),
         })),
         "redis_calls": ex.redis_calls.iter().map(|c| json!({
             "cluster": c.cluster,

@@ -162,6 +162,7 @@ pub fn parse_line(line: &str) -> Result<Step, String> {
             status: number(u.get("status"), "upstream.status", 200)? as u32,
             headers: pairs(u.get("headers"), "upstream.headers")?,
             body: chunks(u.get("body"), "upstream.body")?,
+            trailers: pairs(u.get("trailers"), "upstream.trailers")?,
         },
     };
     let properties = match obj.get("properties") {
@@ -176,6 +177,7 @@ pub fn parse_line(line: &str) -> Result<Step, String> {
         request: Box::new(Request {
             headers,
             body: chunks(obj.get("body"), "body")?,
+            trailers: pairs(obj.get("trailers"), "trailers")?,
             upstream,
             properties,
         }),
@@ -191,7 +193,8 @@ mod tests {
     fn a_request_line_with_chunks_headers_and_upstream() {
         let step = parse_line(
             r#"{"method":"POST","path":"/v1","headers":{"X-User":"a"},"body":["ab","c"],
-                "upstream":{"status":201,"headers":[["content-type","text/plain"]],"body":"ok"},"repeat":2}"#,
+                "trailers":{"x-sum":"1"},
+                "upstream":{"status":201,"headers":[["content-type","text/plain"]],"body":"ok","trailers":[["grpc-status","0"]]},"repeat":2}"#,
         )
         .unwrap();
         let Step::Request {
@@ -207,6 +210,11 @@ mod tests {
             .contains(&(b"x-user".to_vec(), b"a".to_vec())));
         assert_eq!(request.upstream.status, 201);
         assert_eq!(request.upstream.body, vec![b"ok".to_vec()]);
+        assert_eq!(request.trailers, [(b"x-sum".to_vec(), b"1".to_vec())]);
+        assert_eq!(
+            request.upstream.trailers,
+            [(b"grpc-status".to_vec(), b"0".to_vec())]
+        );
     }
 
     #[test]

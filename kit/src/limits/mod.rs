@@ -62,6 +62,7 @@ use core::cell::Cell;
 use heads::{Heads, GLOBAL_IDENTITY};
 use keys::{Cidr, Source, Value};
 use pattern::Pattern;
+use std::borrow::Cow;
 
 /// What a limit counts; names the `<unit>_per_<period>` fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,8 +134,8 @@ pub enum KeyMatch {
 /// One entry of `limit_keys`.
 #[derive(Debug)]
 pub struct LimitKey<'cfg> {
-    /// The `key` as written.
-    pub key: &'cfg str,
+    /// The `key` as written (a number as its decimal text).
+    pub key: Cow<'cfg, str>,
     /// How it matches.
     pub matcher: KeyMatch,
     /// The limit for matching values.
@@ -210,7 +211,7 @@ fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigEr
     keys_field.each(|entry| {
         let entry_fields = entry.object()?;
         let key_field = entry_fields.require("key")?;
-        let key = key_field.str()?;
+        let key = key_field.text()?;
         let matcher = if key == "*" {
             KeyMatch::Any
         } else if let Some(pattern) = key.strip_prefix("regexp:") {
@@ -219,7 +220,7 @@ fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigEr
                     .map_err(|e| key_field.error(format!("invalid regular expression: {e}")))?,
             )
         } else if by_ip {
-            KeyMatch::Cidr(Cidr::parse(key).ok_or_else(|| {
+            KeyMatch::Cidr(Cidr::parse(&key).ok_or_else(|| {
                 key_field.error(format!("\"{key}\" is not an IP address or CIDR range"))
             })?)
         } else {
@@ -331,9 +332,9 @@ impl<'cfg> Limits<'cfg> {
     }
 
     /// The configured `key` of a match, `None` for the global limit.
-    fn key_text(&self, matched: &Matched) -> Option<&'cfg str> {
+    fn key_text(&self, matched: &Matched) -> Option<&str> {
         match self {
-            Limits::Items(items) => Some(items.get(matched.item?)?.keys.get(matched.key)?.key),
+            Limits::Items(items) => Some(&items.get(matched.item?)?.keys.get(matched.key)?.key),
             Limits::Global(_) => None,
         }
     }

@@ -427,7 +427,6 @@ fn invalid_configs_are_refused_naming_the_field() {
         (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}}"#.to_owned(), "redis: is required"),
         (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}, "redis": {"transport": "carrier-pigeon"}}"#.to_owned(), "redis.transport: unknown transport `carrier-pigeon`"),
         (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}, "redis": {"timeout": 5}}"#.to_owned(), "redis: needs webdis_cluster"),
-        (r#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1}, "redis": {"service_name": "redis.static"}}"#.to_owned(), "redis.service_name: the native Redis transport needs the module built with the `higress` feature"),
         (r#"{"rule_name": "r", "#.to_owned(), "configuration is not valid JSON"),
         (r#"[1, 2]"#.to_owned(), "configuration must be a JSON object"),
     ];
@@ -436,6 +435,59 @@ fn invalid_configs_are_refused_naming_the_field() {
         assert!(
             got.contains(want),
             "config {json}\n  got: {got}\n want: {want}"
+        );
+    }
+}
+
+/// The `redis` block a build accepts depends on its transports: a default
+/// build refuses Higress's native block with the reason, a `higress` build
+/// takes it as Higress's plugins do and refuses its bad values.
+#[test]
+fn the_native_redis_block_follows_the_build() {
+    let native = |redis: &str| {
+        format!(
+            r#"{{"rule_name": "r", "global_threshold": {{"query_per_minute": 1}}, "redis": {redis}}}"#
+        )
+    };
+    if !kit::NATIVE_TRANSPORT {
+        let got = refused(&native(r#"{"service_name": "redis.static"}"#));
+        assert!(
+            got.contains("redis.service_name: the native Redis transport needs the module built with the `higress` feature"),
+            "{got}"
+        );
+        return;
+    }
+    let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
+    filter
+        .configure(native(r#"{"service_name": "redis.static"}"#).into_bytes())
+        .unwrap();
+    assert_eq!(
+        filter.host().redis_clusters.last().map(String::as_str),
+        Some("outbound|80||redis.static")
+    );
+    let cases = [
+        (
+            r#"{"service_name": ""}"#,
+            "redis.service_name: must not be empty",
+        ),
+        (
+            r#"{"service_name": "redis.dns", "service_port": 70000}"#,
+            "redis.service_port: must be a TCP port (1-65535), got 70000",
+        ),
+        (
+            r#"{"service_name": "redis.dns", "database": -1}"#,
+            "redis.database: must be a non-negative integer, got -1",
+        ),
+        (
+            r#"{"service_name": "redis.dns", "webdis_cluster": "webdis"}"#,
+            "redis.webdis_cluster: set either webdis_cluster",
+        ),
+    ];
+    for (redis, want) in cases {
+        let got = refused(&native(redis));
+        assert!(
+            got.contains(want),
+            "redis {redis}\n  got: {got}\n want: {want}"
         );
     }
 }

@@ -93,7 +93,7 @@ const ROOT_CHARGE: u32 = 1;
 pub const STYLE: RuleStyle = RuleStyle {
     unit: Unit::Token,
     key_prefix: "token-quota",
-    rejected_msg: "Too many tokens",
+    rejected_msg: "Too many requests",
     headers: [
         "x-tokenratelimit-limit",
         "x-tokenratelimit-remaining",
@@ -105,7 +105,7 @@ pub const STYLE: RuleStyle = RuleStyle {
 #[derive(Debug)]
 pub struct Config<'cfg> {
     /// `rule_name`, the `token_per_*` limits, `rejected_code`,
-    /// `rejected_msg` (default `Too many tokens`), `failure_mode_deny`,
+    /// `rejected_msg` (default `Too many requests`, as Higress's), `failure_mode_deny`,
     /// `redis_key_prefix` (default `token-quota`).
     pub rule: Rule<'cfg>,
     /// `include_usage_path_suffixes`: the request paths (query left out)

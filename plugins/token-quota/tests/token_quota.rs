@@ -60,7 +60,7 @@ fn quota_of_250_with_100_per_answer_goes_200_200_200_429() {
         response.headers.get_str("x-tokenratelimit-reset"),
         Some("50")
     );
-    assert_eq!(response.body, b"Too many tokens");
+    assert_eq!(response.body, b"Too many requests");
     assert_eq!(d.charged("token-quota:{t:250_per_60s:global}:"), 300);
     // Now over: refused from the cache, without asking Redis.
     let calls = d.host().calls_sent;
