@@ -69,6 +69,8 @@ pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 #[cfg(any(test, feature = "fake"))]
+pub mod fake_redis;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake_request;
 pub mod host;
 pub mod http;
