@@ -100,7 +100,10 @@ impl Store {
     /// Sets `key` to `value`, with an expiry in seconds if given (`SET`,
     /// `SET key value EX ttl`).
     pub fn set(&mut self, key: &[u8], value: &[u8], ttl_secs: Option<u64>) {
-        let expires = ttl_secs.map(|s| self.now_nanos.saturating_add(s.saturating_mul(1_000_000_000)));
+        let expires = ttl_secs.map(|s| {
+            self.now_nanos
+                .saturating_add(s.saturating_mul(1_000_000_000))
+        });
         self.values.insert(key.to_vec(), (value.to_vec(), expires));
     }
 
@@ -117,8 +120,11 @@ impl Store {
             }
             _ => (0, None),
         };
-        let n = current.checked_add(by).ok_or("ERR increment or decrement would overflow")?;
-        self.values.insert(key.to_vec(), (n.to_string().into_bytes(), expires));
+        let n = current
+            .checked_add(by)
+            .ok_or("ERR increment or decrement would overflow")?;
+        self.values
+            .insert(key.to_vec(), (n.to_string().into_bytes(), expires));
         Ok(n)
     }
 
@@ -139,7 +145,9 @@ impl Store {
         match self.values.get(key) {
             Some((_, expires)) if self.live(*expires) => match expires {
                 None => -1,
-                Some(at) => i64::try_from((at - self.now_nanos).div_ceil(1_000_000_000)).unwrap_or(i64::MAX),
+                Some(at) => {
+                    i64::try_from((at - self.now_nanos).div_ceil(1_000_000_000)).unwrap_or(i64::MAX)
+                }
             },
             _ => -2,
         }
@@ -341,7 +349,10 @@ impl FakeRedis {
     }
 
     fn execute(&mut self, args: &[Vec<u8>]) -> RedisValue {
-        let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+        let name = args
+            .first()
+            .map(|a| a.to_ascii_uppercase())
+            .unwrap_or_default();
         let arg = |i: usize| args.get(i).map(Vec::as_slice);
         let store = &mut self.store;
         let result = match (name.as_slice(), args.len()) {
@@ -356,15 +367,23 @@ impl FakeRedis {
             (b"SET", 5) if arg(3).is_some_and(|o| o.eq_ignore_ascii_case(b"EX")) => {
                 match arg(4).and_then(parse_u64) {
                     Some(ttl) => {
-                        store.set(arg(1).unwrap_or_default(), arg(2).unwrap_or_default(), Some(ttl));
+                        store.set(
+                            arg(1).unwrap_or_default(),
+                            arg(2).unwrap_or_default(),
+                            Some(ttl),
+                        );
                         Ok(RedisValue::Status("OK"))
                     }
                     None => Err(WRONG_TYPE.to_owned()),
                 }
             }
-            (b"INCR", 2) => store.incr_by(arg(1).unwrap_or_default(), 1).map(RedisValue::Integer),
+            (b"INCR", 2) => store
+                .incr_by(arg(1).unwrap_or_default(), 1)
+                .map(RedisValue::Integer),
             (b"INCRBY", 3) => match arg(2).and_then(parse_i64) {
-                Some(by) => store.incr_by(arg(1).unwrap_or_default(), by).map(RedisValue::Integer),
+                Some(by) => store
+                    .incr_by(arg(1).unwrap_or_default(), by)
+                    .map(RedisValue::Integer),
                 None => Err(WRONG_TYPE.to_owned()),
             },
             (b"EXPIRE", 3) => match arg(2).and_then(parse_u64) {
@@ -378,7 +397,10 @@ impl FakeRedis {
                 args.iter().skip(1).filter(|k| store.del(k)).count() as i64,
             )),
             (b"EXISTS", n) if n >= 2 => Ok(RedisValue::Integer(
-                args.iter().skip(1).filter(|k| store.get(k).is_some()).count() as i64,
+                args.iter()
+                    .skip(1)
+                    .filter(|k| store.get(k).is_some())
+                    .count() as i64,
             )),
             (b"EVAL" | b"EVALSHA", n) if n >= 3 => return self.eval(&name, args),
             _ => {
@@ -469,4 +491,93 @@ fn resp_command(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
 fn resp_line(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let end = bytes.windows(2).position(|w| w == b"\r\n")?;
     Some((parse_u64(bytes.get(..end)?)?, bytes.get(end + 2..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::fake::Headers;
+    use crate::redis::Script;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn native(args: &[&[u8]]) -> SentCall {
+        let mut body = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            body.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            body.extend_from_slice(arg);
+            body.extend_from_slice(b"\r\n");
+        }
+        SentCall {
+            body,
+            ..SentCall::default()
+        }
+    }
+
+    fn webdis(path: &str) -> SentCall {
+        let mut headers = Headers::default();
+        headers.add(":path", path.as_bytes());
+        SentCall {
+            headers,
+            ..SentCall::default()
+        }
+    }
+
+    #[test]
+    fn keys_expire_on_the_clock_the_calls_are_answered_at() {
+        let mut redis = FakeRedis::new();
+        let call = native(&[b"SET", b"k", b"v", b"EX", b"2"]);
+        assert_eq!(redis.answer(&call, 10 * SECOND).unwrap(), b"+OK\r\n");
+        let get = webdis("/GET/k.raw");
+        assert_eq!(redis.answer(&get, 11 * SECOND).unwrap(), b"$1\r\nv\r\n");
+        assert_eq!(
+            redis.answer(&native(&[b"TTL", b"k"]), 11 * SECOND).unwrap(),
+            b":1\r\n"
+        );
+        assert_eq!(redis.answer(&get, 12 * SECOND).unwrap(), b"$-1\r\n");
+        assert!(redis.store.is_empty());
+    }
+
+    #[test]
+    fn the_count_script_counts_expires_and_repairs() {
+        let mut redis = FakeRedis::new();
+        let sha = Script::new(COUNT_SCRIPT).sha1_hex().to_owned();
+        let path = format!("/EVALSHA/{sha}/1/c/60.raw");
+        assert_eq!(redis.answer(&webdis(&path), 0).unwrap(), b":1\r\n");
+        assert_eq!(redis.answer(&webdis(&path), SECOND).unwrap(), b":2\r\n");
+        assert_eq!(redis.store.ttl(b"c"), 59, "the expiry of the first write");
+        redis.store.set(b"c", b"not a number", None);
+        let repaired = redis.answer(&webdis(&path), SECOND).unwrap();
+        assert!(repaired.starts_with(b"*3\r\n:1\r\n"), "{repaired:?}");
+        assert_eq!(redis.store.integer(b"c"), Some(1));
+        assert_eq!(redis.store.ttl(b"c"), 60);
+    }
+
+    #[test]
+    fn down_scripted_and_unknown_commands() {
+        let mut redis = FakeRedis::new();
+        redis.down = true;
+        assert_eq!(redis.answer(&native(&[b"INCR", b"k"]), 0), None);
+        redis.down = false;
+        redis.next_reply = Some(b"-OOM no\r\n".to_vec());
+        assert_eq!(redis.run(&[b"INCR", b"k"]), b"-OOM no\r\n");
+        assert_eq!(redis.store.integer(b"k"), None, "not carried out");
+        assert!(redis
+            .run(&[b"HSET", b"h", b"f", b"v"])
+            .starts_with(b"-ERR unknown"));
+        assert_eq!(redis.unknown.len(), 1);
+        assert!(redis.run(&[b"INCR", b"k", b"extra"]).starts_with(b"-ERR"));
+        redis.store.set(b"s", b"x", None);
+        assert_eq!(
+            redis.run(&[b"INCRBY", b"s", b"1"]),
+            b"-ERR value is not an integer or out of range\r\n"
+        );
+        assert_eq!(
+            redis.commands.len(),
+            4,
+            "the call while down never reached it"
+        );
+    }
 }
