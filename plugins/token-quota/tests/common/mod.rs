@@ -83,17 +83,22 @@ fn charge(store: &mut Store, keys: &[Vec<u8>], argv: &[Vec<u8>]) -> RedisValue {
     }
 }
 
+/// A `FakeRedis` that runs the charge script.
+pub fn redis() -> FakeRedis {
+    let mut redis = FakeRedis::new();
+    redis.script(CHARGE_SCRIPT, charge);
+    redis
+}
+
 impl Driver {
     pub fn new(config: &str) -> Driver {
         let mut filter = Filter::new(FakeHost::new());
         filter
             .configure(config.as_bytes().to_vec())
             .expect("config is valid");
-        let mut redis = FakeRedis::new();
-        redis.script(CHARGE_SCRIPT, charge);
         Driver {
             filter,
-            redis,
+            redis: redis(),
             released: Vec::new(),
             charged_before_release: false,
             path: "/v1/chat/completions",
