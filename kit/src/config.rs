@@ -11,7 +11,10 @@
 //! refused with one line such as
 //! `global_threshold.query_per_minute: must be a positive integer, got -1`.
 
+#[cfg(feature = "small-json")]
+use crate::config_json::{Node, StaticNode, Tape};
 use core::fmt;
+#[cfg(not(feature = "small-json"))]
 use simd_json::{Node, StaticNode, Tape};
 use std::borrow::Cow;
 
@@ -69,7 +72,11 @@ pub(crate) fn parse(bytes: &mut [u8]) -> Result<Tape<'_>, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Tape(vec![Node::Object { len: 0, count: 0 }]));
     }
-    let tape = simd_json::to_tape(bytes).map_err(|e| {
+    #[cfg(feature = "small-json")]
+    let tape = crate::config_json::to_tape(bytes);
+    #[cfg(not(feature = "small-json"))]
+    let tape = simd_json::to_tape(bytes);
+    let tape = tape.map_err(|e| {
         ConfigError::new(
             "",
             format!(
@@ -218,8 +225,8 @@ fn kind(value: &[Node<'_>]) -> &'static str {
     match value.first() {
         None | Some(Node::Static(StaticNode::Null)) => "null",
         Some(Node::Static(StaticNode::Bool(_))) => "a boolean",
-        Some(Node::Static(StaticNode::F64(_))) => "a fraction",
-        Some(Node::Static(_)) => "an integer",
+        Some(Node::Static(StaticNode::I64(_) | StaticNode::U64(_))) => "an integer",
+        Some(Node::Static(_)) => "a fraction",
         Some(Node::String(_)) => "a string",
         Some(Node::Array { .. }) => "an array",
         Some(Node::Object { .. }) => "an object",

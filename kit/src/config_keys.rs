@@ -112,39 +112,55 @@ pub(crate) fn asked(at: usize, key: &str) {
 
 /// The known key closest to `unknown` in spelling, when one is close
 /// enough to be a likely typo: at most a third of its length apart in
-/// edits (and at least two edits allowed).
+/// edits (and at least two edits allowed). Lengths and edits count bytes:
+/// configuration keys are ASCII, and bytes keep the comparison to two
+/// rows on the stack instead of decoded characters on the heap.
 pub(crate) fn nearest<'k>(unknown: &str, known: &'k [String]) -> Option<&'k str> {
-    let allowed = (unknown.chars().count() / 3).max(2);
-    known
-        .iter()
-        .map(|k| (edit_distance(unknown, k), k))
-        .filter(|(d, _)| *d <= allowed)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.as_str())
+    let allowed = (unknown.len() / 3).max(2);
+    let mut best: Option<(usize, &'k str)> = None;
+    for key in known {
+        let distance = edit_distance(unknown.as_bytes(), key.as_bytes());
+        if distance <= allowed && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, key));
+        }
+    }
+    best.map(|(_, key)| key)
 }
 
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        if let Some(first) = current.first_mut() {
-            *first = i + 1;
-        }
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = previous
-                .get(j)
-                .map_or(usize::MAX, |p| p + usize::from(ca != *cb));
-            let delete = previous.get(j + 1).map_or(usize::MAX, |p| p + 1);
-            let insert = current.get(j).map_or(usize::MAX, |c| c + 1);
-            if let Some(slot) = current.get_mut(j + 1) {
-                *slot = substitute.min(delete).min(insert);
-            }
-        }
-        core::mem::swap(&mut previous, &mut current);
+/// The longest key the typo check compares; a longer one has no nearest.
+const LONGEST_KEY: usize = 64;
+
+/// Levenshtein distance over bytes (keys are ASCII in practice), in two
+/// rows on the stack; keys past [`LONGEST_KEY`] bytes are never near.
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    if a.len() > LONGEST_KEY || b.len() > LONGEST_KEY {
+        return usize::MAX;
     }
-    previous.last().copied().unwrap_or(0)
+    let mut previous = [0usize; LONGEST_KEY + 1];
+    let mut current = [0usize; LONGEST_KEY + 1];
+    for (j, slot) in previous.iter_mut().enumerate() {
+        *slot = j;
+    }
+    for (i, ca) in a.iter().enumerate() {
+        let mut left = i + 1;
+        current[0] = left;
+        for ((cb, pair), slot) in b
+            .iter()
+            .zip(previous.windows(2))
+            .zip(current.iter_mut().skip(1))
+        {
+            let (diagonal, above) = match pair {
+                [d, u] => (*d, *u),
+                _ => (usize::MAX - 1, usize::MAX - 1),
+            };
+            left = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(left + 1);
+            *slot = left;
+        }
+        previous = current;
+    }
+    previous.get(b.len()).copied().unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -153,10 +169,12 @@ mod tests {
 
     #[test]
     fn edit_distances() {
-        assert_eq!(edit_distance("deny_satus", "deny_status"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("same", "same"), 0);
+        assert_eq!(edit_distance(b"deny_satus", b"deny_status"), 1);
+        assert_eq!(edit_distance(b"", b"abc"), 3);
+        assert_eq!(edit_distance(b"kitten", b"sitting"), 3);
+        assert_eq!(edit_distance(b"abc", b""), 3);
+        assert_eq!(edit_distance(&[b'x'; 65], b"x"), usize::MAX);
+        assert_eq!(edit_distance(b"same", b"same"), 0);
     }
 
     #[test]

@@ -268,6 +268,13 @@ pub struct FakeHost {
     /// resume: how a test with many requests in flight tells which request
     /// was answered how.
     pub answers: Option<Vec<(u32, u16)>>,
+    /// The response body bytes the client received, in order, since
+    /// [`FakeHost::next_request`]: what the
+    /// [`fake_request`](crate::fake_request) helpers let through.
+    pub delivered: Vec<u8>,
+    /// The token of the call the [`fake_request`](crate::fake_request)
+    /// helpers answered last, so that one is not answered twice.
+    pub last_answered: u32,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -300,6 +307,8 @@ impl Default for FakeHost {
             host_calls: core::cell::Cell::new(0),
             last_context: 1,
             answers: None,
+            delivered: Vec::new(),
+            last_answered: 0,
             next_token: 1,
             spare_response: None,
             spare_call: None,
@@ -323,6 +332,7 @@ impl FakeHost {
         self.response_body.clear();
         self.call_response_headers.clear();
         self.call_response_body.clear();
+        self.delivered.clear();
         if let Some(r) = self.response.take() {
             self.spare_response = Some(r);
         }
@@ -341,9 +351,41 @@ impl FakeHost {
         self.call_response_body.extend_from_slice(body);
     }
 
-    /// Advances the clock.
+    /// Advances the clock: the next window, an expiry, a recheck delay.
+    ///
+    /// # Examples
+    /// ```
+    /// use kit::fake::FakeHost;
+    /// use std::time::Duration;
+    ///
+    /// let mut host = FakeHost::new();
+    /// let start = host.now_nanos;
+    /// host.advance(Duration::from_millis(1500));
+    /// assert_eq!(host.now_nanos - start, 1_500_000_000);
+    /// ```
     pub fn advance(&mut self, by: Duration) {
         self.now_nanos += u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+    }
+
+    /// Sets the clock to `into` past the start of the current fixed
+    /// window of length `window` (windows start at multiples of it since
+    /// the epoch, as the kit's limits count them): a test of a per-minute
+    /// limit starts at second 15 of a minute and knows its reset is 45.
+    ///
+    /// # Examples
+    /// ```
+    /// use kit::fake::FakeHost;
+    /// use std::time::Duration;
+    ///
+    /// let mut host = FakeHost::new();
+    /// host.set_time_in_window(Duration::from_secs(60), Duration::from_secs(15));
+    /// assert_eq!(host.now_nanos / 1_000_000_000 % 60, 15);
+    /// assert_eq!(host.now_nanos % 1_000_000_000, 0);
+    /// ```
+    pub fn set_time_in_window(&mut self, window: Duration, into: Duration) {
+        let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let into = u64::try_from(into.as_nanos()).unwrap_or(u64::MAX);
+        self.now_nanos = self.now_nanos / window * window + into;
     }
 
     /// The value of a counter by full name (`limiter.allowed`).

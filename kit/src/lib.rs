@@ -62,12 +62,17 @@
 mod authority;
 mod calls;
 pub mod config;
+// Used with the `small-json` feature; its tests compare it with simd-json.
+#[cfg_attr(not(feature = "small-json"), allow(dead_code))]
+mod config_json;
 mod config_keys;
 pub mod dispatcher;
 pub mod ending;
 pub mod engine;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_redis;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake_request;
 pub mod host;

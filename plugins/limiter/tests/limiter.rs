@@ -11,6 +11,7 @@ mod common;
 
 use common::{Driver, Outcome};
 use kit::fake::FakeHost;
+use kit::fake_request::Outcome as Step;
 use kit::{Filter, HostError};
 use limiter::Limiter;
 use std::time::Duration;
@@ -21,19 +22,12 @@ fn config(body: &str) -> String {
     format!("{{{body}, {WEBDIS}}}")
 }
 
-/// Sets the clock to `secs_into_minute` seconds into a minute.
-fn at_second(driver: &mut Driver, secs_into_minute: u64) {
-    let host = driver.host();
-    let minute = host.now_nanos / 60_000_000_000;
-    host.now_nanos = (minute * 60 + secs_into_minute) * 1_000_000_000;
-}
-
 #[test]
 fn global_limit_allows_then_rejects_with_headers() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "global_threshold": {"query_per_minute": 10}"#,
     ));
-    at_second(&mut d, 15);
+    d.at_second(15);
     let outcomes: Vec<Outcome> = (0..15).map(|_| d.request(&[])).collect();
     assert_eq!(
         outcomes
@@ -58,7 +52,7 @@ fn global_limit_allows_then_rejects_with_headers() {
     assert_eq!(response.headers.get_str("x-ratelimit-reset"), Some("45"));
     assert_eq!(response.body, b"Too many requests");
     // Redis counted 11: the 12th to 15th were rejected from the cache.
-    assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![11]);
+    assert_eq!(d.counts(), vec![11]);
     assert_eq!(d.counter("limiter.allowed"), 10);
     assert_eq!(d.counter("limiter.limited"), 1);
     assert_eq!(d.counter("limiter.limited_locally"), 4);
@@ -79,7 +73,7 @@ fn the_over_limit_cache_keeps_every_counter_apart() {
             {"limit_by_header": "x-plan", "limit_keys": [
                 {"key": "gold", "query_per_minute": 1}]}]"#,
     ));
-    at_second(&mut d, 5);
+    d.at_second(5);
     let gold = [("x-tenant", "gold")];
     assert_eq!(d.request(&gold), Outcome::Forwarded);
     assert_eq!(d.request(&gold), Outcome::Answered(429));
@@ -100,7 +94,7 @@ fn the_over_limit_cache_keeps_every_counter_apart() {
     assert_eq!(d.request(&[("x-user", "ann")]), Outcome::Answered(429));
     assert_eq!(d.request(&[("x-user", "bob")]), Outcome::Forwarded);
     assert_eq!(d.counter("limiter.limited_locally"), 2);
-    assert_eq!(d.redis.len(), 6);
+    assert_eq!(d.redis.store.len(), 6);
 }
 
 #[test]
@@ -110,11 +104,7 @@ fn counter_key_is_cluster_safe_and_names_the_window() {
     ));
     d.host().now_nanos = 1_700_000_123_456_000_000;
     d.request(&[]);
-    let key = d.redis.keys().next().unwrap().clone();
-    assert_eq!(
-        String::from_utf8(key).unwrap(),
-        "limiter:{api:5_per_1s:global}:1700000123"
-    );
+    assert_eq!(d.keys(), ["limiter:{api:5_per_1s:global}:1700000123"]);
 }
 
 #[test]
@@ -148,7 +138,7 @@ fn per_header_values_have_their_own_counters_and_exact_keys() {
     let mut d = Driver::new(&config(
         r#""rule_name": "keys", "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "query_per_minute": 2}]}]"#,
     ));
-    at_second(&mut d, 0);
+    d.at_second(0);
     for key in ["alice", "a/b", "100%", "with space", "é\u{1F600}"] {
         assert_eq!(
             d.request(&[("x-api-key", key)]),
@@ -167,12 +157,9 @@ fn per_header_values_have_their_own_counters_and_exact_keys() {
         );
         let want = format!("limiter:{{keys:2_per_60s:per_header:x-api-key:{key}}}:");
         assert!(
-            d.redis.keys().any(|k| k.starts_with(want.as_bytes())),
+            d.keys().iter().any(|k| k.starts_with(&want)),
             "no counter for {key:?} in {:?}",
-            d.redis
-                .keys()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .collect::<Vec<_>>()
+            d.keys()
         );
     }
     // Requests without the header are not limited.
@@ -189,7 +176,7 @@ fn exact_keys_regexps_and_first_match_order() {
             {"limit_by_per_param": "user", "limit_keys": [{"key": "*", "query_per_minute": 1}]}
         ]"#,
     ));
-    at_second(&mut d, 0);
+    d.at_second(0);
     assert_eq!(d.request(&[("x-tenant", "gold")]), Outcome::Forwarded);
     assert_eq!(d.request(&[("x-tenant", "silver")]), Outcome::Forwarded);
     // "silver" and "steel" share the `regexp:^s` counter (not per value).
@@ -213,7 +200,7 @@ fn regexp_keys_take_flags() {
             {"limit_by_header": "x-tenant", "limit_keys": [{"key": "regexp:(?i)^gold-", "query_per_minute": 1}]}
         ]"#,
     ));
-    at_second(&mut d, 0);
+    d.at_second(0);
     assert_eq!(d.request(&[("x-tenant", "GOLD-1")]), Outcome::Forwarded);
     // `gold-2` shares the case-insensitive key's counter.
     assert_eq!(d.request(&[("x-tenant", "gold-2")]), Outcome::Answered(429));
@@ -225,7 +212,7 @@ fn per_ip_ranges_from_remote_address_and_forwarded_header() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-header-x-forwarded-for", "limit_keys": [{"key": "10.0.0.0/8", "query_per_minute": 1}]}]"#,
     ));
-    at_second(&mut d, 0);
+    d.at_second(0);
     assert_eq!(
         d.request(&[("x-forwarded-for", "10.1.1.1, 192.168.0.1")]),
         Outcome::Forwarded
@@ -250,7 +237,7 @@ fn per_ip_ranges_from_remote_address_and_forwarded_header() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "rule_items": [{"limit_by_per_ip": "from-remote-addr", "limit_keys": [{"key": "0.0.0.0/0", "query_per_minute": 1}]}]"#,
     ));
-    at_second(&mut d, 0);
+    d.at_second(0);
     d.host().properties.add("source.address", b"127.0.0.1:5555");
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     d.host().properties.clear();
@@ -263,7 +250,7 @@ fn redis_failure_lets_requests_through_by_default() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "global_threshold": {"query_per_second": 1}"#,
     ));
-    d.redis_down = true;
+    d.redis.down = true;
     for _ in 0..3 {
         assert_eq!(d.request(&[]), Outcome::Forwarded);
     }
@@ -275,9 +262,9 @@ fn redis_failure_denies_with_503_when_configured() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "global_threshold": {"query_per_second": 1}, "failure_mode_deny": true"#,
     ));
-    d.redis_down = true;
+    d.redis.down = true;
     assert_eq!(d.request(&[]), Outcome::Answered(503));
-    d.redis_down = false;
+    d.redis.down = false;
     d.host().refuse_calls = Some(HostError::BadArgument);
     assert_eq!(d.request(&[]), Outcome::Answered(503));
 }
@@ -287,12 +274,12 @@ fn noscript_is_retried_as_eval_once() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "global_threshold": {"query_per_second": 5}"#,
     ));
-    d.forget_scripts = true;
+    d.redis.forget_scripts();
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     let call = d.host().last_call.clone().unwrap();
     let path = String::from_utf8(call.headers.get(":path").unwrap().to_vec()).unwrap();
     assert!(path.starts_with("/EVAL/local%20by"), "{path}");
-    assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(d.counts(), vec![1]);
 }
 
 #[test]
@@ -302,26 +289,24 @@ fn concurrent_noscript_retries_each_carry_their_own_key() {
     ));
     // Three requests in flight at once, each waiting on its EVALSHA.
     let mut waiting = Vec::new();
-    for (context, key) in [(10, "ann"), (11, "bob/%"), (12, "cy d")] {
-        d.host().next_request();
-        d.host().request_headers.add("x-api-key", key.as_bytes());
-        let stream = d.filter.open_stream(context);
-        assert_eq!(
-            d.filter.on_request_headers(stream, true),
-            kit::Action::Pause
-        );
-        let call = d.host().last_call.clone().unwrap();
+    for key in ["ann", "bob/%", "cy d"] {
+        let (_, outcome) = d.filter.send_request(&[("x-api-key", key)]);
+        let Step::Waiting(call) = outcome else {
+            panic!("{outcome:?}")
+        };
         assert_eq!(call.webdis_args().unwrap()[0], b"EVALSHA");
-        waiting.push((key, call.token));
+        waiting.push((key, call));
     }
     // Redis forgot the script: each answer, in reverse order, is retried as
     // EVAL with the arguments of its own request.
-    for (key, token) in waiting.into_iter().rev() {
-        let noscript = b"-NOSCRIPT No matching script. Please use EVAL.\r\n";
-        d.host().answer_http(200, noscript);
-        d.filter
-            .on_http_call_response(token, 1, noscript.len(), false);
-        let retry = d.host().last_call.clone().unwrap().webdis_args().unwrap();
+    d.redis.forget_scripts();
+    for (key, call) in waiting.into_iter().rev() {
+        let noscript = d.redis.answer(&call, 0).unwrap();
+        assert!(noscript.starts_with(b"-NOSCRIPT"));
+        let Step::Waiting(retry) = d.filter.answer_redis(&call, &noscript) else {
+            panic!("no retry for {key}")
+        };
+        let retry = retry.webdis_args().unwrap();
         assert_eq!(retry[0], b"EVAL");
         let redis_key = String::from_utf8(retry[3].clone()).unwrap();
         assert!(
@@ -348,15 +333,12 @@ fn late_reply_after_the_request_ended_is_ignored() {
     let mut d = Driver::new(&config(
         r#""rule_name": "r", "global_threshold": {"query_per_second": 5}"#,
     ));
-    let stream = d.filter.open_stream(99);
-    assert_eq!(
-        d.filter.on_request_headers(stream, true),
-        kit::Action::Pause
-    );
-    let token = d.host().last_call.as_ref().unwrap().token;
+    let (stream, outcome) = d.filter.send_request(&[]);
+    let Step::Waiting(call) = outcome else {
+        panic!("{outcome:?}")
+    };
     d.filter.close_stream(stream);
-    d.host().answer_http(200, b":1\r\n");
-    d.filter.on_http_call_response(token, 1, 4, false);
+    assert_eq!(d.filter.answer_redis(&call, b":1\r\n"), Step::Hanging);
     assert_eq!(d.host().resumed, [0, 0]);
     assert_eq!(d.host().responses_sent, 0);
 }
@@ -373,17 +355,16 @@ fn garbage_replies_follow_the_failure_mode() {
         b"+OK\r\n",
         b"",
     ] {
-        let stream = d.filter.open_stream(7);
-        assert_eq!(
-            d.filter.on_request_headers(stream, true),
-            kit::Action::Pause
-        );
-        let token = d.host().last_call.as_ref().unwrap().token;
-        d.host().answer_http(200, body);
+        let (stream, outcome) = d.filter.send_request(&[]);
+        let Step::Waiting(call) = outcome else {
+            panic!("{outcome:?}")
+        };
         let before = d.host().responses_sent;
-        d.filter.on_http_call_response(token, 1, body.len(), false);
+        match d.filter.answer_redis(&call, body) {
+            Step::Responded(answer) => assert_eq!(answer.status, 503, "{body:?}"),
+            other => panic!("{body:?}: {other:?}"),
+        }
         assert_eq!(d.host().responses_sent, before + 1, "{body:?}");
-        assert_eq!(d.host().response.as_ref().unwrap().status, 503);
         d.filter.close_stream(stream);
     }
 }
@@ -502,7 +483,7 @@ fn higress_rules_override_the_global_config() {
            ]"#,
     );
     let mut d = Driver::new(&json);
-    at_second(&mut d, 0);
+    d.at_second(0);
     let request = |d: &mut Driver, authority: &str, route: &str| {
         d.host()
             .properties
@@ -525,11 +506,7 @@ fn higress_rules_override_the_global_config() {
         Outcome::Answered(429)
     );
     assert_eq!(request(&mut d, "other.org", "fast"), Outcome::Forwarded);
-    let keys: Vec<String> = d
-        .redis
-        .keys()
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .collect();
+    let keys = d.keys();
     assert!(
         keys.iter()
             .any(|k| k.starts_with("limiter:{example:1_per_60s:global}")),
@@ -555,7 +532,7 @@ fn a_rule_replaces_the_global_choice_of_limit_instead_of_conflicting() {
            ]"#,
     );
     let mut d = Driver::new(&json);
-    at_second(&mut d, 0);
+    d.at_second(0);
     d.host().properties.add("route_name", b"strict");
     assert_eq!(d.request(&[("x-key", "a")]), Outcome::Forwarded);
     assert_eq!(
@@ -589,11 +566,11 @@ fn rules_only_config_leaves_unmatched_requests_alone() {
         r#""_rules_": [{"_match_route_": ["limited"], "rule_name": "x", "global_threshold": {"query_per_minute": 1}}]"#,
     );
     let mut d = Driver::new(&json);
-    at_second(&mut d, 0);
+    d.at_second(0);
     for _ in 0..3 {
         assert_eq!(d.request(&[]), Outcome::Forwarded);
     }
-    assert!(d.redis.is_empty());
+    assert!(d.redis.store.is_empty());
     d.host().properties.add("route_name", b"limited");
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     assert_eq!(d.request(&[]), Outcome::Answered(429));
@@ -642,13 +619,11 @@ fn a_local_answer_is_not_held_in_its_response_phase() {
     ));
     assert_eq!(d.request(&[]), Outcome::Forwarded);
     assert_eq!(d.request(&[]), Outcome::Answered(429));
-    let stream = d.filter.open_stream(50);
-    assert_eq!(
-        d.filter.on_request_headers(stream, true),
-        kit::Action::Pause,
-        "rejected from the cache"
-    );
-    assert_eq!(d.host().response.as_ref().unwrap().status, 429);
+    let (stream, outcome) = d.filter.send_request(&[]);
+    match outcome {
+        Step::Responded(answer) => assert_eq!(answer.status, 429, "rejected from the cache"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         d.filter.on_response_headers(stream, false),
         kit::Action::Continue
@@ -666,10 +641,11 @@ fn host_calls_per_request_stay_few() {
 
     let before = calls(&mut d);
     assert_eq!(d.request(&[]), Outcome::Forwarded);
-    // now, the webdis call; then the reply body and resume. Counters are
-    // published on the tick, and the call's `:status` is only read when
-    // the body is not a RESP reply.
-    assert_eq!(calls(&mut d) - before, 4);
+    // now, the webdis call; then, the answer delivered on the root context
+    // as Envoy delivers it, the request's context made effective, the
+    // reply body and resume. Counters are published on the tick, and the
+    // call's `:status` is only read when the body is not a RESP reply.
+    assert_eq!(calls(&mut d) - before, 5);
 
     assert_eq!(d.request(&[]), Outcome::Answered(429));
     let before = calls(&mut d);
@@ -707,22 +683,22 @@ fn a_key_cached_as_over_is_rechecked_after_over_limit_recheck_ms() {
         assert_eq!(d.request(&[]), Outcome::Answered(429));
         // The operator resets the counter; until the recheck is due the
         // cache still answers, without Redis.
-        d.redis.clear();
+        d.redis.store.clear();
         d.host().advance(Duration::from_millis(recheck - 1));
         assert_eq!(d.request(&[]), Outcome::Answered(429));
-        assert!(d.redis.is_empty(), "no call before the recheck");
+        assert!(d.redis.store.is_empty(), "no call before the recheck");
         assert_eq!(d.counter("limiter.limited_locally"), 1);
         d.host().advance(Duration::from_millis(1));
         assert_eq!(d.request(&[]), Outcome::Forwarded, "recheck {recheck}");
-        assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(d.counts(), vec![1]);
         // Over again: cached again, and rechecked again a bound later.
         assert_eq!(d.request(&[]), Outcome::Forwarded);
         assert_eq!(d.request(&[]), Outcome::Answered(429));
         assert_eq!(d.request(&[]), Outcome::Answered(429));
-        assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(d.counts(), vec![3]);
         d.host().advance(Duration::from_millis(recheck));
         assert_eq!(d.request(&[]), Outcome::Answered(429));
-        assert_eq!(d.redis.values().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(d.counts(), vec![4]);
     }
 }
 

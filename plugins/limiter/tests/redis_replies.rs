@@ -37,7 +37,7 @@ fn lines(d: &mut Driver) -> Vec<String> {
 fn an_error_reply_is_logged_once_and_accurately() {
     for (deny, outcome) in [(false, Outcome::Forwarded), (true, Outcome::Answered(503))] {
         let mut d = driver(deny);
-        d.next_reply =
+        d.redis.next_reply =
             Some(b"-OOM command not allowed when used memory > 'maxmemory'.\r\n".to_vec());
         assert_eq!(d.request(&[]), outcome);
         let logged = lines(&mut d);
@@ -56,7 +56,7 @@ fn a_repaired_key_counts_the_request_and_is_logged_once() {
     let mut d = driver(false);
     let key = "limiter:{r:2_per_60s:global}:1700000040";
     let error = "WRONGTYPE Operation against a key holding the wrong kind of value";
-    d.next_reply = Some(
+    d.redis.next_reply = Some(
         format!(
             "*3\r\n:1\r\n${}\r\n{error}\r\n${}\r\n{key}\r\n",
             error.len(),

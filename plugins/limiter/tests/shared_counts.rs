@@ -12,6 +12,7 @@
 )] // test code
 
 use kit::fake::{FakeHost, Rng, SentCall};
+use kit::fake_redis::FakeRedis;
 use kit::{Action, Filter, StreamId};
 use limiter::Limiter;
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ enum Fate {
 
 struct Run {
     filter: Filter<Limiter, FakeHost>,
-    redis: HashMap<Vec<u8>, i64>,
+    redis: FakeRedis,
     in_flight: Vec<SentCall>,
     requests: Vec<Request>,
     by_context: HashMap<u32, usize>,
@@ -67,7 +68,7 @@ impl Run {
         filter.host_mut().answers = Some(Vec::new());
         Run {
             filter,
-            redis: HashMap::new(),
+            redis: FakeRedis::new(),
             in_flight: Vec::new(),
             requests: Vec::new(),
             by_context: HashMap::new(),
@@ -153,32 +154,27 @@ impl Run {
     fn settle(&mut self, which: usize, fate: Fate) {
         let call = self.in_flight.remove(which);
         let args = call.webdis_args().unwrap();
-        let host = self.filter.host_mut();
+        let now = self.filter.host().now_nanos;
         match fate {
             Fate::Failed => {
-                host.call_response_headers.clear();
-                host.call_response_body.clear();
-                self.filter.on_http_call_response(call.token, 0, 0, true);
+                let _ = self.filter.fail_call(&call);
             }
             Fate::TimedOut => {
-                host.answer_http(504, b"upstream request timeout");
-                self.filter.on_http_call_response(call.token, 1, 24, true);
-            }
-            Fate::NoScript if args[0] == b"EVALSHA" => {
-                let reply = b"-NOSCRIPT No matching script. Please use EVAL.\r\n";
-                host.answer_http(200, reply);
-                self.filter
-                    .on_http_call_response(call.token, 1, reply.len(), true);
+                let _ = self
+                    .filter
+                    .answer_http(&call, 504, b"upstream request timeout");
             }
             Fate::Answered | Fate::NoScript => {
                 assert_eq!(args[2], b"1", "one key");
-                let amount: i64 = std::str::from_utf8(&args[5]).unwrap().parse().unwrap();
-                let n = self.redis.entry(args[3].clone()).or_insert(0);
-                *n += amount;
-                let reply = format!(":{n}\r\n");
-                host.answer_http(200, reply.as_bytes());
-                self.filter
-                    .on_http_call_response(call.token, 1, reply.len(), true);
+                if fate == Fate::NoScript && args[0] == b"EVALSHA" {
+                    // This call only: other calls in flight still find the
+                    // script loaded.
+                    self.redis.next_reply =
+                        Some(b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec());
+                }
+                let reply = self.redis.answer(&call, now).unwrap();
+                assert!(self.redis.unknown.is_empty(), "{:?}", self.redis.unknown);
+                let _ = self.filter.answer_redis(&call, &reply);
             }
         }
         self.collect_call();
@@ -264,9 +260,10 @@ fn random_interleavings_count_as_if_each_request_went_alone() {
         for (key, name) in KEYS.iter().enumerate() {
             counted[key] = run
                 .redis
-                .iter()
+                .store
+                .integers()
                 .filter(|(k, _)| k.windows(name.len()).any(|w| w == name.as_bytes()))
-                .map(|(_, v)| *v)
+                .map(|(_, v)| v)
                 .sum();
             let arrivals = run.ranks[key] as i64;
             assert!(counted[key] <= arrivals, "round {round}: key {name}");
@@ -364,7 +361,14 @@ fn a_reply_after_some_requests_ended_still_serves_the_rest() {
             Some((200, Some(5)))
         ]
     );
-    assert_eq!(run.redis.values().copied().collect::<Vec<_>>(), [5]);
+    assert_eq!(
+        run.redis
+            .store
+            .integers()
+            .map(|(_, n)| n)
+            .collect::<Vec<_>>(),
+        [5]
+    );
 }
 
 /// A full queue sends a request alone, and a full key table too.
@@ -409,7 +413,11 @@ fn an_increment_sent_alone_is_retried_after_its_request_ended() {
     assert_eq!(run.in_flight[1].webdis_args().unwrap()[0], b"EVAL");
     run.drain();
     assert_eq!(
-        run.redis.values().copied().collect::<Vec<_>>(),
+        run.redis
+            .store
+            .integers()
+            .map(|(_, n)| n)
+            .collect::<Vec<_>>(),
         [alone as i64 + 1]
     );
     assert!(run.requests[alone].outcome.is_none());

@@ -11,9 +11,11 @@
     clippy::indexing_slicing
 )] // test code
 
+mod common;
+
 use kit::fake::{allocations_during, CountingAllocator, FakeHost};
+use kit::fake_redis::FakeRedis;
 use kit::{Action, Filter, StreamId};
-use std::collections::HashMap;
 use token_quota::TokenQuota;
 
 #[global_allocator]
@@ -33,11 +35,8 @@ const UPSTREAM_REMOTE_RESET: u64 = 0x10;
 
 struct Quota {
     filter: Filter<TokenQuota, FakeHost>,
-    /// Redis: counter values by key.
-    redis: HashMap<Vec<u8>, i64>,
+    redis: FakeRedis,
     next_context: u32,
-    /// The token of the last call answered.
-    answered: Option<u32>,
 }
 
 impl Quota {
@@ -54,9 +53,8 @@ impl Quota {
             .unwrap();
         Quota {
             filter,
-            redis: HashMap::new(),
+            redis: common::redis(),
             next_context: 2,
-            answered: None,
         }
     }
 
@@ -70,46 +68,33 @@ impl Quota {
     }
 
     fn charged(&self) -> i64 {
-        self.redis.values().sum()
+        self.redis.store.integers().map(|(_, n)| n).sum()
     }
 
     /// The token of the call in flight, if one was sent since the last
     /// answer.
     fn call_in_flight(&self) -> Option<u32> {
-        let token = self.filter.host().last_call.as_ref().map(|c| c.token);
-        token.filter(|&t| Some(t) != self.answered)
+        let host = self.filter.host();
+        let token = host.last_call.as_ref().map(|c| c.token);
+        token.filter(|&t| t != host.last_answered)
     }
 
     /// Answers the last call as Redis would, on the root context.
     fn answer(&mut self) {
         assert!(self.call_in_flight().is_some(), "a call in flight");
         let call = self.host().last_call.clone().unwrap();
-        self.answered = Some(call.token);
-        let args = call.webdis_args().unwrap();
-        let reply = match args[0].as_slice() {
-            b"GET" => match self.redis.get(&args[1]) {
-                Some(n) => format!("${}\r\n{n}\r\n", n.to_string().len()),
-                None => "$-1\r\n".to_owned(),
-            },
-            b"EVALSHA" | b"EVAL" => {
-                let by: i64 = std::str::from_utf8(&args[4]).unwrap().parse().unwrap();
-                let n = self.redis.entry(args[3].clone()).or_insert(0);
-                *n += by;
-                format!(":{n}\r\n")
-            }
-            other => panic!("unexpected command {}", String::from_utf8_lossy(other)),
-        };
-        self.host().answer_http(200, reply.as_bytes());
-        self.filter
-            .on_http_call_response(call.token, 1, reply.len(), true);
+        let now = self.host().now_nanos;
+        let reply = self.redis.answer(&call, now).unwrap();
+        assert!(self.redis.unknown.is_empty(), "{:?}", self.redis.unknown);
+        let _ = self.filter.answer_redis(&call, &reply);
     }
 
     /// Answers the last call without allocating: nil to a read, a count to
     /// a charge (the stand-in Redis is not updated).
     fn answer_quietly(&mut self) {
         let token = self.call_in_flight().expect("a call in flight");
-        self.answered = Some(token);
         let host = self.filter.host_mut();
+        host.last_answered = token;
         let call = host.last_call.as_ref().expect("a call in flight");
         let read = call
             .headers

@@ -135,12 +135,11 @@ fn random_requests_replies_and_answers_never_panic() {
         if let Some(call) = filter.host().last_call.clone() {
             let reply = rng.bytes(30);
             let status = *[200u16, 503, 504, 0].get(rng.below(4)).unwrap();
-            if status == 0 {
-                filter.on_http_call_response(call.token, 0, 0, false);
+            let _ = if status == 0 {
+                filter.fail_call(&call)
             } else {
-                filter.host_mut().answer_http(status, &reply);
-                filter.on_http_call_response(call.token, 1, reply.len(), false);
-            }
+                filter.answer_http(&call, status, &reply)
+            };
         }
         let host = filter.host_mut();
         host.response_headers.clear();
@@ -166,8 +165,7 @@ fn random_requests_replies_and_answers_never_panic() {
         }
         if let Some(call) = filter.host().last_call.clone() {
             let reply = rng.bytes(20);
-            filter.host_mut().answer_http(200, &reply);
-            filter.on_http_call_response(call.token, 1, reply.len(), false);
+            let _ = filter.answer_http(&call, 200, &reply);
         }
         filter.close_stream(s);
     }

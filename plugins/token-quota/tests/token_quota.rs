@@ -18,12 +18,6 @@ fn config(body: &str) -> String {
     format!(r#"{{{body}, "redis": {{"webdis_cluster": "webdis", "timeout": 250}}}}"#)
 }
 
-fn at_second(d: &mut Driver, secs_into_minute: u64) {
-    let host = d.host();
-    let minute = host.now_nanos / 60_000_000_000;
-    host.now_nanos = (minute * 60 + secs_into_minute) * 1_000_000_000;
-}
-
 const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
 #[test]
@@ -31,7 +25,7 @@ fn quota_of_250_with_100_per_answer_goes_200_200_200_429() {
     let mut d = Driver::new(&config(
         r#""rule_name": "t", "global_threshold": {"token_per_minute": 250}"#,
     ));
-    at_second(&mut d, 10);
+    d.at_second(10);
     let answer = openai_json(100);
     let upstream = Upstream {
         content_type: "application/json",
@@ -157,7 +151,7 @@ fn separate_keys_have_separate_quotas() {
     let mut d = Driver::new(&config(
         r#""rule_name": "k", "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "token_per_minute": 150}]}]"#,
     ));
-    at_second(&mut d, 0);
+    d.at_second(0);
     let answer = openai_json(100);
     let upstream = Upstream {
         content_type: "application/json",
@@ -235,12 +229,12 @@ fn redis_failure_follows_the_failure_mode() {
     let mut d = Driver::new(&config(
         r#""rule_name": "f", "global_threshold": {"token_per_hour": 10}"#,
     ));
-    d.redis_down = true;
+    d.redis.down = true;
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
     let mut d = Driver::new(&config(
         r#""rule_name": "f", "global_threshold": {"token_per_hour": 10}, "failure_mode_deny": true"#,
     ));
-    d.redis_down = true;
+    d.redis.down = true;
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Refused(503));
 }
 
@@ -374,17 +368,18 @@ fn host_calls_per_request_stay_few() {
     //   request headers: clock (plugin), accept-encoding set, :path read,
     //     clock (kit, holding), probe tick
     //   request body: read it, GET the quota
-    //   quota reply: reply, resume
+    //   quota reply (delivered on the root context, as Envoy delivers
+    //     it): the request's context made effective, reply, resume
     //   response headers: content-encoding, content-type
     //   answer: read the chunk (the empty last one needs no read), charge
-    //   charge reply: reply, resume
+    //   charge reply: the request's context, reply, resume
     // Counters are published on the tick, not per request.
-    assert_eq!(calls, 15);
+    assert_eq!(calls, 17);
 
     // The first body arrived while its headers were held: the proxy
     // honours held headers, the probe is over, and later requests need
     // neither the kit's clock nor the probe tick.
     let before = d.host().host_calls.get();
     assert_eq!(d.request(&[], CHAT, &upstream), Outcome::Answered200);
-    assert_eq!(d.host().host_calls.get() - before, 13);
+    assert_eq!(d.host().host_calls.get() - before, 15);
 }

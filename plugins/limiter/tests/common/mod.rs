@@ -1,23 +1,19 @@
-//! Drives the limiter through the kit's engine over a `FakeHost`, with a
-//! small Redis stand-in that runs the limiter's counting script.
+//! The limiter over a `FakeHost`, its Redis calls answered by the kit's
+//! in-memory `FakeRedis` (which runs the kit's counting script): one
+//! request at a time with the `kit::fake_request` helpers.
 
 #![allow(dead_code)]
 
 use kit::fake::FakeHost;
-use kit::{Action, Filter, StreamId};
+use kit::fake_redis::FakeRedis;
+use kit::fake_request::Outcome as Step;
+use kit::Filter;
 use limiter::Limiter;
-use std::collections::HashMap;
+use std::time::Duration;
 
 pub struct Driver {
     pub filter: Filter<Limiter, FakeHost>,
-    pub redis: HashMap<Vec<u8>, i64>,
-    /// Calls that failed with no answer instead of reaching Redis.
-    pub redis_down: bool,
-    /// Answer the next EVALSHA with NOSCRIPT once.
-    pub forget_scripts: bool,
-    /// Answer the next EVALSHA or EVAL with these bytes once.
-    pub next_reply: Option<Vec<u8>>,
-    next_context: u32,
+    pub redis: FakeRedis,
 }
 
 /// What the client saw.
@@ -39,11 +35,7 @@ impl Driver {
             .expect("config is valid");
         Driver {
             filter,
-            redis: HashMap::new(),
-            redis_down: false,
-            forget_scripts: false,
-            next_reply: None,
-            next_context: 2,
+            redis: FakeRedis::new(),
         }
     }
 
@@ -51,85 +43,54 @@ impl Driver {
         self.filter.host_mut()
     }
 
+    /// Sets the clock to `secs` seconds into a minute.
+    pub fn at_second(&mut self, secs: u64) {
+        self.host()
+            .set_time_in_window(Duration::from_secs(60), Duration::from_secs(secs));
+    }
+
     /// Counter `name` as the proxy sees it once the counts are published
     /// (which the kit does on its tick).
-    #[allow(dead_code)] // not every test binary reads counters
     pub fn counter(&mut self, name: &str) -> u64 {
         self.filter.flush_counters();
         self.filter.host().counter(name)
     }
 
-    /// Sends one request with `headers` and answers its Redis call, if any.
-    pub fn request(&mut self, headers: &[(&str, &str)]) -> Outcome {
-        let host = self.filter.host_mut();
-        host.next_request();
-        for (name, value) in headers {
-            host.request_headers.add(name, value.as_bytes());
-        }
-        let context = self.next_context;
-        self.next_context += 1;
-        let stream = self.filter.open_stream(context);
-        let responses_before = self.filter.host().responses_sent;
-        let resumed_before = self.filter.host().resumed[0];
-        let action = self.filter.on_request_headers(stream, true);
-        if action == Action::Continue {
-            self.filter.close_stream(stream);
-            return Outcome::Forwarded;
-        }
-        // Answer Redis calls until the request is decided.
-        for _ in 0..3 {
-            if self.filter.host().responses_sent > responses_before
-                || self.filter.host().resumed[0] > resumed_before
-            {
-                break;
-            }
-            let Some(call) = self.filter.host().last_call.clone() else {
-                break;
-            };
-            self.answer(stream, &call);
-        }
-        let host = self.filter.host();
-        let outcome = if host.responses_sent > responses_before {
-            Outcome::Answered(host.response.as_ref().unwrap().status)
-        } else if host.resumed[0] > resumed_before {
-            Outcome::Forwarded
-        } else {
-            Outcome::Hanging
-        };
-        if outcome == Outcome::Forwarded {
-            let _ = self.filter.on_response_headers(stream, true);
-        }
-        self.filter.close_stream(stream);
-        outcome
+    /// The counts in Redis, in key order.
+    pub fn counts(&self) -> Vec<i64> {
+        self.redis.store.integers().map(|(_, n)| n).collect()
     }
 
-    fn answer(&mut self, _stream: StreamId, call: &kit::fake::SentCall) {
-        let token = call.token;
-        if self.redis_down {
-            self.filter.host_mut().call_response_headers.clear();
-            self.filter.host_mut().call_response_body.clear();
-            self.filter.on_http_call_response(token, 0, 0, false);
-            return;
-        }
-        let args = call.webdis_args().unwrap();
-        let reply = match args[0].as_slice() {
-            b"EVALSHA" if self.forget_scripts => {
-                self.forget_scripts = false;
-                b"-NOSCRIPT No matching script. Please use EVAL.\r\n".to_vec()
+    /// The Redis keys, as text.
+    pub fn keys(&self) -> Vec<String> {
+        self.redis
+            .store
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    /// Sends one request with `headers`, answers its Redis calls, lets a
+    /// forwarded one have its response headers, and ends it.
+    pub fn request(&mut self, headers: &[(&str, &str)]) -> Outcome {
+        let (stream, step) = self.filter.send_request(headers);
+        let step = self.filter.settle(&mut self.redis, step);
+        assert!(
+            self.redis.unknown.is_empty(),
+            "the limiter sent a command Redis does not know: {:?}",
+            self.redis.unknown
+        );
+        let outcome = match step {
+            Step::Continued => {
+                let _ = self
+                    .filter
+                    .send_response_headers(stream, &[(":status", "200")], true);
+                Outcome::Forwarded
             }
-            b"EVALSHA" | b"EVAL" if self.next_reply.is_some() => {
-                self.next_reply.take().unwrap_or_default()
-            }
-            b"EVALSHA" | b"EVAL" => {
-                assert_eq!(args[2], b"1", "one key");
-                let n = self.redis.entry(args[3].clone()).or_insert(0);
-                *n += 1;
-                format!(":{n}\r\n").into_bytes()
-            }
-            other => panic!("unexpected command {}", String::from_utf8_lossy(other)),
+            Step::Responded(answer) => Outcome::Answered(answer.status),
+            Step::Waiting(_) | Step::Hanging => Outcome::Hanging,
         };
-        self.filter.host_mut().answer_http(200, &reply);
-        let len = reply.len();
-        self.filter.on_http_call_response(token, 1, len, false);
+        self.filter.close_stream(stream);
+        outcome
     }
 }

@@ -5,20 +5,22 @@
     clippy::indexing_slicing
 )] // test code
 
-//! Drives the token quota through the kit's engine over a `FakeHost`, with
-//! a Redis stand-in that answers GET and runs the charge script.
+//! The token quota over a `FakeHost`, its Redis calls answered by the
+//! kit's in-memory `FakeRedis` taught the charge script: a chat request,
+//! then the upstream's answer, with the `kit::fake_request` helpers.
 
 #![allow(dead_code)]
 
 use kit::fake::FakeHost;
-use kit::{Action, Filter, StreamId};
-use std::collections::HashMap;
-use token_quota::TokenQuota;
+use kit::fake_redis::{FakeRedis, RedisValue, Store};
+use kit::fake_request::Outcome as Step;
+use kit::Filter;
+use std::time::Duration;
+use token_quota::{TokenQuota, CHARGE_SCRIPT};
 
 pub struct Driver {
     pub filter: Filter<TokenQuota, FakeHost>,
-    pub redis: HashMap<Vec<u8>, i64>,
-    pub redis_down: bool,
+    pub redis: FakeRedis,
     /// The response bytes the client got, in order.
     pub released: Vec<u8>,
     /// The end of the last response was held until Redis answered.
@@ -27,7 +29,6 @@ pub struct Driver {
     pub path: &'static str,
     /// The `content-encoding` of the answers, if any.
     pub response_encoding: Option<&'static str>,
-    next_context: u32,
 }
 
 /// What the client saw.
@@ -56,6 +57,39 @@ pub fn openai_json(total: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// [`CHARGE_SCRIPT`] as Redis runs it: add the tokens, give a new counter
+/// its window's expiry, replace a counter that cannot be added to.
+fn charge(store: &mut Store, keys: &[Vec<u8>], argv: &[Vec<u8>]) -> RedisValue {
+    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<i64>().ok();
+    let (Some(key), Some(by), Some(ttl)) = (
+        keys.first(),
+        argv.first().and_then(|b| number(b)),
+        argv.get(1).and_then(|b| number(b)),
+    ) else {
+        return RedisValue::Error("ERR the charge script needs a key, tokens and a TTL".into());
+    };
+    let ttl = u64::try_from(ttl).unwrap_or(0);
+    match store.incr_by(key, by) {
+        Ok(n) => {
+            if n == by {
+                store.expire(key, ttl);
+            }
+            RedisValue::Integer(n)
+        }
+        Err(_) => {
+            store.set(key, by.to_string().as_bytes(), Some(ttl));
+            RedisValue::Integer(by)
+        }
+    }
+}
+
+/// A `FakeRedis` that runs the charge script.
+pub fn redis() -> FakeRedis {
+    let mut redis = FakeRedis::new();
+    redis.script(CHARGE_SCRIPT, charge);
+    redis
+}
+
 impl Driver {
     pub fn new(config: &str) -> Driver {
         let mut filter = Filter::new(FakeHost::new());
@@ -64,13 +98,11 @@ impl Driver {
             .expect("config is valid");
         Driver {
             filter,
-            redis: HashMap::new(),
-            redis_down: false,
+            redis: redis(),
             released: Vec::new(),
             charged_before_release: false,
             path: "/v1/chat/completions",
             response_encoding: None,
-            next_context: 2,
         }
     }
 
@@ -78,52 +110,27 @@ impl Driver {
         self.filter.host_mut()
     }
 
+    /// Sets the clock to `secs` seconds into a minute.
+    pub fn at_second(&mut self, secs: u64) {
+        self.host()
+            .set_time_in_window(Duration::from_secs(60), Duration::from_secs(secs));
+    }
+
     /// Counter `name` as the proxy sees it once the counts are published
     /// (which the kit does on its tick).
-    #[allow(dead_code)] // not every test binary reads counters
     pub fn counter(&mut self, name: &str) -> u64 {
         self.filter.flush_counters();
         self.filter.host().counter(name)
     }
 
-    /// Answers Redis calls until the stream stops waiting on one; returns
-    /// whether anything was answered.
-    fn pump(&mut self) -> bool {
-        let mut answered = false;
-        for _ in 0..4 {
-            let Some(call) = self.filter.host().last_call.clone() else {
-                break;
-            };
-            if self.filter.host().calls_sent == 0 {
-                break;
-            }
-            let token = call.token;
-            self.filter.host_mut().last_call = None;
-            answered = true;
-            if self.redis_down {
-                self.filter.host_mut().call_response_headers.clear();
-                self.filter.on_http_call_response(token, 0, 0, false);
-                continue;
-            }
-            let args = call.webdis_args().unwrap();
-            let reply = match args[0].as_slice() {
-                b"GET" => match self.redis.get(&args[1]) {
-                    Some(n) => format!("${}\r\n{n}\r\n", n.to_string().len()).into_bytes(),
-                    None => b"$-1\r\n".to_vec(),
-                },
-                b"EVALSHA" | b"EVAL" => {
-                    let by: i64 = std::str::from_utf8(&args[4]).unwrap().parse().unwrap();
-                    let n = self.redis.entry(args[3].clone()).or_insert(0);
-                    *n += by;
-                    format!(":{n}\r\n").into_bytes()
-                }
-                other => panic!("unexpected command {}", String::from_utf8_lossy(other)),
-            };
-            self.filter.host_mut().answer_http(200, &reply);
-            self.filter
-                .on_http_call_response(token, 1, reply.len(), false);
-        }
-        answered
+    fn settle(&mut self, step: Step) -> Step {
+        let step = self.filter.settle(&mut self.redis, step);
+        assert!(
+            self.redis.unknown.is_empty(),
+            "the token quota sent a command Redis does not know: {:?}",
+            self.redis.unknown
+        );
+        step
     }
 
     /// One request with `headers` and `body` (sent in one chunk after the
@@ -135,106 +142,63 @@ impl Driver {
         body: &[u8],
         upstream: &Upstream<'_>,
     ) -> Outcome {
-        let host = self.filter.host_mut();
-        host.next_request();
-        host.request_headers
-            .add(":method", if body.is_empty() { b"GET" } else { b"POST" });
-        let path = self.path;
-        let host = self.filter.host_mut();
-        host.request_headers.add(":path", path.as_bytes());
-        for (name, value) in headers {
-            host.request_headers.add(name, value.as_bytes());
-        }
-        if !body.is_empty() {
-            host.request_headers
-                .add("content-length", body.len().to_string().as_bytes());
-        }
-        host.request_body = body.to_vec();
-        host.last_call = None;
-        let context = self.next_context;
-        self.next_context += 1;
-        let stream = self.filter.open_stream(context);
-        let sent_before = self.filter.host().responses_sent;
-        let resumed_before = self.filter.host().resumed;
-        let mut through = match self.filter.on_request_headers(stream, body.is_empty()) {
-            Action::Continue => true,
-            Action::Pause => false,
+        let length = body.len().to_string();
+        let mut all = vec![
+            (":method", if body.is_empty() { "GET" } else { "POST" }),
+            (":path", self.path),
+        ];
+        all.extend_from_slice(headers);
+        let (stream, step) = if body.is_empty() {
+            self.filter.send_request(&all)
+        } else {
+            all.push(("content-length", &length));
+            self.filter.send_request_with_body(&all, body)
         };
-        if !through && !body.is_empty() {
-            through = self.filter.on_request_body(stream, body.len(), true) == Action::Continue;
-        }
-        self.pump();
-        if self.filter.host().responses_sent > sent_before {
-            let status = self.filter.host().response.as_ref().unwrap().status;
-            self.filter.close_stream(stream);
-            return Outcome::Refused(status);
-        }
-        through |= self.filter.host().resumed[0] > resumed_before[0];
-        if !through {
-            self.filter.close_stream(stream);
-            return Outcome::Hung("request");
-        }
-        self.respond(stream, upstream, resumed_before[1])
+        let outcome = match self.settle(step) {
+            Step::Responded(answer) => Outcome::Refused(answer.status),
+            Step::Continued => self.respond(stream, upstream),
+            Step::Waiting(_) | Step::Hanging => Outcome::Hung("request"),
+        };
+        self.filter.close_stream(stream);
+        outcome
     }
 
-    fn respond(
-        &mut self,
-        stream: StreamId,
-        upstream: &Upstream<'_>,
-        resumed_before: u64,
-    ) -> Outcome {
-        let host = self.filter.host_mut();
-        host.response_headers.clear();
-        host.response_headers.add(":status", b"200");
-        host.response_headers
-            .add("content-type", upstream.content_type.as_bytes());
+    fn respond(&mut self, stream: kit::StreamId, upstream: &Upstream<'_>) -> Outcome {
+        let mut headers = vec![(":status", "200"), ("content-type", upstream.content_type)];
         if let Some(encoding) = self.response_encoding {
-            host.response_headers
-                .add("content-encoding", encoding.as_bytes());
+            headers.push(("content-encoding", encoding));
         }
-        if self
+        let step = self
             .filter
-            .on_response_headers(stream, upstream.chunks.is_empty())
-            != Action::Continue
-        {
-            self.filter.close_stream(stream);
+            .send_response_headers(stream, &headers, upstream.chunks.is_empty());
+        if step != Step::Continued {
             return Outcome::Hung("response headers");
         }
-        // Envoy's buffer: bytes a handler held back stay in it, and the next
-        // callback sees them plus the new chunk.
-        let mut buffer: Vec<u8> = Vec::new();
-        self.released.clear();
-        let mut held = false;
+        let mut last = Step::Continued;
         for (i, chunk) in upstream.chunks.iter().enumerate() {
-            let last = i + 1 == upstream.chunks.len();
-            buffer.extend_from_slice(chunk);
-            self.filter.host_mut().response_body = buffer.clone();
-            held = self.filter.on_response_body(stream, buffer.len(), last) == Action::Pause;
-            if !held {
-                self.released.extend_from_slice(&buffer);
-                buffer.clear();
-            }
+            last = self
+                .filter
+                .send_response_chunk(stream, chunk, i + 1 == upstream.chunks.len());
         }
-        if held {
-            self.charged_before_release = false;
-            self.pump();
-            if self.filter.host().resumed[1] <= resumed_before {
-                self.filter.close_stream(stream);
+        self.charged_before_release = false;
+        if last != Step::Continued {
+            if self.settle(last) != Step::Continued {
+                self.released = self.filter.host().delivered.clone();
                 return Outcome::Hung("the held end of the response");
             }
             self.charged_before_release = true;
-            self.released.extend_from_slice(&buffer);
         }
-        self.filter.close_stream(stream);
+        self.released = self.filter.host().delivered.clone();
         Outcome::Answered200
     }
 
     /// The tokens charged to counters whose key contains `needle`.
     pub fn charged(&self, needle: &str) -> i64 {
         self.redis
-            .iter()
+            .store
+            .integers()
             .filter(|(k, _)| String::from_utf8_lossy(k).contains(needle))
-            .map(|(_, v)| *v)
+            .map(|(_, v)| v)
             .sum()
     }
 }
