@@ -55,9 +55,9 @@ bash scripts/compose-smoke.sh
 echo "[test] both plugins' tests over Higress's native Redis transport (--features higress)"
 cargo test -p limiter -p token-quota --features higress --no-fail-fast
 cargo test -p proxy-wasm-kit --features higress --test fake_request
-echo "[test] configuration parsed by the kit's own JSON parser (--features kit/small-json)"
-cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/small-json -- -D warnings
-cargo test -p limiter -p token-quota --features kit/small-json
+echo "[test] configuration parsed by simd-json instead of the kit's own parser (--features kit/simd-json)"
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/simd-json -- -D warnings
+cargo test -p limiter -p token-quota --features kit/simd-json
 echo "[test] the higress builds import Higress's Redis host calls (the default builds must not: e2e checks that)"
 bash scripts/build.sh --higress
 for module in limiter token_quota; do

@@ -1,8 +1,9 @@
 //! Reading plugin configuration: parsed once, borrowed for the plugin's life.
 //!
 //! The proxy hands the configuration over as JSON bytes in `on_configure`.
-//! The kit keeps those bytes, parses them once with `simd-json` (which
-//! unescapes strings in place, so every string borrows the kept bytes), and
+//! The kit keeps those bytes, parses them once (with its own parser, or
+//! `simd-json` under the feature of that name; both unescape strings in
+//! place, so every string borrows the kept bytes), and
 //! lets the plugin compile them into its own config type through [`Fields`].
 //! Strings in that type are `&'cfg str` slices of the kept bytes: the request
 //! path never parses, clones or allocates configuration.
@@ -11,10 +12,10 @@
 //! refused with one line such as
 //! `global_threshold.query_per_minute: must be a positive integer, got -1`.
 
-#[cfg(feature = "small-json")]
+#[cfg(not(feature = "simd-json"))]
 use crate::config_json::{Node, StaticNode, Tape};
 use core::fmt;
-#[cfg(not(feature = "small-json"))]
+#[cfg(feature = "simd-json")]
 use simd_json::{Node, StaticNode, Tape};
 use std::borrow::Cow;
 
@@ -72,9 +73,9 @@ pub(crate) fn parse(bytes: &mut [u8]) -> Result<Tape<'_>, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Tape(vec![Node::Object { len: 0, count: 0 }]));
     }
-    #[cfg(feature = "small-json")]
+    #[cfg(not(feature = "simd-json"))]
     let tape = crate::config_json::to_tape(bytes);
-    #[cfg(not(feature = "small-json"))]
+    #[cfg(feature = "simd-json")]
     let tape = simd_json::to_tape(bytes);
     let tape = tape.map_err(|e| {
         ConfigError::new(
@@ -253,7 +254,7 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is not a string.
     pub fn str(&self) -> Result<&'cfg str, ConfigError> {
-        // simd-json unescapes in place: every string borrows the bytes.
+        // The parser unescapes in place: every string borrows the bytes.
         match self.value.first() {
             Some(Node::String(s)) => Ok(s),
             _ => Err(self.wrong_type("a string")),

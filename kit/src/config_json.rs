@@ -4,8 +4,8 @@
 //! It builds the same tape as `simd_json::to_tape` (objects and arrays
 //! recording how many members and nodes they hold, each object key a
 //! string node before its value), so [`config`](crate::config) reads
-//! either. The kit uses it instead of simd-json with the `small-json`
-//! feature: configuration is parsed once, so simd-json's speed buys
+//! either. The kit uses it unless the `simd-json` feature is on:
+//! configuration is parsed once, so simd-json's speed buys
 //! nothing there, while its code and its float tables are the largest
 //! single part of a module. Numbers are told apart only as far as
 //! configuration needs: integers are kept (refused past 64 bits, as

@@ -62,8 +62,9 @@
 mod authority;
 mod calls;
 pub mod config;
-// Used with the `small-json` feature; its tests compare it with simd-json.
-#[cfg_attr(not(feature = "small-json"), allow(dead_code))]
+// The configuration parser unless the `simd-json` feature is on; its tests
+// compare it with simd-json either way.
+#[cfg_attr(feature = "simd-json", allow(dead_code))]
 mod config_json;
 mod config_keys;
 pub mod dispatcher;
