@@ -831,6 +831,47 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, InvalidReply> {
     }
 }
 
+/// [`decode`] into `out`, reusing its frames: a reply with more elements
+/// than fit inline allocates the first time only.
+///
+/// # Errors
+/// As [`decode`]; `out` then holds no reply.
+pub fn decode_into(bytes: &[u8], out: &mut Decoded) -> Result<(), InvalidReply> {
+    out.frame = Frame::Nil;
+    let mut frames = core::mem::take(&mut out.elements);
+    frames.clear();
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        frames,
+    };
+    let read = match u32::try_from(bytes.len()) {
+        Ok(_) => reader.value(0).filter(|_| reader.at == bytes.len()),
+        Err(_) => None,
+    };
+    out.elements = reader.frames;
+    match read {
+        Some(frame) => {
+            out.frame = frame;
+            Ok(())
+        }
+        None => {
+            out.elements.clear();
+            Err(InvalidReply)
+        }
+    }
+}
+
+impl Default for Decoded {
+    /// A nil reply, with no frames yet.
+    fn default() -> Self {
+        Decoded {
+            frame: Frame::Nil,
+            elements: SmallVec::new(),
+        }
+    }
+}
+
 /// The state of one [`decode`]: the next byte to read and the frames of
 /// elements so far.
 struct Reader<'b> {
