@@ -884,7 +884,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             return;
         };
         let mut scratch = core::mem::take(&mut self.redis_reply);
-        if let Some(reply) = client.receive(&mut self.host, &mut self.calls, call, answer, &mut scratch)
+        if let Some(reply) =
+            client.receive(&mut self.host, &mut self.calls, call, answer, &mut scratch)
         {
             self.redis_reply(call.owner, reply, switch_context);
         }

@@ -268,6 +268,9 @@ pub struct FakeHost {
     /// resume: how a test with many requests in flight tells which request
     /// was answered how.
     pub answers: Option<Vec<(u32, u16)>>,
+    /// When set, every call sent is also recorded here, in order: how a
+    /// test sees each of several calls one event sent.
+    pub calls_log: Option<Vec<SentCall>>,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -300,6 +303,7 @@ impl Default for FakeHost {
             host_calls: core::cell::Cell::new(0),
             last_context: 1,
             answers: None,
+            calls_log: None,
             next_token: 1,
             spare_response: None,
             spare_call: None,
@@ -398,6 +402,9 @@ impl FakeHost {
         call.body.extend_from_slice(body);
         call.timeout = timeout;
         core::mem::swap(&mut self.spare_call, &mut self.last_call);
+        if let (Some(log), Some(call)) = (self.calls_log.as_mut(), self.last_call.as_ref()) {
+            log.push(call.clone());
+        }
         self.calls_sent += 1;
         Ok(token)
     }

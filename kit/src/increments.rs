@@ -355,7 +355,10 @@ impl Increments {
     /// call's requests. Returns its id, with its keys in
     /// [`Increments::group`], or `None` when no key waits.
     pub(crate) fn next_group(&mut self) -> Option<u32> {
-        let first = self.entries.iter().position(|e| e.state == State::Waiting)?;
+        let first = self
+            .entries
+            .iter()
+            .position(|e| e.state == State::Waiting)?;
         let slot = self.entries.get(first)?.slot;
         let call = self.new_call();
         let cluster = self.cluster;
@@ -520,7 +523,10 @@ mod tests {
             slot_of(&[b"{user1000}.following"]),
             slot_of(&[b"{user1000}.followers"])
         );
-        assert_eq!(slot_of(&[b"{user1000}.fol", b"lowing"]), slot_of(&[b"user1000"]));
+        assert_eq!(
+            slot_of(&[b"{user1000}.fol", b"lowing"]),
+            slot_of(&[b"user1000"])
+        );
         // An empty tag does not count: the whole key is hashed.
         assert_eq!(slot_of(&[b"{}x"]), slot_of(&[b"{}", b"x"]));
         assert_ne!(slot_of(&[b"{}x"]), slot_of(&[b""]));
@@ -542,7 +548,10 @@ mod tests {
         }
         assert_eq!(table.place(key, waiter(99, 1), 60), Placement::Alone);
         // A second key goes at once; from the third on, keys wait.
-        assert_eq!(table.place(&[b"other0"], waiter(0, 1), 60), Placement::Lead(2));
+        assert_eq!(
+            table.place(&[b"other0"], waiter(0, 1), 60),
+            Placement::Lead(2)
+        );
         for i in 2..KEYS as u32 {
             let name = format!("other{i}");
             assert_eq!(
@@ -561,7 +570,13 @@ mod tests {
         // most KEYS_PER_CALL keys, in table order.
         let mut calls = Vec::new();
         while let Some(call) = table.next_group() {
-            calls.push((call, table.group().map(|(k, t, s)| (k.to_vec(), t, s)).collect::<Vec<_>>()));
+            calls.push((
+                call,
+                table
+                    .group()
+                    .map(|(k, t, s)| (k.to_vec(), t, s))
+                    .collect::<Vec<_>>(),
+            ));
         }
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].1.len(), KEYS_PER_CALL);
@@ -585,22 +600,48 @@ mod tests {
         let mut table = Increments::default();
         table.allocate();
         table.set_cluster(true);
-        assert!(matches!(table.place(&[b"a:{x}:1"], waiter(0, 1), 60), Placement::Lead(_)));
-        assert!(matches!(table.place(&[b"a:{y}:1"], waiter(1, 1), 60), Placement::Lead(_)));
+        assert!(matches!(
+            table.place(&[b"a:{x}:1"], waiter(0, 1), 60),
+            Placement::Lead(_)
+        ));
+        assert!(matches!(
+            table.place(&[b"a:{y}:1"], waiter(1, 1), 60),
+            Placement::Lead(_)
+        ));
         // Two calls in flight: a key of a slot with a call in flight
         // waits, a key of another slot goes at once.
-        assert_eq!(table.place(&[b"b:{x}:1"], waiter(2, 1), 60), Placement::Queued);
-        assert_eq!(table.place(&[b"c:{x}:1"], waiter(3, 1), 60), Placement::Queued);
-        assert_eq!(table.place(&[b"b:{y}:1"], waiter(4, 1), 60), Placement::Queued);
-        assert!(matches!(table.place(&[b"a:{z}:1"], waiter(5, 1), 60), Placement::Lead(_)));
+        assert_eq!(
+            table.place(&[b"b:{x}:1"], waiter(2, 1), 60),
+            Placement::Queued
+        );
+        assert_eq!(
+            table.place(&[b"c:{x}:1"], waiter(3, 1), 60),
+            Placement::Queued
+        );
+        assert_eq!(
+            table.place(&[b"b:{y}:1"], waiter(4, 1), 60),
+            Placement::Queued
+        );
+        assert!(matches!(
+            table.place(&[b"a:{z}:1"], waiter(5, 1), 60),
+            Placement::Lead(_)
+        ));
         table.answered(1);
         let mut groups = Vec::new();
         while table.next_group().is_some() {
-            groups.push(table.group().map(|(k, _, _)| k.to_vec()).collect::<Vec<_>>());
+            groups.push(
+                table
+                    .group()
+                    .map(|(k, _, _)| k.to_vec())
+                    .collect::<Vec<_>>(),
+            );
         }
         assert_eq!(
             groups,
-            [vec![b"b:{x}:1".to_vec(), b"c:{x}:1".to_vec()], vec![b"b:{y}:1".to_vec()]]
+            [
+                vec![b"b:{x}:1".to_vec(), b"c:{x}:1".to_vec()],
+                vec![b"b:{y}:1".to_vec()]
+            ]
         );
     }
 }
