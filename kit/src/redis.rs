@@ -9,7 +9,7 @@
 //!   /CMD/arg1/arg2.raw` to a webdis cluster, every argument percent-encoded,
 //!   answered with raw RESP.
 //!
-//! Replies of both transports have one owner, [`RedisClient::receive`]:
+//! Replies of both transports have one owner, `RedisClient::receive`:
 //! it reads the host's answer (a webdis HTTP answer or a Higress native
 //! reply), decodes it, turns transport failures into a [`RedisError`] and
 //! re-sends an EVALSHA that met `NOSCRIPT` as EVAL; what it returns is

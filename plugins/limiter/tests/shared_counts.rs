@@ -615,3 +615,36 @@ fn an_increment_sent_alone_is_retried_after_its_request_ended() {
     assert!(run.requests[alone].outcome.is_none());
     assert!(run.requests[..alone].iter().all(|r| r.outcome.is_some()));
 }
+
+/// `redis.cluster`: a call only carries keys of one hash slot, so with two
+/// calls in flight a key of another slot goes at once instead of waiting
+/// (each per-header key has its own hash tag); without it, it waits.
+#[test]
+fn on_a_cluster_keys_of_other_slots_go_at_once() {
+    for (cluster, calls) in [(true, 3), (false, 2)] {
+        let config = format!(
+            r#"{{"rule_name": "r", "rule_items": [{{"limit_by_per_header": "x-api-key",
+                "limit_keys": [{{"key": "*", "query_per_minute": 10}}]}}],
+                "redis": {{"webdis_cluster": "webdis", "cluster": {cluster}}}}}"#
+        );
+        let mut filter = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+        filter.configure(config.into_bytes()).unwrap();
+        for (context, key) in [(10, "a"), (11, "b"), (12, "c")] {
+            filter.host_mut().next_request();
+            filter.host_mut().request_headers.add("x-api-key", key.as_bytes());
+            let stream = filter.open_stream(context);
+            assert_eq!(filter.on_request_headers(stream, true), Action::Pause);
+        }
+        assert_eq!(filter.host().calls_sent, calls, "cluster: {cluster}");
+    }
+    let mut filter = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    let refused = filter.configure(
+        br#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1},
+             "redis": {"webdis_cluster": "webdis", "cluster": "yes"}}"#
+            .to_vec(),
+    );
+    assert!(
+        refused.unwrap_err().to_string().contains("redis.cluster"),
+        "names the field"
+    );
+}
