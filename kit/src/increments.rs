@@ -100,7 +100,8 @@ pub struct Count<'a> {
     /// request had been sent alone.
     pub value: i64,
     /// Set when this request found the key holding a value Redis could not
-    /// count and replaced it (only the first of a call can).
+    /// count and replaced it (only the first request of its key in a call
+    /// can).
     pub repaired: Option<Repair<'a>>,
 }
 

@@ -631,7 +631,10 @@ fn on_a_cluster_keys_of_other_slots_go_at_once() {
         filter.configure(config.into_bytes()).unwrap();
         for (context, key) in [(10, "a"), (11, "b"), (12, "c")] {
             filter.host_mut().next_request();
-            filter.host_mut().request_headers.add("x-api-key", key.as_bytes());
+            filter
+                .host_mut()
+                .request_headers
+                .add("x-api-key", key.as_bytes());
             let stream = filter.open_stream(context);
             assert_eq!(filter.on_request_headers(stream, true), Action::Pause);
         }
