@@ -816,6 +816,85 @@ mod tests {
         }
     }
 
+    /// Every kind of host answer, over both transports, becomes the reply
+    /// or the error its owner gets, in `receive` alone.
+    #[test]
+    fn host_answers_become_replies_or_errors() {
+        // (transport native, HTTP status, body, what the owner gets: the
+        // reply these RESP bytes hold, or an error)
+        let cases: [(bool, Option<u16>, &[u8], Result<&[u8], RedisError>); 9] = [
+            (false, Some(200), b":7\r\n", Ok(b":7\r\n")),
+            // A RESP body is Redis's answer whatever the status says.
+            (false, Some(503), b"-ERR x\r\n", Ok(b"-ERR x\r\n")),
+            (
+                false,
+                Some(504),
+                b"upstream request timeout",
+                Err(RedisError::Timeout),
+            ),
+            (false, Some(503), b"", Err(RedisError::Http(503))),
+            (false, Some(200), b":7", Err(RedisError::Protocol)),
+            (false, None, b"", Err(RedisError::Network)),
+            (true, Some(0), b"$1\r\nv\r\n", Ok(b"$1\r\nv\r\n")),
+            (true, Some(0), b"garbage", Err(RedisError::Protocol)),
+            (true, Some(1), b"", Err(RedisError::Network)),
+        ];
+        for (native, status, body, want) in cases {
+            let cluster = "redis".to_owned();
+            let transport = match native {
+                true => Transport::Native { cluster },
+                false => Transport::Webdis { cluster },
+            };
+            let mut client = RedisClient {
+                transport,
+                timeout: Duration::from_millis(5),
+                cluster: false,
+                command: CommandBuf::default(),
+            };
+            let (mut host, mut calls) = (FakeHost::new(), Calls::default());
+            Redis {
+                client: &mut client,
+                host: &mut host,
+                calls: &mut calls,
+                owner: Owner::Root(3),
+            }
+            .get(b"k")
+            .unwrap();
+            let token = host.last_call.as_ref().unwrap().token;
+            host.call_response_body = body.to_vec();
+            host.call_response_headers.clear();
+            let answer = match (native, status) {
+                (true, status) => HostAnswer::Native {
+                    status: u32::from(status.unwrap_or(0)),
+                    size: body.len(),
+                },
+                (false, Some(status)) => {
+                    host.answer_http(status, body);
+                    HostAnswer::Webdis {
+                        headers: 1,
+                        body_size: body.len(),
+                    }
+                }
+                (false, None) => HostAnswer::Webdis {
+                    headers: 0,
+                    body_size: 0,
+                },
+            };
+            let taken = calls.take(token).unwrap();
+            assert_eq!(taken.owner, Owner::Root(3));
+            let mut scratch = ReplyScratch::default();
+            let got = client
+                .receive(&mut host, &mut calls, taken, answer, &mut scratch)
+                .expect("a GET is never retried");
+            let got = got.map(|reply| reply.to_string());
+            let want = want.map(|bytes| resp::decode(bytes).unwrap().reply(bytes).to_string());
+            assert_eq!(
+                got, want,
+                "native {native}, status {status:?}, body {body:?}"
+            );
+        }
+    }
+
     #[test]
     fn sha1_agrees_with_sha1_smol_at_every_padding_boundary() {
         // Lengths around 55/56/64 bytes exercise the one- and two-block

@@ -1587,6 +1587,34 @@ mod tests {
     }
 
     #[test]
+    fn decoding_into_reused_frames_reads_what_decode_reads() {
+        // One `Decoded` through random replies and their mutations: each
+        // reads as a fresh decode reads it, and a refused input leaves no
+        // reply behind.
+        let mut rng = Lcg(0x0dec_0de5);
+        let mut reused = Decoded::default();
+        for _ in 0..2_000 {
+            let mut reply = Vec::new();
+            random_reply(&mut rng, 4, &mut reply);
+            for bytes in std::iter::once(reply.clone()).chain(mutations(&mut rng, &reply)) {
+                let fresh = decode(&bytes);
+                let into = decode_into(&bytes, &mut reused);
+                assert_eq!(fresh.is_ok(), into.is_ok(), "{}", bytes.escape_ascii());
+                if let Ok(fresh) = fresh {
+                    assert_eq!(
+                        fresh.reply(&bytes).to_string(),
+                        reused.reply(&bytes).to_string(),
+                        "{}",
+                        bytes.escape_ascii()
+                    );
+                } else {
+                    assert_eq!(reused.reply(&bytes), Reply::Nil);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn refuses_on_purpose_what_redis_protocol_takes() {
         // A bulk string followed by anything but CRLF: `redis-protocol`
         // takes the two bytes as they are.
