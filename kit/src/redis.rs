@@ -822,7 +822,13 @@ mod tests {
     fn host_answers_become_replies_or_errors() {
         // (transport native, HTTP status, body, what the owner gets: the
         // reply these RESP bytes hold, or an error)
-        let cases: [(bool, Option<u16>, &[u8], Result<&[u8], RedisError>); 9] = [
+        type Case = (
+            bool,
+            Option<u16>,
+            &'static [u8],
+            Result<&'static [u8], RedisError>,
+        );
+        let cases: [Case; 9] = [
             (false, Some(200), b":7\r\n", Ok(b":7\r\n")),
             // A RESP body is Redis's answer whatever the status says.
             (false, Some(503), b"-ERR x\r\n", Ok(b"-ERR x\r\n")),
