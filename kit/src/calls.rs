@@ -35,8 +35,8 @@ pub(crate) enum Owner {
     /// [`Plugin::on_root_reply`](crate::Plugin::on_root_reply) whether or
     /// not the request that sent it still exists.
     Root(u32),
-    /// A shared increment call: entry `index` of the key table, whose
-    /// requests the reply is shared out to.
+    /// A shared increment call, by the id the key table gave it: the
+    /// reply is shared out to the requests of every key it carries.
     Shared(u32),
     /// An increment sent alone for this request; dropped once it has ended.
     Count(StreamId),
@@ -75,6 +75,17 @@ impl Call {
     }
 }
 
+/// A call just answered: whose it was, and how to retry it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Taken {
+    pub(crate) owner: Owner,
+    pub(crate) kind: CallKind,
+    /// The script source of an EVALSHA, to retry as EVAL on NOSCRIPT.
+    pub(crate) retry: Option<&'static str>,
+    /// Where [`Calls::kept`] finds the command as sent.
+    pub(crate) index: usize,
+}
+
 /// The table of calls in flight.
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
@@ -108,24 +119,28 @@ impl Calls {
         call
     }
 
-    /// Finds the live call of `token` and marks it answered; returns its
-    /// owner, kind and, for an EVALSHA, the script source, with the
-    /// command to retry swapped into `retry` (the entry keeps the old
-    /// buffer, overwritten by its next EVALSHA).
-    pub(crate) fn take(
-        &mut self,
-        token: u32,
-        retry: &mut CommandBuf,
-    ) -> Option<(Owner, CallKind, Option<&'static str>)> {
-        let call = self
+    /// Finds the live call of `token` and marks it answered. The entry
+    /// keeps an EVALSHA as sent until its next use, for
+    /// [`Calls::kept`].
+    pub(crate) fn take(&mut self, token: u32) -> Option<Taken> {
+        let index = self
             .entries
-            .iter_mut()
-            .find(|c| c.live && c.token == token)?;
+            .iter()
+            .position(|c| c.live && c.token == token)?;
+        let call = self.entries.get_mut(index)?;
         call.live = false;
-        if call.retry_source.is_some() {
-            core::mem::swap(retry, &mut call.retry_command);
-        }
-        Some((call.owner, call.kind, call.retry_source))
+        Some(Taken {
+            owner: call.owner,
+            kind: call.kind,
+            retry: call.retry_source,
+            index,
+        })
+    }
+
+    /// The EVALSHA a call taken at `index` sent, until another call is
+    /// inserted.
+    pub(crate) fn kept(&self, index: usize) -> Option<&CommandBuf> {
+        self.entries.get(index).map(|c| &c.retry_command)
     }
 
     #[cfg(test)]

@@ -6,7 +6,7 @@
 //! [`FakeHost`](crate::fake::FakeHost). One `Filter` serves every request of
 //! a plugin instance (a root context) on one worker.
 
-use crate::calls::{CallKind, Calls, Owner, StreamId};
+use crate::calls::{CallKind, Calls, Owner, StreamId, Taken};
 use crate::config::{self, ConfigError, Fields, Path};
 use crate::ending::StreamEnd;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
@@ -15,8 +15,7 @@ use crate::increments::{self, Count, CountError, Increments};
 use crate::io::{Io, RootIo};
 use crate::plugin::{BodyMode, Cx, Flow, Plugin, RedisUse, Setup};
 use crate::raw::{self, Retained};
-use crate::redis::{Redis, RedisClient, RedisError};
-use crate::resp::{self, CommandBuf};
+use crate::redis::{HostAnswer, Redis, RedisClient, RedisError, ReplyScratch};
 use crate::rules::{Choice, Facts, Rules};
 use core::time::Duration;
 
@@ -152,9 +151,10 @@ pub struct Filter<P: Plugin, H: Host> {
     increments: Increments,
     facts: Facts,
     reply: Vec<u8>,
+    /// Where Redis replies are read and decoded.
+    redis_reply: ReplyScratch,
     body: Vec<u8>,
     rewritten: Vec<u8>,
-    retry_command: CommandBuf,
     max_body_bytes: usize,
     stop_iteration: StopIteration,
     /// Held requests let go without their body so far.
@@ -196,9 +196,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             increments: Increments::default(),
             facts: Facts::default(),
             reply: Vec::new(),
+            redis_reply: ReplyScratch::default(),
             body: Vec::new(),
             rewritten: Vec::new(),
-            retry_command: CommandBuf::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
             stop_iteration: StopIteration::Unknown,
             probe_misses: 0,
@@ -331,8 +331,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.heap_counter = raw::HEAP_STATS.then_some(P::COUNTERS.len() + body_counters.len());
         self.pending = vec![0; counters.len()];
         self.compiled = Some(compiled);
-        if redis.is_some() && P::REDIS == RedisUse::Counting {
+        if let Some(client) = redis.as_ref().filter(|_| P::REDIS == RedisUse::Counting) {
             self.increments.allocate();
+            self.increments.set_cluster(client.cluster());
         }
         self.redis = redis;
         self.counters = counters;
@@ -820,22 +821,37 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         body_size: usize,
         switch_context: bool,
     ) {
-        let Some((owner, kind, retry)) = self.calls.take(token, &mut self.retry_command) else {
+        let Some(call) = self.calls.take(token) else {
             return;
         };
-        if !self.enter(owner, switch_context) {
+        if !self.enter(call.owner, switch_context) {
             return;
         }
-        let mut body = core::mem::take(&mut self.reply);
-        body.clear();
-        if body_size > 0 {
-            if let Some(bytes) = self.host.body(BodyBuffer::HttpCallResponse, 0, body_size) {
-                body.extend_from_slice(bytes);
+        match (call.kind, call.owner) {
+            (CallKind::RedisWebdis | CallKind::RedisNative, _) => {
+                let answer = HostAnswer::Webdis {
+                    headers: num_headers,
+                    body_size,
+                };
+                self.redis_answer(call, answer, switch_context);
             }
-        }
-        match (kind, owner) {
             (CallKind::Http, Owner::Stream(stream)) => {
-                let reply = match self.call_status(num_headers) {
+                let mut body = core::mem::take(&mut self.reply);
+                body.clear();
+                if body_size > 0 {
+                    if let Some(bytes) = self.host.body(BodyBuffer::HttpCallResponse, 0, body_size)
+                    {
+                        body.extend_from_slice(bytes);
+                    }
+                }
+                let status = match num_headers {
+                    0 => None,
+                    _ => self
+                        .host
+                        .header(HeaderMap::HttpCallResponse, ":status")
+                        .and_then(parse_status),
+                };
+                let reply = match status {
                     Some(status) => Ok(HttpReply {
                         status,
                         body: &body,
@@ -843,67 +859,37 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     None => Err(HttpError::Failed),
                 };
                 self.resume_after(stream, |cx| P::on_http_reply(cx, reply));
+                self.reply = body;
             }
             // Only Redis calls are sent on behalf of the root.
             (CallKind::Http, _) => {}
-            (CallKind::RedisWebdis | CallKind::RedisNative, _) => {
-                // A body that is one whole RESP value is Redis's answer, so
-                // the status is only read to explain a body that is not:
-                // one host call fewer on every reply. Envoy's own answers
-                // (503 "no healthy upstream", 504 "upstream request
-                // timeout") and webdis's empty 503 never decode as RESP.
-                let decoded = resp::decode(&body);
-                let decoded = match &decoded {
-                    _ if num_headers == 0 => Err(RedisError::Network),
-                    Ok(decoded) => Ok(decoded),
-                    Err(_) => Err(match self.call_status(num_headers) {
-                        None => RedisError::Network,
-                        Some(200) => RedisError::Protocol,
-                        Some(504) => RedisError::Timeout,
-                        Some(other) => RedisError::Http(other),
-                    }),
-                };
-                self.deliver_redis(owner, retry, decoded, &body, switch_context);
-            }
         }
-        self.reply = body;
-    }
-
-    /// The `:status` of the HTTP call answer being delivered.
-    fn call_status(&mut self, num_headers: usize) -> Option<u16> {
-        if num_headers == 0 {
-            return None;
-        }
-        self.host
-            .header(HeaderMap::HttpCallResponse, ":status")
-            .and_then(parse_status)
     }
 
     /// A Higress native Redis call answered (`status` 0) or failed.
     pub fn on_redis_call_response(&mut self, token: u32, status: u32, size: usize) {
-        let Some((owner, _, retry)) = self.calls.take(token, &mut self.retry_command) else {
+        let Some(call) = self.calls.take(token) else {
             return;
         };
-        if !self.enter(owner, true) {
+        if !self.enter(call.owner, true) {
             return;
         }
-        let mut body = core::mem::take(&mut self.reply);
-        body.clear();
-        let decoded = if status == 0 {
-            if let Some(bytes) = self.host.body(BodyBuffer::RedisCallResponse, 0, size) {
-                body.extend_from_slice(bytes);
-            }
-            Some(resp::decode(&body))
-        } else {
-            None
+        self.redis_answer(call, HostAnswer::Native { status, size }, true);
+    }
+
+    /// A Redis call answered: the client turns the answer into a reply
+    /// (or re-sends the call), and the reply goes to the call's owner.
+    fn redis_answer(&mut self, call: Taken, answer: HostAnswer, switch_context: bool) {
+        let Some(client) = self.redis.as_mut() else {
+            return;
         };
-        let decoded = match &decoded {
-            Some(Ok(decoded)) => Ok(decoded),
-            Some(Err(_)) => Err(RedisError::Protocol),
-            None => Err(RedisError::Network),
-        };
-        self.deliver_redis(owner, retry, decoded, &body, true);
-        self.reply = body;
+        let mut scratch = core::mem::take(&mut self.redis_reply);
+        if let Some(reply) =
+            client.receive(&mut self.host, &mut self.calls, call, answer, &mut scratch)
+        {
+            self.redis_reply(call.owner, reply, switch_context);
+        }
+        self.redis_reply = scratch;
     }
 
     /// Whether the reply's owner is still there (the root always is);
@@ -923,38 +909,6 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         true
     }
 
-    fn deliver_redis(
-        &mut self,
-        owner: Owner,
-        retry: Option<&'static str>,
-        decoded: Result<&resp::Decoded, RedisError>,
-        body: &[u8],
-        switch_context: bool,
-    ) {
-        // The decoded reply is lent, not moved: with its inline frames it is
-        // a few hundred bytes, copied on every reply when passed by value.
-        if let (Ok(d), Some(source)) = (&decoded, retry) {
-            if d.reply(body).is_error(b"NOSCRIPT") {
-                if let Some(client) = self.redis.as_mut() {
-                    match client.retry_as_eval(
-                        &mut self.host,
-                        &mut self.calls,
-                        owner,
-                        source,
-                        &self.retry_command,
-                    ) {
-                        Ok(()) => return,
-                        Err(e) => {
-                            self.redis_reply(owner, Err(e), switch_context);
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-        self.redis_reply(owner, decoded.map(|d| d.reply(body)), switch_context);
-    }
-
     /// Gives a Redis reply to its owner's handler.
     fn redis_reply(
         &mut self,
@@ -966,8 +920,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Owner::Count(stream) => self.deliver_count(stream, counted(reply), false),
             // Without the tables no call is shared: the arm is compiled
             // only into plugins that count.
-            Owner::Shared(index) if P::REDIS == RedisUse::Counting => {
-                self.share_out(index, reply, switch_context);
+            Owner::Shared(call) if P::REDIS == RedisUse::Counting => {
+                self.share_out(call, reply, switch_context);
             }
             Owner::Shared(_) => {}
             Owner::Stream(stream) => self.resume_after(stream, |cx| P::on_redis_reply(cx, reply)),
@@ -985,39 +939,102 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
     }
 
-    /// A shared increment call answered: its queue, if any, goes to Redis
-    /// as the next call, then each request of the call gets its count (or
-    /// the call's error), in arrival order.
+    /// A shared increment call answered: every key that waits goes to
+    /// Redis in the next calls, then each request of the answered call
+    /// gets its count (or the call's error), key by key in the call's
+    /// order, and within a key in arrival order.
     fn share_out(
         &mut self,
-        index: u32,
+        call: u32,
         reply: Result<crate::Reply<'_>, RedisError>,
         switch_context: bool,
     ) {
-        let Filter {
-            host,
-            redis,
-            calls,
-            increments,
-            ..
-        } = self;
-        if let Some((key, ttl, sum)) = increments.answered(index) {
-            let sent = match redis.as_mut() {
-                Some(client) => Redis {
-                    client,
-                    host,
-                    calls,
-                    owner: Owner::Shared(index),
+        let keys = self.increments.answered(call);
+        let delivering = core::mem::take(&mut self.increments.delivering);
+        self.send_waiting(switch_context);
+        // With one key the reply is that key's result; with several, an
+        // array of them in the call's order.
+        let mut items = match &reply {
+            Ok(crate::Reply::Array(items)) if keys > 1 && items.len() == keys as usize => {
+                Some(items.iter())
+            }
+            _ => None,
+        };
+        let mut rest = &delivering[..];
+        while let Some(&(key, _)) = rest.first() {
+            let run = rest.iter().take_while(|(k, _)| *k == key).count();
+            let (waiters, after) = rest.split_at(run);
+            rest = after;
+            let result = match (&reply, items.as_mut()) {
+                (Err(e), _) => Err(CountError::Redis(*e)),
+                (Ok(_), Some(items)) => match items.next() {
+                    Some(item) => counted(Ok(item)),
+                    None => Err(CountError::Redis(RedisError::Protocol)),
+                },
+                (Ok(reply), None) if keys == 1 => counted(Ok(*reply)),
+                (Ok(reply), None) => Err(CountError::NotCounted(*reply)),
+            };
+            match result {
+                Ok(total) => {
+                    for (i, value) in increments::shares(total.value, waiters) {
+                        let count = Count {
+                            value,
+                            repaired: total.repaired.filter(|_| i == 0),
+                        };
+                        if let Some((_, waiter)) = waiters.get(i) {
+                            self.deliver_count(waiter.stream, Ok(count), switch_context);
+                        }
+                    }
                 }
-                .evalsha(&increments::COUNT)
-                .key(key)
-                .arg_int(increments::clamp(ttl))
-                .arg_int(increments::clamp(sum))
-                .send(),
+                Err(e) => {
+                    for (_, waiter) in waiters {
+                        self.deliver_count(waiter.stream, Err(e), switch_context);
+                    }
+                }
+            }
+        }
+        self.increments.delivering = delivering;
+    }
+
+    /// Sends every key that waits, in calls of up to
+    /// [`KEYS_PER_CALL`](increments::KEYS_PER_CALL) keys: all keys, then
+    /// each key's ttl and amount. The requests of a call the host refuses
+    /// get the refusal.
+    fn send_waiting(&mut self, switch_context: bool) {
+        loop {
+            let Filter {
+                host,
+                redis,
+                calls,
+                increments,
+                ..
+            } = self;
+            let Some(call) = increments.next_group() else {
+                return;
+            };
+            let sent = match redis.as_mut() {
+                Some(client) => {
+                    let mut command = Redis {
+                        client,
+                        host,
+                        calls,
+                        owner: Owner::Shared(call),
+                    }
+                    .evalsha(&increments::COUNT);
+                    for (key, _, _) in increments.group() {
+                        command = command.key(key);
+                    }
+                    for (_, ttl, sum) in increments.group() {
+                        command = command
+                            .arg_int(increments::clamp(ttl))
+                            .arg_int(increments::clamp(sum));
+                    }
+                    command.send()
+                }
                 None => Err(RedisError::NotConfigured),
             };
             if let Err(e) = sent {
-                increments.refuse(index);
+                increments.refuse(call);
                 let refused = core::mem::take(&mut self.increments.refused);
                 for waiter in &refused {
                     self.deliver_count(waiter.stream, Err(CountError::Redis(e)), switch_context);
@@ -1025,26 +1042,6 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                 self.increments.refused = refused;
             }
         }
-        let delivering = core::mem::take(&mut self.increments.delivering);
-        match counted(reply) {
-            Ok(total) => {
-                for (i, value) in increments::shares(total.value, &delivering) {
-                    let count = Count {
-                        value,
-                        repaired: total.repaired.filter(|_| i == 0),
-                    };
-                    if let Some(waiter) = delivering.get(i) {
-                        self.deliver_count(waiter.stream, Ok(count), switch_context);
-                    }
-                }
-            }
-            Err(e) => {
-                for waiter in &delivering {
-                    self.deliver_count(waiter.stream, Err(e), switch_context);
-                }
-            }
-        }
-        self.increments.delivering = delivering;
     }
 
     /// Gives one request its count, if it is still there.

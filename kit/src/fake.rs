@@ -275,6 +275,9 @@ pub struct FakeHost {
     /// The token of the call the [`fake_request`](crate::fake_request)
     /// helpers answered last, so that one is not answered twice.
     pub last_answered: u32,
+    /// When set, every call sent is also recorded here, in order: how a
+    /// test sees each of several calls one event sent.
+    pub calls_log: Option<Vec<SentCall>>,
     next_token: u32,
     spare_response: Option<LocalResponse>,
     spare_call: Option<SentCall>,
@@ -309,6 +312,7 @@ impl Default for FakeHost {
             answers: None,
             delivered: Vec::new(),
             last_answered: 0,
+            calls_log: None,
             next_token: 1,
             spare_response: None,
             spare_call: None,
@@ -440,6 +444,9 @@ impl FakeHost {
         call.body.extend_from_slice(body);
         call.timeout = timeout;
         core::mem::swap(&mut self.spare_call, &mut self.last_call);
+        if let (Some(log), Some(call)) = (self.calls_log.as_mut(), self.last_call.as_ref()) {
+            log.push(call.clone());
+        }
         self.calls_sent += 1;
         Ok(token)
     }

@@ -451,12 +451,28 @@ impl FakeRedis {
     }
 }
 
-/// [`COUNT_SCRIPT`] in Rust: add the amount, set the expiry on the key's
-/// first write, replace a value that cannot be counted.
+/// [`COUNT_SCRIPT`] in Rust: for each key, add its amount, set its expiry
+/// on the key's first write, replace a value that cannot be counted; one
+/// key answers its count, several an array of them.
 fn count_script(store: &mut Store, keys: &[Vec<u8>], argv: &[Vec<u8>]) -> RedisValue {
-    let key = keys.first().map(Vec::as_slice).unwrap_or_default();
-    let ttl = argv.first().and_then(|t| parse_u64(t)).unwrap_or(0);
-    let by = argv.get(1).and_then(|b| parse_i64(b)).unwrap_or(1);
+    let mut out: Vec<RedisValue> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let ttl = argv.get(2 * i).and_then(|t| parse_u64(t)).unwrap_or(0);
+            let by = argv.get(2 * i + 1).and_then(|b| parse_i64(b)).unwrap_or(1);
+            count_one(store, key, ttl, by)
+        })
+        .collect();
+    if out.len() == 1 {
+        out.remove(0)
+    } else {
+        RedisValue::Array(out)
+    }
+}
+
+/// One key of [`count_script`].
+fn count_one(store: &mut Store, key: &[u8], ttl: u64, by: i64) -> RedisValue {
     match store.incr_by(key, by) {
         Ok(n) => {
             if n == by {

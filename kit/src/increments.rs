@@ -2,57 +2,96 @@
 //! [`Io::increment`](crate::Io::increment) does.
 //!
 //! A request asks "add `amount` to counter key K (expiring after `ttl`
-//! seconds from its first write), and tell me the count". While one call
-//! for K is in flight from this VM, further increments of K wait in K's
-//! queue; when the reply comes, the whole queue goes to Redis as one
-//! increment of its sum, and the reply is shared out: each request is told
-//! the count it would have seen had it been sent alone, in arrival order
-//! (the total minus what the requests after it added). Redis still counts
-//! every increment, atomically, so decisions made on these counts stay
-//! exact across any number of gateways; only the number of round trips
-//! changes, from one per request to one per key per reply time.
+//! seconds from its first write), and tell me the count". Increments share
+//! calls two ways:
 //!
-//! The tables are allocated once, at configuration: [`KEYS`] keys with a
-//! call in flight at once, [`BATCH`] requests per call and per queue, and
-//! keys of at most [`KEY_BYTES`] bytes. An increment that finds no room
-//! (a new key with every entry busy, a full queue, a longer key) is sent
-//! alone, as one call of its own; nothing is dropped, and no request waits
-//! for more than the call in flight and then its own: two Redis timeouts
-//! at most.
+//! * **one key**: while a call for K is in flight from this VM, further
+//!   increments of K wait in K's queue and go to Redis together, as one
+//!   increment of their sum, when that call is answered;
+//! * **several keys**: while [`CALLS_IN_FLIGHT`] shared calls are in
+//!   flight, an increment of a key with nothing in flight waits too, and
+//!   when a call is answered every key that waits goes in the next call,
+//!   one script over several keys (at most [`KEYS_PER_CALL`]).
+//!
+//! Each reply is shared out: each request is told the count it would have
+//! seen had it been sent alone, in arrival order among the requests of its
+//! key (the key's total minus what the requests after it added). Redis
+//! still counts every increment, atomically, so decisions made on these
+//! counts stay exact across any number of gateways; only the number of
+//! round trips changes, from one per request to a few per reply time.
+//!
+//! On a Redis Cluster (`redis.cluster: true`) one call may only carry keys
+//! of one hash slot, so keys are grouped by the slot of their hash tag.
+//!
+//! The tables are allocated once, at configuration: [`KEYS`] keys waiting
+//! or in flight at once, [`BATCH`] requests per key and call, and keys of
+//! at most [`KEY_BYTES`] bytes. An increment that finds no room (a new key
+//! with every entry busy, a full queue, a longer key) is sent alone, as
+//! one call of its own; nothing is dropped. A request that waits is sent
+//! when the first call in flight is answered (every waiting key is sent
+//! then), so none waits for more than that call and then its own: two
+//! Redis timeouts at most.
 
 use crate::calls::StreamId;
 use crate::redis::{Reply, Script};
 use core::fmt;
 
-/// The counting script: adds `ARGV[2]` (1 when absent) to `KEYS[1]` and
-/// returns the new count, setting the expiry `ARGV[1]` (seconds) on the
-/// key's first write only.
+/// The counting script: for each key `KEYS[i]`, adds `ARGV[2i]` (1 when
+/// absent) and sets the expiry `ARGV[2i-1]` (seconds) on the key's first
+/// write only.
 ///
-/// A key Redis cannot count (a hash, a string that is not an integer, an
-/// overflow) would refuse every request of its window: the script replaces
-/// it with the amount in the same call and answers
-/// `[amount, <Redis's error>, <key>]`. An error the replacement hits too
-/// (out of memory, a read-only replica) is the script's error reply.
-pub const COUNT_SCRIPT: &str = "local by = tonumber(ARGV[2] or '1')\n\
-local n = redis.pcall('INCRBY', KEYS[1], by)\n\
+/// With one key it returns the new count; with several, an array of the
+/// keys' results in order. A key Redis cannot count (a hash, a string
+/// that is not an integer, an overflow) would refuse every request of its
+/// window: the script replaces it with the amount in the same call and
+/// that key's result is `[amount, <Redis's error>, <key>]`. An error the
+/// replacement hits too (out of memory, a read-only replica) is that
+/// key's result (with one key, the script's error reply).
+pub const COUNT_SCRIPT: &str = "local out = {}\n\
+for i = 1, #KEYS do\n\
+local by = tonumber(ARGV[2 * i] or '1')\n\
+local n = redis.pcall('INCRBY', KEYS[i], by)\n\
 if type(n) == 'table' then\n\
-redis.call('SET', KEYS[1], by, 'EX', ARGV[1])\n\
-return {by, n.err, KEYS[1]}\n\
+local set = redis.pcall('SET', KEYS[i], by, 'EX', ARGV[2 * i - 1])\n\
+if type(set) == 'table' and set.err then n = set else n = {by, n.err, KEYS[i]} end\n\
+elseif n == by then redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 1]) end\n\
+out[i] = n\n\
 end\n\
-if n == by then redis.call('EXPIRE', KEYS[1], ARGV[1]) end\n\
-return n";
+if #KEYS == 1 then return out[1] end\n\
+return out";
 
 /// [`COUNT_SCRIPT`] with its digest, computed by the compiler.
 pub(crate) const COUNT: Script = Script::new(COUNT_SCRIPT);
 
-/// Keys that may have a shared call in flight at once, per VM.
+/// Keys that may wait or have a shared call in flight at once, per VM.
 pub const KEYS: usize = 32;
 
-/// Requests one shared call answers, and requests one key's queue holds.
+/// Requests one key's share of a call answers, and requests one key's
+/// queue holds.
 pub const BATCH: usize = 32;
 
 /// The longest key that can be shared; a longer one is sent alone.
 pub const KEY_BYTES: usize = 256;
+
+/// The most keys one call carries.
+///
+/// Through webdis the whole command is the URL path of one `GET`: a key
+/// of [`KEY_BYTES`] percent-encoded takes at most 3 × 256 bytes, its two
+/// numbers about 40, so sixteen keys stay under 13 KiB, far inside the
+/// 80 KiB that webdis's HTTP parser accepts for a request head and the
+/// 60 KiB that Envoy allows request headers by default. More keys would
+/// save little: a call of sixteen already answers sixteen or more
+/// requests.
+pub const KEYS_PER_CALL: usize = 16;
+
+/// Shared calls in flight at which a key with nothing in flight waits for
+/// the next reply instead of going at once.
+///
+/// One would put every request behind the call in flight; two lets a new
+/// key go while one call is out, so a lone request pays one round trip,
+/// and under load the keys that arrive during two round trips share one
+/// call.
+pub const CALLS_IN_FLIGHT: u32 = 2;
 
 /// What Redis made of one request's increment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +100,8 @@ pub struct Count<'a> {
     /// request had been sent alone.
     pub value: i64,
     /// Set when this request found the key holding a value Redis could not
-    /// count and replaced it (only the first of a call can).
+    /// count and replaced it (only the first request of its key in a call
+    /// can).
     pub repaired: Option<Repair<'a>>,
 }
 
@@ -120,24 +160,41 @@ pub(crate) struct Waiter {
     pub(crate) amount: u64,
 }
 
-/// One key with a call in flight.
+/// Where a key stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The entry holds no key.
+    Free,
+    /// Requests wait in `next` for the next reply, with no call of this
+    /// key in flight.
+    Waiting,
+    /// Call `id` carries the requests in `sent`; `next` may hold more.
+    Sent(u32),
+}
+
+/// One key waiting or with a call in flight.
 #[derive(Debug)]
 struct Entry {
-    live: bool,
+    state: State,
+    /// A hash of the key, compared before its bytes.
+    hash: u32,
+    /// The key's hash slot, read only on a cluster.
+    slot: u16,
     key: Vec<u8>,
     ttl: u64,
     /// The requests the call in flight answers, in arrival order.
-    in_flight: Vec<Waiter>,
+    sent: Vec<Waiter>,
     /// The requests that came since, for the next call.
-    queued: Vec<Waiter>,
+    next: Vec<Waiter>,
 }
 
 /// Where [`Increments::place`] put an increment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
-    /// Queued behind the call in flight for its key: nothing to send.
+    /// Waits for a reply: nothing to send now.
     Queued,
-    /// First of its key: send the call for entry `index` now.
+    /// First of its key, with room for another call: send it now as call
+    /// `id`, a call of this one key.
     Lead(u32),
     /// No room: send it as a call of its own.
     Alone,
@@ -147,9 +204,18 @@ pub(crate) enum Placement {
 #[derive(Debug, Default)]
 pub(crate) struct Increments {
     entries: Vec<Entry>,
-    /// The requests of the reply being shared out; swapped with an entry's
-    /// list, so it never allocates.
-    pub(crate) delivering: Vec<Waiter>,
+    /// Redis is a cluster: a call carries keys of one hash slot only.
+    cluster: bool,
+    /// Shared calls in flight.
+    in_flight: u32,
+    /// The id of the last call made.
+    last_call: u32,
+    /// The entries of the call being sent, in the order of its keys.
+    group: Vec<u32>,
+    /// The requests of the reply being shared out, each with the position
+    /// of its key in the call; swapped out while they are served, so it
+    /// never allocates.
+    pub(crate) delivering: Vec<(u32, Waiter)>,
     /// The requests of a call the host refused to send.
     pub(crate) refused: Vec<Waiter>,
 }
@@ -163,15 +229,23 @@ impl Increments {
         }
         self.entries = (0..KEYS)
             .map(|_| Entry {
-                live: false,
+                state: State::Free,
+                hash: 0,
+                slot: 0,
                 key: Vec::with_capacity(KEY_BYTES),
                 ttl: 0,
-                in_flight: Vec::with_capacity(BATCH),
-                queued: Vec::with_capacity(BATCH),
+                sent: Vec::with_capacity(BATCH),
+                next: Vec::with_capacity(BATCH),
             })
             .collect();
-        self.delivering = Vec::with_capacity(BATCH);
-        self.refused = Vec::with_capacity(BATCH);
+        self.group = Vec::with_capacity(KEYS_PER_CALL);
+        self.delivering = Vec::with_capacity(KEYS_PER_CALL * BATCH);
+        self.refused = Vec::with_capacity(KEYS_PER_CALL * BATCH);
+    }
+
+    /// Whether calls may only group keys of one hash slot.
+    pub(crate) fn set_cluster(&mut self, cluster: bool) {
+        self.cluster = cluster;
     }
 
     /// Finds a place for an increment of the key made of `parts`.
@@ -180,78 +254,171 @@ impl Increments {
         if len > KEY_BYTES {
             return Placement::Alone;
         }
+        let hash = fnv1a(parts);
         let mut free = None;
         for (index, entry) in self.entries.iter_mut().enumerate() {
-            if !entry.live {
+            if entry.state == State::Free {
                 free = free.or(Some(index));
                 continue;
             }
-            if entry.key.len() == len && same_bytes(&entry.key, parts) {
-                if entry.queued.len() >= BATCH {
+            if entry.hash == hash && entry.key.len() == len && same_bytes(&entry.key, parts) {
+                if entry.next.len() >= BATCH {
                     return Placement::Alone;
                 }
-                entry.queued.push(waiter);
+                entry.next.push(waiter);
                 return Placement::Queued;
             }
         }
         let Some(index) = free else {
             return Placement::Alone;
         };
+        let busy = self.in_flight >= CALLS_IN_FLIGHT;
+        let slot = if self.cluster { slot_of(parts) } else { 0 };
+        // On a cluster, a key only waits when a call could carry it along:
+        // another key of its slot waits or is in flight.
+        let wait = busy
+            && (!self.cluster
+                || self
+                    .entries
+                    .iter()
+                    .any(|e| e.state != State::Free && e.slot == slot));
+        let call = if wait { 0 } else { self.new_call() };
         let Some(entry) = self.entries.get_mut(index) else {
             return Placement::Alone;
         };
-        entry.live = true;
+        entry.hash = hash;
+        entry.slot = slot;
         entry.ttl = ttl;
         entry.key.clear();
         for part in parts {
             entry.key.extend_from_slice(part);
         }
-        entry.in_flight.clear();
-        entry.queued.clear();
-        entry.in_flight.push(waiter);
-        u32::try_from(index).map_or(Placement::Alone, Placement::Lead)
+        entry.sent.clear();
+        entry.next.clear();
+        if wait {
+            entry.state = State::Waiting;
+            entry.next.push(waiter);
+            return Placement::Queued;
+        }
+        entry.state = State::Sent(call);
+        entry.sent.push(waiter);
+        self.in_flight += 1;
+        Placement::Lead(call)
+    }
+
+    fn new_call(&mut self) -> u32 {
+        self.last_call = self.last_call.wrapping_add(1);
+        self.last_call
     }
 
     /// The host refused the lead's call: the entry is free again (its only
     /// request hears the error from the caller).
-    pub(crate) fn abandon(&mut self, index: u32) {
-        if let Some(entry) = self.entries.get_mut(index as usize) {
-            entry.live = false;
-            entry.in_flight.clear();
-            entry.queued.clear();
+    pub(crate) fn abandon(&mut self, call: u32) {
+        for entry in self.entries.iter_mut() {
+            if entry.state == State::Sent(call) {
+                entry.state = State::Free;
+                entry.sent.clear();
+                entry.next.clear();
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
         }
     }
 
-    /// The call of entry `index` answered: its requests move to
-    /// `delivering`, and the queue becomes the call in flight. Returns the
-    /// key, its ttl and the queue's sum when there is a queue to send;
-    /// otherwise the entry is free.
-    pub(crate) fn answered(&mut self, index: u32) -> Option<(&[u8], u64, u64)> {
-        let entry = self.entries.get_mut(index as usize)?;
+    /// Call `call` answered: the requests of its keys move to
+    /// `delivering`, each with the position of its key in the call, and
+    /// the keys with a queue wait for [`Increments::next_group`]. Returns
+    /// the number of keys the call carried.
+    pub(crate) fn answered(&mut self, call: u32) -> u32 {
         self.delivering.clear();
-        core::mem::swap(&mut self.delivering, &mut entry.in_flight);
-        core::mem::swap(&mut entry.in_flight, &mut entry.queued);
-        if entry.in_flight.is_empty() {
-            entry.live = false;
-            return None;
+        let mut keys = 0;
+        for entry in self.entries.iter_mut() {
+            if entry.state != State::Sent(call) {
+                continue;
+            }
+            for waiter in entry.sent.drain(..) {
+                self.delivering.push((keys, waiter));
+            }
+            entry.state = if entry.next.is_empty() {
+                State::Free
+            } else {
+                State::Waiting
+            };
+            keys += 1;
         }
-        let sum = entry
-            .in_flight
-            .iter()
-            .fold(0u64, |sum, w| sum.saturating_add(w.amount));
-        Some((&entry.key, entry.ttl, sum))
+        if keys > 0 {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        keys
     }
 
-    /// The host refused to send the queue of entry `index`: its requests
-    /// move to `refused`, and the entry is free.
-    pub(crate) fn refuse(&mut self, index: u32) {
-        if let Some(entry) = self.entries.get_mut(index as usize) {
-            self.refused.clear();
-            core::mem::swap(&mut self.refused, &mut entry.in_flight);
-            entry.live = false;
-            entry.queued.clear();
+    /// Makes the next call of waiting keys: up to [`KEYS_PER_CALL`] of
+    /// them (of one hash slot on a cluster), whose queues become the
+    /// call's requests. Returns its id, with its keys in
+    /// [`Increments::group`], or `None` when no key waits.
+    pub(crate) fn next_group(&mut self) -> Option<u32> {
+        let first = self
+            .entries
+            .iter()
+            .position(|e| e.state == State::Waiting)?;
+        let slot = self.entries.get(first)?.slot;
+        let call = self.new_call();
+        let cluster = self.cluster;
+        self.group.clear();
+        for (index, entry) in self.entries.iter_mut().enumerate().skip(first) {
+            if self.group.len() == KEYS_PER_CALL {
+                break;
+            }
+            if entry.state != State::Waiting || (cluster && entry.slot != slot) {
+                continue;
+            }
+            core::mem::swap(&mut entry.sent, &mut entry.next);
+            entry.state = State::Sent(call);
+            self.group.push(u32::try_from(index).unwrap_or(u32::MAX));
         }
+        self.in_flight += 1;
+        Some(call)
     }
+
+    /// The keys of the call [`Increments::next_group`] made, in order:
+    /// each key, its ttl and the sum of its requests' amounts.
+    pub(crate) fn group(&self) -> impl Iterator<Item = (&[u8], u64, u64)> + '_ {
+        self.group
+            .iter()
+            .filter_map(|&index| self.entries.get(index as usize))
+            .map(|entry| {
+                let sum = entry
+                    .sent
+                    .iter()
+                    .fold(0u64, |sum, w| sum.saturating_add(w.amount));
+                (&entry.key[..], entry.ttl, sum)
+            })
+    }
+
+    /// The host refused to send call `call`: its requests move to
+    /// `refused`, and its keys are free.
+    pub(crate) fn refuse(&mut self, call: u32) {
+        self.refused.clear();
+        for entry in self.entries.iter_mut() {
+            if entry.state == State::Sent(call) {
+                self.refused.extend_from_slice(&entry.sent);
+                self.refused.extend_from_slice(&entry.next);
+                entry.sent.clear();
+                entry.next.clear();
+                entry.state = State::Free;
+            }
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+}
+
+/// FNV-1a over the key's parts: a cheap first comparison, so a table of
+/// keys that share a long head compares the bytes of the one that matches.
+fn fnv1a(parts: &[&[u8]]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    hash
 }
 
 fn same_bytes(key: &[u8], parts: &[&[u8]]) -> bool {
@@ -268,14 +435,53 @@ fn same_bytes(key: &[u8], parts: &[&[u8]]) -> bool {
     rest.is_empty()
 }
 
-/// The counts of a call's requests, in arrival order: each is the total
-/// minus what the requests after it added.
-pub(crate) fn shares(total: i64, waiters: &[Waiter]) -> impl Iterator<Item = (usize, i64)> + '_ {
+/// The Redis Cluster hash slot of the key made of `parts`: CRC-16/XMODEM
+/// of its hash tag (the bytes between the first `{` and the next `}`,
+/// when there are any), otherwise of the whole key, modulo 16384.
+pub(crate) fn slot_of(parts: &[&[u8]]) -> u16 {
+    let (mut whole, mut tag) = (0u16, 0u16);
+    // 0: before `{`; 1: inside, tag empty so far; 2: inside; 3: tag closed.
+    let mut stage = 0u8;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        whole = crc16_step(whole, b);
+        match (stage, b) {
+            (0, b'{') => stage = 1,
+            (1, b'}') => stage = 4,
+            (2, b'}') => stage = 3,
+            (1 | 2, _) => {
+                tag = crc16_step(tag, b);
+                stage = 2;
+            }
+            _ => {}
+        }
+    }
+    let crc = if stage == 3 { tag } else { whole };
+    crc % 16384
+}
+
+fn crc16_step(crc: u16, byte: u8) -> u16 {
+    let mut crc = crc ^ (u16::from(byte) << 8);
+    for _ in 0..8 {
+        crc = if crc & 0x8000 != 0 {
+            (crc << 1) ^ 0x1021
+        } else {
+            crc << 1
+        };
+    }
+    crc
+}
+
+/// The counts of one key's requests in a call, in arrival order: each is
+/// the key's total minus what the requests after it added.
+pub(crate) fn shares(
+    total: i64,
+    waiters: &[(u32, Waiter)],
+) -> impl Iterator<Item = (usize, i64)> + '_ {
     let sum = waiters
         .iter()
-        .fold(0i64, |s, w| s.saturating_add(clamp(w.amount)));
+        .fold(0i64, |s, (_, w)| s.saturating_add(clamp(w.amount)));
     let mut before = total.saturating_sub(sum);
-    waiters.iter().enumerate().map(move |(i, w)| {
+    waiters.iter().enumerate().map(move |(i, (_, w))| {
         before = before.saturating_add(clamp(w.amount));
         (i, before)
     })
@@ -301,10 +507,32 @@ mod tests {
 
     #[test]
     fn shares_are_the_counts_of_sending_alone() {
-        let waiters = [waiter(0, 1), waiter(1, 3), waiter(2, 1)];
+        let waiters = [(0, waiter(0, 1)), (0, waiter(1, 3)), (0, waiter(2, 1))];
         // Redis held 10 before the call: alone, they would see 11, 14, 15.
         let got: Vec<i64> = shares(15, &waiters).map(|(_, c)| c).collect();
         assert_eq!(got, [11, 14, 15]);
+    }
+
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // `CLUSTER KEYSLOT` answers these (the Redis Cluster specification's
+        // examples and its CRC-16 check value).
+        assert_eq!(slot_of(&[b"123456789"]), 0x31c3);
+        assert_eq!(slot_of(&[b"foo"]), 12182);
+        assert_eq!(slot_of(&[b"somekey"]), 11058);
+        assert_eq!(
+            slot_of(&[b"{user1000}.following"]),
+            slot_of(&[b"{user1000}.followers"])
+        );
+        assert_eq!(
+            slot_of(&[b"{user1000}.fol", b"lowing"]),
+            slot_of(&[b"user1000"])
+        );
+        // An empty tag does not count: the whole key is hashed.
+        assert_eq!(slot_of(&[b"{}x"]), slot_of(&[b"{}", b"x"]));
+        assert_ne!(slot_of(&[b"{}x"]), slot_of(&[b""]));
+        assert_eq!(slot_of(&[b"a{b}{c}"]), slot_of(&[b"b"]));
+        assert_eq!(slot_of(&[b"a{b"]), slot_of(&[b"a{", b"b"]));
     }
 
     #[test]
@@ -312,7 +540,7 @@ mod tests {
         let mut table = Increments::default();
         table.allocate();
         let key: &[&[u8]] = &[b"k:{a}:", b"60"];
-        assert_eq!(table.place(key, waiter(0, 1), 60), Placement::Lead(0));
+        assert_eq!(table.place(key, waiter(0, 1), 60), Placement::Lead(1));
         for i in 1..=BATCH as u32 {
             assert_eq!(
                 table.place(&[b"k:{a}:60"], waiter(i, 1), 60),
@@ -320,11 +548,16 @@ mod tests {
             );
         }
         assert_eq!(table.place(key, waiter(99, 1), 60), Placement::Alone);
-        for i in 1..KEYS as u32 {
+        // A second key goes at once; from the third on, keys wait.
+        assert_eq!(
+            table.place(&[b"other0"], waiter(0, 1), 60),
+            Placement::Lead(2)
+        );
+        for i in 2..KEYS as u32 {
             let name = format!("other{i}");
             assert_eq!(
-                table.place(&[name.as_bytes()], waiter(i, 1), 60),
-                Placement::Lead(i)
+                table.place(&[name.as_bytes()], waiter(i, 2), 60),
+                Placement::Queued
             );
         }
         assert_eq!(table.place(&[b"new"], waiter(0, 1), 60), Placement::Alone);
@@ -332,11 +565,84 @@ mod tests {
             table.place(&[&[b'x'; KEY_BYTES + 1]], waiter(0, 1), 60),
             Placement::Alone
         );
-        let (sent, ttl, sum) = table.answered(0).unwrap();
-        assert_eq!((sent, ttl, sum), (&b"k:{a}:60"[..], 60, BATCH as u64));
+        assert_eq!(table.answered(1), 1);
         assert_eq!(table.delivering.len(), 1);
-        assert!(table.answered(0).is_none());
-        assert_eq!(table.delivering.len(), BATCH);
-        assert_eq!(table.place(&[b"new"], waiter(0, 1), 60), Placement::Lead(0));
+        // The hot key's queue and every waiting key go in calls of at
+        // most KEYS_PER_CALL keys, in table order.
+        let mut calls = Vec::new();
+        while let Some(call) = table.next_group() {
+            calls.push((
+                call,
+                table
+                    .group()
+                    .map(|(k, t, s)| (k.to_vec(), t, s))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].1.len(), KEYS_PER_CALL);
+        assert_eq!(calls[0].1[0], (b"k:{a}:60".to_vec(), 60, BATCH as u64));
+        assert_eq!(calls[0].1[1], (b"other2".to_vec(), 60, 2));
+        assert_eq!(calls[1].1.len(), KEYS - 2 - KEYS_PER_CALL + 1);
+        assert_eq!(table.answered(calls[0].0), KEYS_PER_CALL as u32);
+        assert_eq!(table.delivering.len(), BATCH + KEYS_PER_CALL - 1);
+        assert!(table.delivering.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(table.next_group(), None);
+        // Refused: the requests come back, the keys are free.
+        table.refuse(calls[1].0);
+        assert_eq!(table.refused.len(), calls[1].1.len());
+        assert_eq!(table.answered(2), 1);
+        assert_eq!(table.in_flight, 0);
+        assert_eq!(table.place(&[b"new"], waiter(0, 1), 60), Placement::Lead(5));
+    }
+
+    #[test]
+    fn on_a_cluster_a_call_carries_one_slot() {
+        let mut table = Increments::default();
+        table.allocate();
+        table.set_cluster(true);
+        assert!(matches!(
+            table.place(&[b"a:{x}:1"], waiter(0, 1), 60),
+            Placement::Lead(_)
+        ));
+        assert!(matches!(
+            table.place(&[b"a:{y}:1"], waiter(1, 1), 60),
+            Placement::Lead(_)
+        ));
+        // Two calls in flight: a key of a slot with a call in flight
+        // waits, a key of another slot goes at once.
+        assert_eq!(
+            table.place(&[b"b:{x}:1"], waiter(2, 1), 60),
+            Placement::Queued
+        );
+        assert_eq!(
+            table.place(&[b"c:{x}:1"], waiter(3, 1), 60),
+            Placement::Queued
+        );
+        assert_eq!(
+            table.place(&[b"b:{y}:1"], waiter(4, 1), 60),
+            Placement::Queued
+        );
+        assert!(matches!(
+            table.place(&[b"a:{z}:1"], waiter(5, 1), 60),
+            Placement::Lead(_)
+        ));
+        table.answered(1);
+        let mut groups = Vec::new();
+        while table.next_group().is_some() {
+            groups.push(
+                table
+                    .group()
+                    .map(|(k, _, _)| k.to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(
+            groups,
+            [
+                vec![b"b:{x}:1".to_vec(), b"c:{x}:1".to_vec()],
+                vec![b"b:{y}:1".to_vec()]
+            ]
+        );
     }
 }

@@ -172,11 +172,14 @@ impl<'a, H: Host> Io<'a, H> {
     ///
     /// In a plugin whose [`Plugin::REDIS`](crate::Plugin::REDIS) is
     /// [`RedisUse::Counting`](crate::RedisUse::Counting), concurrent
-    /// increments of one key share Redis round trips (otherwise each goes
-    /// alone, with the same counts): while a
-    /// call for `key` is in flight from this VM, this one waits, and when
-    /// its reply comes every increment that waited goes as one call of
-    /// their sum. Each request is still told the count it would have seen
+    /// increments share Redis round trips (otherwise each goes alone, with
+    /// the same counts): while a call for `key` is in flight from this VM,
+    /// this one waits, and when its reply comes every increment that
+    /// waited goes as one increment of their sum; and while
+    /// [`CALLS_IN_FLIGHT`](crate::increments::CALLS_IN_FLIGHT) shared calls
+    /// are in flight, a key with nothing in flight waits too, and the next
+    /// reply sends every waiting key in one call over several keys. Each
+    /// request is still told the count it would have seen
     /// had it been sent alone, in arrival order, so a limit decided on it
     /// is as exact as one call per request (the
     /// [module docs](crate::increments) give the bounds). A call that fails
@@ -213,7 +216,7 @@ impl<'a, H: Host> Io<'a, H> {
                 *self.counting = true;
                 return Ok(());
             }
-            Placement::Lead(index) => Owner::Shared(index),
+            Placement::Lead(call) => Owner::Shared(call),
             Placement::Alone => Owner::Count(self.stream),
         };
         let redis = Redis {
@@ -230,7 +233,7 @@ impl<'a, H: Host> Io<'a, H> {
             .send();
         match (sent, owner) {
             (Ok(()), _) => *self.counting = true,
-            (Err(_), Owner::Shared(index)) => self.increments.abandon(index),
+            (Err(_), Owner::Shared(call)) => self.increments.abandon(call),
             (Err(_), _) => {}
         }
         sent

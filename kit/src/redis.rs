@@ -9,16 +9,21 @@
 //!   /CMD/arg1/arg2.raw` to a webdis cluster, every argument percent-encoded,
 //!   answered with raw RESP.
 //!
-//! Replies of both transports go through the same decoder and reach the
-//! request that sent the command through [`Plugin::on_redis_reply`].
+//! Replies of both transports have one owner, `RedisClient::receive`:
+//! it reads the host's answer (a webdis HTTP answer or a Higress native
+//! reply), decodes it, turns transport failures into a [`RedisError`] and
+//! re-sends an EVALSHA that met `NOSCRIPT` as EVAL; what it returns is
+//! what the call's owner gets (through [`Plugin::on_redis_reply`] for a
+//! request).
 //!
 //! [`Plugin::on_redis_reply`]: crate::Plugin::on_redis_reply
 
-use crate::calls::{CallKind, Calls, Owner};
+use crate::calls::{CallKind, Calls, Owner, Taken};
 use crate::config::{ConfigError, Fields};
-use crate::host::{Host, HostError};
+use crate::host::{BodyBuffer, HeaderMap, Host, HostError};
+use crate::http::parse_status;
 use crate::limits::CounterKey;
-use crate::resp::{CommandBuf, Form, PATH_COUNT, RESP_COUNT};
+use crate::resp::{self, CommandBuf, Decoded, Form, PATH_COUNT, RESP_COUNT};
 pub use crate::resp::{Reply, ReplyArray};
 use core::fmt;
 use core::time::Duration;
@@ -156,6 +161,9 @@ enum Transport {
 pub(crate) struct RedisClient {
     transport: Transport,
     timeout: Duration,
+    /// `redis.cluster`: Redis is a cluster (behind a cluster-aware proxy),
+    /// so a call's keys must share a hash slot.
+    cluster: bool,
     /// The command being built, then sent; swapped with a call entry's
     /// when an EVALSHA is kept for a retry.
     command: CommandBuf,
@@ -167,7 +175,9 @@ impl RedisClient {
     /// Reads a `redis` object:
     /// `{webdis_cluster, timeout}` or
     /// `{service_name, service_port, username, password, timeout, database}`,
-    /// with an optional `transport: "webdis" | "native"` to be explicit.
+    /// with an optional `transport: "webdis" | "native"` to be explicit and
+    /// `cluster: true` when Redis is a cluster (keys of one call then share
+    /// a hash slot).
     ///
     /// # Errors
     /// Names the field at fault: an unknown transport, a missing cluster or
@@ -184,6 +194,7 @@ impl RedisClient {
             ms => ms,
         };
         let timeout = Duration::from_millis(timeout_ms);
+        let cluster = redis.bool_or("cluster", false)?;
         let native = match redis.opt_str("transport")? {
             Some("webdis") => false,
             Some("native") => true,
@@ -246,8 +257,14 @@ impl RedisClient {
         Ok(RedisClient {
             transport,
             timeout,
+            cluster,
             command: CommandBuf::default(),
         })
+    }
+
+    /// Whether Redis is a cluster (`redis.cluster`).
+    pub(crate) fn cluster(&self) -> bool {
+        self.cluster
     }
 
     /// The bytes commands are written as for the transport.
@@ -299,20 +316,90 @@ impl RedisClient {
         Ok(())
     }
 
-    /// Re-sends a call Redis answered with `NOSCRIPT` as EVAL with the
-    /// script's source; the arguments after the digest are copied as
-    /// they were written.
-    pub(crate) fn retry_as_eval<H: Host>(
+    /// Turns the host's answer to Redis call `call` into what its owner
+    /// gets, or `None` when the call was re-sent instead.
+    ///
+    /// Reads the reply into `scratch` and decodes it there (both reused,
+    /// so a reply of many elements allocates only the first time). A
+    /// webdis answer whose body is one whole RESP value is Redis's reply,
+    /// so its `:status` is read only to explain a body that is not: 504 is
+    /// a timeout, another status [`RedisError::Http`], none a network
+    /// failure (one host call fewer on every reply; Envoy's own 503 "no
+    /// healthy upstream" and 504 "upstream request timeout" and webdis's
+    /// empty 503 never decode as RESP). A native status other than 0 is a
+    /// network failure. An EVALSHA answered `NOSCRIPT` is re-sent as EVAL
+    /// with the script's source and the same owner, so the owner sees only
+    /// the final reply; if the host refuses that, the owner gets the
+    /// refusal.
+    pub(crate) fn receive<'r, H: Host>(
         &mut self,
         host: &mut H,
         calls: &mut Calls,
-        owner: Owner,
-        source: &'static str,
-        kept: &CommandBuf,
-    ) -> Result<(), RedisError> {
-        self.command.eval_of(kept, source.as_bytes());
-        self.send(host, calls, owner, None)
+        call: Taken,
+        answer: HostAnswer,
+        scratch: &'r mut ReplyScratch,
+    ) -> Option<Result<Reply<'r>, RedisError>> {
+        let ReplyScratch { body, decoded } = scratch;
+        body.clear();
+        let (buffer, size) = match answer {
+            HostAnswer::Webdis { headers: 0, .. } => return Some(Err(RedisError::Network)),
+            HostAnswer::Native { status, .. } if status != 0 => {
+                return Some(Err(RedisError::Network))
+            }
+            HostAnswer::Webdis { body_size, .. } => (BodyBuffer::HttpCallResponse, body_size),
+            HostAnswer::Native { size, .. } => (BodyBuffer::RedisCallResponse, size),
+        };
+        if size > 0 {
+            if let Some(bytes) = host.body(buffer, 0, size) {
+                body.extend_from_slice(bytes);
+            }
+        }
+        if resp::decode_into(body, decoded).is_err() {
+            return Some(Err(match answer {
+                HostAnswer::Native { .. } => RedisError::Protocol,
+                HostAnswer::Webdis { .. } => match host
+                    .header(HeaderMap::HttpCallResponse, ":status")
+                    .and_then(parse_status)
+                {
+                    None => RedisError::Network,
+                    Some(200) => RedisError::Protocol,
+                    Some(504) => RedisError::Timeout,
+                    Some(other) => RedisError::Http(other),
+                },
+            }));
+        }
+        let scratch: &'r ReplyScratch = scratch;
+        let reply = scratch.decoded.reply(&scratch.body);
+        if let Some(source) = call.retry.filter(|_| reply.is_error(b"NOSCRIPT")) {
+            let Some(kept) = calls.kept(call.index) else {
+                return Some(Ok(reply));
+            };
+            self.command.eval_of(kept, source.as_bytes());
+            return match self.send(host, calls, call.owner, None) {
+                Ok(()) => None,
+                Err(e) => Some(Err(e)),
+            };
+        }
+        Some(Ok(reply))
     }
+}
+
+/// How the host answered a Redis call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HostAnswer {
+    /// An HTTP call's answer from webdis; no headers means the call
+    /// failed (reset, timeout, no upstream).
+    Webdis { headers: usize, body_size: usize },
+    /// Higress's `proxy_on_redis_call_response`: status 0 is a reply of
+    /// `size` bytes, anything else a network failure.
+    Native { status: u32, size: usize },
+}
+
+/// The reused buffers a reply is read and decoded into.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyScratch {
+    body: Vec<u8>,
+    decoded: Decoded,
 }
 
 fn native_cluster(redis: &Fields<'_, '_>) -> Result<String, ConfigError> {
@@ -678,6 +765,7 @@ mod tests {
                 let mut client = RedisClient {
                     transport,
                     timeout: Duration::from_millis(5),
+                    cluster: false,
                     command: CommandBuf::default(),
                 };
                 let (mut host, mut calls) = (FakeHost::new(), Calls::default());
@@ -708,10 +796,25 @@ mod tests {
 
                 let kept = &calls.entries_for_tests()[0].retry_command;
                 assert_eq!(kept.bytes(), want);
-                let mut retry = Calls::default();
-                client
-                    .retry_as_eval(&mut host, &mut retry, Owner::Root(0), SCRIPT.source(), kept)
-                    .unwrap();
+                // Redis does not know the script: the same call goes again
+                // as EVAL, and its owner hears nothing yet.
+                let token = host.last_call.as_ref().unwrap().token;
+                let noscript = b"-NOSCRIPT No matching script.\r\n";
+                host.answer_http(200, noscript);
+                let taken = calls.take(token).unwrap();
+                let answer = match native {
+                    true => HostAnswer::Native {
+                        status: 0,
+                        size: noscript.len(),
+                    },
+                    false => HostAnswer::Webdis {
+                        headers: 1,
+                        body_size: noscript.len(),
+                    },
+                };
+                let mut scratch = ReplyScratch::default();
+                let got = client.receive(&mut host, &mut calls, taken, answer, &mut scratch);
+                assert!(got.is_none(), "retried, not delivered");
                 args[0] = b"EVAL";
                 args[1] = SCRIPT.source().as_bytes();
                 let want = command(form, &args);
@@ -721,6 +824,91 @@ mod tests {
                     false => assert_eq!(call.headers.get(":path"), Some(&want[..])),
                 }
             }
+        }
+    }
+
+    /// Every kind of host answer, over both transports, becomes the reply
+    /// or the error its owner gets, in `receive` alone.
+    #[test]
+    fn host_answers_become_replies_or_errors() {
+        // (transport native, HTTP status, body, what the owner gets: the
+        // reply these RESP bytes hold, or an error)
+        type Case = (
+            bool,
+            Option<u16>,
+            &'static [u8],
+            Result<&'static [u8], RedisError>,
+        );
+        let cases: [Case; 9] = [
+            (false, Some(200), b":7\r\n", Ok(b":7\r\n")),
+            // A RESP body is Redis's answer whatever the status says.
+            (false, Some(503), b"-ERR x\r\n", Ok(b"-ERR x\r\n")),
+            (
+                false,
+                Some(504),
+                b"upstream request timeout",
+                Err(RedisError::Timeout),
+            ),
+            (false, Some(503), b"", Err(RedisError::Http(503))),
+            (false, Some(200), b":7", Err(RedisError::Protocol)),
+            (false, None, b"", Err(RedisError::Network)),
+            (true, Some(0), b"$1\r\nv\r\n", Ok(b"$1\r\nv\r\n")),
+            (true, Some(0), b"garbage", Err(RedisError::Protocol)),
+            (true, Some(1), b"", Err(RedisError::Network)),
+        ];
+        for (native, status, body, want) in cases {
+            let cluster = "redis".to_owned();
+            let transport = match native {
+                true => Transport::Native { cluster },
+                false => Transport::Webdis { cluster },
+            };
+            let mut client = RedisClient {
+                transport,
+                timeout: Duration::from_millis(5),
+                cluster: false,
+                command: CommandBuf::default(),
+            };
+            let (mut host, mut calls) = (FakeHost::new(), Calls::default());
+            Redis {
+                client: &mut client,
+                host: &mut host,
+                calls: &mut calls,
+                owner: Owner::Root(3),
+            }
+            .get(b"k")
+            .unwrap();
+            let token = host.last_call.as_ref().unwrap().token;
+            host.call_response_body = body.to_vec();
+            host.call_response_headers.clear();
+            let answer = match (native, status) {
+                (true, status) => HostAnswer::Native {
+                    status: u32::from(status.unwrap_or(0)),
+                    size: body.len(),
+                },
+                (false, Some(status)) => {
+                    host.answer_http(status, body);
+                    HostAnswer::Webdis {
+                        headers: 1,
+                        body_size: body.len(),
+                    }
+                }
+                (false, None) => HostAnswer::Webdis {
+                    headers: 0,
+                    body_size: 0,
+                },
+            };
+            let taken = calls.take(token).unwrap();
+            assert_eq!(taken.owner, Owner::Root(3));
+            let mut scratch = ReplyScratch::default();
+            let got = client
+                .receive(&mut host, &mut calls, taken, answer, &mut scratch)
+                .expect("a GET is never retried");
+            let got = got.map(|reply| reply.to_string());
+            let want = want.map(|bytes| resp::decode(bytes).unwrap().reply(bytes).to_string());
+            assert_eq!(
+                got, want,
+                "native {native}, status {status:?}, body {body:?}"
+            );
         }
     }
 

@@ -831,6 +831,47 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, InvalidReply> {
     }
 }
 
+/// [`decode`] into `out`, reusing its frames: a reply with more elements
+/// than fit inline allocates the first time only.
+///
+/// # Errors
+/// As [`decode`]; `out` then holds no reply.
+pub fn decode_into(bytes: &[u8], out: &mut Decoded) -> Result<(), InvalidReply> {
+    out.frame = Frame::Nil;
+    let mut frames = core::mem::take(&mut out.elements);
+    frames.clear();
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        frames,
+    };
+    let read = match u32::try_from(bytes.len()) {
+        Ok(_) => reader.value(0).filter(|_| reader.at == bytes.len()),
+        Err(_) => None,
+    };
+    out.elements = reader.frames;
+    match read {
+        Some(frame) => {
+            out.frame = frame;
+            Ok(())
+        }
+        None => {
+            out.elements.clear();
+            Err(InvalidReply)
+        }
+    }
+}
+
+impl Default for Decoded {
+    /// A nil reply, with no frames yet.
+    fn default() -> Self {
+        Decoded {
+            frame: Frame::Nil,
+            elements: SmallVec::new(),
+        }
+    }
+}
+
 /// The state of one [`decode`]: the next byte to read and the frames of
 /// elements so far.
 struct Reader<'b> {
@@ -1543,6 +1584,34 @@ mod tests {
         assert!(arrays > 1_000, "{arrays}");
         assert!(accepted > 2_000, "{accepted}");
         assert!(refused_on_purpose > 50, "{refused_on_purpose}");
+    }
+
+    #[test]
+    fn decoding_into_reused_frames_reads_what_decode_reads() {
+        // One `Decoded` through random replies and their mutations: each
+        // reads as a fresh decode reads it, and a refused input leaves no
+        // reply behind.
+        let mut rng = Lcg(0x0dec_0de5);
+        let mut reused = Decoded::default();
+        for _ in 0..2_000 {
+            let mut reply = Vec::new();
+            random_reply(&mut rng, 4, &mut reply);
+            for bytes in std::iter::once(reply.clone()).chain(mutations(&mut rng, &reply)) {
+                let fresh = decode(&bytes);
+                let into = decode_into(&bytes, &mut reused);
+                assert_eq!(fresh.is_ok(), into.is_ok(), "{}", bytes.escape_ascii());
+                if let Ok(fresh) = fresh {
+                    assert_eq!(
+                        fresh.reply(&bytes).to_string(),
+                        reused.reply(&bytes).to_string(),
+                        "{}",
+                        bytes.escape_ascii()
+                    );
+                } else {
+                    assert_eq!(reused.reply(&bytes), Reply::Nil);
+                }
+            }
+        }
     }
 
     #[test]

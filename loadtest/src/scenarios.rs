@@ -439,6 +439,8 @@ pub const ALL: &[(&str, Run)] = &[
         local_ratelimit(bench, true)
     }),
     ("limiter-pass", |bench| limiter_pass(bench)),
+    ("limiter-keys", |bench| limiter_keys(bench)),
+    ("limiter-round-trips", |bench| limiter_round_trips(bench)),
     ("limiter-flood", |bench| limiter_flood(bench)),
     ("limiter-flood-paired", |bench| limiter_flood_paired(bench)),
     ("upstream-baseline", |bench| upstream_baseline(bench)),
@@ -565,6 +567,123 @@ fn limiter_pass(bench: &Bench) -> Scenario {
 /// The round trips per request the hot-key scenario may pay: the target of
 /// shared increments.
 const HOT_KEY_ROUND_TRIPS: f64 = 0.10;
+
+/// Distinct `x-api-key` values the many-keys scenario rotates over.
+const DISTINCT_KEYS: u32 = 1000;
+
+/// The round trips per request the many-keys scenario may pay: the target
+/// of calls over several keys.
+const MANY_KEYS_ROUND_TRIPS: f64 = 0.25;
+
+/// Redis round trips of the limiter's counting calls (top-level commands
+/// only: the script's own INCRBY and EXPIRE are not round trips).
+const ROUND_TRIP_COMMANDS: &[&str] = &["evalsha", "eval", "get"];
+
+fn limiter_keys(bench: &Bench) -> Scenario {
+    let config = json!({
+        "rule_name": bench.rule("keys"),
+        "rule_items": [{"limit_by_per_header": "x-api-key",
+                        "limit_keys": [{"key": "*", "query_per_minute": 1_000_000_000}]}],
+        "rejected_code": 429,
+        "show_limit_quota_header": true,
+        "failure_mode_deny": false,
+        "redis": {"webdis_cluster": "webdis", "timeout": REDIS_TIMEOUT_MS},
+    });
+    let gateway = limiter_gateway(bench, &config);
+    let mut s = overhead(
+        bench,
+        "limiter-keys",
+        "limiter, 1,000 distinct per-header keys never reached (x-api-key rotating; keys that wait share calls)",
+        Some("baseline"),
+        &gateway,
+        Requests::GetRotating("x-api-key", DISTINCT_KEYS),
+    );
+    s.check_answers(&[200]);
+    // The connections in flight carry distinct keys, so nothing shares a
+    // key's call: the sharing is that of several keys in one call.
+    let per_request = s.per_request(ROUND_TRIP_COMMANDS);
+    let requests = s.wrk.requests.max(1) as f64;
+    let bound = if s.connections >= 32 {
+        MANY_KEYS_ROUND_TRIPS
+    } else {
+        1.0 + f64::from(s.connections + 2) / requests
+    };
+    s.check(
+        format!("at most {bound:.3} Redis round trips per request (evalsha/eval/get)"),
+        per_request <= bound,
+        format!(
+            "{per_request:.3} per request; all commands: {}",
+            s.redis_commands_text()
+        ),
+    );
+    s
+}
+
+/// The hot-key limiter at 1, 8 and 32 connections, one gateway: how many
+/// round trips a request pays as more requests wait together.
+fn limiter_round_trips(bench: &Bench) -> Scenario {
+    let title = "limiter, one hot key, Redis round trips per request at 1, 8 and 32 connections";
+    announce(title);
+    let config = limiter_config(&bench.rule("round-trips"), 1_000_000_000, false);
+    let gateway = limiter_gateway(bench, &config);
+    let mut rows = Vec::new();
+    let mut last = None;
+    for connections in [1u32, 8, 32] {
+        let drive = Drive {
+            connections,
+            ..overhead_drive(bench, Requests::Get)
+        };
+        let m = measure(
+            bench,
+            &format!("limiter-round-trips-{connections}"),
+            &[&gateway],
+            drive,
+        );
+        let calls: u64 = ROUND_TRIP_COMMANDS
+            .iter()
+            .filter_map(|c| m.redis_commands.get(*c))
+            .sum();
+        let requests = m.wrk.requests.max(1) as f64;
+        let per_request = calls as f64 / requests;
+        let bound = if connections >= 32 {
+            HOT_KEY_ROUND_TRIPS
+        } else {
+            // wrk cuts one request per connection off at the end.
+            1.0 + f64::from(connections + 2) / requests
+        };
+        rows.push((
+            connections,
+            format!(
+                "{per_request:.3} round trips per request ({calls} for {} requests, {:.0} req/s, p99 {})",
+                m.wrk.requests,
+                m.wrk.requests_per_sec,
+                wrk::format_ms(m.wrk.latency_us.p99)
+            ),
+            per_request <= bound && m.wrk.unexpected(&[200]) == 0 && m.wrk.errors.total() == 0,
+            bound,
+            m.wrk.statuses_text(),
+        ));
+        last = Some((connections, m));
+    }
+    let Some((connections, m)) = last else {
+        unreachable!("three runs were made");
+    };
+    let mut s = Scenario::new("limiter-round-trips", title, Kind::Overhead, m.wrk);
+    s.baseline = Some("baseline");
+    s.connections = connections;
+    s.redis_calls = Some(m.redis_commands.values().sum());
+    s.redis_commands = m.redis_commands;
+    s.samples = m.samples;
+    for (connections, text, passed, bound, answers) in rows {
+        s.fact(&format!("{connections} connections"), &text);
+        s.check(
+            format!("{connections} connections: at most {bound:.3} round trips per request, only 200 answers"),
+            passed,
+            format!("{text}; answers {answers}"),
+        );
+    }
+    s
+}
 
 fn limiter_flood(bench: &Bench) -> Scenario {
     let per_minute = 10;

@@ -178,6 +178,9 @@ impl WrkResult {
 pub enum Requests<'a> {
     Get,
     PostJson(&'a str),
+    /// `GET /` with header `.0` set to `client-1` … `client-<.1>` in turn,
+    /// one value per request (distinct keys for a per-header limit).
+    GetRotating(&'a str, u32),
 }
 
 /// One wrk invocation.
@@ -198,6 +201,31 @@ pub struct Load<'a> {
 fn script(dir: &Path, requests: Requests<'_>) -> PathBuf {
     let (name, shape) = match requests {
         Requests::Get => ("get.lua".to_owned(), String::new()),
+        Requests::GetRotating(header, values) => {
+            assert!(
+                header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                "header name {header:?} needs quoting in Lua"
+            );
+            // The requests are formatted once, on the first call (wrk has
+            // set the Host header by then), and taken in turn, so the
+            // connections in flight carry consecutive, distinct values.
+            let shape = format!(
+                "local values = {values}\nlocal turn = 0\nlocal formatted = nil\n\
+                 request = function()\n\
+                 if formatted == nil then\n\
+                 formatted = {{}}\n\
+                 for k = 1, values do\n\
+                 formatted[k] = wrk.format(nil, nil, {{[\"{header}\"] = \"client-\" .. k}})\n\
+                 end\n\
+                 end\n\
+                 turn = turn % values + 1\n\
+                 return formatted[turn]\n\
+                 end\n"
+            );
+            (format!("get-rotating-{header}-{values}.lua"), shape)
+        }
         Requests::PostJson(body) => {
             // A Lua long bracket holds any JSON without escaping.
             assert!(!body.contains("]==]"), "body closes the Lua long bracket");

@@ -91,3 +91,49 @@ fn noscript_falls_back_to_eval_over_resp() {
     assert_eq!(f.host().resumed[0], 1);
     assert_eq!(f.host().responses_sent, 0);
 }
+
+#[test]
+fn keys_that_waited_go_in_one_resp_command_and_share_its_reply() {
+    let mut f = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    f.configure(
+        br#"{"rule_name": "n", "rule_items": [{"limit_by_per_header": "x-api-key",
+             "limit_keys": [{"key": "*", "query_per_minute": 2}]}],
+             "redis": {"service_name": "redis.static"}}"#
+            .to_vec(),
+    )
+    .unwrap();
+    let mut tokens = Vec::new();
+    // Two keys go at once; the next two wait (kit::increments::CALLS_IN_FLIGHT).
+    for (context, key) in [(10, "a"), (11, "b"), (12, "c"), (13, "d"), (14, "c")] {
+        f.host_mut().next_request();
+        f.host_mut()
+            .request_headers
+            .add("x-api-key", key.as_bytes());
+        let sent = f.host().calls_sent;
+        let stream = f.open_stream(context);
+        assert_eq!(f.on_request_headers(stream, true), Action::Pause);
+        if f.host().calls_sent > sent {
+            tokens.push(f.host().last_call.as_ref().unwrap().token);
+        }
+    }
+    assert_eq!(tokens.len(), 2);
+    f.host_mut().answers = Some(Vec::new());
+    f.host_mut().call_response_body = b":1\r\n".to_vec();
+    f.on_redis_call_response(tokens[0], 0, 4);
+    // One command: EVALSHA, digest, 2 keys, then ttl and amount of each
+    // (c twice).
+    let call = f.host().last_call.clone().unwrap();
+    let resp = String::from_utf8(call.body.clone()).unwrap();
+    assert!(resp.starts_with("*9\r\n$7\r\nEVALSHA\r\n$40\r\n"), "{resp}");
+    assert!(resp.contains("\r\n$1\r\n2\r\n"), "{resp}");
+    assert!(resp.contains(":c}:") && resp.contains(":d}:"), "{resp}");
+    assert!(
+        resp.ends_with("\r\n$2\r\n60\r\n$1\r\n2\r\n$2\r\n60\r\n$1\r\n1\r\n"),
+        "{resp}"
+    );
+    // c had one request already: 3 is over its limit for the second.
+    f.host_mut().call_response_body = b"*2\r\n:3\r\n:1\r\n".to_vec();
+    f.on_redis_call_response(call.token, 0, 13);
+    let answers = f.host_mut().answers.take().unwrap();
+    assert_eq!(answers, [(10, 0), (12, 0), (14, 429), (13, 0)]);
+}

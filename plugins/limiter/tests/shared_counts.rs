@@ -1,8 +1,9 @@
-//! Concurrent requests for one key share Redis calls and still get the
-//! counts and decisions of requests sent alone, in arrival order: random
-//! interleavings of arrivals, replies, failures and clients going away,
-//! over the kit's `FakeHost` with a Redis stand-in that applies each call
-//! when it answers it.
+//! Concurrent requests share Redis calls (one key's requests as one
+//! increment, several keys in one call) and still get the counts and
+//! decisions of requests sent alone, in arrival order: random
+//! interleavings of arrivals, keys, replies, failures and clients going
+//! away, over the kit's `FakeHost` with a Redis stand-in that applies each
+//! call, over all its keys, when it answers it.
 
 #![allow(
     clippy::unwrap_used,
@@ -51,12 +52,27 @@ struct Run {
     ranks: Vec<u64>,
     limit: u64,
     calls: u64,
+    keys: Vec<String>,
+    /// Calls answered that carried several keys.
+    multi_key_calls: u64,
+    /// The most keys one call carried.
+    widest_call: usize,
+    /// Calls sent for a key that had a call in flight already (requests
+    /// sent alone for want of room).
+    overlapping: u64,
 }
 
-const KEYS: [&str; 3] = ["alpha", "beta", "gamma"];
+/// Key names: none is a part of another as `:{name}}`.
+fn key_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("key-{i:02}")).collect()
+}
 
 impl Run {
     fn new(limit: u64, deny: bool) -> Run {
+        Run::with_keys(limit, deny, 3)
+    }
+
+    fn with_keys(limit: u64, deny: bool, keys: usize) -> Run {
         let config = format!(
             r#"{{"rule_name": "r", "rule_items": [{{"limit_by_per_header": "x-api-key",
                 "limit_keys": [{{"key": "*", "query_per_minute": {limit}}}]}}],
@@ -66,27 +82,46 @@ impl Run {
         let mut filter = Filter::new(FakeHost::new());
         filter.configure(config.into_bytes()).unwrap();
         filter.host_mut().answers = Some(Vec::new());
+        filter.host_mut().calls_log = Some(Vec::new());
         Run {
             filter,
             redis: FakeRedis::new(),
             in_flight: Vec::new(),
             requests: Vec::new(),
             by_context: HashMap::new(),
-            ranks: vec![0; KEYS.len()],
+            ranks: vec![0; keys],
             limit,
             calls: 0,
+            keys: key_names(keys),
+            multi_key_calls: 0,
+            widest_call: 0,
+            overlapping: 0,
         }
     }
 
-    /// Records the call sent by the last event, if any (one at most).
+    /// Records the calls sent by the last event: one at most on arrival,
+    /// and on a reply as many as the waiting keys need.
     fn collect_call(&mut self) {
+        let sent = std::mem::take(self.filter.host_mut().calls_log.as_mut().unwrap());
         let host = self.filter.host();
-        let sent = host.calls_sent - self.calls;
-        assert!(sent <= 1, "one event sent {sent} calls");
-        if sent == 1 {
-            self.in_flight.push(host.last_call.clone().unwrap());
-        }
+        assert_eq!(sent.len() as u64, host.calls_sent - self.calls);
         self.calls = host.calls_sent;
+        let keys_of = |call: &SentCall| {
+            let args = call.webdis_args().unwrap();
+            let n: usize = std::str::from_utf8(&args[2]).unwrap().parse().unwrap();
+            args[3..3 + n].to_vec()
+        };
+        for call in sent {
+            let keys = keys_of(&call);
+            if self
+                .in_flight
+                .iter()
+                .any(|other| keys_of(other).iter().any(|k| keys.contains(k)))
+            {
+                self.overlapping += 1;
+            }
+            self.in_flight.push(call);
+        }
     }
 
     /// Reads the answers the last event gave, by context.
@@ -125,7 +160,8 @@ impl Run {
         let context = 100 + self.requests.len() as u32;
         let host = self.filter.host_mut();
         host.next_request();
-        host.request_headers.add("x-api-key", KEYS[key].as_bytes());
+        host.request_headers
+            .add("x-api-key", self.keys[key].as_bytes());
         host.effective_context = context;
         let stream = self.filter.open_stream(context);
         self.ranks[key] += 1;
@@ -165,7 +201,15 @@ impl Run {
                     .answer_http(&call, 504, b"upstream request timeout");
             }
             Fate::Answered | Fate::NoScript => {
-                assert_eq!(args[2], b"1", "one key");
+                // KEYS, then a ttl and an amount per key; one key answers
+                // its count, several an array of counts.
+                let keys: usize = std::str::from_utf8(&args[2]).unwrap().parse().unwrap();
+                assert!((1..=kit::increments::KEYS_PER_CALL).contains(&keys));
+                assert_eq!(args.len(), 3 + 3 * keys, "{args:?}");
+                if keys > 1 {
+                    self.multi_key_calls += 1;
+                }
+                self.widest_call = self.widest_call.max(keys);
                 if fate == Fate::NoScript && args[0] == b"EVALSHA" {
                     // This call only: other calls in flight still find the
                     // script loaded.
@@ -203,19 +247,30 @@ impl Run {
 /// within its key is within the limit), an allowed request is shown its
 /// rank as its count, every request still there is answered, and Redis
 /// holds one increment per request it counted, ended ones included.
-#[test]
-fn random_interleavings_count_as_if_each_request_went_alone() {
-    let mut rng = Rng::new(13);
-    let (mut requests, mut calls) = (0, 0);
+///
+/// No key gets more requests than a queue holds and there are fewer keys
+/// than the table holds, so nothing is sent alone and overtakes: the
+/// counts are exactly those of sending alone in arrival order.
+fn interleavings_count_as_if_each_request_went_alone(
+    seed: u64,
+    keys: usize,
+    arrivals: usize,
+    calls_per_request: f64,
+) {
+    let mut rng = Rng::new(seed);
+    let (mut requests, mut calls, mut multi, mut widest) = (0, 0, 0, 0);
     for round in 0..300 {
         let limit = 1 + rng.below(12) as u64;
-        let mut run = Run::new(limit, round % 2 == 0);
-        let arrivals = 1 + rng.below(60);
+        let mut run = Run::with_keys(limit, round % 2 == 0, keys);
+        let arrivals = 1 + rng.below(arrivals);
         let mut arrived = 0;
         while arrived < arrivals || !run.in_flight.is_empty() {
             match rng.below(10) {
                 0..=4 if arrived < arrivals => {
-                    run.arrive(rng.below(KEYS.len()));
+                    let key = rng.below(keys);
+                    if run.ranks[key] < kit::increments::BATCH as u64 {
+                        run.arrive(key);
+                    }
                     arrived += 1;
                 }
                 5 if !run.requests.is_empty() => {
@@ -235,7 +290,10 @@ fn random_interleavings_count_as_if_each_request_went_alone() {
             }
         }
         run.drain();
-        let mut counted = [0i64; KEYS.len()];
+        assert_eq!(
+            run.overlapping, 0,
+            "round {round}: one call in flight per key"
+        );
         for request in &run.requests {
             if request.ended {
                 continue;
@@ -257,46 +315,69 @@ fn random_interleavings_count_as_if_each_request_went_alone() {
         // those refused after Redis counted them, and ended ones; only
         // refusals from the over-limit cache are missing, and they all
         // come after the limit was passed.
-        for (key, name) in KEYS.iter().enumerate() {
-            counted[key] = run
+        for (key, name) in run.keys.iter().enumerate() {
+            let tag = format!(":{name}}}");
+            let counted: i64 = run
                 .redis
                 .store
                 .integers()
-                .filter(|(k, _)| k.windows(name.len()).any(|w| w == name.as_bytes()))
+                .filter(|(k, _)| String::from_utf8_lossy(k).contains(&tag))
                 .map(|(_, v)| v)
                 .sum();
             let arrivals = run.ranks[key] as i64;
-            assert!(counted[key] <= arrivals, "round {round}: key {name}");
+            assert!(counted <= arrivals, "round {round}: key {name}");
             assert!(
-                counted[key] >= arrivals.min(limit as i64 + 1),
-                "round {round}: key {name}: {} counted of {arrivals}",
-                counted[key]
+                counted >= arrivals.min(limit as i64 + 1),
+                "round {round}: key {name}: {counted} counted of {arrivals}"
             );
         }
         requests += run.requests.len() as u64;
         calls += run.calls;
+        multi += run.multi_key_calls;
+        widest = widest.max(run.widest_call);
     }
     assert!(
-        calls * 3 < requests * 2,
+        (calls as f64) < requests as f64 * calls_per_request,
         "requests shared calls: {calls} calls for {requests} requests"
     );
+    if keys > 2 {
+        assert!(multi > 0, "no call carried several keys");
+    }
+    if keys > 3 {
+        assert!(widest > 2, "calls carried at most {widest} keys");
+    }
+}
+
+#[test]
+fn random_interleavings_count_as_if_each_request_went_alone() {
+    interleavings_count_as_if_each_request_went_alone(13, 3, 60, 2.0 / 3.0);
+}
+
+#[test]
+fn random_interleavings_of_many_keys_count_as_if_each_request_went_alone() {
+    // Calls are answered as often as requests arrive, so few wait
+    // together; every call counts, NOSCRIPT retries included.
+    interleavings_count_as_if_each_request_went_alone(17, 24, 150, 0.75);
 }
 
 /// Calls that fail, time out or meet NOSCRIPT: every request of a failed
 /// call follows the failure mode (503 with `failure_mode_deny`), the
 /// others count as if the failed ones had never been sent, and a NOSCRIPT
 /// retry serves the whole call.
-#[test]
-fn failed_calls_fail_every_request_in_them_and_only_those() {
-    let mut rng = Rng::new(7);
+fn failed_calls_fail_only_their_requests(seed: u64, keys: usize, arrivals: usize) {
+    let mut rng = Rng::new(seed);
+    let mut multi = 0;
     for round in 0..300 {
         let limit = 1 + rng.below(12) as u64;
-        let mut run = Run::new(limit, true);
-        let arrivals = 1 + rng.below(60);
+        let mut run = Run::with_keys(limit, true, keys);
+        let arrivals = 1 + rng.below(arrivals);
         let mut arrived = 0;
         while arrived < arrivals || !run.in_flight.is_empty() {
             if arrived < arrivals && rng.below(2) == 0 {
-                run.arrive(rng.below(KEYS.len()));
+                let key = rng.below(keys);
+                if run.ranks[key] < kit::increments::BATCH as u64 {
+                    run.arrive(key);
+                }
                 arrived += 1;
             } else if !run.in_flight.is_empty() {
                 let which = rng.below(run.in_flight.len());
@@ -309,8 +390,12 @@ fn failed_calls_fail_every_request_in_them_and_only_those() {
                 run.settle(which, fate);
             }
         }
+        assert_eq!(
+            run.overlapping, 0,
+            "round {round}: one call in flight per key"
+        );
         // Rank among the requests Redis counted, in arrival order.
-        let mut applied = [0u64; KEYS.len()];
+        let mut applied = vec![0u64; keys];
         for request in &run.requests {
             let (status, shown) = request
                 .outcome
@@ -330,6 +415,111 @@ fn failed_calls_fail_every_request_in_them_and_only_those() {
                 assert_eq!(status, 429, "round {round}: {request:?}");
             }
         }
+        multi += run.multi_key_calls;
+    }
+    if keys > 2 {
+        assert!(multi > 0, "no call carried several keys");
+    }
+}
+
+#[test]
+fn failed_calls_fail_every_request_in_them_and_only_those() {
+    failed_calls_fail_only_their_requests(7, 3, 60);
+}
+
+#[test]
+fn failed_calls_of_many_keys_fail_every_request_in_them_and_only_those() {
+    failed_calls_fail_only_their_requests(11, 24, 150);
+}
+
+/// More keys than the table holds and more requests per key than a queue
+/// holds: some increments go alone and may reach Redis before a call sent
+/// earlier, so a request's count is its place in the order Redis applied
+/// the increments, not in arrival order. Decisions stay exact: per key,
+/// exactly `min(limit, requests)` are allowed, shown distinct counts
+/// within the limit.
+#[test]
+fn full_tables_keep_decisions_exact() {
+    let mut rng = Rng::new(23);
+    let mut alone_seen = false;
+    for round in 0..60 {
+        // Limits high enough that queues fill before the over-limit cache
+        // answers, and low ones.
+        let limit = 1 + rng.below(300) as u64;
+        let mut run = Run::with_keys(limit, false, 48);
+        let arrivals = 200 + rng.below(400);
+        let mut arrived = 0;
+        while arrived < arrivals || !run.in_flight.is_empty() {
+            if arrived < arrivals && rng.below(10) != 0 {
+                // Skewed: the first keys get most requests.
+                let spread = 1 + rng.below(48);
+                let key = rng.below(spread);
+                run.arrive(key);
+                arrived += 1;
+            } else if !run.in_flight.is_empty() {
+                let which = rng.below(run.in_flight.len());
+                run.settle(which, Fate::Answered);
+            }
+        }
+        alone_seen |= run.overlapping > 0;
+        for (key, name) in run.keys.iter().enumerate() {
+            let mut shown: Vec<u64> = Vec::new();
+            let mut allowed = 0;
+            for request in run.requests.iter().filter(|r| r.key == key) {
+                let (status, count) = request.outcome.unwrap();
+                if status == 200 {
+                    allowed += 1;
+                    shown.push(count.unwrap());
+                } else {
+                    assert_eq!(status, 429, "round {round}: {request:?}");
+                }
+            }
+            assert_eq!(
+                allowed,
+                run.ranks[key].min(limit),
+                "round {round}: key {name}"
+            );
+            shown.sort_unstable();
+            let want: Vec<u64> = (1..=allowed).collect();
+            assert_eq!(shown, want, "round {round}: key {name}");
+        }
+    }
+    assert!(alone_seen);
+}
+
+/// While two shared calls are in flight, new keys wait; the first reply
+/// sends every one of them (so none waits for more than that call and
+/// then its own), in calls of at most `KEYS_PER_CALL` keys, and a reply
+/// of several keys is shared out key by key.
+#[test]
+fn every_waiting_key_goes_at_the_next_reply() {
+    use kit::increments::{CALLS_IN_FLIGHT, KEYS_PER_CALL};
+    let mut run = Run::with_keys(1000, false, 30);
+    for key in 0..30 {
+        run.arrive(key);
+    }
+    assert_eq!(run.in_flight.len(), CALLS_IN_FLIGHT as usize);
+    // A second request for the first key waits behind its call.
+    run.arrive(0);
+    run.settle(0, Fate::Answered);
+    // 28 waiting keys, and the first key's queue: 29 keys in two calls.
+    let widths: Vec<usize> = run.in_flight[1..]
+        .iter()
+        .map(|c| c.webdis_args().unwrap()[2][0] as usize - b'0' as usize)
+        .collect();
+    assert_eq!(run.in_flight.len(), 3, "{widths:?}");
+    let keys: Vec<usize> = run.in_flight[1..]
+        .iter()
+        .map(|c| {
+            let args = c.webdis_args().unwrap();
+            std::str::from_utf8(&args[2]).unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(keys, [KEYS_PER_CALL, 29 - KEYS_PER_CALL]);
+    run.drain();
+    for request in &run.requests {
+        let want = if request.key == 0 { request.rank } else { 1 };
+        assert_eq!(request.outcome, Some((200, Some(want))), "{request:?}");
     }
 }
 
@@ -422,4 +612,40 @@ fn an_increment_sent_alone_is_retried_after_its_request_ended() {
     );
     assert!(run.requests[alone].outcome.is_none());
     assert!(run.requests[..alone].iter().all(|r| r.outcome.is_some()));
+}
+
+/// `redis.cluster`: a call only carries keys of one hash slot, so with two
+/// calls in flight a key of another slot goes at once instead of waiting
+/// (each per-header key has its own hash tag); without it, it waits.
+#[test]
+fn on_a_cluster_keys_of_other_slots_go_at_once() {
+    for (cluster, calls) in [(true, 3), (false, 2)] {
+        let config = format!(
+            r#"{{"rule_name": "r", "rule_items": [{{"limit_by_per_header": "x-api-key",
+                "limit_keys": [{{"key": "*", "query_per_minute": 10}}]}}],
+                "redis": {{"webdis_cluster": "webdis", "cluster": {cluster}}}}}"#
+        );
+        let mut filter = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+        filter.configure(config.into_bytes()).unwrap();
+        for (context, key) in [(10, "a"), (11, "b"), (12, "c")] {
+            filter.host_mut().next_request();
+            filter
+                .host_mut()
+                .request_headers
+                .add("x-api-key", key.as_bytes());
+            let stream = filter.open_stream(context);
+            assert_eq!(filter.on_request_headers(stream, true), Action::Pause);
+        }
+        assert_eq!(filter.host().calls_sent, calls, "cluster: {cluster}");
+    }
+    let mut filter = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    let refused = filter.configure(
+        br#"{"rule_name": "r", "global_threshold": {"query_per_minute": 1},
+             "redis": {"webdis_cluster": "webdis", "cluster": "yes"}}"#
+            .to_vec(),
+    );
+    assert!(
+        refused.unwrap_err().to_string().contains("redis.cluster"),
+        "names the field"
+    );
 }

@@ -327,3 +327,126 @@ fn shared_increments_do_not_allocate() {
     assert_eq!(calls_made, 100 * (1 + 2 + 2 + 9));
     assert_eq!(allocations, 0, "allocations in {requests} warm requests");
 }
+
+/// The keys of a counting call: the third segment of its webdis path.
+fn keys_of(filter: &Filter<Limiter, FakeHost>) -> usize {
+    let call = filter.host().last_call.as_ref().unwrap();
+    let path = call.headers.get(":path").unwrap();
+    let digits = path.split(|&b| b == b'/').nth(3).unwrap();
+    digits.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0'))
+}
+
+/// Notes the calls an event sent, with their keys. Tokens are given in
+/// sequence; when one reply sends two calls, the first is full.
+fn note_calls(filter: &Filter<Limiter, FakeHost>, before: u64, calls: &mut Vec<(u32, usize)>) {
+    let sent = filter.host().calls_sent - before;
+    if sent == 0 {
+        return;
+    }
+    let last = filter.host().last_call.as_ref().unwrap().token;
+    let last_keys = keys_of(filter);
+    for j in 0..sent {
+        let token = last - (sent - 1 - j) as u32;
+        let keys = if j + 1 == sent {
+            last_keys
+        } else {
+            kit::increments::KEYS_PER_CALL
+        };
+        calls.push((token, keys));
+    }
+}
+
+/// One request for each of `keys` arrives while the first calls are in
+/// flight, then the calls are answered one by one, each key's count 1.
+fn keys_round(
+    filter: &mut Filter<Limiter, FakeHost>,
+    keys: &[Vec<u8>],
+    streams: &mut Vec<kit::StreamId>,
+    calls: &mut Vec<(u32, usize)>,
+) {
+    streams.clear();
+    calls.clear();
+    for (i, key) in keys.iter().enumerate() {
+        let host = filter.host_mut();
+        host.next_request();
+        host.request_headers.add("x-api-key", key);
+        let before = host.calls_sent;
+        let stream = filter.open_stream(2 + i as u32);
+        assert_eq!(filter.on_request_headers(stream, true), Action::Pause);
+        note_calls(filter, before, calls);
+        streams.push(stream);
+    }
+    let mut next = 0;
+    while let Some(&(token, width)) = calls.get(next) {
+        next += 1;
+        let host = filter.host_mut();
+        host.call_response_headers.clear();
+        host.call_response_headers.add(":status", b"200");
+        host.call_response_body.clear();
+        if width > 1 {
+            let mut digits = itoa::Buffer::new();
+            host.call_response_body.push(b'*');
+            host.call_response_body
+                .extend_from_slice(digits.format(width).as_bytes());
+            host.call_response_body.extend_from_slice(b"\r\n");
+        }
+        for _ in 0..width {
+            host.call_response_body.extend_from_slice(b":1\r\n");
+        }
+        let len = host.call_response_body.len();
+        let before = host.calls_sent;
+        filter.on_http_call_response(token, 1, len, true);
+        note_calls(filter, before, calls);
+    }
+    for &stream in streams.iter() {
+        let _ = filter.on_response_headers(stream, true);
+        filter.close_stream(stream);
+    }
+}
+
+const WARM_ROUNDS: usize = 50;
+
+#[test]
+fn calls_over_several_keys_do_not_allocate() {
+    // Calls of 1, 2 and 31 keys (two go at once, the rest wait and go
+    // together), and more keys than the table holds (sent alone).
+    let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
+    let config = format!(
+        r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [{{"key": "*", "query_per_day": 100000000}}]}}],
+           "show_limit_quota_header": true, {WEBDIS}}}"#
+    );
+    filter.configure(config.into_bytes()).unwrap();
+    let names: Vec<Vec<u8>> = (0..kit::increments::KEYS + 8)
+        .map(|i| format!("client-{i:03}").into_bytes())
+        .collect();
+    let sizes = [1, 2, 31, kit::increments::KEYS + 8];
+    let (mut streams, mut calls) = (Vec::with_capacity(64), Vec::with_capacity(64));
+    for _ in 0..WARM_ROUNDS {
+        for &size in &sizes {
+            keys_round(&mut filter, &names[..size], &mut streams, &mut calls);
+        }
+    }
+    let before = filter.host().resumed[0];
+    let mut calls_made = 0;
+    let mut widest = 0;
+    let allocations = allocations_during(|| {
+        for _ in 0..100 {
+            for &size in &sizes {
+                keys_round(&mut filter, &names[..size], &mut streams, &mut calls);
+                calls_made += calls.len();
+                widest = calls.iter().fold(widest, |w, c| w.max(c.1));
+            }
+        }
+    });
+    let requests: usize = sizes.iter().sum::<usize>() * 100;
+    assert_eq!(
+        filter.host().resumed[0] - before,
+        requests as u64,
+        "all allowed"
+    );
+    // 1: one call; 2: two; 31: two at once, then 29 keys in calls of 16
+    // and 13; 40: two at once, 30 waiting (16 + 14), 8 alone.
+    assert_eq!(calls_made, 100 * (1 + 2 + 4 + 12));
+    assert_eq!(widest, kit::increments::KEYS_PER_CALL);
+    assert_eq!(allocations, 0, "allocations in {requests} warm requests");
+}
