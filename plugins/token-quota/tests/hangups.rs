@@ -87,12 +87,9 @@ impl Quota {
         self.answered = Some(call.token);
         let args = call.webdis_args().unwrap();
         let reply = match args[0].as_slice() {
-            b"GET" => match self.redis.get(&args[1]) {
-                Some(n) => format!("${}\r\n{n}\r\n", n.to_string().len()),
-                None => "$-1\r\n".to_owned(),
-            },
+            // The kit's counting script: key, ttl, amount (0 reads).
             b"EVALSHA" | b"EVAL" => {
-                let by: i64 = std::str::from_utf8(&args[4]).unwrap().parse().unwrap();
+                let by: i64 = std::str::from_utf8(&args[5]).unwrap().parse().unwrap();
                 let n = self.redis.entry(args[3].clone()).or_insert(0);
                 *n += by;
                 format!(":{n}\r\n")
@@ -104,18 +101,13 @@ impl Quota {
             .on_http_call_response(call.token, 1, reply.len(), true);
     }
 
-    /// Answers the last call without allocating: nil to a read, a count to
-    /// a charge (the stand-in Redis is not updated).
+    /// Answers the last call without allocating: a count of 1 to a read
+    /// or a charge (the stand-in Redis is not updated).
     fn answer_quietly(&mut self) {
         let token = self.call_in_flight().expect("a call in flight");
         self.answered = Some(token);
         let host = self.filter.host_mut();
-        let call = host.last_call.as_ref().expect("a call in flight");
-        let read = call
-            .headers
-            .get(":path")
-            .is_some_and(|p| p.starts_with(b"/GET/"));
-        let reply: &[u8] = if read { b"$-1\r\n" } else { b":1\r\n" };
+        let reply: &[u8] = b":1\r\n";
         host.answer_http(200, reply);
         self.filter
             .on_http_call_response(token, 1, reply.len(), true);

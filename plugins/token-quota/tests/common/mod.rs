@@ -6,7 +6,7 @@
 )] // test code
 
 //! Drives the token quota through the kit's engine over a `FakeHost`, with
-//! a Redis stand-in that answers GET and runs the charge script.
+//! a Redis stand-in that runs the kit's counting script (reads add 0).
 
 #![allow(dead_code)]
 
@@ -107,12 +107,9 @@ impl Driver {
             }
             let args = call.webdis_args().unwrap();
             let reply = match args[0].as_slice() {
-                b"GET" => match self.redis.get(&args[1]) {
-                    Some(n) => format!("${}\r\n{n}\r\n", n.to_string().len()).into_bytes(),
-                    None => b"$-1\r\n".to_vec(),
-                },
+                // The kit's counting script: key, ttl, amount (0 reads).
                 b"EVALSHA" | b"EVAL" => {
-                    let by: i64 = std::str::from_utf8(&args[4]).unwrap().parse().unwrap();
+                    let by: i64 = std::str::from_utf8(&args[5]).unwrap().parse().unwrap();
                     let n = self.redis.entry(args[3].clone()).or_insert(0);
                     *n += by;
                     format!(":{n}\r\n").into_bytes()
