@@ -132,6 +132,15 @@ impl Scenario {
             .join(", ")
     }
 
+    /// The first gateway's CPU time per answered request, as a fact: on
+    /// this shared VM it moves far less with the other load than req/s.
+    fn fact_cpu_per_request(&mut self, cpu_seconds: &[f64]) {
+        if let Some(cpu) = cpu_seconds.first() {
+            let per_request = cpu * 1e6 / self.wrk.requests.max(1) as f64;
+            self.fact("gateway CPU per request", format!("{per_request:.1} us"));
+        }
+    }
+
     pub fn redis_calls_per_request(&self) -> Option<f64> {
         self.redis_calls
             .map(|calls| calls as f64 / self.wrk.requests.max(1) as f64)
@@ -421,6 +430,7 @@ fn overhead(
     s.redis_calls = Some(m.redis_commands.values().sum());
     s.redis_commands = m.redis_commands;
     s.samples = m.samples;
+    s.fact_cpu_per_request(&m.cpu_seconds);
     s
 }
 
@@ -842,6 +852,7 @@ fn token_quota_overhead(bench: &Bench, sse: bool) -> Scenario {
     s.redis_calls = Some(m.redis_commands.values().sum());
     s.redis_commands = m.redis_commands;
     s.samples = m.samples;
+    s.fact_cpu_per_request(&m.cpu_seconds);
     s.check_answers(&[200]);
     // A read and a charge per request, both shared increments of the one
     // counter: requests that arrive while its call is in flight share the
