@@ -451,7 +451,7 @@ impl Plugin for TokenQuota {
         };
         io.log(
             LogLevel::Debug,
-            format_args!("a charge of an ended request failed: {why}"),
+            format_args!("a read or charge of an ended request failed: {why}"),
         );
     }
 
@@ -514,7 +514,7 @@ fn reject<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, limit: u64, reset: u64) -
 /// set by its first write. One copy of the call for the three places that
 /// count, rather than one inlined into each.
 #[inline(never)]
-fn add<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, tokens: u64) -> Result<(), kit::RedisError> {
+fn add<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, tokens: u64) -> Result<(), RedisError> {
     let ttl = cx.state.window.map_or(1, |w| w.end - w.start);
     cx.io.increment(&cx.state.key.key(), tokens, ttl)
 }
