@@ -23,15 +23,21 @@ const PIECES: usize = 6;
 /// A copy of a [`CounterKey`] that a request's state can keep.
 ///
 /// # Examples
+/// In the request headers' handler, with `applied` from
+/// [`Rule::apply`](super::Rule::apply):
+/// ```ignore
+/// cx.state.key.keep(&applied.key);
 /// ```
-/// use kit::limits::{kept::KeptKey, KeyScratch};
-/// // In a handler: `let applied = cfg.rule.apply(&mut cx.io, now, &mut scratch)?;`
-/// // then `state.key.keep(&applied.key)`, and later
-/// // `cx.io.increment(&state.key.key(), tokens, ttl)`.
+/// and in any later phase, or in `on_stream_end`:
+/// ```ignore
+/// cx.io.increment(&cx.state.key.key(), tokens, window_secs)
+/// ```
+/// A state starts with nothing kept:
+/// ```
+/// use kit::limits::kept::KeptKey;
 /// let kept = KeptKey::default();
 /// assert!(kept.is_empty());
 /// assert_eq!(kept.bytes(), b"");
-/// let _ = KeyScratch::default();
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct KeptKey {
