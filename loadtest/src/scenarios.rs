@@ -460,6 +460,7 @@ pub const ALL: &[(&str, Run)] = &[
     ("token-quota-sse-unmetered", |bench| {
         token_quota_unmetered(bench, true)
     }),
+    ("routed-wasm-floor", |bench| routed_wasm_floor(bench)),
     ("limiter-accuracy", |bench| limiter_accuracy(bench)),
     ("token-quota-json-accuracy", |bench| {
         token_quota_accuracy(bench, false)
@@ -939,6 +940,47 @@ fn token_quota_unmetered(bench: &Bench, sse: bool) -> Scenario {
         Some("upstream-baseline"),
         &gateway,
         Requests::PostJson(body),
+    );
+    s.check_answers(&[200]);
+    let per_request = s.per_request(&["evalsha", "eval", "get"]);
+    s.check(
+        "no Redis calls",
+        per_request == 0.0,
+        format!("{per_request:.3} per request"),
+    );
+    s
+}
+
+/// The floor under the token quota's unmetered runs: a Wasm filter that
+/// reads no body (the limiter, its one limit on a header the requests do
+/// not carry) on the routed chat path. Against `upstream-baseline` it is
+/// what any Wasm filter costs there; against `token-quota-json-unmetered`,
+/// what buffering the request body and seeing each answer chunk add.
+fn routed_wasm_floor(bench: &Bench) -> Scenario {
+    let config = json!({
+        "rule_name": bench.rule("routed-wasm-floor"),
+        "rule_items": [{
+            "limit_by_per_header": "x-no-such-header",
+            "limit_keys": [{"key": "*", "query_per_minute": 1_000_000_000u64}],
+        }],
+        "redis": {"webdis_cluster": "webdis", "timeout": REDIS_TIMEOUT_MS},
+    });
+    let plugin = WasmPlugin::new(stack::wasm_path("limiter"), config.to_string());
+    let gateway = Envoy::start(
+        EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster("webdis", bench.webdis.port())
+            .cluster("llm", bench.json_upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    );
+    let mut s = overhead(
+        bench,
+        "routed-wasm-floor",
+        "limiter loaded, no limit applies, chat POSTs routed (a Wasm filter that reads no body)",
+        Some("upstream-baseline"),
+        &gateway,
+        Requests::PostJson(CHAT_JSON),
     );
     s.check_answers(&[200]);
     let per_request = s.per_request(&["evalsha", "eval", "get"]);
