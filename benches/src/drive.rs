@@ -289,10 +289,11 @@ impl Outcome {
 /// Redis stand-in: one chat completion per [`TokenQuotaDriver::request`],
 /// each with its quota read and its usage charged.
 ///
-/// The stand-in answers `GET` with the tokens charged so far and the
-/// charge (`EVALSHA <sha> 1 <key> <tokens> <ttl>`) by adding the amount
-/// read from the call's webdis path, so the charged total is what the
-/// plugin sent, not what the driver assumed. It keeps one counter: every
+/// Reads and charges are both the kit's counting script
+/// (`EVALSHA <sha> 1 <key> <ttl> <amount>`, a read adding 0): the stand-in
+/// adds the amount read from the call's webdis path and answers the
+/// count, so the charged total is what the plugin sent, not what the
+/// driver assumed. It keeps one counter: every
 /// request of a run is the same client in the same window (the clock does
 /// not move).
 #[derive(Debug)]
@@ -301,24 +302,13 @@ pub struct TokenQuotaDriver {
     next_context: u32,
     charged: i64,
     charges: u64,
-    gets: u64,
+    reads: u64,
 }
 
-/// `n` as a RESP bulk string (`$3\r\n187\r\n`), as Redis answers GET.
-fn bulk_integer(out: &mut Vec<u8>, n: i64) {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(n).as_bytes();
-    let mut len = itoa::Buffer::new();
-    out.push(b'$');
-    out.extend_from_slice(len.format(digits.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(digits);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The `index`th `/`-separated segment of a webdis path as a number.
-fn path_number(path: &[u8], index: usize) -> Option<i64> {
-    let segment = path.split(|&b| b == b'/').nth(index)?;
+/// The last argument of a webdis path (`/.../<n>.raw`) as a number.
+fn last_number(path: &[u8]) -> Option<i64> {
+    let path = path.strip_suffix(b".raw")?;
+    let segment = path.rsplit(|&b| b == b'/').next()?;
     core::str::from_utf8(segment).ok()?.parse().ok()
 }
 
@@ -335,7 +325,7 @@ impl TokenQuotaDriver {
             next_context: 2,
             charged: 0,
             charges: 0,
-            gets: 0,
+            reads: 0,
         })
     }
 
@@ -349,9 +339,10 @@ impl TokenQuotaDriver {
         self.charged
     }
 
-    /// Charges (EVALSHA) and quota reads (GET) the stand-in answered.
+    /// Charges and quota reads (counting calls adding 0) the stand-in
+    /// answered.
     pub fn redis_calls(&self) -> (u64, u64) {
-        (self.charges, self.gets)
+        (self.charges, self.reads)
     }
 
     /// Counter `name` once the kit has published its counts.
@@ -373,14 +364,16 @@ impl TokenQuotaDriver {
         let path = call.headers.get(":path").unwrap_or_default();
         let mut reply = core::mem::take(&mut host.call_response_body);
         reply.clear();
-        if path.starts_with(b"/GET/") {
-            self.gets += 1;
-            bulk_integer(&mut reply, self.charged);
-        } else if path.starts_with(b"/EVALSHA/") {
-            // `/EVALSHA/<sha>/1/<key>/<tokens>/<ttl>.raw`: the key is
+        if path.starts_with(b"/EVALSHA/") {
+            // `/EVALSHA/<sha>/1/<key>/<ttl>/<amount>.raw`: the key is
             // percent-encoded, so it holds no `/`.
-            self.charges += 1;
-            self.charged += path_number(path, 5).unwrap_or(0);
+            match last_number(path).unwrap_or(0) {
+                0 => self.reads += 1,
+                amount => {
+                    self.charges += 1;
+                    self.charged += amount;
+                }
+            }
             reply.push(b':');
             reply.extend_from_slice(itoa::Buffer::new().format(self.charged).as_bytes());
             reply.extend_from_slice(b"\r\n");

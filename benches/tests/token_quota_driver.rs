@@ -52,7 +52,7 @@ fn every_request_is_read_let_through_and_charged_its_usage() {
         ),
         "{key}"
     );
-    assert_eq!(args[4], CHAT_USAGE_TOTAL.to_string().as_bytes());
+    assert_eq!(args[5], CHAT_USAGE_TOTAL.to_string().as_bytes());
 
     // The streaming request went upstream asking for usage.
     let sent: serde_json::Value = serde_json::from_slice(&driver.host().request_body).unwrap();

@@ -341,30 +341,4 @@ fn the_counting_scripts_replace_a_key_of_the_wrong_type() {
             "poison {how}"
         );
     }
-
-    let charge = token_quota::CHARGE_SCRIPT;
-    assert_eq!(
-        eval(&redis, charge, b"t", &[b"100", b"60"]),
-        Resp::Integer(100)
-    );
-    assert_eq!(
-        eval(&redis, charge, b"t", &[b"5", b"60"]),
-        Resp::Integer(105)
-    );
-    for how in 0..6 {
-        poison(&redis, b"t", how);
-        assert_eq!(
-            eval(&redis, charge, b"t", &[b"100", b"60"]),
-            Resp::Integer(100),
-            "poison {how}"
-        );
-        assert!(matches!(
-            redis.command(&[b"TTL", b"t"]).unwrap(),
-            Resp::Integer(1..=60)
-        ));
-        assert_eq!(
-            eval(&redis, charge, b"t", &[b"7", b"60"]),
-            Resp::Integer(107)
-        );
-    }
 }

@@ -1052,6 +1052,11 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         switch_context: bool,
     ) {
         let Some(slot) = self.live_slot(stream) else {
+            // The request has ended: its count is moot, but a failure
+            // still reaches the root, as for its other calls.
+            if let Err(e) = count {
+                self.adopted_failure(e);
+            }
             return;
         };
         slot.counting = false;
@@ -1060,6 +1065,24 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             self.host.set_effective_context(context_id);
         }
         self.resume_after(stream, |cx| P::on_count(cx, count));
+    }
+
+    /// An increment of a request that has ended failed: the root hears
+    /// of it with [`ADOPTED`](crate::ADOPTED).
+    fn adopted_failure(&mut self, error: CountError<'_>) {
+        let reply = match error {
+            CountError::Redis(e) => Err(e),
+            CountError::NotCounted(reply) => Ok(reply),
+        };
+        let io = RootIo {
+            host: &mut self.host,
+            redis: self.redis.as_mut(),
+            calls: &mut self.calls,
+            counters: &mut self.pending,
+            log_level: self.log_level,
+            plugin: P::NAME,
+        };
+        P::on_root_reply(io, crate::ADOPTED, reply);
     }
 
     /// Runs a reply handler and, if it says go on, takes the request on

@@ -270,7 +270,9 @@ pub trait Plugin: Sized + 'static {
     /// the root context, whether the request that sent it still exists
     /// or not. A command sent with [`Io::redis`] whose request ended
     /// before its reply arrives here too, with tag
-    /// [`ADOPTED`](crate::ADOPTED) (after its NOSCRIPT retry, if any).
+    /// [`ADOPTED`](crate::ADOPTED) (after its NOSCRIPT retry, if any), and
+    /// so does the failure of an [`Io::increment`] whose request ended
+    /// before it was answered (an error, or the reply that was no count).
     fn on_root_reply<H: Host>(io: RootIo<'_, H>, tag: u32, reply: Result<Reply<'_>, RedisError>) {
         let _ = (io, tag, reply);
     }

@@ -1,7 +1,7 @@
 //! `token_quota_request`: one chat completion through
 //! `Filter<TokenQuota, FakeHost>` (`drive::TokenQuotaDriver`): request
 //! headers and a streaming chat body (buffered, rewritten to ask for
-//! usage), the quota GET answered, event-stream response headers, a 10 KB
+//! usage), the quota read answered, event-stream response headers, a 10 KB
 //! answer in three chunks with the usage in the last, the charge
 //! (EVALSHA) answered. No alternative runs beside it: the number is the
 //! plugin's cost per request, and the check before it that a warm request

@@ -49,6 +49,7 @@ pub mod cache;
 mod distinct_keys;
 mod heads;
 mod ip;
+pub mod kept;
 pub mod keys;
 pub mod pattern;
 pub mod window;

@@ -24,7 +24,6 @@ mod quota;
 pub mod rewrite;
 pub mod usage;
 
-pub use quota::CHARGE_SCRIPT;
 pub use quota::{counter, Config, State, TokenQuota};
 
 pub use json::MAX_DEPTH;

@@ -8,47 +8,41 @@
 //!    `stream_options.include_usage`, so the upstream reports usage at the
 //!    end of the stream; every other body is sent as it came;
 //! 2. the tokens the client already used in the current fixed window are
-//!    read (`GET`); at or over the limit the request is refused;
+//!    read; at or over the limit the request is refused;
 //! 3. the response is scanned for usage as it passes; as soon as the usage
 //!    is known (the usage event of a stream, the end of a JSON document)
-//!    it is charged (`INCRBY`, expiry set on the window's first write, one
-//!    round trip), and the bytes from there on are held until the charge
-//!    answers, so a client that sends its next request after reading the
-//!    answer is judged on an exact count;
+//!    it is charged (added to the window's counter, expiry set on the
+//!    window's first write), and the bytes from there on are held until
+//!    the charge answers, so a client that sends its next request after
+//!    reading the answer is judged on an exact count;
 //! 4. a request that ends before its answer does (client gone, upstream
-//!    reset, timeout) is charged at its end, by a call the root context
-//!    owns, for the usage its answer reported, or the estimate of
-//!    [`crate::estimate`] when it reported none.
+//!    reset, timeout) is charged at its end for the usage its answer
+//!    reported, or the estimate of [`crate::estimate`] when it reported
+//!    none.
+//!
+//! Reads and charges are both the kit's shared increments
+//! ([`kit::Io::increment`]): a read adds 0, a charge its tokens. So while
+//! one call for a counter is in flight from a worker, the reads and charges
+//! of that counter that follow wait and go together as one call of their
+//! sum when it answers; each request is told the count it would have seen
+//! alone, so refusals stay exact, and a charge whose request has ended is
+//! still sent with its batch. The calls belong to the root context, so a
+//! client that hangs up cancels none of them.
 //!
 //! The configuration follows Higress's `ai-token-ratelimit`.
 
 use crate::estimate::Estimate;
 use crate::rewrite::{include_usage, takes_include_usage, Rewrite, DEFAULT_INCLUDE_USAGE_SUFFIXES};
 use crate::usage::{is_encoded, Format, Scan, Scanner};
+use core::fmt;
+use kit::limits::kept::KeptKey;
 use kit::limits::window::Window;
 use kit::limits::KeyScratch;
 use kit::limits::{Rule, RuleStyle, Unit};
 use kit::{
-    BodyMode, ConfigError, Cx, EndCause, Fields, Flow, Host, LogLevel, Plugin, RedisError,
-    RedisUse, Reply, RootIo, Script, Setup, StreamEnd,
+    BodyMode, ConfigError, Count, CountError, Cx, EndCause, Fields, Flow, Host, LogLevel, Plugin,
+    RedisError, RedisUse, Reply, RootIo, Setup, StreamEnd,
 };
-use smallvec::SmallVec;
-
-/// Adds the tokens of one answer to its window's counter; the expiry is set
-/// by the write that created the counter. A counter Redis cannot add to (a
-/// wrong type, a string that is not an integer) is replaced by the tokens
-/// in the same call, with the window's expiry, instead of failing every
-/// charge of its window.
-pub const CHARGE_SCRIPT: &str = "local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])\n\
-if type(n) == 'table' then\n\
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])\n\
-return tonumber(ARGV[1])\n\
-end\n\
-if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end\n\
-return n";
-
-/// [`CHARGE_SCRIPT`] with its digest, computed at compile time.
-const CHARGE: Script = Script::new(CHARGE_SCRIPT);
 
 /// The token-quota plugin.
 #[derive(Debug)]
@@ -86,9 +80,6 @@ pub mod counter {
     pub const COMPRESSED: usize = 12;
 }
 
-/// The tag of a charge the root context owns (sent at a request's end).
-const ROOT_CHARGE: u32 = 1;
-
 /// How the token quota's rules read and answer.
 pub const STYLE: RuleStyle = RuleStyle {
     unit: Unit::Token,
@@ -113,7 +104,6 @@ pub struct Config<'cfg> {
     /// suffix; default `["/chat/completions", "/completions"]`, `[]` for
     /// none.
     pub include_usage_paths: Vec<&'cfg str>,
-    script: Script,
     /// `on_missing_usage`, `estimate_bytes_per_token`.
     pub estimate: Estimate,
 }
@@ -133,7 +123,8 @@ enum Step {
     Reading,
     /// Let through; the answer will be charged.
     Admitted,
-    /// Waiting for a charge to be written; the answer is held.
+    /// Waiting for a charge to be written (one at a time: usage that
+    /// becomes known meanwhile is sent when it answers); the answer is held.
     Charging,
 }
 
@@ -141,8 +132,8 @@ enum Step {
 #[derive(Debug, Default)]
 pub struct State {
     step: Step,
-    /// The full counter key, kept for the charge at the end of the answer.
-    key: SmallVec<[u8; 160]>,
+    /// The counter key, kept for the charges.
+    key: KeptKey,
     limit: u64,
     window: Option<Window>,
     cache_hash: u64,
@@ -155,10 +146,11 @@ pub struct State {
     response_bytes: u64,
     /// Tokens sent to Redis for this answer so far.
     charged: u64,
+    /// The tokens the answer owes in all, as far as known: what `charged`
+    /// catches up with.
+    owed: u64,
     /// The answer's usage was known and charged (or was zero).
     accounted: bool,
-    /// Charges in flight.
-    charges_in_flight: u8,
     /// The answer came compressed: its usage cannot be read, so it is
     /// charged by the estimate rule.
     compressed: bool,
@@ -183,7 +175,7 @@ impl Plugin for TokenQuota {
         "estimated_tokens",
         "compressed",
     ];
-    const REDIS: RedisUse = RedisUse::Required;
+    const REDIS: RedisUse = RedisUse::Counting;
     const REQUEST_BODY: BodyMode = BodyMode::Buffer;
     const RESPONSE_BODY: BodyMode = BodyMode::Stream;
     const REWRITES_BODY: bool = true;
@@ -211,7 +203,6 @@ impl Plugin for TokenQuota {
         Ok(Config {
             rule: Rule::parse(fields, setup, &STYLE)?,
             include_usage_paths,
-            script: CHARGE,
             estimate: Estimate::parse(fields)?,
         })
     }
@@ -241,10 +232,7 @@ impl Plugin for TokenQuota {
             .is_some_and(|path| takes_include_usage(path, &cfg.include_usage_paths));
         let state = &mut *cx.state;
         state.asks_usage = asks_usage;
-        state.key.clear();
-        for part in key.parts() {
-            state.key.extend_from_slice(part);
-        }
+        state.key.keep(&key);
         state.limit = applied.limit.max;
         state.window = Some(window);
         state.cache_hash = hash;
@@ -268,9 +256,11 @@ impl Plugin for TokenQuota {
                 .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
         }
         cx.state.step = Step::Reading;
-        match cx.io.redis().and_then(|redis| redis.get(&cx.state.key)) {
+        // A read is an increment by nothing: it shares the counter's calls
+        // with the charges (see the module docs).
+        match add(&mut cx, 0) {
             Ok(()) => Flow::Pause,
-            Err(e) => quota_unreadable(&mut cx, e),
+            Err(e) => quota_unreadable(&mut cx, &e),
         }
     }
 
@@ -327,9 +317,8 @@ impl Plugin for TokenQuota {
                     Scanner::EventStream(sse) => sse.usage_so_far(),
                     Scanner::Json(_) => None,
                 };
-                if let Some(total) = more.filter(|&total| total > state.charged) {
-                    let owed = total - state.charged;
-                    return charge_usage(&mut cx, owed);
+                if let Some(total) = more.filter(|&total| total > state.owed) {
+                    return charge_usage(&mut cx, total);
                 }
                 return hold_while_charging(state);
             }
@@ -348,9 +337,8 @@ impl Plugin for TokenQuota {
         match scan {
             Scan::Found(usage) => {
                 // Usage reported after the first charge adds the difference.
-                let owed = usage.total.saturating_sub(state.charged);
-                if owed > 0 || !state.accounted {
-                    return charge_usage(&mut cx, owed);
+                if usage.total > state.charged || !state.accounted {
+                    return charge_usage(&mut cx, usage.total);
                 }
             }
             Scan::Absent | Scan::Malformed if !state.accounted => {
@@ -371,7 +359,9 @@ impl Plugin for TokenQuota {
     }
 
     /// Charges what an answer cut short owes: the usage it reported and
-    /// was not charged yet, or the estimate when it reported none.
+    /// was not charged yet, or the estimate when it reported none. The
+    /// charge goes with its counter's next call even though the request is
+    /// gone (a charge already in flight or waiting for its turn goes too).
     fn on_stream_end<H: Host>(mut cx: Cx<'_, '_, Self, H>, end: StreamEnd) {
         let step = cx.state.step;
         if step == Step::Idle || (end.response_complete && step == Step::Admitted) {
@@ -401,8 +391,10 @@ impl Plugin for TokenQuota {
             None => return,
         };
         let (tokens, estimated) = match reported {
-            Some(total) => (total.saturating_sub(state.charged), false),
-            None if state.accounted || state.charged > 0 => return,
+            Some(total) => (total.max(state.owed).saturating_sub(state.charged), false),
+            None if state.accounted || state.charged > 0 => {
+                (state.owed.saturating_sub(state.charged), false)
+            }
             None => match cx
                 .config
                 .estimate
@@ -418,9 +410,9 @@ impl Plugin for TokenQuota {
         if tokens == 0 {
             return;
         }
-        let sent = send_charge(&mut cx, tokens, true);
-        match sent {
+        match add(&mut cx, tokens) {
             Ok(()) => {
+                cx.state.charged = cx.state.charged.saturating_add(tokens);
                 cx.io.count_by(counter::TOKENS, tokens);
                 if estimated {
                     cx.io.count(counter::ESTIMATED_REQUESTS);
@@ -444,48 +436,38 @@ impl Plugin for TokenQuota {
         }
     }
 
-    /// A charge sent at a request's end has answered, or a call of a
-    /// request that ended first (a quota read, or a charge the request
-    /// held its answer for): only failures matter now.
+    /// A read or charge of a request that ended before it was answered
+    /// failed (the kit delivers only failures here): counted, since a
+    /// charge of an answer cut short is lost with it.
     fn on_root_reply<H: Host>(
         mut io: RootIo<'_, H>,
-        tag: u32,
+        _tag: u32,
         reply: Result<Reply<'_>, RedisError>,
     ) {
-        match reply {
-            Ok(Reply::Integer(_)) => {}
-            // An adopted quota read answers with the count, not a charge.
-            Ok(Reply::Bulk(_) | Reply::Nil) if tag == kit::ADOPTED => {}
-            Ok(other) => {
-                io.count(counter::REDIS_ERRORS);
-                io.log(
-                    LogLevel::Warn,
-                    format_args!("charging at the end failed: Redis answered {other}"),
-                );
-            }
-            Err(e) => {
-                io.count(counter::REDIS_ERRORS);
-                io.log(
-                    LogLevel::Debug,
-                    format_args!("charging at the end failed: {e}"),
-                );
-            }
-        }
+        io.count(counter::REDIS_ERRORS);
+        let why: &dyn fmt::Display = match &reply {
+            Ok(_) => &NOT_A_COUNT,
+            Err(e) => e,
+        };
+        io.log(
+            LogLevel::Debug,
+            format_args!("a read or charge of an ended request failed: {why}"),
+        );
     }
 
-    fn on_redis_reply<H: Host>(
+    /// The count of this request's read (the tokens used so far) or
+    /// charge (the tokens used with this answer's).
+    fn on_count<H: Host>(
         mut cx: Cx<'_, '_, Self, H>,
-        reply: Result<Reply<'_>, RedisError>,
+        count: Result<Count<'_>, CountError<'_>>,
     ) -> Flow {
         match cx.state.step {
             Step::Reading => {
-                let used = match reply {
-                    Ok(Reply::Nil) => 0,
-                    Ok(reply) => match reply.as_i64() {
-                        Some(n) => n,
-                        None => return quota_unreadable(&mut cx, RedisError::Protocol),
-                    },
-                    Err(e) => return quota_unreadable(&mut cx, e),
+                let used = match count {
+                    // A counter Redis could not add to was replaced by
+                    // the read, as a charge replaces it: none used.
+                    Ok(count) => count.value,
+                    Err(e) => return quota_unreadable(&mut cx, failure(&e)),
                 };
                 let limit = cx.state.limit;
                 if u64::try_from(used).unwrap_or(0) >= limit {
@@ -506,27 +488,17 @@ impl Plugin for TokenQuota {
                 Flow::Continue
             }
             Step::Charging => {
-                cx.state.charges_in_flight = cx.state.charges_in_flight.saturating_sub(1);
-                match reply {
-                    Ok(Reply::Integer(_)) => {}
-                    Ok(other) => {
-                        cx.io.count(counter::REDIS_ERRORS);
-                        cx.io.log(
-                            LogLevel::Warn,
-                            format_args!("charging failed: Redis answered {other}"),
-                        );
-                    }
-                    Err(e) => {
-                        cx.io.count(counter::REDIS_ERRORS);
-                        cx.io
-                            .log(LogLevel::Debug, format_args!("charging failed: {e}"));
-                    }
-                }
-                if cx.state.charges_in_flight > 0 {
-                    return Flow::Pause;
-                }
                 cx.state.step = Step::Admitted;
-                Flow::Continue
+                if let Err(e) = count {
+                    cx.io.count(counter::REDIS_ERRORS);
+                    cx.io.log(
+                        LogLevel::Debug,
+                        format_args!("charging failed: {}", failure(&e)),
+                    );
+                }
+                // Usage that became known while this charge was in flight
+                // goes now; the answer is released when nothing is owed.
+                send_owed(&mut cx)
             }
             Step::Idle | Step::Matched | Step::Admitted => Flow::Continue,
         }
@@ -537,8 +509,31 @@ fn reject<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, limit: u64, reset: u64) -
     cx.config.rule.refuse(&mut cx.io, &STYLE, limit, reset)
 }
 
+/// Adds `tokens` to the request's counter (0 reads it); the count comes
+/// to [`Plugin::on_count`]. The window's length is the counter's expiry,
+/// set by its first write. One copy of the call for the three places that
+/// count, rather than one inlined into each.
+#[inline(never)]
+fn add<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, tokens: u64) -> Result<(), RedisError> {
+    let ttl = cx.state.window.map_or(1, |w| w.end - w.start);
+    cx.io.increment(&cx.state.key.key(), tokens, ttl)
+}
+
+/// What a log line says of a reply that is no count. The reply itself is
+/// left out: printing replies would add their formatting code to a module
+/// that has little room left under its size budget.
+const NOT_A_COUNT: &str = "Redis did not answer with a count";
+
+/// Why a read or charge has no count, for a log line.
+fn failure<'e>(error: &'e CountError<'_>) -> &'e dyn fmt::Display {
+    match error {
+        CountError::Redis(e) => e,
+        CountError::NotCounted(_) => &NOT_A_COUNT,
+    }
+}
+
 /// The tokens used so far could not be read: the failure mode decides.
-fn quota_unreadable<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, error: RedisError) -> Flow {
+fn quota_unreadable<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, error: &dyn fmt::Display) -> Flow {
     cx.io.count(counter::REDIS_ERRORS);
     cx.io.log(
         LogLevel::Debug,
@@ -572,17 +567,31 @@ fn hold_while_charging(state: &State) -> Flow {
     }
 }
 
-/// The answer's usage is known: charges `tokens` for the request and holds
-/// the answer until Redis has written it (nothing to charge lets it go).
-fn charge_usage<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, tokens: u64) -> Flow {
+/// The answer's usage is known to be `total` tokens: charges what is not
+/// charged yet and holds the answer until Redis has written it (nothing to
+/// charge lets it go).
+fn charge_usage<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, total: u64) -> Flow {
     cx.state.accounted = true;
-    if tokens == 0 {
-        return hold_while_charging(cx.state);
+    cx.state.owed = cx.state.owed.max(total);
+    send_owed(cx)
+}
+
+/// Sends what the answer owes beyond what was charged, unless a charge is
+/// in flight: one charge at a time per request, so the one in flight
+/// sends the rest when it answers. Holds the answer while a charge is in
+/// flight.
+fn send_owed<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>) -> Flow {
+    if cx.state.step == Step::Charging {
+        return Flow::Pause;
     }
-    match send_charge(cx, tokens, false) {
+    let tokens = cx.state.owed.saturating_sub(cx.state.charged);
+    if tokens == 0 {
+        return Flow::Continue;
+    }
+    match add(cx, tokens) {
         Ok(()) => {
             cx.state.step = Step::Charging;
-            cx.state.charges_in_flight = cx.state.charges_in_flight.saturating_add(1);
+            cx.state.charged = cx.state.charged.saturating_add(tokens);
             cx.io.count_by(counter::TOKENS, tokens);
             Flow::Pause
         }
@@ -592,7 +601,7 @@ fn charge_usage<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>, tokens: u64) -> Flo
                 LogLevel::Debug,
                 format_args!("charging {tokens} tokens failed: {e}"),
             );
-            hold_while_charging(cx.state)
+            Flow::Continue
         }
     }
 }
@@ -609,7 +618,8 @@ fn charge_estimate<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>) -> Flow {
         Some(tokens) => {
             cx.io.count(counter::ESTIMATED_REQUESTS);
             cx.io.count_by(counter::ESTIMATED_TOKENS, tokens);
-            charge_usage(cx, tokens)
+            let total = cx.state.charged.saturating_add(tokens);
+            charge_usage(cx, total)
         }
         None => {
             cx.state.accounted = true;
@@ -617,30 +627,4 @@ fn charge_estimate<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>) -> Flow {
             Flow::Continue
         }
     }
-}
-
-/// Sends the charge script for `tokens`: for the request, or (`root`) on
-/// behalf of the root context, so that it outlives the request.
-fn send_charge<H: Host>(
-    cx: &mut Cx<'_, '_, TokenQuota, H>,
-    tokens: u64,
-    root: bool,
-) -> Result<(), RedisError> {
-    let ttl = cx.state.window.map_or(1, |w| w.end - w.start);
-    let script = &cx.config.script;
-    let mut amount = itoa::Buffer::new();
-    let mut expiry = itoa::Buffer::new();
-    let redis = if root {
-        cx.io.root_redis(ROOT_CHARGE)
-    } else {
-        cx.io.redis()
-    }?;
-    redis
-        .evalsha(script)
-        .key(&cx.state.key)
-        .arg(amount.format(tokens).as_bytes())
-        .arg(expiry.format(ttl).as_bytes())
-        .send()?;
-    cx.state.charged = cx.state.charged.saturating_add(tokens);
-    Ok(())
 }

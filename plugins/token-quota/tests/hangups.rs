@@ -89,18 +89,13 @@ impl Quota {
         let _ = self.filter.answer_redis(&call, &reply);
     }
 
-    /// Answers the last call without allocating: nil to a read, a count to
-    /// a charge (the stand-in Redis is not updated).
+    /// Answers the last call without allocating: a count of 1 to a read
+    /// or a charge (the stand-in Redis is not updated).
     fn answer_quietly(&mut self) {
         let token = self.call_in_flight().expect("a call in flight");
         let host = self.filter.host_mut();
         host.last_answered = token;
-        let call = host.last_call.as_ref().expect("a call in flight");
-        let read = call
-            .headers
-            .get(":path")
-            .is_some_and(|p| p.starts_with(b"/GET/"));
-        let reply: &[u8] = if read { b"$-1\r\n" } else { b":1\r\n" };
+        let reply: &[u8] = b":1\r\n";
         host.answer_http(200, reply);
         self.filter
             .on_http_call_response(token, 1, reply.len(), true);

@@ -341,11 +341,13 @@ fn per_key_quotas_hold_when_headers_leave_before_the_body() {
     );
     let call = d.host().last_call.clone().unwrap();
     let args = call.webdis_args().unwrap();
-    assert_eq!(args[0], b"GET");
+    // The read: the counting script adding 0 to the key.
+    assert_eq!(args[0], b"EVALSHA");
+    assert_eq!(args[5], b"0");
     assert!(
-        String::from_utf8_lossy(&args[1]).contains("header:x-api-key:carol}"),
+        String::from_utf8_lossy(&args[3]).contains("header:x-api-key:carol}"),
         "{:?}",
-        String::from_utf8_lossy(&args[1])
+        String::from_utf8_lossy(&args[3])
     );
 }
 
@@ -367,7 +369,7 @@ fn host_calls_per_request_stay_few() {
     let calls = d.host().host_calls.get() - before;
     //   request headers: clock (plugin), accept-encoding set, :path read,
     //     clock (kit, holding), probe tick
-    //   request body: read it, GET the quota
+    //   request body: read it, read the quota (an increment by 0)
     //   quota reply (delivered on the root context, as Envoy delivers
     //     it): the request's context made effective, reply, resume
     //   response headers: content-encoding, content-type

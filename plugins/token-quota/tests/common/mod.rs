@@ -6,17 +6,18 @@
 )] // test code
 
 //! The token quota over a `FakeHost`, its Redis calls answered by the
-//! kit's in-memory `FakeRedis` taught the charge script: a chat request,
-//! then the upstream's answer, with the `kit::fake_request` helpers.
+//! kit's in-memory `FakeRedis` (whose counting script reads by adding 0):
+//! a chat request, then the upstream's answer, with the `kit::fake_request`
+//! helpers.
 
 #![allow(dead_code)]
 
 use kit::fake::FakeHost;
-use kit::fake_redis::{FakeRedis, RedisValue, Store};
+use kit::fake_redis::FakeRedis;
 use kit::fake_request::Outcome as Step;
 use kit::Filter;
 use std::time::Duration;
-use token_quota::{TokenQuota, CHARGE_SCRIPT};
+use token_quota::TokenQuota;
 
 pub struct Driver {
     pub filter: Filter<TokenQuota, FakeHost>,
@@ -57,37 +58,10 @@ pub fn openai_json(total: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// [`CHARGE_SCRIPT`] as Redis runs it: add the tokens, give a new counter
-/// its window's expiry, replace a counter that cannot be added to.
-fn charge(store: &mut Store, keys: &[Vec<u8>], argv: &[Vec<u8>]) -> RedisValue {
-    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<i64>().ok();
-    let (Some(key), Some(by), Some(ttl)) = (
-        keys.first(),
-        argv.first().and_then(|b| number(b)),
-        argv.get(1).and_then(|b| number(b)),
-    ) else {
-        return RedisValue::Error("ERR the charge script needs a key, tokens and a TTL".into());
-    };
-    let ttl = u64::try_from(ttl).unwrap_or(0);
-    match store.incr_by(key, by) {
-        Ok(n) => {
-            if n == by {
-                store.expire(key, ttl);
-            }
-            RedisValue::Integer(n)
-        }
-        Err(_) => {
-            store.set(key, by.to_string().as_bytes(), Some(ttl));
-            RedisValue::Integer(by)
-        }
-    }
-}
-
-/// A `FakeRedis` that runs the charge script.
+/// A `FakeRedis`: the kit's counting script, which the token quota's reads
+/// (amount 0) and charges both run, is built in.
 pub fn redis() -> FakeRedis {
-    let mut redis = FakeRedis::new();
-    redis.script(CHARGE_SCRIPT, charge);
-    redis
+    FakeRedis::new()
 }
 
 impl Driver {
