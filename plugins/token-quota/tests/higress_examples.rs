@@ -226,14 +226,13 @@ fn ask(
     let (counter, outcome) = match outcome {
         Outcome::Waiting(call) => {
             let args = command(&call);
-            assert_eq!(args[0], b"GET", "{args:?}");
-            let key = String::from_utf8(args[1].clone()).unwrap();
+            // The read is the kit's counting script adding 0:
+            // EVALSHA <sha> 1 <key> <ttl> 0.
+            assert_eq!(args[0], b"EVALSHA", "{args:?}");
+            assert_eq!(args[5], b"0", "a read adds nothing: {args:?}");
+            let key = String::from_utf8(args[3].clone()).unwrap();
             let head = key[..key.rfind("}:").unwrap() + 1].to_owned();
-            let reply = if used == 0 {
-                "$-1\r\n".to_owned()
-            } else {
-                format!("${}\r\n{used}\r\n", used.to_string().len())
-            };
+            let reply = format!(":{used}\r\n");
             (Some(head), filter.answer_redis(&call, reply.as_bytes()))
         }
         other => (None, other),
@@ -266,7 +265,7 @@ fn answer(filter: &mut Filter<TokenQuota, FakeHost>, checked: &Checked) -> u64 {
         key.starts_with(checked.counter.as_deref().unwrap()),
         "{key}"
     );
-    let tokens: u64 = std::str::from_utf8(&args[4]).unwrap().parse().unwrap();
+    let tokens: u64 = std::str::from_utf8(&args[5]).unwrap().parse().unwrap();
     if action == Action::Pause {
         let resumed = filter.host().resumed[1];
         let _ = filter.answer_redis(&charge, format!(":{tokens}\r\n").as_bytes());
