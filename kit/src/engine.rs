@@ -102,6 +102,9 @@ struct Half {
     passthrough: bool,
     /// The headers of this direction reached the plugin.
     started: bool,
+    /// Response headers held unseen until the request's handlers are done
+    /// (see [`request_pending`]).
+    deferred: bool,
 }
 
 fn index(direction: Direction) -> usize {
@@ -592,12 +595,26 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         if slot.choice == Choice::Skip || slot.responded {
             return Action::Continue;
         }
+        let deferred = direction == Direction::Response && request_pending(slot);
         if let Some(half) = slot.halves.get_mut(index(direction)) {
+            // Body bytes the proxy delivered while the headers were deferred
+            // stay in its buffer and are counted.
+            let size = if half.deferred { half.size } else { 0 };
             *half = Half {
                 complete: end_of_stream,
                 started: true,
+                deferred,
+                size,
                 ..Half::default()
             };
+        }
+        if deferred {
+            // The upstream answered before the request's handlers were
+            // done: it got the headers without waiting for the body (the
+            // proxy did not hold them) and did not read the body first.
+            // The answer waits unseen, so the plugin decides on the request
+            // (and may refuse it) before it meets the answer.
+            return Action::Pause;
         }
         let handler = |cx: Cx<'_, '_, P, H>| match direction {
             Direction::Request => P::on_request_headers(cx, end_of_stream),
@@ -680,6 +697,11 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         };
         if half.passthrough {
             return Action::Continue;
+        }
+        if half.deferred {
+            half.size = size;
+            half.complete |= end_of_stream;
+            return Action::Pause;
         }
         if half.headers_held && stop == StopIteration::Unknown {
             stop = StopIteration::Honoured;
@@ -804,8 +826,37 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             half.headers_held = false;
         }
         match action {
-            Action::Continue => self.go_on(direction, in_callback),
+            Action::Continue => {
+                let action = self.go_on(direction, in_callback);
+                if direction == Direction::Request {
+                    self.release_deferred(id);
+                }
+                action
+            }
             Action::Pause => Action::Pause,
+        }
+    }
+
+    /// Lets a response held by [`request_pending`] meet the plugin
+    /// once the request's handlers are done: its headers handler runs now,
+    /// and the proxy is asked to go on with it unless that handler waits.
+    fn release_deferred(&mut self, id: StreamId) {
+        let Some(slot) = self.live_slot(id) else {
+            return;
+        };
+        let Some(response) = slot.halves.get(index(Direction::Response)).copied() else {
+            return;
+        };
+        if !response.deferred || request_pending(slot) {
+            return;
+        }
+        if slot.responded {
+            // The request was refused: the proxy replaces the held answer
+            // with the local one.
+            return;
+        }
+        if self.headers(id, Direction::Response, response.complete, None) == Action::Continue {
+            self.host.resume(Direction::Response);
         }
     }
 
@@ -1095,6 +1146,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         match waiting {
             Some((direction, Stage::Headers)) => {
                 let _ = self.after_headers(stream, direction, false);
+                if direction == Direction::Request {
+                    self.release_deferred(stream);
+                }
             }
             Some((direction, stage @ (Stage::Body | Stage::Chunk))) => {
                 if stage == Stage::Chunk {
@@ -1105,6 +1159,9 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     }
                 }
                 self.host.resume(direction);
+                if direction == Direction::Request {
+                    self.release_deferred(stream);
+                }
             }
             None => {}
         }
@@ -1216,6 +1273,17 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         };
         (action, waited)
     }
+}
+
+/// Whether a handler of the request waits on a call. A response arriving
+/// then is deferred: with the headers held until the body is read (the
+/// proxy honours `HeaderStopIteration`), the upstream cannot answer that
+/// early; without the hold it can, and the plugin must still decide on the
+/// request first. Only a call is waited for, never a body: once the
+/// upstream's answer is complete the proxy drops request body it has not
+/// delivered yet, so a wait for it would never end.
+fn request_pending<S>(slot: &Slot<S>) -> bool {
+    matches!(slot.waiting, Some((Direction::Request, _)))
 }
 
 /// Lets held headers go without their body: the length may change later,

@@ -441,10 +441,20 @@ fn quota_accuracy(ext: &External<'_>, sse: bool, window: Option<u64>) -> Option<
         format!("{charged} charged, {answered} answers x {tokens} = {reported} reported"),
     );
     if route.upstream.is_some() {
+        // The gateway does not hold request headers while the token quota
+        // reads the body (Higress with ABI 0.2.1 modules, and the
+        // stand-in), so a request reaches the upstream before the quota is
+        // read, and an upstream that answers from the headers alone has
+        // answered some requests the quota then refuses: their answers are
+        // replaced by the refusal. No admitted answer may be lost.
+        let refused = s.wrk.status(429);
         s.check(
-            "every answer the upstream gave reached a client",
-            answered == upstream_answers,
-            format!("{answered} answers 200 at the clients, {upstream_answers} from the upstream"),
+            "every answer the upstream gave reached a client, or was replaced by a refusal",
+            answered <= upstream_answers && upstream_answers - answered <= refused,
+            format!(
+                "{answered} answers 200 at the clients, {upstream_answers} from the upstream, \
+                 {refused} refused"
+            ),
         );
     }
     Some(s)

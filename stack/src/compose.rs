@@ -20,9 +20,10 @@
 //!   builds (they import Higress's Redis host calls), so a module mounted
 //!   from `target/wasm/higress/` is replaced by the default build of the
 //!   same plugin and its native `redis` block (`service_name`) by the
-//!   webdis transport, over the compose file's webdis service, with
-//!   `allow_on_headers_stop_iteration: true` (the setting the README asks
-//!   for; Higress's Envoy predates it and refuses the field).
+//!   webdis transport, over the compose file's webdis service. Like
+//!   Higress with these ABI 0.2.1 modules, the stand-in does not hold
+//!   request headers for a plugin (no `allow_on_headers_stop_iteration`,
+//!   which Higress's Envoy predates and refuses).
 //!
 //! Every process is killed when the stack is dropped or the thread that
 //! started it dies (`PR_SET_PDEATHSIG`), and listens on 127.0.0.1 only.
@@ -404,10 +405,10 @@ impl Plan {
                 let timeout = plugin["redis"]["timeout"].clone();
                 plugin["redis"] = json!({"webdis_cluster": WEBDIS_CLUSTER, "timeout": timeout});
                 wasm["configuration"]["value"] = json!(plugin.to_string());
-                // Higress holds request headers while a plugin reads the
-                // body only for ABI 0.2.100 modules; upstream Envoy only
-                // with this setting, which the README asks for anyway.
-                wasm["allow_on_headers_stop_iteration"] = json!(true);
+                // No `allow_on_headers_stop_iteration`: Higress does not
+                // hold request headers for ABI 0.2.1 modules, and upstream
+                // Envoy without the setting behaves the same, so the
+                // stand-in meets what the gateway would.
                 higress = true;
             }
             if !module.is_file() {
@@ -439,7 +440,7 @@ impl Plan {
             }
             notes.push(
                 "the default modules instead of the Higress builds, Redis through webdis, \
-                 allow_on_headers_stop_iteration: true"
+                 request headers not held (as Higress with ABI 0.2.1 modules)"
                     .to_owned(),
             );
         }

@@ -255,17 +255,18 @@ impl Plugin for TokenQuota {
             cx.io
                 .rewrite_body(|out| include_usage(body, out) == Rewrite::Rewritten);
         }
-        cx.state.step = Step::Reading;
-        // A read is an increment by nothing: it shares the counter's calls
-        // with the charges (see the module docs).
-        match add(&mut cx, 0) {
-            Ok(()) => Flow::Pause,
-            Err(e) => quota_unreadable(&mut cx, &e),
-        }
+        read_quota(&mut cx)
     }
 
+    /// Prepares the scan of an admitted answer. An answer that arrives
+    /// before the request's body was read (the upstream had the headers,
+    /// which the proxy did not hold, and answered without the body; the
+    /// proxy then drops the body) has its quota read now, with the answer
+    /// held, so a spent quota still refuses it and an admitted one is
+    /// charged.
     fn on_response_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _end_of_stream: bool) -> Flow {
-        if cx.state.step != Step::Admitted {
+        let unread = cx.state.step == Step::Matched;
+        if !unread && cx.state.step != Step::Admitted {
             return Flow::Continue;
         }
         if is_encoded(cx.io.response_header("content-encoding")) {
@@ -280,13 +281,16 @@ impl Plugin for TokenQuota {
             );
             cx.state.scanner = None;
             cx.state.compressed = true;
-            return Flow::Continue;
+        } else {
+            let format = cx
+                .io
+                .response_header("content-type")
+                .and_then(Format::from_content_type);
+            cx.state.scanner = format.map(Scanner::new);
         }
-        let format = cx
-            .io
-            .response_header("content-type")
-            .and_then(Format::from_content_type);
-        cx.state.scanner = format.map(Scanner::new);
+        if unread {
+            return read_quota(&mut cx);
+        }
         Flow::Continue
     }
 
@@ -529,6 +533,17 @@ fn failure<'e>(error: &'e CountError<'_>) -> &'e dyn fmt::Display {
     match error {
         CountError::Redis(e) => e,
         CountError::NotCounted(_) => &NOT_A_COUNT,
+    }
+}
+
+/// Reads the tokens used so far in the request's window; the request waits
+/// for the answer. A read is an increment by nothing: it shares the
+/// counter's calls with the charges (see the module docs).
+fn read_quota<H: Host>(cx: &mut Cx<'_, '_, TokenQuota, H>) -> Flow {
+    cx.state.step = Step::Reading;
+    match add(cx, 0) {
+        Ok(()) => Flow::Pause,
+        Err(e) => quota_unreadable(cx, &e),
     }
 }
 
