@@ -292,32 +292,52 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
 
     /// The value as a non-negative integer.
     ///
+    /// A string of decimal digits (`"429"`) is read as its number: Higress's
+    /// plugins read integers with gjson's `Int()`, which accepts them, and
+    /// configurations written for Higress carry them.
+    ///
     /// # Errors
-    /// When the value is not an integer or is negative.
+    /// When the value is neither an integer nor a string of digits, or is
+    /// negative.
     pub fn u64(&self) -> Result<u64, ConfigError> {
         match self.value.first() {
             Some(Node::Static(StaticNode::U64(n))) => Ok(*n),
             Some(Node::Static(StaticNode::I64(n))) => u64::try_from(*n)
                 .map_err(|_| self.error(format!("must be a non-negative integer, got {n}"))),
+            Some(Node::String(s)) => self.digits(s, "a non-negative integer"),
             _ => Err(self.wrong_type("a non-negative integer")),
         }
     }
 
-    /// The value as an integer of at least 1.
+    /// The value as an integer of at least 1 (a string of digits too, as
+    /// [`Field::u64`] reads it).
     ///
     /// # Errors
-    /// When the value is not an integer or is below 1.
+    /// When the value is neither an integer nor a string of digits, or is
+    /// below 1.
     pub fn positive(&self) -> Result<u64, ConfigError> {
-        match self.value.first() {
-            Some(Node::Static(StaticNode::U64(n))) if *n > 0 => Ok(*n),
-            Some(Node::Static(StaticNode::I64(n))) if *n > 0 => Ok(n.unsigned_abs()),
-            Some(Node::Static(StaticNode::U64(n))) => {
-                Err(self.error(format!("must be a positive integer, got {n}")))
-            }
+        let n = match self.value.first() {
+            Some(Node::Static(StaticNode::U64(n))) => *n,
+            Some(Node::Static(StaticNode::I64(n))) if *n > 0 => n.unsigned_abs(),
             Some(Node::Static(StaticNode::I64(n))) => {
-                Err(self.error(format!("must be a positive integer, got {n}")))
+                return Err(self.error(format!("must be a positive integer, got {n}")))
             }
-            _ => Err(self.wrong_type("a positive integer")),
+            Some(Node::String(s)) => self.digits(s, "a positive integer")?,
+            _ => return Err(self.wrong_type("a positive integer")),
+        };
+        if n == 0 {
+            return Err(self.error("must be a positive integer, got 0"));
+        }
+        Ok(n)
+    }
+
+    /// A string that must hold an integer: decimal digits only, within
+    /// 64 bits.
+    fn digits(&self, s: &str, wanted: &str) -> Result<u64, ConfigError> {
+        let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match s.parse::<u64>() {
+            Ok(n) if plain => Ok(n),
+            _ => Err(self.error(format!("must be {wanted}, got the string {s:?}"))),
         }
     }
 
@@ -590,6 +610,31 @@ mod tests {
                 text("o").unwrap_err().to_string(),
                 "o: must be a string, got an object"
             );
+        });
+    }
+
+    #[test]
+    fn integers_written_as_strings_of_digits_are_read() {
+        let json = r#"{"code": "429", "zero": "0", "neg": "-1", "word": "abc", "big": "99999999999999999999", "empty": "", "spaced": " 7"}"#;
+        with_top(json, |top| {
+            let top = top.unwrap();
+            let field = |key| top.require(key).unwrap();
+            assert_eq!(field("code").u64().unwrap(), 429);
+            assert_eq!(field("code").positive().unwrap(), 429);
+            assert_eq!(field("zero").u64().unwrap(), 0);
+            assert_eq!(
+                field("zero").positive().unwrap_err().to_string(),
+                "zero: must be a positive integer, got 0"
+            );
+            for key in ["neg", "word", "big", "empty", "spaced"] {
+                let error = field(key).u64().unwrap_err().to_string();
+                assert!(
+                    error.starts_with(&format!(
+                        "{key}: must be a non-negative integer, got the string"
+                    )),
+                    "{error}"
+                );
+            }
         });
     }
 

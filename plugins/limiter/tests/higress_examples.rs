@@ -466,3 +466,41 @@ fn zero_timeout_and_port_mean_the_defaults() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Higress's plugins read integers with gjson's `Int()`, which takes a
+/// string of digits as its number: `rejected_code: "429"`, a limit of
+/// `"2"`, `service_port: "6379"`, `timeout: "250"` configure the limiter
+/// as the numbers would.
+#[test]
+fn integers_written_as_strings_configure_as_numbers() {
+    let redis = if kit::NATIVE_TRANSPORT {
+        r#"{"service_name": "redis.dns", "service_port": "6380", "timeout": "250"}"#
+    } else {
+        r#"{"webdis_cluster": "webdis", "timeout": "250"}"#
+    };
+    let mut f = Filter::<Limiter, FakeHost>::new(FakeHost::new());
+    f.configure(
+        format!(
+            r#"{{"rule_name": "s", "global_threshold": {{"query_per_minute": "2"}},
+                "rejected_code": "503", "redis": {redis}}}"#
+        )
+        .into_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("strings of digits refused: {e}"));
+    if kit::NATIVE_TRANSPORT {
+        assert_eq!(f.host().redis_clusters, ["outbound|6380||redis.dns"]);
+    }
+    let (stream, outcome) = f.send_request(&[(":path", "/")]);
+    let Outcome::Waiting(call) = outcome else {
+        panic!("{outcome:?}")
+    };
+    if !kit::NATIVE_TRANSPORT {
+        assert_eq!(call.timeout, std::time::Duration::from_millis(250));
+    }
+    assert_eq!(f.answer_redis(&call, b":1\r\n"), Outcome::Continued);
+    f.close_stream(stream);
+    let met = request(&mut f, &[], 2);
+    assert_eq!(met.counter, counter("s", 2, 60, "global"));
+    let over = request(&mut f, &[], 3);
+    assert!(refused(503, "Too many requests")(&over.outcome), "{over:?}");
+}

@@ -372,7 +372,7 @@ fn bad_estimate_settings_are_refused_naming_the_field() {
             "estimate_bytes_per_token",
         ),
         (
-            r#", "estimate_bytes_per_token": "4""#,
+            r#", "estimate_bytes_per_token": "four""#,
             "estimate_bytes_per_token",
         ),
     ] {
