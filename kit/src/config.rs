@@ -334,11 +334,8 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// A string that must hold an integer: decimal digits only, within
     /// 64 bits.
     fn digits(&self, s: &str, wanted: &str) -> Result<u64, ConfigError> {
-        let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        match s.parse::<u64>() {
-            Ok(n) if plain => Ok(n),
-            _ => Err(self.error(format!("must be {wanted}, got the string {s:?}"))),
-        }
+        crate::config_json::decimal(s.as_bytes())
+            .ok_or_else(|| self.error(format!("must be {wanted}, got the string \"{s}\"")))
     }
 
     /// The value as a boolean.

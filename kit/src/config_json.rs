@@ -266,16 +266,9 @@ fn number(bytes: &[u8], i: usize) -> Result<(StaticNode, usize), JsonError> {
         }
         return Ok((StaticNode::F64, end));
     }
-    let mut magnitude: u64 = 0;
-    for &d in integer {
-        match magnitude
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(u64::from(d - b'0')))
-        {
-            Some(m) => magnitude = m,
-            None => return Err(JsonError(i)),
-        }
-    }
+    let Some(magnitude) = decimal(integer) else {
+        return Err(JsonError(i));
+    };
     let value = if !negative {
         StaticNode::U64(magnitude)
     } else if magnitude <= i64::MAX.unsigned_abs() + 1 {
@@ -284,6 +277,21 @@ fn number(bytes: &[u8], i: usize) -> Result<(StaticNode, usize), JsonError> {
         return Err(JsonError(i));
     };
     Ok((value, end))
+}
+
+/// The value of ASCII decimal digits, `None` when there are none, a byte is
+/// not a digit, or the value passes 64 bits.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 /// Whether simd-json's number parser (with `approx-number-parsing`)
