@@ -66,7 +66,7 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
         ),
         skip(
             "limiter-flood-paired",
-            "starts four gateways itself (no filter, local_ratelimit, the cheapest Wasm refusal, \
+            "starts five gateways itself (no filter, local_ratelimit, the cheapest Wasm refusals, \
              the limiter) and pins their processes to one CPU",
         ),
     ];

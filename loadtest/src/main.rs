@@ -514,7 +514,12 @@ pub fn rss_kb(envoy: &Envoy) -> u64 {
 /// moves far less than requests/s (a busy neighbour slows the run without
 /// making each request cost more cycles).
 pub fn cpu_seconds(envoy: &Envoy) -> f64 {
-    let pid = envoy.pid().expect("Envoy is running");
+    process_cpu_seconds(envoy.pid().expect("Envoy is running"))
+}
+
+/// CPU time process `pid` has used so far (user + system, every thread),
+/// in seconds, from `/proc/<pid>/stat`.
+pub fn process_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/stat: {e}"));
     // The command name (field 2) may hold spaces; the fields after its

@@ -146,6 +146,17 @@ impl Scenario {
         }
     }
 
+    /// Redis's and webdis's CPU time per answered request, as a fact
+    /// (what the gateway's Redis calls cost the processes it shares the
+    /// machine with).
+    fn fact_backend_cpu_per_request(&mut self, cpu_seconds: f64) {
+        let per_request = cpu_seconds * 1e6 / self.wrk.requests.max(1) as f64;
+        self.fact(
+            "Redis + webdis CPU per request",
+            format!("{per_request:.1} us"),
+        );
+    }
+
     pub fn redis_calls_per_request(&self) -> Option<f64> {
         self.redis_calls
             .map(|calls| calls as f64 / self.wrk.requests.max(1) as f64)
@@ -228,19 +239,36 @@ fn limiter_gateway(bench: &Bench, config: &Value) -> Envoy {
 /// When `wat2wasm` (Debian `wabt`, installed by `scripts/setup.sh`) is
 /// missing or refuses the file: the run fails rather than skip it.
 fn minimal_refusal_gateway() -> Envoy {
+    refusal_gateway("refuse")
+}
+
+/// `loadtest/wasm/refuse-stateful.wat`: the cheapest refusal of a filter
+/// that keeps per-request state (also entered for the local reply's
+/// headers and the request's end, and reading the clock).
+///
+/// # Panics
+/// As [`minimal_refusal_gateway`].
+fn stateful_refusal_gateway() -> Envoy {
+    refusal_gateway("refuse-stateful")
+}
+
+/// Envoy with `loadtest/wasm/<name>.wat`, compiled with `wat2wasm`.
+fn refusal_gateway(name: &str) -> Envoy {
     let root = stack::repo_root();
     let out_dir = root.join("target/loadtest");
-    let wasm = out_dir.join("refuse.wasm");
+    let wasm = out_dir.join(format!("{name}.wasm"));
+    let source = root.join(format!("loadtest/wasm/{name}.wat"));
     let built = std::fs::create_dir_all(&out_dir).is_ok()
         && std::process::Command::new("wat2wasm")
-            .arg(root.join("loadtest/wasm/refuse.wat"))
+            .arg(&source)
             .arg("-o")
             .arg(&wasm)
             .status()
             .is_ok_and(|status| status.success());
     assert!(
         built,
-        "wat2wasm could not build loadtest/wasm/refuse.wat (Debian wabt)"
+        "wat2wasm could not build {} (Debian wabt)",
+        source.display()
     );
     Envoy::start(
         EnvoyConfig::new()
@@ -325,6 +353,10 @@ struct Measured {
     samples: Vec<Sample>,
     /// Each gateway's CPU time during the run, in seconds, in order.
     cpu_seconds: Vec<f64>,
+    /// Redis's and webdis's CPU time during the run, in seconds: on this
+    /// machine they share the gateways' cores, so their work per request
+    /// is part of what a Redis round trip costs the gateway's throughput.
+    backend_cpu_seconds: f64,
 }
 
 /// Runs wrk against every gateway at once (one wrk each), with progress
@@ -351,16 +383,24 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
     }
     let admin: Vec<u16> = gateways.iter().map(|g| g.admin_port()).collect();
     let cpu = || -> Vec<f64> { gateways.iter().map(|g| crate::cpu_seconds(g)).collect() };
+    let backend_cpu = || -> f64 {
+        [bench.redis.pid(), bench.webdis.pid()]
+            .into_iter()
+            .flatten()
+            .map(crate::process_cpu_seconds)
+            .sum()
+    };
     // The gateways are loaded together, so when wrk loses its counts for
     // one of them (see `wrk::Unusable`) all are measured again, from fresh
     // readings. (A scenario that counts answers against a limit then sees
     // the first attempt's answers too, and its check fails rather than
     // passes.)
     let mut attempt = 0;
-    let (per_gateway, calls_before, cpu_before, progress) = loop {
+    let (per_gateway, calls_before, cpu_before, backend_before, progress) = loop {
         attempt += 1;
         let calls_before = bench.redis_commands();
         let cpu_before = cpu();
+        let backend_before = backend_cpu();
         let progress = Progress::start(label, &admin, drive.seconds);
         let runs: Result<Vec<WrkResult>, wrk::Unusable> = std::thread::scope(|scope| {
             let runs: Vec<_> = gateways
@@ -379,7 +419,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
                 .collect()
         });
         match runs {
-            Ok(runs) => break (runs, calls_before, cpu_before, progress),
+            Ok(runs) => break (runs, calls_before, cpu_before, backend_before, progress),
             Err(lost) if attempt < wrk::ATTEMPTS => {
                 drop(progress);
                 println!("[loadtest]   {label}: {lost}; measuring again");
@@ -392,6 +432,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         .zip(&cpu_before)
         .map(|(after, before)| after - before)
         .collect();
+    let backend_cpu_seconds = backend_cpu() - backend_before;
     let samples = progress.finish();
     settle();
     let redis_commands = commands_since(&calls_before, &bench.redis_commands());
@@ -405,6 +446,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         redis_commands,
         samples,
         cpu_seconds,
+        backend_cpu_seconds,
     }
 }
 
@@ -441,6 +483,7 @@ fn overhead(
     s.redis_commands = m.redis_commands;
     s.samples = m.samples;
     s.fact_cpu_per_request(&m.cpu_seconds);
+    s.fact_backend_cpu_per_request(m.backend_cpu_seconds);
     s
 }
 
@@ -754,11 +797,10 @@ fn limiter_flood(bench: &Bench) -> Scenario {
 /// cheapest possible Wasm refusal (the floor for any Wasm filter), all four
 /// gateways loaded **at the same time on one shared CPU**.
 ///
-/// Why this shape: this machine is a shared VM whose speed drifts by a
-/// factor of two within a minute (measured: the same no-filter gateway
-/// took 43 µs of CPU per request in one 4 s run and 114 µs in the next), so
-/// runs taken one after another, even in alternation, compare different
-/// machines. Pinned to one CPU and loaded together, the four gateways see
+/// Why this shape: this machine is a shared VM whose speed drifts within a
+/// minute (loadtest/README.md has the measurements), so runs taken one
+/// after another, even in alternation, compare different machines.
+/// Pinned to one CPU and loaded together, the gateways see
 /// the same machine at every instant, and the kernel's fair scheduler
 /// gives each the same CPU time, so their requests/s relate as the inverse
 /// of their CPU cost per request. wrk runs on the other CPUs. The
@@ -768,7 +810,7 @@ fn limiter_flood(bench: &Bench) -> Scenario {
 /// Each round is one such run; the target is judged on the median of the
 /// per-round ratios flood/baseline.
 fn limiter_flood_paired(bench: &Bench) -> Scenario {
-    let title = "limiter flood vs baseline, four gateways loaded together on one shared CPU (the target's measure)";
+    let title = "limiter flood vs baseline, five gateways loaded together on one shared CPU (the target's measure)";
     announce(title);
     let per_minute = 10;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -780,6 +822,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     let plain = Envoy::start(EnvoyConfig::new().log_level("warning"));
     let native = local_ratelimit_gateway(per_minute);
     let minimal = minimal_refusal_gateway();
+    let stateful = stateful_refusal_gateway();
     let limited = limiter_gateway(
         bench,
         &limiter_config(&bench.rule("paired"), per_minute, false),
@@ -789,7 +832,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             let _ = stack::get(gateway.port(), "/", &[]);
         }
     }
-    let gateways = [&plain, &native, &minimal, &limited];
+    let gateways = [&plain, &native, &minimal, &stateful, &limited];
     for gateway in gateways {
         crate::pin_to_cpu(gateway, gateway_cpu);
     }
@@ -799,6 +842,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     let mut native_pairs = Vec::new();
     let mut minimal_pairs = Vec::new();
     let mut floor_pairs = Vec::new();
+    let mut stateful_pairs = Vec::new();
     let mut round_texts = Vec::new();
     let mut busy_lowest = f64::INFINITY;
     let started = Instant::now();
@@ -818,10 +862,10 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             .iter()
             .map(|w| w.requests_per_sec)
             .collect();
-        let [base, reference, floor, over] = rps[..] else {
-            panic!("paired: {} results for 4 gateways", rps.len());
+        let [base, reference, floor, stateful_floor, over] = rps[..] else {
+            panic!("paired: {} results for 5 gateways", rps.len());
         };
-        let Some(flood_run) = measured.per_gateway.get(3) else {
+        let Some(flood_run) = measured.per_gateway.get(4) else {
             panic!("paired: no result for the limiter");
         };
         let cpu_per_request: Vec<f64> = measured
@@ -837,15 +881,14 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
             None => flood_run.clone(),
         });
         let x = |rate: f64| rate / base.max(1.0);
+        let cpu_text: Vec<String> = cpu_per_request.iter().map(|c| format!("{c:.1}")).collect();
         let text = format!(
-            "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), minimal Wasm refusal {floor:.0} req/s ({:.2}x), limiter flood {over:.0} req/s ({:.2}x); CPU per request {:.1} / {:.1} / {:.1} / {:.1} µs; shared CPU {:.0}% busy",
+            "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), minimal Wasm refusal {floor:.0} req/s ({:.2}x), stateful Wasm refusal {stateful_floor:.0} req/s ({:.2}x), limiter flood {over:.0} req/s ({:.2}x); CPU per request {} µs; shared CPU {:.0}% busy",
             x(reference),
             x(floor),
+            x(stateful_floor),
             x(over),
-            cpu_per_request.first().unwrap_or(&0.0),
-            cpu_per_request.get(1).unwrap_or(&0.0),
-            cpu_per_request.get(2).unwrap_or(&0.0),
-            cpu_per_request.get(3).unwrap_or(&0.0),
+            cpu_text.join(" / "),
             busy * 100.0,
         );
         println!("[loadtest]   round {}: {text}", round + 1);
@@ -854,6 +897,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         native_pairs.push((base, reference));
         minimal_pairs.push((base, floor));
         floor_pairs.push((floor, over));
+        stateful_pairs.push((stateful_floor, over));
     }
     for gateway in gateways {
         crate::pin_to_cpu_range(gateway, 0, gateway_cpu);
@@ -885,6 +929,12 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     if let Some(median) = median_ratio(&floor_pairs) {
         s.fact(
             "median ratio, limiter flood / the cheapest Wasm refusal",
+            format!("{median:.2}x"),
+        );
+    }
+    if let Some(median) = median_ratio(&stateful_pairs) {
+        s.fact(
+            "median ratio, limiter flood / the cheapest stateful Wasm refusal (loadtest/wasm/refuse-stateful.wat)",
             format!("{median:.2}x"),
         );
     }
@@ -992,6 +1042,7 @@ fn token_quota_overhead(bench: &Bench, sse: bool) -> Scenario {
     s.redis_commands = m.redis_commands;
     s.samples = m.samples;
     s.fact_cpu_per_request(&m.cpu_seconds);
+    s.fact_backend_cpu_per_request(m.backend_cpu_seconds);
     s.check_answers(&[200]);
     // A read and a charge per request, both shared increments of the one
     // counter: requests that arrive while its call is in flight share the

@@ -65,6 +65,12 @@ impl Redis {
         self.proc.is_some()
     }
 
+    /// The `redis-server` process id while it runs (for reading its CPU
+    /// time from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
+    }
+
     /// Kills Redis (SIGKILL, no shutdown courtesy: a crash is the harder
     /// case) and waits until it is gone. Its port is free afterwards.
     pub fn stop(&mut self) {

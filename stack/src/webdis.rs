@@ -102,6 +102,12 @@ impl Webdis {
         self.port
     }
 
+    /// The `webdis` process id while it runs (for reading its CPU time
+    /// from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     pub fn redis_port(&self) -> u16 {
         self.redis_port
     }
