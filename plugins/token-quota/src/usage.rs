@@ -295,6 +295,15 @@ impl Name {
         }
     }
 
+    /// [`Name::of`] out of line, for the keys read off the usual path (a
+    /// key with escapes or cut by a chunk's end, the keys of a usage object
+    /// read whole): one copy of the comparisons for those, rather than one
+    /// inlined into each.
+    #[inline(never)]
+    fn of_rare(key: Option<&[u8]>) -> Name {
+        Name::of(key)
+    }
+
     /// Whether this key is a token field of the usage kept in `slot`: each
     /// API's names only in its own place, so that one API's name elsewhere
     /// is content.
@@ -852,6 +861,14 @@ fn skip_whole(s: &[u8], pos: usize) -> Option<usize> {
     skip_tree(s, pos)
 }
 
+/// [`skip_whole`] out of line, for the members met rarely (Gemini's
+/// `candidates`, Ollama's counts, a known name out of its place): one copy
+/// of the skip for those, rather than one inlined into each.
+#[inline(never)]
+fn skip_whole_rare(s: &[u8], pos: usize) -> Option<usize> {
+    skip_whole(s, pos)
+}
+
 /// [`skip_whole`] for an array or object at `pos`: as [`Doc::tree`] with
 /// the depth and kinds in locals, below the top-level object at depth 1.
 ///
@@ -970,7 +987,7 @@ fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)
         if rest.get(run) != Some(&b'"') {
             return None;
         }
-        let name = Name::of(rest.get(..run));
+        let name = Name::of_rare(rest.get(..run));
         let colon = blanks(s, from + run + 1);
         if s.get(colon) != Some(&b':') {
             return None;
@@ -1324,7 +1341,7 @@ impl Doc {
             Name::Message => Slot::Message,
             Name::Response => Slot::Response,
             Name::Metadata => Slot::Gemini,
-            _ => return skip_whole(s, value),
+            _ => return skip_whole_rare(s, value),
         };
         if s.get(value) != Some(&b'{') {
             let end = skip_whole(s, value);
@@ -1356,13 +1373,13 @@ impl Doc {
             if s.get(value) == Some(&b'[') {
                 return None;
             }
-            return skip_whole(s, value);
+            return skip_whole_rare(s, value);
         }
         // Ollama's counts sit in the top-level object itself.
         let (end, count) = match *s.get(value)? {
             b'0'..=b'9' => whole_count(s, value)?,
             b'-' => return None,
-            _ => (skip_whole(s, value)?, Count::Absent),
+            _ => (skip_whole_rare(s, value)?, Count::Absent),
         };
         if count != Count::Absent || self.counted {
             self.record(Slot::Ollama).set(name, count);
@@ -1418,7 +1435,7 @@ impl Doc {
             None => at,
             Some(b'"') => {
                 let key = self.key.get(..usize::from(self.key_len));
-                self.name = Name::of(key.filter(|_| self.key_ok));
+                self.name = Name::of_rare(key.filter(|_| self.key_ok));
                 self.at = At::Colon;
                 at + 1
             }
