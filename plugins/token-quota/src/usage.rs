@@ -861,14 +861,6 @@ fn skip_whole(s: &[u8], pos: usize) -> Option<usize> {
     skip_tree(s, pos)
 }
 
-/// [`skip_whole`] out of line, for the members met rarely (Gemini's
-/// `candidates`, Ollama's counts, a known name out of its place): one copy
-/// of the skip for those, rather than one inlined into each.
-#[inline(never)]
-fn skip_whole_rare(s: &[u8], pos: usize) -> Option<usize> {
-    skip_whole(s, pos)
-}
-
 /// [`skip_whole`] for an array or object at `pos`: as [`Doc::tree`] with
 /// the depth and kinds in locals, below the top-level object at depth 1.
 ///
@@ -1029,6 +1021,16 @@ fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)
             _ => return None,
         }
     }
+}
+
+/// What [`Doc::members`] does with the value of a member whose key it
+/// read.
+enum Member {
+    /// Skips it, as [`Doc::value`] would skip it ([`skip_whole`]).
+    Skip,
+    /// It was read here: the offset after it, or `None` to leave the member
+    /// to [`Doc::run`].
+    Read(Option<usize>),
 }
 
 impl Doc {
@@ -1299,12 +1301,18 @@ impl Doc {
             // looked at.
             let name = Name::of(s.get(from..stop));
             let value = blanks(s, colon);
-            let end = match name {
-                Name::Other => skip_whole(s, value),
+            let member = match name {
+                Name::Other => Member::Skip,
                 Name::PromptEval | Name::Eval | Name::Candidates => {
                     self.rare_member(s, name, value)
                 }
                 _ => self.slot_member(s, name, value),
+            };
+            // One skip for every member that is skipped, rather than one
+            // inlined into each place that decides to skip.
+            let end = match member {
+                Member::Skip => skip_whole(s, value),
+                Member::Read(end) => end,
             };
             let Some(end) = end else {
                 self.at = At::Key { first };
@@ -1325,67 +1333,79 @@ impl Doc {
 
     /// [`Doc::members`] for a member of the top-level object named `name`
     /// (a name the skim knows, but neither Gemini's `candidates` nor an
-    /// Ollama count) whose value starts at `value`: the offset after the
-    /// value, or `None` to leave it to [`Doc::run`].
+    /// Ollama count) whose value starts at `value`.
     ///
     /// A top-level usage object (`usage`, `usageMetadata`) that is whole
     /// and usual is read here ([`whole_usage`]); `message` and `response`
     /// objects, and any other such value that is an object, by
     /// [`Doc::run`]. A value that is no object, as `"usage":null` in most
     /// events of a stream, is no usage, and replaces any before it
-    /// ([`Doc::value`]).
+    /// ([`Doc::value`]); it is skipped. (Should the skip stop short,
+    /// [`Doc::run`] reads the member again and replaces the same usage.)
     #[inline(always)]
-    fn slot_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+    fn slot_member(&mut self, s: &[u8], name: Name, value: usize) -> Member {
         let slot = match name {
             Name::Usage => Slot::Top,
             Name::Message => Slot::Message,
             Name::Response => Slot::Response,
             Name::Metadata => Slot::Gemini,
-            _ => return skip_whole_rare(s, value),
+            _ => return Member::Skip,
         };
         if s.get(value) != Some(&b'{') {
-            let end = skip_whole(s, value);
-            if end.is_some() && self.counted {
+            if self.counted {
                 *self.record(slot) = Record::EMPTY;
             }
-            return end;
+            return Member::Skip;
         }
         if !matches!(slot, Slot::Top | Slot::Gemini) {
-            return None;
+            return Member::Read(None);
         }
-        let (end, record, counted) = whole_usage(s, value, slot)?;
+        let Some((end, record, counted)) = whole_usage(s, value, slot) else {
+            return Member::Read(None);
+        };
         self.counted |= counted;
         if self.counted {
             *self.record(slot) = record;
         }
-        Some(end)
+        Member::Read(Some(end))
     }
 
     /// [`Doc::members`] for a member of the top-level object named
     /// `name`, Gemini's `candidates` or one of Ollama's counts, whose
-    /// value starts at `value`: the offset after the value, or `None` to
-    /// leave it to [`Doc::run`] (`candidates` as an array, read for its
-    /// `finishReason`; a count that is not a plain integer).
+    /// value starts at `value`. Left to [`Doc::run`]: `candidates` as an
+    /// array, read for its `finishReason`, and a count that is not a plain
+    /// integer. A value that is no number is no count, replaces any before
+    /// it and is skipped (should the skip stop short, [`Doc::run`] reads
+    /// the member again and replaces the same count).
     #[cold]
     #[inline(never)]
-    fn rare_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+    fn rare_member(&mut self, s: &[u8], name: Name, value: usize) -> Member {
+        let Some(&b) = s.get(value) else {
+            return Member::Read(None);
+        };
         if name == Name::Candidates {
-            if s.get(value) == Some(&b'[') {
-                return None;
+            if b == b'[' {
+                return Member::Read(None);
             }
-            return skip_whole_rare(s, value);
+            return Member::Skip;
         }
         // Ollama's counts sit in the top-level object itself.
-        let (end, count) = match *s.get(value)? {
-            b'0'..=b'9' => whole_count(s, value)?,
-            b'-' => return None,
-            _ => (skip_whole_rare(s, value)?, Count::Absent),
+        let count = match b {
+            b'0'..=b'9' => whole_count(s, value),
+            b'-' => None,
+            _ => {
+                if self.counted {
+                    self.record(Slot::Ollama).set(name, Count::Absent);
+                }
+                return Member::Skip;
+            }
         };
-        if count != Count::Absent || self.counted {
-            self.record(Slot::Ollama).set(name, count);
-            self.counted |= count != Count::Absent;
-        }
-        Some(end)
+        let Some((end, count)) = count else {
+            return Member::Read(None);
+        };
+        self.record(Slot::Ollama).set(name, count);
+        self.counted = true;
+        Member::Read(Some(end))
     }
 
     /// Where a key or (right after `{`) a `}` may come.
