@@ -295,12 +295,12 @@ impl Name {
         }
     }
 
-    /// [`Name::of`] out of line, for the keys read off the usual path (a
-    /// key with escapes or cut by a chunk's end, the keys of a usage object
-    /// read whole): one copy of the comparisons for those, rather than one
-    /// inlined into each.
+    /// [`Name::of`] as a call, for every key but those of the top-level
+    /// object that [`Doc::members`] reads (the many): one copy of the
+    /// comparisons for the keys of nested objects, keys with escapes or
+    /// cut by a chunk's end, rather than one inlined into each place.
     #[inline(never)]
-    fn of_rare(key: Option<&[u8]>) -> Name {
+    fn of_outlined(key: Option<&[u8]>) -> Name {
         Name::of(key)
     }
 
@@ -979,7 +979,7 @@ fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)
         if rest.get(run) != Some(&b'"') {
             return None;
         }
-        let name = Name::of_rare(rest.get(..run));
+        let name = Name::of_outlined(rest.get(..run));
         let colon = blanks(s, from + run + 1);
         if s.get(colon) != Some(&b':') {
             return None;
@@ -1418,7 +1418,7 @@ impl Doc {
                 // The usual key: whole in this chunk, no escapes, then
                 // `:` and the value, taken in the same step.
                 if rest.get(run) == Some(&b'"') {
-                    self.name = Name::of(rest.get(..run));
+                    self.name = Name::of_outlined(rest.get(..run));
                     let end = from + run + 1;
                     if s.get(end) != Some(&b':') {
                         self.at = At::Colon;
@@ -1455,7 +1455,7 @@ impl Doc {
             None => at,
             Some(b'"') => {
                 let key = self.key.get(..usize::from(self.key_len));
-                self.name = Name::of_rare(key.filter(|_| self.key_ok));
+                self.name = Name::of_outlined(key.filter(|_| self.key_ok));
                 self.at = At::Colon;
                 at + 1
             }
