@@ -1075,7 +1075,7 @@ impl Doc {
         // between the tokens of a skipped container, so stepping over the
         // line ending is right, for one call per line.
         let mut pos = 0;
-        while pos < bytes.len() && self.at != At::Failed {
+        while pos < bytes.len() && !matches!(self.at, At::Failed) {
             pos = self.run(bytes, pos) + 1;
         }
     }
@@ -1084,7 +1084,7 @@ impl Doc {
     /// or `\r`: the offset of that byte, or the length of `bytes`.
     fn feed_line(&mut self, bytes: &[u8], pos: usize) -> usize {
         let pos = self.run(bytes, pos);
-        if self.at == At::Failed {
+        if matches!(self.at, At::Failed) {
             return pos + line_end(bytes.get(pos..).unwrap_or_default());
         }
         pos
@@ -1143,7 +1143,7 @@ impl Doc {
         let mut pos = self.top(s, pos);
         // The usual end of an event's line: the fast path read the whole
         // object up to its line ending (the caller's, as below).
-        if self.at == At::Done && s.get(pos).is_some_and(|&b| is_line_end(b)) {
+        if matches!(self.at, At::Done) && s.get(pos).is_some_and(|&b| is_line_end(b)) {
             return pos;
         }
         while let Some(&b) = s.get(pos) {
@@ -1175,13 +1175,13 @@ impl Doc {
                 At::Tree if is_line_end(b) => return pos,
                 At::Tree => self.tree(s, pos),
                 At::Str => self.string(s, pos),
-                At::After if b == b',' && self.frame == Some(Frame::Candidates) => {
+                At::After if b == b',' && matches!(self.frame, Some(Frame::Candidates)) => {
                     self.at = At::Element { first: false };
                     pos + 1
                 }
                 At::After if b == b',' => {
                     // Straight on into the next key, the usual case.
-                    if self.frame == Some(Frame::Top) {
+                    if matches!(self.frame, Some(Frame::Top)) {
                         self.members(s, pos + 1, false)
                     } else if s.get(pos + 1) == Some(&b'"') {
                         self.key_start(s, pos + 1, b'"', false)
@@ -1196,7 +1196,7 @@ impl Doc {
                     pos + 1
                 }
                 At::Value => self.value(s, pos, b),
-                At::After if self.frame == Some(Frame::Candidates) => {
+                At::After if matches!(self.frame, Some(Frame::Candidates)) => {
                     if b != b']' {
                         self.fail();
                         return pos;
