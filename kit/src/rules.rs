@@ -391,11 +391,24 @@ fn compile_matcher<'cfg>(
     fields: &Fields<'_, 'cfg>,
     mut ignore: impl FnMut(&'static str, &'static str),
 ) -> Result<Matcher<'cfg>, ConfigError> {
+    // Read in a loop: one error path for the four lists instead of one
+    // per list, each dropping the lists before it.
+    let mut lists: [Vec<&'cfg str>; 4] = Default::default();
+    let keys = [
+        "_match_route_",
+        "_match_service_",
+        "_match_route_prefix_",
+        MATCH_CONSUMER,
+    ];
+    for (list, key) in lists.iter_mut().zip(keys) {
+        *list = non_empty(fields, key)?;
+    }
+    let [routes, services, route_prefixes, consumers] = lists;
     let mut m = Matcher {
-        routes: non_empty(fields, "_match_route_")?,
-        services: non_empty(fields, "_match_service_")?,
-        route_prefixes: non_empty(fields, "_match_route_prefix_")?,
-        consumers: non_empty(fields, MATCH_CONSUMER)?,
+        routes,
+        services,
+        route_prefixes,
+        consumers,
         domains: Vec::new(),
     };
     // Domains keep empty entries, as Higress does: `""` matches no host.

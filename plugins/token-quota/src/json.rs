@@ -400,7 +400,7 @@ impl Lexer {
                 }
             }
         }
-        if self.state == State::Error {
+        if matches!(self.state, State::Error) {
             return Step::Error;
         }
         Step::More
@@ -479,7 +479,7 @@ impl Lexer {
                 self.state = State::Str;
                 self.fast_string(input, pos)
             }
-            b'}' if self.state == State::FirstKey => self.fast_close(b'}', pos),
+            b'}' if matches!(self.state, State::FirstKey) => self.fast_close(b'}', pos),
             _ => None,
         }
     }
@@ -522,7 +522,7 @@ impl Lexer {
                 // Too deep: left for the machine to refuse.
                 Act::Consume | Act::EmitKeep(_) | Act::Fail => None,
             },
-            b']' if self.state == State::FirstItem => self.fast_close(b, pos),
+            b']' if matches!(self.state, State::FirstItem) => self.fast_close(b, pos),
             b'0'..=b'9' => self.fast_number::<LINE>(input, pos, at),
             b't' | b'f' | b'n' => {
                 let (word, scalar): (&[u8], _) = match b {
@@ -711,7 +711,7 @@ impl Lexer {
                     self.state = State::Str;
                     Act::Consume
                 }
-                b'}' if self.state == State::FirstKey => self.close(b, at),
+                b'}' if matches!(self.state, State::FirstKey) => self.close(b, at),
                 _ if is_space(b) => Act::Consume,
                 _ => Act::Fail,
             },

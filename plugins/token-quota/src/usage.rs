@@ -295,6 +295,15 @@ impl Name {
         }
     }
 
+    /// [`Name::of`] as a call, for every key but those of the top-level
+    /// object that [`Doc::members`] reads (the many): one copy of the
+    /// comparisons for the keys of nested objects, keys with escapes or
+    /// cut by a chunk's end, rather than one inlined into each place.
+    #[inline(never)]
+    fn of_outlined(key: Option<&[u8]>) -> Name {
+        Name::of(key)
+    }
+
     /// Whether this key is a token field of the usage kept in `slot`: each
     /// API's names only in its own place, so that one API's name elsewhere
     /// is content.
@@ -970,7 +979,7 @@ fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)
         if rest.get(run) != Some(&b'"') {
             return None;
         }
-        let name = Name::of(rest.get(..run));
+        let name = Name::of_outlined(rest.get(..run));
         let colon = blanks(s, from + run + 1);
         if s.get(colon) != Some(&b':') {
             return None;
@@ -1012,6 +1021,16 @@ fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)
             _ => return None,
         }
     }
+}
+
+/// What [`Doc::members`] does with the value of a member whose key it
+/// read.
+enum Member {
+    /// Skips it, as [`Doc::value`] would skip it ([`skip_whole`]).
+    Skip,
+    /// It was read here: the offset after it, or `None` to leave the member
+    /// to [`Doc::run`].
+    Read(Option<usize>),
 }
 
 impl Doc {
@@ -1056,7 +1075,7 @@ impl Doc {
         // between the tokens of a skipped container, so stepping over the
         // line ending is right, for one call per line.
         let mut pos = 0;
-        while pos < bytes.len() && self.at != At::Failed {
+        while pos < bytes.len() && !matches!(self.at, At::Failed) {
             pos = self.run(bytes, pos) + 1;
         }
     }
@@ -1065,7 +1084,7 @@ impl Doc {
     /// or `\r`: the offset of that byte, or the length of `bytes`.
     fn feed_line(&mut self, bytes: &[u8], pos: usize) -> usize {
         let pos = self.run(bytes, pos);
-        if self.at == At::Failed {
+        if matches!(self.at, At::Failed) {
             return pos + line_end(bytes.get(pos..).unwrap_or_default());
         }
         pos
@@ -1124,7 +1143,7 @@ impl Doc {
         let mut pos = self.top(s, pos);
         // The usual end of an event's line: the fast path read the whole
         // object up to its line ending (the caller's, as below).
-        if self.at == At::Done && s.get(pos).is_some_and(|&b| is_line_end(b)) {
+        if matches!(self.at, At::Done) && s.get(pos).is_some_and(|&b| is_line_end(b)) {
             return pos;
         }
         while let Some(&b) = s.get(pos) {
@@ -1156,13 +1175,13 @@ impl Doc {
                 At::Tree if is_line_end(b) => return pos,
                 At::Tree => self.tree(s, pos),
                 At::Str => self.string(s, pos),
-                At::After if b == b',' && self.frame == Some(Frame::Candidates) => {
+                At::After if b == b',' && matches!(self.frame, Some(Frame::Candidates)) => {
                     self.at = At::Element { first: false };
                     pos + 1
                 }
                 At::After if b == b',' => {
                     // Straight on into the next key, the usual case.
-                    if self.frame == Some(Frame::Top) {
+                    if matches!(self.frame, Some(Frame::Top)) {
                         self.members(s, pos + 1, false)
                     } else if s.get(pos + 1) == Some(&b'"') {
                         self.key_start(s, pos + 1, b'"', false)
@@ -1177,7 +1196,7 @@ impl Doc {
                     pos + 1
                 }
                 At::Value => self.value(s, pos, b),
-                At::After if self.frame == Some(Frame::Candidates) => {
+                At::After if matches!(self.frame, Some(Frame::Candidates)) => {
                     if b != b']' {
                         self.fail();
                         return pos;
@@ -1282,12 +1301,18 @@ impl Doc {
             // looked at.
             let name = Name::of(s.get(from..stop));
             let value = blanks(s, colon);
-            let end = match name {
-                Name::Other => skip_whole(s, value),
+            let member = match name {
+                Name::Other => Member::Skip,
                 Name::PromptEval | Name::Eval | Name::Candidates => {
                     self.rare_member(s, name, value)
                 }
                 _ => self.slot_member(s, name, value),
+            };
+            // One skip for every member that is skipped, rather than one
+            // inlined into each place that decides to skip.
+            let end = match member {
+                Member::Skip => skip_whole(s, value),
+                Member::Read(end) => end,
             };
             let Some(end) = end else {
                 self.at = At::Key { first };
@@ -1308,67 +1333,79 @@ impl Doc {
 
     /// [`Doc::members`] for a member of the top-level object named `name`
     /// (a name the skim knows, but neither Gemini's `candidates` nor an
-    /// Ollama count) whose value starts at `value`: the offset after the
-    /// value, or `None` to leave it to [`Doc::run`].
+    /// Ollama count) whose value starts at `value`.
     ///
     /// A top-level usage object (`usage`, `usageMetadata`) that is whole
     /// and usual is read here ([`whole_usage`]); `message` and `response`
     /// objects, and any other such value that is an object, by
     /// [`Doc::run`]. A value that is no object, as `"usage":null` in most
     /// events of a stream, is no usage, and replaces any before it
-    /// ([`Doc::value`]).
+    /// ([`Doc::value`]); it is skipped. (Should the skip stop short,
+    /// [`Doc::run`] reads the member again and replaces the same usage.)
     #[inline(always)]
-    fn slot_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+    fn slot_member(&mut self, s: &[u8], name: Name, value: usize) -> Member {
         let slot = match name {
             Name::Usage => Slot::Top,
             Name::Message => Slot::Message,
             Name::Response => Slot::Response,
             Name::Metadata => Slot::Gemini,
-            _ => return skip_whole(s, value),
+            _ => return Member::Skip,
         };
         if s.get(value) != Some(&b'{') {
-            let end = skip_whole(s, value);
-            if end.is_some() && self.counted {
+            if self.counted {
                 *self.record(slot) = Record::EMPTY;
             }
-            return end;
+            return Member::Skip;
         }
         if !matches!(slot, Slot::Top | Slot::Gemini) {
-            return None;
+            return Member::Read(None);
         }
-        let (end, record, counted) = whole_usage(s, value, slot)?;
+        let Some((end, record, counted)) = whole_usage(s, value, slot) else {
+            return Member::Read(None);
+        };
         self.counted |= counted;
         if self.counted {
             *self.record(slot) = record;
         }
-        Some(end)
+        Member::Read(Some(end))
     }
 
     /// [`Doc::members`] for a member of the top-level object named
     /// `name`, Gemini's `candidates` or one of Ollama's counts, whose
-    /// value starts at `value`: the offset after the value, or `None` to
-    /// leave it to [`Doc::run`] (`candidates` as an array, read for its
-    /// `finishReason`; a count that is not a plain integer).
+    /// value starts at `value`. Left to [`Doc::run`]: `candidates` as an
+    /// array, read for its `finishReason`, and a count that is not a plain
+    /// integer. A value that is no number is no count, replaces any before
+    /// it and is skipped (should the skip stop short, [`Doc::run`] reads
+    /// the member again and replaces the same count).
     #[cold]
     #[inline(never)]
-    fn rare_member(&mut self, s: &[u8], name: Name, value: usize) -> Option<usize> {
+    fn rare_member(&mut self, s: &[u8], name: Name, value: usize) -> Member {
+        let Some(&b) = s.get(value) else {
+            return Member::Read(None);
+        };
         if name == Name::Candidates {
-            if s.get(value) == Some(&b'[') {
-                return None;
+            if b == b'[' {
+                return Member::Read(None);
             }
-            return skip_whole(s, value);
+            return Member::Skip;
         }
         // Ollama's counts sit in the top-level object itself.
-        let (end, count) = match *s.get(value)? {
-            b'0'..=b'9' => whole_count(s, value)?,
-            b'-' => return None,
-            _ => (skip_whole(s, value)?, Count::Absent),
+        let count = match b {
+            b'0'..=b'9' => whole_count(s, value),
+            b'-' => None,
+            _ => {
+                if self.counted {
+                    self.record(Slot::Ollama).set(name, Count::Absent);
+                }
+                return Member::Skip;
+            }
         };
-        if count != Count::Absent || self.counted {
-            self.record(Slot::Ollama).set(name, count);
-            self.counted |= count != Count::Absent;
-        }
-        Some(end)
+        let Some((end, count)) = count else {
+            return Member::Read(None);
+        };
+        self.record(Slot::Ollama).set(name, count);
+        self.counted = true;
+        Member::Read(Some(end))
     }
 
     /// Where a key or (right after `{`) a `}` may come.
@@ -1381,7 +1418,7 @@ impl Doc {
                 // The usual key: whole in this chunk, no escapes, then
                 // `:` and the value, taken in the same step.
                 if rest.get(run) == Some(&b'"') {
-                    self.name = Name::of(rest.get(..run));
+                    self.name = Name::of_outlined(rest.get(..run));
                     let end = from + run + 1;
                     if s.get(end) != Some(&b':') {
                         self.at = At::Colon;
@@ -1418,7 +1455,7 @@ impl Doc {
             None => at,
             Some(b'"') => {
                 let key = self.key.get(..usize::from(self.key_len));
-                self.name = Name::of(key.filter(|_| self.key_ok));
+                self.name = Name::of_outlined(key.filter(|_| self.key_ok));
                 self.at = At::Colon;
                 at + 1
             }
