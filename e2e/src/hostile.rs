@@ -31,6 +31,34 @@ impl RawAnswer {
     }
 }
 
+impl RawAnswer {
+    /// The body with chunked framing taken off (as it is when the answer
+    /// was not chunked); what a cut answer had sent so far.
+    pub fn content(&self) -> Vec<u8> {
+        let head_end = find(&self.bytes, b"\r\n\r\n").map_or(0, |e| e + 4);
+        let head = String::from_utf8_lossy(&self.bytes[..head_end]).to_ascii_lowercase();
+        let mut rest = &self.bytes[head_end..];
+        if !head.contains("transfer-encoding: chunked") {
+            return rest.to_vec();
+        }
+        let mut out = Vec::new();
+        while let Some(line_end) = find(rest, b"\r\n") {
+            let size = std::str::from_utf8(&rest[..line_end]).ok().and_then(|l| {
+                usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok()
+            });
+            let Some(size) = size else { break };
+            let start = line_end + 2;
+            if size == 0 {
+                break;
+            }
+            let end = (start + size).min(rest.len());
+            out.extend_from_slice(&rest[start..end]);
+            rest = rest.get(end + 2..).unwrap_or_default();
+        }
+        out
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
