@@ -157,9 +157,9 @@ fn an_8_kb_key_is_counted_and_a_key_too_long_for_webdis_follows_the_failure_mode
             want,
             "deny {deny}"
         );
-        // At once, on the same webdis connection: counted as usual (webdis
-        // answered a URL that long with a stray second `400`, which Envoy
-        // gave the next call).
+        // At once, on the same webdis connection: counted as usual (a URL
+        // that long, sent, makes webdis send a stray second `400`, which
+        // Envoy would give to this call).
         assert_eq!(
             send(&stack, &[(b"x-api-key", b"right-after")]).status,
             Some(200)

@@ -252,13 +252,12 @@ fn a_hundred_thousand_tiny_events_are_scanned_to_their_usage() {
 fn usage_near_and_beyond_u64_is_charged_at_most_2_pow_53_and_stays_charged() {
     let stack = Stack::start("u64", false);
     // u64::MAX and 2^63 (beyond i64): each charges 2^53, which uses up
-    // any quota, and the reads after it see it through webdis. Before the
-    // kit clamped charges to 2^53, the counting script read such an
-    // amount into a Lua double, Redis refused `9.2233720368547758e+18`,
-    // the script stored that text, and the next read replaced it with 0:
-    // the quota started over. And before the script returned counts past
-    // 2^31 - 1 as strings, webdis cut such a count short (`:90`), the
-    // reply was no RESP, and the failure mode let the request through.
+    // any quota, and the reads after it see it through webdis. What could
+    // go wrong: an amount past 2^53 reaches Redis in exponent notation
+    // (the script reads amounts into Lua doubles), is refused and stored
+    // as text, and the next read resets the counter to 0; a count past
+    // 2^31 - 1 written as a RESP integer comes out of webdis cut short,
+    // no RESP, and the failure mode lets the request through.
     for (user, total) in [
         (&b"u64-max"[..], "18446744073709551615"),
         (&b"i64-past"[..], "9223372036854775808"),
