@@ -4,6 +4,7 @@
 //! test drives step by step ([`slow_upstream`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod hostile;
 pub mod slow_upstream;
 
 use std::path::PathBuf;

@@ -471,6 +471,16 @@ fn count_script(store: &mut Store, keys: &[Vec<u8>], argv: &[Vec<u8>]) -> RedisV
     }
 }
 
+/// A count as the script returns it: past 2^31 - 1, its digits as a
+/// string (see [`COUNT_SCRIPT`]).
+fn big(n: i64) -> RedisValue {
+    if n > i64::from(i32::MAX) {
+        RedisValue::Bulk(n.to_string().into_bytes())
+    } else {
+        RedisValue::Integer(n)
+    }
+}
+
 /// One key of [`count_script`].
 fn count_one(store: &mut Store, key: &[u8], ttl: u64, by: i64) -> RedisValue {
     match store.incr_by(key, by) {
@@ -478,12 +488,12 @@ fn count_one(store: &mut Store, key: &[u8], ttl: u64, by: i64) -> RedisValue {
             if n == by {
                 store.expire(key, ttl);
             }
-            RedisValue::Integer(n)
+            big(n)
         }
         Err(error) => {
             store.set(key, by.to_string().as_bytes(), Some(ttl));
             RedisValue::Array(vec![
-                RedisValue::Integer(by),
+                big(by),
                 RedisValue::Bulk(error.into_bytes()),
                 RedisValue::Bulk(key.to_vec()),
             ])

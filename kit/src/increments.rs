@@ -47,15 +47,25 @@ use core::fmt;
 /// that key's result is `[amount, <Redis's error>, <key>]`. An error the
 /// replacement hits too (out of memory, a read-only replica) is that
 /// key's result (with one key, the script's error reply).
+///
+/// A count past 2^31 - 1 is returned as a string of its digits, which
+/// [`Reply::as_i64`] reads as the number: webdis 0.1.9 writes a RESP
+/// integer of that size cut short (`:2147483648` comes out as `:21`, with
+/// no line end), so such a count would be unreadable, and a quota used up
+/// that far would be let through by the failure mode.
 pub const COUNT_SCRIPT: &str = "local out = {}\n\
+local function big(n)\n\
+if type(n) == 'number' and n > 2147483647 then return string.format('%.0f', n) end\n\
+return n\n\
+end\n\
 for i = 1, #KEYS do\n\
 local by = tonumber(ARGV[2 * i] or '1')\n\
 local n = redis.pcall('INCRBY', KEYS[i], by)\n\
 if type(n) == 'table' then\n\
 local set = redis.pcall('SET', KEYS[i], by, 'EX', ARGV[2 * i - 1])\n\
-if type(set) == 'table' and set.err then n = set else n = {by, n.err, KEYS[i]} end\n\
+if type(set) == 'table' and set.err then n = set else n = {big(by), n.err, KEYS[i]} end\n\
 elseif n == by then redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 1]) end\n\
-out[i] = n\n\
+out[i] = big(n)\n\
 end\n\
 if #KEYS == 1 then return out[1] end\n\
 return out";
@@ -487,13 +497,34 @@ pub(crate) fn shares(
     })
 }
 
+/// The largest amount (and ttl) sent to the counting script: 2^53, the
+/// largest integer up to which every integer is exact in Lua's numbers
+/// (doubles), which the script reads its arguments into. A larger amount
+/// would reach `INCRBY` rounded and in exponent notation
+/// (`9.2233720368547758e+18`), which Redis refuses; the script would then
+/// store that text as the count, and the next call would replace it with
+/// its own amount: the counter would start again from zero. Any real
+/// limit is far below 2^53, so an amount clamped here still exhausts it.
+pub const MAX_AMOUNT: u64 = 1 << 53;
+
+/// `n`, at most [`MAX_AMOUNT`], as Redis's integer type.
 pub(crate) fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    i64::try_from(n.min(MAX_AMOUNT)).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_past_2_pow_53_are_clamped_to_what_lua_holds_exactly() {
+        assert_eq!(clamp(7), 7);
+        assert_eq!(clamp(MAX_AMOUNT), 9_007_199_254_740_992);
+        assert_eq!(clamp(MAX_AMOUNT + 1), 9_007_199_254_740_992);
+        assert_eq!(clamp(u64::MAX), 9_007_199_254_740_992);
+        // Exact as a double, so the script's `tonumber` keeps every digit.
+        assert_eq!(clamp(MAX_AMOUNT) as f64 as i64, clamp(MAX_AMOUNT));
+    }
 
     fn waiter(slot: u32, amount: u64) -> Waiter {
         Waiter {

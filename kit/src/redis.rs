@@ -50,7 +50,19 @@ pub enum RedisError {
     Http(u16),
     /// The reply was not one complete RESP value.
     Protocol,
+    /// The command would make a webdis URL longer than
+    /// [`WEBDIS_PATH_MAX`] (a key that holds a huge request value): not
+    /// sent.
+    TooLong,
 }
+
+/// The longest webdis path sent. webdis refuses a request whose head
+/// passes 80 KiB with a `400` and, while the rest of that request is still
+/// arriving, reads it as a second request and answers it too: the proxy
+/// pairs that stray `400` with the next call on the connection, whatever
+/// its key. So a longer command is refused here, before it is sent; the
+/// headroom is for the headers the proxy adds.
+pub const WEBDIS_PATH_MAX: usize = 64 * 1024;
 
 impl fmt::Display for RedisError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,6 +73,10 @@ impl fmt::Display for RedisError {
             RedisError::Network => f.write_str("redis connection failed"),
             RedisError::Http(status) => write!(f, "webdis answered HTTP {status}"),
             RedisError::Protocol => f.write_str("redis reply is not valid RESP"),
+            RedisError::TooLong => write!(
+                f,
+                "redis command not sent: its webdis URL would pass {WEBDIS_PATH_MAX} bytes"
+            ),
         }
     }
 }
@@ -298,6 +314,9 @@ impl RedisClient {
                 (token, CallKind::RedisNative)
             }
             Transport::Webdis { cluster } => {
+                if self.command.bytes().len() > WEBDIS_PATH_MAX {
+                    return Err(RedisError::TooLong);
+                }
                 let headers: [(&str, &[u8]); 3] = [
                     (":method", b"GET"),
                     (":path", self.command.bytes()),

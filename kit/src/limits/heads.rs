@@ -5,6 +5,7 @@
 //! [`limits`](super).
 
 use super::cache::OverLimitCache;
+use super::key_hash::KeyHash;
 use super::{slot, Limits, GLOBAL_SLOT, KEY_CLOSE};
 
 /// [`CounterKey::identity`](super::CounterKey::identity) of the global limit.
@@ -62,13 +63,16 @@ fn push_limit(out: &mut Vec<u8>, limit: super::Limit) {
 
 impl Heads {
     /// The heads of `limits`, named by `prefix`, `rule` and, for a
-    /// `_rules_` entry that inherits its `rule_name`, `place`.
+    /// `_rules_` entry that inherits its `rule_name`, `place`; with
+    /// `key_hash`, a `limit_keys` entry's `key` is named by its hash (it
+    /// may be a token, like the values of `limit_by_per_*` items).
     pub(super) fn new(
         limits: &Limits<'_>,
         cache: &OverLimitCache,
         prefix: &str,
         rule: &str,
         place: Option<&str>,
+        key_hash: Option<&KeyHash>,
     ) -> Heads {
         let mut heads = Heads::default();
         // The key being built, then its path segment; reused for each.
@@ -118,7 +122,10 @@ impl Heads {
                     0
                 } else {
                     let identity = limit_key.key.as_bytes();
-                    push_escaped(&mut key, identity);
+                    match key_hash {
+                        Some(hash) => key.extend_from_slice(&hash.digits(identity)),
+                        None => push_escaped(&mut key, identity),
+                    }
                     key.extend_from_slice(KEY_CLOSE);
                     cache.hash(slot(i, k), identity)
                 };

@@ -50,6 +50,7 @@ mod distinct_keys;
 mod heads;
 mod ip;
 pub mod kept;
+pub mod key_hash;
 pub mod keys;
 pub mod pattern;
 pub mod window;
@@ -61,6 +62,7 @@ use crate::plugin::{Flow, Setup};
 use cache::OverLimitCache;
 use core::cell::Cell;
 use heads::{Heads, GLOBAL_IDENTITY};
+use key_hash::KeyHash;
 use keys::{Cidr, Source, Value};
 use pattern::Pattern;
 use std::borrow::Cow;
@@ -403,6 +405,10 @@ pub struct Rule<'cfg> {
     pub failure_mode_deny: bool,
     /// `redis_key_prefix`: first part of the counter keys.
     pub key_prefix: &'cfg str,
+    /// `key_hash` with `key_hash_secret`: counter keys name values (the
+    /// request's, and the configured `key` of a `limit_keys` entry) by a
+    /// keyed hash, never in clear; see [`key_hash`].
+    pub key_hash: Option<KeyHash>,
     /// Keys known to be over their limit, until their window ends.
     pub cache: OverLimitCache,
     /// `over_limit_recheck_ms` (default 1000): how long a key Redis said
@@ -449,7 +455,8 @@ fn no_braces(field: &Field<'_, '_>, value: &str) -> Result<(), ConfigError> {
 
 impl<'cfg> Rule<'cfg> {
     /// Reads `rule_name`, the limits, `rejected_code`, `rejected_msg`,
-    /// `failure_mode_deny`, `redis_key_prefix` and `over_limit_recheck_ms`.
+    /// `failure_mode_deny`, `redis_key_prefix`, `over_limit_recheck_ms`,
+    /// `key_hash` and `key_hash_secret`.
     ///
     /// # Errors
     /// Names the first field at fault.
@@ -487,7 +494,15 @@ impl<'cfg> Rule<'cfg> {
         // A `_rules_` entry that inherits its `rule_name` is told apart by
         // its place (`_rules_[2]`), which names it in error messages too.
         let place = fields.get_own("rule_name").is_none().then(|| fields.path());
-        let heads = Heads::new(&limits, &cache, key_prefix, rule_name, place.as_deref());
+        let key_hash = KeyHash::parse(fields)?;
+        let heads = Heads::new(
+            &limits,
+            &cache,
+            key_prefix,
+            rule_name,
+            place.as_deref(),
+            key_hash.as_ref(),
+        );
         Ok(Rule {
             rule_name,
             limits,
@@ -505,6 +520,7 @@ impl<'cfg> Rule<'cfg> {
                 ms => ms,
             },
             key_prefix,
+            key_hash,
             cache,
             heads,
             window_text: WindowText::default(),
@@ -579,6 +595,10 @@ impl<'cfg> Rule<'cfg> {
     ) -> Option<Applied<'a>> {
         let now = now_nanos / NANOS_PER_SEC;
         let matched = self.limits.find(io, &mut scratch.value)?;
+        if let (true, Some(key_hash)) = (matched.per_value, &self.key_hash) {
+            // Matched on the value itself; only the key holds its hash.
+            scratch.value = Value::from_slice(&key_hash.digits(&scratch.value));
+        }
         let window = window::Window::containing(now, matched.limit.window_secs);
         let (digits, len) = self.window_text.of(window.start);
         scratch.window = digits;

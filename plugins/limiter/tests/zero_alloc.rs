@@ -450,3 +450,18 @@ fn calls_over_several_keys_do_not_allocate() {
     assert_eq!(widest, kit::increments::KEYS_PER_CALL);
     assert_eq!(allocations, 0, "allocations in {requests} warm requests");
 }
+
+#[test]
+fn hashed_per_header_keys_do_not_allocate() {
+    // `key_hash`: the value is matched, then named in its key by 32 hex
+    // digits of a keyed hash, on the stack; configured keys were hashed at
+    // configuration.
+    run(
+        &format!(
+            r#"{{"rule_name": "za", "key_hash": true, "key_hash_secret": "0123456789abcdef-secret",
+               "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [{{"key": "regexp:^[a-z]", "query_per_second": 5}}]}},
+                              {{"limit_by_header": "x-api-key", "limit_keys": [{{"key": "Bearer t0k3n", "query_per_second": 5}}]}}], {WEBDIS}}}"#
+        ),
+        &[b"alice", b"bob/with%slash", b"Bearer t0k3n"],
+    );
+}

@@ -337,3 +337,45 @@ fn shared_reads_and_batched_charges_do_not_allocate() {
     assert_eq!(used - START, 120 * 3 * 1_050, "every answer was charged");
     assert_eq!(allocations, 0, "allocations in 1,000 warm rounds of three");
 }
+
+#[test]
+fn hashed_per_header_keys_do_not_allocate() {
+    // `key_hash`: the client's value is named in its counter key by 32 hex
+    // digits of a keyed hash, computed on the stack.
+    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
+    filter
+        .configure(
+            br#"{"rule_name": "zh", "key_hash": true, "key_hash_secret": "0123456789abcdef-secret",
+                 "rule_items": [{"limit_by_per_header": "x-api-key", "limit_keys": [{"key": "*", "token_per_minute": 1000000000}]}],
+                 "redis": {"webdis_cluster": "webdis"}}"#
+                .to_vec(),
+        )
+        .unwrap();
+    let api = &apis()[0];
+    let mut used = START;
+    for i in 0..100 {
+        one_request(&mut filter, i + 2, api, &mut used);
+    }
+    let path = filter
+        .host()
+        .last_call
+        .as_ref()
+        .unwrap()
+        .headers
+        .get(":path")
+        .unwrap();
+    let path = String::from_utf8_lossy(path).into_owned();
+    assert!(path.contains("per_header"), "{path}");
+    assert!(!path.contains("team-a"), "the value is hashed: {path}");
+    let allocations = allocations_during(|| {
+        for i in 100..5_100 {
+            one_request(&mut filter, i + 2, api, &mut used);
+        }
+    });
+    assert_eq!(
+        used - START,
+        120 * 5_100,
+        "every answer was charged its usage"
+    );
+    assert_eq!(allocations, 0, "allocations in 5,000 warm requests");
+}
