@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::envoy::{envoy_binary, listener_port};
-use crate::process::{read_log, tail, Proc};
+use crate::process::{read_log, tail, Proc, SIGCONT, SIGSTOP};
 use crate::resp::{self, Resp};
 use crate::{free_port, http, poll, require_tool, Error, RunDir};
 
@@ -47,8 +47,16 @@ pub struct RedisCluster {
     proxy: Proc,
     proxy_port: u16,
     proxy_admin_port: u16,
+    proxy_frozen: bool,
     nodes: Vec<Node>,
     dir: RunDir,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        // A stopped Envoy dies of SIGKILL too; thaw it so nothing waits on it.
+        self.thaw_proxy();
+    }
 }
 
 impl RedisCluster {
@@ -81,6 +89,7 @@ impl RedisCluster {
             proxy,
             proxy_port,
             proxy_admin_port,
+            proxy_frozen: false,
             nodes,
             dir,
         };
@@ -163,6 +172,26 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no running cluster node on port {port}"));
         if let Some(mut proc) = node.proc.take() {
             proc.kill();
+        }
+    }
+
+    /// Stops the proxy with SIGSTOP: connections to it stay open and
+    /// nothing is answered, so calls already sent stay in flight.
+    ///
+    /// # Panics
+    /// If the signal cannot be sent.
+    pub fn freeze_proxy(&mut self) {
+        self.proxy
+            .signal(SIGSTOP)
+            .unwrap_or_else(|e| panic!("SIGSTOP to the redis_proxy Envoy failed: {e}"));
+        self.proxy_frozen = true;
+    }
+
+    /// Resumes a frozen proxy (SIGCONT).
+    pub fn thaw_proxy(&mut self) {
+        if self.proxy_frozen {
+            let _ = self.proxy.signal(SIGCONT);
+            self.proxy_frozen = false;
         }
     }
 
