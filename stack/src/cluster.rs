@@ -13,7 +13,7 @@
 //! redirection, follows `MOVED`/`ASK`, and routes `EVAL`/`EVALSHA` by their
 //! first key. Dropping the handle kills the proxy and every node.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -412,7 +412,7 @@ fn crc16(bytes: &[u8]) -> u16 {
     crc
 }
 
-fn spawn_node(server: &PathBuf, dir: &RunDir, index: usize) -> Result<Node, Error> {
+fn spawn_node(server: &Path, dir: &RunDir, index: usize) -> Result<Node, Error> {
     let mut last = None;
     for _ in 0..3 {
         let port = free_port();
@@ -486,7 +486,7 @@ fn spawn_node(server: &PathBuf, dir: &RunDir, index: usize) -> Result<Node, Erro
 }
 
 /// `redis-cli --cluster create` with one replica per master.
-fn create(cli: &PathBuf, dir: &RunDir, nodes: &[Node]) -> Result<(), Error> {
+fn create(cli: &Path, dir: &RunDir, nodes: &[Node]) -> Result<(), Error> {
     let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
     args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
     args.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
