@@ -183,10 +183,13 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     } else {
         "cluster-accuracy"
     };
-    let seconds = if kill {
-        bench.opts.seconds.clamp(20, 45)
-    } else {
-        bench.opts.seconds.clamp(5, 45)
+    // The failover run needs room for the kill, about 3 s of failover
+    // and the keys of the dead master still reaching their limit after it.
+    let seconds = match (kill, bench.opts.smoke) {
+        (true, true) => 12,
+        (true, false) => bench.opts.seconds.clamp(20, 45),
+        (false, true) => 3,
+        (false, false) => bench.opts.seconds.clamp(5, 45),
     };
     let length = Duration::from_secs(seconds);
     println!(
