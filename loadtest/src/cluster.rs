@@ -1,21 +1,25 @@
 //! The limiter on a Redis Cluster (three masters, three replicas) behind
 //! Envoy's `redis_proxy`, each of two gateways reaching it through its own
 //! webdis: per-key accuracy with the keys spread over every master, and
-//! the same run with a master killed (SIGKILL) a third of the way in.
+//! the same run with a master killed (SIGKILL) while the counts climb.
 //!
 //! Per-key counts need per-request answers, which wrk does not give, so
 //! these scenarios drive the gateways with their own clients (one
 //! connection per request, a fixed number of clients at once) and record
 //! each answer's key, status, send time and latency.
 //!
-//! The per-key limit is set from a calibration run (no limit, same
-//! clients) so that each key reaches it about 60% of the way through the
-//! measured run: the kill then falls while counts are still climbing, and
-//! an increment the dead master had acknowledged but not yet passed to its
-//! replica lets one more request through later. What the run counts as
-//! over the limit is exactly that loss; without a failover it must be 0.
+//! The runs follow the counts, not the clock, so a slow or busy machine
+//! changes how long they take, not what they measure: the failover run
+//! kills a master once a third of the keys' allowance has been answered
+//! (counts still climbing: an increment the dead master had acknowledged
+//! but not yet passed to its replica then lets one more request through
+//! later), and both runs end once every key has been refused at least
+//! once (every key reached its limit), or at [`CAP`]. What the run counts
+//! as over the limit is exactly the increments lost; without a failover
+//! it must be 0.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,8 +39,12 @@ const CLIENTS: usize = 16;
 const TIMEOUT_MS: u64 = 500;
 /// How long after the kill every answer must be 200 or 429 again.
 const RECOVERY_BOUND: Duration = Duration::from_secs(10);
-/// Where in the measured run each key should reach its limit.
-const LIMIT_AT: f64 = 0.6;
+/// The longest a run may take; it must fit in one clock minute with the
+/// start-up.
+const CAP: Duration = Duration::from_secs(40);
+/// Answers after every key was refused once, so the over-limit cache's
+/// rechecks and the last calls are in the run too.
+const TAIL: Duration = Duration::from_secs(1);
 
 /// One answer.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +55,31 @@ struct Answer {
     key: usize,
     /// 0 when no answer came.
     status: u16,
+}
+
+/// What the clients have seen so far, for the thread that decides when to
+/// kill and when to stop.
+struct Progress {
+    allowed: AtomicU64,
+    refused: Vec<AtomicBool>,
+    stop: AtomicBool,
+}
+
+impl Progress {
+    fn all_refused(&self) -> bool {
+        self.refused.iter().all(|r| r.load(Ordering::Relaxed))
+    }
+
+    /// Waits until `done` or [`CAP`] from `start`; false if the cap came first.
+    fn wait_for(&self, start: Instant, done: impl Fn(&Progress) -> bool) -> bool {
+        while start.elapsed() < CAP {
+            if done(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
 }
 
 fn config(rule: &str, per_minute: u64) -> Value {
@@ -70,31 +103,34 @@ fn gateway(webdis: &Webdis, config: &Value) -> Envoy {
     )
 }
 
-/// [`CLIENTS`] clients send `GET /` with `x-api-key: <prefix><key>` for
-/// `length`, key after key, each key alternating between the gateways;
-/// `meanwhile` runs on this thread once the clients have started.
+/// [`CLIENTS`] clients send `GET /` with `x-api-key: key-<n>`, key after
+/// key, each key alternating between the gateways, until `decide` (run on
+/// this thread with the start time and the progress) returns, or [`CAP`].
 fn drive<T>(
     ports: &[u16; 2],
-    prefix: &str,
-    length: Duration,
-    meanwhile: impl FnOnce(Instant) -> T,
+    decide: impl FnOnce(Instant, &Progress) -> T,
 ) -> (Vec<Answer>, Duration, T) {
     let start = Instant::now();
+    let progress = Progress {
+        allowed: AtomicU64::new(0),
+        refused: (0..KEYS).map(|_| AtomicBool::new(false)).collect(),
+        stop: AtomicBool::new(false),
+    };
     let answers = Mutex::new(Vec::new());
-    let done = std::thread::scope(|scope| {
+    let decided = std::thread::scope(|scope| {
         for client in 0..CLIENTS {
-            let answers = &answers;
+            let (answers, progress) = (&answers, &progress);
             scope.spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = client;
-                while start.elapsed() < length {
+                while !progress.stop.load(Ordering::Relaxed) && start.elapsed() < CAP {
                     let key = i % KEYS;
                     let port = if (i / KEYS) % 2 == 0 {
                         ports[0]
                     } else {
                         ports[1]
                     };
-                    let value = format!("{prefix}{key}");
+                    let value = format!("key-{key}");
                     let sent = start.elapsed();
                     let status = stack::get_with_timeout(
                         port,
@@ -103,6 +139,17 @@ fn drive<T>(
                         Duration::from_secs(5),
                     )
                     .map_or(0, |r| r.status);
+                    match status {
+                        200 => {
+                            progress.allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        429 => {
+                            if let Some(flag) = progress.refused.get(key) {
+                                flag.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {}
+                    }
                     mine.push(Answer {
                         sent,
                         took: start.elapsed() - sent,
@@ -117,14 +164,15 @@ fn drive<T>(
                     .extend(mine);
             });
         }
-        // The clients stop by themselves at `length`.
-        meanwhile(start)
+        let decided = decide(start, &progress);
+        progress.stop.store(true, Ordering::Relaxed);
+        decided
     });
     let elapsed = start.elapsed();
     (
         answers.into_inner().unwrap_or_else(|e| e.into_inner()),
         elapsed,
-        done,
+        decided,
     )
 }
 
@@ -183,15 +231,8 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     } else {
         "cluster-accuracy"
     };
-    // The failover run needs room for the kill, about 3 s of failover
-    // and the keys of the dead master still reaching their limit after it.
-    let seconds = match (kill, bench.opts.smoke) {
-        (true, true) => 12,
-        (true, false) => bench.opts.seconds.clamp(20, 45),
-        (false, true) => 3,
-        (false, false) => bench.opts.seconds.clamp(5, 45),
-    };
-    let length = Duration::from_secs(seconds);
+    // Per key and minute; the smoke run's keys reach it within seconds.
+    let limit: u64 = if bench.opts.smoke { 30 } else { 150 };
     println!(
         "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
     );
@@ -200,56 +241,44 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
         Webdis::start_with(cluster.proxy_port(), 2, 16),
         Webdis::start_with(cluster.proxy_port(), 2, 16),
     ];
-
-    // Calibration: the same clients, a limit never reached.
-    let probe_rule = bench.rule(&format!("{id}-calibrate"));
-    let probes = [
-        gateway(&webdis[0], &config(&probe_rule, 1 << 40)),
-        gateway(&webdis[1], &config(&probe_rule, 1 << 40)),
-    ];
-    let calibration = Duration::from_secs(2);
-    let (answers, elapsed, ()) = drive(
-        &[probes[0].port(), probes[1].port()],
-        "calibrate-",
-        calibration,
-        |_| (),
-    );
-    drop(probes);
-    let per_key_rate = answers.len() as f64 / elapsed.as_secs_f64() / KEYS as f64;
-    let limit = ((per_key_rate * seconds as f64 * LIMIT_AT) as u64).max(5);
-
     let rule = bench.rule(id);
     let config = config(&rule, limit);
     let gateways = [gateway(&webdis[0], &config), gateway(&webdis[1], &config)];
     let ports = [gateways[0].port(), gateways[1].port()];
     let crossslot_before = cluster.error_count("CROSSSLOT");
-    let window =
-        stack::wait_for_window_room(Duration::from_secs(60), Duration::from_secs(seconds + 3));
+    let window = stack::wait_for_window_room(Duration::from_secs(60), CAP + Duration::from_secs(3));
     let title = if kill {
         format!(
-            "cluster failover: limiter on two gateways, {KEYS} keys over 3 masters, a master \
-             killed a third of the way into {seconds} s, failure_mode_deny: true"
+            "cluster failover: limiter on two gateways, {KEYS} keys over 3 masters ({limit}/min each), \
+             a master killed while the counts climb, failure_mode_deny: true"
         )
     } else {
-        format!(
-            "cluster accuracy: limiter on two gateways, {KEYS} keys over 3 masters, {seconds} s"
-        )
+        format!("cluster accuracy: limiter on two gateways, {KEYS} keys over 3 masters ({limit}/min each)")
     };
-    println!("[loadtest] == {title} (limit {limit} a minute per key)");
-    let (answers, elapsed, failover) = drive(&ports, "key-", length, |start| {
-        if !kill {
-            return None;
-        }
-        std::thread::sleep(length / 3);
-        let victim = cluster.master_ports().first().copied()?;
-        let killed_at = start.elapsed();
-        cluster.kill_node(victim);
-        println!(
-            "[loadtest]   {id}: killed master {victim} at {:.1} s",
-            killed_at.as_secs_f64()
-        );
-        let healthy = cluster.wait_healthy(Duration::from_secs(30));
-        Some((killed_at, healthy))
+    println!("[loadtest] == {title}");
+    let allowance = KEYS as u64 * limit;
+    let (answers, elapsed, (reached, failover)) = drive(&ports, |start, progress| {
+        let failover = if kill {
+            progress.wait_for(start, |p| {
+                p.allowed.load(Ordering::Relaxed) >= allowance / 3
+            });
+            let victim = cluster.master_ports().first().copied();
+            victim.map(|victim| {
+                let killed_at = start.elapsed();
+                cluster.kill_node(victim);
+                println!(
+                    "[loadtest]   {id}: killed master {victim} at {:.1} s, {} of {allowance} allowed",
+                    killed_at.as_secs_f64(),
+                    progress.allowed.load(Ordering::Relaxed)
+                );
+                (killed_at, cluster.wait_healthy(Duration::from_secs(30)))
+            })
+        } else {
+            None
+        };
+        let reached = progress.wait_for(start, Progress::all_refused);
+        std::thread::sleep(TAIL);
+        (reached, failover)
     });
     let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
     let mut s = Scenario::new(
@@ -265,10 +294,12 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     s.gateways = 2;
     s.connections = CLIENTS as u32;
     s.fact(
-        "calibration",
+        "run length",
         format!(
-            "{:.0} req/s over both gateways ({per_key_rate:.1} per key): limit {limit} a minute per key",
-            answers_rate(per_key_rate)
+            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
+            elapsed.as_secs_f64(),
+            TAIL.as_secs(),
+            CAP.as_secs()
         ),
     );
     let allowed = allowed_per_key(&answers);
@@ -286,8 +317,10 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     );
     s.check(
         "every key reached its limit",
-        short == 0,
-        format!("{short} of {KEYS} keys below {limit}"),
+        reached && short == 0,
+        format!(
+            "{short} of {KEYS} keys allowed fewer than {limit}; every key refused once: {reached}"
+        ),
     );
     let crossslot = cluster.error_count("CROSSSLOT") - crossslot_before;
     s.check(
@@ -346,11 +379,6 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
         }
     }
     s
-}
-
-/// Requests per second over both gateways from the per-key rate.
-fn answers_rate(per_key_rate: f64) -> f64 {
-    per_key_rate * KEYS as f64
 }
 
 pub fn accuracy(bench: &mut Bench) -> Scenario {
