@@ -282,11 +282,7 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     });
     let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
     let mut s = Scenario::new(
-        if kill {
-            "cluster-failover"
-        } else {
-            "cluster-accuracy"
-        },
+        id,
         &title,
         if kill { Kind::Faults } else { Kind::Accuracy },
         summarize(&answers, elapsed),
