@@ -14,7 +14,8 @@
 //! (counts still climbing: an increment the dead master had acknowledged
 //! but not yet passed to its replica then lets one more request through
 //! later), and both runs end once every key has been refused at least
-//! once (every key reached its limit), or at [`CAP`]. What the run counts
+//! once (every key reached its limit), or at the cap ([`CAP`],
+//! [`SMOKE_CAP`]). What the run counts
 //! as over the limit is exactly the increments lost; without a failover
 //! it must be 0.
 
@@ -42,6 +43,8 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 /// The longest a run may take; it must fit in one clock minute with the
 /// start-up.
 const CAP: Duration = Duration::from_secs(40);
+/// The cap of a `--smoke` run (its keys allow 30 each).
+const SMOKE_CAP: Duration = Duration::from_secs(15);
 /// Answers after every key was refused once, so the over-limit cache's
 /// rechecks and the last calls are in the run too.
 const TAIL: Duration = Duration::from_secs(1);
@@ -60,6 +63,7 @@ struct Answer {
 /// What the clients have seen so far, for the thread that decides when to
 /// kill and when to stop.
 struct Progress {
+    cap: Duration,
     allowed: AtomicU64,
     refused: Vec<AtomicBool>,
     stop: AtomicBool,
@@ -70,9 +74,9 @@ impl Progress {
         self.refused.iter().all(|r| r.load(Ordering::Relaxed))
     }
 
-    /// Waits until `done` or [`CAP`] from `start`; false if the cap came first.
+    /// Waits until `done` or the cap from `start`; false if the cap came first.
     fn wait_for(&self, start: Instant, done: impl Fn(&Progress) -> bool) -> bool {
-        while start.elapsed() < CAP {
+        while start.elapsed() < self.cap {
             if done(self) {
                 return true;
             }
@@ -105,13 +109,15 @@ fn gateway(webdis: &Webdis, config: &Value) -> Envoy {
 
 /// [`CLIENTS`] clients send `GET /` with `x-api-key: key-<n>`, key after
 /// key, each key alternating between the gateways, until `decide` (run on
-/// this thread with the start time and the progress) returns, or [`CAP`].
+/// this thread with the start time and the progress) returns, or `cap`.
 fn drive<T>(
+    cap: Duration,
     ports: &[u16; 2],
     decide: impl FnOnce(Instant, &Progress) -> T,
 ) -> (Vec<Answer>, Duration, T) {
     let start = Instant::now();
     let progress = Progress {
+        cap,
         allowed: AtomicU64::new(0),
         refused: (0..KEYS).map(|_| AtomicBool::new(false)).collect(),
         stop: AtomicBool::new(false),
@@ -123,7 +129,7 @@ fn drive<T>(
             scope.spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = client;
-                while !progress.stop.load(Ordering::Relaxed) && start.elapsed() < CAP {
+                while !progress.stop.load(Ordering::Relaxed) && start.elapsed() < cap {
                     let key = i % KEYS;
                     let port = if (i / KEYS) % 2 == 0 {
                         ports[0]
@@ -246,7 +252,8 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     let gateways = [gateway(&webdis[0], &config), gateway(&webdis[1], &config)];
     let ports = [gateways[0].port(), gateways[1].port()];
     let crossslot_before = cluster.error_count("CROSSSLOT");
-    let window = stack::wait_for_window_room(Duration::from_secs(60), CAP + Duration::from_secs(3));
+    let cap = if bench.opts.smoke { SMOKE_CAP } else { CAP };
+    let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
     let title = if kill {
         format!(
             "cluster failover: limiter on two gateways, {KEYS} keys over 3 masters ({limit}/min each), \
@@ -257,7 +264,7 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     };
     println!("[loadtest] == {title}");
     let allowance = KEYS as u64 * limit;
-    let (answers, elapsed, (reached, failover)) = drive(&ports, |start, progress| {
+    let (answers, elapsed, (reached, failover)) = drive(cap, &ports, |start, progress| {
         let failover = if kill {
             progress.wait_for(start, |p| {
                 p.allowed.load(Ordering::Relaxed) >= allowance / 3
@@ -295,7 +302,7 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
             "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
             elapsed.as_secs_f64(),
             TAIL.as_secs(),
-            CAP.as_secs()
+            cap.as_secs()
         ),
     );
     let allowed = allowed_per_key(&answers);
