@@ -115,6 +115,22 @@ fn drive<T>(
     ports: &[u16; 2],
     decide: impl FnOnce(Instant, &Progress) -> T,
 ) -> (Vec<Answer>, Duration, T) {
+    drive_with(cap, ports, get, decide)
+}
+
+/// `GET /` with `x-api-key: value`; its status, 0 without an answer.
+fn get(port: u16, value: &str) -> u16 {
+    stack::get_with_timeout(port, "/", &[("x-api-key", value)], Duration::from_secs(5))
+        .map_or(0, |r| r.status)
+}
+
+/// [`drive`] with `send(port, value)` making each request.
+fn drive_with<T>(
+    cap: Duration,
+    ports: &[u16; 2],
+    send: impl Fn(u16, &str) -> u16 + Sync,
+    decide: impl FnOnce(Instant, &Progress) -> T,
+) -> (Vec<Answer>, Duration, T) {
     let start = Instant::now();
     let progress = Progress {
         cap,
@@ -125,7 +141,7 @@ fn drive<T>(
     let answers = Mutex::new(Vec::new());
     let decided = std::thread::scope(|scope| {
         for client in 0..CLIENTS {
-            let (answers, progress) = (&answers, &progress);
+            let (answers, progress, send) = (&answers, &progress, &send);
             scope.spawn(move || {
                 let mut mine = Vec::new();
                 let mut i = client;
@@ -138,13 +154,7 @@ fn drive<T>(
                     };
                     let value = format!("key-{key}");
                     let sent = start.elapsed();
-                    let status = stack::get_with_timeout(
-                        port,
-                        "/",
-                        &[("x-api-key", &value)],
-                        Duration::from_secs(5),
-                    )
-                    .map_or(0, |r| r.status);
+                    let status = send(port, &value);
                     match status {
                         200 => {
                             progress.allowed.fetch_add(1, Ordering::Relaxed);
@@ -390,4 +400,174 @@ pub fn accuracy(bench: &mut Bench) -> Scenario {
 
 pub fn failover(bench: &mut Bench) -> Scenario {
     run(bench, true)
+}
+
+/// Tokens each answer of the JSON upstream reports.
+const TOKENS_PER_ANSWER: u64 = 30;
+/// A chat request the JSON upstream answers.
+const CHAT: &str =
+    r#"{"model":"qwen-max","messages":[{"role":"user","content":"Tell me a story."}]}"#;
+
+/// The token quota on the cluster under load: two gateways in front of the
+/// JSON upstream, 48 keys with a quota of 40 answers' tokens a minute
+/// each (10 with `--smoke`), until every key has been refused once. Checks
+/// that each key's counter holds exactly the tokens of the answers it let
+/// through (the quota is read at the request and charged at the end, so
+/// requests in flight when it runs out may pass it; what must be exact is
+/// the charge), and no CROSSSLOT.
+pub fn token_quota(bench: &mut Bench) -> Scenario {
+    let id = "cluster-token-quota";
+    let answers_each: u64 = if bench.opts.smoke { 10 } else { 40 };
+    let quota = answers_each * TOKENS_PER_ANSWER;
+    let cap = if bench.opts.smoke { SMOKE_CAP } else { CAP };
+    println!(
+        "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
+    );
+    let cluster = RedisCluster::start();
+    let webdis = [
+        Webdis::start_with(cluster.proxy_port(), 2, 16),
+        Webdis::start_with(cluster.proxy_port(), 2, 16),
+    ];
+    let rule = bench.rule(id);
+    let config = json!({
+        "rule_name": rule,
+        "rule_items": [{"limit_by_per_header": "x-api-key",
+                        "limit_keys": [{"key": "*", "token_per_minute": quota}]}],
+        "rejected_code": 429,
+        "failure_mode_deny": true,
+        "redis": {"webdis_cluster": "webdis", "timeout": TIMEOUT_MS, "cluster": true},
+    });
+    let gateway = |webdis: &Webdis| {
+        let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
+            .allow_on_headers_stop_iteration(true);
+        Envoy::start(
+            EnvoyConfig::new()
+                .wasm(plugin)
+                .cluster("webdis", webdis.port())
+                .cluster("llm", bench.json_upstream.port())
+                .route_to("llm")
+                .log_level("warning"),
+        )
+    };
+    let gateways = [gateway(&webdis[0]), gateway(&webdis[1])];
+    let ports = [gateways[0].port(), gateways[1].port()];
+    let crossslot_before = cluster.error_count("CROSSSLOT");
+    let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
+    let title = format!(
+        "cluster: token quota on two gateways, {KEYS} keys over 3 masters ({quota} tokens/min each), chat POSTs, JSON answers"
+    );
+    println!("[loadtest] == {title}");
+    let post = |port: u16, value: &str| {
+        stack::request_with_timeout(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            &[("content-type", "application/json"), ("x-api-key", value)],
+            stack::Body::Fixed(CHAT.as_bytes()),
+            Duration::from_secs(5),
+        )
+        .map_or(0, |r| r.status)
+    };
+    let (answers, elapsed, reached) = drive_with(cap, &ports, post, |start, progress| {
+        let reached = progress.wait_for(start, Progress::all_refused);
+        std::thread::sleep(TAIL);
+        reached
+    });
+    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
+    let mut s = Scenario::new(id, &title, Kind::Accuracy, summarize(&answers, elapsed));
+    s.gateways = 2;
+    s.connections = CLIENTS as u32;
+    s.fact(
+        "run length",
+        format!(
+            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
+            elapsed.as_secs_f64(),
+            TAIL.as_secs(),
+            cap.as_secs()
+        ),
+    );
+    s.check(
+        "the run stayed in one per-minute window",
+        window == end_window,
+        format!("started in window {window}, ended in {end_window}"),
+    );
+    s.check_answers(&[200, 429]);
+    s.check(
+        "every key used up its quota (refused once)",
+        reached,
+        format!("within {} s", cap.as_secs()),
+    );
+    // Let the charges of the last answers land.
+    std::thread::sleep(Duration::from_millis(500));
+    let charged = charged_per_key(&cluster, &rule);
+    let allowed = allowed_per_key(&answers);
+    let wrong: Vec<String> = allowed
+        .iter()
+        .enumerate()
+        .filter(|(k, n)| charged.get(k).copied().unwrap_or(0) != **n * TOKENS_PER_ANSWER)
+        .map(|(k, n)| {
+            format!(
+                "key-{k}: {} tokens for {n} answers",
+                charged.get(&k).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    let most = allowed.iter().max().copied().unwrap_or(0);
+    s.fact(
+        "answers 200 per key",
+        format!(
+            "{} to {most} (quota: {answers_each} answers' tokens)",
+            allowed.iter().min().copied().unwrap_or(0)
+        ),
+    );
+    s.check(
+        "each key's counter holds exactly the tokens of its answers 200",
+        wrong.is_empty() && charged.len() == KEYS,
+        if wrong.is_empty() {
+            format!(
+                "{KEYS} of {KEYS} keys exact ({} tokens in all)",
+                charged.values().sum::<u64>()
+            )
+        } else {
+            wrong.join("; ")
+        },
+    );
+    let crossslot = cluster.error_count("CROSSSLOT") - crossslot_before;
+    s.check(
+        "no CROSSSLOT from the cluster",
+        crossslot == 0,
+        format!("{crossslot} CROSSSLOT errors"),
+    );
+    s
+}
+
+/// Tokens in each key's counter (`…:key-<n>}…` of `rule`), by key number,
+/// read on every master.
+fn charged_per_key(cluster: &RedisCluster, rule: &str) -> BTreeMap<usize, u64> {
+    let pattern = format!("*{rule}*");
+    let mut out = BTreeMap::new();
+    for port in cluster.master_ports() {
+        let keys = cluster
+            .node_command(port, &[b"KEYS", pattern.as_bytes()])
+            .map(|r| r.bulk_items())
+            .unwrap_or_default();
+        for key in keys {
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let number = name
+                .split(":key-")
+                .nth(1)
+                .and_then(|rest| rest.split('}').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            let value = match cluster.node_command(port, &[b"GET", &key]) {
+                Ok(stack::resp::Resp::Bulk(Some(v))) => {
+                    String::from_utf8_lossy(&v).parse::<u64>().ok()
+                }
+                _ => None,
+            };
+            if let (Some(number), Some(value)) = (number, value) {
+                *out.entry(number).or_default() += value;
+            }
+        }
+    }
+    out
 }

@@ -70,7 +70,7 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
              the limiter) and pins their processes to one CPU",
         ),
         skip(
-            "cluster-accuracy, cluster-failover",
+            "cluster-accuracy, cluster-failover, cluster-token-quota",
             "start a Redis Cluster of their own behind Envoy's redis_proxy, with gateways and \
              webdis pointed at it, and kill one of its masters",
         ),

@@ -484,6 +484,7 @@ pub const ALL: &[(&str, Run)] = &[
     // Each starts a Redis Cluster of its own (cluster.rs).
     ("cluster-accuracy", crate::cluster::accuracy),
     ("cluster-failover", crate::cluster::failover),
+    ("cluster-token-quota", crate::cluster::token_quota),
     // Last: it restarts the shared Redis, which empties it.
     ("faults", faults),
 ];
