@@ -69,6 +69,11 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
             "starts five gateways itself (no filter, local_ratelimit, the cheapest Wasm refusals, \
              the limiter) and pins their processes to one CPU",
         ),
+        skip(
+            "cluster-accuracy, cluster-failover, cluster-token-quota",
+            "start a Redis Cluster of their own behind Envoy's redis_proxy, with gateways and \
+             webdis pointed at it, and kill one of its masters",
+        ),
     ];
     if target.quota.is_some() {
         out.push(skip(

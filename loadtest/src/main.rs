@@ -29,6 +29,7 @@
 //! `loadtest/results/external/`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cluster;
 mod external;
 mod report;
 mod scenarios;

@@ -524,6 +524,10 @@ pub const ALL: &[(&str, Run)] = &[
         token_quota_accuracy(bench, true)
     }),
     ("soak", |bench| soak(bench)),
+    // Each starts a Redis Cluster of its own (cluster.rs).
+    ("cluster-accuracy", crate::cluster::accuracy),
+    ("cluster-failover", crate::cluster::failover),
+    ("cluster-token-quota", crate::cluster::token_quota),
     // Last: it restarts the shared Redis, which empties it.
     ("faults", faults),
 ];

@@ -552,7 +552,7 @@ fn launch(config: &EnvoyConfig, dir: RunDir) -> Result<Envoy, (Failure, RunDir)>
 
 /// The bound port of listener `main`, from the admin `/listeners` page
 /// (`main::127.0.0.1:PORT`).
-fn listener_port(admin_port: u16) -> Option<u16> {
+pub(crate) fn listener_port(admin_port: u16) -> Option<u16> {
     let page =
         http::get_with_timeout(admin_port, "/listeners", &[], Duration::from_secs(1)).ok()?;
     page.text().lines().find_map(|line| {

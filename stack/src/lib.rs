@@ -19,6 +19,7 @@
 // Test tooling: slicing a buffer we just length-checked is clearer than `get`.
 #![allow(clippy::indexing_slicing)]
 
+pub mod cluster;
 pub mod compose;
 mod envoy;
 pub mod http;
@@ -39,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use cluster::RedisCluster;
 pub use compose::ComposeStack;
 pub use envoy::{
     envoy_binary, validate as validate_envoy_config, DirectResponse, Envoy, EnvoyConfig, WasmPlugin,
