@@ -73,8 +73,11 @@ return out";
 /// [`COUNT_SCRIPT`] with its digest, computed by the compiler.
 pub(crate) const COUNT: Script = Script::new(COUNT_SCRIPT);
 
-/// Keys that may wait or have a shared call in flight at once, per VM.
-pub const KEYS: usize = 32;
+/// Keys that may wait or have a shared call in flight at once, per VM:
+/// twice what one call carries, so the keys that arrive while a full call
+/// is out still find room and wait for the next one instead of going
+/// alone.
+pub const KEYS: usize = 64;
 
 /// Requests one key's share of a call answers, and requests one key's
 /// queue holds.
@@ -87,21 +90,26 @@ pub const KEY_BYTES: usize = 256;
 ///
 /// Through webdis the whole command is the URL path of one `GET`: a key
 /// of [`KEY_BYTES`] percent-encoded takes at most 3 × 256 bytes, its two
-/// numbers about 40, so sixteen keys stay under 13 KiB, far inside the
-/// 80 KiB that webdis's HTTP parser accepts for a request head and the
-/// 60 KiB that Envoy allows request headers by default. More keys would
-/// save little: a call of sixteen already answers sixteen or more
-/// requests.
-pub const KEYS_PER_CALL: usize = 16;
+/// numbers about 40, so thirty-two keys stay under 26 KiB, inside the
+/// longest path the kit sends to webdis and the 80 KiB that webdis's
+/// HTTP parser accepts for a request head. With one call in flight
+/// ([`CALLS_IN_FLIGHT`]) every key that arrived during a round trip goes
+/// in the next call, so a call must hold as many keys as requests a busy
+/// worker has waiting; more would make each call's URL longer for little.
+pub const KEYS_PER_CALL: usize = 32;
 
 /// Shared calls in flight at which a key with nothing in flight waits for
 /// the next reply instead of going at once.
 ///
-/// One would put every request behind the call in flight; two lets a new
-/// key go while one call is out, so a lone request pays one round trip,
-/// and under load the keys that arrive during two round trips share one
-/// call.
-pub const CALLS_IN_FLIGHT: u32 = 2;
+/// One: a key goes at once only when no shared call is out; otherwise it
+/// waits for that call's reply and goes in the next call with every key
+/// that waited meanwhile. A lone request still pays one round trip, and
+/// under load each round trip carries everything that arrived during the
+/// previous one, so calls per request fall as concurrency rises. A second
+/// call in flight would let some keys go a round trip sooner, at the cost
+/// of about twice the calls for distinct keys, each of which costs Redis,
+/// webdis and the gateway CPU of its own on the machines they share.
+pub const CALLS_IN_FLIGHT: u32 = 1;
 
 /// What Redis made of one request's increment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -579,13 +587,11 @@ mod tests {
             );
         }
         assert_eq!(table.place(key, waiter(99, 1), 60), Placement::Alone);
-        // A second key goes at once; from the third on, keys wait.
-        assert_eq!(
-            table.place(&[b"other0"], waiter(0, 1), 60),
-            Placement::Lead(2)
-        );
-        for i in 2..KEYS as u32 {
-            let name = format!("other{i}");
+        // With the one shared call out, every other key waits, until the
+        // table is full.
+        assert_eq!(CALLS_IN_FLIGHT, 1);
+        for i in 0..KEYS as u32 - 1 {
+            let name = format!("other{i:02}");
             assert_eq!(
                 table.place(&[name.as_bytes()], waiter(i, 2), 60),
                 Placement::Queued
@@ -610,21 +616,26 @@ mod tests {
                     .collect::<Vec<_>>(),
             ));
         }
-        assert_eq!(calls.len(), 2);
+        assert_eq!(calls.len(), KEYS.div_ceil(KEYS_PER_CALL));
         assert_eq!(calls[0].1.len(), KEYS_PER_CALL);
         assert_eq!(calls[0].1[0], (b"k:{a}:60".to_vec(), 60, BATCH as u64));
-        assert_eq!(calls[0].1[1], (b"other2".to_vec(), 60, 2));
-        assert_eq!(calls[1].1.len(), KEYS - 2 - KEYS_PER_CALL + 1);
+        assert_eq!(calls[0].1[1], (b"other00".to_vec(), 60, 2));
+        let last = calls.len() - 1;
+        assert_eq!(calls[last].1.len(), KEYS - KEYS_PER_CALL * last);
         assert_eq!(table.answered(calls[0].0), KEYS_PER_CALL as u32);
         assert_eq!(table.delivering.len(), BATCH + KEYS_PER_CALL - 1);
         assert!(table.delivering.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(table.next_group(), None);
         // Refused: the requests come back, the keys are free.
-        table.refuse(calls[1].0);
-        assert_eq!(table.refused.len(), calls[1].1.len());
-        assert_eq!(table.answered(2), 1);
+        for call in &calls[1..] {
+            table.refuse(call.0);
+        }
+        assert_eq!(table.refused.len(), KEYS - KEYS_PER_CALL);
         assert_eq!(table.in_flight, 0);
-        assert_eq!(table.place(&[b"new"], waiter(0, 1), 60), Placement::Lead(5));
+        assert_eq!(
+            table.place(&[b"new"], waiter(0, 1), 60),
+            Placement::Lead(calls[last].0 + 1)
+        );
     }
 
     #[test]

@@ -446,13 +446,16 @@ fn full_tables_keep_decisions_exact() {
         // Limits high enough that queues fill before the over-limit cache
         // answers, and low ones.
         let limit = 1 + rng.below(300) as u64;
-        let mut run = Run::with_keys(limit, false, 48);
+        let keys = kit::increments::KEYS + 16;
+        let mut run = Run::with_keys(limit, false, keys);
         let arrivals = 200 + rng.below(400);
         let mut arrived = 0;
         while arrived < arrivals || !run.in_flight.is_empty() {
-            if arrived < arrivals && rng.below(10) != 0 {
+            // Many arrivals per reply, so queues and the table overflow
+            // with one shared call in flight.
+            if arrived < arrivals && rng.below(40) != 0 {
                 // Skewed: the first keys get most requests.
-                let spread = 1 + rng.below(48);
+                let spread = 1 + rng.below(keys);
                 let key = rng.below(spread);
                 run.arrive(key);
                 arrived += 1;
@@ -487,35 +490,37 @@ fn full_tables_keep_decisions_exact() {
     assert!(alone_seen);
 }
 
-/// While two shared calls are in flight, new keys wait; the first reply
-/// sends every one of them (so none waits for more than that call and
-/// then its own), in calls of at most `KEYS_PER_CALL` keys, and a reply
-/// of several keys is shared out key by key.
+/// While `CALLS_IN_FLIGHT` shared calls are in flight, new keys wait; the
+/// first reply sends every one of them (so none waits for more than that
+/// call and then its own), in calls of at most `KEYS_PER_CALL` keys, and a
+/// reply of several keys is shared out key by key.
 #[test]
 fn every_waiting_key_goes_at_the_next_reply() {
     use kit::increments::{CALLS_IN_FLIGHT, KEYS_PER_CALL};
-    let mut run = Run::with_keys(1000, false, 30);
-    for key in 0..30 {
+    // More keys than one call carries, so the waiting ones need two.
+    let arriving = KEYS_PER_CALL + 14;
+    let mut run = Run::with_keys(1000, false, arriving);
+    for key in 0..arriving {
         run.arrive(key);
     }
-    assert_eq!(run.in_flight.len(), CALLS_IN_FLIGHT as usize);
+    let first = CALLS_IN_FLIGHT as usize;
+    assert_eq!(run.in_flight.len(), first);
     // A second request for the first key waits behind its call.
     run.arrive(0);
     run.settle(0, Fate::Answered);
-    // 28 waiting keys, and the first key's queue: 29 keys in two calls.
-    let widths: Vec<usize> = run.in_flight[1..]
-        .iter()
-        .map(|c| c.webdis_args().unwrap()[2][0] as usize - b'0' as usize)
-        .collect();
-    assert_eq!(run.in_flight.len(), 3, "{widths:?}");
-    let keys: Vec<usize> = run.in_flight[1..]
+    // The keys that waited, and the first key's queue, in two calls after
+    // the calls still in flight.
+    let waiting = arriving - first + 1;
+    let sent = &run.in_flight[first - 1..];
+    assert_eq!(sent.len(), 2, "{} calls in flight", run.in_flight.len());
+    let keys: Vec<usize> = sent
         .iter()
         .map(|c| {
             let args = c.webdis_args().unwrap();
             std::str::from_utf8(&args[2]).unwrap().parse().unwrap()
         })
         .collect();
-    assert_eq!(keys, [KEYS_PER_CALL, 29 - KEYS_PER_CALL]);
+    assert_eq!(keys, [KEYS_PER_CALL, waiting - KEYS_PER_CALL]);
     run.drain();
     for request in &run.requests {
         let want = if request.key == 0 { request.rank } else { 1 };
@@ -614,12 +619,14 @@ fn an_increment_sent_alone_is_retried_after_its_request_ended() {
     assert!(run.requests[..alone].iter().all(|r| r.outcome.is_some()));
 }
 
-/// `redis.cluster`: a call only carries keys of one hash slot, so with two
-/// calls in flight a key of another slot goes at once instead of waiting
-/// (each per-header key has its own hash tag); without it, it waits.
+/// `redis.cluster`: a call only carries keys of one hash slot, so with the
+/// shared calls in flight a key of another slot goes at once instead of
+/// waiting (each per-header key has its own hash tag); without it, it
+/// waits.
 #[test]
 fn on_a_cluster_keys_of_other_slots_go_at_once() {
-    for (cluster, calls) in [(true, 3), (false, 2)] {
+    let shared = kit::increments::CALLS_IN_FLIGHT as u64;
+    for (cluster, calls) in [(true, 3), (false, shared)] {
         let config = format!(
             r#"{{"rule_name": "r", "rule_items": [{{"limit_by_per_header": "x-api-key",
                 "limit_keys": [{{"key": "*", "query_per_minute": 10}}]}}],

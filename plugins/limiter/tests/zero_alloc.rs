@@ -408,8 +408,8 @@ const WARM_ROUNDS: usize = 50;
 
 #[test]
 fn calls_over_several_keys_do_not_allocate() {
-    // Calls of 1, 2 and 31 keys (two go at once, the rest wait and go
-    // together), and more keys than the table holds (sent alone).
+    // Rounds of 1, 2 and 31 keys (the first go at once, the rest wait and
+    // go together), and more keys than the table holds (sent alone).
     let mut filter: Filter<Limiter, FakeHost> = Filter::new(FakeHost::new());
     let config = format!(
         r#"{{"rule_name": "za", "rule_items": [{{"limit_by_per_header": "x-api-key", "limit_keys": [{{"key": "*", "query_per_day": 100000000}}]}}],
@@ -444,9 +444,17 @@ fn calls_over_several_keys_do_not_allocate() {
         requests as u64,
         "all allowed"
     );
-    // 1: one call; 2: two; 31: two at once, then 29 keys in calls of 16
-    // and 13; 40: two at once, 30 waiting (16 + 14), 8 alone.
-    assert_eq!(calls_made, 100 * (1 + 2 + 4 + 12));
+    // Per round of n keys: the first CALLS_IN_FLIGHT go at once, the rest
+    // the table holds wait and go together in calls of at most
+    // KEYS_PER_CALL at the first reply, and those past the table go alone.
+    use kit::increments::{CALLS_IN_FLIGHT, KEYS, KEYS_PER_CALL};
+    let calls_for = |n: usize| {
+        let first = n.min(CALLS_IN_FLIGHT as usize);
+        let held = n.min(KEYS);
+        first + (n - held) + (held - first).div_ceil(KEYS_PER_CALL)
+    };
+    let per_round: usize = sizes.iter().map(|&n| calls_for(n)).sum();
+    assert_eq!(calls_made, 100 * per_round);
     assert_eq!(widest, kit::increments::KEYS_PER_CALL);
     assert_eq!(allocations, 0, "allocations in {requests} warm requests");
 }
