@@ -22,8 +22,8 @@
 //! The exit status is 1 if any check failed, so `--smoke` (every scenario,
 //! tiny) can run in `scripts/test.sh`.
 //!
-//! External mode (`--stack compose`, or `--gateway`/`--baseline`/`--redis`;
-//! `target.rs`, `external.rs`): starts nothing, drives a stack someone else
+//! External mode (`--stack compose`, or `--gateway`/`--baseline`/`--redis`
+//! and optionally `--token-quota-*`; `target.rs`, `external.rs`): starts nothing, drives a stack someone else
 //! runs with every scenario that needs no process of its own, and lists the
 //! others in the report with the reason. Results go to
 //! `loadtest/results/external/`.

@@ -1,6 +1,8 @@
 //! What the external mode drives: a stack someone else started, described
 //! by the compose files (`--stack compose`) or by URLs on the command line
-//! (`--gateway`, `--baseline`, `--redis`).
+//! (`--gateway`, `--baseline`, `--redis`, and for a token quota
+//! `--token-quota-json`/`-sse`, `--token-quota-baseline`,
+//! `--token-quota-rule`).
 //!
 //! Nothing about the compose stack is written down here: its ports, stat
 //! prefixes, rule names and limits are read from `docker-compose.yaml` and
