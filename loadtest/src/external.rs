@@ -26,6 +26,13 @@ const CHAT_JSON: &str =
     r#"{"model":"qwen-max","messages":[{"role":"user","content":"Tell me a story."}]}"#;
 /// A streaming chat request (the answers are event streams).
 const CHAT_SSE: &str = r#"{"model":"qwen-max","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+/// The streaming request as the no-filter route gets it: it asks for the
+/// usage itself (an upstream that follows OpenAI reports it in a stream
+/// only when asked; the token quota asks on its routes).
+const CHAT_SSE_WITH_USAGE: &str = r#"{"model":"qwen-max","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+/// How many answers of the no-filter route are read to see whether the
+/// upstream reports the same usage every time.
+const USAGE_READINGS: usize = 3;
 
 /// A scenario of the local run that does not run here, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -445,10 +452,20 @@ fn refusal_limit(route: &QuotaRoute, body: &str) -> Option<u64> {
 
 fn quota_accuracy(ext: &External<'_>, sse: bool, window: Option<u64>) -> Option<Scenario> {
     let quota = ext.target.quota.as_ref()?;
-    let (id, route, body): (&'static str, &QuotaRoute, &str) = if sse {
-        ("token-quota-sse-accuracy", quota.sse.as_ref()?, CHAT_SSE)
+    let (id, route, body, baseline_body): (&'static str, &QuotaRoute, &str, &str) = if sse {
+        (
+            "token-quota-sse-accuracy",
+            quota.sse.as_ref()?,
+            CHAT_SSE,
+            CHAT_SSE_WITH_USAGE,
+        )
     } else {
-        ("token-quota-json-accuracy", quota.json.as_ref()?, CHAT_JSON)
+        (
+            "token-quota-json-accuracy",
+            quota.json.as_ref()?,
+            CHAT_JSON,
+            CHAT_JSON,
+        )
     };
     let title = format!(
         "accuracy: token quota of the stack, {} answers, {}",
@@ -459,7 +476,13 @@ fn quota_accuracy(ext: &External<'_>, sse: bool, window: Option<u64>) -> Option<
         )
     );
     announce(&title);
-    let tokens = usage_per_answer(route.baseline_port, &route.baseline_path, body);
+    // wrk does not read the answers, so the usage of those the clients
+    // got is known only if the upstream reports the same for every one.
+    let readings: Vec<u64> = (0..USAGE_READINGS)
+        .map(|_| usage_per_answer(route.baseline_port, &route.baseline_path, baseline_body))
+        .collect();
+    let tokens = readings.first().copied().unwrap_or_default();
+    let steady = readings.iter().all(|t| *t == tokens);
     let upstream_count = || {
         route
             .upstream
@@ -503,7 +526,14 @@ fn quota_accuracy(ext: &External<'_>, sse: bool, window: Option<u64>) -> Option<
         "Redis keys read",
         format!("{} ending in :{started_in}", rule_keys(route)),
     );
-    s.fact("tokens per answer (read on the no-filter route)", tokens);
+    s.fact(
+        "tokens per answer (read on the no-filter route)",
+        if steady {
+            tokens.to_string()
+        } else {
+            format!("{readings:?} (not the same every time)")
+        },
+    );
     s.fact("answers 200 at the clients", answered);
     if route.upstream.is_some() {
         s.fact("answers from the upstream", upstream_answers);
@@ -524,11 +554,24 @@ fn quota_accuracy(ext: &External<'_>, sse: bool, window: Option<u64>) -> Option<
             limit.map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string())
         ),
     );
-    s.check(
-        "tokens charged in Redis equal the usage of the answers the clients got",
-        charged == reported,
-        format!("{charged} charged, {answered} answers x {tokens} = {reported} reported"),
-    );
+    let what = "tokens charged in Redis equal the usage of the answers the clients got";
+    if steady {
+        s.check(
+            what,
+            charged == reported,
+            format!("{charged} charged, {answered} answers x {tokens} = {reported} reported"),
+        );
+    } else {
+        s.fact(
+            what,
+            format!(
+                "not checked: the no-filter route reported {readings:?} tokens for {USAGE_READINGS} \
+                 answers to the same request, and the load driver does not read the answers; \
+                 the check needs an upstream that reports the same usage every time (a mock of \
+                 the model, as the compose stack's)"
+            ),
+        );
+    }
     if route.upstream.is_some() {
         // The gateway does not hold request headers while the token quota
         // reads the body (Higress with ABI 0.2.1 modules, and the
