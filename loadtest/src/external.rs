@@ -501,10 +501,11 @@ fn quota_accuracy(ext: &External<'_>, sse: bool, window: Option<u64>) -> Option<
     let upstream_before = upstream_count();
     let listeners: Vec<Listener> = route.listener.iter().cloned().collect();
     let m = measure(ext, id, &[route.port], &listeners, drive);
-    let limit = route.per_minute.or_else(|| refusal_limit(route, body));
     let ended_in = current_window();
     let upstream_answers = upstream_count().minus(&upstream_before).xx2;
     let charged = charged(ext, route, started_in);
+    // Asked after the count is read: a probe the quota admits is charged.
+    let limit = route.per_minute.or_else(|| refusal_limit(route, body));
     let mut s = Scenario::new(id, &title, Kind::Accuracy, m.wrk);
     s.connections = drive.connections;
     s.redis_calls = Some(m.redis_commands.values().sum());
