@@ -22,8 +22,8 @@
 //! The exit status is 1 if any check failed, so `--smoke` (every scenario,
 //! tiny) can run in `scripts/test.sh`.
 //!
-//! External mode (`--stack compose`, or `--gateway`/`--baseline`/`--redis`;
-//! `target.rs`, `external.rs`): starts nothing, drives a stack someone else
+//! External mode (`--stack compose`, or `--gateway`/`--baseline`/`--redis`
+//! and optionally `--token-quota-*`; `target.rs`, `external.rs`): starts nothing, drives a stack someone else
 //! runs with every scenario that needs no process of its own, and lists the
 //! others in the report with the reason. Results go to
 //! `loadtest/results/external/`.
@@ -59,7 +59,13 @@ const USAGE: &str = "usage: loadtest [--smoke] [--only ID,...] [--seconds N] [--
      --admin URL,...    the gateways' Envoy admin (progress, /memory), optional\n  \
      --redis-stop CMD   shell command that stops the stack's Redis (with --redis-start: runs the fault scenario)\n  \
      --redis-start CMD  shell command that starts it again\n  \
-     --redis-control T  both at once: T with {} replaced by stop, then start (e.g. \"docker compose {} redis\")";
+     --redis-control T  both at once: T with {} replaced by stop, then start (e.g. \"docker compose {} redis\")\n\
+     \nToken quota of a --gateway stack (the accuracy runs; a route may have a path, e.g. /v1/chat/completions):\n  \
+     --token-quota-json URL        a token quota route answering JSON\n  \
+     --token-quota-sse URL         a token quota route answering event streams\n  \
+     --token-quota-baseline URL,.. no filter to the same upstream (one, or JSON's then the event streams')\n  \
+     --token-quota-rule NAME,..    each route's rule_name (one per route; two different names for two routes)\n  \
+     --token-quota-key-prefix P    its redis_key_prefix (default token-quota)";
 
 /// How big each scenario is.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +106,8 @@ pub struct External {
     pub admins: Vec<String>,
     pub redis_stop: Option<String>,
     pub redis_start: Option<String>,
+    /// `--token-quota-*`.
+    pub quota: target::QuotaUrls,
 }
 
 impl External {
@@ -113,6 +121,13 @@ impl External {
             if !self.gateways.is_empty() || !self.baselines.is_empty() || self.redis.is_some() {
                 return Err("--stack compose takes no --gateway, --baseline or --redis".to_owned());
             }
+            if self.quota.any() {
+                return Err(
+                    "--token-quota-*: --stack compose reads its token quota routes from \
+                            the compose files; these options go with --gateway"
+                        .to_owned(),
+                );
+            }
             target::compose()?
         } else {
             let redis = self
@@ -124,7 +139,13 @@ impl External {
                     "--gateway needs --baseline URL (the stack's no-filter route)".to_owned(),
                 );
             }
-            target::from_urls(&self.gateways, &self.baselines, redis, &self.admins)?
+            target::from_urls(
+                &self.gateways,
+                &self.baselines,
+                redis,
+                &self.admins,
+                &self.quota,
+            )?
         };
         match (&self.redis_stop, &self.redis_start) {
             (Some(_), Some(_)) | (None, None) => {}
@@ -192,6 +213,27 @@ fn parse_options() -> Result<Options, String> {
             }
             "--admin" => {
                 external.admins = list(args.next(), "--admin")?;
+                continue;
+            }
+            "--token-quota-json" | "--token-quota-sse" | "--token-quota-key-prefix" => {
+                let value = args
+                    .next()
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
+                let slot = match arg.as_str() {
+                    "--token-quota-json" => &mut external.quota.json,
+                    "--token-quota-sse" => &mut external.quota.sse,
+                    _ => &mut external.quota.key_prefix,
+                };
+                *slot = Some(value);
+                continue;
+            }
+            "--token-quota-baseline" => {
+                external.quota.baselines = list(args.next(), "--token-quota-baseline")?;
+                continue;
+            }
+            "--token-quota-rule" => {
+                external.quota.rules = list(args.next(), "--token-quota-rule")?;
                 continue;
             }
             "--redis-control" => {
@@ -307,10 +349,11 @@ fn parse_options() -> Result<Options, String> {
             || external.redis.is_some()
             || !external.admins.is_empty()
             || external.redis_stop.is_some()
-            || external.redis_start.is_some())
+            || external.redis_start.is_some()
+            || external.quota.any())
     {
         return Err(format!(
-            "--baseline, --redis, --admin, --redis-stop and --redis-start go with --stack or --gateway\n{USAGE}"
+            "--baseline, --redis, --admin, --redis-stop, --redis-start and --token-quota-* go with --stack or --gateway\n{USAGE}"
         ));
     }
     let mut options = options;

@@ -1,6 +1,8 @@
 //! What the external mode drives: a stack someone else started, described
 //! by the compose files (`--stack compose`) or by URLs on the command line
-//! (`--gateway`, `--baseline`, `--redis`).
+//! (`--gateway`, `--baseline`, `--redis`, and for a token quota
+//! `--token-quota-json`/`-sse`, `--token-quota-baseline`,
+//! `--token-quota-rule`).
 //!
 //! Nothing about the compose stack is written down here: its ports, stat
 //! prefixes, rule names and limits are read from `docker-compose.yaml` and
@@ -39,22 +41,59 @@ pub struct Gateway {
 #[derive(Debug, Clone, Serialize)]
 pub struct QuotaRoute {
     pub port: u16,
+    /// The path the chat requests are sent to.
+    pub path: String,
     pub listener: Option<Listener>,
     pub rule: String,
-    /// `global_threshold.token_per_minute`.
-    pub per_minute: u64,
-    /// The upstream listener that answers it (its answers are counted).
+    /// `redis_key_prefix`: the first part of the quota's counter keys.
+    pub key_prefix: String,
+    /// `global_threshold.token_per_minute`; `None` when the stack's
+    /// configuration is not read (`--token-quota-*`): the gateway's
+    /// refusal tells it then (`x-tokenratelimit-limit`).
+    pub per_minute: Option<u64>,
+    /// The upstream listener that answers it (its answers are counted);
+    /// `None` when its admin is not known.
     pub upstream: Option<Listener>,
+    /// No filter to the same upstream, where the usage one answer
+    /// reports is read: port and path.
+    pub baseline_port: u16,
+    pub baseline_path: String,
 }
 
-/// The token quota part of a stack.
+/// The token quota part of a stack: a JSON route, an event-stream route,
+/// or both.
 #[derive(Debug, Clone, Serialize)]
 pub struct Quota {
-    pub json: QuotaRoute,
-    pub sse: QuotaRoute,
-    /// No filter to the same upstream: `/` the JSON answers, `/sse` the
-    /// event streams (where the usage per answer is read).
-    pub baseline_port: u16,
+    pub json: Option<QuotaRoute>,
+    pub sse: Option<QuotaRoute>,
+}
+
+/// The token quota options of the generic mode, before they are checked.
+#[derive(Debug, Clone, Default)]
+pub struct QuotaUrls {
+    /// `--token-quota-json URL`: a route whose answers are JSON.
+    pub json: Option<String>,
+    /// `--token-quota-sse URL`: a route whose answers are event streams.
+    pub sse: Option<String>,
+    /// `--token-quota-baseline URL[,URL]`: no filter to the same upstream
+    /// (one for both routes, or the JSON route's then the event-stream
+    /// route's).
+    pub baselines: Vec<String>,
+    /// `--token-quota-rule NAME[,NAME]`: `rule_name` (one per route).
+    pub rules: Vec<String>,
+    /// `--token-quota-key-prefix P`: `redis_key_prefix`.
+    pub key_prefix: Option<String>,
+}
+
+impl QuotaUrls {
+    /// Whether any token quota option was given.
+    pub fn any(&self) -> bool {
+        self.json.is_some()
+            || self.sse.is_some()
+            || !self.baselines.is_empty()
+            || !self.rules.is_empty()
+            || self.key_prefix.is_some()
+    }
 }
 
 /// Everything the external mode needs to know about the stack.
@@ -74,21 +113,189 @@ pub struct Target {
 ///
 /// # Errors
 /// Anything else: the load test targets loopback only (a remote gateway is
-/// reached through a tunnel, e.g. `ssh -L`).
+/// reached through a tunnel, e.g. `ssh -L`), and these routes are driven
+/// at `/`.
 pub fn loopback_port(url: &str) -> Result<u16, String> {
+    match loopback_url(url)? {
+        (port, path) if path == "/" => Ok(port),
+        (_, path) => Err(format!(
+            "{url}: the path {path} is not used here (the route is driven at /); give              http://127.0.0.1:PORT"
+        )),
+    }
+}
+
+/// A loopback `http://127.0.0.1:PORT[/PATH]`: its port and path (`/` when
+/// none is given).
+///
+/// # Errors
+/// As [`loopback_port`], and a path with a character a request line or
+/// the load driver's script cannot carry (space, control, `"`, `\`).
+pub fn loopback_url(url: &str) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").unwrap_or(url);
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').unwrap_or(("127.0.0.1", rest));
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    if path
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b' ' || b == b'"' || b == b'\\' || !b.is_ascii())
+    {
+        return Err(format!(
+            "{url}: the path may hold only printable ASCII without spaces, quotes or backslashes"
+        ));
+    }
+    let (host, port) = authority
+        .rsplit_once(':')
+        .unwrap_or(("127.0.0.1", authority));
     if !matches!(host, "127.0.0.1" | "localhost" | "") {
         return Err(format!(
             "{url}: the load test drives loopback only (127.0.0.1 or localhost); reach a remote \
              gateway through a tunnel such as `ssh -L 10000:gateway:10000 host`"
         ));
     }
-    port.parse::<u16>()
+    let port = port
+        .parse::<u16>()
         .ok()
         .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{url}: no port (expected http://127.0.0.1:PORT)"))
+        .ok_or_else(|| format!("{url}: no port (expected http://127.0.0.1:PORT)"))?;
+    Ok((port, path.to_owned()))
+}
+
+/// The token quota routes the generic mode's options name, if any.
+///
+/// `admin` (the first `--admin`, if given) serves the progress lines; the
+/// upstream's answers cannot be counted (its admin is not known), and the
+/// quota's limit is read from the gateway's refusal.
+///
+/// # Errors
+/// One line naming the option: a URL that is not on loopback, a route
+/// without its no-filter route or rule name, a count of baselines or rule
+/// names that does not match the routes, two routes with one rule (the
+/// two accuracy runs share one window, so they need their own counters),
+/// an option that needs a route without one, or a key prefix Redis keys
+/// of the token quota cannot start with.
+pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Quota>, String> {
+    if !args.any() {
+        return Ok(None);
+    }
+    let routes: Vec<(&str, &String)> = [
+        ("--token-quota-json", args.json.as_ref()),
+        ("--token-quota-sse", args.sse.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(option, url)| Some((option, url?)))
+    .collect();
+    if routes.is_empty() {
+        return Err(
+            "--token-quota-baseline, --token-quota-rule and --token-quota-key-prefix go with \
+             --token-quota-json URL and/or --token-quota-sse URL"
+                .to_owned(),
+        );
+    }
+    let both = routes.len() == 2;
+    if args.baselines.is_empty() {
+        return Err(
+            "--token-quota-baseline: needed with the token quota routes (a route without \
+                    any filter to the same upstream, where the usage one answer reports is read)"
+                .to_owned(),
+        );
+    }
+    if args.baselines.len() > routes.len() {
+        return Err(format!(
+            "--token-quota-baseline: one URL, or one per token quota route (JSON, then event \
+             streams); {} given for {} route(s)",
+            args.baselines.len(),
+            routes.len()
+        ));
+    }
+    if args.rules.is_empty() {
+        return Err(
+            "--token-quota-rule: needed with the token quota routes (the `rule_name` \
+                    of each, which names its counters in Redis)"
+                .to_owned(),
+        );
+    }
+    if args.rules.len() != routes.len() {
+        return Err(format!(
+            "--token-quota-rule: one rule_name per token quota route (JSON, then event \
+             streams); {} given for {} route(s){}",
+            args.rules.len(),
+            routes.len(),
+            if both {
+                ": both accuracy runs share one window, so each route needs its own counters"
+            } else {
+                ""
+            }
+        ));
+    }
+    if both && args.rules.first() == args.rules.get(1) {
+        return Err(
+            "--token-quota-rule: the JSON and event-stream routes need two different rule names \
+             (both accuracy runs share one window, so each needs its own counters); give one \
+             route to measure a quota that serves both"
+                .to_owned(),
+        );
+    }
+    if args.rules.iter().any(|r| r.trim().is_empty()) {
+        return Err("--token-quota-rule: a rule name is empty".to_owned());
+    }
+    let key_prefix = args
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "token-quota".to_owned());
+    if key_prefix.is_empty() || key_prefix.contains(['{', '}']) {
+        return Err(format!(
+            "--token-quota-key-prefix: {key_prefix:?} cannot be a redis_key_prefix (empty, or \
+             holds a brace)"
+        ));
+    }
+    let mut quota = Quota {
+        json: None,
+        sse: None,
+    };
+    for (i, (option, url)) in routes.into_iter().enumerate() {
+        let (port, path) = loopback_url(url).map_err(|e| format!("{option}: {e}"))?;
+        let baseline = args
+            .baselines
+            .get(i)
+            .or(args.baselines.first())
+            .map(String::as_str)
+            .unwrap_or_default();
+        let (baseline_port, baseline_path) =
+            loopback_url(baseline).map_err(|e| format!("--token-quota-baseline: {e}"))?;
+        let route = QuotaRoute {
+            port,
+            path,
+            listener: admin.map(|a| Listener::new(a, None)),
+            rule: args.rules.get(i).cloned().unwrap_or_default(),
+            key_prefix: key_prefix.clone(),
+            per_minute: None,
+            upstream: None,
+            baseline_port,
+            baseline_path,
+        };
+        if option == "--token-quota-json" {
+            quota.json = Some(route);
+        } else {
+            quota.sse = Some(route);
+        }
+    }
+    Ok(Some(quota))
+}
+
+/// One line for the report's header: the token quota routes.
+fn quota_description(quota: &Quota) -> String {
+    [("JSON", &quota.json), ("event streams", &quota.sse)]
+        .into_iter()
+        .filter_map(|(kind, route)| {
+            let r = route.as_ref()?;
+            Some(format!(
+                "token quota ({kind}) :{}{} rule {:?} (no filter :{}{})",
+                r.port, r.path, r.rule, r.baseline_port, r.baseline_path
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An admin port from `--admin`, if any, for gateway `index`.
@@ -106,10 +313,11 @@ pub fn from_urls(
     baselines: &[String],
     redis: &str,
     admins: &[String],
+    quota: &QuotaUrls,
 ) -> Result<Target, String> {
     let admins: Vec<u16> = admins
         .iter()
-        .map(|a| loopback_port(a))
+        .map(|a| loopback_port(a).map_err(|e| format!("--admin: {e}")))
         .collect::<Result<_, _>>()?;
     if baselines.len() != 1 && baselines.len() != gateways.len() {
         return Err(format!(
@@ -124,17 +332,20 @@ pub fn from_urls(
         let baseline = baselines.get(i).or(baselines.first());
         out.push(Gateway {
             name: format!("gateway {}", i + 1),
-            port: loopback_port(url)?,
-            baseline_port: baseline.map(|b| loopback_port(b)).transpose()?,
+            port: loopback_port(url).map_err(|e| format!("--gateway: {e}"))?,
+            baseline_port: baseline
+                .map(|b| loopback_port(b).map_err(|e| format!("--baseline: {e}")))
+                .transpose()?,
             listener: admin.map(|a| Listener::new(a, None)),
             baseline_listener: admin.map(|a| Listener::new(a, None)),
             admin_port: admin,
         });
     }
-    let redis_port = loopback_port(redis)?;
+    let redis_port = loopback_port(redis).map_err(|e| format!("--redis: {e}"))?;
+    let quota = quota_from_urls(quota, admins.first().copied())?;
     Ok(Target {
         description: format!(
-            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}",
+            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}{}",
             gateways.join(", "),
             baselines.join(", "),
             if admins.is_empty() {
@@ -148,10 +359,14 @@ pub fn from_urls(
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
-            }
+            },
+            quota
+                .as_ref()
+                .map(|q| format!(", {}", quota_description(q)))
+                .unwrap_or_default()
         ),
         gateways: out,
-        quota: None,
+        quota,
         redis_port,
         redis_stop: None,
         redis_start: None,
@@ -305,29 +520,38 @@ pub fn compose() -> Result<Target, String> {
             limiter.port
         ));
     }
-    let quota_route = |found: &Found, upstream: &Found| -> Result<QuotaRoute, String> {
-        let plugin = found
-            .plugin
-            .as_ref()
-            .ok_or_else(|| format!("{file}: listener on {} has no plugin config", found.port))?;
-        Ok(QuotaRoute {
-            port: found.port,
-            listener: Some(Listener::new(gw_admin, Some(&found.stat_prefix))),
-            rule: plugin["rule_name"]
-                .as_str()
-                .ok_or_else(|| format!("{file}: port {}: no rule_name", found.port))?
-                .to_owned(),
-            per_minute: plugin["global_threshold"]["token_per_minute"]
-                .as_u64()
-                .ok_or_else(|| {
-                    format!(
-                        "{file}: port {}: no global_threshold.token_per_minute",
-                        found.port
-                    )
-                })?,
-            upstream: Some(Listener::new(up_admin, Some(&upstream.stat_prefix))),
-        })
-    };
+    let quota_route =
+        |found: &Found, upstream: &Found, baseline_path: &str| -> Result<QuotaRoute, String> {
+            let plugin = found.plugin.as_ref().ok_or_else(|| {
+                format!("{file}: listener on {} has no plugin config", found.port)
+            })?;
+            Ok(QuotaRoute {
+                port: found.port,
+                path: "/".to_owned(),
+                listener: Some(Listener::new(gw_admin, Some(&found.stat_prefix))),
+                rule: plugin["rule_name"]
+                    .as_str()
+                    .ok_or_else(|| format!("{file}: port {}: no rule_name", found.port))?
+                    .to_owned(),
+                key_prefix: plugin["redis_key_prefix"]
+                    .as_str()
+                    .unwrap_or("token-quota")
+                    .to_owned(),
+                per_minute: Some(
+                    plugin["global_threshold"]["token_per_minute"]
+                        .as_u64()
+                        .ok_or_else(|| {
+                            format!(
+                                "{file}: port {}: no global_threshold.token_per_minute",
+                                found.port
+                            )
+                        })?,
+                ),
+                upstream: Some(Listener::new(up_admin, Some(&upstream.stat_prefix))),
+                baseline_port: baseline_llm.port,
+                baseline_path: baseline_path.to_owned(),
+            })
+        };
     let mut gateways = vec![Gateway {
         name: "Higress gateway (compose `gateway`)".to_owned(),
         port: limiter.port,
@@ -377,9 +601,8 @@ pub fn compose() -> Result<Target, String> {
         description: parts.join("; "),
         gateways,
         quota: Some(Quota {
-            json: quota_route(&json, &up_json)?,
-            sse: quota_route(&sse, &up_sse)?,
-            baseline_port: baseline_llm.port,
+            json: Some(quota_route(&json, &up_json, "/")?),
+            sse: Some(quota_route(&sse, &up_sse, "/sse")?),
         }),
         redis_port,
         redis_stop: None,
@@ -417,10 +640,132 @@ mod tests {
             "http://127.0.0.1:1".to_owned(),
             "http://127.0.0.1:2".to_owned(),
         ];
-        let one = from_urls(&g, &["127.0.0.1:3".to_owned()], "127.0.0.1:6379", &[]).unwrap();
+        let none = QuotaUrls::default();
+        let one = from_urls(
+            &g,
+            &["127.0.0.1:3".to_owned()],
+            "127.0.0.1:6379",
+            &[],
+            &none,
+        )
+        .unwrap();
         assert_eq!(one.gateways[1].baseline_port, Some(3));
         assert!(one.gateways[0].listener.is_none());
         let three = vec!["127.0.0.1:3".to_owned(); 3];
-        assert!(from_urls(&g, &three, "127.0.0.1:6379", &[]).is_err());
+        assert!(from_urls(&g, &three, "127.0.0.1:6379", &[], &none).is_err());
+        assert!(one.quota.is_none());
+        let remote = from_urls(&g, &["127.0.0.1:3".to_owned()], "redis:6379", &[], &none);
+        assert!(remote.unwrap_err().starts_with("--redis: "));
+    }
+
+    #[test]
+    fn urls_keep_their_path() {
+        assert_eq!(
+            loopback_url("http://127.0.0.1:10001/v1/chat/completions"),
+            Ok((10001, "/v1/chat/completions".to_owned()))
+        );
+        assert_eq!(loopback_url("localhost:9"), Ok((9, "/".to_owned())));
+        assert!(loopback_url("http://127.0.0.1:1/a b").is_err());
+        assert!(loopback_url("http://127.0.0.1:1/a\"b").is_err());
+        assert!(loopback_url("http://10.0.0.1:1/v1").is_err());
+        let path = loopback_port("http://127.0.0.1:10000/v1").unwrap_err();
+        assert!(path.contains("is not used here"), "{path}");
+    }
+
+    fn quota_args(json: bool, sse: bool, baselines: &[&str], rules: &[&str]) -> QuotaUrls {
+        QuotaUrls {
+            json: json.then(|| "http://127.0.0.1:10001/v1/chat/completions".to_owned()),
+            sse: sse.then(|| "http://127.0.0.1:10002/v1/chat/completions".to_owned()),
+            baselines: baselines.iter().map(|b| (*b).to_owned()).collect(),
+            rules: rules.iter().map(|r| (*r).to_owned()).collect(),
+            key_prefix: None,
+        }
+    }
+
+    #[test]
+    fn token_quota_routes_from_options() {
+        let both = quota_args(
+            true,
+            true,
+            &["127.0.0.1:10004/", "127.0.0.1:10004/sse"],
+            &["json", "sse"],
+        );
+        let quota = quota_from_urls(&both, Some(15000)).unwrap().unwrap();
+        let (json, sse) = (quota.json.unwrap(), quota.sse.unwrap());
+        assert_eq!(
+            (json.port, json.path.as_str()),
+            (10001, "/v1/chat/completions")
+        );
+        assert_eq!(
+            (json.baseline_port, json.baseline_path.as_str()),
+            (10004, "/")
+        );
+        assert_eq!(
+            (sse.baseline_port, sse.baseline_path.as_str()),
+            (10004, "/sse")
+        );
+        assert_eq!((json.rule.as_str(), sse.rule.as_str()), ("json", "sse"));
+        assert_eq!(json.key_prefix, "token-quota");
+        assert!(json.per_minute.is_none() && json.upstream.is_none());
+        assert_eq!(json.listener, Some(Listener::new(15000, None)));
+        // One baseline serves both routes.
+        let shared = quota_args(
+            true,
+            true,
+            &["127.0.0.1:10004/v1/chat/completions"],
+            &["a", "b"],
+        );
+        let quota = quota_from_urls(&shared, None).unwrap().unwrap();
+        assert_eq!(quota.sse.unwrap().baseline_path, "/v1/chat/completions");
+        // One route alone.
+        let sse_only = quota_args(false, true, &["127.0.0.1:10004/sse"], &["s"]);
+        let quota = quota_from_urls(&sse_only, None).unwrap().unwrap();
+        assert!(quota.json.is_none() && quota.sse.is_some());
+        assert!(quota_from_urls(&QuotaUrls::default(), None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn token_quota_options_are_refused_with_the_option_named() {
+        let refused = |args: QuotaUrls, option: &str| {
+            let e = quota_from_urls(&args, None).unwrap_err();
+            assert!(e.starts_with(option), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        };
+        refused(
+            quota_args(true, false, &[], &["r"]),
+            "--token-quota-baseline",
+        );
+        refused(
+            quota_args(true, false, &["127.0.0.1:1", "127.0.0.1:2"], &["r"]),
+            "--token-quota-baseline",
+        );
+        refused(
+            quota_args(true, false, &["127.0.0.1:1"], &[]),
+            "--token-quota-rule",
+        );
+        refused(
+            quota_args(true, true, &["127.0.0.1:1"], &["r"]),
+            "--token-quota-rule",
+        );
+        refused(
+            quota_args(true, true, &["127.0.0.1:1"], &["r", "r"]),
+            "--token-quota-rule",
+        );
+        refused(
+            quota_args(false, false, &["127.0.0.1:1"], &["r"]),
+            "--token-quota-baseline",
+        );
+        refused(
+            quota_args(true, false, &["gateway:1"], &["r"]),
+            "--token-quota-baseline",
+        );
+        let mut remote = quota_args(true, false, &["127.0.0.1:1"], &["r"]);
+        remote.json = Some("http://gateway:10001/v1".to_owned());
+        refused(remote, "--token-quota-json");
+        let mut braces = quota_args(false, true, &["127.0.0.1:1"], &["r"]);
+        braces.key_prefix = Some("a{b".to_owned());
+        refused(braces, "--token-quota-key-prefix");
     }
 }

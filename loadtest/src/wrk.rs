@@ -178,6 +178,9 @@ impl WrkResult {
 pub enum Requests<'a> {
     Get,
     PostJson(&'a str),
+    /// `POST` of the JSON body `.1` to the path `.0` (printable ASCII,
+    /// no space, quote or backslash).
+    PostJsonTo(&'a str, &'a str),
     /// `GET /` with header `.0` set to `client-1` … `client-<.1>` in turn,
     /// one value per request (distinct keys for a per-header limit).
     GetRotating(&'a str, u32),
@@ -226,18 +229,14 @@ fn script(dir: &Path, requests: Requests<'_>) -> PathBuf {
             );
             (format!("get-rotating-{header}-{values}.lua"), shape)
         }
-        Requests::PostJson(body) => {
-            // A Lua long bracket holds any JSON without escaping.
-            assert!(!body.contains("]==]"), "body closes the Lua long bracket");
-            let shape = format!(
-                "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\n\
-                 wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        Requests::PostJson(body) | Requests::PostJsonTo("/", body) => post_script(body, "", ""),
+        Requests::PostJsonTo(path, body) => {
+            assert!(
+                path.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+                "path {path:?} does not fit a Lua string"
             );
-            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-            for byte in body.bytes() {
-                hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
-            }
-            (format!("post-{hash:016x}.lua"), shape)
+            post_script(body, &format!("wrk.path = \"{path}\"\n"), path)
         }
     };
     let path = dir.join(name);
@@ -247,6 +246,22 @@ fn script(dir: &Path, requests: Requests<'_>) -> PathBuf {
     file.write_all(text.as_bytes())
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path
+}
+
+/// The script's name and request shape for a JSON `POST` (`set_path`
+/// first, `path` in the name's hash).
+fn post_script(body: &str, set_path: &str, path: &str) -> (String, String) {
+    // A Lua long bracket holds any JSON without escaping.
+    assert!(!body.contains("]==]"), "body closes the Lua long bracket");
+    let shape = format!(
+        "{set_path}wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    );
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.bytes().chain(body.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    (format!("post-{hash:016x}.lua"), shape)
 }
 
 /// Runs `wrk -t1 -c<connections> -d<seconds>s` against `/` on
