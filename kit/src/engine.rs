@@ -34,6 +34,13 @@ const KIT_KEYS: &[&str] = &["redis", "max_body_bytes", "strict_config"];
 /// Default limit of a buffered body.
 const DEFAULT_MAX_BODY_BYTES: u64 = 1 << 20;
 
+/// The most bytes of a streamed body a handler is given at once. The proxy
+/// hands over however many bytes arrived together, which depends on timing;
+/// a larger chunk reaches the handler in pieces of this size (as if the
+/// proxy had delivered it so), and the buffers that carry a piece are
+/// reserved at configuration, so a streamed body never grows them.
+pub const STREAM_PIECE: usize = 16 * 1024;
+
 /// How long a request may sit with its headers held before the kit lets it
 /// go without its body (see [`StopIteration`]).
 const HOLD_PROBE: Duration = Duration::from_millis(100);
@@ -158,6 +165,9 @@ pub struct Filter<P: Plugin, H: Host> {
     redis_reply: ReplyScratch,
     body: Vec<u8>,
     rewritten: Vec<u8>,
+    /// The length of the bytes a body handler's rewrite put in place of
+    /// its piece, if it rewrote it.
+    replaced: Option<usize>,
     max_body_bytes: usize,
     stop_iteration: StopIteration,
     /// Held requests let go without their body so far.
@@ -202,6 +212,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             redis_reply: ReplyScratch::default(),
             body: Vec::new(),
             rewritten: Vec::new(),
+            replaced: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
             stop_iteration: StopIteration::Unknown,
             probe_misses: 0,
@@ -342,6 +353,10 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         self.counters = counters;
         self.retick();
         self.max_body_bytes = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+        if P::REQUEST_BODY == BodyMode::Stream || P::RESPONSE_BODY == BodyMode::Stream {
+            self.body.reserve(STREAM_PIECE);
+            self.host.reserve_reads(STREAM_PIECE);
+        }
         Ok(())
     }
 
@@ -714,19 +729,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         match mode {
             BodyMode::Ignore => Action::Continue,
             BodyMode::Stream => {
-                self.read_body(direction, seen, size);
-                let body = core::mem::take(&mut self.body);
-                let handler = |cx: Cx<'_, '_, P, H>| match direction {
-                    Direction::Request => P::on_request_body(cx, &body, end_of_stream),
-                    Direction::Response => P::on_response_body(cx, &body, end_of_stream),
-                };
-                let stage = if end_of_stream {
-                    Stage::Body
-                } else {
-                    Stage::Chunk
-                };
-                let mut action = self.run(id, direction, stage, handler);
-                self.body = body;
+                let (mut action, size) =
+                    self.stream_pieces(id, direction, seen, size, end_of_stream);
                 let waiting = self.live_slot(id).is_some_and(|s| s.waiting.is_some());
                 if action == Action::Pause && !waiting && size > max {
                     // Held back past the limit: let the bytes go rather
@@ -735,6 +739,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     action = Action::Continue;
                 }
                 if let Some(half) = self.half(id, direction) {
+                    half.size = size;
                     half.seen = if action == Action::Pause { size } else { 0 };
                 }
                 action
@@ -749,6 +754,51 @@ impl<P: Plugin, H: Host> Filter<P, H> {
                     return Action::Pause;
                 }
                 self.run_buffered(id, direction, true)
+            }
+        }
+    }
+
+    /// Gives the streamed body handler bytes `seen..size` of the proxy's
+    /// buffer, in pieces of at most [`STREAM_PIECE`] bytes, the last piece
+    /// told `end_of_stream`. Returns the action of the last piece handled
+    /// (a pause before it only held bytes that the last one lets go, as
+    /// when the proxy delivers them apart) and the buffer's size after any
+    /// rewrites of the pieces.
+    fn stream_pieces(
+        &mut self,
+        id: StreamId,
+        direction: Direction,
+        seen: usize,
+        size: usize,
+        end_of_stream: bool,
+    ) -> (Action, usize) {
+        let (mut start, mut size) = (seen, size);
+        loop {
+            let end = size.min(start.saturating_add(STREAM_PIECE));
+            let last = end == size;
+            let ends = end_of_stream && last;
+            if let Some(half) = self.half(id, direction) {
+                // What the handler's `rewrite_body` replaces.
+                half.seen = start;
+                half.size = end;
+            }
+            self.read_body(direction, start, end);
+            let body = core::mem::take(&mut self.body);
+            let handler = |cx: Cx<'_, '_, P, H>| match direction {
+                Direction::Request => P::on_request_body(cx, &body, ends),
+                Direction::Response => P::on_response_body(cx, &body, ends),
+            };
+            let stage = if ends { Stage::Body } else { Stage::Chunk };
+            self.replaced = None;
+            let action = self.run(id, direction, stage, handler);
+            self.body = body;
+            let piece = end.saturating_sub(start);
+            let written = self.replaced.take().unwrap_or(piece);
+            size = size.saturating_sub(piece).saturating_add(written);
+            start = start.saturating_add(written);
+            let answered = self.live_slot(id).is_none_or(|s| s.responded);
+            if last || answered {
+                return (action, size);
             }
         }
     }
@@ -1197,6 +1247,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             slots,
             calls,
             rewritten,
+            replaced,
             increments,
             ..
         } = self;
@@ -1240,6 +1291,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             io: Io {
                 body,
                 rewritten,
+                replaced,
                 host,
                 redis: redis.as_mut(),
                 calls,

@@ -120,6 +120,13 @@ pub trait Host {
     /// buffer is not available in the current callback.
     fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]>;
 
+    /// Makes room for a value of `bytes` bytes in the memory the reads
+    /// return, ahead of time, so that reading one later does not grow it.
+    /// Implementations that return their own storage need do nothing.
+    fn reserve_reads(&mut self, bytes: usize) {
+        let _ = bytes;
+    }
+
     /// Replaces `len` bytes from `start` of a body buffer with `data`.
     fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]);
 

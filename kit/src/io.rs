@@ -28,6 +28,9 @@ pub struct Io<'a, H: Host> {
     pub(crate) body: Option<BodyAccess>,
     /// Reused buffer for [`Io::rewrite_body`].
     pub(crate) rewritten: &'a mut Vec<u8>,
+    /// Set by [`Io::rewrite_body`] to the length of the bytes that replaced
+    /// the handler's, so that the engine knows where the next bytes start.
+    pub(crate) replaced: &'a mut Option<usize>,
     /// The table of shared increments.
     pub(crate) increments: &'a mut Increments,
     /// This request waits for a count from [`Io::increment`].
@@ -336,6 +339,7 @@ impl<'a, H: Host> Io<'a, H> {
         };
         self.host
             .set_body(buffer, access.start, access.len, self.rewritten);
+        *self.replaced = Some(self.rewritten.len());
         if access.headers_held && self.host.header(map, "content-length").is_some() {
             let mut digits = itoa::Buffer::new();
             self.host.set_header(

@@ -159,6 +159,10 @@ impl Host for ProxyHost {
         self.found(read)
     }
 
+    fn reserve_reads(&mut self, bytes: usize) {
+        self.scratch.reserve(bytes);
+    }
+
     fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]) {
         let _ = abi::set_buffer(buffer_type(buffer), start, len, data);
     }

@@ -166,6 +166,7 @@ fn check(
                 responded: &mut responded,
                 body: None,
                 rewritten: &mut rewritten,
+                replaced: &mut None,
                 increments: &mut increments,
                 counting: &mut counting,
             };

@@ -110,6 +110,18 @@ fn answer_redis(filter: &mut Filter<TokenQuota, FakeHost>, used: &mut i64) {
 }
 
 fn one_request(filter: &mut Filter<TokenQuota, FakeHost>, context: u32, api: &Api, used: &mut i64) {
+    let third = api.answer.len() / 3;
+    one_request_cut(filter, context, api, used, &[third, 2 * third]);
+}
+
+/// [`one_request`] with the answer delivered in chunks cut at `cuts`.
+fn one_request_cut(
+    filter: &mut Filter<TokenQuota, FakeHost>,
+    context: u32,
+    api: &Api,
+    used: &mut i64,
+    cuts: &[usize],
+) {
     let answer = &api.answer;
     let host = filter.host_mut();
     host.next_request();
@@ -129,19 +141,14 @@ fn one_request(filter: &mut Filter<TokenQuota, FakeHost>, context: u32, api: &Ap
     host.response_headers.add(":status", b"200");
     host.response_headers.add("content-type", api.content_type);
     assert_eq!(filter.on_response_headers(stream, false), Action::Continue);
-    let third = answer.len() / 3;
-    for (i, chunk) in [
-        &answer[..third],
-        &answer[third..2 * third],
-        &answer[2 * third..],
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for i in 0..=cuts.len() {
+        let from = if i == 0 { 0 } else { cuts[i - 1] };
+        let to = cuts.get(i).copied().unwrap_or(answer.len());
+        let chunk = &answer[from..to];
         let host = filter.host_mut();
         host.response_body.clear();
         host.response_body.extend_from_slice(chunk);
-        let last = i == 2;
+        let last = i == cuts.len();
         let action = filter.on_response_body(stream, chunk.len(), last);
         assert_eq!(
             action,
@@ -249,6 +256,59 @@ fn streamed_answers_of_every_api_do_not_allocate() {
         120 * (50 * 4 + 3 * 1_000),
         "every answer was charged its usage"
     );
+}
+
+/// The proxy hands a streamed body over in chunks of whatever arrived
+/// together, which depends on timing: after a warm-up of 1.3 KB chunks, an
+/// answer whose events arrive all at once (4 KB in one chunk), or a 40 KB
+/// answer in one chunk and in uneven ones (longer than the kit's
+/// `STREAM_PIECE`, so it reaches the plugin in pieces), must not grow the
+/// buffers that carry it, and is still scanned and charged.
+#[test]
+fn answers_in_chunks_larger_than_before_do_not_allocate() {
+    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
+    filter
+        .configure(
+            br#"{"rule_name": "zd", "global_threshold": {"token_per_minute": 1000000000},
+                 "redis": {"webdis_cluster": "webdis"}}"#
+                .to_vec(),
+        )
+        .unwrap();
+    let small = &apis()[0];
+    let mut long = String::new();
+    while long.len() < 40_000 {
+        long.push_str("data: {\"choices\":[{\"delta\":{\"content\":\"once upon a time \"}}]}\n\n");
+    }
+    long.push_str("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":100,\"total_tokens\":120}}\n\ndata: [DONE]\n\n");
+    let large = Api {
+        path: small.path,
+        content_type: small.content_type,
+        answer: long.into_bytes(),
+    };
+    assert!(large.answer.len() > 2 * kit::engine::STREAM_PIECE);
+    // The fake proxy's own buffer (not the kit's) holds the largest chunk.
+    filter.host_mut().response_body.reserve(large.answer.len());
+    let mut used = START;
+    let mut context = 2;
+    for _ in 0..100 {
+        one_request(&mut filter, context, small, &mut used);
+        context += 1;
+    }
+    let uneven = [100, 30_000];
+    let allocations = allocations_during(|| {
+        for _ in 0..100 {
+            one_request_cut(&mut filter, context, small, &mut used, &[]);
+            one_request_cut(&mut filter, context + 1, &large, &mut used, &[]);
+            one_request_cut(&mut filter, context + 2, &large, &mut used, &uneven);
+            context += 3;
+        }
+    });
+    assert_eq!(
+        used - START,
+        120 * (100 + 3 * 100),
+        "every answer was charged its usage"
+    );
+    assert_eq!(allocations, 0, "allocations in 300 warm requests");
 }
 
 const JSON_ANSWER: &[u8] =
