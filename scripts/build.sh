@@ -46,6 +46,12 @@ elif [ -n "${1:-}" ]; then
 fi
 
 cargo build --quiet -p plugin-kit
-for package in limiter token-quota; do
+packages=(limiter token-quota)
+# The example plugin written on the proxy-wasm crate with the kit's pieces
+# (e2e/tests/sdk_interop.rs loads it).
+if [ "$out" = target/wasm-sdk ]; then
+    packages+=(sdk-interop)
+fi
+for package in "${packages[@]}"; do
     target/debug/plugin-kit build -p "$package" --target-dir "$target" --out "$out" "${features[@]}"
 done

@@ -42,6 +42,7 @@ cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota 
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/heap-stats -- -D warnings
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit --no-default-features -- -D warnings
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/proxy-wasm -- -D warnings
+cargo clippy --target wasm32-wasip1 -p sdk-interop -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc -p proxy-wasm-kit --no-deps --features fake
 # The kit is publishable as `proxy-wasm-kit`: cargo packages it and builds
 # the package on its own, as crates.io and docs.rs would.

@@ -16,10 +16,15 @@
 //!
 //! One difference in behaviour: the SDK delivers an HTTP call's answer to
 //! the context that was current when the call was sent, and drops it when
-//! that context is gone. A Redis reply that arrives after its request was
-//! deleted (the kit hands those to [`Plugin::on_root_reply`] with
-//! [`ADOPTED`](crate::ADOPTED) on its own backend) is therefore lost here;
-//! calls the root itself sends (from a tick) are not affected.
+//! that context is gone, where Envoy itself delivers it to the root. A
+//! call that outlives the request whose callback sent it (a shared count
+//! sent for other waiting requests, a Redis reply the kit would hand to
+//! [`Plugin::on_root_reply`] with [`ADOPTED`](crate::ADOPTED)) can
+//! therefore not be answered here: when the SDK drops that request's
+//! context, its calls still in flight fail at once (the Redis failure mode
+//! decides for the requests waiting on them) instead of leaving them
+//! waiting for an answer that will not come. Calls the root itself sends
+//! (from a tick) are not affected.
 
 use crate::engine::{Action, Filter};
 use crate::plugin::{BodyMode, Plugin};
@@ -94,6 +99,8 @@ impl<P: Plugin> Drop for SdkRoot<P> {
 impl<P: Plugin + 'static> Context for SdkRoot<P> {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         with(&self.filter, (), |f| {
+            f.host_mut().answered(token);
+            f.host_mut().enter(0);
             f.on_http_call_response(token, headers, body_size, true);
         });
     }
@@ -102,17 +109,24 @@ impl<P: Plugin + 'static> Context for SdkRoot<P> {
 impl<P: Plugin + 'static> RootContext for SdkRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = configuration();
-        with(&self.filter, false, |f| f.configure(bytes).is_ok())
+        with(&self.filter, false, |f| {
+            f.host_mut().enter(0);
+            f.configure(bytes).is_ok()
+        })
     }
 
     fn on_tick(&mut self) {
-        with(&self.filter, (), Filter::on_tick);
+        with(&self.filter, (), |f| {
+            f.host_mut().enter(0);
+            f.on_tick();
+        });
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let stream = with(&self.filter, None, |f| Some(f.open_stream(context_id)))?;
         Some(Box::new(SdkStream {
             filter: Rc::clone(&self.filter),
+            context_id,
             stream,
         }))
     }
@@ -125,6 +139,7 @@ impl<P: Plugin + 'static> RootContext for SdkRoot<P> {
 /// The SDK HTTP context of one request of a kit plugin `P`.
 pub struct SdkStream<P: Plugin> {
     filter: Shared<P>,
+    context_id: u32,
     stream: StreamId,
 }
 
@@ -145,13 +160,27 @@ impl<P: Plugin> SdkStream<P> {
     }
 }
 
+/// Calls failed at most when one request's context is dropped: failing
+/// one may send another on the same dying context, and this bounds that.
+const ORPHANS_FAILED: usize = 64;
+
 /// The SDK drops a request's context when the proxy deletes it: the
 /// plugin hears of the end and the slot is freed, as on the kit's own
-/// backend.
+/// backend; then the calls sent on this context fail (see the module's
+/// documentation).
 impl<P: Plugin> Drop for SdkStream<P> {
     fn drop(&mut self) {
-        let stream = self.stream;
-        with(&self.filter, (), |f| f.close_stream(stream));
+        let (stream, context_id) = (self.stream, self.context_id);
+        with(&self.filter, (), |f| {
+            f.host_mut().enter(context_id);
+            f.close_stream(stream);
+            for _ in 0..ORPHANS_FAILED {
+                let Some(token) = f.host_mut().take_orphan(context_id) else {
+                    break;
+                };
+                f.on_http_call_response(token, 0, 0, true);
+            }
+        });
     }
 }
 
@@ -161,6 +190,8 @@ impl<P: Plugin> Context for SdkStream<P> {
     /// be another request than the one that sent it.
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         with(&self.filter, (), |f| {
+            f.host_mut().answered(token);
+            f.host_mut().enter(self.context_id);
             f.on_http_call_response(token, headers, body_size, true);
         });
     }

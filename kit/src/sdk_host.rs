@@ -25,6 +25,12 @@ use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 pub struct SdkHost {
     /// The last value read from the host, lent out by reference.
     scratch: Vec<u8>,
+    /// The SDK context the current callback runs on (0: a root's).
+    carrier: u32,
+    /// HTTP calls in flight and the context each was sent on: the SDK
+    /// delivers an answer to that context only, so the calls of a request
+    /// the proxy deletes will never be answered here.
+    sent: Vec<(u32, u32)>,
 }
 
 /// The plugin configuration of the root being configured.
@@ -72,6 +78,24 @@ fn str_pairs<'a>(pairs: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a str)> {
 }
 
 impl SdkHost {
+    /// The SDK runs a callback of context `context_id` (0 for a root).
+    pub(crate) fn enter(&mut self, context_id: u32) {
+        self.carrier = context_id;
+    }
+
+    /// The call `token` was answered.
+    pub(crate) fn answered(&mut self, token: u32) {
+        if let Some(i) = self.sent.iter().position(|&(t, _)| t == token) {
+            self.sent.swap_remove(i);
+        }
+    }
+
+    /// One call sent on context `context_id` and not answered, forgotten.
+    pub(crate) fn take_orphan(&mut self, context_id: u32) -> Option<u32> {
+        let i = self.sent.iter().position(|&(_, c)| c == context_id)?;
+        Some(self.sent.swap_remove(i).0)
+    }
+
     fn keep(&mut self, value: Result<Option<Vec<u8>>, Status>) -> Option<&[u8]> {
         match value {
             Ok(Some(bytes)) => {
@@ -167,8 +191,11 @@ impl Host for SdkHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        hostcalls::dispatch_http_call(cluster, str_pairs(headers), body, Vec::new(), timeout)
-            .map_err(host_error)
+        let token =
+            hostcalls::dispatch_http_call(cluster, str_pairs(headers), body, Vec::new(), timeout)
+                .map_err(host_error)?;
+        self.sent.push((token, self.carrier));
+        Ok(token)
     }
 
     fn redis_init(&mut self, _: &str, _: &str, _: &str, _: Duration) -> Result<(), HostError> {
