@@ -43,6 +43,9 @@ cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota 
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit --no-default-features -- -D warnings
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/proxy-wasm -- -D warnings
 cargo clippy --target wasm32-wasip1 -p sdk-interop -- -D warnings
+# The README's example of a kit plugin calling the SDK's shared-data host calls.
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit --features proxy-wasm --example shared_hits -- -D warnings
+cargo build --release --target wasm32-wasip1 -p proxy-wasm-kit --features proxy-wasm --example shared_hits
 RUSTDOCFLAGS="-D warnings" cargo doc -p proxy-wasm-kit --no-deps --features fake
 # The kit is publishable as `proxy-wasm-kit`: cargo packages it and builds
 # the package on its own, as crates.io and docs.rs would.
