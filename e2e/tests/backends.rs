@@ -68,7 +68,10 @@ fn allocations_per_request(wasm: PathBuf) -> (f64, f64) {
     flood(50);
     let counter = "limiter.heap_allocations";
     let warm = e2e::settled_counter(&envoy, counter);
-    assert!(warm > 0, "no allocation counted: is this a heap-stats build?");
+    assert!(
+        warm > 0,
+        "no allocation counted: is this a heap-stats build?"
+    );
     redis_path(REQUESTS);
     let after_redis = e2e::settled_counter(&envoy, counter);
     flood(REQUESTS);
@@ -85,7 +88,11 @@ fn exported_functions(wasm: &Path) -> usize {
         .arg(wasm)
         .output()
         .unwrap();
-    assert!(out.status.success(), "wasm-objdump failed on {}", wasm.display());
+    assert!(
+        out.status.success(),
+        "wasm-objdump failed on {}",
+        wasm.display()
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.trim_start().starts_with("- func["))
@@ -96,7 +103,12 @@ fn exported_functions(wasm: &Path) -> usize {
 fn backends_side_by_side() {
     let builds = [
         ("kit ABI layer (default)", "target/wasm", "", "--heap-stats"),
-        ("proxy-wasm crate", "target/wasm-sdk", "--sdk", "--sdk-heap-stats"),
+        (
+            "proxy-wasm crate",
+            "target/wasm-sdk",
+            "--sdk",
+            "--sdk-heap-stats",
+        ),
     ];
     let mut rows = Vec::new();
     for (name, dir, build, heap_build) in builds {
@@ -123,7 +135,11 @@ fn backends_side_by_side() {
     }
     let (_, _, _, _, _, kit_redis, kit_flood) = rows[0];
     let (_, _, _, _, _, sdk_redis, sdk_flood) = rows[1];
-    assert_eq!((kit_redis, kit_flood), (0.0, 0.0), "the default backend allocated");
+    assert_eq!(
+        (kit_redis, kit_flood),
+        (0.0, 0.0),
+        "the default backend allocated"
+    );
     assert!(
         sdk_redis > 0.0 && sdk_flood > 0.0,
         "the SDK backend counted no allocation ({sdk_redis} / {sdk_flood}): is the counter live?"

@@ -39,7 +39,8 @@ impl Plugin for SharedHits {
     fn on_request_headers<H: Host>(mut cx: Cx<'_, '_, Self, H>, _eos: bool) -> Flow {
         let hits = bump(cx.config.key);
         let mut text = itoa::Buffer::new();
-        cx.io.set_request_header("x-shared-hits", text.format(hits).as_bytes());
+        cx.io
+            .set_request_header("x-shared-hits", text.format(hits).as_bytes());
         Flow::Continue
     }
 }
