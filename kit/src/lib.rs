@@ -145,6 +145,11 @@ struct ReadmeExamples;
 ///
 /// Expands to nothing but the check outside wasm builds, so a plugin
 /// crate's native tests and benchmarks link without a proxy.
+///
+/// With the kit's feature `proxy-wasm` the same invocation builds the
+/// module on the `proxy-wasm` crate instead: the SDK defines every export,
+/// and the module's `_initialize` installs the plugin in the SDK's
+/// dispatcher (`sdk_dispatch`; README "Backends").
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
