@@ -19,8 +19,10 @@ bash scripts/build.sh --heap-stats
 # testhost's tests (cargo test --workspace) run the Higress builds.
 bash scripts/build.sh --higress
 # The same plugins on the standard proxy-wasm crate (kit feature
-# `proxy-wasm`); their end-to-end run is below.
+# `proxy-wasm`); their end-to-end run is below, and e2e/tests/backends.rs
+# compares the heap-stats builds of both backends.
 bash scripts/build.sh --sdk
+bash scripts/build.sh --sdk-heap-stats
 
 # Issue 4's budget for a shipped module; the README's "Module size" table
 # says what each one is today.
