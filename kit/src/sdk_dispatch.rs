@@ -155,6 +155,7 @@ impl<P: Plugin> core::fmt::Debug for SdkStream<P> {
 impl<P: Plugin> SdkStream<P> {
     fn run(&self, f: impl FnOnce(&mut Filter<P, SdkHost>, StreamId) -> Action) -> SdkAction {
         action(with(&self.filter, Action::Continue, |filter| {
+            filter.host_mut().enter(self.context_id);
             f(filter, self.stream)
         }))
     }
