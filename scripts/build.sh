@@ -12,7 +12,11 @@
 # target/higress/ and target/wasm/higress/ instead; `--heap-stats` the
 # variants that count their heap allocations (kit feature `heap-stats`, for
 # the end-to-end test of zero allocation inside Envoy) into
-# target/heap-stats/ and target/wasm/heap-stats/.
+# target/heap-stats/ and target/wasm/heap-stats/. `--sdk` builds the same
+# plugins on the standard proxy-wasm crate (kit feature `proxy-wasm`) into
+# target/sdk/ and target/wasm-sdk/ (the end-to-end tests load them with
+# KIT_WASM_DIR=target/wasm-sdk); `--sdk-heap-stats` those, counting their
+# heap allocations, into target/sdk-heap-stats/ and target/wasm-sdk/heap-stats/.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,12 +32,26 @@ elif [ "${1:-}" = "--heap-stats" ]; then
     target=target/heap-stats
     out=target/wasm/heap-stats
     features=(--features kit/heap-stats)
+elif [ "${1:-}" = "--sdk" ]; then
+    target=target/sdk
+    out=target/wasm-sdk
+    features=(--features kit/proxy-wasm)
+elif [ "${1:-}" = "--sdk-heap-stats" ]; then
+    target=target/sdk-heap-stats
+    out=target/wasm-sdk/heap-stats
+    features=(--features kit/proxy-wasm,kit/heap-stats)
 elif [ -n "${1:-}" ]; then
-    echo "[build] unknown argument $1 (expected --higress or --heap-stats)" >&2
+    echo "[build] unknown argument $1 (expected --higress, --heap-stats, --sdk or --sdk-heap-stats)" >&2
     exit 2
 fi
 
 cargo build --quiet -p plugin-kit
-for package in limiter token-quota; do
+packages=(limiter token-quota)
+# The example plugin written on the proxy-wasm crate with the kit's pieces
+# (e2e/tests/sdk_interop.rs loads it).
+if [ "$out" = target/wasm-sdk ]; then
+    packages+=(sdk-interop)
+fi
+for package in "${packages[@]}"; do
     target/debug/plugin-kit build -p "$package" --target-dir "$target" --out "$out" "${features[@]}"
 done

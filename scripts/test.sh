@@ -18,6 +18,11 @@ bash scripts/build.sh
 bash scripts/build.sh --heap-stats
 # testhost's tests (cargo test --workspace) run the Higress builds.
 bash scripts/build.sh --higress
+# The same plugins on the standard proxy-wasm crate (kit feature
+# `proxy-wasm`); their end-to-end run is below, and e2e/tests/backends.rs
+# compares the heap-stats builds of both backends.
+bash scripts/build.sh --sdk
+bash scripts/build.sh --sdk-heap-stats
 
 # Issue 4's budget for a shipped module; the README's "Module size" table
 # says what each one is today.
@@ -38,6 +43,11 @@ cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota 
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/higress -- -D warnings
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/heap-stats -- -D warnings
 cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit --no-default-features -- -D warnings
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit -p limiter -p token-quota --features kit/proxy-wasm -- -D warnings
+cargo clippy --target wasm32-wasip1 -p sdk-interop -- -D warnings
+# The README's example of a kit plugin calling the SDK's shared-data host calls.
+cargo clippy --target wasm32-wasip1 -p proxy-wasm-kit --features proxy-wasm --example shared_hits -- -D warnings
+cargo build --release --target wasm32-wasip1 -p proxy-wasm-kit --features proxy-wasm --example shared_hits
 RUSTDOCFLAGS="-D warnings" cargo doc -p proxy-wasm-kit --no-deps --features fake
 # The kit is publishable as `proxy-wasm-kit`: cargo packages it and builds
 # the package on its own, as crates.io and docs.rs would.
@@ -45,6 +55,11 @@ cargo publish --dry-run -p proxy-wasm-kit
 
 echo "[test] cargo test --workspace"
 cargo test --workspace --no-fail-fast
+
+# The core end-to-end suites again on the build over the proxy-wasm crate:
+# the same tests, the modules from target/wasm-sdk/ (about 90 s more).
+echo "[test] limiter and token-quota end-to-end tests on the proxy-wasm crate build (KIT_WASM_DIR=target/wasm-sdk)"
+KIT_WASM_DIR=target/wasm-sdk cargo test -p e2e --test limiter --test token_quota --no-fail-fast
 
 echo "[test] load test smoke run: every scenario, tiny (results in loadtest/results/smoke/)"
 cargo run --release -p loadtest -- --smoke

@@ -294,10 +294,12 @@ fn compose_mounts_files_that_exist_and_the_configs_load_only_mounted_files() {
     let compose = yaml(&root.join("docker-compose.yaml"));
     let services = compose["services"].as_object().unwrap();
     let (limiter, token_quota) = higress_modules();
+    // The default build's path, whatever `KIT_WASM_DIR` picks for the
+    // modules the tests load: the compose file names that one.
     let built = [
         limiter.clone(),
         token_quota.clone(),
-        stack::wasm_path("limiter"),
+        stack::target_dir().join("wasm").join("limiter.wasm"),
     ];
     for name in ["redis", "upstream", "gateway", "webdis", "envoy"] {
         assert!(services.contains_key(name), "no service {name}");

@@ -83,12 +83,28 @@ mod io;
 pub mod limits;
 mod log;
 pub mod plugin;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "proxy-wasm")))]
 pub mod proxy;
 mod raw;
 pub mod redis;
 pub mod resp;
 mod rules;
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
+pub mod sdk_dispatch;
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
+pub mod sdk_host;
+
+/// The standard Rust SDK, with feature `proxy-wasm`: a kit plugin reaches
+/// the host calls the kit does not wrap (shared data, queues, gRPC,
+/// foreign functions) through `kit::proxy_wasm::hostcalls`, on the same
+/// ABI layer the kit then runs on.
+#[cfg(feature = "proxy-wasm")]
+pub use proxy_wasm;
+
+#[cfg(all(feature = "proxy-wasm", feature = "higress"))]
+compile_error!(
+    "kit features `proxy-wasm` and `higress` do not combine: the SDK cannot read Higress's Redis reply buffer; use webdis"
+);
 
 pub use calls::{StreamId, ADOPTED};
 pub use config::{ConfigError, Field, Fields};
@@ -129,6 +145,11 @@ struct ReadmeExamples;
 ///
 /// Expands to nothing but the check outside wasm builds, so a plugin
 /// crate's native tests and benchmarks link without a proxy.
+///
+/// With the kit's feature `proxy-wasm` the same invocation builds the
+/// module on the `proxy-wasm` crate instead: the SDK defines every export,
+/// and the module's `_initialize` installs the plugin in the SDK's
+/// dispatcher (`sdk_dispatch`; README "Backends").
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -150,6 +171,7 @@ macro_rules! export_plugin {
 
 /// The exports of every plugin; the macros share the module's state,
 /// `__KIT_MODULE`, by name.
+#[cfg(not(feature = "proxy-wasm"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __exports {
@@ -240,6 +262,7 @@ macro_rules! __exports {
 }
 
 /// Body and trailer callbacks, for plugins that read bodies.
+#[cfg(not(feature = "proxy-wasm"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __body_exports {
@@ -280,6 +303,28 @@ macro_rules! __body_exports {
             __kit_module(0, |m| m.on_response_trailers(context_id))
         }
     };
+}
+
+/// With feature `proxy-wasm` the SDK defines every export; the module's
+/// `_initialize` installs the plugin in the SDK's dispatcher.
+#[cfg(feature = "proxy-wasm")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __exports {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::proxy_wasm::main! {{
+            $crate::sdk_dispatch::install::<$plugin>();
+        }}
+    };
+}
+
+/// With feature `proxy-wasm` the SDK exports the body callbacks already.
+#[cfg(feature = "proxy-wasm")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __body_exports {
+    () => {};
 }
 
 /// Higress's Redis reply callback, in `higress` builds only: upstream

@@ -89,7 +89,9 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Retained<T> {
 /// value comes back inside the caller's buffer. Once the buffer has grown
 /// to the largest value seen, reading a header or a body costs no
 /// allocation, where proxy-wasm's allocator boxes every value.
-#[cfg(target_arch = "wasm32")]
+///
+/// Not with feature `proxy-wasm`: the SDK then owns these exports.
+#[cfg(all(target_arch = "wasm32", not(feature = "proxy-wasm")))]
 pub(crate) mod abi {
     use core::cell::Cell;
     use core::ptr::null_mut;
@@ -422,7 +424,11 @@ pub(crate) mod abi {
 
 /// Higress's Redis host calls (see `shared/REFERENCE.md`). Importing them
 /// makes a module that upstream Envoy refuses to load, hence the feature.
-#[cfg(all(feature = "higress", target_arch = "wasm32"))]
+#[cfg(all(
+    feature = "higress",
+    target_arch = "wasm32",
+    not(feature = "proxy-wasm")
+))]
 pub(crate) mod higress {
     use crate::host::HostError;
     use core::time::Duration;

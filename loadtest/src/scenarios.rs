@@ -12,6 +12,8 @@ use stack::{Envoy, EnvoyConfig, WasmPlugin};
 use crate::wrk::{self, Counters, Load, Progress, Requests, Sample, WrkResult};
 use crate::{commands_since, rss_kb, settle, Bench, JSON_USAGE, SSE_USAGE};
 
+mod backends;
+
 /// The limiter's Redis timeout in every scenario (ms).
 pub const REDIS_TIMEOUT_MS: u64 = 500;
 /// A non-streaming chat request (the upstream answers JSON).
@@ -504,6 +506,12 @@ pub const ALL: &[(&str, Run)] = &[
     ("limiter-round-trips", |bench| limiter_round_trips(bench)),
     ("limiter-flood", |bench| limiter_flood(bench)),
     ("limiter-flood-paired", |bench| limiter_flood_paired(bench)),
+    ("backends-flood-paired", |bench| {
+        backends::backends_paired(bench, true)
+    }),
+    ("backends-redis-paired", |bench| {
+        backends::backends_paired(bench, false)
+    }),
     ("upstream-baseline", |bench| upstream_baseline(bench)),
     ("token-quota-json", |bench| {
         token_quota_overhead(bench, false)

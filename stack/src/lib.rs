@@ -110,12 +110,19 @@ pub fn target_dir() -> PathBuf {
 /// library, with `-` turned into `_` (`token-quota` builds
 /// `token_quota.wasm`).
 ///
+/// `KIT_WASM_DIR` names another directory (relative to the repository
+/// root unless absolute) to test another build of the same plugins:
+/// `KIT_WASM_DIR=target/wasm-sdk` for the build on the `proxy-wasm` crate
+/// (`bash scripts/build.sh --sdk`).
+///
 /// # Panics
 /// If the module has not been built, naming the build command.
 pub fn wasm_path(name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("wasm")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+    let dir = match std::env::var_os("KIT_WASM_DIR") {
+        Some(dir) if !dir.is_empty() => repo_root().join(dir),
+        _ => target_dir().join("wasm"),
+    };
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
     if !path.is_file() {
         panic!(
             "{} does not exist: build it first with `bash scripts/build.sh` \
