@@ -11,7 +11,7 @@
 //! accident for any number of clients a gateway will see.
 
 use crate::config::{ConfigError, Fields};
-use siphasher::sip128::SipHasher24;
+use super::siphash::sip24_128;
 
 /// The shortest `key_hash_secret` accepted, in bytes: SipHash's key size.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -22,7 +22,8 @@ pub const HASHED_LEN: usize = 32;
 /// The configured key of the hash.
 #[derive(Clone)]
 pub struct KeyHash {
-    hasher: SipHasher24,
+    /// SipHash's two key words.
+    key: (u64, u64),
 }
 
 impl core::fmt::Debug for KeyHash {
@@ -37,9 +38,8 @@ impl KeyHash {
     /// under the all-zero key gives the 16-byte key, so that every byte
     /// of a long secret counts.
     pub fn new(secret: &[u8]) -> KeyHash {
-        let key = SipHasher24::new().hash(secret).as_bytes();
         KeyHash {
-            hasher: SipHasher24::new_with_key(&key),
+            key: sip24_128(0, 0, secret),
         }
     }
 
@@ -87,25 +87,30 @@ impl KeyHash {
     /// assert_ne!(digits, hash.digits(b"Bearer sk-live-124"));
     /// ```
     pub fn digits(&self, value: &[u8]) -> [u8; HASHED_LEN] {
-        let digit = |nibble: u8| match nibble {
-            0..=9 => b'0' + nibble,
-            _ => b'a' + nibble - 10,
-        };
-        let hash = self.hasher.hash(value).as_bytes();
+        let (k0, k1) = self.key;
+        let (low, high) = sip24_128(k0, k1, value);
+        // The hash's 16 bytes in the reference implementation's order
+        // (each word little-endian), each as two hex digits.
         let mut out = [0u8; HASHED_LEN];
-        for (pair, byte) in out.chunks_exact_mut(2).zip(hash) {
-            if let [hi, lo] = pair {
-                *hi = digit(byte >> 4);
-                *lo = digit(byte & 0x0f);
+        let mut bytes = low as u128 | (high as u128) << 64;
+        for pair in out.chunks_exact_mut(2) {
+            let byte = bytes as u8;
+            bytes >>= 8;
+            for (slot, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0f]) {
+                *slot = HEX_DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
             }
         }
         out
     }
 }
 
+/// Lowercase hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use siphasher::sip128::SipHasher24;
 
     #[test]
     fn the_digits_are_siphash_2_4_128_under_the_derived_key() {

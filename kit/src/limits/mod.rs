@@ -53,6 +53,7 @@ pub mod kept;
 pub mod key_hash;
 pub mod keys;
 pub mod pattern;
+mod siphash;
 pub mod window;
 
 use crate::config::{ConfigError, Field, Fields};
