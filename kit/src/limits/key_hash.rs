@@ -10,8 +10,8 @@
 //! against them. 128 bits keep two clients from sharing a counter by
 //! accident for any number of clients a gateway will see.
 
-use crate::config::{ConfigError, Fields};
 use super::siphash::sip24_128;
+use crate::config::{ConfigError, Fields};
 
 /// The shortest `key_hash_secret` accepted, in bytes: SipHash's key size.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -53,26 +53,24 @@ impl KeyHash {
     pub fn parse(fields: &Fields<'_, '_>) -> Result<Option<KeyHash>, ConfigError> {
         let on = fields.bool_or("key_hash", false)?;
         let secret = fields.get("key_hash_secret");
-        match (on, secret) {
-            (false, None) => Ok(None),
-            (false, Some(field)) => {
-                Err(field.error("is set but `key_hash` is not true: nothing would be hashed"))
-            }
-            (true, None) => Err(fields.error(
-                "key_hash_secret",
-                "is required when `key_hash` is true (a random string of at least 16 bytes, the same on every gateway)",
-            )),
+        // Every refusal goes through one `error` call below with a fixed
+        // reason: one copy of the error-building code, no formatting.
+        let reason = match (on, &secret) {
+            (false, None) => return Ok(None),
+            (false, Some(_)) => "is set but `key_hash` is not true: nothing would be hashed",
+            (true, None) => "is required when `key_hash` is true (a random string of at least 16 bytes, the same on every gateway)",
             (true, Some(field)) => {
                 let secret = field.str()?;
-                if secret.len() < MIN_SECRET_LEN {
-                    return Err(field.error(format!(
-                        "must be at least {MIN_SECRET_LEN} bytes (a random string, the same on every gateway), got {}",
-                        secret.len()
-                    )));
+                if secret.len() >= MIN_SECRET_LEN {
+                    return Ok(Some(KeyHash::new(secret.as_bytes())));
                 }
-                Ok(Some(KeyHash::new(secret.as_bytes())))
+                "must be at least 16 bytes (a random string, the same on every gateway)"
             }
-        }
+        };
+        Err(match secret {
+            Some(field) => field.error(reason),
+            None => fields.error("key_hash_secret", reason),
+        })
     }
 
     /// The hex digits that stand for `value` in a counter key.
@@ -90,22 +88,17 @@ impl KeyHash {
         let (k0, k1) = self.key;
         let (low, high) = sip24_128(k0, k1, value);
         // The hash's 16 bytes in the reference implementation's order
-        // (each word little-endian), each as two hex digits.
+        // (each word little-endian), each as two hex digits, high first.
         let mut out = [0u8; HASHED_LEN];
-        let mut bytes = low as u128 | (high as u128) << 64;
-        for pair in out.chunks_exact_mut(2) {
-            let byte = bytes as u8;
-            bytes >>= 8;
-            for (slot, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0f]) {
-                *slot = HEX_DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
-            }
+        for (i, slot) in out.iter_mut().enumerate() {
+            let word = if i < 16 { low } else { high };
+            let shift = (i % 16 / 2 * 8) ^ if i % 2 == 0 { 4 } else { 0 };
+            let nibble = (word >> shift) as u8 & 0x0f;
+            *slot = nibble + if nibble < 10 { b'0' } else { b'a' - 10 };
         }
         out
     }
 }
-
-/// Lowercase hex digits, by value.
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {

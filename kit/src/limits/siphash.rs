@@ -84,28 +84,37 @@ impl State {
 /// SipHash-1-3 (what std's `DefaultHasher` runs) keyed by `k0`, `k1`, of
 /// the message `first` (as its 8 little-endian bytes) followed by `rest`.
 pub fn sip13(k0: u64, k1: u64, first: u64, rest: &[u8]) -> u64 {
-    hash64(k0, k1, 1, 3, Some(first), rest)
-}
-
-fn hash64(k0: u64, k1: u64, c: u32, d: u32, first: Option<u64>, rest: &[u8]) -> u64 {
-    let mut state = State::new(k0, k1, false);
-    state.absorb(first, rest, c);
-    state.v2 ^= 0xff;
-    state.rounds(d);
-    state.sum()
+    sip(k0, k1, [1, 3], false, Some(first), rest).0
 }
 
 /// SipHash-2-4 with a 128-bit output, keyed by `k0`, `k1`, of
 /// `message`: its two output words, in the order the reference
 /// implementation writes them (each little-endian).
 pub fn sip24_128(k0: u64, k1: u64, message: &[u8]) -> (u64, u64) {
-    let mut state = State::new(k0, k1, true);
-    state.absorb(None, message, 2);
-    state.v2 ^= 0xee;
-    state.rounds(4);
+    sip(k0, k1, [2, 4], true, None, message)
+}
+
+/// SipHash with `rounds` (per word, then at the end) keyed by `k0`,
+/// `k1`, of `first` (when given) and `rest`: the output's first word,
+/// and when `wide` its second (else 0).
+fn sip(
+    k0: u64,
+    k1: u64,
+    [c, d]: [u32; 2],
+    wide: bool,
+    first: Option<u64>,
+    rest: &[u8],
+) -> (u64, u64) {
+    let mut state = State::new(k0, k1, wide);
+    state.absorb(first, rest, c);
+    state.v2 ^= if wide { 0xee } else { 0xff };
+    state.rounds(d);
     let low = state.sum();
+    if !wide {
+        return (low, 0);
+    }
     state.v1 ^= 0xdd;
-    state.rounds(4);
+    state.rounds(d);
     (low, state.sum())
 }
 
@@ -204,12 +213,12 @@ mod tests {
             (63, 0x958a_324c_eb06_4572),
         ] {
             assert_eq!(
-                hash64(K0, K1, 2, 4, Some(first), &message[8..len]),
+                sip(K0, K1, [2, 4], false, Some(first), &message[8..len]).0,
                 want,
                 "length {len}"
             );
             assert_eq!(
-                hash64(K0, K1, 2, 4, None, &message[..len]),
+                sip(K0, K1, [2, 4], false, None, &message[..len]).0,
                 want,
                 "length {len}"
             );
