@@ -16,6 +16,11 @@ use crate::config::{ConfigError, Fields};
 /// The shortest `key_hash_secret` accepted, in bytes: SipHash's key size.
 pub const MIN_SECRET_LEN: usize = 16;
 
+/// Why a missing `key_hash_secret` is refused; its end is why a short
+/// one is (one copy of the text in the module).
+const REQUIRED: &str = "is required when `key_hash` is true, and must be at least 16 bytes (a random string, the same on every gateway)";
+const TOO_SHORT: &str = REQUIRED.split_at(41).1;
+
 /// The length of a hashed value in a key: 128 bits in hex.
 pub const HASHED_LEN: usize = 32;
 
@@ -58,13 +63,13 @@ impl KeyHash {
         let reason = match (on, &secret) {
             (false, None) => return Ok(None),
             (false, Some(_)) => "is set but `key_hash` is not true: nothing would be hashed",
-            (true, None) => "is required when `key_hash` is true (a random string of at least 16 bytes, the same on every gateway)",
+            (true, None) => REQUIRED,
             (true, Some(field)) => {
                 let secret = field.str()?;
                 if secret.len() >= MIN_SECRET_LEN {
                     return Ok(Some(KeyHash::new(secret.as_bytes())));
                 }
-                "must be at least 16 bytes (a random string, the same on every gateway)"
+                TOO_SHORT
             }
         };
         Err(match secret {
@@ -127,6 +132,13 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(hash.digits(b"alice").as_slice(), want.as_bytes());
+    }
+
+    #[test]
+    fn the_refusals_state_the_minimum_length() {
+        assert!(TOO_SHORT.starts_with("must be at least 16 bytes ("));
+        assert!(REQUIRED.contains(TOO_SHORT));
+        assert!(TOO_SHORT.contains(&format!("at least {MIN_SECRET_LEN} bytes")));
     }
 
     #[test]
