@@ -16,10 +16,13 @@ use crate::config::{ConfigError, Fields};
 /// The shortest `key_hash_secret` accepted, in bytes: SipHash's key size.
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// Why a missing `key_hash_secret` is refused; its end is why a short
-/// one is (one copy of the text in the module).
+/// Why a missing `key_hash_secret` is refused; its end, from
+/// [`TOO_SHORT_AT`], is why a short one is (one copy of the text in the
+/// module).
 const REQUIRED: &str = "is required when `key_hash` is true, and must be at least 16 bytes (a random string, the same on every gateway)";
-const TOO_SHORT: &str = REQUIRED.split_at(41).1;
+
+/// Where the short-secret reason starts in [`REQUIRED`].
+const TOO_SHORT_AT: usize = 41;
 
 /// The length of a hashed value in a key: 128 bits in hex.
 pub const HASHED_LEN: usize = 32;
@@ -69,7 +72,7 @@ impl KeyHash {
                 if secret.len() >= MIN_SECRET_LEN {
                     return Ok(Some(KeyHash::new(secret.as_bytes())));
                 }
-                TOO_SHORT
+                REQUIRED.get(TOO_SHORT_AT..).unwrap_or(REQUIRED)
             }
         };
         Err(match secret {
@@ -136,9 +139,9 @@ mod tests {
 
     #[test]
     fn the_refusals_state_the_minimum_length() {
-        assert!(TOO_SHORT.starts_with("must be at least 16 bytes ("));
-        assert!(REQUIRED.contains(TOO_SHORT));
-        assert!(TOO_SHORT.contains(&format!("at least {MIN_SECRET_LEN} bytes")));
+        let too_short = &REQUIRED[TOO_SHORT_AT..];
+        assert!(too_short.starts_with("must be at least 16 bytes ("));
+        assert!(too_short.contains(&format!("at least {MIN_SECRET_LEN} bytes")));
     }
 
     #[test]

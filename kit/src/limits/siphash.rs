@@ -31,6 +31,7 @@ impl State {
         }
     }
 
+    /// `count` SipRounds.
     fn rounds(&mut self, count: u32) {
         for _ in 0..count {
             self.v0 = self.v0.wrapping_add(self.v1);
@@ -46,6 +47,7 @@ impl State {
         }
     }
 
+    /// Mixes in one 8-byte word of the message.
     fn compress(&mut self, word: u64, rounds: u32) {
         self.v3 ^= word;
         self.rounds(rounds);
@@ -71,6 +73,7 @@ impl State {
         self.compress(last, rounds);
     }
 
+    /// One output word: the four state words together.
     fn sum(&self) -> u64 {
         self.v0 ^ self.v1 ^ self.v2 ^ self.v3
     }
