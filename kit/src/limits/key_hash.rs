@@ -10,11 +10,19 @@
 //! against them. 128 bits keep two clients from sharing a counter by
 //! accident for any number of clients a gateway will see.
 
+use super::siphash::sip24_128;
 use crate::config::{ConfigError, Fields};
-use siphasher::sip128::SipHasher24;
 
 /// The shortest `key_hash_secret` accepted, in bytes: SipHash's key size.
 pub const MIN_SECRET_LEN: usize = 16;
+
+/// Why a missing `key_hash_secret` is refused; its end, from
+/// [`TOO_SHORT_AT`], is why a short one is (one copy of the text in the
+/// module).
+const REQUIRED: &str = "is required when `key_hash` is true, and must be at least 16 bytes (a random string, the same on every gateway)";
+
+/// Where the short-secret reason starts in [`REQUIRED`].
+const TOO_SHORT_AT: usize = 41;
 
 /// The length of a hashed value in a key: 128 bits in hex.
 pub const HASHED_LEN: usize = 32;
@@ -22,7 +30,8 @@ pub const HASHED_LEN: usize = 32;
 /// The configured key of the hash.
 #[derive(Clone)]
 pub struct KeyHash {
-    hasher: SipHasher24,
+    /// SipHash's two key words.
+    key: (u64, u64),
 }
 
 impl core::fmt::Debug for KeyHash {
@@ -37,9 +46,8 @@ impl KeyHash {
     /// under the all-zero key gives the 16-byte key, so that every byte
     /// of a long secret counts.
     pub fn new(secret: &[u8]) -> KeyHash {
-        let key = SipHasher24::new().hash(secret).as_bytes();
         KeyHash {
-            hasher: SipHasher24::new_with_key(&key),
+            key: sip24_128(0, 0, secret),
         }
     }
 
@@ -53,26 +61,24 @@ impl KeyHash {
     pub fn parse(fields: &Fields<'_, '_>) -> Result<Option<KeyHash>, ConfigError> {
         let on = fields.bool_or("key_hash", false)?;
         let secret = fields.get("key_hash_secret");
-        match (on, secret) {
-            (false, None) => Ok(None),
-            (false, Some(field)) => {
-                Err(field.error("is set but `key_hash` is not true: nothing would be hashed"))
-            }
-            (true, None) => Err(fields.error(
-                "key_hash_secret",
-                "is required when `key_hash` is true (a random string of at least 16 bytes, the same on every gateway)",
-            )),
+        // Every refusal goes through one `error` call below with a fixed
+        // reason: one copy of the error-building code, no formatting.
+        let reason = match (on, &secret) {
+            (false, None) => return Ok(None),
+            (false, Some(_)) => "is set but `key_hash` is not true: nothing would be hashed",
+            (true, None) => REQUIRED,
             (true, Some(field)) => {
                 let secret = field.str()?;
-                if secret.len() < MIN_SECRET_LEN {
-                    return Err(field.error(format!(
-                        "must be at least {MIN_SECRET_LEN} bytes (a random string, the same on every gateway), got {}",
-                        secret.len()
-                    )));
+                if secret.len() >= MIN_SECRET_LEN {
+                    return Ok(Some(KeyHash::new(secret.as_bytes())));
                 }
-                Ok(Some(KeyHash::new(secret.as_bytes())))
+                REQUIRED.get(TOO_SHORT_AT..).unwrap_or(REQUIRED)
             }
-        }
+        };
+        Err(match secret {
+            Some(field) => field.error(reason),
+            None => fields.error("key_hash_secret", reason),
+        })
     }
 
     /// The hex digits that stand for `value` in a counter key.
@@ -87,17 +93,16 @@ impl KeyHash {
     /// assert_ne!(digits, hash.digits(b"Bearer sk-live-124"));
     /// ```
     pub fn digits(&self, value: &[u8]) -> [u8; HASHED_LEN] {
-        let digit = |nibble: u8| match nibble {
-            0..=9 => b'0' + nibble,
-            _ => b'a' + nibble - 10,
-        };
-        let hash = self.hasher.hash(value).as_bytes();
+        let (k0, k1) = self.key;
+        let (low, high) = sip24_128(k0, k1, value);
+        // The hash's 16 bytes in the reference implementation's order
+        // (each word little-endian), each as two hex digits, high first.
         let mut out = [0u8; HASHED_LEN];
-        for (pair, byte) in out.chunks_exact_mut(2).zip(hash) {
-            if let [hi, lo] = pair {
-                *hi = digit(byte >> 4);
-                *lo = digit(byte & 0x0f);
-            }
+        for (i, slot) in out.iter_mut().enumerate() {
+            let word = if i < 16 { low } else { high };
+            let shift = (i % 16 / 2 * 8) ^ if i % 2 == 0 { 4 } else { 0 };
+            let nibble = (word >> shift) as u8 & 0x0f;
+            *slot = nibble + if nibble < 10 { b'0' } else { b'a' - 10 };
         }
         out
     }
@@ -106,6 +111,7 @@ impl KeyHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use siphasher::sip128::SipHasher24;
 
     #[test]
     fn the_digits_are_siphash_2_4_128_under_the_derived_key() {
@@ -129,6 +135,13 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(hash.digits(b"alice").as_slice(), want.as_bytes());
+    }
+
+    #[test]
+    fn the_refusals_state_the_minimum_length() {
+        let too_short = &REQUIRED[TOO_SHORT_AT..];
+        assert!(too_short.starts_with("must be at least 16 bytes ("));
+        assert!(too_short.contains(&format!("at least {MIN_SECRET_LEN} bytes")));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod kept;
 pub mod key_hash;
 pub mod keys;
 pub mod pattern;
+mod siphash;
 pub mod window;
 
 use crate::config::{ConfigError, Field, Fields};
@@ -490,11 +491,13 @@ impl<'cfg> Rule<'cfg> {
             }
             None => style.key_prefix,
         };
+        // Read before the cache is made, so that its refusal shares the
+        // cleanup of the refusals above.
+        let key_hash = KeyHash::parse(fields)?;
         let cache = OverLimitCache::new(setup.now_nanos());
         // A `_rules_` entry that inherits its `rule_name` is told apart by
         // its place (`_rules_[2]`), which names it in error messages too.
         let place = fields.get_own("rule_name").is_none().then(|| fields.path());
-        let key_hash = KeyHash::parse(fields)?;
         let heads = Heads::new(
             &limits,
             &cache,
