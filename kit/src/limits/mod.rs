@@ -48,7 +48,7 @@ pub mod cache;
 #[cfg(test)]
 mod distinct_keys;
 mod heads;
-mod ip;
+pub(crate) mod ip;
 pub mod kept;
 pub mod keys;
 pub mod pattern;
