@@ -5,6 +5,7 @@
 #   bash scripts/fuzz.sh --short      every target briefly (CI: under a minute in all)
 #   bash scripts/fuzz.sh --long N     N executions per target, one target at a time
 #   bash scripts/fuzz.sh --long N T   N executions of target T only
+# A long run stops after FUZZ_SECONDS (default 3600) per target if N takes longer.
 #
 # The project has one stable toolchain and no nightly: RUSTC_BOOTSTRAP=1
 # lets it take the unstable -Z flags cargo-fuzz passes (as plugin-kit does to
@@ -56,7 +57,7 @@ for target in $TARGETS; do
     run "$target" -max_total_time=5
   else
     # Bounded in time too, so a slow target cannot run for ever.
-    run "$target" -runs="$2" -max_total_time=3600
+    run "$target" -runs="$2" -max_total_time="${FUZZ_SECONDS:-3600}"
   fi
 done
 echo "[fuzz] no crash"
