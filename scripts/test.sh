@@ -85,6 +85,9 @@ for module in limiter token_quota; do
 done
 echo "[test] higress builds import proxy_redis_init and proxy_redis_call and export proxy_on_redis_call_response"
 
+echo "[test] fuzzing, short run of every target (fuzz/README.md has the long runs)"
+bash scripts/fuzz.sh --short
+
 # The benchmarks run briefly too, so that CI sees them run: every kit row
 # asserts its allocation count before it is timed. Times are printed,
 # never judged (this VM's speed drifts too much for a threshold).

@@ -28,10 +28,20 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error about `field` (a dotted path such as `redis.timeout`).
+    ///
+    /// Control characters in either (a configured value quoted in the
+    /// reason, a key in the path) are written escaped (`\n`), so that the
+    /// error stays one line in the proxy's log.
+    ///
+    /// # Examples
+    /// ```
+    /// let e = kit::ConfigError::new("redis.transport", "unknown transport `a\nb`");
+    /// assert_eq!(e.to_string(), "redis.transport: unknown transport `a\\nb`");
+    /// ```
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
-            field: field.into(),
-            reason: reason.into(),
+            field: one_line(field.into()),
+            reason: one_line(reason.into()),
         }
     }
 
@@ -44,6 +54,22 @@ impl ConfigError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+}
+
+/// `text` with its control characters escaped as Rust writes them.
+fn one_line(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl fmt::Display for ConfigError {

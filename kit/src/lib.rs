@@ -76,6 +76,8 @@ pub mod fake;
 pub mod fake_redis;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake_request;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod host;
 pub mod http;
 pub mod increments;

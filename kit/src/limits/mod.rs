@@ -48,7 +48,7 @@ pub mod cache;
 #[cfg(test)]
 mod distinct_keys;
 mod heads;
-mod ip;
+pub(crate) mod ip;
 pub mod kept;
 pub mod key_hash;
 pub mod keys;
