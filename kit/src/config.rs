@@ -57,16 +57,39 @@ impl ConfigError {
 }
 
 /// `text` with its control characters escaped as Rust writes them.
+///
+/// Written over the bytes and by hand rather than with
+/// `char::escape_default`, and kept out of line: the error path is in
+/// every module and runs once, so what matters is its size.
+#[inline(never)]
 fn one_line(text: String) -> String {
-    if !text.chars().any(char::is_control) {
+    // The control characters: C0 (below 0x20), DEL, and C1 (U+0080 to
+    // U+009F, encoded as 0xC2 0x80..=0x9F in UTF-8).
+    let bytes = text.as_bytes();
+    let control = |i: usize, b: u8| {
+        b < 0x20
+            || b == 0x7f
+            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    };
+    if !bytes.iter().enumerate().any(|(i, &b)| control(i, b)) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
+        let code = u32::from(c);
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            _ if code < 0x20 || (0x7f..=0x9f).contains(&code) => {
+                out.push_str("\\u{");
+                if code >= 0x10 {
+                    out.extend(char::from_digit(code >> 4, 16));
+                }
+                out.extend(char::from_digit(code & 0xf, 16));
+                out.push('}');
+            }
+            _ => out.push(c),
         }
     }
     out
