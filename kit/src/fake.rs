@@ -541,6 +541,11 @@ impl Host for FakeHost {
                 &mut self.call_response_body
             }
         };
+        // As Envoy: a write replaces bytes at the front or appends; one
+        // that starts inside the buffer is refused and changes nothing.
+        if start != 0 && start < body.len() {
+            return;
+        }
         let start = start.min(body.len());
         let end = start.saturating_add(len).min(body.len());
         body.splice(start..end, data.iter().copied());

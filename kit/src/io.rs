@@ -323,12 +323,23 @@ impl<'a, H: Host> Io<'a, H> {
     /// [`Plugin::REWRITES_BODY`](crate::Plugin::REWRITES_BODY) has had its
     /// `content-length` dropped before the headers left.
     ///
+    /// The proxy replaces only bytes at the front of the body it holds
+    /// (Envoy refuses a write that starts inside it), so a
+    /// [`BodyMode::Stream`](crate::BodyMode::Stream) handler can rewrite
+    /// what it was given only when nothing is held before it: not the new
+    /// bytes after held ones, nor a later piece of a chunk longer than
+    /// [`STREAM_PIECE`](crate::engine::STREAM_PIECE). Such a rewrite is
+    /// not attempted and this returns false.
+    ///
     /// Returns whether the body was replaced: false also outside body
     /// handlers.
     pub fn rewrite_body(&mut self, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
         let Some(access) = self.body else {
             return false;
         };
+        if access.start != 0 {
+            return false;
+        }
         self.rewritten.clear();
         if !write(self.rewritten) {
             return false;

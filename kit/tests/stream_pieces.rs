@@ -1,8 +1,9 @@
 //! A streamed body chunk longer than `STREAM_PIECE` reaches the handler in
 //! pieces, as if the proxy had delivered it so: only the last piece is told
-//! the stream ended, and a handler that rewrites its pieces finds each
-//! rewrite in place and the next piece right after it, also when the
-//! buffer was held and grows.
+//! the stream ended. A handler that rewrites its pieces can replace only
+//! the first (the proxy replaces bytes at the front of what it holds, as
+//! Envoy does); its later pieces, and new bytes after held ones, are left
+//! as they are and `rewrite_body` says so.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,8 +18,9 @@ use kit::{Action, BodyMode, ConfigError, Cx, Fields, Filter, Flow, Host, Plugin,
 use std::cell::RefCell;
 
 thread_local! {
-    /// Each piece the handler got: its length and whether it ended the stream.
-    static PIECES: RefCell<Vec<(usize, bool)>> = const { RefCell::new(Vec::new()) };
+    /// Each piece the handler got: its length, whether it ended the stream,
+    /// and whether its rewrite was made.
+    static PIECES: RefCell<Vec<(usize, bool, bool)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Upper-cases each piece of the response and marks its end with `|`;
@@ -41,12 +43,12 @@ impl Plugin for Marks {
         body: &[u8],
         end_of_stream: bool,
     ) -> Flow {
-        PIECES.with(|p| p.borrow_mut().push((body.len(), end_of_stream)));
-        cx.io.rewrite_body(|out| {
+        let rewritten = cx.io.rewrite_body(|out| {
             out.extend(body.iter().map(u8::to_ascii_uppercase));
             out.push(b'|');
             true
         });
+        PIECES.with(|p| p.borrow_mut().push((body.len(), end_of_stream, rewritten)));
         if end_of_stream {
             Flow::Continue
         } else {
@@ -55,12 +57,12 @@ impl Plugin for Marks {
     }
 }
 
-fn pieces() -> Vec<(usize, bool)> {
+fn pieces() -> Vec<(usize, bool, bool)> {
     PIECES.with(|p| p.take())
 }
 
 #[test]
-fn a_long_chunk_reaches_the_handler_in_pieces_and_rewrites_land_in_order() {
+fn a_long_chunk_reaches_the_handler_in_pieces_and_only_the_first_is_rewritten() {
     let mut f: Filter<Marks, FakeHost> = Filter::new(FakeHost::new());
     f.configure(b"{}".to_vec()).unwrap();
     let s = f.open_stream(2);
@@ -73,16 +75,19 @@ fn a_long_chunk_reaches_the_handler_in_pieces_and_rewrites_land_in_order() {
         Action::Pause,
         "the last piece held the bytes"
     );
-    assert_eq!(pieces(), [(STREAM_PIECE, false), (3_616, false)]);
-    // The proxy appends the next bytes to the held (rewritten) ones.
+    assert_eq!(
+        pieces(),
+        [(STREAM_PIECE, false, true), (3_616, false, false)]
+    );
+    // The proxy appends the next bytes to the held ones.
     f.host_mut().response_body.extend_from_slice(b"bbbbb");
     let size = f.host().response_body.len();
     assert_eq!(f.on_response_body(s, size, true), Action::Continue);
-    assert_eq!(pieces(), [(5, true)], "only the new bytes, once");
+    assert_eq!(pieces(), [(5, true, false)], "only the new bytes, once");
     let mut expected = vec![b'A'; STREAM_PIECE];
     expected.push(b'|');
-    expected.extend_from_slice(&[b'A'; 3_616]);
-    expected.extend_from_slice(b"|BBBBB|");
+    expected.extend_from_slice(&[b'a'; 3_616]);
+    expected.extend_from_slice(b"bbbbb");
     assert_eq!(f.host().response_body, expected);
 }
 
@@ -98,15 +103,19 @@ fn a_chunk_of_several_pieces_tells_only_the_last_one_the_stream_ended() {
     assert_eq!(f.on_response_body(s, len, true), Action::Continue);
     assert_eq!(
         pieces(),
-        [(STREAM_PIECE, false), (STREAM_PIECE, false), (1, true)]
+        [
+            (STREAM_PIECE, false, true),
+            (STREAM_PIECE, false, false),
+            (1, true, false)
+        ]
     );
-    assert_eq!(f.host().response_body.len(), len + 3);
+    assert_eq!(f.host().response_body.len(), len + 1);
     assert_eq!(
         f.host()
             .response_body
             .iter()
             .filter(|&&b| b == b'|')
             .count(),
-        3
+        1
     );
 }
