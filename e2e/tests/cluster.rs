@@ -284,13 +284,17 @@ fn with_cluster_true_a_call_over_several_keys_keeps_to_one_slot() {
 /// calls over several slots: the node answers CROSSSLOT, the whole call
 /// fails, and the failure mode answers each of its requests (503 with
 /// `failure_mode_deny: true`; fail-open would let them through uncounted).
-/// The two senders, alone in their calls, answer 200.
+/// The senders that went at once (`kit::increments::CALLS_IN_FLIGHT` of
+/// them), alone in their calls, answer 200; a sender that waited goes in
+/// the shared call with the other keys.
 #[test]
 fn with_cluster_false_a_call_over_several_slots_gets_crossslot_and_the_failure_mode() {
     let run = calls_while_the_proxy_is_frozen(false);
     assert_eq!(run.statuses.len(), 22);
-    assert_eq!(run.statuses["sender-0"], 200);
-    assert_eq!(run.statuses["sender-1"], 200);
+    let at_once = kit::increments::CALLS_IN_FLIGHT as usize;
+    for sender in 0..2usize.min(at_once) {
+        assert_eq!(run.statuses[&format!("sender-{sender}")], 200);
+    }
     let refused = run.statuses.values().filter(|s| **s == 503).count();
     assert!(
         run.statuses.values().all(|s| *s == 200 || *s == 503),

@@ -49,7 +49,7 @@ fn key_with(redis: &Redis, part: &str) -> Vec<u8> {
 }
 
 #[test]
-fn limiter_streams_open_at_once_get_their_own_answers_in_any_order() {
+fn limiter_streams_open_at_once_get_their_own_answers() {
     let redis = Redis::start();
     let config = json!({
         "rule_name": "interleaved",
@@ -70,17 +70,17 @@ fn limiter_streams_open_at_once_get_their_own_answers_in_any_order() {
     let a1 = host.open(&user("a"));
     let a2 = host.open(&user("a"));
     let b1 = host.open(&user("b"));
-    // One call per key: `a2` waits on the call `a1` sent (the kit's shared
-    // increments) instead of sending its own.
+    // One shared call in flight (the kit's shared increments): `a1` sent
+    // it, `a2` waits on it as one more increment of `a`, and `b1` waits
+    // for its answer too, instead of sending its own.
     let first = redis_tokens(&host.pending_calls());
-    assert_eq!(first.len(), 2, "one call for a, one for b");
-    // The answers come back last first.
-    assert!(host.deliver(first[1]).unwrap());
+    assert_eq!(first.len(), 1, "one call, for a");
     assert!(host.deliver(first[0]).unwrap());
     assert!(!host.deliver(first[0]).unwrap(), "delivered once");
-    // `a2` went on `a1`'s answer as one more increment of `a`.
+    // `a2` and `b1` go on that answer, together in one call over two keys.
     let second = redis_tokens(&host.pending_calls());
-    assert_eq!(second.len(), 1, "a2's increment");
+    assert_eq!(second.len(), 1, "a2's and b1's increments in one call");
+    assert!(host.deliver(second[0]).unwrap());
     let (b1, a2, a1) = (host.finish(b1), host.finish(a2), host.finish(a1));
     assert_eq!(
         (b1.verdict.clone(), b1.status),

@@ -103,7 +103,9 @@ fn keys_that_waited_go_in_one_resp_command_and_share_its_reply() {
     )
     .unwrap();
     let mut tokens = Vec::new();
-    // Two keys go at once; the next two wait (kit::increments::CALLS_IN_FLIGHT).
+    // The first key goes at once; the others wait for its answer (one
+    // shared call in flight: kit::increments::CALLS_IN_FLIGHT).
+    assert_eq!(kit::increments::CALLS_IN_FLIGHT, 1);
     for (context, key) in [(10, "a"), (11, "b"), (12, "c"), (13, "d"), (14, "c")] {
         f.host_mut().next_request();
         f.host_mut()
@@ -116,24 +118,30 @@ fn keys_that_waited_go_in_one_resp_command_and_share_its_reply() {
             tokens.push(f.host().last_call.as_ref().unwrap().token);
         }
     }
-    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens.len(), 1);
     f.host_mut().answers = Some(Vec::new());
     f.host_mut().call_response_body = b":1\r\n".to_vec();
     f.on_redis_call_response(tokens[0], 0, 4);
-    // One command: EVALSHA, digest, 2 keys, then ttl and amount of each
+    // One command: EVALSHA, digest, 3 keys, then ttl and amount of each
     // (c twice).
     let call = f.host().last_call.clone().unwrap();
     let resp = String::from_utf8(call.body.clone()).unwrap();
-    assert!(resp.starts_with("*9\r\n$7\r\nEVALSHA\r\n$40\r\n"), "{resp}");
-    assert!(resp.contains("\r\n$1\r\n2\r\n"), "{resp}");
-    assert!(resp.contains(":c}:") && resp.contains(":d}:"), "{resp}");
     assert!(
-        resp.ends_with("\r\n$2\r\n60\r\n$1\r\n2\r\n$2\r\n60\r\n$1\r\n1\r\n"),
+        resp.starts_with("*12\r\n$7\r\nEVALSHA\r\n$40\r\n"),
+        "{resp}"
+    );
+    assert!(resp.contains("\r\n$1\r\n3\r\n"), "{resp}");
+    assert!(
+        resp.contains(":b}:") && resp.contains(":c}:") && resp.contains(":d}:"),
+        "{resp}"
+    );
+    assert!(
+        resp.ends_with("\r\n$2\r\n60\r\n$1\r\n1\r\n$2\r\n60\r\n$1\r\n2\r\n$2\r\n60\r\n$1\r\n1\r\n"),
         "{resp}"
     );
     // c had one request already: 3 is over its limit for the second.
-    f.host_mut().call_response_body = b"*2\r\n:3\r\n:1\r\n".to_vec();
-    f.on_redis_call_response(call.token, 0, 13);
+    f.host_mut().call_response_body = b"*3\r\n:1\r\n:3\r\n:1\r\n".to_vec();
+    f.on_redis_call_response(call.token, 0, 18);
     let answers = f.host_mut().answers.take().unwrap();
-    assert_eq!(answers, [(10, 0), (12, 0), (14, 429), (13, 0)]);
+    assert_eq!(answers, [(10, 0), (11, 0), (12, 0), (14, 429), (13, 0)]);
 }
