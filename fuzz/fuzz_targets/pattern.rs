@@ -21,6 +21,19 @@ fn differs_by_design(pattern: &str, text: &str) -> bool {
         || pattern.contains("\\b{")
         || text.contains('\u{212a}')
         || text.contains('\u{17f}')
+        || folds_a_class_range(pattern)
+}
+
+/// Case-insensitive with a class range: Go folds every letter a range
+/// holds (`(?i)[,-d]` holds `A`-`Z`, so it matches `i`), as the kit does
+/// (`kit/src/limits/pattern.rs` tests `a_folded_range_holds_the_other_case`);
+/// regex-lite was seen not to (`(?i)a[-,-d*]` on `aidd`). Broader than that
+/// case, to stay clear of it: any folded pattern with a class and a dash.
+fn folds_a_class_range(pattern: &str) -> bool {
+    pattern.contains("(?")
+        && pattern.contains('i')
+        && pattern.contains('[')
+        && pattern.contains('-')
 }
 
 fuzz_target!(|data: &[u8]| {

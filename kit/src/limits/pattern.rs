@@ -1234,6 +1234,15 @@ mod tests {
             .is_match(text)
     }
 
+    /// Found by fuzzing against regex-lite, which answers false here: Go
+    /// folds every letter a class range holds, and `,-d` holds `A`-`Z`.
+    #[test]
+    fn a_folded_range_holds_the_other_case() {
+        assert!(matches("(?i)a[-,-d*]", b"aidd"));
+        assert!(matches("(?i)[,-d]", b"z"));
+        assert!(!matches("[,-d]", b"z"));
+    }
+
     #[test]
     fn supported_syntax_matches_as_go_does() {
         let cases: &[(&str, &[u8], bool)] = &[
