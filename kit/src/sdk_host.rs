@@ -30,7 +30,7 @@ pub struct SdkHost {
     root: u32,
     /// Whether the SDK's dispatcher files a call sent now under the root:
     /// in a root's callback, or in a request's once
-    /// [`file_calls_under`](crate::raw::sdk::file_calls_under) ran.
+    /// `raw::sdk::file_calls_under` ran.
     filed_under_root: bool,
 }
 
