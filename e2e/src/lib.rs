@@ -7,6 +7,7 @@
 pub mod hostile;
 pub mod slow_upstream;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -23,6 +24,25 @@ pub const WEBDIS_CLUSTER: &str = "webdis";
 /// If it has not been built, naming the build command.
 pub fn limiter_wasm() -> PathBuf {
     stack::wasm_path("limiter")
+}
+
+/// Says that the calling test runs a build of the default backend whatever
+/// `KIT_WASM_DIR` names (see `stack::wasm_path`), and why: for tests of a
+/// property of that build only (no allocation per request, the Higress
+/// variant), which a run of the suite on another build would otherwise
+/// pass without testing that build. Writes straight to the process's
+/// stderr, past the test harness's capture, so the line shows in the run.
+pub fn default_build_only(why: &str) {
+    let Some(dir) = std::env::var_os("KIT_WASM_DIR").filter(|d| !d.is_empty()) else {
+        return;
+    };
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: {test} tests the default backend's build, not KIT_WASM_DIR={}: {why}",
+        dir.to_string_lossy()
+    );
 }
 
 /// An Envoy config with the limiter configured by `plugin_config`, its

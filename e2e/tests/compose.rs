@@ -243,6 +243,9 @@ fn higress_modules() -> &'static (PathBuf, PathBuf) {
 
 #[test]
 fn upstream_envoy_refuses_the_higress_gateway_only_for_the_redis_import() {
+    e2e::default_build_only(
+        "the Higress build (native Redis host calls), which the proxy-wasm crate cannot make",
+    );
     let (limiter, token_quota) = higress_modules();
     let text = std::fs::read_to_string(repo_root().join("loadtest/compose/gateway.yaml")).unwrap();
     let local = with_local_modules(
@@ -290,6 +293,7 @@ fn mounts(service: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn compose_mounts_files_that_exist_and_the_configs_load_only_mounted_files() {
+    e2e::default_build_only("docker-compose.yaml mounts the default and Higress builds");
     let root = repo_root();
     let compose = yaml(&root.join("docker-compose.yaml"));
     let services = compose["services"].as_object().unwrap();

@@ -422,6 +422,48 @@ pub(crate) mod abi {
     }
 }
 
+/// The `proxy-wasm` crate's dispatcher, entered from inside the module
+/// (feature `proxy-wasm`): the one way to make it record the HTTP calls a
+/// request's callback sends as a root context's.
+///
+/// The crate's `hostcalls::dispatch_http_call` files each call under the
+/// context whose callback the dispatcher entered last, and delivers the
+/// answer to that context only, dropping it once the context is deleted;
+/// nothing public changes that context. Its export
+/// `proxy_on_queue_ready(root, queue)` enters root context `root` (and
+/// runs that root's `on_queue_ready`, which the kit's root leaves empty),
+/// so calls sent after it, until the proxy's next callback, are filed under
+/// the root, whose context lives as long as the configuration.
+///
+/// It costs one call inside the module, with a lookup in the crate's table
+/// of roots, per request callback that sends calls.
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
+pub(crate) mod sdk {
+    extern "C" {
+        /// Defined (`#[no_mangle]`) by the `proxy-wasm` crate's dispatcher;
+        /// the linker resolves this declaration to it, inside the module.
+        fn proxy_on_queue_ready(context_id: u32, queue_id: u32);
+    }
+
+    /// The queue id handed to the root's `on_queue_ready`, which ignores
+    /// it: no queue is ready.
+    const NO_QUEUE: u32 = 0;
+
+    /// Makes the SDK's dispatcher file the calls sent from now until the
+    /// proxy's next callback under root context `root_id`.
+    ///
+    /// The caller makes sure `root_id` is a root the dispatcher holds and
+    /// that no root callback is running (the dispatcher holds its table of
+    /// roots borrowed then, and would end the VM): the SDK adapter calls it
+    /// from request callbacks only, while its root is alive.
+    pub(crate) fn file_calls_under(root_id: u32) {
+        // SAFETY: the declaration has the definition's signature (two u32s
+        // by value, no result), and the definition is a safe Rust function
+        // that reads no pointer.
+        unsafe { proxy_on_queue_ready(root_id, NO_QUEUE) }
+    }
+}
+
 /// Higress's Redis host calls (see `shared/REFERENCE.md`). Importing them
 /// makes a module that upstream Envoy refuses to load, hence the feature.
 #[cfg(all(

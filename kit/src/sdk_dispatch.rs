@@ -14,17 +14,15 @@
 //! a VM entry for every callback the SDK exports (all of them), not only
 //! those the plugin needs.
 //!
-//! One difference in behaviour: the SDK delivers an HTTP call's answer to
-//! the context that was current when the call was sent, and drops it when
-//! that context is gone, where Envoy itself delivers it to the root. A
-//! call that outlives the request whose callback sent it (a shared count
-//! sent for other waiting requests, a Redis reply the kit would hand to
-//! [`Plugin::on_root_reply`] with [`ADOPTED`](crate::ADOPTED)) can
-//! therefore not be answered here: when the SDK drops that request's
-//! context, its calls still in flight fail at once (the Redis failure mode
-//! decides for the requests waiting on them) instead of leaving them
-//! waiting for an answer that will not come. Calls the root itself sends
-//! (from a tick) are not affected.
+//! HTTP calls: the SDK files each call under the context whose callback
+//! sent it and delivers the answer to that context only, dropping it once
+//! the context is deleted, where Envoy owns every call of a module on its
+//! root context. A call can outlive the request whose callback sent it (a
+//! shared count sent for other waiting requests, a count the request's
+//! end still charges), so the adapter has the SDK file every call under
+//! the root (see `raw::sdk`): answers come to [`SdkRoot`], and the
+//! engine hands each to the request or root handler that owns it, as on
+//! the kit's own backend.
 
 use crate::engine::{Action, Filter};
 use crate::plugin::{BodyMode, Plugin};
@@ -70,37 +68,39 @@ impl<P: Plugin> core::fmt::Debug for SdkRoot<P> {
 }
 
 impl<P: Plugin + 'static> SdkRoot<P> {
-    /// A root with an unconfigured filter.
-    pub fn new() -> Self {
+    /// The root context `context_id`, with an unconfigured filter.
+    pub fn new(context_id: u32) -> Self {
+        let mut host = SdkHost::default();
+        host.set_root(context_id);
         SdkRoot {
-            filter: Rc::new(RefCell::new(Filter::new(SdkHost::default()))),
+            filter: Rc::new(RefCell::new(Filter::new(host))),
         }
     }
 
     /// The SDK's root-context constructor for `P`, for
     /// `proxy_wasm::set_root_context`.
-    pub fn boxed(_context_id: u32) -> Box<dyn RootContext> {
-        Box::new(Self::new())
+    pub fn boxed(context_id: u32) -> Box<dyn RootContext> {
+        Box::new(Self::new(context_id))
     }
 }
 
-impl<P: Plugin + 'static> Default for SdkRoot<P> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
+/// The SDK drops the root when the proxy deletes it: its counts are
+/// published, and requests still open send their calls as their own.
 impl<P: Plugin> Drop for SdkRoot<P> {
     fn drop(&mut self) {
-        with(&self.filter, (), Filter::flush_counters);
+        with(&self.filter, (), |f| {
+            f.host_mut().set_root(0);
+            f.flush_counters();
+        });
     }
 }
 
 impl<P: Plugin + 'static> Context for SdkRoot<P> {
+    /// Every call the filter sends is filed under the root, so every answer
+    /// arrives here; the engine makes the owner's context effective.
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         with(&self.filter, (), |f| {
-            f.host_mut().answered(token);
-            f.host_mut().enter(0);
+            f.host_mut().enter_root();
             f.on_http_call_response(token, headers, body_size, true);
         });
     }
@@ -110,23 +110,27 @@ impl<P: Plugin + 'static> RootContext for SdkRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = configuration();
         with(&self.filter, false, |f| {
-            f.host_mut().enter(0);
+            f.host_mut().enter_root();
             f.configure(bytes).is_ok()
         })
     }
 
     fn on_tick(&mut self) {
         with(&self.filter, (), |f| {
-            f.host_mut().enter(0);
+            f.host_mut().enter_root();
             f.on_tick();
         });
     }
+
+    /// Entered by the adapter itself (`raw::sdk::file_calls_under`) so that
+    /// the SDK files the calls of a request's callback under this root; no
+    /// queue is ever registered, so there is nothing to read.
+    fn on_queue_ready(&mut self, _queue_id: u32) {}
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let stream = with(&self.filter, None, |f| Some(f.open_stream(context_id)))?;
         Some(Box::new(SdkStream {
             filter: Rc::clone(&self.filter),
-            context_id,
             stream,
         }))
     }
@@ -139,7 +143,6 @@ impl<P: Plugin + 'static> RootContext for SdkRoot<P> {
 /// The SDK HTTP context of one request of a kit plugin `P`.
 pub struct SdkStream<P: Plugin> {
     filter: Shared<P>,
-    context_id: u32,
     stream: StreamId,
 }
 
@@ -155,44 +158,31 @@ impl<P: Plugin> core::fmt::Debug for SdkStream<P> {
 impl<P: Plugin> SdkStream<P> {
     fn run(&self, f: impl FnOnce(&mut Filter<P, SdkHost>, StreamId) -> Action) -> SdkAction {
         action(with(&self.filter, Action::Continue, |filter| {
-            filter.host_mut().enter(self.context_id);
+            filter.host_mut().enter_stream();
             f(filter, self.stream)
         }))
     }
 }
 
-/// Calls failed at most when one request's context is dropped: failing
-/// one may send another on the same dying context, and this bounds that.
-const ORPHANS_FAILED: usize = 64;
-
 /// The SDK drops a request's context when the proxy deletes it: the
 /// plugin hears of the end and the slot is freed, as on the kit's own
-/// backend; then the calls sent on this context fail (see the module's
-/// documentation).
+/// backend. Calls still in flight are the root's and are answered there.
 impl<P: Plugin> Drop for SdkStream<P> {
     fn drop(&mut self) {
-        let (stream, context_id) = (self.stream, self.context_id);
+        let stream = self.stream;
         with(&self.filter, (), |f| {
-            f.host_mut().enter(context_id);
+            f.host_mut().enter_stream();
             f.close_stream(stream);
-            for _ in 0..ORPHANS_FAILED {
-                let Some(token) = f.host_mut().take_orphan(context_id) else {
-                    break;
-                };
-                f.on_http_call_response(token, 0, 0, true);
-            }
         });
     }
 }
 
 impl<P: Plugin> Context for SdkStream<P> {
-    /// The SDK made this request's context effective already; the engine
-    /// still switches to the call's owner, which for a shared counter may
-    /// be another request than the one that sent it.
+    /// Only a call sent after the SDK deleted the root comes here (see the
+    /// module's documentation); the engine switches to its owner.
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         with(&self.filter, (), |f| {
-            f.host_mut().answered(token);
-            f.host_mut().enter(self.context_id);
+            f.host_mut().enter_stream();
             f.on_http_call_response(token, headers, body_size, true);
         });
     }

@@ -25,12 +25,13 @@ use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 pub struct SdkHost {
     /// The last value read from the host, lent out by reference.
     scratch: Vec<u8>,
-    /// The SDK context the current callback runs on (0: a root's).
-    carrier: u32,
-    /// HTTP calls in flight and the context each was sent on: the SDK
-    /// delivers an answer to that context only, so the calls of a request
-    /// the proxy deletes will never be answered here.
-    sent: Vec<(u32, u32)>,
+    /// The root context the filter belongs to, while the SDK holds it (0:
+    /// none).
+    root: u32,
+    /// Whether the SDK's dispatcher files a call sent now under the root:
+    /// in a root's callback, or in a request's once
+    /// `raw::sdk::file_calls_under` ran.
+    filed_under_root: bool,
 }
 
 /// The plugin configuration of the root being configured.
@@ -78,22 +79,21 @@ fn str_pairs<'a>(pairs: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a str)> {
 }
 
 impl SdkHost {
-    /// The SDK runs a callback of context `context_id` (0 for a root).
-    pub(crate) fn enter(&mut self, context_id: u32) {
-        self.carrier = context_id;
+    /// The filter belongs to root context `root_id` (0: the SDK has deleted
+    /// it).
+    pub(crate) fn set_root(&mut self, root_id: u32) {
+        self.root = root_id;
     }
 
-    /// The call `token` was answered.
-    pub(crate) fn answered(&mut self, token: u32) {
-        if let Some(i) = self.sent.iter().position(|&(t, _)| t == token) {
-            self.sent.swap_remove(i);
-        }
+    /// The SDK runs a callback of the root: calls sent now are the root's.
+    pub(crate) fn enter_root(&mut self) {
+        self.filed_under_root = true;
     }
 
-    /// One call sent on context `context_id` and not answered, forgotten.
-    pub(crate) fn take_orphan(&mut self, context_id: u32) -> Option<u32> {
-        let i = self.sent.iter().position(|&(_, c)| c == context_id)?;
-        Some(self.sent.swap_remove(i).0)
+    /// The SDK runs a callback of a request: until a call is sent, the
+    /// dispatcher would file calls under that request.
+    pub(crate) fn enter_stream(&mut self) {
+        self.filed_under_root = false;
     }
 
     fn keep(&mut self, value: Result<Option<Vec<u8>>, Status>) -> Option<&[u8]> {
@@ -191,11 +191,15 @@ impl Host for SdkHost {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        let token =
-            hostcalls::dispatch_http_call(cluster, str_pairs(headers), body, Vec::new(), timeout)
-                .map_err(host_error)?;
-        self.sent.push((token, self.carrier));
-        Ok(token)
+        // Every call goes out as the root's, as Envoy itself treats them:
+        // its answer reaches the root, which hands it to whichever request
+        // owns it now, even after the request that sent it has ended.
+        if !self.filed_under_root && self.root != 0 {
+            crate::raw::sdk::file_calls_under(self.root);
+            self.filed_under_root = true;
+        }
+        hostcalls::dispatch_http_call(cluster, str_pairs(headers), body, Vec::new(), timeout)
+            .map_err(host_error)
     }
 
     fn redis_init(&mut self, _: &str, _: &str, _: &str, _: Duration) -> Result<(), HostError> {
