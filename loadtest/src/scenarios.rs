@@ -14,6 +14,7 @@ use crate::{commands_since, rss_kb, settle, Bench, JSON_USAGE, SSE_USAGE};
 
 mod backends;
 mod paired;
+mod redis_paired;
 
 /// The limiter's Redis timeout in every scenario (ms).
 pub const REDIS_TIMEOUT_MS: u64 = 500;
@@ -226,11 +227,17 @@ fn limiter_config(rule: &str, per_minute: u64, failure_mode_deny: bool) -> Value
 }
 
 fn limiter_gateway(bench: &Bench, config: &Value) -> Envoy {
+    limiter_gateway_to(bench.webdis.port(), config)
+}
+
+/// A gateway running the limiter with `config`, its Redis behind the
+/// webdis on `webdis_port`.
+fn limiter_gateway_to(webdis_port: u16, config: &Value) -> Envoy {
     let plugin = WasmPlugin::new(stack::wasm_path("limiter"), config.to_string());
     Envoy::start(
         EnvoyConfig::new()
             .wasm(plugin)
-            .cluster("webdis", bench.webdis.port())
+            .cluster("webdis", webdis_port)
             .log_level("warning"),
     )
 }
@@ -374,6 +381,8 @@ struct Measured {
     /// machine they share the gateways' cores, so their work per request
     /// is part of what a Redis round trip costs the gateway's throughput.
     backend_cpu_seconds: f64,
+    /// Each CPU's times during the run, by CPU number.
+    machine: Vec<crate::CpuTicks>,
 }
 
 /// A 1 s wrk run against each gateway in turn, not measured (V8 tiers up,
@@ -415,10 +424,11 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
     // the first attempt's answers too, and its check fails rather than
     // passes.)
     let mut attempt = 0;
-    let (per_gateway, calls_before, cpu_before, backend_before, progress) = loop {
+    let (per_gateway, calls_before, cpu_before, backend_before, machine_before, progress) = loop {
         attempt += 1;
         let calls_before = bench.redis_commands();
         let cpu_before = cpu();
+        let machine_before = crate::cpu_ticks();
         let backend_before = backend_cpu();
         let progress = Progress::start(label, &admin, drive.seconds);
         let runs: Result<Vec<WrkResult>, wrk::Unusable> = std::thread::scope(|scope| {
@@ -438,7 +448,16 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
                 .collect()
         });
         match runs {
-            Ok(runs) => break (runs, calls_before, cpu_before, backend_before, progress),
+            Ok(runs) => {
+                break (
+                    runs,
+                    calls_before,
+                    cpu_before,
+                    backend_before,
+                    machine_before,
+                    progress,
+                )
+            }
             Err(lost) if attempt < wrk::ATTEMPTS => {
                 drop(progress);
                 println!("[loadtest]   {label}: {lost}; measuring again");
@@ -452,6 +471,11 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         .map(|(after, before)| after - before)
         .collect();
     let backend_cpu_seconds = backend_cpu() - backend_before;
+    let machine = crate::cpu_ticks()
+        .iter()
+        .zip(&machine_before)
+        .map(|(after, before)| after.since(before))
+        .collect();
     let samples = progress.finish();
     settle();
     let redis_commands = commands_since(&calls_before, &bench.redis_commands());
@@ -466,6 +490,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         samples,
         cpu_seconds,
         backend_cpu_seconds,
+        machine,
     }
 }
 
@@ -523,6 +548,9 @@ pub const ALL: &[(&str, Run)] = &[
     ("limiter-round-trips", |bench| limiter_round_trips(bench)),
     ("limiter-flood", |bench| limiter_flood(bench)),
     ("limiter-flood-paired", |bench| limiter_flood_paired(bench)),
+    ("limiter-redis-paired", |bench| {
+        redis_paired::limiter_redis_paired(bench)
+    }),
     ("backends-flood-paired", |bench| {
         backends::backends_paired(bench, true)
     }),
@@ -676,17 +704,22 @@ const MANY_KEYS_ROUND_TRIPS: f64 = 0.25;
 /// only: the script's own INCRBY and EXPIRE are not round trips).
 const ROUND_TRIP_COMMANDS: &[&str] = &["evalsha", "eval", "get"];
 
-fn limiter_keys(bench: &Bench) -> Scenario {
-    let config = json!({
-        "rule_name": bench.rule("keys"),
+/// The limiter counting each `x-api-key` value apart, a limit never
+/// reached.
+fn per_key_limiter_config(rule: &str) -> Value {
+    json!({
+        "rule_name": rule,
         "rule_items": [{"limit_by_per_header": "x-api-key",
                         "limit_keys": [{"key": "*", "query_per_minute": 1_000_000_000}]}],
         "rejected_code": 429,
         "show_limit_quota_header": true,
         "failure_mode_deny": false,
         "redis": {"webdis_cluster": "webdis", "timeout": REDIS_TIMEOUT_MS},
-    });
-    let gateway = limiter_gateway(bench, &config);
+    })
+}
+
+fn limiter_keys(bench: &Bench) -> Scenario {
+    let gateway = limiter_gateway(bench, &per_key_limiter_config(&bench.rule("keys")));
     let mut s = overhead(
         bench,
         "limiter-keys",

@@ -28,7 +28,7 @@ use stack::Envoy;
 
 use super::{measure, warm_up, Drive, Measured, Scenario, SHARED_CPU_BUSY};
 use crate::wrk::{Requests, WrkResult};
-use crate::Bench;
+use crate::{Bench, CpuTicks};
 
 /// The CPU every wrk of a paired scenario runs on; the gateways take the
 /// machine's last CPU.
@@ -50,6 +50,28 @@ pub(super) struct Round {
     pub(super) busy: f64,
     /// The round's length.
     pub(super) seconds: f64,
+    /// The shares of the gateways' CPU's time it sat idle and the
+    /// hypervisor took it (`/proc/stat`); the rest went to the gateways
+    /// and to any other process that ran there.
+    pub(super) shared_idle: f64,
+    pub(super) shared_stolen: f64,
+    /// The share of wrk's CPU's time it sat idle.
+    pub(super) wrk_idle: f64,
+}
+
+impl Round {
+    /// Where the two CPUs' time went, in words.
+    pub(super) fn cpu_text(&self) -> String {
+        let others = (1.0 - self.busy - self.shared_idle - self.shared_stolen).max(0.0);
+        format!(
+            "shared CPU: gateways {:.0}%, other processes {:.0}%, idle {:.0}%, stolen {:.0}%; wrk's CPU idle {:.0}%",
+            self.busy * 100.0,
+            others * 100.0,
+            self.shared_idle * 100.0,
+            self.shared_stolen * 100.0,
+            self.wrk_idle * 100.0
+        )
+    }
 }
 
 /// Paired rounds in progress: the gateways stay pinned until
@@ -67,6 +89,7 @@ pub(super) struct Rounds<'g, 'r> {
     reported_runs: Option<WrkResult>,
     texts: Vec<String>,
     busy_lowest: f64,
+    idle_highest: f64,
 }
 
 impl<'g, 'r> Rounds<'g, 'r> {
@@ -105,6 +128,7 @@ impl<'g, 'r> Rounds<'g, 'r> {
             reported_runs: None,
             texts: Vec::new(),
             busy_lowest: f64::INFINITY,
+            idle_highest: 0.0,
         };
         warm_up(bench, gateways, &rounds.drive(bench));
         rounds
@@ -146,6 +170,16 @@ impl<'g, 'r> Rounds<'g, 'r> {
             .collect();
         let busy = measured.cpu_seconds.iter().sum::<f64>() / seconds;
         self.busy_lowest = self.busy_lowest.min(busy);
+        let share = |cpu: usize, of: fn(&CpuTicks) -> u64| {
+            measured
+                .machine
+                .get(cpu)
+                .map_or(0.0, |t| of(t) as f64 / t.total.max(1) as f64)
+        };
+        let shared_idle = share(self.gateway_cpu, |t| t.idle);
+        let shared_stolen = share(self.gateway_cpu, |t| t.stolen);
+        let wrk_idle = share(WRK_CPU, |t| t.idle);
+        self.idle_highest = self.idle_highest.max(shared_idle);
         if let Some(run) = measured.per_gateway.get(self.reported) {
             self.reported_runs = Some(match self.reported_runs.take() {
                 Some(sum) => sum.followed_by(run),
@@ -158,6 +192,9 @@ impl<'g, 'r> Rounds<'g, 'r> {
             cpu_us,
             busy,
             seconds,
+            shared_idle,
+            shared_stolen,
+            wrk_idle,
         })
     }
 
@@ -176,6 +213,7 @@ impl<'g, 'r> Rounds<'g, 'r> {
             reported: self.reported_runs.unwrap_or_default(),
             texts: self.texts,
             busy_lowest: self.busy_lowest,
+            idle_highest: self.idle_highest,
         }
     }
 }
@@ -187,6 +225,7 @@ pub(super) struct Finished {
     pub(super) reported: WrkResult,
     texts: Vec<String>,
     busy_lowest: f64,
+    idle_highest: f64,
 }
 
 impl Finished {
@@ -210,6 +249,30 @@ impl Finished {
         );
         if enforce && !bench.opts.smoke {
             s.check(what, self.busy_lowest >= SHARED_CPU_BUSY, detail);
+        } else {
+            s.fact(what, detail);
+        }
+    }
+}
+
+impl Finished {
+    /// Whether the gateways' CPU never sat idle for more than what
+    /// [`SHARED_CPU_BUSY`] leaves, in any round: the check for rounds
+    /// whose gateways may wait for something else than wrk (Redis), or
+    /// share their CPU with other processes. An idle CPU means the
+    /// no-filter gateway, which waits for nothing, waited for wrk. A check
+    /// when `enforce` (never with `--smoke`), else a fact.
+    pub(super) fn report_idle(&self, s: &mut Scenario, bench: &Bench, enforce: bool) {
+        let what = "the gateways' CPU never sat idle (wrk kept the no-filter gateway fed)";
+        let most = 1.0 - SHARED_CPU_BUSY;
+        let detail = format!(
+            "most idle round: {:.0}% idle (at most {:.0}%); gateways' least busy round: {:.0}% of the CPU",
+            self.idle_highest * 100.0,
+            most * 100.0,
+            self.busy_lowest * 100.0
+        );
+        if enforce && !bench.opts.smoke {
+            s.check(what, self.idle_highest <= most, detail);
         } else {
             s.fact(what, detail);
         }
