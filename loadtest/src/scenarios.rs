@@ -318,12 +318,17 @@ fn token_quota_gateway(bench: &Bench, rule: &str, per_minute: u64, upstream: &En
 
 /// A gateway running the token quota with `config`, routed to `upstream`.
 fn token_quota_gateway_with(bench: &Bench, config: &Value, upstream: &Envoy) -> Envoy {
+    token_quota_gateway_to(bench.webdis.port(), config, upstream)
+}
+
+/// The same, its Redis behind the webdis on `webdis_port`.
+fn token_quota_gateway_to(webdis_port: u16, config: &Value, upstream: &Envoy) -> Envoy {
     let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
         .allow_on_headers_stop_iteration(true);
     Envoy::start(
         EnvoyConfig::new()
             .wasm(plugin)
-            .cluster("webdis", bench.webdis.port())
+            .cluster("webdis", webdis_port)
             .cluster("llm", upstream.port())
             .route_to("llm")
             .log_level("warning"),
@@ -558,6 +563,12 @@ pub const ALL: &[(&str, Run)] = &[
         backends::backends_paired(bench, false)
     }),
     ("upstream-baseline", |bench| upstream_baseline(bench)),
+    ("token-quota-json-paired", |bench| {
+        redis_paired::token_quota_redis_paired(bench, false)
+    }),
+    ("token-quota-sse-paired", |bench| {
+        redis_paired::token_quota_redis_paired(bench, true)
+    }),
     ("token-quota-json", |bench| {
         token_quota_overhead(bench, false)
     }),
