@@ -1,24 +1,27 @@
-//! The limiter's Redis path measured so that the machine's drift cancels:
-//! a no-filter gateway, the limiter on one hot key and the limiter on
-//! 1,000 rotating keys, loaded together in paired rounds (`paired.rs`).
+//! The plugins' Redis path measured so that the machine's drift cancels,
+//! in paired rounds (`paired.rs`): a no-filter gateway, the limiter on one
+//! hot key and the limiter on 1,000 rotating keys, loaded together; and
+//! the token quota (JSON answers, or event streams) beside Envoy routing
+//! the same chat POSTs with no filter.
 //!
-//! Each limiter has a Redis and a webdis of its own, so its Redis round
-//! trips (`INFO commandstats`) and its Redis + webdis CPU time (`/proc`)
-//! are its own. They run on wrk's CPU, not the gateways': on the gateways'
+//! Each plugin gateway has a Redis and a webdis of its own, so its Redis
+//! round trips (`INFO commandstats`) and its Redis + webdis CPU time
+//! (`/proc`) are its own. They run on wrk's CPU, not the gateways': on the gateways'
 //! CPU the scheduler would split that CPU among the gateways and the
 //! backends' threads alike, and the baseline's rate would move with what
 //! the backends happened to use; on wrk's CPU the gateways' CPU holds only
 //! the gateways, and the backends' CPU time is read like theirs.
 //!
 //! What the throughput targets are judged on: the **whole-stack
-//! cost ratio** = the baseline's CPU per request / (the limiter gateway's
+//! cost ratio** = the baseline's CPU per request / (the plugin gateway's
 //! CPU per request + its Redis's and webdis's CPU per request). On a
 //! machine whose cores the gateway, Redis and webdis share (this one),
-//! that is the share of the no-filter throughput the limiter keeps when
+//! that is the share of the no-filter throughput the plugin keeps when
 //! the CPU is what runs out. It is read in the same rounds as the
 //! baseline's, so a slower machine slows both alike. The requests/s
-//! ratio of the same rounds is reported beside it but not judged: each
-//! limiter request waits for webdis, and a gateway whose 32 requests are
+//! ratio of the same rounds is reported beside it but not judged: it
+//! leaves Redis's and webdis's CPU out, and each plugin request waits for
+//! webdis, and a gateway whose 32 requests are
 //! all waiting leaves its share of the CPU to the others, so its rate
 //! also measures webdis's latency, which moves with how busy wrk's CPU is.
 
@@ -80,7 +83,7 @@ impl Backend {
     }
 }
 
-/// What one limiter cost in one round.
+/// What one plugin gateway cost in one round.
 #[derive(Debug, Clone, Copy)]
 struct Cost {
     /// Its requests/s over the baseline's.
