@@ -293,17 +293,18 @@ fn stated_targets(s: &Scenario) -> Vec<Target> {
         .iter()
         .filter(|(name, _)| name.contains(": target "))
         .filter_map(|(name, value)| {
-            let met = if value.starts_with("met") {
-                true
-            } else if value.starts_with("NOT met") {
-                false
+            let (met, rest) = if let Some(rest) = value.strip_prefix("met") {
+                (true, rest)
+            } else if let Some(rest) = value.strip_prefix("NOT met") {
+                (false, rest)
             } else {
                 return None;
             };
+            let detail = rest.trim().trim_start_matches('(').trim_end_matches(')');
             Some(Target {
-                what: format!("{} ({})", name, s.id),
+                what: format!("{} ({})", name.replacen(": target ", ": ", 1), s.id),
                 met,
-                detail: value.clone(),
+                detail: detail.to_owned(),
             })
         })
         .collect()
