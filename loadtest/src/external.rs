@@ -77,6 +77,11 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
              the limiter) and pins their processes to one CPU",
         ),
         skip(
+            "limiter-redis-paired, token-quota-json-paired, token-quota-sse-paired",
+            "start their gateways with a Redis and a webdis each, and pin the gateways to one CPU \
+             and Redis, webdis and wrk to another",
+        ),
+        skip(
             "cluster-accuracy, cluster-failover, cluster-token-quota",
             "start a Redis Cluster of their own behind Envoy's redis_proxy, with gateways and \
              webdis pointed at it, and kill one of its masters",

@@ -593,8 +593,70 @@ pub fn pin_to_cpu_range(envoy: &Envoy, first: usize, last: usize) {
     taskset(envoy, &format!("{first}-{last}"));
 }
 
+/// One CPU's time since boot, in clock ticks, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// Idle or waiting for I/O.
+    pub idle: u64,
+    /// Taken by the hypervisor for other machines while this one wanted it.
+    pub stolen: u64,
+    /// Everything, the two above included.
+    pub total: u64,
+}
+
+impl CpuTicks {
+    /// What passed between `earlier` and this reading.
+    pub fn since(&self, earlier: &CpuTicks) -> CpuTicks {
+        CpuTicks {
+            idle: self.idle.saturating_sub(earlier.idle),
+            stolen: self.stolen.saturating_sub(earlier.stolen),
+            total: self.total.saturating_sub(earlier.total),
+        }
+    }
+}
+
+/// Every CPU's times, by CPU number (`cpuN` lines of `/proc/stat`).
+///
+/// # Panics
+/// When `/proc/stat` cannot be read.
+pub fn cpu_ticks() -> Vec<CpuTicks> {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_else(|e| panic!("cannot read /proc/stat: {e}"));
+    parse_cpu_ticks(&stat)
+}
+
+/// The `cpuN` lines of a `/proc/stat` text: user nice system idle iowait
+/// irq softirq steal (guest times are already inside user and nice).
+fn parse_cpu_ticks(stat: &str) -> Vec<CpuTicks> {
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .take(8)
+                .map(|n| n.parse().unwrap_or(0))
+                .collect();
+            let at = |i: usize| v.get(i).copied().unwrap_or(0);
+            CpuTicks {
+                idle: at(3) + at(4),
+                stolen: at(7),
+                total: v.iter().sum(),
+            }
+        })
+        .collect()
+}
+
+/// Pins every thread of process `pid` to `cpu` (`taskset -a -p`).
+pub fn pin_process_to_cpu(pid: u32, cpu: usize) {
+    taskset_pid(pid, &cpu.to_string());
+}
+
 fn taskset(envoy: &Envoy, cpus: &str) {
-    let pid = envoy.pid().expect("Envoy is running");
+    taskset_pid(envoy.pid().expect("Envoy is running"), cpus);
+}
+
+fn taskset_pid(pid: u32, cpus: &str) {
     let status = std::process::Command::new(stack::require_tool("taskset", "util-linux"))
         .args(["-a", "-p", "-c", cpus, &pid.to_string()])
         .stdout(std::process::Stdio::null())
@@ -706,6 +768,21 @@ fn run_external(opts: Options, args: &External) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_read_per_cpu_lines_only() {
+        let stat = "cpu  10 0 5 100 2 0 1 3 0 0\ncpu0 4 0 2 50 1 0 0 1 0 0\ncpu1 6 0 3 50 1 0 1 2 0 0\nintr 5\n";
+        let cpus = parse_cpu_ticks(stat);
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(
+            cpus[1],
+            CpuTicks {
+                idle: 51,
+                stolen: 2,
+                total: 63
+            }
+        );
+    }
 
     #[test]
     fn commandstats_reads_calls_without_info() {

@@ -215,7 +215,7 @@ impl Results {
             .collect();
         // Judged on the shared-CPU rounds, which cancel the machine's
         // drift; the single runs above are reported beside them.
-        let targets = scenarios
+        let targets: Vec<Target> = scenarios
             .iter()
             .filter(|s| s.id == "limiter-flood-paired")
             .filter_map(|s| {
@@ -251,6 +251,7 @@ impl Results {
                     ),
                 })
             })
+            .chain(scenarios.iter().flat_map(stated_targets))
             .collect();
         let checks_failed = scenarios
             .iter()
@@ -282,6 +283,31 @@ impl Results {
     fn ratio(&self, id: &str) -> Option<&Ratio> {
         self.ratios.iter().find(|r| r.id == id)
     }
+}
+
+/// The targets a scenario states as facts named `<subject>: target ...`
+/// whose value starts with `met` or `NOT met` (the paired Redis-path
+/// scenarios).
+fn stated_targets(s: &Scenario) -> Vec<Target> {
+    s.facts
+        .iter()
+        .filter(|(name, _)| name.contains(": target "))
+        .filter_map(|(name, value)| {
+            let (met, rest) = if let Some(rest) = value.strip_prefix("met") {
+                (true, rest)
+            } else if let Some(rest) = value.strip_prefix("NOT met") {
+                (false, rest)
+            } else {
+                return None;
+            };
+            let detail = rest.trim().trim_start_matches('(').trim_end_matches(')');
+            Some(Target {
+                what: format!("{} ({})", name.replacen(": target ", ": ", 1), s.id),
+                met,
+                detail: detail.to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// The Python with matplotlib that `scripts/setup.sh` installs.

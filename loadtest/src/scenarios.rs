@@ -13,6 +13,8 @@ use crate::wrk::{self, Counters, Load, Progress, Requests, Sample, WrkResult};
 use crate::{commands_since, rss_kb, settle, Bench, JSON_USAGE, SSE_USAGE};
 
 mod backends;
+mod paired;
+mod redis_paired;
 
 /// The limiter's Redis timeout in every scenario (ms).
 pub const REDIS_TIMEOUT_MS: u64 = 500;
@@ -225,11 +227,17 @@ fn limiter_config(rule: &str, per_minute: u64, failure_mode_deny: bool) -> Value
 }
 
 fn limiter_gateway(bench: &Bench, config: &Value) -> Envoy {
+    limiter_gateway_to(bench.webdis.port(), config)
+}
+
+/// A gateway running the limiter with `config`, its Redis behind the
+/// webdis on `webdis_port`.
+fn limiter_gateway_to(webdis_port: u16, config: &Value) -> Envoy {
     let plugin = WasmPlugin::new(stack::wasm_path("limiter"), config.to_string());
     Envoy::start(
         EnvoyConfig::new()
             .wasm(plugin)
-            .cluster("webdis", bench.webdis.port())
+            .cluster("webdis", webdis_port)
             .log_level("warning"),
     )
 }
@@ -310,12 +318,17 @@ fn token_quota_gateway(bench: &Bench, rule: &str, per_minute: u64, upstream: &En
 
 /// A gateway running the token quota with `config`, routed to `upstream`.
 fn token_quota_gateway_with(bench: &Bench, config: &Value, upstream: &Envoy) -> Envoy {
+    token_quota_gateway_to(bench.webdis.port(), config, upstream)
+}
+
+/// The same, its Redis behind the webdis on `webdis_port`.
+fn token_quota_gateway_to(webdis_port: u16, config: &Value, upstream: &Envoy) -> Envoy {
     let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
         .allow_on_headers_stop_iteration(true);
     Envoy::start(
         EnvoyConfig::new()
             .wasm(plugin)
-            .cluster("webdis", bench.webdis.port())
+            .cluster("webdis", webdis_port)
             .cluster("llm", upstream.port())
             .route_to("llm")
             .log_level("warning"),
@@ -345,6 +358,20 @@ struct Drive<'a> {
     wrk_cpu: Option<usize>,
 }
 
+impl<'a> Drive<'a> {
+    /// One wrk run of this drive against `port`, `seconds` long.
+    fn load(&self, port: u16, seconds: u64) -> Load<'a> {
+        Load {
+            port,
+            seconds,
+            connections: self.connections,
+            requests: self.requests,
+            timeout: self.timeout,
+            cpu: self.wrk_cpu,
+        }
+    }
+}
+
 /// What one measured run saw.
 #[derive(Debug)]
 struct Measured {
@@ -359,29 +386,33 @@ struct Measured {
     /// machine they share the gateways' cores, so their work per request
     /// is part of what a Redis round trip costs the gateway's throughput.
     backend_cpu_seconds: f64,
+    /// Each CPU's times during the run, by CPU number.
+    machine: Vec<crate::CpuTicks>,
+}
+
+/// A 1 s wrk run against each gateway in turn, not measured (V8 tiers up,
+/// connections open); none with `--smoke`.
+fn warm_up(bench: &Bench, gateways: &[&Envoy], drive: &Drive<'_>) {
+    if bench.opts.smoke {
+        return;
+    }
+    let script_dir = bench.script_dir();
+    for gateway in gateways {
+        wrk::run(&drive.load(gateway.port(), 1), &script_dir);
+    }
+    // wrk stops with a request in flight on each connection; let those
+    // reach Redis before the counts are read, or they count against
+    // the measured run (seen: 44 calls more than answers, over the
+    // slack of one per connection).
+    settle();
 }
 
 /// Runs wrk against every gateway at once (one wrk each), with progress
 /// lines, and counts Redis commands around the measured part.
 fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) -> Measured {
     let script_dir = bench.script_dir();
-    let load = |port: u16, seconds: u64| Load {
-        port,
-        seconds,
-        connections: drive.connections,
-        requests: drive.requests,
-        timeout: drive.timeout,
-        cpu: drive.wrk_cpu,
-    };
-    if drive.warm_up && !bench.opts.smoke {
-        for gateway in gateways {
-            wrk::run(&load(gateway.port(), 1), &script_dir);
-        }
-        // wrk stops with a request in flight on each connection; let those
-        // reach Redis before the counts are read, or they count against
-        // the measured run (seen: 44 calls more than answers, over the
-        // slack of one per connection).
-        settle();
+    if drive.warm_up {
+        warm_up(bench, gateways, &drive);
     }
     let admin: Vec<u16> = gateways.iter().map(|g| g.admin_port()).collect();
     let cpu = || -> Vec<f64> { gateways.iter().map(|g| crate::cpu_seconds(g)).collect() };
@@ -398,17 +429,18 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
     // the first attempt's answers too, and its check fails rather than
     // passes.)
     let mut attempt = 0;
-    let (per_gateway, calls_before, cpu_before, backend_before, progress) = loop {
+    let (per_gateway, calls_before, cpu_before, backend_before, machine_before, progress) = loop {
         attempt += 1;
         let calls_before = bench.redis_commands();
         let cpu_before = cpu();
+        let machine_before = crate::cpu_ticks();
         let backend_before = backend_cpu();
         let progress = Progress::start(label, &admin, drive.seconds);
         let runs: Result<Vec<WrkResult>, wrk::Unusable> = std::thread::scope(|scope| {
             let runs: Vec<_> = gateways
                 .iter()
                 .map(|g| {
-                    let load = load(g.port(), drive.seconds);
+                    let load = drive.load(g.port(), drive.seconds);
                     let dir = &script_dir;
                     scope.spawn(move || wrk::try_run(&load, dir))
                 })
@@ -421,7 +453,16 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
                 .collect()
         });
         match runs {
-            Ok(runs) => break (runs, calls_before, cpu_before, backend_before, progress),
+            Ok(runs) => {
+                break (
+                    runs,
+                    calls_before,
+                    cpu_before,
+                    backend_before,
+                    machine_before,
+                    progress,
+                )
+            }
             Err(lost) if attempt < wrk::ATTEMPTS => {
                 drop(progress);
                 println!("[loadtest]   {label}: {lost}; measuring again");
@@ -435,6 +476,11 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         .map(|(after, before)| after - before)
         .collect();
     let backend_cpu_seconds = backend_cpu() - backend_before;
+    let machine = crate::cpu_ticks()
+        .iter()
+        .zip(&machine_before)
+        .map(|(after, before)| after.since(before))
+        .collect();
     let samples = progress.finish();
     settle();
     let redis_commands = commands_since(&calls_before, &bench.redis_commands());
@@ -449,6 +495,7 @@ fn measure(bench: &Bench, label: &str, gateways: &[&Envoy], drive: Drive<'_>) ->
         samples,
         cpu_seconds,
         backend_cpu_seconds,
+        machine,
     }
 }
 
@@ -506,6 +553,9 @@ pub const ALL: &[(&str, Run)] = &[
     ("limiter-round-trips", |bench| limiter_round_trips(bench)),
     ("limiter-flood", |bench| limiter_flood(bench)),
     ("limiter-flood-paired", |bench| limiter_flood_paired(bench)),
+    ("limiter-redis-paired", |bench| {
+        redis_paired::limiter_redis_paired(bench)
+    }),
     ("backends-flood-paired", |bench| {
         backends::backends_paired(bench, true)
     }),
@@ -513,6 +563,12 @@ pub const ALL: &[(&str, Run)] = &[
         backends::backends_paired(bench, false)
     }),
     ("upstream-baseline", |bench| upstream_baseline(bench)),
+    ("token-quota-json-paired", |bench| {
+        redis_paired::token_quota_redis_paired(bench, false)
+    }),
+    ("token-quota-sse-paired", |bench| {
+        redis_paired::token_quota_redis_paired(bench, true)
+    }),
     ("token-quota-json", |bench| {
         token_quota_overhead(bench, false)
     }),
@@ -659,17 +715,22 @@ const MANY_KEYS_ROUND_TRIPS: f64 = 0.25;
 /// only: the script's own INCRBY and EXPIRE are not round trips).
 const ROUND_TRIP_COMMANDS: &[&str] = &["evalsha", "eval", "get"];
 
-fn limiter_keys(bench: &Bench) -> Scenario {
-    let config = json!({
-        "rule_name": bench.rule("keys"),
+/// The limiter counting each `x-api-key` value apart, a limit never
+/// reached.
+fn per_key_limiter_config(rule: &str) -> Value {
+    json!({
+        "rule_name": rule,
         "rule_items": [{"limit_by_per_header": "x-api-key",
                         "limit_keys": [{"key": "*", "query_per_minute": 1_000_000_000}]}],
         "rejected_code": 429,
         "show_limit_quota_header": true,
         "failure_mode_deny": false,
         "redis": {"webdis_cluster": "webdis", "timeout": REDIS_TIMEOUT_MS},
-    });
-    let gateway = limiter_gateway(bench, &config);
+    })
+}
+
+fn limiter_keys(bench: &Bench) -> Scenario {
+    let gateway = limiter_gateway(bench, &per_key_limiter_config(&bench.rule("keys")));
     let mut s = overhead(
         bench,
         "limiter-keys",
@@ -809,15 +870,10 @@ fn limiter_flood(bench: &Bench) -> Scenario {
 /// cheapest possible Wasm refusal (the floor for any Wasm filter), all four
 /// gateways loaded **at the same time on one shared CPU**.
 ///
-/// Why this shape: this machine is a shared VM whose speed drifts within a
-/// minute (loadtest/README.md has the measurements), so runs taken one
-/// after another, even in alternation, compare different machines.
-/// Pinned to one CPU and loaded together, the gateways see
-/// the same machine at every instant, and the kernel's fair scheduler
-/// gives each the same CPU time, so their requests/s relate as the inverse
-/// of their CPU cost per request. wrk runs on the other CPUs. The
-/// comparison is only valid while the gateways keep their CPU busy (wrk is
-/// not the bottleneck): a check requires it.
+/// Why this shape: see `paired.rs` (loadtest/README.md has the
+/// measurements of the machine's drift). The comparison is only valid
+/// while the gateways keep their CPU busy (wrk is not the bottleneck): a
+/// check requires it.
 ///
 /// Each round is one such run; the target is judged on the median of the
 /// per-round ratios flood/baseline.
@@ -825,12 +881,6 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
     let title = "limiter flood vs baseline, five gateways loaded together on one shared CPU (the target's measure)";
     announce(title);
     let per_minute = 10;
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    assert!(
-        cpus >= 2,
-        "the shared-CPU comparison needs 2 CPUs (one for the gateways, one for wrk); this machine has {cpus}"
-    );
-    let gateway_cpu = cpus - 1;
     let plain = Envoy::start(EnvoyConfig::new().log_level("warning"));
     let native = local_ratelimit_gateway(per_minute);
     let minimal = minimal_refusal_gateway();
@@ -845,81 +895,43 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         }
     }
     let gateways = [&plain, &native, &minimal, &stateful, &limited];
-    for gateway in gateways {
-        crate::pin_to_cpu(gateway, gateway_cpu);
-    }
-    let rounds = if bench.opts.smoke { 1 } else { 5 };
-    let mut flood: Option<WrkResult> = None;
     let mut pairs = Vec::new();
     let mut native_pairs = Vec::new();
     let mut minimal_pairs = Vec::new();
     let mut floor_pairs = Vec::new();
     let mut stateful_pairs = Vec::new();
-    let mut round_texts = Vec::new();
-    let mut busy_lowest = f64::INFINITY;
     let started = Instant::now();
-    for round in 0..rounds {
-        let drive = Drive {
-            seconds: bench.opts.seconds.min(5),
-            connections: bench.opts.connections,
-            requests: Requests::Get,
-            warm_up: round == 0,
-            timeout: Duration::from_secs(2),
-            wrk_cpu: Some(0),
+    let mut rounds = paired::Rounds::start(bench, "paired", &gateways, Requests::Get, 4);
+    while let Some(round) = rounds.next(bench) {
+        let [base, reference, floor, stateful_floor, over] = round.rps[..] else {
+            panic!("paired: {} results for 5 gateways", round.rps.len());
         };
-        let seconds = drive.seconds as f64;
-        let measured = measure(bench, "paired", &gateways, drive);
-        let rps: Vec<f64> = measured
-            .per_gateway
-            .iter()
-            .map(|w| w.requests_per_sec)
-            .collect();
-        let [base, reference, floor, stateful_floor, over] = rps[..] else {
-            panic!("paired: {} results for 5 gateways", rps.len());
-        };
-        let Some(flood_run) = measured.per_gateway.get(4) else {
-            panic!("paired: no result for the limiter");
-        };
-        let cpu_per_request: Vec<f64> = measured
-            .cpu_seconds
-            .iter()
-            .zip(&measured.per_gateway)
-            .map(|(cpu, w)| cpu * 1e6 / w.requests.max(1) as f64)
-            .collect();
-        let busy = measured.cpu_seconds.iter().sum::<f64>() / seconds;
-        busy_lowest = busy_lowest.min(busy);
-        flood = Some(match flood {
-            Some(sum) => sum.followed_by(flood_run),
-            None => flood_run.clone(),
-        });
         let x = |rate: f64| rate / base.max(1.0);
-        let cpu_text: Vec<String> = cpu_per_request.iter().map(|c| format!("{c:.1}")).collect();
-        let text = format!(
+        let cpu_text: Vec<String> = round.cpu_us.iter().map(|c| format!("{c:.1}")).collect();
+        rounds.record(format!(
             "baseline {base:.0} req/s, local_ratelimit {reference:.0} req/s ({:.2}x), minimal Wasm refusal {floor:.0} req/s ({:.2}x), stateful Wasm refusal {stateful_floor:.0} req/s ({:.2}x), limiter flood {over:.0} req/s ({:.2}x); CPU per request {} µs; shared CPU {:.0}% busy",
             x(reference),
             x(floor),
             x(stateful_floor),
             x(over),
             cpu_text.join(" / "),
-            busy * 100.0,
-        );
-        println!("[loadtest]   round {}: {text}", round + 1);
-        round_texts.push(text);
+            round.busy * 100.0,
+        ));
         pairs.push((base, over));
         native_pairs.push((base, reference));
         minimal_pairs.push((base, floor));
         floor_pairs.push((floor, over));
         stateful_pairs.push((stateful_floor, over));
     }
-    for gateway in gateways {
-        crate::pin_to_cpu_range(gateway, 0, gateway_cpu);
-    }
-    let wrk = flood.unwrap_or_default();
-    let mut s = Scenario::new("limiter-flood-paired", title, Kind::Overhead, wrk);
+    let done = rounds.finish();
+    let mut s = Scenario::new(
+        "limiter-flood-paired",
+        title,
+        Kind::Overhead,
+        done.reported.clone(),
+    );
     s.connections = bench.opts.connections;
-    for (i, text) in round_texts.iter().enumerate() {
-        s.fact(&format!("round {}", i + 1), text);
-    }
+    done.report_rounds(&mut s);
     if let Some(median) = median_ratio(&pairs) {
         s.fact(
             "median ratio, limiter flood / baseline",
@@ -962,20 +974,7 @@ fn limiter_flood_paired(bench: &Bench) -> Scenario {
         allowed <= windows * per_minute,
         format!("{allowed} answers 200 (limit {per_minute} per minute, {windows} windows at most)"),
     );
-    // Below this the gateways waited for wrk, and their rates say more
-    // about wrk than about their own cost. The smoke run's single second
-    // measures nothing and only reports it.
-    let what = "the gateways kept their shared CPU busy (the ratios measure their cost, not wrk's)";
-    let detail = format!(
-        "least busy round: {:.0}% of one CPU (needs {:.0}%)",
-        busy_lowest * 100.0,
-        SHARED_CPU_BUSY * 100.0
-    );
-    if bench.opts.smoke {
-        s.fact(what, detail);
-    } else {
-        s.check(what, busy_lowest >= SHARED_CPU_BUSY, detail);
-    }
+    done.report_busy(&mut s, bench, true);
     s
 }
 
