@@ -56,7 +56,10 @@ impl Gateway {
             "rule_name": rule,
             "global_threshold": {"token_per_minute": QUOTA},
             "rejected_code": 429,
-            "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 500},
+            // Roomy: a read that times out lets the request through by the
+            // failure mode, which this test would report as a quota not
+            // held; CI runs it beside the other suites on two cores.
+            "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 3000},
         });
         let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
             .allow_on_headers_stop_iteration(false);
@@ -95,13 +98,32 @@ impl Gateway {
         }
     }
 
+    /// Answers of each status class Envoy has sent downstream so far:
+    /// (2xx, 4xx).
+    fn answers_sent(&self) -> (u64, u64) {
+        let stat = |name| self.envoy.stat(name).unwrap_or(0);
+        (
+            stat("http.ingress.downstream_rq_2xx"),
+            stat("http.ingress.downstream_rq_4xx"),
+        )
+    }
+
     /// Sends `requests` chat requests one after the other with `send`
     /// (status, body), then checks: the first [`ADMITTED`] got the
     /// upstream's answer and were each charged its 30 tokens before the
     /// next request, the rest were refused with 429.
+    ///
+    /// An answer Envoy sends before the request body is in (the upstream
+    /// here answers on the headers alone; a refusal can come first too)
+    /// is followed over HTTP/2 by RST_STREAM(NO_ERROR), which RFC 9113
+    /// §8.1 tells clients to accept; curl 7.88 (Debian 12's) reports it
+    /// as error 92 instead (curl/curl#22984). Such a request is judged
+    /// on the status class Envoy's own counters say it sent, and its
+    /// charge, never skipped.
     fn assert_quota_enforced(&self, client: &str, send: impl Fn(&Self) -> (u16, String)) {
         room_in_minute_for(ADMITTED as u32 + 2);
         for i in 0..ADMITTED + 2 {
+            let before = self.answers_sent();
             let (status, body) = send(self);
             let charged = self.charged();
             // Read only when an assertion fails.
@@ -113,12 +135,24 @@ impl Gateway {
                     stack::envoy_log_excerpt(&self.envoy.log(), 40)
                 )
             };
+            let early_reset = status == 0 && body.contains("curl: (92)");
+            if early_reset {
+                let after = self.answers_sent();
+                let sent = (after.0 - before.0, after.1 - before.1);
+                let expected = if i < ADMITTED { (1, 0) } else { (0, 1) };
+                assert_eq!(sent, expected, "answers sent (2xx, 4xx); {}", context());
+                println!("{client}, request {i}: curl error 92 on an early answer; Envoy sent {sent:?} (2xx, 4xx)");
+            }
             if i < ADMITTED {
-                assert_eq!(status, 200, "{}", context());
-                assert_eq!(body, ANSWER, "{}", context());
+                if !early_reset {
+                    assert_eq!(status, 200, "{}", context());
+                    assert_eq!(body, ANSWER, "{}", context());
+                }
                 assert_eq!(charged, ANSWER_TOKENS * (i as i64 + 1), "{}", context());
             } else {
-                assert_eq!(status, 429, "{}", context());
+                if !early_reset {
+                    assert_eq!(status, 429, "{}", context());
+                }
                 assert_eq!(charged, ANSWER_TOKENS * ADMITTED as i64, "{}", context());
             }
         }
