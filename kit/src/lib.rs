@@ -70,6 +70,7 @@ mod config_keys;
 pub mod dispatcher;
 pub mod ending;
 pub mod engine;
+mod flow;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 #[cfg(any(test, feature = "fake"))]
