@@ -67,16 +67,17 @@ pub mod config;
 #[cfg_attr(feature = "simd-json", allow(dead_code))]
 mod config_json;
 mod config_keys;
+mod counter_key;
 pub mod dispatcher;
 pub mod ending;
 pub mod engine;
-mod flow;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake_redis;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake_request;
+mod flow;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod host;

@@ -48,7 +48,6 @@ use crate::redis::{RedisError, Reply};
 /// plugins name it here.
 pub use crate::flow::{Flow, Responded};
 
-
 /// How a plugin wants the body of one direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyMode {

@@ -20,9 +20,9 @@
 
 use crate::calls::{CallKind, Calls, Owner, Taken};
 use crate::config::{ConfigError, Fields};
+use crate::counter_key::CounterKey;
 use crate::host::{BodyBuffer, HeaderMap, Host, HostError};
 use crate::http::parse_status;
-use crate::limits::CounterKey;
 use crate::resp::{self, CommandBuf, Decoded, Form, PATH_COUNT, RESP_COUNT};
 pub use crate::resp::{Reply, ReplyArray};
 use core::fmt;

@@ -17,7 +17,6 @@
 //! without its parser combinators, CRC tables and `Vec` per array in the
 //! module, and without allocating for the replies a plugin gets.
 
-use crate::limits::KEY_CLOSE;
 use core::fmt;
 use smallvec::SmallVec;
 
@@ -81,6 +80,11 @@ pub struct CommandBuf {
     /// `numkeys` (see [`CommandBuf::reserve_count`]).
     rest: u32,
 }
+
+/// What closes a Redis Cluster hash tag before a key's suffix, `}:`: the
+/// usual middle part of a key written with [`CommandBuf::push_key`], after
+/// a value and before a window's digits.
+pub(crate) const KEY_CLOSE: &[u8] = b"}:";
 
 /// [`KEY_CLOSE`] percent-encoded. Written whole, it spares escaping two
 /// bytes after every per-value key's value, and leaves the value alone
