@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Checks that the kit's source files import each other without a circle.
+"""Checks that the kit's source files import each other without a circle
+and only downward, floor by floor, as lib.rs's module documentation lists.
 
 Reads every file of the kit's module tree (kit/src, starting at lib.rs),
 collects the paths each file names -- `use crate::...` in all its forms
 (grouped `use crate::{a, b::{c, d}}`, `self`, renames, globs), `super::` and
 `self::` paths, a parent's paths into its own child modules, and inline
 `crate::x::y` paths in code -- and builds the graph "file A names an item of
-file B". Then it prints the files by layer (a file's layer is one more than
-the highest layer it imports) and exits 0, or, when files import each other
-in a circle, names the files of every circle with one import of each edge
-and exits 1.
+file B". Then it checks two things and exits 1 naming every fault:
+- no circle: files that import each other, directly or around a loop, are
+  named with one import of each edge;
+- floors: lib.rs's documentation lists the floors (lines `//! N. Title:
+  `a`, `b``; a name stands for its file or its folder's files). Every file
+  must stand on one, and an import from a lower floor to a higher one is
+  named.
+Otherwise it prints the files by layer (a file's layer is one more than the
+highest layer it imports) and exits 0.
 
 What counts is the code of the production module, under any combination of
 the kit's production features:
@@ -400,6 +406,40 @@ def layers(edges) -> dict[str, int]:
     return level
 
 
+FLOOR_LINE = re.compile(r"^//!\s*(\d+)\.\s*([^:]*):\s*(.*)$")
+
+
+def floors(src: str, files) -> tuple[dict[str, tuple[int, str]], list[str]]:
+    """Each file's floor from lib.rs's list, and the faults of the list."""
+    with open(os.path.join(src, "lib.rs"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    named: dict[str, tuple[int, str]] = {}
+    faults: list[str] = []
+    for line in lines:
+        m = FLOOR_LINE.match(line)
+        if not m:
+            continue
+        number, title = int(m.group(1)), m.group(2).strip()
+        for name in re.findall(r"`([\w/]+)`", m.group(3)):
+            if name in named:
+                faults.append(f"lib.rs lists `{name}` on two floors")
+            named[name] = (number, title)
+    if not named:
+        faults.append("lib.rs's documentation lists no floors (`//! 1. Title: `a`, `b``)")
+    placed: dict[str, tuple[int, str]] = {}
+    for file in files:
+        stem = file.removesuffix(".rs").removesuffix("/mod")
+        parts = stem.split("/")
+        for k in range(len(parts), 0, -1):
+            key = "/".join(parts[:k])
+            if key in named:
+                placed[file] = named[key]
+                break
+        else:
+            faults.append(f"{file} stands on no floor: add it to lib.rs's list")
+    return placed, faults
+
+
 def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(
@@ -411,6 +451,16 @@ def main() -> int:
     modules = load_tree(args.src)
     edges = build_graph(modules)
     found = circles(edges)
+    placed, faults = floors(args.src, edges)
+    for v in sorted(edges):
+        for w, (line, named) in sorted(edges[v].items()):
+            if v in placed and w in placed and placed[w][0] > placed[v][0]:
+                faults.append(
+                    f"{v}:{line} (floor {placed[v][0]}, {placed[v][1]}) imports {w} "
+                    f"(floor {placed[w][0]}, {placed[w][1]}): {named}"
+                )
+    for fault in faults:
+        print(f"kit_layers: FAIL: {fault}")
     if found:
         for component in found:
             members = set(component)
@@ -421,12 +471,18 @@ def main() -> int:
                     if w in members:
                         print(f"  {v}:{line} -> {w} ({named})")
         return 1
+    if faults:
+        return 1
     if not args.quiet:
         level = layers(edges)
         for n in range(max(level.values(), default=-1) + 1):
             files = sorted(v for v in level if level[v] == n)
             print(f"layer {n}: " + " ".join(f.removesuffix(".rs") for f in files))
-    print(f"kit_layers: {len(edges)} files of kit/src, no import circle")
+    print(
+        f"kit_layers: {len(edges)} files of kit/src on "
+        f"{len({floor for floor, _ in placed.values()})} floors, "
+        "no import circle, none upward"
+    )
     return 0
 
 

@@ -27,6 +27,25 @@
 //! A plugin crate ends with [`export_plugin!`] and is built as a `cdylib`
 //! for `wasm32-wasip1`.
 //!
+//! # Floors
+//!
+//! The kit's files stand on floors: a file imports from its own floor and
+//! the floors below, never from above, and files never import each other
+//! in a circle. `scripts/kit_layers.py` reads this list and checks both in
+//! CI (test code and the `fake` instruments stand above everything and are
+//! not checked). A name stands for its file, or for every file of its
+//! folder.
+//!
+//! 1. ABI and host seam: `abi`, `host`, `raw`, `log`, `sdk_host`
+//! 2. Wire formats and configuration: `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`
+//! 3. Calls to Redis and HTTP: `calls`, `counter_key`, `redis`, `increments`
+//! 4. One request's I/O: `flow`, `ending`, `io`
+//! 5. Plugin API: `plugin`
+//! 6. Rules and limits: `rules`, `limits`
+//! 7. Engine: `engine`
+//! 8. Dispatch by context id: `dispatcher`, `sdk_dispatch`
+//! 9. The proxy and outside views: `proxy`, `fuzzing`
+//!
 //! # Bodies and `HeaderStopIteration`
 //!
 //! A plugin declares per direction how it wants the body
