@@ -4,9 +4,9 @@
 //! plugin's JSON, a per-request state type, and the phases you handle. The
 //! kit gives it what Higress's Go wrapper (`wasm-go`) gives Go plugins —
 //! Higress `_rules_`, a Redis client with callbacks, local responses — with
-//! no heap allocation per request in kit or plugin code, a module of about
-//! 140 KB (the limiter), and one build that loads on upstream Envoy as well as
-//! Higress.
+//! no heap allocation per request in kit or plugin code, a small module
+//! (README "Module size"), and one build that loads on upstream Envoy as
+//! well as Higress.
 //!
 //! The pieces, one module each:
 //! - [`host`]: the one trait through which everything reaches the proxy;

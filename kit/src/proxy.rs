@@ -1,21 +1,20 @@
 //! The proxy side, in wasm builds: [`ProxyHost`] implements [`Host`] with
-//! the ABI's host calls (`raw::host_calls`), and [`Module`] is the state behind
-//! the exports [`export_plugin!`](crate::export_plugin) defines.
+//! the ABI's host calls (`raw::host_calls`), and [`Module`] is the state
+//! behind the exports [`export_plugin!`](crate::export_plugin) defines.
 //!
 //! The kit speaks the proxy-wasm ABI 0.2.1 itself rather than through the
 //! `proxy-wasm` crate, for three reasons (measured in the README's "Module
 //! size" and "Load test" sections):
-//! - **VM entries.** The crate exports every `proxy_on_*` callback (26),
-//!   and the host enters the VM for each one a module exports. The kit
-//!   exports only the callbacks its plugin needs (the limiter: 8), so a
-//!   request the limiter refuses locally enters the VM for its creation,
-//!   its request headers, the local reply's response headers and its
-//!   deletion, not also for the reply's body, `proxy_on_log` and
-//!   `proxy_on_done`.
+//! - **VM entries.** The crate exports every `proxy_on_*` callback, and
+//!   the host enters the VM for each one a module exports. The kit exports
+//!   only the callbacks its plugin needs, so a request a header-only
+//!   plugin refuses locally enters the VM for its creation, its request
+//!   headers, the local reply's response headers and its deletion, not
+//!   also for the reply's body, `proxy_on_log` and `proxy_on_done`.
 //! - **Allocations.** The crate boxes a context per request and every value
 //!   the host hands over; the kit lends the host reusable buffers.
-//! - **Size.** Its dispatcher and unused callbacks weigh more than the
-//!   limiter's own logic.
+//! - **Size.** Its dispatcher and unused callbacks weigh more than a
+//!   small plugin's own logic.
 //!
 //! Its wrappers also panic on statuses they do not expect — Envoy answers
 //! a header read after the headers left with "bad argument" — and a panic

@@ -559,8 +559,8 @@ macro_rules! forward_counting {
 /// The module's heap: talc, not the C library's dlmalloc that Rust's
 /// `System` allocator calls on WASI. Only configuration allocates (the
 /// request path makes no allocation), so speed matters little here and
-/// size does: talc is about 9 KB smaller once nothing else links dlmalloc
-/// (README "Module size"). A proxy-wasm VM runs one thread, which is what
+/// size does: talc is smaller once nothing else links dlmalloc (README
+/// "Module size"). A proxy-wasm VM runs one thread, which is what
 /// talc's lock-free wasm cell assumes. Plugins that bring their own
 /// allocator turn off the kit's default feature `allocator`.
 #[cfg(all(

@@ -69,7 +69,7 @@ pub enum KeyMatch {
     /// `*`: any value.
     Any,
     /// `regexp:<pattern>`: the pattern matches somewhere in the value (an
-    /// unanchored search, as Go's `regexp.MatchString`); see [`pattern`].
+    /// unanchored search, as Go's `regexp.MatchString`); see [`pattern`](super::pattern).
     Regex(Pattern),
     /// A CIDR range (`limit_by_per_ip` only).
     Cidr(Cidr),

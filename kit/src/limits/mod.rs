@@ -314,8 +314,7 @@ impl<'cfg> Rule<'cfg> {
     /// The decimal digits of `limit`, in the first `len` bytes of the
     /// array, for a quota header. A rule's requests show few distinct
     /// limits, usually one: the digits of the last one are kept, and
-    /// copying them costs a fraction of formatting them again (about 55
-    /// instructions for a 9-digit limit).
+    /// copying them costs a fraction of formatting them again.
     pub fn limit_digits(&self, limit: u64) -> ([u8; 20], usize) {
         self.limit_text.of(limit)
     }
