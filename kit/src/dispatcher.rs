@@ -12,21 +12,21 @@
 //! allocation once the table has grown to the number of concurrent
 //! requests, and no boxed context per request.
 
+use crate::abi::{FilterStatus, NO_PARENT};
 use crate::engine::{Action, Filter};
 use crate::host::Host;
 use crate::plugin::{BodyMode, Plugin};
 use crate::StreamId;
 
 /// The ABI's header and body status for "go on".
-const CONTINUE: u32 = 0;
-/// The ABI's `StopIteration`.
-const STOP_ITERATION: u32 = 1;
+const CONTINUE: u32 = FilterStatus::Continue.code();
 
 fn code(action: Action) -> u32 {
     match action {
-        Action::Continue => CONTINUE,
-        Action::Pause => STOP_ITERATION,
+        Action::Continue => FilterStatus::Continue,
+        Action::Pause => FilterStatus::StopIteration,
     }
+    .code()
 }
 
 struct Root<P: Plugin, H: Host> {
@@ -70,7 +70,7 @@ impl<P: Plugin, H: Host> Dispatcher<P, H> {
     /// filter. A request whose root is unknown is ignored: every later
     /// callback for it lets the stream go on.
     pub fn on_context_create(&mut self, context_id: u32, parent_id: u32, host: impl FnOnce() -> H) {
-        if parent_id == 0 {
+        if parent_id == NO_PARENT {
             self.roots.push(Root {
                 context_id,
                 filter: Filter::new(host()),

@@ -1,12 +1,12 @@
 //! What a phase handler may do to its request: [`Io`].
 
 use crate::calls::{CallKind, Calls, Owner, StreamId};
+use crate::counter_key::CounterKey;
 use crate::ending::EndCause;
+use crate::flow::{Flow, Responded};
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::http::{HttpError, HttpRequest};
 use crate::increments::{self, Increments, Placement, Waiter};
-use crate::limits::CounterKey;
-use crate::plugin::{Flow, Responded};
 use crate::redis::{Redis, RedisClient, RedisError};
 use core::fmt;
 

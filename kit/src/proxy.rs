@@ -1,30 +1,30 @@
 //! The proxy side, in wasm builds: [`ProxyHost`] implements [`Host`] with
-//! the ABI's host calls (`raw::abi`), and [`Module`] is the state behind
-//! the exports [`export_plugin!`](crate::export_plugin) defines.
+//! the ABI's host calls (`raw::host_calls`), and [`Module`] is the state
+//! behind the exports [`export_plugin!`](crate::export_plugin) defines.
 //!
 //! The kit speaks the proxy-wasm ABI 0.2.1 itself rather than through the
 //! `proxy-wasm` crate, for three reasons (measured in the README's "Module
 //! size" and "Load test" sections):
-//! - **VM entries.** The crate exports every `proxy_on_*` callback (26),
-//!   and the host enters the VM for each one a module exports. The kit
-//!   exports only the callbacks its plugin needs (the limiter: 8), so a
-//!   request the limiter refuses locally enters the VM for its creation,
-//!   its request headers, the local reply's response headers and its
-//!   deletion, not also for the reply's body, `proxy_on_log` and
-//!   `proxy_on_done`.
+//! - **VM entries.** The crate exports every `proxy_on_*` callback, and
+//!   the host enters the VM for each one a module exports. The kit exports
+//!   only the callbacks its plugin needs, so a request a header-only
+//!   plugin refuses locally enters the VM for its creation, its request
+//!   headers, the local reply's response headers and its deletion, not
+//!   also for the reply's body, `proxy_on_log` and `proxy_on_done`.
 //! - **Allocations.** The crate boxes a context per request and every value
 //!   the host hands over; the kit lends the host reusable buffers.
-//! - **Size.** Its dispatcher and unused callbacks weigh more than the
-//!   limiter's own logic.
+//! - **Size.** Its dispatcher and unused callbacks weigh more than a
+//!   small plugin's own logic.
 //!
 //! Its wrappers also panic on statuses they do not expect — Envoy answers
 //! a header read after the headers left with "bad argument" — and a panic
 //! kills the VM for every request on the worker; the kit's calls report
 //! such statuses, and the kit carries on.
 
+use crate::abi::{self, BufferType, MapType, StreamType};
 use crate::dispatcher::Dispatcher;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
-use crate::raw::abi;
+use crate::raw::host_calls;
 use core::cell::RefCell;
 use core::time::Duration;
 
@@ -44,8 +44,12 @@ pub struct ProxyHost {
 /// The plugin configuration of the root being configured.
 pub fn configuration() -> Vec<u8> {
     let mut bytes = Vec::new();
-    // 7: the plugin configuration buffer.
-    match abi::buffer(7, 0, usize::MAX, &mut bytes) {
+    match host_calls::buffer(
+        BufferType::PluginConfiguration.code(),
+        0,
+        usize::MAX,
+        &mut bytes,
+    ) {
         Ok(true) => bytes,
         _ => Vec::new(),
     }
@@ -53,20 +57,21 @@ pub fn configuration() -> Vec<u8> {
 
 fn map_type(map: HeaderMap) -> u32 {
     match map {
-        HeaderMap::Request => 0,
-        HeaderMap::Response => 2,
-        HeaderMap::HttpCallResponse => 6,
+        HeaderMap::Request => MapType::Request,
+        HeaderMap::Response => MapType::Response,
+        HeaderMap::HttpCallResponse => MapType::HttpCallResponse,
     }
+    .code()
 }
 
 fn buffer_type(buffer: BodyBuffer) -> u32 {
     match buffer {
-        BodyBuffer::Request => 0,
-        BodyBuffer::Response => 1,
-        BodyBuffer::HttpCallResponse => 4,
-        // Higress's RedisCallResponse, past the ABI 0.2.1 buffer types.
-        BodyBuffer::RedisCallResponse => 9,
+        BodyBuffer::Request => BufferType::HttpRequestBody,
+        BodyBuffer::Response => BufferType::HttpResponseBody,
+        BodyBuffer::HttpCallResponse => BufferType::HttpCallResponseBody,
+        BodyBuffer::RedisCallResponse => BufferType::RedisCallResponse,
     }
+    .code()
 }
 
 /// Serializes a header map the way the ABI expects: the count, each
@@ -93,53 +98,58 @@ const NO_PAIRS: [u8; 4] = [0; 4];
 
 impl ProxyHost {
     /// The scratch buffer, if the read that filled it found a value.
-    fn found(&self, read: Result<bool, abi::Status>) -> Option<&[u8]> {
+    fn found(&self, read: Result<bool, host_calls::Status>) -> Option<&[u8]> {
         matches!(read, Ok(true)).then_some(self.scratch.as_slice())
     }
 }
 
 impl Host for ProxyHost {
     fn now_nanos(&self) -> u64 {
-        abi::now_nanos().unwrap_or(0)
+        host_calls::now_nanos().unwrap_or(0)
     }
 
     fn log_level(&mut self) -> LogLevel {
-        match abi::log_level() {
-            Ok(0) => LogLevel::Trace,
-            Ok(1) => LogLevel::Debug,
-            Ok(3) => LogLevel::Warn,
-            Ok(4) => LogLevel::Error,
-            Ok(5) => LogLevel::Critical,
+        const TRACE: u32 = abi::LogLevel::Trace.code();
+        const DEBUG: u32 = abi::LogLevel::Debug.code();
+        const WARN: u32 = abi::LogLevel::Warn.code();
+        const ERROR: u32 = abi::LogLevel::Error.code();
+        const CRITICAL: u32 = abi::LogLevel::Critical.code();
+        match host_calls::log_level() {
+            Ok(TRACE) => LogLevel::Trace,
+            Ok(DEBUG) => LogLevel::Debug,
+            Ok(WARN) => LogLevel::Warn,
+            Ok(ERROR) => LogLevel::Error,
+            Ok(CRITICAL) => LogLevel::Critical,
             _ => LogLevel::Info,
         }
     }
 
     fn log(&mut self, level: LogLevel, message: &str) {
         let level = match level {
-            LogLevel::Trace => 0,
-            LogLevel::Debug => 1,
-            LogLevel::Info => 2,
-            LogLevel::Warn => 3,
-            LogLevel::Error => 4,
-            LogLevel::Critical => 5,
+            LogLevel::Trace => abi::LogLevel::Trace,
+            LogLevel::Debug => abi::LogLevel::Debug,
+            LogLevel::Info => abi::LogLevel::Info,
+            LogLevel::Warn => abi::LogLevel::Warn,
+            LogLevel::Error => abi::LogLevel::Error,
+            LogLevel::Critical => abi::LogLevel::Critical,
         };
-        let _ = abi::log(level, message);
+        let _ = host_calls::log(level.code(), message);
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Option<&[u8]> {
-        let read = abi::header(map_type(map), name, &mut self.scratch);
+        let read = host_calls::header(map_type(map), name, &mut self.scratch);
         self.found(read)
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: Option<&[u8]>) {
         let _ = match value {
-            Some(value) => abi::replace_header(map_type(map), name, value),
-            None => abi::remove_header(map_type(map), name),
+            Some(value) => host_calls::replace_header(map_type(map), name, value),
+            None => host_calls::remove_header(map_type(map), name),
         };
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) {
-        let _ = abi::add_header(map_type(map), name, value);
+        let _ = host_calls::add_header(map_type(map), name, value);
     }
 
     fn property(&mut self, path: &[&str]) -> Option<&[u8]> {
@@ -150,12 +160,12 @@ impl Host for ProxyHost {
             }
             self.encoded.extend_from_slice(segment.as_bytes());
         }
-        let read = abi::property(&self.encoded, &mut self.scratch);
+        let read = host_calls::property(&self.encoded, &mut self.scratch);
         self.found(read)
     }
 
     fn body(&mut self, buffer: BodyBuffer, start: usize, len: usize) -> Option<&[u8]> {
-        let read = abi::buffer(buffer_type(buffer), start, len, &mut self.scratch);
+        let read = host_calls::buffer(buffer_type(buffer), start, len, &mut self.scratch);
         self.found(read)
     }
 
@@ -164,23 +174,24 @@ impl Host for ProxyHost {
     }
 
     fn set_body(&mut self, buffer: BodyBuffer, start: usize, len: usize, data: &[u8]) {
-        let _ = abi::set_buffer(buffer_type(buffer), start, len, data);
+        let _ = host_calls::set_buffer(buffer_type(buffer), start, len, data);
     }
 
     fn send_response(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8]) {
         encode_map(&mut self.encoded, headers);
-        let _ = abi::send_local_response(u32::from(status), &self.encoded, body);
+        let _ = host_calls::send_local_response(u32::from(status), &self.encoded, body);
     }
 
     fn resume(&mut self, direction: Direction) {
-        let _ = abi::continue_stream(match direction {
-            Direction::Request => 0,
-            Direction::Response => 1,
-        });
+        let stream = match direction {
+            Direction::Request => StreamType::Request,
+            Direction::Response => StreamType::Response,
+        };
+        let _ = host_calls::continue_stream(stream.code());
     }
 
     fn set_effective_context(&mut self, context_id: u32) {
-        let _ = abi::set_effective_context(context_id);
+        let _ = host_calls::set_effective_context(context_id);
     }
 
     fn http_call(
@@ -192,14 +203,14 @@ impl Host for ProxyHost {
     ) -> Result<u32, HostError> {
         encode_map(&mut self.encoded, headers);
         let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        abi::http_call(
+        host_calls::http_call(
             cluster,
             &self.encoded,
             body.unwrap_or_default(),
             &NO_PAIRS,
             timeout_ms,
         )
-        .map_err(abi::host_error)
+        .map_err(host_calls::host_error)
     }
 
     fn redis_init(
@@ -217,15 +228,16 @@ impl Host for ProxyHost {
     }
 
     fn set_tick_period(&mut self, period: Duration) {
-        let _ = abi::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX));
+        let _ =
+            host_calls::set_tick_period_ms(u32::try_from(period.as_millis()).unwrap_or(u32::MAX));
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
-        abi::define_counter(name).map_err(abi::host_error)
+        host_calls::define_counter(name).map_err(host_calls::host_error)
     }
 
     fn increment_counter(&mut self, id: u32, delta: u64) {
-        let _ = abi::increment_counter(id, i64::try_from(delta).unwrap_or(i64::MAX));
+        let _ = host_calls::increment_counter(id, i64::try_from(delta).unwrap_or(i64::MAX));
     }
 }
 

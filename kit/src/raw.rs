@@ -92,15 +92,13 @@ impl<T: core::fmt::Debug> core::fmt::Debug for Retained<T> {
 ///
 /// Not with feature `proxy-wasm`: the SDK then owns these exports.
 #[cfg(all(target_arch = "wasm32", not(feature = "proxy-wasm")))]
-pub(crate) mod abi {
+pub(crate) mod host_calls {
+    use crate::abi::{status::NOT_FOUND, status::OK, MetricType, NO_GRPC_STATUS};
     use core::cell::Cell;
     use core::ptr::null_mut;
 
     /// A non-zero proxy-wasm status.
     pub(crate) type Status = u32;
-
-    const OK: u32 = 0;
-    const NOT_FOUND: u32 = 1;
 
     thread_local! {
         /// The buffer lent to the host during a value-returning host call.
@@ -214,10 +212,11 @@ pub(crate) mod abi {
 
     /// The typed error of a failure status.
     pub(crate) fn host_error(status: Status) -> crate::host::HostError {
+        use crate::abi::status::{BAD_ARGUMENT, UNIMPLEMENTED};
         use crate::host::HostError;
         match status {
-            2 => HostError::BadArgument,
-            12 => HostError::Unsupported,
+            BAD_ARGUMENT => HostError::BadArgument,
+            UNIMPLEMENTED => HostError::Unsupported,
             other => HostError::Status(other),
         }
     }
@@ -372,7 +371,7 @@ pub(crate) mod abi {
                 body.len(),
                 headers.as_ptr(),
                 headers.len(),
-                -1,
+                NO_GRPC_STATUS,
             )
         })
     }
@@ -412,7 +411,14 @@ pub(crate) mod abi {
     pub(crate) fn define_counter(name: &str) -> Result<u32, Status> {
         let mut id = 0u32;
         // SAFETY: a live name, only read; `id` is written once.
-        status(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+        status(unsafe {
+            proxy_define_metric(
+                MetricType::Counter.code(),
+                name.as_ptr(),
+                name.len(),
+                &mut id,
+            )
+        })?;
         Ok(id)
     }
 
@@ -496,7 +502,7 @@ pub(crate) mod higress {
     }
 
     fn status(code: u32) -> Result<(), HostError> {
-        super::abi::status(code).map_err(super::abi::host_error)
+        super::host_calls::status(code).map_err(super::host_calls::host_error)
     }
 
     pub(crate) fn redis_init(
@@ -595,8 +601,8 @@ macro_rules! forward_counting {
 /// The module's heap: talc, not the C library's dlmalloc that Rust's
 /// `System` allocator calls on WASI. Only configuration allocates (the
 /// request path makes no allocation), so speed matters little here and
-/// size does: talc is about 9 KB smaller once nothing else links dlmalloc
-/// (README "Module size"). A proxy-wasm VM runs one thread, which is what
+/// size does: talc is smaller once nothing else links dlmalloc (README
+/// "Module size"). A proxy-wasm VM runs one thread, which is what
 /// talc's lock-free wasm cell assumes. Plugins that bring their own
 /// allocator turn off the kit's default feature `allocator`.
 #[cfg(all(

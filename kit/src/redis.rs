@@ -18,11 +18,12 @@
 //!
 //! [`Plugin::on_redis_reply`]: crate::Plugin::on_redis_reply
 
+use crate::abi::REDIS_CALL_REPLY;
 use crate::calls::{CallKind, Calls, Owner, Taken};
 use crate::config::{ConfigError, Fields};
+use crate::counter_key::CounterKey;
 use crate::host::{BodyBuffer, HeaderMap, Host, HostError};
 use crate::http::parse_status;
-use crate::limits::CounterKey;
 use crate::resp::{self, CommandBuf, Decoded, Form, PATH_COUNT, RESP_COUNT};
 pub use crate::resp::{Reply, ReplyArray};
 use core::fmt;
@@ -362,7 +363,7 @@ impl RedisClient {
         body.clear();
         let (buffer, size) = match answer {
             HostAnswer::Webdis { headers: 0, .. } => return Some(Err(RedisError::Network)),
-            HostAnswer::Native { status, .. } if status != 0 => {
+            HostAnswer::Native { status, .. } if status != REDIS_CALL_REPLY => {
                 return Some(Err(RedisError::Network))
             }
             HostAnswer::Webdis { body_size, .. } => (BodyBuffer::HttpCallResponse, body_size),

@@ -17,7 +17,6 @@
 //! without its parser combinators, CRC tables and `Vec` per array in the
 //! module, and without allocating for the replies a plugin gets.
 
-use crate::limits::KEY_CLOSE;
 use core::fmt;
 use smallvec::SmallVec;
 
@@ -82,6 +81,11 @@ pub struct CommandBuf {
     rest: u32,
 }
 
+/// What closes a Redis Cluster hash tag before a key's suffix, `}:`: the
+/// usual middle part of a key written with [`CommandBuf::push_key`], after
+/// a value and before a window's digits.
+pub(crate) const KEY_CLOSE: &[u8] = b"}:";
+
 /// [`KEY_CLOSE`] percent-encoded. Written whole, it spares escaping two
 /// bytes after every per-value key's value, and leaves the value alone
 /// between the head and the window, so that a plain value (the usual API
@@ -101,9 +105,9 @@ const PATH_END: &[u8] = b".raw";
 /// Whether every byte of `arg` stands for itself in a webdis path segment.
 pub(crate) fn path_plain(arg: &[u8]) -> bool {
     let plain = |b: u8| PLAIN.get(usize::from(b)).copied().unwrap_or(false);
-    // Eight bytes a step, their answers combined without a branch: about
-    // 2 instructions a byte instead of 9 (a key's value, 10 to 40 bytes,
-    // is looked at on every request).
+    // Eight bytes a step, their answers combined without a branch: a
+    // fraction of the work of a branch per byte, and a key's value is
+    // looked at on every request.
     let mut chunks = arg.chunks_exact(8);
     for chunk in &mut chunks {
         if !chunk.iter().fold(true, |all, &b| all & plain(b)) {
@@ -239,8 +243,8 @@ impl CommandBuf {
     /// Appends an integer argument in decimal.
     pub fn push_int(&mut self, n: i64) {
         // Up to two digits (a TTL of a second or a minute, a small
-        // amount): one constant-size write, about a third of the
-        // instructions of formatting and copying the digits.
+        // amount): one constant-size write, cheaper than formatting and
+        // copying the digits.
         if let Ok(n @ 0..=99) = u8::try_from(n) {
             let (tens, ones) = (b'0' + n / 10, b'0' + n % 10);
             self.args = self.args.saturating_add(1);
@@ -368,7 +372,7 @@ impl CommandBuf {
             return;
         }
         // A command has a few arguments: one digit, written without
-        // formatting (about 30 instructions of a command's 500).
+        // formatting.
         let (one, mut buffer) = ([b'0' + (self.args % 10) as u8], itoa::Buffer::new());
         let digits: &[u8] = match self.args {
             0..=9 => &one,
@@ -408,9 +412,9 @@ impl CommandBuf {
     }
 
     /// `$len\r\n`.
-    // Always inlined: a call costs more than the header it writes (RESP
-    // commands 20 to 40 instructions fewer each; the webdis path, which
-    // has no headers, about 10 more by code placement).
+    // Always inlined: a call costs more than the header it writes (the
+    // webdis path, which writes no headers, pays a little for the code
+    // placement).
     #[inline(always)]
     fn bulk_header(&mut self, len: usize) {
         // Most arguments are under 100 bytes long: a constant-size write.
@@ -458,10 +462,10 @@ pub fn push_path_segment(out: &mut Vec<u8>, arg: &[u8]) {
 /// Appends `arg` percent-encoded as in [`push_path_segment`].
 fn push_escaped(out: &mut Vec<u8>, arg: &[u8]) {
     // An argument with nothing to escape (a per-value key's value is
-    // usually an API key or a user id) is one copy: about 4 instructions
-    // a byte to look, where gathering costs about 15 a byte and zeroes a
-    // 128-byte block first. An argument with an escape pays the look up
-    // to its first escape again below.
+    // usually an API key or a user id) is one copy: looking is cheaper
+    // than gathering, which also zeroes a 128-byte block first. An
+    // argument with an escape pays the look up to its first escape again
+    // below.
     if path_plain(arg) {
         out.extend_from_slice(arg);
         return;
@@ -561,7 +565,7 @@ impl fmt::Debug for Reply<'_> {
 /// The reply as a log line names it: `integer 17`, `nil`, `error
 /// "NOSCRIPT ..."`, `array of 3`. Plugins log replies with this, not with
 /// `{:?}`: a message is no place for Rust syntax, and a module that
-/// formats no `Debug` is 4 KB smaller.
+/// formats no `Debug` is smaller.
 impl fmt::Display for Reply<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -1011,10 +1015,9 @@ const SAFE_DIGITS: usize = 18;
 /// [`Reader::line`] and [`integer`] then read as before.
 ///
 /// Those two find the line's end first and go over its digits a second
-/// time, with an overflow check for each: about 100 instructions for
-/// `:42`, where this loop takes about a quarter of that. The answer is
-/// the same: the first LF after digits and CR ends the line, and the
-/// line is the digits.
+/// time, with an overflow check for each; this loop goes over them once.
+/// The answer is the same: the first LF after digits and CR ends the
+/// line, and the line is the digits.
 fn plain_number(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
     let mut n: i64 = 0;
     let mut end = at;

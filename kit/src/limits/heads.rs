@@ -5,8 +5,9 @@
 //! [`limits`](super).
 
 use super::cache::OverLimitCache;
+use super::items::{slot, Limit, Limits, GLOBAL_SLOT};
 use super::key_hash::KeyHash;
-use super::{slot, Limits, GLOBAL_SLOT, KEY_CLOSE};
+use crate::counter_key::KEY_CLOSE;
 
 /// [`CounterKey::identity`](super::CounterKey::identity) of the global limit.
 pub(super) const GLOBAL_IDENTITY: &[u8] = b"global";
@@ -53,7 +54,7 @@ fn push_escaped(out: &mut Vec<u8>, part: &[u8]) {
 }
 
 /// `<amount>_per_<seconds>s`.
-fn push_limit(out: &mut Vec<u8>, limit: super::Limit) {
+fn push_limit(out: &mut Vec<u8>, limit: Limit) {
     let mut digits = itoa::Buffer::new();
     out.extend_from_slice(digits.format(limit.max).as_bytes());
     out.extend_from_slice(b"_per_");
@@ -142,7 +143,7 @@ impl Heads {
         // Configurations are bounded by the proxy's buffers long before 4 GiB.
         let offset = |bytes: &Vec<u8>| u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         segment.clear();
-        crate::resp::push_path_segment(segment, key);
+        crate::counter_key::push_head_segment(segment, key);
         self.bytes.reserve(key.len() + segment.len());
         let start = offset(&self.bytes);
         self.bytes.extend_from_slice(key);

@@ -9,7 +9,7 @@
 //! configuration, so a later [`Io::increment`](crate::Io::increment) sends
 //! exactly the bytes the first one would have.
 
-use super::CounterKey;
+use crate::counter_key::CounterKey;
 use smallvec::SmallVec;
 
 /// Bytes a kept key holds inline: a key of usual length, its escaped head
@@ -53,12 +53,13 @@ impl KeptKey {
     /// Replaces what is kept with a copy of `key`.
     pub fn keep(&mut self, key: &CounterKey<'_>) {
         self.bytes.clear();
-        self.parts = key.len.min(PIECES - 2);
+        self.parts = key.parts().len().min(PIECES - 2);
+        let (segment, identity) = (key.head_segment(), key.identity());
         let pieces = key
             .parts()
             .iter()
             .take(self.parts)
-            .chain([&key.head_segment, &key.identity]);
+            .chain([&segment, &identity]);
         for (end, piece) in self.ends.iter_mut().zip(pieces) {
             self.bytes.extend_from_slice(piece);
             *end = self.bytes.len();
@@ -119,7 +120,7 @@ mod tests {
     fn a_kept_key_writes_the_bytes_of_the_original() {
         let parts: [&[u8]; 4] = [b"p:{r:5_per_60s:per_header:x:", b"v a", b"}:", b"120"];
         let mut segment = Vec::new();
-        crate::resp::push_path_segment(&mut segment, parts[0]);
+        crate::counter_key::push_head_segment(&mut segment, parts[0]);
         let original = CounterKey::of(&parts, &segment, b"v a");
         let mut kept = KeptKey::default();
         assert!(kept.is_empty());
