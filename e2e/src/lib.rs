@@ -1,9 +1,11 @@
 //! Shared helpers of the end-to-end tests in `tests/`: a limiter stack
 //! (Redis, webdis, Envoy with `limiter.wasm`), unique rule names, waiting
-//! for room in a clock-aligned rate-limit window, and a slow upstream the
-//! test drives step by step ([`slow_upstream`]).
+//! for room in a clock-aligned rate-limit window, a slow upstream the
+//! test drives step by step ([`slow_upstream`]), and an HTTP/2 upstream
+//! that ends its answers with trailers ([`h2_upstream`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod h2_upstream;
 pub mod hostile;
 pub mod slow_upstream;
 

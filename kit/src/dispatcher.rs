@@ -172,17 +172,17 @@ impl<P: Plugin, H: Host> Dispatcher<P, H> {
         })
     }
 
-    /// Request trailers: the end of a buffered request body.
+    /// Request trailers: the end of a request body the plugin reads.
     pub fn on_request_trailers(&mut self, context_id: u32) -> u32 {
-        if P::REQUEST_BODY != BodyMode::Buffer {
+        if P::REQUEST_BODY == BodyMode::Ignore {
             return CONTINUE;
         }
         self.stream(context_id, |f, id| f.on_request_trailers(id))
     }
 
-    /// Response trailers: the end of a buffered response body.
+    /// Response trailers: the end of a response body the plugin reads.
     pub fn on_response_trailers(&mut self, context_id: u32) -> u32 {
-        if P::RESPONSE_BODY != BodyMode::Buffer {
+        if P::RESPONSE_BODY == BodyMode::Ignore {
             return CONTINUE;
         }
         self.stream(context_id, |f, id| f.on_response_trailers(id))

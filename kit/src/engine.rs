@@ -803,17 +803,38 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
     }
 
+    /// Trailers arrived: the body of `direction` is complete.
+    ///
+    /// A buffered body goes to its handler now. A streamed body's last
+    /// bytes came without the end of the stream, so its handler gets an
+    /// empty last piece told `end_of_stream`, at the place after the bytes
+    /// it has seen, and it holds or lets go as on a last chunk: a pause
+    /// holds the trailers (and any bytes held before them) until the
+    /// plugin resumes, which the proxy answers by sending both on.
     fn trailers(&mut self, id: StreamId, direction: Direction) -> Action {
-        if body_mode::<P>(direction) != BodyMode::Buffer || self.skipped(id) {
+        let mode = body_mode::<P>(direction);
+        if mode == BodyMode::Ignore || self.skipped(id) {
             return Action::Continue;
         }
         let Some(half) = self.half(id, direction) else {
             return Action::Continue;
         };
-        if half.passthrough || half.handled {
+        // A streamed body whose end was seen ends once.
+        let ended = mode == BodyMode::Stream && half.complete;
+        if half.passthrough || half.handled || ended {
             return Action::Continue;
         }
         half.complete = true;
+        if mode == BodyMode::Stream {
+            if half.deferred {
+                // Held unseen with the headers, as a body chunk would be.
+                return Action::Pause;
+            }
+            // The proxy's buffer holds the bytes held back so far (all
+            // seen), or nothing: no body bytes are read here.
+            let seen = half.seen;
+            return self.stream_pieces(id, direction, seen, seen, true).0;
+        }
         if !half.headers_done {
             return Action::Pause;
         }

@@ -471,14 +471,20 @@ fn count_script(store: &mut Store, keys: &[Vec<u8>], argv: &[Vec<u8>]) -> RedisV
     }
 }
 
-/// A count as the script returns it: past 2^31 - 1, its digits as a
-/// string (see [`COUNT_SCRIPT`]).
+/// A count as the script returns it: past 2^31 - 1, the digits of the
+/// double Lua holds it in as a string, and 2^63 - 1 for a count that
+/// rounds to 2^63 (see [`COUNT_SCRIPT`]).
 fn big(n: i64) -> RedisValue {
-    if n > i64::from(i32::MAX) {
-        RedisValue::Bulk(n.to_string().into_bytes())
-    } else {
-        RedisValue::Integer(n)
+    if n <= i64::from(i32::MAX) {
+        return RedisValue::Integer(n);
     }
+    // As Lua: the count is a double, printed with `%.0f`.
+    #[allow(clippy::cast_precision_loss)] // the rounding is what is modelled
+    let double = n as f64;
+    if double >= 9_223_372_036_854_775_807.0 {
+        return RedisValue::Bulk(i64::MAX.to_string().into_bytes());
+    }
+    RedisValue::Bulk(format!("{double:.0}").into_bytes())
 }
 
 /// One key of [`count_script`].
@@ -490,6 +496,8 @@ fn count_one(store: &mut Store, key: &[u8], ttl: u64, by: i64) -> RedisValue {
             }
             big(n)
         }
+        // Saturated: the key stays as it is.
+        Err(error) if error.contains("overflow") => big(i64::MAX),
         Err(error) => {
             store.set(key, by.to_string().as_bytes(), Some(ttl));
             RedisValue::Array(vec![
@@ -579,6 +587,35 @@ mod tests {
         assert!(repaired.starts_with(b"*3\r\n:1\r\n"), "{repaired:?}");
         assert_eq!(redis.store.integer(b"c"), Some(1));
         assert_eq!(redis.store.ttl(b"c"), 60);
+    }
+
+    #[test]
+    fn the_count_script_saturates_near_2_pow_63_as_redis_runs_it() {
+        let mut redis = FakeRedis::new();
+        let sha = Script::new(COUNT_SCRIPT).sha1_hex().to_owned();
+        let max = b"$19\r\n9223372036854775807\r\n";
+        // 1,023 charges of 2^53 fit; the 1,024th would overflow: the key
+        // stays, and every later count is 2^63 - 1.
+        let charge = format!("/EVALSHA/{sha}/1/c/60/9007199254740992.raw");
+        for _ in 0..1_023 {
+            redis.answer(&webdis(&charge), 0).unwrap();
+        }
+        assert_eq!(redis.store.integer(b"c"), Some(1_023 << 53));
+        for _ in 0..3 {
+            assert_eq!(redis.answer(&webdis(&charge), 0).unwrap(), max);
+        }
+        assert_eq!(redis.store.integer(b"c"), Some(1_023 << 53), "kept");
+        // A count Lua's doubles round up to 2^63 reads as 2^63 - 1.
+        redis.store.set(b"r", b"9223372036854775500", None);
+        let read = format!("/EVALSHA/{sha}/1/r/60/0.raw");
+        assert_eq!(redis.answer(&webdis(&read), 0).unwrap(), max);
+        // One that rounds down keeps the digits of its double.
+        redis.store.set(b"d", b"9223372036854770000", None);
+        let read = format!("/EVALSHA/{sha}/1/d/60/0.raw");
+        assert_eq!(
+            redis.answer(&webdis(&read), 0).unwrap(),
+            b"$19\r\n9223372036854769664\r\n"
+        );
     }
 
     #[test]

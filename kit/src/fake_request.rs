@@ -373,6 +373,55 @@ impl<P: Plugin> Filter<P, FakeHost> {
         self.outcome(&before, Some(action))
     }
 
+    /// Sends the response's trailers, after chunks that did not end the
+    /// stream, and tells what its client sees: [`Outcome::Continued`] when
+    /// the trailers go on to it, and with them what the plugin held back
+    /// (moved to [`FakeHost::delivered`]); a pause holds both, as Envoy
+    /// holds buffered data and trailers until the filter resumes.
+    ///
+    /// # Examples
+    /// ```
+    /// use kit::fake::FakeHost;
+    /// use kit::fake_request::Outcome;
+    /// use kit::{BodyMode, ConfigError, Cx, Fields, Filter, Flow, Host, Plugin, Setup};
+    ///
+    /// /// Holds the answer until it ends.
+    /// struct Whole;
+    /// impl Plugin for Whole {
+    ///     const NAME: &'static str = "whole";
+    ///     const RESPONSE_BODY: BodyMode = BodyMode::Stream;
+    ///     type Config<'cfg> = ();
+    ///     type State = ();
+    ///     fn configure<'cfg>(_: &Fields<'_, 'cfg>, _: &mut Setup<'_>) -> Result<(), ConfigError> {
+    ///         Ok(())
+    ///     }
+    ///     fn on_response_body<H: Host>(_: Cx<'_, '_, Self, H>, _: &[u8], end: bool) -> Flow {
+    ///         if end { Flow::Continue } else { Flow::Pause }
+    ///     }
+    /// }
+    ///
+    /// let mut filter = Filter::<Whole, FakeHost>::new(FakeHost::new());
+    /// filter.configure(b"{}".to_vec()).unwrap();
+    /// let (stream, _) = filter.send_request(&[]);
+    /// filter.send_response_headers(stream, &[(":status", "200")], false);
+    /// assert_eq!(filter.send_response_chunk(stream, b"all", false), Outcome::Hanging);
+    /// assert_eq!(filter.send_response_trailers(stream), Outcome::Continued);
+    /// assert_eq!(filter.host().delivered, b"all");
+    /// ```
+    pub fn send_response_trailers(&mut self, stream: StreamId) -> Outcome {
+        let before = self.before();
+        let action = self.on_response_trailers(stream);
+        if action == Action::Continue {
+            let FakeHost {
+                delivered,
+                response_body,
+                ..
+            } = self.host_mut();
+            delivered.append(response_body);
+        }
+        self.outcome(&before, Some(action))
+    }
+
     /// Sends a whole response: headers (ending the stream when there is no
     /// chunk), then each chunk, the last one ending the stream. Stops at
     /// the first step whose outcome is not [`Outcome::Continued`] when that

@@ -42,7 +42,7 @@ use core::fmt;
 ///
 /// With one key it returns the new count; with several, an array of the
 /// keys' results in order. A key Redis cannot count (a hash, a string
-/// that is not an integer, an overflow) would refuse every request of its
+/// that is not an integer) would refuse every request of its
 /// window: the script replaces it with the amount in the same call and
 /// that key's result is `[amount, <Redis's error>, <key>]`. An error the
 /// replacement hits too (out of memory, a read-only replica) is that
@@ -53,15 +53,28 @@ use core::fmt;
 /// integer of that size cut short (`:2147483648` comes out as `:21`, with
 /// no line end), so such a count would be unreadable, and a quota used up
 /// that far would be let through by the failure mode.
+///
+/// Counts saturate at 2^63 - 1 (`i64::MAX`): an increment that would take
+/// a key past it (Redis's `increment or decrement would overflow`) leaves
+/// the key as it is, and a count that Lua's numbers (doubles) round up to
+/// 2^63, which no `i64` holds, is returned as 2^63 - 1 too. A key that far
+/// past any limit thus keeps refusing until its window ends. Replacing it
+/// as a key Redis cannot count would start it again from the amount and
+/// let a used-up quota through, and returning the error would leave the
+/// decision to the failure mode, which lets it through when open. Counts
+/// past 2^53 come back rounded to what a double holds; every limit is far
+/// below that, so the decision is the same.
 pub const COUNT_SCRIPT: &str = "local out = {}\n\
 local function big(n)\n\
-if type(n) == 'number' and n > 2147483647 then return string.format('%.0f', n) end\n\
-return n\n\
+if type(n) ~= 'number' or n <= 2147483647 then return n end\n\
+if n >= 9223372036854775807 then return '9223372036854775807' end\n\
+return string.format('%.0f', n)\n\
 end\n\
 for i = 1, #KEYS do\n\
 local by = tonumber(ARGV[2 * i] or '1')\n\
 local n = redis.pcall('INCRBY', KEYS[i], by)\n\
-if type(n) == 'table' then\n\
+if type(n) == 'table' and string.find(tostring(n.err), 'overflow', 1, true) then n = 9223372036854775807\n\
+elseif type(n) == 'table' then\n\
 local set = redis.pcall('SET', KEYS[i], by, 'EX', ARGV[2 * i - 1])\n\
 if type(set) == 'table' and set.err then n = set else n = {big(by), n.err, KEYS[i]} end\n\
 elseif n == by then redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 1]) end\n\
@@ -523,6 +536,14 @@ pub(crate) fn clamp(n: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saturated_count_reads_as_i64_max() {
+        let reply = Reply::Bulk(b"9223372036854775807");
+        let count = Count::of(&reply).unwrap();
+        assert_eq!(count.value, i64::MAX);
+        assert_eq!(count.repaired, None);
+    }
 
     #[test]
     fn amounts_past_2_pow_53_are_clamped_to_what_lua_holds_exactly() {

@@ -58,7 +58,10 @@ pub enum BodyMode {
     /// Bodies over the configured `max_body_bytes` are refused with 413
     /// (requests) or passed through unseen (responses).
     Buffer,
-    /// One call per chunk as it passes, with that chunk only.
+    /// One call per chunk as it passes, with that chunk only. A body that
+    /// ends with trailers (the proxy delivers its last chunk without the
+    /// end of the stream) gets one more call at the trailers, with no
+    /// bytes and `end_of_stream` true.
     Stream,
 }
 
@@ -189,7 +192,8 @@ pub trait Plugin: Sized + 'static {
 
     /// The request body: with [`BodyMode::Buffer`] once, whole, with
     /// `end_of_stream` true (also for a request without a body, right after
-    /// its headers); with [`BodyMode::Stream`] once per chunk.
+    /// its headers); with [`BodyMode::Stream`] once per chunk, and once
+    /// more, with no bytes, at trailers.
     fn on_request_body<H: Host>(cx: Cx<'_, '_, Self, H>, body: &[u8], end_of_stream: bool) -> Flow {
         let _ = (cx, body, end_of_stream);
         Flow::Continue

@@ -212,14 +212,14 @@ impl<P: Plugin> HttpContext for SdkStream<P> {
     }
 
     fn on_http_request_trailers(&mut self, _: usize) -> SdkAction {
-        if P::REQUEST_BODY != BodyMode::Buffer {
+        if P::REQUEST_BODY == BodyMode::Ignore {
             return SdkAction::Continue;
         }
         self.run(Filter::on_request_trailers)
     }
 
     fn on_http_response_trailers(&mut self, _: usize) -> SdkAction {
-        if P::RESPONSE_BODY != BodyMode::Buffer {
+        if P::RESPONSE_BODY == BodyMode::Ignore {
             return SdkAction::Continue;
         }
         self.run(Filter::on_response_trailers)

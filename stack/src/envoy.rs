@@ -91,6 +91,9 @@ pub struct EnvoyConfig {
     pub wasm: Option<WasmPlugin>,
     /// STATIC clusters `(name, port)` on 127.0.0.1, e.g. `("webdis", port)`.
     pub clusters: Vec<(String, u16)>,
+    /// Names of clusters spoken to in HTTP/2 (cleartext, prior knowledge)
+    /// rather than HTTP/1.1.
+    pub http2_clusters: Vec<String>,
     /// Route every request to this cluster instead of answering directly.
     pub route_to: Option<String>,
     /// The route's `timeout`: how long the whole upstream answer may take,
@@ -136,6 +139,7 @@ impl Default for EnvoyConfig {
         Self {
             wasm: None,
             clusters: Vec::new(),
+            http2_clusters: Vec::new(),
             route_to: None,
             route_timeout: Duration::ZERO,
             route_idle_timeout: Duration::from_secs(30),
@@ -163,6 +167,13 @@ impl EnvoyConfig {
 
     pub fn cluster(mut self, name: &str, port: u16) -> Self {
         self.clusters.push((name.to_owned(), port));
+        self
+    }
+
+    /// A cluster as [`EnvoyConfig::cluster`], spoken to in HTTP/2.
+    pub fn http2_cluster(mut self, name: &str, port: u16) -> Self {
+        self.clusters.push((name.to_owned(), port));
+        self.http2_clusters.push(name.to_owned());
         self
     }
 
@@ -268,7 +279,7 @@ impl EnvoyConfig {
             .clusters
             .iter()
             .map(|(name, port)| {
-                json!({
+                let mut cluster = json!({
                     "name": name,
                     "type": "STATIC",
                     "connect_timeout": "1s",
@@ -276,7 +287,16 @@ impl EnvoyConfig {
                         "cluster_name": name,
                         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(*port)}}]}],
                     },
-                })
+                });
+                if self.http2_clusters.contains(name) {
+                    cluster["typed_extension_protocol_options"] = json!({
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        },
+                    });
+                }
+                cluster
             })
             .collect();
         json!({

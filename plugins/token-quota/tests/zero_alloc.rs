@@ -2,7 +2,8 @@
 //! streaming chat request (body rewritten to ask for usage), its quota read,
 //! a 4 KB server-sent-event answer in 3 chunks scanned for usage, and the
 //! charge written back; likewise streamed Anthropic, Gemini and Ollama
-//! answers (bodies sent as they are).
+//! answers (bodies sent as they are), and answers of every API that end
+//! with trailers.
 
 #![allow(
     clippy::unwrap_used,
@@ -161,6 +162,86 @@ fn one_request_cut(
     }
     answer_redis(filter, used);
     filter.close_stream(stream);
+}
+
+/// [`one_request`] with an answer that ends with trailers, as from an
+/// HTTP/2 upstream: every chunk comes without the end, and the end comes
+/// with the trailers, held until the charge answers.
+fn one_request_with_trailers(
+    filter: &mut Filter<TokenQuota, FakeHost>,
+    context: u32,
+    api: &Api,
+    used: &mut i64,
+) {
+    let host = filter.host_mut();
+    host.next_request();
+    host.request_headers.add(":method", b"POST");
+    host.request_headers.add(":path", api.path);
+    host.request_headers.add("content-length", b"93");
+    host.request_headers.add("x-api-key", b"team-a");
+    host.request_body.extend_from_slice(REQUEST);
+    let stream = filter.open_stream(context);
+    assert_eq!(filter.on_request_headers(stream, false), Action::Pause);
+    assert_eq!(
+        filter.on_request_body(stream, REQUEST.len(), true),
+        Action::Pause
+    );
+    answer_redis(filter, used);
+    let host = filter.host_mut();
+    host.response_headers.add(":status", b"200");
+    host.response_headers.add("content-type", api.content_type);
+    assert_eq!(filter.on_response_headers(stream, false), Action::Continue);
+    let third = api.answer.len() / 3;
+    let (head, rest) = api.answer.split_at(third);
+    let (middle, last) = rest.split_at(third);
+    for (i, chunk) in [head, middle, last].into_iter().enumerate() {
+        let host = filter.host_mut();
+        host.response_body.clear();
+        host.response_body.extend_from_slice(chunk);
+        let action = filter.on_response_body(stream, chunk.len(), false);
+        // The last chunk completes the usage: charged, and held.
+        assert_eq!(action == Action::Pause, i == 2, "chunk {i}");
+    }
+    assert_eq!(filter.on_response_trailers(stream), Action::Pause);
+    let resumed = filter.host().resumed[1];
+    answer_redis(filter, used);
+    assert_eq!(filter.host().resumed[1], resumed + 1, "released");
+    filter.close_stream(stream);
+}
+
+#[test]
+fn streamed_answers_ending_with_trailers_do_not_allocate() {
+    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
+    filter
+        .configure(
+            br#"{"rule_name": "zt", "global_threshold": {"token_per_minute": 1000000000},
+                 "redis": {"webdis_cluster": "webdis"}}"#
+                .to_vec(),
+        )
+        .unwrap();
+    let apis = apis();
+    let mut used = START;
+    let mut context = 2;
+    for api in &apis {
+        for _ in 0..50 {
+            one_request_with_trailers(&mut filter, context, api, &mut used);
+            context += 1;
+        }
+    }
+    let allocations = allocations_during(|| {
+        for api in &apis {
+            for _ in 0..250 {
+                one_request_with_trailers(&mut filter, context, api, &mut used);
+                context += 1;
+            }
+        }
+    });
+    assert_eq!(allocations, 0, "allocations in 1,000 warm requests");
+    assert_eq!(
+        used - START,
+        120 * (50 + 250) * apis.len() as i64,
+        "every answer was charged its usage, once"
+    );
 }
 
 #[test]
