@@ -58,22 +58,14 @@ impl ConfigError {
 
 /// `text` with its control characters escaped as Rust writes them.
 ///
-/// Written over the bytes and by hand rather than with
-/// `char::escape_default`, and kept out of line: the error path is in
-/// every module and runs once, so what matters is its size.
+/// Written by hand rather than with `char::escape_default`, always into a
+/// new string (no scan first), and kept out of line: the error path is in
+/// every module and runs once per refused configuration, so what matters
+/// is its size.
 #[inline(never)]
 fn one_line(text: String) -> String {
     // The control characters: C0 (below 0x20), DEL, and C1 (U+0080 to
-    // U+009F, encoded as 0xC2 0x80..=0x9F in UTF-8).
-    let bytes = text.as_bytes();
-    let control = |i: usize, b: u8| {
-        b < 0x20
-            || b == 0x7f
-            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
-    };
-    if !bytes.iter().enumerate().any(|(i, &b)| control(i, b)) {
-        return text;
-    }
+    // U+009F).
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         let code = u32::from(c);
@@ -84,9 +76,9 @@ fn one_line(text: String) -> String {
             _ if code < 0x20 || (0x7f..=0x9f).contains(&code) => {
                 out.push_str("\\u{");
                 if code >= 0x10 {
-                    out.extend(char::from_digit(code >> 4, 16));
+                    out.push(char::from(HEX[(code >> 4) as usize & 0xf]));
                 }
-                out.extend(char::from_digit(code & 0xf, 16));
+                out.push(char::from(HEX[code as usize & 0xf]));
                 out.push('}');
             }
             _ => out.push(c),
@@ -94,6 +86,9 @@ fn one_line(text: String) -> String {
     }
     out
 }
+
+/// The digits of an escaped control character's code.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
