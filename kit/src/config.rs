@@ -433,14 +433,14 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is neither.
     pub fn strings(&self) -> Result<Vec<&'cfg str>, ConfigError> {
-        if let Some(Node::String(_)) = self.value.first() {
-            return Ok(vec![self.str()?]);
-        }
         let mut out = Vec::new();
-        self.each(|item| {
-            out.push(item.str()?);
-            Ok(())
-        })?;
+        match self.value.first() {
+            Some(Node::String(s)) => out.push(*s),
+            _ => self.each(|item| {
+                out.push(item.str()?);
+                Ok(())
+            })?,
+        }
         Ok(out)
     }
 }
