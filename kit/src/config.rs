@@ -526,11 +526,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a boolean.
     pub fn bool_or(&self, key: &'a str, default: bool) -> Result<bool, ConfigError> {
-        Ok(self
-            .get(key)
-            .map(|f| f.bool())
-            .transpose()?
-            .unwrap_or(default))
+        match self.get(key) {
+            Some(field) => field.bool(),
+            None => Ok(default),
+        }
     }
 
     /// An optional non-negative integer, with a default.
@@ -538,11 +537,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a non-negative integer.
     pub fn u64_or(&self, key: &'a str, default: u64) -> Result<u64, ConfigError> {
-        Ok(self
-            .get(key)
-            .map(|f| f.u64())
-            .transpose()?
-            .unwrap_or(default))
+        match self.get(key) {
+            Some(field) => field.u64(),
+            None => Ok(default),
+        }
     }
 
     /// Finds which one of `keys` is set.
