@@ -518,7 +518,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a string.
     pub fn opt_str(&self, key: &'a str) -> Result<Option<&'cfg str>, ConfigError> {
-        self.get(key).map(|f| f.str()).transpose()
+        match self.get(key) {
+            Some(field) => field.str().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An optional boolean, with a default.
