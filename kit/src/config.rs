@@ -344,13 +344,7 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// When the value is neither an integer nor a string of digits, or is
     /// negative.
     pub fn u64(&self) -> Result<u64, ConfigError> {
-        match self.value.first() {
-            Some(Node::Static(StaticNode::U64(n))) => Ok(*n),
-            Some(Node::Static(StaticNode::I64(n))) => u64::try_from(*n)
-                .map_err(|_| self.error(format!("must be a non-negative integer, got {n}"))),
-            Some(Node::String(s)) => self.digits(s, "a non-negative integer"),
-            _ => Err(self.wrong_type("a non-negative integer")),
-        }
+        self.integer("a non-negative integer", 0)
     }
 
     /// The value as an integer of at least 1 (a string of digits too, as
@@ -360,19 +354,27 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// When the value is neither an integer nor a string of digits, or is
     /// below 1.
     pub fn positive(&self) -> Result<u64, ConfigError> {
-        let n = match self.value.first() {
-            Some(Node::Static(StaticNode::U64(n))) => *n,
-            Some(Node::Static(StaticNode::I64(n))) if *n > 0 => n.unsigned_abs(),
-            Some(Node::Static(StaticNode::I64(n))) => {
-                return Err(self.error(format!("must be a positive integer, got {n}")))
+        self.integer("a positive integer", 1)
+    }
+
+    /// The value as an integer of at least `min` (0 or 1), `wanted` naming
+    /// it in the error: one body for [`Field::u64`] and
+    /// [`Field::positive`], so one error message is formatted.
+    fn integer(&self, wanted: &str, min: u64) -> Result<u64, ConfigError> {
+        let below = match self.value.first() {
+            Some(Node::Static(StaticNode::U64(n))) if *n >= min => return Ok(*n),
+            Some(Node::Static(StaticNode::I64(n))) if *n >= 0 && n.unsigned_abs() >= min => {
+                return Ok(n.unsigned_abs())
             }
-            Some(Node::String(s)) => self.digits(s, "a positive integer")?,
-            _ => return Err(self.wrong_type("a positive integer")),
+            Some(Node::Static(StaticNode::I64(n))) => *n,
+            Some(Node::Static(StaticNode::U64(_))) => 0,
+            Some(Node::String(s)) => match self.digits(s, wanted)? {
+                n if n >= min => return Ok(n),
+                _ => 0,
+            },
+            _ => return Err(self.wrong_type(wanted)),
         };
-        if n == 0 {
-            return Err(self.error("must be a positive integer, got 0"));
-        }
-        Ok(n)
+        Err(self.error(format!("must be {wanted}, got {below}")))
     }
 
     /// A string that must hold an integer: decimal digits only, within
