@@ -197,12 +197,18 @@ impl<'a, 'cfg> Object<'a, 'cfg> {
     }
 
     /// The first key that appears twice, if any. Quadratic in the number
-    /// of keys, which configuration objects keep small.
+    /// of keys, which configuration objects keep small; the keys seen are
+    /// kept in a vector (configuration may allocate) so that the members
+    /// are walked once.
     fn duplicate(self) -> Option<&'cfg str> {
-        self.members()
-            .enumerate()
-            .find(|(i, (key, _))| self.members().take(*i).any(|(k, _)| k == *key))
-            .map(|(_, (key, _))| key)
+        let mut seen = Vec::new();
+        for (key, _) in self.members() {
+            if seen.contains(&key) {
+                return Some(key);
+            }
+            seen.push(key);
+        }
+        None
     }
 }
 
