@@ -421,6 +421,17 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
         &self,
         mut each: impl FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
+        self.each_element(&mut each)
+    }
+
+    /// The loop of [`Field::each`], once for all its callers: the
+    /// closure is called through a pointer (configuration only), so the
+    /// walk over the array is not copied into every caller.
+    #[inline(never)]
+    fn each_element(
+        &self,
+        each: &mut dyn FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
         let Some(Node::Array { len, .. }) = self.value.first() else {
             return Err(self.wrong_type("an array"));
         };
