@@ -149,14 +149,19 @@ fn value_of<'a, 'cfg>(nodes: &'a [Node<'cfg>]) -> &'a [Node<'cfg>] {
 /// `keys` separated by `, `, for error messages. A plain loop: the
 /// standard `join` is generic over separators and costs about 1 KB of wasm.
 pub(crate) fn comma_list(keys: &[&str]) -> String {
-    let mut list = String::new();
-    for key in keys {
-        if !list.is_empty() {
-            list.push_str(", ");
+    list_after(String::new(), keys)
+}
+
+/// `text` followed by `keys` separated by `, `: one error message built
+/// without formatting.
+fn list_after(mut text: String, keys: &[&str]) -> String {
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
         }
-        list.push_str(key);
+        text.push_str(key);
     }
-    list
+    text
 }
 
 /// Whether a value is JSON `null`, which the accessors treat as absent.
@@ -587,13 +592,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
             if let Some(field) = field {
                 if let Some((j, _)) = found {
                     let first: &str = keys.get(j).copied().unwrap_or_default();
-                    return Err(self.error(
-                        key,
-                        format!(
-                            "conflicts with `{first}`: set only one of {}",
-                            comma_list(keys)
-                        ),
-                    ));
+                    let mut reason = String::from("conflicts with `");
+                    reason.push_str(first);
+                    reason.push_str("`: set only one of ");
+                    return Err(self.error(key, list_after(reason, keys)));
                 }
                 found = Some((i, field));
             }
@@ -601,7 +603,7 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
         found.ok_or_else(|| {
             ConfigError::new(
                 self.path.to_string(),
-                format!("needs one of {}", comma_list(keys)),
+                list_after(String::from("needs one of "), keys),
             )
         })
     }
