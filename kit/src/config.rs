@@ -76,9 +76,9 @@ fn one_line(text: String) -> String {
             _ if code < 0x20 || (0x7f..=0x9f).contains(&code) => {
                 out.push_str("\\u{");
                 if code >= 0x10 {
-                    out.push(char::from(HEX[(code >> 4) as usize & 0xf]));
+                    out.push(hex_digit(code >> 4));
                 }
-                out.push(char::from(HEX[code as usize & 0xf]));
+                out.push(hex_digit(code));
                 out.push('}');
             }
             _ => out.push(c),
@@ -87,8 +87,12 @@ fn one_line(text: String) -> String {
     out
 }
 
-/// The digits of an escaped control character's code.
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The hex digit of the low four bits of `n`.
+fn hex_digit(n: u32) -> char {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Masked to four bits, so always found.
+    char::from(HEX.get(n as usize & 0xf).copied().unwrap_or(b'0'))
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
