@@ -2,11 +2,12 @@
 # Builds the plugins to deploy with `plugin-kit build` (the same command a
 # plugin author runs on their own crate; see plugin-kit/src/build.rs for
 # every flag and why): the release profile, std compiled with the module, a
-# cdylib-only link, then `wasm-opt -Oz` into target/wasm/, which the
-# end-to-end tests and the load test load. Prints the sizes.
+# cdylib-only link, then `wasm-opt --low-memory-unused -Oz --converge` into
+# target/wasm/, which the end-to-end tests and the load test load. Prints
+# the sizes.
 #
 #   target/wasm32-wasip1/release/<name>.wasm   cargo's release build
-#   target/wasm/<name>.wasm                    the same after wasm-opt -Oz
+#   target/wasm/<name>.wasm                    the same after wasm-opt
 #
 # `--higress` builds the Higress variants (native Redis host calls) into
 # target/higress/ and target/wasm/higress/ instead; `--heap-stats` the

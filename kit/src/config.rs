@@ -58,22 +58,14 @@ impl ConfigError {
 
 /// `text` with its control characters escaped as Rust writes them.
 ///
-/// Written over the bytes and by hand rather than with
-/// `char::escape_default`, and kept out of line: the error path is in
-/// every module and runs once, so what matters is its size.
+/// Written by hand rather than with `char::escape_default`, always into a
+/// new string (no scan first), and kept out of line: the error path is in
+/// every module and runs once per refused configuration, so what matters
+/// is its size.
 #[inline(never)]
 fn one_line(text: String) -> String {
     // The control characters: C0 (below 0x20), DEL, and C1 (U+0080 to
-    // U+009F, encoded as 0xC2 0x80..=0x9F in UTF-8).
-    let bytes = text.as_bytes();
-    let control = |i: usize, b: u8| {
-        b < 0x20
-            || b == 0x7f
-            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
-    };
-    if !bytes.iter().enumerate().any(|(i, &b)| control(i, b)) {
-        return text;
-    }
+    // U+009F).
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         let code = u32::from(c);
@@ -84,15 +76,22 @@ fn one_line(text: String) -> String {
             _ if code < 0x20 || (0x7f..=0x9f).contains(&code) => {
                 out.push_str("\\u{");
                 if code >= 0x10 {
-                    out.extend(char::from_digit(code >> 4, 16));
+                    out.push(hex_digit(code >> 4));
                 }
-                out.extend(char::from_digit(code & 0xf, 16));
+                out.push(hex_digit(code));
                 out.push('}');
             }
             _ => out.push(c),
         }
     }
     out
+}
+
+/// The hex digit of the low four bits of `n`.
+fn hex_digit(n: u32) -> char {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Masked to four bits, so always found.
+    char::from(HEX.get(n as usize & 0xf).copied().unwrap_or(b'0'))
 }
 
 impl fmt::Display for ConfigError {
@@ -154,14 +153,19 @@ fn value_of<'a, 'cfg>(nodes: &'a [Node<'cfg>]) -> &'a [Node<'cfg>] {
 /// `keys` separated by `, `, for error messages. A plain loop: the
 /// standard `join` is generic over separators and costs about 1 KB of wasm.
 pub(crate) fn comma_list(keys: &[&str]) -> String {
-    let mut list = String::new();
-    for key in keys {
-        if !list.is_empty() {
-            list.push_str(", ");
+    list_after(String::new(), keys)
+}
+
+/// `text` followed by `keys` separated by `, `: one error message built
+/// without formatting.
+fn list_after(mut text: String, keys: &[&str]) -> String {
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
         }
-        list.push_str(key);
+        text.push_str(key);
     }
-    list
+    text
 }
 
 /// Whether a value is JSON `null`, which the accessors treat as absent.
@@ -202,12 +206,18 @@ impl<'a, 'cfg> Object<'a, 'cfg> {
     }
 
     /// The first key that appears twice, if any. Quadratic in the number
-    /// of keys, which configuration objects keep small.
+    /// of keys, which configuration objects keep small; the keys seen are
+    /// kept in a vector (configuration may allocate) so that the members
+    /// are walked once.
     fn duplicate(self) -> Option<&'cfg str> {
-        self.members()
-            .enumerate()
-            .find(|(i, (key, _))| self.members().take(*i).any(|(k, _)| k == *key))
-            .map(|(_, (key, _))| key)
+        let mut seen = Vec::new();
+        for (key, _) in self.members() {
+            if seen.contains(&key) {
+                return Some(key);
+            }
+            seen.push(key);
+        }
+        None
     }
 }
 
@@ -349,13 +359,7 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// When the value is neither an integer nor a string of digits, or is
     /// negative.
     pub fn u64(&self) -> Result<u64, ConfigError> {
-        match self.value.first() {
-            Some(Node::Static(StaticNode::U64(n))) => Ok(*n),
-            Some(Node::Static(StaticNode::I64(n))) => u64::try_from(*n)
-                .map_err(|_| self.error(format!("must be a non-negative integer, got {n}"))),
-            Some(Node::String(s)) => self.digits(s, "a non-negative integer"),
-            _ => Err(self.wrong_type("a non-negative integer")),
-        }
+        self.integer("a non-negative integer", 0)
     }
 
     /// The value as an integer of at least 1 (a string of digits too, as
@@ -365,19 +369,27 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// When the value is neither an integer nor a string of digits, or is
     /// below 1.
     pub fn positive(&self) -> Result<u64, ConfigError> {
-        let n = match self.value.first() {
-            Some(Node::Static(StaticNode::U64(n))) => *n,
-            Some(Node::Static(StaticNode::I64(n))) if *n > 0 => n.unsigned_abs(),
-            Some(Node::Static(StaticNode::I64(n))) => {
-                return Err(self.error(format!("must be a positive integer, got {n}")))
+        self.integer("a positive integer", 1)
+    }
+
+    /// The value as an integer of at least `min` (0 or 1), `wanted` naming
+    /// it in the error: one body for [`Field::u64`] and
+    /// [`Field::positive`], so one error message is formatted.
+    fn integer(&self, wanted: &str, min: u64) -> Result<u64, ConfigError> {
+        let below = match self.value.first() {
+            Some(Node::Static(StaticNode::U64(n))) if *n >= min => return Ok(*n),
+            Some(Node::Static(StaticNode::I64(n))) if *n >= 0 && n.unsigned_abs() >= min => {
+                return Ok(n.unsigned_abs())
             }
-            Some(Node::String(s)) => self.digits(s, "a positive integer")?,
-            _ => return Err(self.wrong_type("a positive integer")),
+            Some(Node::Static(StaticNode::I64(n))) => *n,
+            Some(Node::Static(StaticNode::U64(_))) => 0,
+            Some(Node::String(s)) => match self.digits(s, wanted)? {
+                n if n >= min => return Ok(n),
+                _ => 0,
+            },
+            _ => return Err(self.wrong_type(wanted)),
         };
-        if n == 0 {
-            return Err(self.error("must be a positive integer, got 0"));
-        }
-        Ok(n)
+        Err(self.error(format!("must be {wanted}, got {below}")))
     }
 
     /// A string that must hold an integer: decimal digits only, within
@@ -418,6 +430,17 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
         &self,
         mut each: impl FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>,
     ) -> Result<(), ConfigError> {
+        self.each_element(&mut each)
+    }
+
+    /// The loop of [`Field::each`], once for all its callers: the
+    /// closure is called through a pointer (configuration only), so the
+    /// walk over the array is not copied into every caller.
+    #[inline(never)]
+    fn each_element(
+        &self,
+        each: &mut dyn FnMut(Field<'_, 'cfg>) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
         let Some(Node::Array { len, .. }) = self.value.first() else {
             return Err(self.wrong_type("an array"));
         };
@@ -438,14 +461,14 @@ impl<'a, 'cfg> Field<'a, 'cfg> {
     /// # Errors
     /// When the value is neither.
     pub fn strings(&self) -> Result<Vec<&'cfg str>, ConfigError> {
-        if let Some(Node::String(_)) = self.value.first() {
-            return Ok(vec![self.str()?]);
-        }
         let mut out = Vec::new();
-        self.each(|item| {
-            out.push(item.str()?);
-            Ok(())
-        })?;
+        match self.value.first() {
+            Some(Node::String(s)) => out.push(*s),
+            _ => self.each(|item| {
+                out.push(item.str()?);
+                Ok(())
+            })?,
+        }
         Ok(out)
     }
 }
@@ -523,7 +546,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a string.
     pub fn opt_str(&self, key: &'a str) -> Result<Option<&'cfg str>, ConfigError> {
-        self.get(key).map(|f| f.str()).transpose()
+        match self.get(key) {
+            Some(field) => field.str().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// An optional boolean, with a default.
@@ -531,11 +557,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a boolean.
     pub fn bool_or(&self, key: &'a str, default: bool) -> Result<bool, ConfigError> {
-        Ok(self
-            .get(key)
-            .map(|f| f.bool())
-            .transpose()?
-            .unwrap_or(default))
+        match self.get(key) {
+            Some(field) => field.bool(),
+            None => Ok(default),
+        }
     }
 
     /// An optional non-negative integer, with a default.
@@ -543,11 +568,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
     /// # Errors
     /// When present and not a non-negative integer.
     pub fn u64_or(&self, key: &'a str, default: u64) -> Result<u64, ConfigError> {
-        Ok(self
-            .get(key)
-            .map(|f| f.u64())
-            .transpose()?
-            .unwrap_or(default))
+        match self.get(key) {
+            Some(field) => field.u64(),
+            None => Ok(default),
+        }
     }
 
     /// Finds which one of `keys` is set.
@@ -572,13 +596,10 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
             if let Some(field) = field {
                 if let Some((j, _)) = found {
                     let first: &str = keys.get(j).copied().unwrap_or_default();
-                    return Err(self.error(
-                        key,
-                        format!(
-                            "conflicts with `{first}`: set only one of {}",
-                            comma_list(keys)
-                        ),
-                    ));
+                    let mut reason = String::from("conflicts with `");
+                    reason.push_str(first);
+                    reason.push_str("`: set only one of ");
+                    return Err(self.error(key, list_after(reason, keys)));
                 }
                 found = Some((i, field));
             }
@@ -586,7 +607,7 @@ impl<'a, 'cfg> Fields<'a, 'cfg> {
         found.ok_or_else(|| {
             ConfigError::new(
                 self.path.to_string(),
-                format!("needs one of {}", comma_list(keys)),
+                list_after(String::from("needs one of "), keys),
             )
         })
     }
