@@ -2,7 +2,7 @@
 # Builds the plugins to deploy with `plugin-kit build` (the same command a
 # plugin author runs on their own crate; see plugin-kit/src/build.rs for
 # every flag and why): the release profile, std compiled with the module, a
-# cdylib-only link, then `wasm-opt --low-memory-unused -Oz --converge` into
+# cdylib-only link, then `wasm-opt --low-memory-unused -Oz --flatten --rereloop -Oz --converge` into
 # target/wasm/, which the end-to-end tests and the load test load. Prints
 # the sizes.
 #

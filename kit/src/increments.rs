@@ -65,15 +65,16 @@ use core::fmt;
 /// past 2^53 come back rounded to what a double holds; every limit is far
 /// below that, so the decision is the same.
 pub const COUNT_SCRIPT: &str = "local out = {}\n\
+local M = '9223372036854775807'\n\
 local function big(n)\n\
 if type(n) ~= 'number' or n <= 2147483647 then return n end\n\
-if n >= 9223372036854775807 then return '9223372036854775807' end\n\
+if n >= 2^63 then return M end\n\
 return string.format('%.0f', n)\n\
 end\n\
 for i = 1, #KEYS do\n\
 local by = tonumber(ARGV[2 * i] or '1')\n\
 local n = redis.pcall('INCRBY', KEYS[i], by)\n\
-if type(n) == 'table' and string.find(tostring(n.err), 'overflow', 1, true) then n = 9223372036854775807\n\
+if type(n) == 'table' and string.find(tostring(n.err), 'overflow', 1, true) then n = M\n\
 elseif type(n) == 'table' then\n\
 local set = redis.pcall('SET', KEYS[i], by, 'EX', ARGV[2 * i - 1])\n\
 if type(set) == 'table' and set.err then n = set else n = {big(by), n.err, KEYS[i]} end\n\

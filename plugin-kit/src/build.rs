@@ -26,7 +26,10 @@
 //!   when the addition wraps past 4 GiB, which an address Rust computes
 //!   never does (only a stack pointer wrapped by a stack overflow would,
 //!   and that access then traps instead of writing the first kilobyte of
-//!   memory).
+//!   memory). `--flatten --rereloop` between two `-Oz` rebuilds each
+//!   function's control flow from its basic blocks, which the second
+//!   `-Oz` then shrinks further than the first could; the request path
+//!   runs about as many instructions either way (benches/README.md).
 
 use crate::option_value;
 use serde_json::Value;
@@ -34,7 +37,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What wasm-opt runs on the module cargo built (see the module docs).
-pub const WASM_OPT_PASSES: &[&str] = &["--low-memory-unused", "-Oz", "--converge"];
+pub const WASM_OPT_PASSES: &[&str] = &[
+    "--low-memory-unused",
+    "-Oz",
+    "--flatten",
+    "--rereloop",
+    "-Oz",
+    "--converge",
+];
 
 /// Proposals Rust's wasm32-wasip1 output uses, which wasm-opt must allow.
 pub const WASM_OPT_FEATURES: &[&str] = &[
