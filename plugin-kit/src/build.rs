@@ -29,7 +29,7 @@
 //!   memory). `--flatten --rereloop` between two `-Oz` rebuilds each
 //!   function's control flow from its basic blocks, which the second
 //!   `-Oz` then shrinks further than the first could; the request path
-//!   runs about as many instructions either way (benches/README.md).
+//!   runs about as many instructions either way (README "Module size").
 
 use crate::option_value;
 use serde_json::Value;
