@@ -429,27 +429,11 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
         Webdis::start_with(cluster.proxy_port(), 2, 16),
     ];
     let rule = bench.rule(id);
-    let config = json!({
-        "rule_name": rule,
-        "rule_items": [{"limit_by_per_header": "x-api-key",
-                        "limit_keys": [{"key": "*", "token_per_minute": quota}]}],
-        "rejected_code": 429,
-        "failure_mode_deny": true,
-        "redis": {"webdis_cluster": "webdis", "timeout": TIMEOUT_MS, "cluster": true},
-    });
-    let gateway = |webdis: &Webdis| {
-        let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-            .allow_on_headers_stop_iteration(true);
-        Envoy::start(
-            EnvoyConfig::new()
-                .wasm(plugin)
-                .cluster("webdis", webdis.port())
-                .cluster("llm", bench.json_upstream.port())
-                .route_to("llm")
-                .log_level("warning"),
-        )
-    };
-    let gateways = [gateway(&webdis[0]), gateway(&webdis[1])];
+    let config = quota_config(&rule, quota);
+    let gateways = [
+        quota_gateway(bench, &webdis[0], &config),
+        quota_gateway(bench, &webdis[1], &config),
+    ];
     let ports = [gateways[0].port(), gateways[1].port()];
     let crossslot_before = cluster.error_count("CROSSSLOT");
     let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
@@ -457,17 +441,6 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
         "cluster: token quota on two gateways, {KEYS} keys over 3 masters ({quota} tokens/min each), chat POSTs, JSON answers"
     );
     println!("[loadtest] == {title}");
-    let post = |port: u16, value: &str| {
-        stack::request_with_timeout(
-            port,
-            "POST",
-            "/v1/chat/completions",
-            &[("content-type", "application/json"), ("x-api-key", value)],
-            stack::Body::Fixed(CHAT.as_bytes()),
-            Duration::from_secs(5),
-        )
-        .map_or(0, |r| r.status)
-    };
     let (answers, elapsed, reached) = drive_with(cap, &ports, post, |start, progress| {
         let reached = progress.wait_for(start, Progress::all_refused);
         std::thread::sleep(TAIL);
@@ -544,9 +517,21 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
 /// Tokens in each key's counter (`…:key-<n>}…` of `rule`), by key number,
 /// read on every master.
 fn charged_per_key(cluster: &RedisCluster, rule: &str) -> BTreeMap<usize, u64> {
-    let pattern = format!("*{rule}*");
     let mut out = BTreeMap::new();
     for port in cluster.master_ports() {
+        for (number, value) in counters_on(cluster, port, rule) {
+            *out.entry(number).or_default() += value;
+        }
+    }
+    out
+}
+
+/// The counters of `rule` on the node at `port`: key number (`…:key-<n>}…`)
+/// and value.
+fn counters_on(cluster: &RedisCluster, port: u16, rule: &str) -> Vec<(usize, u64)> {
+    let pattern = format!("*{rule}*");
+    let mut out = Vec::new();
+    {
         let keys = cluster
             .node_command(port, &[b"KEYS", pattern.as_bytes()])
             .map(|r| r.bulk_items())
@@ -565,9 +550,350 @@ fn charged_per_key(cluster: &RedisCluster, rule: &str) -> BTreeMap<usize, u64> {
                 _ => None,
             };
             if let (Some(number), Some(value)) = (number, value) {
-                *out.entry(number).or_default() += value;
+                out.push((number, value));
             }
         }
     }
     out
+}
+
+/// The token quota's configuration: `quota` tokens a minute per
+/// `x-api-key`, `failure_mode_deny: true`, on the cluster.
+fn quota_config(rule: &str, quota: u64) -> Value {
+    json!({
+        "rule_name": rule,
+        "rule_items": [{"limit_by_per_header": "x-api-key",
+                        "limit_keys": [{"key": "*", "token_per_minute": quota}]}],
+        "rejected_code": 429,
+        "failure_mode_deny": true,
+        "redis": {"webdis_cluster": "webdis", "timeout": TIMEOUT_MS, "cluster": true},
+    })
+}
+
+/// A gateway with the token quota in front of the JSON upstream.
+fn quota_gateway(bench: &Bench, webdis: &Webdis, config: &Value) -> Envoy {
+    let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
+        .allow_on_headers_stop_iteration(true);
+    Envoy::start(
+        EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster("webdis", webdis.port())
+            .cluster("llm", bench.json_upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    )
+}
+
+/// A chat `POST` with `x-api-key: value`; its status, 0 without an answer.
+fn post(port: u16, value: &str) -> u16 {
+    stack::request_with_timeout(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json"), ("x-api-key", value)],
+        stack::Body::Fixed(CHAT.as_bytes()),
+        Duration::from_secs(5),
+    )
+    .map_or(0, |r| r.status)
+}
+
+/// What the deciding thread of a replication-loss run did.
+struct LossWindow {
+    cut: stack::cluster::ReplicationCut,
+    cut_at: Duration,
+    killed_at: Duration,
+    /// The killed master's counters of the rule, summed, at the cut and
+    /// just before the kill: their difference is what it acknowledged
+    /// that its replica never received.
+    counted_at_cut: u64,
+    counted_at_kill: u64,
+    /// Bytes of replication stream the replica lacked at the kill.
+    lag_bytes: u64,
+    healthy: Result<Duration, String>,
+}
+
+/// The sum of `rule`'s counters on the node at `port`.
+fn counted_on(cluster: &RedisCluster, port: u16, rule: &str) -> u64 {
+    counters_on(cluster, port, rule)
+        .iter()
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The replication-loss run for the limiter (`quota: false`: 150 requests
+/// a minute per key, 30 with `--smoke`) or the token quota (`true`: 40
+/// answers' tokens, 10 with `--smoke`): two gateways, [`KEYS`] keys,
+/// [`CLIENTS`] clients. Once a quarter of the allowance has been answered
+/// 200, the replication link of one master is cut
+/// ([`RedisCluster::cut_replication`]); once half has, that master is
+/// killed (SIGKILL) and its replica, which has nothing written since the
+/// cut, takes over; then until every key has been refused once.
+fn replication_loss_run(bench: &Bench, quota: bool) -> Scenario {
+    let id = if quota {
+        "cluster-replication-loss-quota"
+    } else {
+        "cluster-replication-loss"
+    };
+    let per_key: u64 = match (quota, bench.opts.smoke) {
+        (false, false) => 150,
+        (false, true) => 30,
+        (true, false) => 40,
+        (true, true) => 10,
+    };
+    println!(
+        "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
+    );
+    let mut cluster = RedisCluster::start();
+    let webdis = [
+        Webdis::start_with(cluster.proxy_port(), 2, 16),
+        Webdis::start_with(cluster.proxy_port(), 2, 16),
+    ];
+    let rule = bench.rule(id);
+    let gateways = if quota {
+        let config = quota_config(&rule, per_key * TOKENS_PER_ANSWER);
+        [
+            quota_gateway(bench, &webdis[0], &config),
+            quota_gateway(bench, &webdis[1], &config),
+        ]
+    } else {
+        let config = config(&rule, per_key);
+        [gateway(&webdis[0], &config), gateway(&webdis[1], &config)]
+    };
+    let ports = [gateways[0].port(), gateways[1].port()];
+    let cap = if bench.opts.smoke { SMOKE_CAP } else { CAP };
+    let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
+    let title = if quota {
+        format!(
+            "cluster replication loss: token quota on two gateways, {KEYS} keys over 3 masters \
+             ({} tokens/min each, {TOKENS_PER_ANSWER} per answer), one master's replication link cut, \
+             then the master killed",
+            per_key * TOKENS_PER_ANSWER
+        )
+    } else {
+        format!(
+            "cluster replication loss: limiter on two gateways, {KEYS} keys over 3 masters \
+             ({per_key}/min each), one master's replication link cut, then the master killed"
+        )
+    };
+    println!("[loadtest] == {title}");
+    let allowance = KEYS as u64 * per_key;
+    let send = if quota { post } else { get };
+    let (answers, elapsed, (reached, loss)) = drive_with(cap, &ports, send, |start, progress| {
+        let allowed = |p: &Progress| p.allowed.load(Ordering::Relaxed);
+        progress.wait_for(start, |p| allowed(p) >= allowance / 4);
+        let loss = cluster
+                .master_ports()
+                .first()
+                .copied()
+                .ok_or_else(|| "no live master".to_owned())
+                .and_then(|victim| cluster.cut_replication(victim).map_err(|e| e.to_string()))
+                .map(|cut| {
+                    let cut_at = start.elapsed();
+                    let counted_at_cut = counted_on(&cluster, cut.master, &rule);
+                    println!(
+                        "[loadtest]   {id}: cut the link of master {} to replica {} at {:.1} s, {} of {allowance} allowed",
+                        cut.master,
+                        cut.replica,
+                        cut_at.as_secs_f64(),
+                        allowed(progress)
+                    );
+                    progress.wait_for(start, |p| allowed(p) >= allowance / 2);
+                    let counted_at_kill = counted_on(&cluster, cut.master, &rule);
+                    let lag_bytes = match (cluster.replication(cut.master), cluster.replication(cut.replica)) {
+                        (Some(m), Some(r)) => m.offset.saturating_sub(r.offset),
+                        _ => 0,
+                    };
+                    let killed_at = start.elapsed();
+                    cluster.kill_node(cut.master);
+                    println!(
+                        "[loadtest]   {id}: killed master {} at {:.1} s, {} of {allowance} allowed",
+                        cut.master,
+                        killed_at.as_secs_f64(),
+                        allowed(progress)
+                    );
+                    let healthy = cluster.wait_healthy(Duration::from_secs(30));
+                    let restored = cluster.restore_replication(&cut);
+                    LossWindow {
+                        cut,
+                        cut_at,
+                        killed_at,
+                        counted_at_cut,
+                        counted_at_kill,
+                        lag_bytes,
+                        healthy: healthy
+                            .and_then(|t| restored.map(|()| t))
+                            .map_err(|e| e.to_string()),
+                    }
+                });
+        let reached = progress.wait_for(start, Progress::all_refused);
+        std::thread::sleep(TAIL);
+        (reached, loss)
+    });
+    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
+    let mut s = Scenario::new(id, &title, Kind::Faults, summarize(&answers, elapsed));
+    s.gateways = 2;
+    s.connections = CLIENTS as u32;
+    s.fact(
+        "run length",
+        format!(
+            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
+            elapsed.as_secs_f64(),
+            TAIL.as_secs(),
+            cap.as_secs()
+        ),
+    );
+    s.check(
+        "the run stayed in one per-minute window",
+        window == end_window,
+        format!("started in window {window}, ended in {end_window}"),
+    );
+    s.check(
+        "every key was refused once",
+        reached,
+        format!("within {} s", cap.as_secs()),
+    );
+    s.check_answers(&[200, 429, 503]);
+    let loss = match loss {
+        Ok(loss) => loss,
+        Err(e) => {
+            s.check("the replication link was cut", false, e);
+            return s;
+        }
+    };
+    match &loss.healthy {
+        Ok(took) => s.fact(
+            "cluster healthy again (every slot on a live master)",
+            format!("{:.1} s after the kill", took.as_secs_f64()),
+        ),
+        Err(e) => s.check("the cluster failed over", false, e.clone()),
+    }
+    s.fact(
+        "replication link cut",
+        format!(
+            "{:.1} s into the run, {:.1} s before the kill",
+            loss.cut_at.as_secs_f64(),
+            (loss.killed_at - loss.cut_at).as_secs_f64()
+        ),
+    );
+    s.fact(
+        "replication stream the replica lacked at the kill",
+        format!("{} bytes", loss.lag_bytes),
+    );
+    let lost = loss.counted_at_kill.saturating_sub(loss.counted_at_cut);
+    s.fact(
+        if quota {
+            "tokens the killed master charged after the cut (lost with it)"
+        } else {
+            "increments the killed master acknowledged after the cut (lost with it)"
+        },
+        lost,
+    );
+    // The keys of the killed master's slots are on its replica now.
+    let on_victim: Vec<usize> = counters_on(&cluster, loss.cut.replica, &rule)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let allowed = allowed_per_key(&answers);
+    let split = |per_key_value: &dyn Fn(usize) -> u64| {
+        let (mut victim, mut others) = (0u64, 0u64);
+        for key in 0..KEYS {
+            if on_victim.contains(&key) {
+                victim += per_key_value(key);
+            } else {
+                others += per_key_value(key);
+            }
+        }
+        (victim, others)
+    };
+    let over_of = |key: usize| {
+        allowed
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(per_key)
+    };
+    let (over_victim, over_others) = split(&over_of);
+    s.fact("keys on the killed master", on_victim.len());
+    if quota {
+        // Time to let the charges of the last answers land.
+        std::thread::sleep(Duration::from_millis(500));
+        let charged = charged_per_key(&cluster, &rule);
+        let lost_of = |key: usize| {
+            let owed = allowed.get(key).copied().unwrap_or(0) * TOKENS_PER_ANSWER;
+            owed.saturating_sub(charged.get(&key).copied().unwrap_or(0))
+        };
+        let (lost_victim, lost_others) = split(&lost_of);
+        s.fact(
+            "tokens of answers 200 missing from the counters (charges lost)",
+            format!(
+                "{lost_victim} on the killed master's {} keys, {lost_others} on the others",
+                on_victim.len()
+            ),
+        );
+        s.fact(
+            "answers 200 over the quota",
+            format!(
+                "{over_victim} on the killed master's keys, {over_others} on the others \
+                 (the quota is read at the request and charged at the end: answers in flight \
+                 when it runs out pass it, on any master)"
+            ),
+        );
+        s.check(
+            "charges lost only on the killed master's keys",
+            lost_others == 0,
+            format!("{lost_others} tokens lost on the other masters' keys"),
+        );
+        s.check(
+            "the loss window was exercised: charges were lost",
+            lost_victim > 0,
+            format!("{lost_victim} tokens"),
+        );
+    } else {
+        s.fact(
+            "requests allowed over the limit (all keys)",
+            over_victim + over_others,
+        );
+        s.fact(
+            "requests allowed over the limit, the killed master's keys",
+            format!("{over_victim} ({} keys)", on_victim.len()),
+        );
+        s.check(
+            "no key of a surviving master allowed over its limit",
+            over_others == 0,
+            format!("{over_others} over the limit on the other masters' keys"),
+        );
+        s.check(
+            "the loss window was exercised: requests allowed over the limit",
+            over_victim > 0,
+            format!("{over_victim} over the limit"),
+        );
+    }
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    let last = refused
+        .iter()
+        .map(|a| (a.sent + a.took).saturating_sub(loss.killed_at))
+        .max()
+        .unwrap_or_default();
+    s.check(
+        "recovered by itself: no 503 later than the bound after the kill",
+        last < RECOVERY_BOUND,
+        format!(
+            "{} answers 503, the last {:.1} s after the kill (bound {} s)",
+            refused.len(),
+            last.as_secs_f64(),
+            RECOVERY_BOUND.as_secs()
+        ),
+    );
+    s
+}
+
+/// The limiter across a failover whose replica missed the master's last
+/// increments (see [`replication_loss_run`]).
+pub fn replication_loss(bench: &mut Bench) -> Scenario {
+    replication_loss_run(bench, false)
+}
+
+/// The token quota across such a failover.
+pub fn replication_loss_quota(bench: &mut Bench) -> Scenario {
+    replication_loss_run(bench, true)
 }
