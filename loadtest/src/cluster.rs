@@ -838,10 +838,28 @@ fn replication_loss_run(bench: &Bench, quota: bool) -> Scenario {
                  when it runs out pass it, on any master)"
             ),
         );
+        // A charge of another master's key is lost only when its call
+        // failed during the failover (webdis's connections to the proxy
+        // answer in order, so a call behind one to the dead master waits
+        // with it past the plugin's timeout): at most the answers of those
+        // keys that ended then.
+        let last_503 = answers
+            .iter()
+            .filter(|a| a.status == 503)
+            .map(|a| a.sent + a.took)
+            .max()
+            .unwrap_or(loss.killed_at);
+        let ended_in_failover = answers
+            .iter()
+            .filter(|a| a.status == 200 && !on_victim.contains(&a.key))
+            .filter(|a| (loss.killed_at..=last_503).contains(&(a.sent + a.took)))
+            .count() as u64;
         s.check(
-            "charges lost only on the killed master's keys",
-            lost_others == 0,
-            format!("{lost_others} tokens lost on the other masters' keys"),
+            "charges lost on the other masters' keys only for answers that ended during the failover",
+            lost_others <= ended_in_failover * TOKENS_PER_ANSWER,
+            format!(
+                "{lost_others} tokens lost; {ended_in_failover} of their answers 200 ended between the kill and the last 503"
+            ),
         );
         s.check(
             "the loss window was exercised: charges were lost",
