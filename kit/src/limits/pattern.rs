@@ -1243,6 +1243,18 @@ mod tests {
         assert!(!matches("[,-d]", b"z"));
     }
 
+    /// Found by fuzzing against regex-lite, which skips whitespace inside
+    /// a counted repetition's braces: Go reads a brace it cannot read as
+    /// `{n}`, `{n,}` or `{n,m}` as a literal brace, spaces and all.
+    #[test]
+    fn braces_with_whitespace_are_literal() {
+        assert!(matches("^a{1, 2}$", b"a{1, 2}"));
+        assert!(!matches("^a{1, 2}$", b"aa"));
+        assert!(matches("-d]{0,\x0c7}", b"(?i)a[5-d]{0,\x0c7}"));
+        assert!(matches("^a{ 2}$", b"a{ 2}"));
+        assert!(matches("^a{1,2}$", b"aa"));
+    }
+
     #[test]
     fn supported_syntax_matches_as_go_does() {
         let cases: &[(&str, &[u8], bool)] = &[
