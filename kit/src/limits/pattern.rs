@@ -1243,6 +1243,16 @@ mod tests {
         assert!(!matches("[,-d]", b"z"));
     }
 
+    /// Where regex-lite answers true: Go folds a negated item of a class
+    /// before negating it, so no letter is left in either case.
+    #[test]
+    fn a_folded_negated_item_holds_no_letter() {
+        assert!(!matches("(?i)[[:^lower:]]", b"A"));
+        assert!(!matches("(?i)[[:^upper:]]", b"a"));
+        assert!(matches("(?i)[[:^upper:]]", b"1"));
+        assert!(matches("[[:^lower:]]", b"A"));
+    }
+
     /// Found by fuzzing against regex-lite, which skips whitespace inside
     /// a counted repetition's braces: Go reads a brace it cannot read as
     /// `{n}`, `{n,}` or `{n,m}` as a literal brace, spaces and all.
