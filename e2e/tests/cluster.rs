@@ -6,7 +6,10 @@
 //! CROSSSLOT), and what `"cluster": false` does on a cluster (CROSSSLOT,
 //! the failure mode answers); the token quota charging exactly; and a
 //! master killed mid-run: the failure mode answers while the cluster fails
-//! over, then every key is served again without anyone stepping in.
+//! over, then every key is served again without anyone stepping in; and
+//! the loss window of asynchronous replication: requests allowed over the
+//! limit across a failover only when the master's last increments never
+//! reached its replica.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::indexing_slicing)]
 
@@ -471,4 +474,162 @@ fn a_killed_master_fails_over_and_the_limiter_recovers_by_itself() {
     for key in &keys {
         assert_eq!(status_of(port, key), 200, "{key} after the failover");
     }
+}
+
+/// The limit of each key in the replication-loss runs.
+const LOSS_LIMIT: u64 = 10;
+/// Requests per key before the cut (replicated), and between the cut and
+/// the kill (acknowledged by the master, never replicated).
+const BEFORE_CUT: u64 = 3;
+const IN_WINDOW: u64 = 4;
+
+/// What one replication-loss run saw.
+struct LossRun {
+    /// Answers 200 per key over the whole run, keys of the killed master.
+    victim_allowed: Vec<u64>,
+    /// The same for keys of the other masters.
+    others_allowed: Vec<u64>,
+    /// Bytes of replication stream the replica missed when the master died.
+    lag_at_kill: u64,
+}
+
+/// `GET /` with `x-api-key: key` until it answers 200 or 429, waiting out
+/// the failure mode's 503 while the proxy learns the new slot map; the
+/// answer, or a panic after 10 s.
+fn status_after_failover(port: u16, key: &str) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_of(port, key);
+        if status != 503 || Instant::now() > deadline {
+            assert!(status == 200 || status == 429, "{key}: {status}");
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One gateway, the limiter at [`LOSS_LIMIT`] a minute per key,
+/// `failure_mode_deny: true`; 6 keys whose counters live on the master
+/// about to die and 6 on the others. Each key gets [`BEFORE_CUT`]
+/// requests; then (with `cut`) the victim's replication link is cut, or
+/// (without) its replica is waited on until it holds everything; each key
+/// gets [`IN_WINDOW`] more; the master is killed (SIGKILL), the cluster
+/// fails over, and each key is asked until its first 429.
+fn replication_loss_run(cut: bool) -> LossRun {
+    let mut cluster = RedisCluster::start();
+    let rule = unique_rule_name(if cut { "loss-cut" } else { "loss-kept" });
+    let config = limiter_config(&rule, LOSS_LIMIT, true, true, 500);
+    let webdis = Webdis::start(cluster.proxy_port());
+    let envoy = Envoy::start(limiter_envoy(webdis.port(), &config));
+    let port = envoy.port();
+    let window = stack::wait_for_window_room(Duration::from_secs(60), Duration::from_secs(40));
+
+    // Learn the counter key layout from one request, then pick values by
+    // the master their counters live on.
+    assert_eq!(status_of(port, "probe"), 200);
+    let probe = cluster
+        .keys()
+        .into_iter()
+        .find(|k| String::from_utf8_lossy(k).contains(&rule))
+        .expect("the probe's counter");
+    let probe = String::from_utf8(probe).unwrap();
+    let key_for = |value: &str| probe.replace(":probe}", &format!(":{value}}}"));
+    assert_ne!(key_for("x"), probe, "value not found in {probe}");
+    let victim = cluster.master_of(probe.as_bytes());
+    let (mut on_victim, mut elsewhere) = (Vec::new(), Vec::new());
+    for value in (0u32..).map(|i| format!("key-{i}")) {
+        if on_victim.len() == 6 && elsewhere.len() == 6 {
+            break;
+        }
+        let list = if cluster.master_of(key_for(&value).as_bytes()) == victim {
+            &mut on_victim
+        } else {
+            &mut elsewhere
+        };
+        if list.len() < 6 {
+            list.push(value);
+        }
+    }
+    let all: Vec<&String> = on_victim.iter().chain(&elsewhere).collect();
+    let mut allowed: BTreeMap<&String, u64> = all.iter().map(|k| (*k, 0)).collect();
+    let mut send = |key: &String, times: u64| {
+        for _ in 0..times {
+            assert_eq!(status_of(port, key), 200, "{key}");
+            *allowed.get_mut(key).unwrap() += 1;
+        }
+    };
+    for key in &all {
+        send(key, BEFORE_CUT);
+    }
+    cluster
+        .wait_replica_caught_up(victim, Duration::from_secs(5))
+        .unwrap();
+    let replica = cluster.replica_of(victim).unwrap();
+    let the_cut = cut.then(|| cluster.cut_replication(victim).unwrap());
+    for key in &all {
+        send(key, IN_WINDOW);
+    }
+    if let Some(the_cut) = &the_cut {
+        let behind = cluster.replication(replica).unwrap();
+        assert!(!behind.link_up, "{behind:?}");
+        assert_eq!(behind.offset, the_cut.replica_offset, "the replica kept up");
+    } else {
+        cluster
+            .wait_replica_caught_up(victim, Duration::from_secs(5))
+            .unwrap();
+    }
+    let master = cluster.replication(victim).unwrap();
+    let behind = cluster.replication(replica).unwrap();
+    let lag_at_kill = master.offset.saturating_sub(behind.offset);
+    cluster.kill_node(victim);
+    cluster.wait_healthy(Duration::from_secs(30)).unwrap();
+    if let Some(the_cut) = &the_cut {
+        cluster.restore_replication(the_cut).unwrap();
+    }
+    // Each key until its first refusal: what it is allowed after the
+    // failover is what the promoted replica's count leaves.
+    for key in &all {
+        let mut asked = 0;
+        while status_after_failover(port, key) == 200 {
+            *allowed.get_mut(key).unwrap() += 1;
+            asked += 1;
+            assert!(asked <= 2 * LOSS_LIMIT, "{key} never refused");
+        }
+    }
+    assert_same_window(window);
+    let pick = |keys: &[String]| keys.iter().map(|k| allowed[k]).collect::<Vec<u64>>();
+    let run = LossRun {
+        victim_allowed: pick(&on_victim),
+        others_allowed: pick(&elsewhere),
+        lag_at_kill,
+    };
+    eprintln!(
+        "replication loss, cut: {cut}: allowed per key (limit {LOSS_LIMIT}) on the killed master {:?}, \
+         elsewhere {:?}; the replica was {} bytes behind at the kill",
+        run.victim_allowed, run.others_allowed, run.lag_at_kill
+    );
+    run
+}
+
+/// With the replication link cut before the last [`IN_WINDOW`] requests of
+/// each key, the killed master takes those increments with it: each of
+/// its keys is allowed exactly that many requests over its limit (the
+/// promoted replica counts from [`BEFORE_CUT`]); keys of the other
+/// masters stay at their limit.
+#[test]
+fn a_failover_with_the_replication_link_cut_allows_the_lost_increments_over_the_limit() {
+    let run = replication_loss_run(true);
+    assert!(run.lag_at_kill > 0);
+    assert_eq!(run.victim_allowed, vec![LOSS_LIMIT + IN_WINDOW; 6]);
+    assert_eq!(run.others_allowed, vec![LOSS_LIMIT; 6]);
+}
+
+/// The same failover with the replica holding every increment: no key is
+/// allowed over its limit.
+#[test]
+fn a_failover_with_the_replica_caught_up_allows_nothing_over_the_limit() {
+    let run = replication_loss_run(false);
+    assert_eq!(run.lag_at_kill, 0);
+    assert_eq!(run.victim_allowed, vec![LOSS_LIMIT; 6]);
+    assert_eq!(run.others_allowed, vec![LOSS_LIMIT; 6]);
 }

@@ -3,6 +3,7 @@
 //! cutting input into chunks where the fuzzer says.
 
 pub mod config_gen;
+pub mod lite_fold;
 
 /// serde_json and the usage rules written plainly: the same reference the
 /// token quota's differential tests use.

@@ -17,7 +17,8 @@
 //! once (every key reached its limit), or at the cap ([`CAP`],
 //! [`SMOKE_CAP`]). What the run counts
 //! as over the limit is exactly the increments lost; without a failover
-//! it must be 0.
+//! it must be 0. [`loss`] makes the failover lose increments on purpose
+//! and measures what that costs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,9 @@ use stack::{Envoy, EnvoyConfig, RedisCluster, WasmPlugin, Webdis};
 use crate::scenarios::{Kind, Scenario};
 use crate::wrk::{Latency, WrkResult};
 use crate::Bench;
+
+mod loss;
+pub use loss::{replication_loss, replication_loss_quota};
 
 /// Keys, spread over the slots (and so over the three masters).
 const KEYS: usize = 48;
@@ -429,27 +433,11 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
         Webdis::start_with(cluster.proxy_port(), 2, 16),
     ];
     let rule = bench.rule(id);
-    let config = json!({
-        "rule_name": rule,
-        "rule_items": [{"limit_by_per_header": "x-api-key",
-                        "limit_keys": [{"key": "*", "token_per_minute": quota}]}],
-        "rejected_code": 429,
-        "failure_mode_deny": true,
-        "redis": {"webdis_cluster": "webdis", "timeout": TIMEOUT_MS, "cluster": true},
-    });
-    let gateway = |webdis: &Webdis| {
-        let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-            .allow_on_headers_stop_iteration(true);
-        Envoy::start(
-            EnvoyConfig::new()
-                .wasm(plugin)
-                .cluster("webdis", webdis.port())
-                .cluster("llm", bench.json_upstream.port())
-                .route_to("llm")
-                .log_level("warning"),
-        )
-    };
-    let gateways = [gateway(&webdis[0]), gateway(&webdis[1])];
+    let config = quota_config(&rule, quota);
+    let gateways = [
+        quota_gateway(bench, &webdis[0], &config),
+        quota_gateway(bench, &webdis[1], &config),
+    ];
     let ports = [gateways[0].port(), gateways[1].port()];
     let crossslot_before = cluster.error_count("CROSSSLOT");
     let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
@@ -457,17 +445,6 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
         "cluster: token quota on two gateways, {KEYS} keys over 3 masters ({quota} tokens/min each), chat POSTs, JSON answers"
     );
     println!("[loadtest] == {title}");
-    let post = |port: u16, value: &str| {
-        stack::request_with_timeout(
-            port,
-            "POST",
-            "/v1/chat/completions",
-            &[("content-type", "application/json"), ("x-api-key", value)],
-            stack::Body::Fixed(CHAT.as_bytes()),
-            Duration::from_secs(5),
-        )
-        .map_or(0, |r| r.status)
-    };
     let (answers, elapsed, reached) = drive_with(cap, &ports, post, |start, progress| {
         let reached = progress.wait_for(start, Progress::all_refused);
         std::thread::sleep(TAIL);
@@ -544,9 +521,21 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
 /// Tokens in each key's counter (`…:key-<n>}…` of `rule`), by key number,
 /// read on every master.
 fn charged_per_key(cluster: &RedisCluster, rule: &str) -> BTreeMap<usize, u64> {
-    let pattern = format!("*{rule}*");
     let mut out = BTreeMap::new();
     for port in cluster.master_ports() {
+        for (number, value) in counters_on(cluster, port, rule) {
+            *out.entry(number).or_default() += value;
+        }
+    }
+    out
+}
+
+/// The counters of `rule` on the node at `port`: key number (`…:key-<n>}…`)
+/// and value.
+fn counters_on(cluster: &RedisCluster, port: u16, rule: &str) -> Vec<(usize, u64)> {
+    let pattern = format!("*{rule}*");
+    let mut out = Vec::new();
+    {
         let keys = cluster
             .node_command(port, &[b"KEYS", pattern.as_bytes()])
             .map(|r| r.bulk_items())
@@ -565,9 +554,49 @@ fn charged_per_key(cluster: &RedisCluster, rule: &str) -> BTreeMap<usize, u64> {
                 _ => None,
             };
             if let (Some(number), Some(value)) = (number, value) {
-                *out.entry(number).or_default() += value;
+                out.push((number, value));
             }
         }
     }
     out
+}
+
+/// The token quota's configuration: `quota` tokens a minute per
+/// `x-api-key`, `failure_mode_deny: true`, on the cluster.
+fn quota_config(rule: &str, quota: u64) -> Value {
+    json!({
+        "rule_name": rule,
+        "rule_items": [{"limit_by_per_header": "x-api-key",
+                        "limit_keys": [{"key": "*", "token_per_minute": quota}]}],
+        "rejected_code": 429,
+        "failure_mode_deny": true,
+        "redis": {"webdis_cluster": "webdis", "timeout": TIMEOUT_MS, "cluster": true},
+    })
+}
+
+/// A gateway with the token quota in front of the JSON upstream.
+fn quota_gateway(bench: &Bench, webdis: &Webdis, config: &Value) -> Envoy {
+    let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
+        .allow_on_headers_stop_iteration(true);
+    Envoy::start(
+        EnvoyConfig::new()
+            .wasm(plugin)
+            .cluster("webdis", webdis.port())
+            .cluster("llm", bench.json_upstream.port())
+            .route_to("llm")
+            .log_level("warning"),
+    )
+}
+
+/// A chat `POST` with `x-api-key: value`; its status, 0 without an answer.
+fn post(port: u16, value: &str) -> u16 {
+    stack::request_with_timeout(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &[("content-type", "application/json"), ("x-api-key", value)],
+        stack::Body::Fixed(CHAT.as_bytes()),
+        Duration::from_secs(5),
+    )
+    .map_or(0, |r| r.status)
 }

@@ -592,6 +592,11 @@ pub const ALL: &[(&str, Run)] = &[
     ("cluster-accuracy", crate::cluster::accuracy),
     ("cluster-failover", crate::cluster::failover),
     ("cluster-token-quota", crate::cluster::token_quota),
+    ("cluster-replication-loss", crate::cluster::replication_loss),
+    (
+        "cluster-replication-loss-quota",
+        crate::cluster::replication_loss_quota,
+    ),
     // Last: it restarts the shared Redis, which empties it.
     ("faults", faults),
 ];

@@ -159,6 +159,123 @@ impl RedisCluster {
             .unwrap_or_else(|| panic!("no master serves slot {slot}"))
     }
 
+    /// The port of the replica of the master at `port`, if it has a live one.
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let nodes = self.cluster_nodes();
+        let id = nodes.iter().find(|n| n.port == port)?.id.clone();
+        let live = self.live_ports();
+        nodes
+            .iter()
+            .find(|n| !n.master && n.master_id == id && live.contains(&n.port))
+            .map(|n| n.port)
+    }
+
+    /// The node's `INFO replication`: role, link to its master, offset.
+    pub fn replication(&self, port: u16) -> Option<Replication> {
+        match self.node_command(port, &[b"INFO", b"replication"]) {
+            Ok(Resp::Bulk(Some(text))) => parse_replication(&String::from_utf8_lossy(&text)),
+            _ => None,
+        }
+    }
+
+    /// Cuts the replication link of the master at `port`: its replica
+    /// keeps its data and its place in the cluster, but receives nothing
+    /// the master writes from now on, so a failover loses every write the
+    /// master acknowledges meanwhile (the loss window of asynchronous
+    /// replication, made as long as a test wants).
+    ///
+    /// How: the replica is given a `masterauth` the master cannot accept
+    /// (the master has no password, so the replica's `AUTH` on reconnect
+    /// fails and it retries for ever), then the master drops its replica
+    /// connections (`CLIENT KILL TYPE replica`). The nodes run with
+    /// `cluster-replica-validity-factor 0`, so the replica may still be
+    /// promoted however long its link has been down. Returns once the
+    /// replica reports its link down and the master no replica.
+    ///
+    /// # Errors
+    /// If the master has no live replica, a command fails, or the link is
+    /// not down within 5 s.
+    pub fn cut_replication(&self, port: u16) -> Result<ReplicationCut, Error> {
+        let replica = self
+            .replica_of(port)
+            .ok_or_else(|| Error::new(format!("master {port} has no live replica")))?;
+        let ok = |what: &str, reply: std::io::Result<Resp>| match reply {
+            Ok(Resp::Simple(_) | Resp::Integer(_)) => Ok(()),
+            other => Err(Error::new(format!("{what}: {other:?}"))),
+        };
+        ok(
+            "CONFIG SET masterauth on the replica",
+            self.node_command(
+                replica,
+                &[b"CONFIG", b"SET", b"masterauth", CUT_MASTERAUTH.as_bytes()],
+            ),
+        )?;
+        ok(
+            "CLIENT KILL TYPE replica on the master",
+            self.node_command(port, &[b"CLIENT", b"KILL", b"TYPE", b"replica"]),
+        )?;
+        let (replica_state, master_state) = poll(COMMAND_TIMEOUT, || {
+            let r = self.replication(replica)?;
+            let m = self.replication(port)?;
+            (!r.link_up && m.replicas == 0).then_some((r, m))
+        })
+        .ok_or_else(|| {
+            Error::new(format!(
+                "the link from master {port} to replica {replica} is not down after {COMMAND_TIMEOUT:?}: \
+                 replica {:?}, master {:?}",
+                self.replication(replica),
+                self.replication(port)
+            ))
+        })?;
+        Ok(ReplicationCut {
+            master: port,
+            replica,
+            replica_offset: replica_state.offset,
+            master_offset: master_state.offset,
+        })
+    }
+
+    /// Gives the replica of `cut` its empty `masterauth` back (after the
+    /// failover it is a master; if its old master still runs, it resyncs).
+    ///
+    /// # Errors
+    /// If the replica does not accept the setting.
+    pub fn restore_replication(&self, cut: &ReplicationCut) -> Result<(), Error> {
+        match self.node_command(cut.replica, &[b"CONFIG", b"SET", b"masterauth", b""]) {
+            Ok(Resp::Simple(_)) => Ok(()),
+            other => Err(Error::new(format!(
+                "CONFIG SET masterauth \"\" on {}: {other:?}",
+                cut.replica
+            ))),
+        }
+    }
+
+    /// Waits until the replica of the master at `port` has processed every
+    /// byte of the master's replication stream (its offset equals the
+    /// master's), so that killing the master now loses nothing.
+    ///
+    /// # Errors
+    /// If the master has no live replica or it does not catch up within
+    /// `timeout`.
+    pub fn wait_replica_caught_up(&self, port: u16, timeout: Duration) -> Result<u64, Error> {
+        let replica = self
+            .replica_of(port)
+            .ok_or_else(|| Error::new(format!("master {port} has no live replica")))?;
+        poll(timeout, || {
+            let m = self.replication(port)?;
+            let r = self.replication(replica)?;
+            (r.link_up && r.offset == m.offset).then_some(m.offset)
+        })
+        .ok_or_else(|| {
+            Error::new(format!(
+                "replica {replica} did not catch up with master {port} in {timeout:?}: \
+                 replica {:?}, master {:?}",
+                self.replication(replica),
+                self.replication(port)
+            ))
+        })
+    }
+
     /// Kills the node at `port` with SIGKILL (a crash: no shutdown, no
     /// final replication) and waits until it is gone.
     ///
@@ -331,6 +448,56 @@ impl RedisCluster {
     }
 }
 
+/// The `masterauth` a cut replica is given: the master has no password,
+/// so any value fails its `AUTH`.
+const CUT_MASTERAUTH: &str = "replication-cut-by-the-test";
+
+/// One node's replication state, from `INFO replication`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// `role:master`.
+    pub master: bool,
+    /// A replica's `master_link_status:up`; always true on a master.
+    pub link_up: bool,
+    /// `master_repl_offset`: on a master, the bytes of its replication
+    /// stream so far; on a replica, the bytes of it processed.
+    pub offset: u64,
+    /// A master's `connected_slaves`.
+    pub replicas: u32,
+}
+
+/// A master whose replica no longer receives its writes
+/// ([`RedisCluster::cut_replication`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationCut {
+    pub master: u16,
+    pub replica: u16,
+    /// The replica's offset when the link went down: it stays there.
+    pub replica_offset: u64,
+    /// The master's offset then.
+    pub master_offset: u64,
+}
+
+fn parse_replication(text: &str) -> Option<Replication> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            l.trim_end()
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(str::to_owned)
+        })
+    };
+    let master = field("role")? == "master";
+    Some(Replication {
+        master,
+        link_up: master || field("master_link_status").as_deref() == Some("up"),
+        offset: field("master_repl_offset")?.parse().ok()?,
+        replicas: field("connected_slaves")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
 /// A key in each third of the slot space: with `redis-cli`'s even split,
 /// one per master.
 fn probe_keys() -> Vec<Vec<u8>> {
@@ -349,6 +516,9 @@ fn probe_keys() -> Vec<Vec<u8>> {
 /// One line of `CLUSTER NODES`.
 #[derive(Debug, Clone, Default)]
 struct NodeLine {
+    id: String,
+    /// The id of the master this node replicates (`-` for a master).
+    master_id: String,
     port: u16,
     master: bool,
     failed: bool,
@@ -373,6 +543,8 @@ fn parse_nodes(text: &str) -> Vec<NodeLine> {
                 })
                 .collect();
             Some(NodeLine {
+                id: fields.first()?.to_string(),
+                master_id: fields.get(3)?.to_string(),
                 port,
                 master: flags.split(',').any(|f| f == "master"),
                 failed: flags.split(',').any(|f| f == "fail" || f == "fail?"),
@@ -685,5 +857,33 @@ e3 127.0.0.1:7003@17003 slave e1 0 0 1 connected
         assert_eq!(nodes[0].slots, vec![0..=5460, 7000..=7000]);
         assert!(nodes[1].failed);
         assert!(!nodes[2].master);
+        assert_eq!(nodes[2].master_id, "e1");
+        assert_eq!(nodes[0].id, "e1");
+    }
+
+    #[test]
+    fn info_replication_gives_role_link_and_offset() {
+        let replica = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n\
+master_link_status:down\r\nslave_repl_offset:1234\r\nmaster_repl_offset:1234\r\n";
+        assert_eq!(
+            parse_replication(replica),
+            Some(Replication {
+                master: false,
+                link_up: false,
+                offset: 1234,
+                replicas: 0
+            })
+        );
+        let master = "role:master\r\nconnected_slaves:1\r\nmaster_repl_offset:98\r\n";
+        assert_eq!(
+            parse_replication(master),
+            Some(Replication {
+                master: true,
+                link_up: true,
+                offset: 98,
+                replicas: 1
+            })
+        );
+        assert_eq!(parse_replication("role:master\r\n"), None);
     }
 }

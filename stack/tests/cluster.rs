@@ -72,3 +72,57 @@ fn the_proxy_spreads_keys_over_every_master_and_fails_over() {
         cluster.proxy_log()
     );
 }
+
+/// The replication-loss window, made real: with the link from a master to
+/// its replica cut, the replica's offset stays put while the master
+/// acknowledges 20 more increments; killed, the master takes them with
+/// it and the promoted replica answers from the count it had at the cut.
+/// Without the cut, the replica holds every increment.
+#[test]
+fn a_cut_replication_link_loses_what_the_master_acknowledged_after_it() {
+    for cut in [true, false] {
+        let mut cluster = RedisCluster::start();
+        let key: &[u8] = b"{loss}counter";
+        let victim = cluster.master_of(key);
+        for _ in 0..5 {
+            assert!(matches!(
+                cluster.command(&[b"INCR", key]),
+                Ok(Resp::Integer(_))
+            ));
+        }
+        cluster
+            .wait_replica_caught_up(victim, Duration::from_secs(5))
+            .unwrap();
+        let replica = cluster.replica_of(victim).unwrap();
+        let the_cut = cut.then(|| cluster.cut_replication(victim).unwrap());
+        for _ in 0..20 {
+            assert!(matches!(
+                cluster.command(&[b"INCR", key]),
+                Ok(Resp::Integer(_))
+            ));
+        }
+        if let Some(the_cut) = &the_cut {
+            let master = cluster.replication(victim).unwrap();
+            let behind = cluster.replication(replica).unwrap();
+            assert!(!behind.link_up);
+            assert_eq!(
+                behind.offset, the_cut.replica_offset,
+                "the replica's offset moved"
+            );
+            assert!(master.offset > behind.offset, "{master:?} {behind:?}");
+        } else {
+            cluster
+                .wait_replica_caught_up(victim, Duration::from_secs(5))
+                .unwrap();
+        }
+        cluster.kill_node(victim);
+        cluster.wait_healthy(Duration::from_secs(20)).unwrap();
+        if let Some(the_cut) = &the_cut {
+            cluster.restore_replication(the_cut).unwrap();
+        }
+        assert_eq!(cluster.master_of(key), replica);
+        let count = cluster.node_command(replica, &[b"GET", key]).unwrap();
+        let expected: &[u8] = if cut { b"5" } else { b"25" };
+        assert_eq!(count, Resp::Bulk(Some(expected.to_vec())), "cut: {cut}");
+    }
+}

@@ -1243,6 +1243,28 @@ mod tests {
         assert!(!matches("[,-d]", b"z"));
     }
 
+    /// Where regex-lite answers true: Go folds a negated item of a class
+    /// before negating it, so no letter is left in either case.
+    #[test]
+    fn a_folded_negated_item_holds_no_letter() {
+        assert!(!matches("(?i)[[:^lower:]]", b"A"));
+        assert!(!matches("(?i)[[:^upper:]]", b"a"));
+        assert!(matches("(?i)[[:^upper:]]", b"1"));
+        assert!(matches("[[:^lower:]]", b"A"));
+    }
+
+    /// Found by fuzzing against regex-lite, which skips whitespace inside
+    /// a counted repetition's braces: Go reads a brace it cannot read as
+    /// `{n}`, `{n,}` or `{n,m}` as a literal brace, spaces and all.
+    #[test]
+    fn braces_with_whitespace_are_literal() {
+        assert!(matches("^a{1, 2}$", b"a{1, 2}"));
+        assert!(!matches("^a{1, 2}$", b"aa"));
+        assert!(matches("-d]{0,\x0c7}", b"(?i)a[5-d]{0,\x0c7}"));
+        assert!(matches("^a{ 2}$", b"a{ 2}"));
+        assert!(matches("^a{1,2}$", b"aa"));
+    }
+
     #[test]
     fn supported_syntax_matches_as_go_does() {
         let cases: &[(&str, &[u8], bool)] = &[
