@@ -12,7 +12,7 @@
     clippy::indexing_slicing
 )] // test code
 
-use kit::fake::{allocations_during, CountingAllocator, FakeHost};
+use kit::fake::{CountingAllocator, FakeHost};
 use kit::{
     Action, BodyMode, ConfigError, Cx, EndCause, Fields, Filter, Flow, Host, Plugin, RedisError,
     RedisUse, Reply, RootIo, Script, Setup, StreamEnd, StreamId, ADOPTED,
@@ -20,7 +20,7 @@ use kit::{
 
 mod support;
 
-use support::{counter, filter};
+use support::{allocations_in_warm_rounds, counter, filter};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -275,7 +275,7 @@ fn ends_root_calls_and_adoptions_do_not_allocate_once_warm() {
     // Set once: the fake's property map keeps every value it was given.
     client_gone(&mut f);
     let mut context = 2;
-    let mut round = |f: &mut Filter<Meter, FakeHost>| {
+    let round = |f: &mut Filter<Meter, FakeHost>| {
         // Cut short with a call in flight: adopted, then the end's call.
         let stream = started(f, context);
         context += 1;
@@ -293,14 +293,7 @@ fn ends_root_calls_and_adoptions_do_not_allocate_once_warm() {
         assert_eq!(chunk(f, stream, b"rest", true), Action::Continue);
         f.close_stream(stream);
     };
-    for _ in 0..50 {
-        round(&mut f);
-    }
-    let allocations = allocations_during(|| {
-        for _ in 0..1_000 {
-            round(&mut f);
-        }
-    });
+    let allocations = allocations_in_warm_rounds(&mut f, round);
     assert_eq!(counter(&mut f, "root_replies"), 1_050);
     assert_eq!(counter(&mut f, "adopted_replies"), 1_050);
     assert_eq!(counter(&mut f, "complete"), 1_050);

@@ -14,7 +14,7 @@
 )] // test code
 
 use kit::dispatcher::Dispatcher;
-use kit::fake::{allocations_during, CountingAllocator, FakeHost};
+use kit::fake::{CountingAllocator, FakeHost};
 use kit::fake_request::Outcome;
 use kit::{
     Action, BodyMode, ConfigError, Cx, Fields, Filter, Flow, Host, Plugin, RedisError, RedisUse,
@@ -24,7 +24,7 @@ use std::cell::RefCell;
 
 mod support;
 
-use support::{counter, filter};
+use support::{allocations_in_warm_rounds, counter, filter};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -282,7 +282,7 @@ fn streams_ending_with_trailers_do_not_allocate_once_warm() {
     // The engine's own callbacks: the `fake_request` helpers copy each
     // call they report, which is the test's cost, not the kit's.
     let mut context = 2;
-    let mut round = |f: &mut Filter<Tally, FakeHost>| {
+    let round = |f: &mut Filter<Tally, FakeHost>| {
         f.host_mut().next_request();
         let stream = f.open_stream(context);
         context += 1;
@@ -307,14 +307,7 @@ fn streams_ending_with_trailers_do_not_allocate_once_warm() {
         assert_eq!(f.host().resumed[1], resumed + 1);
         f.close_stream(stream);
     };
-    for _ in 0..50 {
-        round(&mut f);
-    }
-    let allocations = allocations_during(|| {
-        for _ in 0..1_000 {
-            round(&mut f);
-        }
-    });
+    let allocations = allocations_in_warm_rounds(&mut f, round);
     assert_eq!(counter(&mut f, "complete"), 1_050);
     assert_eq!(allocations, 0, "allocations in 1,000 warm requests");
 }
