@@ -42,6 +42,21 @@ pub fn token_quota_envoy(webdis_port: u16, config: &Value) -> EnvoyConfig {
         .cluster(WEBDIS_CLUSTER, webdis_port)
 }
 
+/// The keys of Redis that contain both `rule` and `part`.
+///
+/// # Panics
+/// If Redis cannot be asked.
+pub fn keys_with(redis: &Redis, rule: &str, part: &str) -> Vec<Vec<u8>> {
+    redis
+        .keys()
+        .into_iter()
+        .filter(|k| {
+            let k = String::from_utf8_lossy(k);
+            k.contains(rule) && k.contains(part)
+        })
+        .collect()
+}
+
 /// The tokens charged to `user` under `rule` in Redis: the one counter
 /// whose key holds both, 0 when there is none.
 ///
@@ -49,14 +64,7 @@ pub fn token_quota_envoy(webdis_port: u16, config: &Value) -> EnvoyConfig {
 /// If Redis cannot be asked, the counter is not an integer, or there are
 /// several such counters.
 pub fn charged_to(redis: &Redis, rule: &str, user: &str) -> i64 {
-    let keys: Vec<Vec<u8>> = redis
-        .keys()
-        .into_iter()
-        .filter(|k| {
-            let k = String::from_utf8_lossy(k);
-            k.contains(rule) && k.contains(&format!(":{user}}}"))
-        })
-        .collect();
+    let keys = keys_with(redis, rule, &format!(":{user}}}"));
     match keys.as_slice() {
         [] => 0,
         [key] => match redis.command(&[b"GET", key]) {
