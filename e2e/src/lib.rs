@@ -2,12 +2,14 @@
 //! (Redis, webdis, Envoy with `limiter.wasm`), unique rule names, waiting
 //! for room in a clock-aligned rate-limit window, a slow upstream the
 //! test drives step by step ([`slow_upstream`]), and an HTTP/2 upstream
-//! that ends its answers with trailers ([`h2_upstream`]).
+//! that ends its answers with trailers ([`h2_upstream`]), and the token
+//! quota's configuration and counters ([`token_quota`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod h2_upstream;
 pub mod hostile;
 pub mod slow_upstream;
+pub mod token_quota;
 
 use std::io::Write;
 use std::path::PathBuf;

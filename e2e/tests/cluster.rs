@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use e2e::token_quota::token_quota_envoy;
 use e2e::{assert_same_window, limiter_envoy, settled_counter, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::{json, Value};
 use stack::cluster::key_slot;
 use stack::resp::Resp;
 use stack::{
     get_with_timeout, request_with_timeout, Body, Envoy, EnvoyConfig, RedisCluster, Reply, Usage,
-    WasmPlugin, Webdis,
+    Webdis,
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -170,6 +171,30 @@ struct FrozenRun {
     same_slot: Vec<String>,
 }
 
+/// Sends one request with the value `probe` through the gateway at `port`
+/// and reads its counter's key back from the cluster: the layout the keys
+/// of other values are made from ([`key_of_value`]).
+fn probe_key(cluster: &RedisCluster, port: u16, rule: &str) -> String {
+    assert_eq!(status_of(port, "probe"), 200);
+    let probe = cluster
+        .keys()
+        .into_iter()
+        .find(|k| String::from_utf8_lossy(k).contains(rule))
+        .expect("the probe's counter");
+    let probe = String::from_utf8(probe).unwrap();
+    assert_ne!(
+        key_of_value(&probe, "x"),
+        probe,
+        "value not found in {probe}"
+    );
+    probe
+}
+
+/// The counter key the value `value` makes, by the layout of `probe`.
+fn key_of_value(probe: &str, value: &str) -> String {
+    probe.replace(":probe}", &format!(":{value}}}"))
+}
+
 /// With the proxy frozen, two requests put two calls in flight, then 8
 /// keys of the first one's hash slot and 12 keys of 12 other slots arrive
 /// and wait; when the proxy is thawed, the gateway sends what waited. The
@@ -186,15 +211,8 @@ fn calls_while_the_proxy_is_frozen(cluster_flag: bool) -> FrozenRun {
     let window = stack::wait_for_window_room(Duration::from_secs(60), Duration::from_secs(20));
 
     // Learn the key layout from one request, then pick values by slot.
-    assert_eq!(status_of(port, "probe"), 200);
-    let probe = cluster
-        .keys()
-        .into_iter()
-        .find(|k| String::from_utf8_lossy(k).contains(&rule))
-        .expect("the probe's counter");
-    let probe = String::from_utf8(probe).unwrap();
-    let key_for = |value: &str| probe.replace(":probe}", &format!(":{value}}}"));
-    assert_ne!(key_for("x"), probe, "value not found in {probe}");
+    let probe = probe_key(&cluster, port, &rule);
+    let key_for = |value: &str| key_of_value(&probe, value);
     let slot_of = |value: &str| key_slot(key_for(value).as_bytes());
     let senders = ["sender-0", "sender-1"];
     let slot0 = slot_of(senders[0]);
@@ -338,12 +356,8 @@ fn the_token_quota_charges_each_key_exactly() {
         "rejected_code": 429,
         "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 2000, "cluster": true},
     });
-    let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-        .allow_on_headers_stop_iteration(true);
     let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .wasm(plugin)
-            .cluster(WEBDIS_CLUSTER, webdis.port())
+        token_quota_envoy(webdis.port(), &config)
             .cluster("llm", upstream.port())
             .route_to("llm"),
     );
@@ -526,15 +540,8 @@ fn replication_loss_run(cut: bool) -> LossRun {
 
     // Learn the counter key layout from one request, then pick values by
     // the master their counters live on.
-    assert_eq!(status_of(port, "probe"), 200);
-    let probe = cluster
-        .keys()
-        .into_iter()
-        .find(|k| String::from_utf8_lossy(k).contains(&rule))
-        .expect("the probe's counter");
-    let probe = String::from_utf8(probe).unwrap();
-    let key_for = |value: &str| probe.replace(":probe}", &format!(":{value}}}"));
-    assert_ne!(key_for("x"), probe, "value not found in {probe}");
+    let probe = probe_key(&cluster, port, &rule);
+    let key_for = |value: &str| key_of_value(&probe, value);
     let victim = cluster.master_of(probe.as_bytes());
     let (mut on_victim, mut elsewhere) = (Vec::new(), Vec::new());
     for value in (0u32..).map(|i| format!("key-{i}")) {

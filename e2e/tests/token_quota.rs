@@ -18,6 +18,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use e2e::token_quota::keys_with;
 use e2e::{room_in_minute_for, send_all, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::{json, Value};
 use stack::resp::Resp;
@@ -211,15 +212,7 @@ impl QuotaStack {
     /// # Panics
     /// If there is not exactly one such key, or it is not an integer string.
     fn counter(&self, part: &str) -> i64 {
-        let keys: Vec<Vec<u8>> = self
-            .redis
-            .keys()
-            .into_iter()
-            .filter(|k| {
-                let k = String::from_utf8_lossy(k);
-                k.contains(&self.rule) && k.contains(part)
-            })
-            .collect();
+        let keys = keys_with(&self.redis, &self.rule, part);
         let shown = |keys: &[Vec<u8>]| {
             keys.iter()
                 .map(|k| String::from_utf8_lossy(k).into_owned())

@@ -19,10 +19,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use e2e::slow_upstream::{Script, SlowUpstream, Step};
+use e2e::token_quota::{charged_to, per_user_config, token_quota_plugin};
 use e2e::{unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::json;
-use stack::resp::Resp;
-use stack::{Envoy, EnvoyConfig, Redis, Relay, WasmPlugin, Webdis};
+use stack::{Envoy, EnvoyConfig, Redis, Relay, Webdis};
 
 const LLM_CLUSTER: &str = "llm";
 /// The gap the upstream leaves where a test wants the answer to stall: far
@@ -128,23 +128,14 @@ impl Stack {
         route_timeout: Option<Duration>,
     ) -> Self {
         let rule = unique_rule_name(&format!("tqh-{label}"));
-        let config = json!({
-            "rule_name": rule,
-            "rule_items": [{
-                "limit_by_per_header": "x-user",
-                "limit_keys": [{"key": "*", "token_per_hour": 1_000_000}],
-            }],
-            "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 2000},
-        });
+        let config = per_user_config(&rule, 2000);
         let redis = Redis::start();
         let webdis = Webdis::start(redis.port());
         let relay = redis_latency.map(|delay| Relay::start(webdis.port(), delay));
         let webdis_port = relay.as_ref().map_or(webdis.port(), Relay::port);
         let upstream = SlowUpstream::start();
-        let plugin =
-            WasmPlugin::new(wasm, config.to_string()).allow_on_headers_stop_iteration(true);
         let mut envoy_config = EnvoyConfig::new()
-            .wasm(plugin)
+            .wasm(token_quota_plugin(wasm, &config))
             .cluster(WEBDIS_CLUSTER, webdis_port)
             .cluster(LLM_CLUSTER, upstream.port())
             .route_to(LLM_CLUSTER)
@@ -176,23 +167,7 @@ impl Stack {
 
     /// The tokens charged to `user` in Redis (0 when no counter exists).
     fn charged(&self, user: &str) -> i64 {
-        let keys: Vec<Vec<u8>> = self
-            .redis
-            .keys()
-            .into_iter()
-            .filter(|k| {
-                let k = String::from_utf8_lossy(k);
-                k.contains(&self.rule) && k.contains(&format!(":{user}}}"))
-            })
-            .collect();
-        match keys.as_slice() {
-            [] => 0,
-            [key] => match self.redis.command(&[b"GET", key]) {
-                Ok(Resp::Bulk(Some(value))) => String::from_utf8_lossy(&value).parse().unwrap(),
-                other => panic!("GET answered {other:?}"),
-            },
-            more => panic!("several counters for {user}: {more:?}"),
-        }
+        charged_to(&self.redis, &self.rule, user)
     }
 
     /// Waits until `user` has been charged `want` (within [`SETTLE`]), then

@@ -13,12 +13,12 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use e2e::slow_upstream::{Script, SlowUpstream, Step};
+use e2e::token_quota::{per_user_config, token_quota_envoy};
 use e2e::{unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::json;
 use stack::resp::Resp;
 use stack::{
-    request_with_timeout, Body, Envoy, EnvoyConfig, OpenAiStream, Redis, Reply, Usage, WasmPlugin,
-    Webdis,
+    request_with_timeout, Body, Envoy, EnvoyConfig, OpenAiStream, Redis, Reply, Usage, Webdis,
 };
 
 const LLM_CLUSTER: &str = "llm";
@@ -79,12 +79,8 @@ fn quota_in_front_of(rule: &str, content_type: &str, body: &str) -> (Envoy, Envo
         "global_threshold": {"token_per_hour": 1_000_000_000u64},
         "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 2000},
     });
-    let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-        .allow_on_headers_stop_iteration(true);
     let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .wasm(plugin)
-            .cluster(WEBDIS_CLUSTER, webdis.port())
+        token_quota_envoy(webdis.port(), &config)
             .cluster(LLM_CLUSTER, upstream.port())
             .route_to(LLM_CLUSTER),
     );
@@ -242,23 +238,12 @@ fn read_until(stream: &mut TcpStream, needle: &str, timeout: Duration) -> String
 #[test]
 fn a_batch_whose_sender_hung_up_still_charges_and_answers_everyone() {
     let rule = unique_rule_name("tq-sender-gone");
-    let config = json!({
-        "rule_name": rule,
-        "rule_items": [{
-            "limit_by_per_header": "x-user",
-            "limit_keys": [{"key": "*", "token_per_hour": 1_000_000}],
-        }],
-        "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 8000},
-    });
+    let config = per_user_config(&rule, 8000);
     let mut redis = Redis::start();
     let webdis = Webdis::start(redis.port());
     let upstream = SlowUpstream::start();
-    let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-        .allow_on_headers_stop_iteration(true);
     let envoy = Envoy::start(
-        EnvoyConfig::new()
-            .wasm(plugin)
-            .cluster(WEBDIS_CLUSTER, webdis.port())
+        token_quota_envoy(webdis.port(), &config)
             .cluster(LLM_CLUSTER, upstream.port())
             .route_to(LLM_CLUSTER)
             .component_log_level("wasm:debug"),

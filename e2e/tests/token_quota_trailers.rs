@@ -16,10 +16,10 @@
 use std::time::Duration;
 
 use e2e::h2_upstream::{H2Answer, H2Upstream};
-use e2e::{unique_rule_name, WEBDIS_CLUSTER};
+use e2e::token_quota::{charged_to, per_user_config, token_quota_envoy};
+use e2e::unique_rule_name;
 use serde_json::json;
-use stack::resp::Resp;
-use stack::{Envoy, EnvoyConfig, Redis, WasmPlugin, Webdis};
+use stack::{Envoy, Redis, Webdis};
 
 const LLM_CLUSTER: &str = "llm";
 
@@ -71,23 +71,12 @@ struct Stack {
 impl Stack {
     fn start() -> Self {
         let rule = unique_rule_name("tq-trailers");
-        let config = json!({
-            "rule_name": rule,
-            "rule_items": [{
-                "limit_by_per_header": "x-user",
-                "limit_keys": [{"key": "*", "token_per_hour": 1_000_000}],
-            }],
-            "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 2000},
-        });
+        let config = per_user_config(&rule, 2000);
         let redis = Redis::start();
         let webdis = Webdis::start(redis.port());
         let upstream = H2Upstream::start(answers());
-        let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
-            .allow_on_headers_stop_iteration(true);
         let envoy = Envoy::start(
-            EnvoyConfig::new()
-                .wasm(plugin)
-                .cluster(WEBDIS_CLUSTER, webdis.port())
+            token_quota_envoy(webdis.port(), &config)
                 .http2_cluster(LLM_CLUSTER, upstream.port())
                 .route_to(LLM_CLUSTER)
                 .component_log_level("wasm:debug"),
@@ -103,23 +92,7 @@ impl Stack {
 
     /// The tokens charged to `user` in Redis (0 when no counter exists).
     fn charged(&self, user: &str) -> i64 {
-        let keys: Vec<Vec<u8>> = self
-            .redis
-            .keys()
-            .into_iter()
-            .filter(|k| {
-                let k = String::from_utf8_lossy(k);
-                k.contains(&self.rule) && k.contains(&format!(":{user}}}"))
-            })
-            .collect();
-        match keys.as_slice() {
-            [] => 0,
-            [key] => match self.redis.command(&[b"GET", key]) {
-                Ok(Resp::Bulk(Some(value))) => String::from_utf8_lossy(&value).parse().unwrap(),
-                other => panic!("GET answered {other:?}"),
-            },
-            more => panic!("several counters for {user}: {more:?}"),
-        }
+        charged_to(&self.redis, &self.rule, user)
     }
 
     /// Asks for `model` as `user` with curl over HTTP/2; the body and the

@@ -59,6 +59,16 @@ impl PartialEq for Outcome {
     }
 }
 
+/// Moves the response bytes the host buffers to what its client got.
+fn deliver_held(host: &mut FakeHost) {
+    let FakeHost {
+        delivered,
+        response_body,
+        ..
+    } = host;
+    delivered.append(response_body);
+}
+
 /// The host's counts before a step, to tell what the step did.
 struct Before {
     responses: u64,
@@ -85,12 +95,7 @@ impl<P: Plugin> Filter<P, FakeHost> {
         }
         if host.resumed[1] > before.resumed[1] {
             // A resumed response lets what it held back go to the client.
-            let FakeHost {
-                delivered,
-                response_body,
-                ..
-            } = host;
-            delivered.append(response_body);
+            deliver_held(host);
             return Outcome::Continued;
         }
         if host.resumed[0] > before.resumed[0] || action == Some(Action::Continue) {
@@ -102,6 +107,17 @@ impl<P: Plugin> Filter<P, FakeHost> {
             }
         }
         Outcome::Hanging
+    }
+
+    /// The outcome of a step of the response's body (a chunk or the
+    /// trailers) the filter answered with `action`: when it goes on, what
+    /// the plugin held back goes on with it, as Envoy sends buffered data
+    /// on.
+    fn body_step_outcome(&mut self, before: &Before, action: Action) -> Outcome {
+        if action == Action::Continue {
+            deliver_held(self.host_mut());
+        }
+        self.outcome(before, Some(action))
     }
 
     /// Sends a request of headers only (they end the stream) and tells
@@ -362,15 +378,7 @@ impl<P: Plugin> Filter<P, FakeHost> {
         let buffered = host.response_body.len();
         let before = self.before();
         let action = self.on_response_body(stream, buffered, end_of_stream);
-        if action == Action::Continue {
-            let FakeHost {
-                delivered,
-                response_body,
-                ..
-            } = self.host_mut();
-            delivered.append(response_body);
-        }
-        self.outcome(&before, Some(action))
+        self.body_step_outcome(&before, action)
     }
 
     /// Sends the response's trailers, after chunks that did not end the
@@ -411,15 +419,7 @@ impl<P: Plugin> Filter<P, FakeHost> {
     pub fn send_response_trailers(&mut self, stream: StreamId) -> Outcome {
         let before = self.before();
         let action = self.on_response_trailers(stream);
-        if action == Action::Continue {
-            let FakeHost {
-                delivered,
-                response_body,
-                ..
-            } = self.host_mut();
-            delivered.append(response_body);
-        }
-        self.outcome(&before, Some(action))
+        self.body_step_outcome(&before, action)
     }
 
     /// Sends a whole response: headers (ending the stream when there is no

@@ -12,11 +12,15 @@
     clippy::indexing_slicing
 )] // test code
 
-use kit::fake::{allocations_during, CountingAllocator, FakeHost};
+use kit::fake::{CountingAllocator, FakeHost};
 use kit::{
     Action, BodyMode, ConfigError, Cx, EndCause, Fields, Filter, Flow, Host, Plugin, RedisError,
     RedisUse, Reply, RootIo, Script, Setup, StreamEnd, StreamId, ADOPTED,
 };
+
+mod support;
+
+use support::{allocations_in_warm_rounds, counter, filter};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -116,19 +120,6 @@ impl Plugin for Meter {
     }
 }
 
-fn filter() -> Filter<Meter, FakeHost> {
-    let mut filter = Filter::new(FakeHost::new());
-    filter
-        .configure(br#"{"redis": {"webdis_cluster": "webdis"}}"#.to_vec())
-        .unwrap();
-    filter
-}
-
-fn counter(filter: &mut Filter<Meter, FakeHost>, name: &str) -> u64 {
-    filter.flush_counters();
-    filter.host().counter(&format!("meter.{name}"))
-}
-
 /// A request whose answer has started: headers both ways.
 fn started(filter: &mut Filter<Meter, FakeHost>, context: u32) -> StreamId {
     filter.host_mut().next_request();
@@ -172,7 +163,7 @@ fn client_gone(filter: &mut Filter<Meter, FakeHost>) {
 
 #[test]
 fn a_complete_answer_ends_complete() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     let stream = started(&mut f, 2);
     assert_eq!(chunk(&mut f, stream, b"all of it", true), Action::Continue);
     f.close_stream(stream);
@@ -183,7 +174,7 @@ fn a_complete_answer_ends_complete() {
 
 #[test]
 fn an_answer_cut_short_ends_cut_with_the_reason_and_its_root_call_answers_later() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     let stream = started(&mut f, 2);
     assert_eq!(
         chunk(&mut f, stream, b"part of it", false),
@@ -212,7 +203,7 @@ fn an_answer_cut_short_ends_cut_with_the_reason_and_its_root_call_answers_later(
 
 #[test]
 fn a_root_call_that_fails_reaches_the_root_handler_as_an_error() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     let stream = started(&mut f, 2);
     let _ = chunk(&mut f, stream, b"part", false);
     f.close_stream(stream);
@@ -223,7 +214,7 @@ fn a_root_call_that_fails_reaches_the_root_handler_as_an_error() {
 
 #[test]
 fn a_request_that_ends_with_a_redis_call_in_flight_leaves_it_to_the_root() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     let stream = started(&mut f, 2);
     assert_eq!(chunk(&mut f, stream, b"charge", false), Action::Pause);
     let charge = f.host().last_call.clone().unwrap();
@@ -241,7 +232,7 @@ fn a_request_that_ends_with_a_redis_call_in_flight_leaves_it_to_the_root() {
 
 #[test]
 fn an_adopted_evalsha_is_still_retried_as_eval_on_noscript() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     let stream = started(&mut f, 2);
     assert_eq!(chunk(&mut f, stream, b"script", false), Action::Pause);
     f.close_stream(stream);
@@ -262,7 +253,7 @@ fn an_adopted_evalsha_is_still_retried_as_eval_on_noscript() {
 
 #[test]
 fn a_chunk_held_for_a_call_is_let_go_and_the_next_chunk_read_from_the_start() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     let stream = started(&mut f, 2);
     assert_eq!(chunk(&mut f, stream, b"charge", false), Action::Pause);
     answer(&mut f, b":1\r\n");
@@ -280,11 +271,11 @@ fn a_chunk_held_for_a_call_is_let_go_and_the_next_chunk_read_from_the_start() {
 
 #[test]
 fn ends_root_calls_and_adoptions_do_not_allocate_once_warm() {
-    let mut f = filter();
+    let mut f = filter::<Meter>();
     // Set once: the fake's property map keeps every value it was given.
     client_gone(&mut f);
     let mut context = 2;
-    let mut round = |f: &mut Filter<Meter, FakeHost>| {
+    let round = |f: &mut Filter<Meter, FakeHost>| {
         // Cut short with a call in flight: adopted, then the end's call.
         let stream = started(f, context);
         context += 1;
@@ -302,14 +293,7 @@ fn ends_root_calls_and_adoptions_do_not_allocate_once_warm() {
         assert_eq!(chunk(f, stream, b"rest", true), Action::Continue);
         f.close_stream(stream);
     };
-    for _ in 0..50 {
-        round(&mut f);
-    }
-    let allocations = allocations_during(|| {
-        for _ in 0..1_000 {
-            round(&mut f);
-        }
-    });
+    let allocations = allocations_in_warm_rounds(&mut f, round);
     assert_eq!(counter(&mut f, "root_replies"), 1_050);
     assert_eq!(counter(&mut f, "adopted_replies"), 1_050);
     assert_eq!(counter(&mut f, "complete"), 1_050);

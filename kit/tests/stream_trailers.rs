@@ -14,13 +14,17 @@
 )] // test code
 
 use kit::dispatcher::Dispatcher;
-use kit::fake::{allocations_during, CountingAllocator, FakeHost};
+use kit::fake::{CountingAllocator, FakeHost};
 use kit::fake_request::Outcome;
 use kit::{
     Action, BodyMode, ConfigError, Cx, Fields, Filter, Flow, Host, Plugin, RedisError, RedisUse,
     Reply, Setup, StreamEnd,
 };
 use std::cell::RefCell;
+
+mod support;
+
+use support::{allocations_in_warm_rounds, counter, filter};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -108,19 +112,6 @@ impl Plugin for Tally {
     }
 }
 
-fn filter() -> Filter<Tally, FakeHost> {
-    let mut filter = Filter::new(FakeHost::new());
-    filter
-        .configure(br#"{"redis": {"webdis_cluster": "webdis"}}"#.to_vec())
-        .unwrap();
-    filter
-}
-
-fn counter(filter: &mut Filter<Tally, FakeHost>, name: &str) -> u64 {
-    filter.flush_counters();
-    filter.host().counter(&format!("tally.{name}"))
-}
-
 fn record() {
     PIECES.with(|p| *p.borrow_mut() = Some(Vec::new()));
 }
@@ -141,7 +132,7 @@ fn amount(outcome: &Outcome) -> Vec<u8> {
 
 #[test]
 fn the_handler_gets_an_empty_last_piece_at_the_trailers_and_they_wait_for_its_call() {
-    let mut f = filter();
+    let mut f = filter::<Tally>();
     record();
     let (stream, outcome) = f.send_request(&[]);
     assert_eq!(outcome, Outcome::Continued);
@@ -183,7 +174,7 @@ fn the_handler_gets_an_empty_last_piece_at_the_trailers_and_they_wait_for_its_ca
 
 #[test]
 fn bytes_held_before_the_trailers_wait_with_them_and_go_with_them() {
-    let mut f = filter();
+    let mut f = filter::<Tally>();
     let (stream, _) = f.send_request(&[]);
     let _ = f.send_response_headers(stream, &[(":status", "200")], false);
     assert_eq!(
@@ -216,7 +207,7 @@ fn bytes_held_before_the_trailers_wait_with_them_and_go_with_them() {
 
 #[test]
 fn trailers_with_no_call_to_wait_for_go_on_at_once() {
-    let mut f = filter();
+    let mut f = filter::<Tally>();
     let (stream, _) = f.send_request(&[]);
     let _ = f.send_response_headers(stream, &[(":status", "200")], false);
     let _ = f.send_response_chunk(stream, b"hold all", false);
@@ -233,7 +224,7 @@ fn trailers_with_no_call_to_wait_for_go_on_at_once() {
 fn a_body_that_ended_with_its_last_chunk_is_not_ended_again_by_trailers() {
     // A stream ends once: an answer told its end on a chunk gets no
     // second end should a host call the trailers callback after it.
-    let mut f = filter();
+    let mut f = filter::<Tally>();
     let (stream, _) = f.send_request(&[]);
     let _ = f.send_response_headers(stream, &[(":status", "200")], false);
     let held = f.send_response_chunk(stream, b"all", true);
@@ -251,7 +242,7 @@ fn a_body_that_ended_with_its_last_chunk_is_not_ended_again_by_trailers() {
 
 #[test]
 fn a_streamed_request_body_that_ends_with_trailers_ends_at_them() {
-    let mut f = filter();
+    let mut f = filter::<Tally>();
     f.host_mut().next_request();
     let stream = f.open_stream(2);
     assert_eq!(f.on_request_headers(stream, false), Action::Continue);
@@ -287,11 +278,11 @@ fn the_dispatcher_takes_the_trailers_of_streamed_bodies_to_the_filter() {
 
 #[test]
 fn streams_ending_with_trailers_do_not_allocate_once_warm() {
-    let mut f = filter();
+    let mut f = filter::<Tally>();
     // The engine's own callbacks: the `fake_request` helpers copy each
     // call they report, which is the test's cost, not the kit's.
     let mut context = 2;
-    let mut round = |f: &mut Filter<Tally, FakeHost>| {
+    let round = |f: &mut Filter<Tally, FakeHost>| {
         f.host_mut().next_request();
         let stream = f.open_stream(context);
         context += 1;
@@ -316,14 +307,7 @@ fn streams_ending_with_trailers_do_not_allocate_once_warm() {
         assert_eq!(f.host().resumed[1], resumed + 1);
         f.close_stream(stream);
     };
-    for _ in 0..50 {
-        round(&mut f);
-    }
-    let allocations = allocations_during(|| {
-        for _ in 0..1_000 {
-            round(&mut f);
-        }
-    });
+    let allocations = allocations_in_warm_rounds(&mut f, round);
     assert_eq!(counter(&mut f, "complete"), 1_050);
     assert_eq!(allocations, 0, "allocations in 1,000 warm requests");
 }

@@ -244,6 +244,61 @@ fn allowed_per_key(answers: &[Answer]) -> Vec<u64> {
     allowed
 }
 
+/// Starts a Redis Cluster (3 masters, 3 replicas) with its redis_proxy and
+/// two webdis in front of the proxy, one for each gateway of scenario `id`.
+fn start_cluster(id: &str) -> (RedisCluster, [Webdis; 2]) {
+    println!(
+        "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
+    );
+    let cluster = RedisCluster::start();
+    let webdis = [
+        Webdis::start_with(cluster.proxy_port(), 2, 16),
+        Webdis::start_with(cluster.proxy_port(), 2, 16),
+    ];
+    (cluster, webdis)
+}
+
+/// Waits until the clock minute has room for a run capped at `cap` (and
+/// its start-up); the minute's start (Unix seconds), as in
+/// [`stack::wait_for_window_room`].
+fn wait_for_window(cap: Duration) -> u64 {
+    stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3))
+}
+
+/// The scenario of a run on two gateways with [`CLIENTS`] clients that went
+/// on until every key was refused once (then [`TAIL`] more, at most `cap`):
+/// its summary, its length, and the check that it ended in the per-minute
+/// `window` it started in.
+fn scenario_of_run(
+    id: &'static str,
+    title: &str,
+    kind: Kind,
+    answers: &[Answer],
+    elapsed: Duration,
+    cap: Duration,
+    window: u64,
+) -> Scenario {
+    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
+    let mut s = Scenario::new(id, title, kind, summarize(answers, elapsed));
+    s.gateways = 2;
+    s.connections = CLIENTS as u32;
+    s.fact(
+        "run length",
+        format!(
+            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
+            elapsed.as_secs_f64(),
+            TAIL.as_secs(),
+            cap.as_secs()
+        ),
+    );
+    s.check(
+        "the run stayed in one per-minute window",
+        window == end_window,
+        format!("started in window {window}, ended in {end_window}"),
+    );
+    s
+}
+
 /// The accuracy run (`kill: false`) or the failover run (`kill: true`).
 fn run(bench: &Bench, kill: bool) -> Scenario {
     let id = if kill {
@@ -253,21 +308,14 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     };
     // Per key and minute; the smoke run's keys reach it within seconds.
     let limit: u64 = if bench.opts.smoke { 30 } else { 150 };
-    println!(
-        "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
-    );
-    let mut cluster = RedisCluster::start();
-    let webdis = [
-        Webdis::start_with(cluster.proxy_port(), 2, 16),
-        Webdis::start_with(cluster.proxy_port(), 2, 16),
-    ];
+    let (mut cluster, webdis) = start_cluster(id);
     let rule = bench.rule(id);
     let config = config(&rule, limit);
     let gateways = [gateway(&webdis[0], &config), gateway(&webdis[1], &config)];
     let ports = [gateways[0].port(), gateways[1].port()];
     let crossslot_before = cluster.error_count("CROSSSLOT");
     let cap = if bench.opts.smoke { SMOKE_CAP } else { CAP };
-    let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
+    let window = wait_for_window(cap);
     let title = if kill {
         format!(
             "cluster failover: limiter on two gateways, {KEYS} keys over 3 masters ({limit}/min each), \
@@ -301,24 +349,8 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
         std::thread::sleep(TAIL);
         (reached, failover)
     });
-    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
-    let mut s = Scenario::new(
-        id,
-        &title,
-        if kill { Kind::Faults } else { Kind::Accuracy },
-        summarize(&answers, elapsed),
-    );
-    s.gateways = 2;
-    s.connections = CLIENTS as u32;
-    s.fact(
-        "run length",
-        format!(
-            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
-            elapsed.as_secs_f64(),
-            TAIL.as_secs(),
-            cap.as_secs()
-        ),
-    );
+    let kind = if kill { Kind::Faults } else { Kind::Accuracy };
+    let mut s = scenario_of_run(id, &title, kind, &answers, elapsed, cap, window);
     let allowed = allowed_per_key(&answers);
     let over: u64 = allowed.iter().map(|n| n.saturating_sub(limit)).sum();
     let short = allowed.iter().filter(|n| **n < limit).count();
@@ -326,11 +358,6 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     s.fact(
         "keys allowed more than their limit",
         allowed.iter().filter(|n| **n > limit).count(),
-    );
-    s.check(
-        "the run stayed in one per-minute window",
-        window == end_window,
-        format!("started in window {window}, ended in {end_window}"),
     );
     s.check(
         "every key reached its limit",
@@ -424,14 +451,7 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
     let answers_each: u64 = if bench.opts.smoke { 10 } else { 40 };
     let quota = answers_each * TOKENS_PER_ANSWER;
     let cap = if bench.opts.smoke { SMOKE_CAP } else { CAP };
-    println!(
-        "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
-    );
-    let cluster = RedisCluster::start();
-    let webdis = [
-        Webdis::start_with(cluster.proxy_port(), 2, 16),
-        Webdis::start_with(cluster.proxy_port(), 2, 16),
-    ];
+    let (cluster, webdis) = start_cluster(id);
     let rule = bench.rule(id);
     let config = quota_config(&rule, quota);
     let gateways = [
@@ -440,7 +460,7 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
     ];
     let ports = [gateways[0].port(), gateways[1].port()];
     let crossslot_before = cluster.error_count("CROSSSLOT");
-    let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
+    let window = wait_for_window(cap);
     let title = format!(
         "cluster: token quota on two gateways, {KEYS} keys over 3 masters ({quota} tokens/min each), chat POSTs, JSON answers"
     );
@@ -450,24 +470,7 @@ pub fn token_quota(bench: &mut Bench) -> Scenario {
         std::thread::sleep(TAIL);
         reached
     });
-    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
-    let mut s = Scenario::new(id, &title, Kind::Accuracy, summarize(&answers, elapsed));
-    s.gateways = 2;
-    s.connections = CLIENTS as u32;
-    s.fact(
-        "run length",
-        format!(
-            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
-            elapsed.as_secs_f64(),
-            TAIL.as_secs(),
-            cap.as_secs()
-        ),
-    );
-    s.check(
-        "the run stayed in one per-minute window",
-        window == end_window,
-        format!("started in window {window}, ended in {end_window}"),
-    );
+    let mut s = scenario_of_run(id, &title, Kind::Accuracy, &answers, elapsed, cap, window);
     s.check_answers(&[200, 429]);
     s.check(
         "every key used up its quota (refused once)",

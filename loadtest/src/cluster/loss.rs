@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use super::{
     allowed_per_key, charged_per_key, config, counters_on, drive_with, gateway, get, post,
-    quota_config, quota_gateway, summarize, Answer, Progress, CAP, CLIENTS, KEYS, RECOVERY_BOUND,
-    SMOKE_CAP, TAIL, TOKENS_PER_ANSWER,
+    quota_config, quota_gateway, scenario_of_run, start_cluster, wait_for_window, Answer, Progress,
+    CAP, KEYS, RECOVERY_BOUND, SMOKE_CAP, TAIL, TOKENS_PER_ANSWER,
 };
 use crate::scenarios::{Kind, Scenario};
 use crate::Bench;
-use stack::{RedisCluster, Webdis};
+use stack::RedisCluster;
 
 /// What the deciding thread of a replication-loss run did.
 struct LossWindow {
@@ -59,14 +59,7 @@ fn replication_loss_run(bench: &Bench, quota: bool) -> Scenario {
         (true, false) => 40,
         (true, true) => 10,
     };
-    println!(
-        "[loadtest] == {id}: starting a Redis Cluster (3 masters, 3 replicas) and redis_proxy"
-    );
-    let mut cluster = RedisCluster::start();
-    let webdis = [
-        Webdis::start_with(cluster.proxy_port(), 2, 16),
-        Webdis::start_with(cluster.proxy_port(), 2, 16),
-    ];
+    let (mut cluster, webdis) = start_cluster(id);
     let rule = bench.rule(id);
     let gateways = if quota {
         let config = quota_config(&rule, per_key * TOKENS_PER_ANSWER);
@@ -80,7 +73,7 @@ fn replication_loss_run(bench: &Bench, quota: bool) -> Scenario {
     };
     let ports = [gateways[0].port(), gateways[1].port()];
     let cap = if bench.opts.smoke { SMOKE_CAP } else { CAP };
-    let window = stack::wait_for_window_room(Duration::from_secs(60), cap + Duration::from_secs(3));
+    let window = wait_for_window(cap);
     let title = if quota {
         format!(
             "cluster replication loss: token quota on two gateways, {KEYS} keys over 3 masters \
@@ -148,24 +141,7 @@ fn replication_loss_run(bench: &Bench, quota: bool) -> Scenario {
         std::thread::sleep(TAIL);
         (reached, loss)
     });
-    let end_window = (stack::unix_now() / 60.0).floor() as u64 * 60;
-    let mut s = Scenario::new(id, &title, Kind::Faults, summarize(&answers, elapsed));
-    s.gateways = 2;
-    s.connections = CLIENTS as u32;
-    s.fact(
-        "run length",
-        format!(
-            "{:.1} s (until every key was refused once, then {} s more; cap {} s)",
-            elapsed.as_secs_f64(),
-            TAIL.as_secs(),
-            cap.as_secs()
-        ),
-    );
-    s.check(
-        "the run stayed in one per-minute window",
-        window == end_window,
-        format!("started in window {window}, ended in {end_window}"),
-    );
+    let mut s = scenario_of_run(id, &title, Kind::Faults, &answers, elapsed, cap, window);
     s.check(
         "every key was refused once",
         reached,

@@ -13,7 +13,7 @@
 )] // test code
 
 use kit::fake::{allocations_during, CountingAllocator, FakeHost};
-use kit::{Action, Filter};
+use kit::{Action, Filter, StreamId};
 use token_quota::TokenQuota;
 
 #[global_allocator]
@@ -110,20 +110,26 @@ fn answer_redis(filter: &mut Filter<TokenQuota, FakeHost>, used: &mut i64) {
     filter.on_http_call_response(token, 1, len, false);
 }
 
-fn one_request(filter: &mut Filter<TokenQuota, FakeHost>, context: u32, api: &Api, used: &mut i64) {
-    let third = api.answer.len() / 3;
-    one_request_cut(filter, context, api, used, &[third, 2 * third]);
+/// A filter whose rule `rule` holds a global quota of 10^9 tokens a minute.
+fn with_global_quota(rule: &str) -> Filter<TokenQuota, FakeHost> {
+    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
+    let config = format!(
+        r#"{{"rule_name": "{rule}", "global_threshold": {{"token_per_minute": 1000000000}},
+             "redis": {{"webdis_cluster": "webdis"}}}}"#
+    );
+    filter.configure(config.into_bytes()).unwrap();
+    filter
 }
 
-/// [`one_request`] with the answer delivered in chunks cut at `cuts`.
-fn one_request_cut(
+/// Sends `api`'s chat request as `team-a` on a new stream of `context`,
+/// answers its quota read, and hands the filter the answer's headers; the
+/// stream, ready for the answer's body.
+fn request_until_answer_headers(
     filter: &mut Filter<TokenQuota, FakeHost>,
     context: u32,
     api: &Api,
     used: &mut i64,
-    cuts: &[usize],
-) {
-    let answer = &api.answer;
+) -> StreamId {
     let host = filter.host_mut();
     host.next_request();
     host.request_headers.add(":method", b"POST");
@@ -142,6 +148,24 @@ fn one_request_cut(
     host.response_headers.add(":status", b"200");
     host.response_headers.add("content-type", api.content_type);
     assert_eq!(filter.on_response_headers(stream, false), Action::Continue);
+    stream
+}
+
+fn one_request(filter: &mut Filter<TokenQuota, FakeHost>, context: u32, api: &Api, used: &mut i64) {
+    let third = api.answer.len() / 3;
+    one_request_cut(filter, context, api, used, &[third, 2 * third]);
+}
+
+/// [`one_request`] with the answer delivered in chunks cut at `cuts`.
+fn one_request_cut(
+    filter: &mut Filter<TokenQuota, FakeHost>,
+    context: u32,
+    api: &Api,
+    used: &mut i64,
+    cuts: &[usize],
+) {
+    let answer = &api.answer;
+    let stream = request_until_answer_headers(filter, context, api, used);
     for i in 0..=cuts.len() {
         let from = if i == 0 { 0 } else { cuts[i - 1] };
         let to = cuts.get(i).copied().unwrap_or(answer.len());
@@ -173,24 +197,7 @@ fn one_request_with_trailers(
     api: &Api,
     used: &mut i64,
 ) {
-    let host = filter.host_mut();
-    host.next_request();
-    host.request_headers.add(":method", b"POST");
-    host.request_headers.add(":path", api.path);
-    host.request_headers.add("content-length", b"93");
-    host.request_headers.add("x-api-key", b"team-a");
-    host.request_body.extend_from_slice(REQUEST);
-    let stream = filter.open_stream(context);
-    assert_eq!(filter.on_request_headers(stream, false), Action::Pause);
-    assert_eq!(
-        filter.on_request_body(stream, REQUEST.len(), true),
-        Action::Pause
-    );
-    answer_redis(filter, used);
-    let host = filter.host_mut();
-    host.response_headers.add(":status", b"200");
-    host.response_headers.add("content-type", api.content_type);
-    assert_eq!(filter.on_response_headers(stream, false), Action::Continue);
+    let stream = request_until_answer_headers(filter, context, api, used);
     let third = api.answer.len() / 3;
     let (head, rest) = api.answer.split_at(third);
     let (middle, last) = rest.split_at(third);
@@ -211,14 +218,7 @@ fn one_request_with_trailers(
 
 #[test]
 fn streamed_answers_ending_with_trailers_do_not_allocate() {
-    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
-    filter
-        .configure(
-            br#"{"rule_name": "zt", "global_threshold": {"token_per_minute": 1000000000},
-                 "redis": {"webdis_cluster": "webdis"}}"#
-                .to_vec(),
-        )
-        .unwrap();
+    let mut filter = with_global_quota("zt");
     let apis = apis();
     let mut used = START;
     let mut context = 2;
@@ -296,14 +296,7 @@ fn a_full_streaming_request_does_not_allocate() {
 
 #[test]
 fn streamed_answers_of_every_api_do_not_allocate() {
-    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
-    filter
-        .configure(
-            br#"{"rule_name": "zb", "global_threshold": {"token_per_minute": 1000000000},
-                 "redis": {"webdis_cluster": "webdis"}}"#
-                .to_vec(),
-        )
-        .unwrap();
+    let mut filter = with_global_quota("zb");
     let apis = apis();
     // Redis holds 8 digits all along: a reply whose count grows a digit
     // longer grows the reply buffers once, which is warm-up, not a cost
@@ -347,14 +340,7 @@ fn streamed_answers_of_every_api_do_not_allocate() {
 /// buffers that carry it, and is still scanned and charged.
 #[test]
 fn answers_in_chunks_larger_than_before_do_not_allocate() {
-    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
-    filter
-        .configure(
-            br#"{"rule_name": "zd", "global_threshold": {"token_per_minute": 1000000000},
-                 "redis": {"webdis_cluster": "webdis"}}"#
-                .to_vec(),
-        )
-        .unwrap();
+    let mut filter = with_global_quota("zd");
     let small = &apis()[0];
     let mut long = String::new();
     while long.len() < 40_000 {
@@ -452,14 +438,7 @@ fn shared_round(filter: &mut Filter<TokenQuota, FakeHost>, context: &mut u32, us
 
 #[test]
 fn shared_reads_and_batched_charges_do_not_allocate() {
-    let mut filter: Filter<TokenQuota, FakeHost> = Filter::new(FakeHost::new());
-    filter
-        .configure(
-            br#"{"rule_name": "zc", "global_threshold": {"token_per_minute": 1000000000},
-                 "redis": {"webdis_cluster": "webdis"}}"#
-                .to_vec(),
-        )
-        .unwrap();
+    let mut filter = with_global_quota("zc");
     let flags = 0x4000u64.to_le_bytes();
     filter
         .host_mut()
