@@ -70,6 +70,8 @@ impl Name {
     /// object that [`Doc::members`] reads (the many): one copy of the
     /// comparisons for the keys of nested objects, keys with escapes or
     /// cut by a chunk's end, rather than one inlined into each place.
+    ///
+    /// [`Doc::members`]: super::doc::Doc::members
     #[inline(never)]
     pub(super) fn of_outlined(key: Option<&[u8]>) -> Name {
         Name::of(key)

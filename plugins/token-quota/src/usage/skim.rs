@@ -1,5 +1,6 @@
 //! Skipping JSON values by their structure alone, without decoding their
-//! text, and reading a whole usage object that sits in one chunk.
+//! text, reading a whole usage object that sits in one chunk, and finding
+//! where a line ends.
 
 use super::record::{Count, Name, Record, Slot};
 use crate::json::append_digit;
@@ -223,6 +224,9 @@ pub(super) fn past(s: &[u8], pos: usize, byte: u8) -> Option<usize> {
 /// top-level object, skipped as [`Doc::skip_value`] does, when it ends
 /// within `s` with no line ending outside its strings and nothing the skim
 /// refuses; `None` otherwise (left to [`Doc::run`]).
+///
+/// [`Doc::skip_value`]: super::doc::Doc::skip_value
+/// [`Doc::run`]: super::doc::Doc::run
 #[inline(always)]
 pub(super) fn skip_whole(s: &[u8], pos: usize) -> Option<usize> {
     let b = *s.get(pos)?;
@@ -249,6 +253,9 @@ pub(super) fn skip_whole(s: &[u8], pos: usize) -> Option<usize> {
 /// constants in registers (inlined into [`Doc::members`], they were
 /// reloaded on every word of a long answer); a call per container costs
 /// less than that.
+///
+/// [`Doc::tree`]: super::doc::Doc::tree
+/// [`Doc::members`]: super::doc::Doc::members
 #[inline(never)]
 fn skip_tree(s: &[u8], mut pos: usize) -> Option<usize> {
     // The kinds of the open containers as a stack of bits above a
@@ -300,6 +307,9 @@ fn skip_tree(s: &[u8], mut pos: usize) -> Option<usize> {
 /// A plain token count from `pos`, as [`Doc::number`] reads it, with the
 /// offset after it: digits with no leading zero, not followed by a
 /// fraction or exponent. `None` for any other number (left to [`Doc::run`]).
+///
+/// [`Doc::number`]: super::doc::Doc::number
+/// [`Doc::run`]: super::doc::Doc::run
 #[inline(always)]
 pub(super) fn whole_count(s: &[u8], pos: usize) -> Option<(usize, Count)> {
     let mut n: u64 = 0;
@@ -322,6 +332,8 @@ pub(super) fn whole_count(s: &[u8], pos: usize) -> Option<(usize, Count)> {
 /// The offset after the `}` of an object from `pos` (after its `{`), as
 /// [`Doc::tree`] skips it, when it holds no array or object and ends within
 /// `s` with no line ending outside its strings; `None` otherwise.
+///
+/// [`Doc::tree`]: super::doc::Doc::tree
 fn skip_flat(s: &[u8], mut pos: usize) -> Option<usize> {
     loop {
         let b = *s.get(pos)?;
@@ -342,6 +354,8 @@ fn skip_flat(s: &[u8], mut pos: usize) -> Option<usize> {
 /// without escapes, counts that are plain integers, only spaces and tabs
 /// between tokens. Its record, whether a count was set, and the offset
 /// after its `}`; `None` otherwise (left to [`Doc::run`]).
+///
+/// [`Doc::run`]: super::doc::Doc::run
 #[inline(never)]
 pub(super) fn whole_usage(s: &[u8], pos: usize, slot: Slot) -> Option<(usize, Record, bool)> {
     let mut record = Record::EMPTY;
