@@ -34,3 +34,20 @@ pub(crate) fn hex_digit(b: u8) -> Option<u16> {
     };
     Some(u16::from(digit))
 }
+
+/// The first eight bytes of `rest` as a little-endian word, and how many
+/// of them are `rest`'s: fewer than eight at its end, where `pad` fills
+/// the word (a byte the caller's search never flags).
+#[inline(always)]
+pub(crate) fn padded_word(rest: &[u8], pad: u8) -> (u64, usize) {
+    match rest.first_chunk::<8>() {
+        Some(bytes) => (u64::from_le_bytes(*bytes), 8),
+        None => {
+            let mut bytes = [pad; 8];
+            for (slot, &b) in bytes.iter_mut().zip(rest) {
+                *slot = b;
+            }
+            (u64::from_le_bytes(bytes), rest.len())
+        }
+    }
+}

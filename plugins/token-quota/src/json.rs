@@ -13,7 +13,7 @@
 //! depth at [`MAX_DEPTH`]; deeper input is an error rather than a reason to
 //! grow, so hostile bodies cost the same memory as friendly ones.
 
-use crate::bytes::{hex_digit, is_line_end, is_space, simple_escape};
+use crate::bytes::{hex_digit, is_line_end, is_space, padded_word, simple_escape};
 
 /// Deepest nesting of arrays and objects the lexer follows; deeper input
 /// counts as malformed.
@@ -233,16 +233,7 @@ fn special_run(s: &[u8]) -> (usize, bool) {
     let mut high = 0;
     loop {
         let rest = s.get(skipped..).unwrap_or_default();
-        let (w, avail) = match rest.first_chunk::<8>() {
-            Some(bytes) => (u64::from_le_bytes(*bytes), 8),
-            None => {
-                let mut bytes = [b'a'; 8];
-                for (slot, &b) in bytes.iter_mut().zip(rest) {
-                    *slot = b;
-                }
-                (u64::from_le_bytes(bytes), rest.len())
-            }
-        };
+        let (w, avail) = padded_word(rest, b'a');
         let special = zero_byte(w ^ QUOTES)
             | zero_byte(w ^ BACKSLASHES)
             | (w.wrapping_sub(SPACES) & !w & HIGH);

@@ -3,6 +3,7 @@
 //! where a line ends.
 
 use super::record::{Count, Name, Record, Slot};
+use crate::bytes::padded_word;
 use crate::json::append_digit;
 
 /// Byte classes of the tree skip: what a byte means between the strings
@@ -433,16 +434,7 @@ pub(super) fn line_end(s: &[u8]) -> usize {
     let mut at = 0;
     loop {
         let rest = s.get(at..).unwrap_or_default();
-        let (w, avail) = match rest.first_chunk::<8>() {
-            Some(bytes) => (u64::from_le_bytes(*bytes), 8),
-            None => {
-                let mut bytes = [0; 8];
-                for (slot, &b) in bytes.iter_mut().zip(rest) {
-                    *slot = b;
-                }
-                (u64::from_le_bytes(bytes), rest.len())
-            }
-        };
+        let (w, avail) = padded_word(rest, 0);
         let found = zero_byte(w ^ LF) | zero_byte(w ^ CR);
         if found != 0 {
             // The flag's byte index, at most 7.
