@@ -13,6 +13,8 @@
 //! depth at [`MAX_DEPTH`]; deeper input is an error rather than a reason to
 //! grow, so hostile bodies cost the same memory as friendly ones.
 
+use crate::bytes::{hex_digit, is_line_end, is_space, padded_word, simple_escape};
+
 /// Deepest nesting of arrays and objects the lexer follows; deeper input
 /// counts as malformed.
 ///
@@ -167,14 +169,6 @@ enum Act {
     Fail,
 }
 
-fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-fn is_line_end(b: u8) -> bool {
-    b == b'\n' || b == b'\r'
-}
-
 /// Skips whitespace from `*pos`: the byte after it, `None` at the end of
 /// `input`. With `LINE`, a line ending is not skipped but returned.
 fn skip_space<const LINE: bool>(input: &[u8], pos: &mut usize) -> Option<u8> {
@@ -193,13 +187,7 @@ fn skip_space<const LINE: bool>(input: &[u8], pos: &mut usize) -> Option<u8> {
 fn hex4(digits: &[u8]) -> Option<u16> {
     let mut code = 0u16;
     for &b in digits.get(..4)? {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        code = (code << 4) | u16::from(digit);
+        code = (code << 4) | hex_digit(b)?;
     }
     Some(code)
 }
@@ -224,19 +212,6 @@ fn unicode_escape(s: &[u8]) -> Option<(u32, usize)> {
     }
 }
 
-/// The byte an escape other than `\\u` stands for: `\\n` for `n`.
-fn simple_escape(b: u8) -> Option<u8> {
-    Some(match b {
-        b'"' | b'\\' | b'/' => b,
-        b'b' => 0x08,
-        b'f' => 0x0C,
-        b'n' => b'\n',
-        b'r' => b'\r',
-        b't' => b'\t',
-        _ => return None,
-    })
-}
-
 /// The length of the run of `s` before its first special byte (one a
 /// string needs a decision at: a quote, a backslash or a control byte),
 /// and whether the run is all ASCII.
@@ -258,16 +233,7 @@ fn special_run(s: &[u8]) -> (usize, bool) {
     let mut high = 0;
     loop {
         let rest = s.get(skipped..).unwrap_or_default();
-        let (w, avail) = match rest.first_chunk::<8>() {
-            Some(bytes) => (u64::from_le_bytes(*bytes), 8),
-            None => {
-                let mut bytes = [b'a'; 8];
-                for (slot, &b) in bytes.iter_mut().zip(rest) {
-                    *slot = b;
-                }
-                (u64::from_le_bytes(bytes), rest.len())
-            }
-        };
+        let (w, avail) = padded_word(rest, b'a');
         let special = zero_byte(w ^ QUOTES)
             | zero_byte(w ^ BACKSLASHES)
             | (w.wrapping_sub(SPACES) & !w & HIGH);

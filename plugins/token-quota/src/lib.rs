@@ -18,6 +18,7 @@
 //! usage scanner skims what it does not need by structure alone, and
 //! refuses structure it cannot trust rather than guess at it.
 
+mod bytes;
 pub mod estimate;
 mod json;
 mod quota;
