@@ -245,13 +245,43 @@ fn calls_while_the_proxy_is_frozen(cluster_flag: bool) -> FrozenRun {
     let crossslot_before = cluster.error_count("CROSSSLOT");
     let trips_before = cluster.calls_of("evalsha") + cluster.calls_of("eval");
 
+    let stat = |name: &str| envoy.stat(name).unwrap_or(0);
+    // Waits on the gateway's own gauges, not a sleep: on a loaded machine
+    // a request can take longer than any fixed pause to reach the plugin,
+    // and a sender that arrives late shares a call instead of going alone.
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited too long for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let calls_before = stat("cluster.webdis.upstream_rq_total");
+    let at_once = kit::increments::CALLS_IN_FLIGHT as u64;
     cluster.freeze_proxy();
     let statuses = std::thread::scope(|scope| {
         let send = |value: String| scope.spawn(move || (value.clone(), status_of(port, &value)));
-        let mut running: Vec<_> = senders.iter().map(|v| send(v.to_string())).collect();
-        std::thread::sleep(Duration::from_millis(500));
+        // The senders one at a time, each once its call is out (the
+        // first CALLS_IN_FLIGHT go alone; the rest wait for a call).
+        let mut running = Vec::new();
+        for (i, sender) in senders.iter().enumerate() {
+            running.push(send(sender.to_string()));
+            let calls = calls_before + at_once.min(i as u64 + 1);
+            wait_until(sender, &|| {
+                stat("cluster.webdis.upstream_rq_total") >= calls
+                    && stat("http.ingress.downstream_rq_active") > i as u64
+            });
+        }
         running.extend(same_slot.iter().chain(&spread).cloned().map(send));
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until("every request at the plugin", &|| {
+            stat("http.ingress.downstream_rq_active") >= 22
+        });
+        // The last arrivals' keys join the waiting table in the same
+        // callback that counts them active; a moment more for the plugin.
+        std::thread::sleep(Duration::from_millis(100));
         cluster.thaw_proxy();
         running
             .into_iter()
