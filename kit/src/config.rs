@@ -151,7 +151,8 @@ fn value_of<'a, 'cfg>(nodes: &'a [Node<'cfg>]) -> &'a [Node<'cfg>] {
 }
 
 /// `keys` separated by `, `, for error messages. A plain loop: the
-/// standard `join` is generic over separators and costs about 1 KB of wasm.
+/// standard `join` is generic over separators, code a single one does
+/// not need.
 pub(crate) fn comma_list(keys: &[&str]) -> String {
     list_after(String::new(), keys)
 }

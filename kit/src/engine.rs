@@ -1290,8 +1290,8 @@ impl<P: Plugin, H: Host> Filter<P, H> {
         }
         let (direction, stage) = at.or(waited).unwrap_or((Direction::Request, Stage::Body));
         // Only body handlers are told which bytes they were given; a run in
-        // the headers stage (all three of a limiter request's) skips reading
-        // the half.
+        // the headers stage (every run of a plugin that reads no body)
+        // skips reading the half.
         let body = (stage != Stage::Headers).then(|| {
             let half = slot
                 .halves

@@ -287,8 +287,8 @@ impl Index {
                 Indexed::Domain => &mut index.domains,
             };
             // Inserted in place, sorted by value then rule: configure time
-            // only, and the standard sort would add about 3 KB to the
-            // module (see `pattern::normalize`).
+            // only, and the standard sort would add its generic code to
+            // the module (see `pattern::normalize`).
             for v in 0..values {
                 let entry = (i, v);
                 let at = entries

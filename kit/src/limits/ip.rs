@@ -2,8 +2,8 @@
 //!
 //! Accepts exactly the forms std's `IpAddr::from_str` accepts (the
 //! tests compare the two) but is a fraction of its size in the module:
-//! std's parser is a general backtracking reader (about 4 KB of wasm), this
-//! one a single forward pass that yields only what a CIDR match needs.
+//! std's parser is a general backtracking reader, this one a single
+//! forward pass that yields only what a CIDR match needs.
 
 /// An address as CIDR ranges compare it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

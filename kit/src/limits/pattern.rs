@@ -9,8 +9,9 @@
 //! at most `text length × program size` steps whatever the pattern and the
 //! text: a hostile header cannot make a match backtrack exponentially.
 //! Matching allocates nothing: the thread lists are sized to the program
-//! when it is compiled. A general regex crate cost the limiter's wasm
-//! module more than 50 KB; this module is a small fraction of that.
+//! when it is compiled. A general regex crate would bring a far larger
+//! engine into every module that matches patterns; this one holds only
+//! what the subset needs (README "Module size" has the measurement).
 //!
 //! # Syntax
 //!
@@ -753,7 +754,7 @@ fn add_ranges(class: &mut Vec<(u32, u32)>, ranges: &[(u32, u32)], negated: bool)
 fn normalize(class: &mut Vec<(u32, u32)>) {
     // Insertion at a binary-searched place rather than `sort_unstable`:
     // classes hold a handful of ranges, sorted once at configure time, and
-    // the standard sort would add about 3 KB to the wasm module.
+    // the standard sort would add its generic code to every module.
     let mut sorted: Vec<(u32, u32)> = Vec::with_capacity(class.len());
     for &range in class.iter() {
         let at = sorted.partition_point(|&other| other < range);
@@ -770,8 +771,8 @@ fn normalize(class: &mut Vec<(u32, u32)>) {
 }
 
 /// Where the two ASCII bytes `pair` first occur in `text`. A plain byte
-/// scan: `str::find` with a string needle brings in the two-way searcher
-/// (about 2 KB of wasm) for two delimiters read once at configure time.
+/// scan: `str::find` with a string needle brings in the whole two-way
+/// searcher for two delimiters read once at configure time.
 fn find_pair(text: &str, pair: [u8; 2]) -> Option<usize> {
     text.as_bytes().windows(2).position(|window| window == pair)
 }

@@ -60,10 +60,9 @@ const SCALAR_END: u8 = 1;
 const ESCAPE: u8 = 2;
 
 /// [`is_scalar_end`] and [`is_escape`] by byte, one load each: their
-/// `matches!` compile to jump tables of about 10 instructions a byte
-/// (per byte of a skipped number, per escape of a skipped string: a
-/// third of a long answer's instructions were its escapes). 256 bytes of
-/// data.
+/// `matches!` compile to jump tables of several instructions a byte, paid
+/// per byte of a skipped number and per escape of a skipped string, which
+/// dominate a long answer's scan. 256 bytes of data.
 // Built at compile time: a bad index would fail the build, never panic.
 #[allow(clippy::indexing_slicing)]
 static BYTE_FLAGS: [u8; 256] = {
