@@ -79,6 +79,8 @@
 )]
 // Unsafe code lives in `raw` alone, the one module allowed it.
 #![deny(unsafe_code)]
+// Every public item says what it is for: users read the kit from its docs.
+#![deny(missing_docs)]
 
 // The host's numbers outside `proxy` and `raw` are only a few statuses, so
 // most codes go unused in builds without the kit's own ABI layer.
