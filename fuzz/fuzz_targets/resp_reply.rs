@@ -39,13 +39,18 @@ fn range_frame(bytes: &[u8], reply: Reply<'_>) -> RangeFrame {
             let elements: Vec<RangeFrame> = items.iter().map(|r| range_frame(bytes, r)).collect();
             assert_eq!(items.len(), elements.len());
             assert_eq!(items.is_empty(), elements.is_empty());
-            for (i, element) in elements.iter().enumerate() {
-                assert_eq!(
-                    items.get(i).map(|r| range_frame(bytes, r)).as_ref(),
-                    Some(element)
-                );
+            // `get` agrees with `iter`. Compared as replies, not by reading
+            // each element again: a second recursive reading per element
+            // doubles the work at every level of nesting. `get` skips the
+            // elements before its index, so only the first ones and the
+            // last are asked, or a wide array costs its width squared.
+            let count = elements.len();
+            for (i, element) in items.iter().enumerate() {
+                if i < 16 || i + 1 == count {
+                    assert_eq!(items.get(i), Some(element));
+                }
             }
-            assert!(items.get(elements.len()).is_none());
+            assert!(items.get(count).is_none());
             RangeFrame::Array(elements)
         }
     }
