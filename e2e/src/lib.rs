@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
+use stack::resp::Resp;
 use stack::{Envoy, EnvoyConfig, Redis, Response, WasmPlugin, Webdis};
 
 /// The cluster name the limiter's config refers to (`redis.webdis_cluster`).
@@ -47,6 +48,43 @@ pub fn default_build_only(why: &str) {
         "note: {test} tests the default backend's build, not KIT_WASM_DIR={}: {why}",
         dir.to_string_lossy()
     );
+}
+
+/// The `heap-stats` build of plugin `module` (`limiter`, `token_quota`),
+/// which publishes its heap allocation count, for a test that no request
+/// allocates inside Envoy; says so when `KIT_WASM_DIR` names another
+/// build ([`default_build_only`]), as that count is the default backend's
+/// property.
+///
+/// # Panics
+/// If it has not been built, naming the build command.
+pub fn heap_stats_wasm(module: &str) -> PathBuf {
+    default_build_only(
+        "no allocation per request is that backend's property; the SDK build's count is measured by the backends test",
+    );
+    let wasm = stack::repo_root().join(format!("target/wasm/heap-stats/{module}.wasm"));
+    assert!(
+        wasm.exists(),
+        "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
+        wasm.display()
+    );
+    wasm
+}
+
+/// Calls of `command` Redis has run, from `INFO commandstats`.
+///
+/// # Panics
+/// If Redis does not answer `INFO commandstats` with a bulk string.
+pub fn calls_of(redis: &Redis, command: &str) -> u64 {
+    let Ok(Resp::Bulk(Some(text))) = redis.command(&[b"INFO", b"commandstats"]) else {
+        panic!("INFO commandstats did not answer a bulk string");
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let prefix = format!("cmdstat_{command}:calls=");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// An Envoy config with the limiter configured by `plugin_config`, its

@@ -14,15 +14,7 @@ use stack::{Envoy, EnvoyConfig, Redis, WasmPlugin, Webdis};
 
 #[test]
 fn limiter_requests_allocate_nothing_inside_envoy() {
-    e2e::default_build_only(
-        "no allocation per request is that backend's property; the SDK build's count is measured by the backends test",
-    );
-    let wasm = stack::repo_root().join("target/wasm/heap-stats/limiter.wasm");
-    assert!(
-        wasm.exists(),
-        "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
-        wasm.display()
-    );
+    let wasm = e2e::heap_stats_wasm("limiter");
     let rule = e2e::unique_rule_name("heap");
     let config = json!({
         "rule_name": rule,

@@ -9,23 +9,10 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use e2e::{limiter_envoy, room_in_minute_for, summary, unique_rule_name, LimiterStack};
+use e2e::{calls_of, limiter_envoy, room_in_minute_for, summary, unique_rule_name, LimiterStack};
 use serde_json::json;
 use stack::resp::Resp;
 use stack::{get_with_timeout, Envoy, Redis, Webdis};
-
-/// Calls of `command` Redis has run, from `INFO commandstats`.
-fn calls_of(redis: &Redis, command: &str) -> u64 {
-    let Ok(Resp::Bulk(Some(text))) = redis.command(&[b"INFO", b"commandstats"]) else {
-        panic!("INFO commandstats did not answer a bulk string");
-    };
-    let text = String::from_utf8_lossy(&text).into_owned();
-    let prefix = format!("cmdstat_{command}:calls=");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
 
 #[test]
 fn a_batch_is_answered_after_the_client_whose_request_sent_it_hung_up() {

@@ -20,11 +20,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::{settled_counter, unique_rule_name, WEBDIS_CLUSTER};
+use e2e::token_quota::{counter_holding, llm_envoy, per_header_config, LlmProtocol};
+use e2e::{settled_counter, unique_rule_name};
 use serde_json::{json, Value};
 use stack::llm_upstream::{answer, gunzip, LlmApi, LlmUpstream, REPORTED_TOKENS};
-use stack::resp::Resp;
-use stack::{request_with_timeout, Body, Envoy, EnvoyConfig, Redis, Response, WasmPlugin, Webdis};
+use stack::{request_with_timeout, Body, Envoy, Redis, Response, WasmPlugin, Webdis};
 
 /// The header each row is keyed by, so each row has its own counter.
 const ROW_HEADER: &str = "x-row";
@@ -58,29 +58,16 @@ impl Stack {
     /// the README advises operators whose clients want compressed answers.
     fn start(compressor: bool) -> Stack {
         let rule = unique_rule_name("llm");
-        let config = json!({
-            "rule_name": rule,
-            "rule_items": [{
-                "limit_by_per_header": ROW_HEADER,
-                "limit_keys": [{"key": "*", "token_per_hour": 1_000_000}],
-            }],
-            "redis": {"webdis_cluster": WEBDIS_CLUSTER, "timeout": 1000},
-        });
+        let config = per_header_config(&rule, ROW_HEADER, 1000);
         let redis = Redis::start();
         let webdis = Webdis::start(redis.port());
         let upstream = LlmUpstream::start();
-        let mut envoy = EnvoyConfig::new();
+        let plugin = WasmPlugin::new(module(), config.to_string());
+        let mut envoy = llm_envoy(plugin, webdis.port(), upstream.port(), LlmProtocol::Http1);
         if compressor {
             envoy = envoy.native_filter(compressor_filter());
         }
-        let envoy = Envoy::start(
-            envoy
-                .wasm(WasmPlugin::new(module(), config.to_string()))
-                .cluster(WEBDIS_CLUSTER, webdis.port())
-                .cluster("llm", upstream.port())
-                .route_to("llm")
-                .component_log_level("wasm:debug"),
-        );
+        let envoy = Envoy::start(envoy);
         Stack {
             envoy,
             upstream,
@@ -120,24 +107,7 @@ impl Stack {
 
     /// The tokens charged to `row` (0 when it has no counter).
     fn charged(&self, row: &str) -> i64 {
-        let part = format!("{ROW_HEADER}:{row}}}");
-        let keys: Vec<Vec<u8>> = self
-            .redis
-            .keys()
-            .into_iter()
-            .filter(|k| {
-                let k = String::from_utf8_lossy(k);
-                k.contains(&self.rule) && k.contains(&part)
-            })
-            .collect();
-        match keys.as_slice() {
-            [] => 0,
-            [key] => match self.redis.command(&[b"GET", key]) {
-                Ok(Resp::Bulk(Some(v))) => String::from_utf8_lossy(&v).parse().unwrap(),
-                other => panic!("GET {key:?} answered {other:?}"),
-            },
-            _ => panic!("several counters for {row}: {keys:?}"),
-        }
+        counter_holding(&self.redis, &self.rule, &format!("{ROW_HEADER}:{row}}}"))
     }
 }
 

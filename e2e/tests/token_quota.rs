@@ -18,19 +18,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e::token_quota::keys_with;
+use e2e::token_quota::{keys_with, llm_envoy, LlmProtocol};
 use e2e::{room_in_minute_for, send_all, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::{json, Value};
 use stack::resp::Resp;
 use stack::{
-    request_with_timeout, Body, Envoy, EnvoyConfig, Framing, OpenAiStream, RecordedRequest, Redis,
-    Relay, Reply, Response, Upstream, Usage, WasmPlugin, Webdis,
+    request_with_timeout, Body, Envoy, Framing, OpenAiStream, RecordedRequest, Redis, Relay, Reply,
+    Response, Upstream, Usage, WasmPlugin, Webdis,
 };
 
 const CHAT: &str = "/v1/chat/completions";
 const JSON: (&str, &str) = ("content-type", "application/json");
-/// The cluster the route sends requests to: the scripted upstream.
-const LLM_CLUSTER: &str = "llm";
 const REJECTED_MSG: &str = "Too many tokens";
 /// The `redis.timeout` the tests configure, in milliseconds.
 const REDIS_TIMEOUT_MS: u64 = 500;
@@ -146,16 +144,12 @@ impl QuotaStack {
         let webdis_port = relay.as_ref().map_or(webdis.port(), Relay::port);
         let plugin = WasmPlugin::new(wasm, config.to_string())
             .allow_on_headers_stop_iteration(allow_stop_iteration);
-        let envoy = Envoy::start(
-            EnvoyConfig::new()
-                .wasm(plugin)
-                .cluster(WEBDIS_CLUSTER, webdis_port)
-                .cluster(LLM_CLUSTER, upstream.port())
-                .route_to(LLM_CLUSTER)
-                // The plugin explains its decisions (usage not found, Redis
-                // failures) at debug level: failing tests show them.
-                .component_log_level("wasm:debug"),
-        );
+        let envoy = Envoy::start(llm_envoy(
+            plugin,
+            webdis_port,
+            upstream.port(),
+            LlmProtocol::Http1,
+        ));
         Self {
             envoy,
             upstream,
@@ -792,15 +786,7 @@ fn non_json_bodies_pass_untouched_with_stop_iteration_ignored() {
 /// rewritten, quota read, answers scanned, usage charged) must not move it.
 #[test]
 fn chat_requests_allocate_nothing_inside_envoy() {
-    e2e::default_build_only(
-        "no allocation per request is that backend's property; the SDK build's count is measured by the backends test",
-    );
-    let wasm = stack::repo_root().join("target/wasm/heap-stats/token_quota.wasm");
-    assert!(
-        wasm.exists(),
-        "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
-        wasm.display()
-    );
+    let wasm = e2e::heap_stats_wasm("token_quota");
     let config = global_config(&rule_name("heap"), 1_000_000_000, false);
     let stack = QuotaStack::start_module(wasm, &config, true, None);
     stack.upstream.set_default(Reply::openai(ANSWER_USAGE));

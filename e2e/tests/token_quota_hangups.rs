@@ -19,12 +19,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use e2e::slow_upstream::{Script, SlowUpstream, Step};
-use e2e::token_quota::{charged_to, per_user_config, token_quota_plugin};
-use e2e::{unique_rule_name, WEBDIS_CLUSTER};
+use e2e::token_quota::{charged_to, llm_envoy, per_user_config, token_quota_plugin, LlmProtocol};
+use e2e::unique_rule_name;
 use serde_json::json;
-use stack::{Envoy, EnvoyConfig, Redis, Relay, Webdis};
+use stack::{Envoy, Redis, Relay, Webdis};
 
-const LLM_CLUSTER: &str = "llm";
 /// The gap the upstream leaves where a test wants the answer to stall: far
 /// longer than a Redis round trip, so waiting for it shows.
 const GAP: Duration = Duration::from_secs(2);
@@ -134,12 +133,8 @@ impl Stack {
         let relay = redis_latency.map(|delay| Relay::start(webdis.port(), delay));
         let webdis_port = relay.as_ref().map_or(webdis.port(), Relay::port);
         let upstream = SlowUpstream::start();
-        let mut envoy_config = EnvoyConfig::new()
-            .wasm(token_quota_plugin(wasm, &config))
-            .cluster(WEBDIS_CLUSTER, webdis_port)
-            .cluster(LLM_CLUSTER, upstream.port())
-            .route_to(LLM_CLUSTER)
-            .component_log_level("wasm:debug");
+        let plugin = token_quota_plugin(wasm, &config);
+        let mut envoy_config = llm_envoy(plugin, webdis_port, upstream.port(), LlmProtocol::Http1);
         if let Some(timeout) = route_timeout {
             envoy_config = envoy_config.route_timeout(timeout);
         }
@@ -543,15 +538,7 @@ fn a_client_gone_after_a_complete_json_answer_is_charged_the_usage() {
 /// must not move it.
 #[test]
 fn hangups_allocate_nothing_inside_envoy() {
-    e2e::default_build_only(
-        "no allocation per request is that backend's property; the SDK build's count is measured by the backends test",
-    );
-    let wasm = stack::repo_root().join("target/wasm/heap-stats/token_quota.wasm");
-    assert!(
-        wasm.exists(),
-        "{} is missing: run `bash scripts/build.sh --heap-stats` (scripts/test.sh does)",
-        wasm.display()
-    );
+    let wasm = e2e::heap_stats_wasm("token_quota");
     let stack = Stack::start_module(wasm, "heap", None, None);
     let short = Duration::from_millis(300);
     let round = |i: usize| {

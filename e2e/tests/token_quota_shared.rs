@@ -13,15 +13,16 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use e2e::slow_upstream::{Script, SlowUpstream, Step};
-use e2e::token_quota::{per_user_config, token_quota_envoy};
-use e2e::{unique_rule_name, WEBDIS_CLUSTER};
+use e2e::token_quota::{
+    llm_envoy, per_user_config, token_quota_envoy, token_quota_plugin, LlmProtocol, LLM_CLUSTER,
+};
+use e2e::{calls_of, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::json;
 use stack::resp::Resp;
 use stack::{
     request_with_timeout, Body, Envoy, EnvoyConfig, OpenAiStream, Redis, Reply, Usage, Webdis,
 };
 
-const LLM_CLUSTER: &str = "llm";
 const CHAT: &str = "/v1/chat/completions";
 /// The usage every answer of the concurrent tests reports.
 const USAGE: Usage = Usage {
@@ -32,19 +33,6 @@ const USAGE: Usage = Usage {
 /// Clients at once, and requests each sends one after the other.
 const CLIENTS: usize = 16;
 const REQUESTS_EACH: usize = 25;
-
-/// Calls of `command` Redis has run, from `INFO commandstats`.
-fn calls_of(redis: &Redis, command: &str) -> u64 {
-    let Ok(Resp::Bulk(Some(text))) = redis.command(&[b"INFO", b"commandstats"]) else {
-        panic!("INFO commandstats did not answer a bulk string");
-    };
-    let text = String::from_utf8_lossy(&text).into_owned();
-    let prefix = format!("cmdstat_{command}:calls=");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
 
 /// Top-level calls the plugin made: EVALSHA, and EVAL after a NOSCRIPT.
 fn round_trips(redis: &Redis) -> u64 {
@@ -242,12 +230,13 @@ fn a_batch_whose_sender_hung_up_still_charges_and_answers_everyone() {
     let mut redis = Redis::start();
     let webdis = Webdis::start(redis.port());
     let upstream = SlowUpstream::start();
-    let envoy = Envoy::start(
-        token_quota_envoy(webdis.port(), &config)
-            .cluster(LLM_CLUSTER, upstream.port())
-            .route_to(LLM_CLUSTER)
-            .component_log_level("wasm:debug"),
-    );
+    let plugin = token_quota_plugin(stack::wasm_path("token-quota"), &config);
+    let envoy = Envoy::start(llm_envoy(
+        plugin,
+        webdis.port(),
+        upstream.port(),
+        LlmProtocol::Http1,
+    ));
     let port = envoy.port();
     // Three clients of one counter, let through one after the other (each
     // reaches the upstream once its quota read answered). The sender's

@@ -16,12 +16,10 @@
 use std::time::Duration;
 
 use e2e::h2_upstream::{H2Answer, H2Upstream};
-use e2e::token_quota::{charged_to, per_user_config, token_quota_envoy};
+use e2e::token_quota::{charged_to, llm_envoy, per_user_config, token_quota_plugin, LlmProtocol};
 use e2e::unique_rule_name;
 use serde_json::json;
 use stack::{Envoy, Redis, Webdis};
-
-const LLM_CLUSTER: &str = "llm";
 
 const CONTENT: &str =
     "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}]}\n\n";
@@ -75,12 +73,13 @@ impl Stack {
         let redis = Redis::start();
         let webdis = Webdis::start(redis.port());
         let upstream = H2Upstream::start(answers());
-        let envoy = Envoy::start(
-            token_quota_envoy(webdis.port(), &config)
-                .http2_cluster(LLM_CLUSTER, upstream.port())
-                .route_to(LLM_CLUSTER)
-                .component_log_level("wasm:debug"),
-        );
+        let plugin = token_quota_plugin(stack::wasm_path("token-quota"), &config);
+        let envoy = Envoy::start(llm_envoy(
+            plugin,
+            webdis.port(),
+            upstream.port(),
+            LlmProtocol::Http2,
+        ));
         Stack {
             envoy,
             upstream,

@@ -18,6 +18,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use e2e::token_quota::{llm_envoy, LlmProtocol};
 use e2e::{room_in_minute_for, unique_rule_name, WEBDIS_CLUSTER};
 use serde_json::json;
 use stack::resp::Resp;
@@ -63,14 +64,12 @@ impl Gateway {
         });
         let plugin = WasmPlugin::new(stack::wasm_path("token-quota"), config.to_string())
             .allow_on_headers_stop_iteration(false);
-        let envoy = Envoy::start(
-            EnvoyConfig::new()
-                .wasm(plugin)
-                .cluster(WEBDIS_CLUSTER, webdis.port())
-                .cluster("llm", upstream.port())
-                .route_to("llm")
-                .component_log_level("wasm:debug"),
-        );
+        let envoy = Envoy::start(llm_envoy(
+            plugin,
+            webdis.port(),
+            upstream.port(),
+            LlmProtocol::Http1,
+        ));
         Self {
             envoy,
             _upstream: upstream,

@@ -4,6 +4,7 @@
 //! time past the first type check.
 
 use arbitrary::{Result, Unstructured};
+use kit::limits::{Unit, LIMIT_BY_FIELDS};
 use serde_json::{json, Map, Value};
 
 /// Which plugin's configuration to shape.
@@ -13,30 +14,10 @@ pub enum Plugin {
     TokenQuota,
 }
 
-const QUERY_UNITS: [&str; 4] = [
-    "query_per_second",
-    "query_per_minute",
-    "query_per_hour",
-    "query_per_day",
-];
-const TOKEN_UNITS: [&str; 4] = [
-    "token_per_second",
-    "token_per_minute",
-    "token_per_hour",
-    "token_per_day",
-];
-const LIMIT_BY: [&str; 10] = [
-    "limit_by_header",
-    "limit_by_param",
-    "limit_by_cookie",
-    "limit_by_consumer",
-    "limit_by_per_header",
-    "limit_by_per_param",
-    "limit_by_per_cookie",
-    "limit_by_per_consumer",
-    "limit_by_per_ip",
-    "limit_by_ip",
-];
+/// A `limit_by_*` field the kit does not know, chosen beside the kit's
+/// own ([`LIMIT_BY_FIELDS`]) so the fuzzer meets items that name it.
+const UNKNOWN_LIMIT_BY: &str = "limit_by_ip";
+
 const MATCHERS: [&str; 4] = [
     "_match_route_",
     "_match_domain_",
@@ -158,8 +139,8 @@ fn threshold(u: &mut Unstructured<'_>, plugin: Plugin) -> Result<Value> {
 
 fn unit(u: &mut Unstructured<'_>, plugin: Plugin) -> Result<&'static str> {
     let (own, other) = match plugin {
-        Plugin::Limiter => (&QUERY_UNITS, &TOKEN_UNITS),
-        Plugin::TokenQuota => (&TOKEN_UNITS, &QUERY_UNITS),
+        Plugin::Limiter => (Unit::Query.fields(), Unit::Token.fields()),
+        Plugin::TokenQuota => (Unit::Token.fields(), Unit::Query.fields()),
     };
     Ok(if u.ratio(1, 16)? {
         u.choose(other)?
@@ -176,7 +157,13 @@ fn items(u: &mut Unstructured<'_>, plugin: Plugin) -> Result<Value> {
     for _ in 0..u.int_in_range(0..=3)? {
         let mut item = Map::new();
         for _ in 0..u.int_in_range(0..=2)? {
-            item.insert((*u.choose(&LIMIT_BY)?).into(), string(u)?);
+            // One choice among the kit's fields and the unknown one.
+            let which = u.choose_index(LIMIT_BY_FIELDS.len() + 1)?;
+            let field = LIMIT_BY_FIELDS
+                .get(which)
+                .copied()
+                .unwrap_or(UNKNOWN_LIMIT_BY);
+            item.insert(field.into(), string(u)?);
         }
         let mut keys = Vec::new();
         for _ in 0..u.int_in_range(0..=3)? {

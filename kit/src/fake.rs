@@ -209,6 +209,34 @@ impl SentCall {
         }
         Some(args)
     }
+
+    /// The Redis command of a call, whichever transport carried it: a
+    /// webdis call's `:path` ([`SentCall::webdis_args`]) or a native call's
+    /// body, one RESP array of bulk strings; `None` for a call that is
+    /// neither.
+    pub fn redis_args(&self) -> Option<Vec<Vec<u8>>> {
+        self.webdis_args().or_else(|| resp_array(&self.body))
+    }
+}
+
+/// The bulk strings of one RESP array (`*N` then `N` times `$len`).
+fn resp_array(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (count, mut rest) = resp_length(bytes.strip_prefix(b"*")?)?;
+    let mut args = Vec::new();
+    for _ in 0..count {
+        let (len, tail) = resp_length(rest.strip_prefix(b"$")?)?;
+        args.push(tail.get(..len)?.to_vec());
+        rest = tail.get(len..)?.strip_prefix(b"\r\n")?;
+    }
+    Some(args)
+}
+
+/// The decimal length ending the line `bytes` starts with, and what
+/// follows the line.
+fn resp_length(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let digits = core::str::from_utf8(bytes.get(..end)?).ok()?;
+    Some((digits.parse().ok()?, bytes.get(end + 2..)?))
 }
 
 /// A scriptable host. Fields are public: set them up, run, inspect.

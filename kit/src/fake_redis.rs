@@ -326,10 +326,7 @@ impl FakeRedis {
             return None;
         }
         self.store.now_nanos = now_nanos;
-        let args = call
-            .webdis_args()
-            .or_else(|| resp_command(&call.body))
-            .unwrap_or_default();
+        let args = call.redis_args().unwrap_or_default();
         Some(self.run_args(args))
     }
 
@@ -507,24 +504,6 @@ fn count_one(store: &mut Store, key: &[u8], ttl: u64, by: i64) -> RedisValue {
             ])
         }
     }
-}
-
-/// The arguments of a native RESP command (`*N` bulk strings).
-fn resp_command(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let (count, mut rest) = resp_line(bytes.strip_prefix(b"*")?)?;
-    let mut args = Vec::new();
-    for _ in 0..count {
-        let (len, tail) = resp_line(rest.strip_prefix(b"$")?)?;
-        let len = usize::try_from(len).ok()?;
-        args.push(tail.get(..len)?.to_vec());
-        rest = tail.get(len..)?.strip_prefix(b"\r\n")?;
-    }
-    Some(args)
-}
-
-fn resp_line(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let end = bytes.windows(2).position(|w| w == b"\r\n")?;
-    Some((parse_u64(bytes.get(..end)?)?, bytes.get(end + 2..)?))
 }
 
 #[cfg(test)]

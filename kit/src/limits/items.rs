@@ -18,7 +18,8 @@ pub enum Unit {
 }
 
 impl Unit {
-    fn fields(self) -> &'static [&'static str; 4] {
+    /// The unit's four `<unit>_per_<period>` field names, from second to day.
+    pub fn fields(self) -> &'static [&'static str; 4] {
         match self {
             Unit::Query => &[
                 "query_per_second",
@@ -108,7 +109,11 @@ pub enum Limits<'cfg> {
     Items(Vec<Item<'cfg>>),
 }
 
-const SOURCES: [&str; 9] = [
+/// The `rule_items` fields that name where an item's value comes from:
+/// `limit_by_*` (values matching one `limit_keys` entry share its
+/// counter), then `limit_by_per_*` (a counter per value); an item sets
+/// exactly one.
+pub const LIMIT_BY_FIELDS: [&str; 9] = [
     "limit_by_header",
     "limit_by_param",
     "limit_by_cookie",
@@ -129,7 +134,7 @@ fn non_empty<'cfg>(field: &Field<'_, 'cfg>, name: &'cfg str) -> Result<&'cfg str
 
 fn item<'cfg>(field: Field<'_, 'cfg>, unit: Unit) -> Result<Item<'cfg>, ConfigError> {
     let fields = field.object()?;
-    let (which, source_field) = fields.one_of(&SOURCES)?;
+    let (which, source_field) = fields.one_of(&LIMIT_BY_FIELDS)?;
     let name = source_field.str()?;
     let per_value = which >= 4;
     let source = match which {

@@ -67,7 +67,7 @@ use crate::plugin::{Flow, Setup};
 use cache::OverLimitCache;
 use core::cell::Cell;
 use heads::{Heads, GLOBAL_IDENTITY};
-pub use items::{Item, KeyMatch, Limit, LimitKey, Limits, Matched, Unit};
+pub use items::{Item, KeyMatch, Limit, LimitKey, Limits, Matched, Unit, LIMIT_BY_FIELDS};
 use key_hash::KeyHash;
 use keys::Value;
 

@@ -25,7 +25,7 @@
     clippy::indexing_slicing
 )] // test code
 
-use kit::fake::{FakeHost, SentCall};
+use kit::fake::FakeHost;
 use kit::fake_request::Outcome;
 use kit::{Filter, StreamId};
 use limiter::Limiter;
@@ -150,28 +150,6 @@ fn limiter(example: &str) -> Filter<Limiter, FakeHost> {
     filter
 }
 
-/// The arguments of a Redis call, whichever transport carried it.
-fn command(call: &SentCall) -> Vec<Vec<u8>> {
-    if let Some(args) = call.webdis_args() {
-        return args;
-    }
-    // A native call carries one RESP array of bulk strings.
-    let text = call.body.as_slice();
-    let mut lines = text
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap());
-    let count: usize = std::str::from_utf8(&lines.next().unwrap()[1..])
-        .unwrap()
-        .parse()
-        .unwrap();
-    (0..count)
-        .map(|_| {
-            let _length = lines.next().unwrap();
-            lines.next().unwrap().to_vec()
-        })
-        .collect()
-}
-
 /// What one request met.
 #[derive(Debug)]
 struct Met {
@@ -193,7 +171,7 @@ fn request(filter: &mut Filter<Limiter, FakeHost>, headers: &[(&str, &str)], cou
     let (stream, outcome) = filter.send_request(&all);
     let (counter, outcome) = match outcome {
         Outcome::Waiting(call) => {
-            let args = command(&call);
+            let args = call.redis_args().unwrap();
             assert_eq!(args[0], b"EVALSHA", "{args:?}");
             let key = String::from_utf8(args[3].clone()).unwrap();
             let head = key[..key.rfind("}:").unwrap() + 1].to_owned();

@@ -24,7 +24,7 @@
     clippy::indexing_slicing
 )] // test code
 
-use kit::fake::{FakeHost, SentCall};
+use kit::fake::FakeHost;
 use kit::fake_request::Outcome;
 use kit::{Action, Filter, StreamId};
 use token_quota::TokenQuota;
@@ -176,28 +176,6 @@ fn quota(example: &str) -> Filter<TokenQuota, FakeHost> {
     filter
 }
 
-/// The arguments of a Redis call, whichever transport carried it.
-fn command(call: &SentCall) -> Vec<Vec<u8>> {
-    if let Some(args) = call.webdis_args() {
-        return args;
-    }
-    // A native call carries one RESP array of bulk strings.
-    let mut lines = call
-        .body
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap());
-    let count: usize = std::str::from_utf8(&lines.next().unwrap()[1..])
-        .unwrap()
-        .parse()
-        .unwrap();
-    (0..count)
-        .map(|_| {
-            let _length = lines.next().unwrap();
-            lines.next().unwrap().to_vec()
-        })
-        .collect()
-}
-
 /// What one request met at its quota check.
 #[derive(Debug)]
 struct Checked {
@@ -225,7 +203,7 @@ fn ask(
     let (stream, outcome) = filter.send_request_with_body(&all, QUESTION);
     let (counter, outcome) = match outcome {
         Outcome::Waiting(call) => {
-            let args = command(&call);
+            let args = call.redis_args().unwrap();
             // The read is the kit's counting script adding 0:
             // EVALSHA <sha> 1 <key> <ttl> 0.
             assert_eq!(args[0], b"EVALSHA", "{args:?}");
@@ -259,7 +237,7 @@ fn answer(filter: &mut Filter<TokenQuota, FakeHost>, checked: &Checked) -> u64 {
     let action = filter.on_response_body(stream, ANSWER.len(), true);
     assert_eq!(filter.host().calls_sent, calls + 1, "one charge");
     let charge = filter.host().last_call.clone().unwrap();
-    let args = command(&charge);
+    let args = charge.redis_args().unwrap();
     let key = String::from_utf8(args[3].clone()).unwrap();
     assert!(
         key.starts_with(checked.counter.as_deref().unwrap()),
