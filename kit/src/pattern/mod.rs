@@ -183,14 +183,14 @@ impl Node {
 /// # Examples
 ///
 /// ```
-/// use kit::limits::pattern::Pattern;
+/// use kit::pattern::Pattern;
 ///
 /// let pattern = Pattern::new(r"^user-\d+$")?;
 /// assert!(pattern.is_match(b"user-42"));
 /// assert!(!pattern.is_match(b"user-42x"));
 /// // Unanchored, as Go's `regexp.MatchString`.
 /// assert!(Pattern::new("gold|silver")?.is_match(b"tier=silver"));
-/// # Ok::<(), kit::limits::pattern::PatternError>(())
+/// # Ok::<(), kit::pattern::PatternError>(())
 /// ```
 pub struct Pattern {
     program: Box<[Inst]>,
@@ -220,7 +220,7 @@ impl Pattern {
     /// # Examples
     ///
     /// ```
-    /// use kit::limits::pattern::Pattern;
+    /// use kit::pattern::Pattern;
     ///
     /// let refused = Pattern::new("a(?=b)").unwrap_err();
     /// assert_eq!(refused.to_string(), "lookahead (?= is not supported (at byte 1)");
@@ -261,12 +261,12 @@ impl Pattern {
     /// # Examples
     ///
     /// ```
-    /// use kit::limits::pattern::Pattern;
+    /// use kit::pattern::Pattern;
     ///
     /// let pattern = Pattern::new("^[a-f0-9]{8}$")?;
     /// assert!(pattern.is_match(b"deadbeef"));
     /// assert!(!pattern.is_match(b"deadbeefs"));
-    /// # Ok::<(), kit::limits::pattern::PatternError>(())
+    /// # Ok::<(), kit::pattern::PatternError>(())
     /// ```
     pub fn is_match(&self, text: &[u8]) -> bool {
         match self.scratch.try_borrow_mut() {
