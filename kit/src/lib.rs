@@ -37,7 +37,7 @@
 //! folder.
 //!
 //! 1. ABI and host seam: `abi`, `host`, `raw`, `log`, `sdk_host`
-//! 2. Wire formats and configuration: `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`
+//! 2. Wire formats and configuration: `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`, `pattern`
 //! 3. Calls to Redis and HTTP: `calls`, `counter_key`, `redis`, `increments`
 //! 4. One request's I/O: `flow`, `ending`, `io`
 //! 5. Plugin API: `plugin`
@@ -116,6 +116,7 @@ pub mod increments;
 mod io;
 pub mod limits;
 mod log;
+pub mod pattern;
 pub mod plugin;
 #[cfg(all(target_arch = "wasm32", not(feature = "proxy-wasm")))]
 pub mod proxy;

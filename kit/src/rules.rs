@@ -288,7 +288,7 @@ impl Index {
             };
             // Inserted in place, sorted by value then rule: configure time
             // only, and the standard sort would add its generic code to
-            // the module (see `pattern::normalize`).
+            // the module (see `pattern::class::normalize`).
             for v in 0..values {
                 let entry = (i, v);
                 let at = entries

@@ -2,10 +2,10 @@
 //! once, and the search for the limit of one request.
 
 use super::keys::{Cidr, Source, Value};
-use super::pattern::Pattern;
 use crate::config::{ConfigError, Field, Fields};
 use crate::host::Host;
 use crate::io::Io;
+use crate::pattern::Pattern;
 use std::borrow::Cow;
 
 /// What a limit counts; names the `<unit>_per_<period>` fields.

@@ -53,7 +53,9 @@ mod items;
 pub mod kept;
 pub mod key_hash;
 pub mod keys;
-pub mod pattern;
+// The matcher of `regexp:` keys, a module of its own, also under the name
+// limit keys know it by.
+pub use crate::pattern;
 mod siphash;
 pub mod window;
 
