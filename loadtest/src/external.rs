@@ -13,13 +13,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::scenarios::{Kind, Scenario};
+use crate::options::Options;
+use crate::redis_stats::commands_since;
+use crate::scenario::{Kind, Scenario, Skipped};
 use crate::target::{Gateway, QuotaRoute, Target};
-use crate::wrk::{self, Counters, Listener, Load, Progress, Requests, Sample, WrkResult};
-use crate::{commands_since, settle, Options};
+use crate::wrk::{self, settle, Counters, Listener, Load, Progress, Requests, Sample, WrkResult};
 
 /// A chat request the quota routes answer with JSON.
 const CHAT_JSON: &str =
@@ -33,13 +33,6 @@ const CHAT_SSE_WITH_USAGE: &str = r#"{"model":"qwen-max","stream":true,"stream_o
 /// How many answers of the no-filter route are read to see whether the
 /// upstream reports the same usage every time.
 const USAGE_READINGS: usize = 3;
-
-/// A scenario of the local run that does not run here, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Skipped {
-    pub id: String,
-    pub why: String,
-}
 
 /// The external scenarios, by id, in the order they run: the accuracy
 /// runs first, together in one fresh per-minute window (each counts its
@@ -139,6 +132,7 @@ pub fn runnable(target: &Target) -> Vec<&'static str> {
 }
 
 /// The run's state: options, the stack, and where results go.
+#[derive(Debug)]
 pub struct External<'a> {
     pub opts: &'a Options,
     pub target: &'a Target,
@@ -147,7 +141,7 @@ pub struct External<'a> {
 
 impl External<'_> {
     fn redis_commands(&self) -> BTreeMap<String, u64> {
-        crate::redis_commands_at(self.target.redis_port)
+        crate::redis_stats::redis_commands_at(self.target.redis_port)
     }
 }
 
@@ -432,7 +426,7 @@ fn rule_keys(route: &QuotaRoute) -> String {
 
 /// The sum of the counts under `route`'s token quota keys of `window`.
 fn charged(ext: &External<'_>, route: &QuotaRoute, window: u64) -> u64 {
-    crate::redis_sum_at(
+    crate::redis_stats::redis_sum_at(
         ext.target.redis_port,
         &rule_keys(route),
         &format!(":{window}"),
@@ -867,7 +861,7 @@ fn faults(ext: &External<'_>) -> Option<Scenario> {
         // Two seconds for the gateway to reconnect, then count what
         // reaches Redis until the run ends.
         std::thread::sleep(Duration::from_secs(2));
-        let recovered = crate::try_redis_commands_at(ext.target.redis_port).ok();
+        let recovered = crate::redis_stats::try_redis_commands_at(ext.target.redis_port).ok();
         let result = run
             .join()
             .unwrap_or_else(|_| panic!("faults: wrk thread panicked"));
