@@ -11,9 +11,9 @@
 //! stopped when it ends, panics or is interrupted (the processes are tied
 //! to this one with `PR_SET_PDEATHSIG`).
 //!
-//! Scenarios (see `scenarios.rs`): overhead beside a no-filter baseline
-//! with Envoy's C++ `local_ratelimit` as the native reference; accuracy of
-//! the limiter across two gateways; token quota accuracy for JSON and SSE
+//! Scenarios (`scenarios.rs` lists them): overhead beside a no-filter
+//! baseline with Envoy's C++ `local_ratelimit` as the native reference;
+//! accuracy of the limiter across two gateways; token quota accuracy for JSON and SSE
 //! answers; Redis calls per request from `INFO commandstats`; a soak of
 //! 1,000,000 requests watching Envoy's resident memory; Redis stopped for
 //! 5 s mid-run. Results go to `loadtest/results/` (JSON, Markdown, PNG
@@ -23,10 +23,10 @@
 //! tiny) can run in `scripts/test.sh`.
 //!
 //! External mode (`--stack compose`, or `--gateway`/`--baseline`/`--redis`
-//! and optionally `--token-quota-*`; `target.rs`, `external.rs`): starts nothing, drives a stack someone else
-//! runs with every scenario that needs no process of its own, and lists the
-//! others in the report with the reason. Results go to
-//! `loadtest/results/external/`.
+//! and optionally `--token-quota-*`; `target.rs`, `external.rs`): starts
+//! nothing, drives a stack someone else runs with every scenario that needs
+//! no process of its own, and lists the others in the report with the
+//! reason. Results go to `loadtest/results/external/`.
 //!
 //! The crate is this library and the command line over it (`main.rs`:
 //! arguments, choosing the local or the external run, printing, exit
