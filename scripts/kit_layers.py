@@ -32,7 +32,12 @@ the kit's production features:
 - comments (doc comments too, so intra-doc links) and string contents do
   not count.
 
+With --circles-only it checks any crate's files for circles alone (no
+floors), from the root file --root names (default lib.rs), as
+scripts/test.sh does for the load test's library.
+
 Usage: python3 scripts/kit_layers.py [--src kit/src] [--quiet]
+       python3 scripts/kit_layers.py --circles-only --src DIR [--root FILE] [--quiet]
 """
 
 from __future__ import annotations
@@ -214,7 +219,7 @@ class Module:
     children: set[str] = field(default_factory=set)
 
 
-def load_tree(src: str) -> dict[tuple[str, ...], Module]:
+def load_tree(src: str, root: str = "lib.rs") -> dict[tuple[str, ...], Module]:
     modules: dict[tuple[str, ...], Module] = {}
 
     def load(path: tuple[str, ...], rel: str, child_dir: str) -> None:
@@ -235,7 +240,7 @@ def load_tree(src: str) -> dict[tuple[str, ...], Module]:
             else:
                 sys.exit(f"kit_layers: no file for module {'::'.join(path + (name,))}")
 
-    load((), "lib.rs", "")
+    load((), root, "")
     return modules
 
 
@@ -447,11 +452,18 @@ def main() -> int:
     )
     parser.add_argument("--src", default=os.path.join(here, "..", "kit", "src"))
     parser.add_argument("--quiet", action="store_true", help="print only circles")
+    parser.add_argument(
+        "--circles-only", action="store_true", help="check for circles only, no floors"
+    )
+    parser.add_argument("--root", default="lib.rs", help="the crate's root file")
     args = parser.parse_args()
-    modules = load_tree(args.src)
+    modules = load_tree(args.src, args.root)
     edges = build_graph(modules)
     found = circles(edges)
-    placed, faults = floors(args.src, edges)
+    if args.circles_only:
+        placed, faults = {}, []
+    else:
+        placed, faults = floors(args.src, edges)
     for v in sorted(edges):
         for w, (line, named) in sorted(edges[v].items()):
             if v in placed and w in placed and placed[w][0] > placed[v][0]:
@@ -478,6 +490,9 @@ def main() -> int:
         for n in range(max(level.values(), default=-1) + 1):
             files = sorted(v for v in level if level[v] == n)
             print(f"layer {n}: " + " ".join(f.removesuffix(".rs") for f in files))
+    if args.circles_only:
+        print(f"kit_layers: {len(edges)} files of {args.src}, no import circle")
+        return 0
     print(
         f"kit_layers: {len(edges)} files of kit/src on "
         f"{len({floor for floor, _ in placed.values()})} floors, "

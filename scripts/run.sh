@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test: install what is missing, build the release Wasm modules, then
-# run every load-test scenario (loadtest/src/main.rs; about 8 minutes on a
+# run every load-test scenario (loadtest/src/scenarios.rs lists them; about 8 minutes on a
 # 2-core machine): two Envoy gateways sharing one Redis behind webdis,
 # overhead beside a no-filter baseline and Envoy's local_ratelimit,
 # accuracy, token quota, a 1,000,000-request soak and a Redis outage.

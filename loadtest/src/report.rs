@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::external::Skipped;
-use crate::scenarios::{Kind, Scenario};
+use crate::options::Options;
+use crate::scenario::{median_ratio, Kind, Scenario, Skipped};
 use crate::wrk::format_ms;
-use crate::Options;
 
 /// What a run was and where its results go.
 #[derive(Debug, Clone)]
@@ -219,7 +218,7 @@ impl Results {
             .iter()
             .filter(|s| s.id == "limiter-flood-paired")
             .filter_map(|s| {
-                let median = crate::scenarios::median_ratio(&s.floor_rounds)?;
+                let median = median_ratio(&s.floor_rounds)?;
                 let rounds: Vec<String> = s
                     .floor_rounds
                     .iter()
@@ -341,7 +340,7 @@ pub fn summary_table(results: &Results) -> String {
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n");
     for s in &results.scenarios {
         let l = &s.wrk.latency_us;
-        let ratio = match crate::scenarios::median_ratio(&s.rounds) {
+        let ratio = match median_ratio(&s.rounds) {
             Some(median) => format!("{median:.2} (median)"),
             None => results
                 .ratio(s.id)

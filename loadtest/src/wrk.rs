@@ -604,6 +604,11 @@ impl Drop for Progress {
     }
 }
 
+/// Waits long enough that answers still in flight have been counted.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

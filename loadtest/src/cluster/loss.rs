@@ -7,13 +7,16 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{
-    allowed_per_key, charged_per_key, config, counters_on, drive_with, gateway, get, post,
-    quota_config, quota_gateway, scenario_of_run, start_cluster, wait_for_window, Answer, Progress,
-    CAP, KEYS, RECOVERY_BOUND, SMOKE_CAP, TAIL, TOKENS_PER_ANSWER,
+use super::clients::{
+    allowed_per_key, drive_with, get, post, scenario_of_run, wait_for_window, Answer, Progress,
+    CAP, KEYS, RECOVERY_BOUND, SMOKE_CAP, TAIL,
 };
-use crate::scenarios::{Kind, Scenario};
-use crate::Bench;
+use super::nodes::{
+    charged_per_key, config, counters_on, gateway, quota_config, quota_gateway, start_cluster,
+    TOKENS_PER_ANSWER,
+};
+use crate::bench::Bench;
+use crate::scenario::{Kind, Scenario};
 use stack::RedisCluster;
 
 /// What the deciding thread of a replication-loss run did.

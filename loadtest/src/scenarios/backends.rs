@@ -13,9 +13,11 @@
 
 use stack::{Envoy, EnvoyConfig, WasmPlugin};
 
-use super::{announce, limiter_config, median_ratio, paired, Kind, Scenario};
+use super::gateways::limiter_config;
+use super::paired;
+use crate::bench::Bench;
+use crate::scenario::{announce, median_ratio, Kind, Scenario};
 use crate::wrk::Requests;
-use crate::Bench;
 
 /// The limiter module built on the `proxy-wasm` crate.
 ///

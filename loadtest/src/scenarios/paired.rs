@@ -26,13 +26,18 @@ use std::time::Duration;
 
 use stack::Envoy;
 
-use super::{measure, warm_up, Drive, Measured, Scenario, SHARED_CPU_BUSY};
+use super::measure::{measure, warm_up, Drive, Measured};
+use crate::bench::Bench;
+use crate::process_stats::CpuTicks;
+use crate::scenario::Scenario;
 use crate::wrk::{Requests, WrkResult};
-use crate::{Bench, CpuTicks};
 
 /// The CPU every wrk of a paired scenario runs on; the gateways take the
 /// machine's last CPU.
 pub(super) const WRK_CPU: usize = 0;
+
+/// How busy the gateways' shared CPU must be for the paired ratios to count.
+const SHARED_CPU_BUSY: f64 = 0.85;
 
 /// The longest round, in seconds (`--seconds` shortens them).
 const ROUND_SECONDS: u64 = 5;
@@ -115,7 +120,7 @@ impl<'g, 'r> Rounds<'g, 'r> {
         );
         let gateway_cpu = cpus - 1;
         for gateway in gateways {
-            crate::pin_to_cpu(gateway, gateway_cpu);
+            crate::pinning::pin_to_cpu(gateway, gateway_cpu);
         }
         let rounds = Rounds {
             label,
@@ -207,7 +212,7 @@ impl<'g, 'r> Rounds<'g, 'r> {
     /// Lets the gateways run on every CPU again.
     pub(super) fn finish(self) -> Finished {
         for gateway in self.gateways {
-            crate::pin_to_cpu_range(gateway, 0, self.gateway_cpu);
+            crate::pinning::pin_to_cpu_range(gateway, 0, self.gateway_cpu);
         }
         Finished {
             reported: self.reported_runs.unwrap_or_default(),

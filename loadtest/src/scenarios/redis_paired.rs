@@ -30,15 +30,19 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use stack::{Envoy, EnvoyConfig, Redis, Webdis};
 
-use super::paired::{self, Round, Rounds, WRK_CPU};
-use super::{
-    announce, limiter_config, limiter_gateway_to, median_ratio, per_key_limiter_config,
-    plain_gateway_to, token_quota_gateway_to, Kind, Scenario, CHAT_JSON, CHAT_SSE, DISTINCT_KEYS,
-    HOT_KEY_ROUND_TRIPS, MANY_KEYS_ROUND_TRIPS, REDIS_TIMEOUT_MS, ROUND_TRIP_COMMANDS,
-    TOKEN_QUOTA_ROUND_TRIPS,
+use super::gateways::{
+    limiter_config, limiter_gateway_to, per_key_limiter_config, plain_gateway_to,
+    token_quota_gateway_to, CHAT_JSON, CHAT_SSE, REDIS_TIMEOUT_MS,
 };
+use super::limiter_overhead::{
+    DISTINCT_KEYS, HOT_KEY_ROUND_TRIPS, MANY_KEYS_ROUND_TRIPS, ROUND_TRIP_COMMANDS,
+};
+use super::paired::{self, Round, Rounds, WRK_CPU};
+use super::quota_overhead::TOKEN_QUOTA_ROUND_TRIPS;
+use crate::bench::Bench;
+use crate::redis_stats::commands_since;
+use crate::scenario::{announce, median_ratio, Kind, Scenario};
 use crate::wrk::Requests;
-use crate::{commands_since, Bench};
 
 /// The share of no-filter throughput the hot-key limiter must keep.
 const HOT_KEY_TARGET: f64 = 0.60;
@@ -66,7 +70,7 @@ impl Backend {
         let webdis = Webdis::start_with(redis.port(), 2, 16);
         let backend = Backend { redis, webdis };
         for pid in backend.pids() {
-            crate::pin_process_to_cpu(pid, WRK_CPU);
+            crate::pinning::pin_process_to_cpu(pid, WRK_CPU);
         }
         backend
     }
@@ -77,8 +81,11 @@ impl Backend {
 
     fn read(&self) -> Reading {
         Reading {
-            cpu_seconds: self.pids().map(crate::process_cpu_seconds).sum(),
-            commands: crate::redis_commands_at(self.redis.port()),
+            cpu_seconds: self
+                .pids()
+                .map(crate::process_stats::process_cpu_seconds)
+                .sum(),
+            commands: crate::redis_stats::redis_commands_at(self.redis.port()),
         }
     }
 }
@@ -400,7 +407,7 @@ pub(super) fn token_quota_redis_paired(bench: &Bench, sse: bool) -> Scenario {
         round_trips: TOKEN_QUOTA_ROUND_TRIPS,
         unshared: 2.0,
     }];
-    crate::pin_to_cpu(upstream, WRK_CPU);
+    crate::pinning::pin_to_cpu(upstream, WRK_CPU);
     let s = redis_path_rounds(
         bench,
         id,
@@ -410,6 +417,6 @@ pub(super) fn token_quota_redis_paired(bench: &Bench, sse: bool) -> Scenario {
         Requests::PostJson(body),
     );
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    crate::pin_to_cpu_range(upstream, 0, cpus.saturating_sub(1));
+    crate::pinning::pin_to_cpu_range(upstream, 0, cpus.saturating_sub(1));
     s
 }
