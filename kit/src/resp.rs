@@ -17,6 +17,7 @@
 //! without its parser combinators, CRC tables and `Vec` per array in the
 //! module, and without allocating for the replies a plugin gets.
 
+use crate::hex::{self, Case};
 use core::fmt;
 use smallvec::SmallVec;
 
@@ -439,14 +440,6 @@ impl CommandBuf {
     }
 }
 
-/// The hex digit of a nibble, with `letter_a` as the digit for 10.
-pub(crate) const fn hex_digit(nibble: u8, letter_a: u8) -> u8 {
-    match nibble & 0xf {
-        n @ 0..=9 => b'0' + n,
-        n => letter_a + n - 10,
-    }
-}
-
 /// Appends `arg` as one webdis path segment: `/` and the bytes
 /// percent-encoded.
 ///
@@ -490,7 +483,11 @@ fn push_escaped(out: &mut Vec<u8>, arg: &[u8]) {
             len += 1;
         } else {
             if let Some(slot) = block.get_mut(len..len + 3) {
-                slot.copy_from_slice(&[b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')]);
+                slot.copy_from_slice(&[
+                    b'%',
+                    hex::digit(b >> 4, Case::Upper),
+                    hex::digit(b, Case::Upper),
+                ]);
             }
             len += 3;
         }
@@ -505,7 +502,11 @@ fn is_segment_of(segment: &[u8], arg: &[u8]) -> bool {
         return false;
     };
     for &b in arg {
-        let escaped = [b'%', hex_digit(b >> 4, b'A'), hex_digit(b & 0xf, b'A')];
+        let escaped = [
+            b'%',
+            hex::digit(b >> 4, Case::Upper),
+            hex::digit(b, Case::Upper),
+        ];
         let want: &[u8] = if path_plain(&[b]) { &[b] } else { &escaped };
         match rest.strip_prefix(want) {
             Some(after) => rest = after,
@@ -599,8 +600,8 @@ impl fmt::Display for Quoted<'_> {
                 b' '..=b'~' => f.write_char(char::from(b))?,
                 _ => {
                     f.write_str("\\x")?;
-                    f.write_char(char::from(hex_digit(b >> 4, b'a')))?;
-                    f.write_char(char::from(hex_digit(b, b'a')))?;
+                    f.write_char(char::from(hex::digit(b >> 4, Case::Lower)))?;
+                    f.write_char(char::from(hex::digit(b, Case::Lower)))?;
                 }
             }
         }

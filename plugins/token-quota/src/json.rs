@@ -13,7 +13,8 @@
 //! depth at [`MAX_DEPTH`]; deeper input is an error rather than a reason to
 //! grow, so hostile bodies cost the same memory as friendly ones.
 
-use crate::bytes::{hex_digit, is_line_end, is_space, padded_word, simple_escape};
+use crate::bytes::{is_line_end, is_space, padded_word, simple_escape};
+use kit::hex;
 
 /// Deepest nesting of arrays and objects the lexer follows; deeper input
 /// counts as malformed.
@@ -187,7 +188,7 @@ fn skip_space<const LINE: bool>(input: &[u8], pos: &mut usize) -> Option<u8> {
 fn hex4(digits: &[u8]) -> Option<u16> {
     let mut code = 0u16;
     for &b in digits.get(..4)? {
-        code = (code << 4) | hex_digit(b)?;
+        code = (code << 4) | u16::from(hex::value(b)?);
     }
     Some(code)
 }
