@@ -14,6 +14,7 @@
 
 #[cfg(not(feature = "simd-json"))]
 use crate::config_json::{Node, StaticNode, Tape};
+use crate::hex::{self, Case};
 use core::fmt;
 #[cfg(feature = "simd-json")]
 use simd_json::{Node, StaticNode, Tape};
@@ -74,24 +75,19 @@ fn one_line(text: String) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             _ if code < 0x20 || (0x7f..=0x9f).contains(&code) => {
+                // Below 0xA0 here, so one byte holds it.
+                let byte = code as u8;
                 out.push_str("\\u{");
-                if code >= 0x10 {
-                    out.push(hex_digit(code >> 4));
+                if byte >= 0x10 {
+                    out.push(char::from(hex::digit(byte >> 4, Case::Lower)));
                 }
-                out.push(hex_digit(code));
+                out.push(char::from(hex::digit(byte, Case::Lower)));
                 out.push('}');
             }
             _ => out.push(c),
         }
     }
     out
-}
-
-/// The hex digit of the low four bits of `n`.
-fn hex_digit(n: u32) -> char {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Masked to four bits, so always found.
-    char::from(HEX.get(n as usize & 0xf).copied().unwrap_or(b'0'))
 }
 
 impl fmt::Display for ConfigError {

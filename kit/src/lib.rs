@@ -37,7 +37,7 @@
 //! folder.
 //!
 //! 1. ABI and host seam: `abi`, `host`, `raw`, `log`, `sdk_host`
-//! 2. Wire formats and configuration: `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`, `pattern`
+//! 2. Wire formats and configuration: `hex`, `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`, `pattern`
 //! 3. Calls to Redis and HTTP: `calls`, `counter_key`, `redis`, `increments`
 //! 4. One request's I/O: `flow`, `ending`, `io`
 //! 5. Plugin API: `plugin`
@@ -110,6 +110,7 @@ pub mod fake_request;
 mod flow;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod hex;
 pub mod host;
 pub mod http;
 pub mod increments;

@@ -144,7 +144,7 @@ impl Script {
             } else {
                 digest[i / 2]
             };
-            let hex = crate::resp::hex_digit(nibble, b'a');
+            let hex = crate::hex::digit(nibble, crate::hex::Case::Lower);
             resp[RESP_HEAD.len() + i] = hex;
             path[PATH_HEAD.len() + i] = hex;
             i += 1;

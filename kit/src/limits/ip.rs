@@ -5,6 +5,8 @@
 //! std's parser is a general backtracking reader, this one a single
 //! forward pass that yields only what a CIDR match needs.
 
+use crate::hex::{self, Case};
+
 /// An address as CIDR ranges compare it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Addr {
@@ -58,11 +60,11 @@ fn parse_exact(text: &[u8]) -> Option<Addr> {
             let mut group: u32 = 0;
             let mut digits = 0;
             while let Some((&b, after)) = rest.split_first() {
-                let Some(d) = hex_digit(b) else { break };
+                let Some(d) = hex::value(b) else { break };
                 if digits == 4 {
                     return None;
                 }
-                group = group << 4 | d;
+                group = group << 4 | u32::from(d);
                 digits += 1;
                 rest = after;
             }
@@ -221,27 +223,12 @@ pub(crate) fn canonical(addr: Addr, out: &mut [u8; CANONICAL_MAX]) -> usize {
             let digit = (group >> shift) as u8 & 0xf;
             if digit != 0 || started || shift == 0 {
                 started = true;
-                put(if digit < 10 {
-                    b'0' + digit
-                } else {
-                    b'a' + digit - 10
-                });
+                put(hex::digit(digit, Case::Lower));
             }
         }
         i += 1;
     }
     len
-}
-
-/// The value of an ASCII hex digit, either case.
-fn hex_digit(b: u8) -> Option<u32> {
-    let d = match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        b'A'..=b'F' => b - b'A' + 10,
-        _ => return None,
-    };
-    Some(u32::from(d))
 }
 
 #[cfg(test)]

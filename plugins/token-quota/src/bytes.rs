@@ -24,17 +24,6 @@ pub(crate) fn simple_escape(b: u8) -> Option<u8> {
     })
 }
 
-/// The value of one hex digit.
-pub(crate) fn hex_digit(b: u8) -> Option<u16> {
-    let digit = match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        b'A'..=b'F' => b - b'A' + 10,
-        _ => return None,
-    };
-    Some(u16::from(digit))
-}
-
 /// The first eight bytes of `rest` as a little-endian word, and how many
 /// of them are `rest`'s: fewer than eight at its end, where `pad` fills
 /// the word (a byte the caller's search never flags).

@@ -5,7 +5,8 @@
 //! stops.
 
 use super::{append_digit, Act, Event, Lexer, Num, Scalar, State, KEY_CAP};
-use crate::bytes::{hex_digit, is_line_end, is_space, padded_word, simple_escape};
+use crate::bytes::{is_line_end, is_space, padded_word, simple_escape};
+use kit::hex;
 
 /// Skips whitespace from `*pos`: the byte after it, `None` at the end of
 /// `input`. With `LINE`, a line ending is not skipped but returned.
@@ -25,7 +26,7 @@ fn skip_space<const LINE: bool>(input: &[u8], pos: &mut usize) -> Option<u8> {
 fn hex4(digits: &[u8]) -> Option<u16> {
     let mut code = 0u16;
     for &b in digits.get(..4)? {
-        code = (code << 4) | hex_digit(b)?;
+        code = (code << 4) | u16::from(hex::value(b)?);
     }
     Some(code)
 }

@@ -7,8 +7,9 @@ use super::skim::{
     starts_scalar, string_run, whole_count, whole_usage, StrEnd, CLOSE_ARRAY, CLOSE_OBJECT,
     OPEN_ARRAY, OPEN_OBJECT, PLAIN, QUOTE, TREE_CLASS,
 };
-use crate::bytes::{hex_digit, is_line_end, is_space, simple_escape};
+use crate::bytes::{is_line_end, is_space, simple_escape};
 use crate::json::{append_digit, Num};
+use kit::hex;
 
 /// Longest key kept (decoded) for comparison: `completion_tokens` fits.
 /// Longer keys are no key the skim wants.
@@ -538,11 +539,11 @@ impl Doc {
     }
 
     fn key_hex(&mut self, pos: usize, b: u8, left: u8, code: u16) -> usize {
-        let Some(digit) = hex_digit(b) else {
+        let Some(digit) = hex::value(b) else {
             self.fail();
             return pos;
         };
-        let code = (code << 4) | digit;
+        let code = (code << 4) | u16::from(digit);
         self.at = if left > 1 {
             At::KeyHex {
                 left: left - 1,
