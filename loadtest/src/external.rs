@@ -22,14 +22,14 @@ use crate::wrk::{self, Counters, Listener, Load, Progress, Requests, Sample, Wrk
 use crate::{commands_since, settle, Options};
 
 /// A chat request the quota routes answer with JSON.
-const CHAT_JSON: &str =
+pub(crate) const CHAT_JSON: &str =
     r#"{"model":"qwen-max","messages":[{"role":"user","content":"Tell me a story."}]}"#;
 /// A streaming chat request (the answers are event streams).
-const CHAT_SSE: &str = r#"{"model":"qwen-max","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+pub(crate) const CHAT_SSE: &str = r#"{"model":"qwen-max","stream":true,"messages":[{"role":"user","content":"Tell me a story."}]}"#;
 /// The streaming request as the no-filter route gets it: it asks for the
 /// usage itself (an upstream that follows OpenAI reports it in a stream
 /// only when asked; the token quota asks on its routes).
-const CHAT_SSE_WITH_USAGE: &str = r#"{"model":"qwen-max","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+pub(crate) const CHAT_SSE_WITH_USAGE: &str = r#"{"model":"qwen-max","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a story."}]}"#;
 /// How many answers of the no-filter route are read to see whether the
 /// upstream reports the same usage every time.
 const USAGE_READINGS: usize = 3;
@@ -49,6 +49,10 @@ pub const IDS: &[&str] = &[
     "token-quota-json-accuracy",
     "token-quota-sse-accuracy",
     "baseline",
+    "limiter-pass",
+    "upstream-baseline",
+    "token-quota-json",
+    "token-quota-sse",
     "limiter-flood",
     "soak",
     "faults",
@@ -64,12 +68,6 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
         skip(
             "local-ratelimit-pass, local-ratelimit-flood",
             "the stack has no gateway with Envoy's C++ local_ratelimit (the local run starts one)",
-        ),
-        skip(
-            "limiter-pass",
-            "needs a limiter whose limit is never reached; the stack's limiter admits its \
-             per-minute limit and a run at thousands of req/s reaches it within a second \
-             (the accuracy run counts its Redis round trips instead)",
         ),
         skip(
             "limiter-flood-paired",
@@ -91,12 +89,31 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
         .quota
         .as_ref()
         .map_or((false, false), |q| (q.json.is_some(), q.sse.is_some()));
-    if routes != (false, false) {
+    if target.pass.limiter.is_none() {
         out.push(skip(
-            "upstream-baseline, token-quota-json, token-quota-sse",
-            "need a token quota that is never reached; the stack's quotas are used up by the \
-             accuracy runs within seconds",
+            "limiter-pass",
+            "needs a limiter whose limit is never reached (`--stack compose` has one; with \
+             --gateway: --limiter-pass URL)",
         ));
+    }
+    match (target.pass.json.is_some(), target.pass.sse.is_some()) {
+        (false, false) => out.push(skip(
+            "upstream-baseline, token-quota-json, token-quota-sse",
+            "need a token quota that is never reached (`--stack compose` has them; with \
+             --gateway: --token-quota-pass-json URL and/or --token-quota-pass-sse URL, with \
+             --token-quota-baseline URL)",
+        )),
+        (true, false) => out.push(skip(
+            "token-quota-sse",
+            "no event-stream token quota route whose quota is never reached given \
+             (--token-quota-pass-sse URL)",
+        )),
+        (false, true) => out.push(skip(
+            "token-quota-json",
+            "no JSON token quota route whose quota is never reached given \
+             (--token-quota-pass-json URL)",
+        )),
+        (true, true) => {}
     }
     match routes {
         (false, false) => out.push(skip(
@@ -132,6 +149,10 @@ pub fn runnable(target: &Target) -> Vec<&'static str> {
         .filter(|id| match *id {
             "token-quota-json-accuracy" => target.quota.as_ref().is_some_and(|q| q.json.is_some()),
             "token-quota-sse-accuracy" => target.quota.as_ref().is_some_and(|q| q.sse.is_some()),
+            "limiter-pass" => target.pass.limiter.is_some(),
+            "token-quota-json" => target.pass.json.is_some(),
+            "token-quota-sse" => target.pass.sse.is_some(),
+            "upstream-baseline" => target.pass.json.is_some() || target.pass.sse.is_some(),
             _ => true,
         })
         .filter(|id| *id != "faults" || target.redis_stop.is_some())
@@ -152,8 +173,13 @@ impl External<'_> {
 }
 
 /// Runs the external scenarios `only` names (all that can run if empty);
-/// returns them with the ones skipped.
-pub fn run(ext: &External<'_>, only: &[String]) -> (Vec<Scenario>, Vec<Skipped>) {
+/// returns them with the ones skipped. An id this file does not run
+/// (the overhead rows) is run by `others`.
+pub fn run(
+    ext: &External<'_>,
+    only: &[String],
+    others: impl Fn(&External<'_>, &str) -> Option<Scenario>,
+) -> (Vec<Scenario>, Vec<Skipped>) {
     let mut skipped = always_skipped(ext.target);
     let wanted: Vec<&str> = runnable(ext.target)
         .into_iter()
@@ -186,7 +212,7 @@ pub fn run(ext: &External<'_>, only: &[String]) -> (Vec<Scenario>, Vec<Skipped>)
             "limiter-flood" => limiter_flood(ext, limit),
             "soak" => soak(ext, limit),
             "faults" => faults(ext),
-            _ => continue,
+            other => others(ext, other),
         };
         let Some(s) = s else { continue };
         println!(
@@ -229,24 +255,24 @@ fn limiter_limit(gateway: Option<&Gateway>) -> u64 {
 
 /// How to drive one measured run.
 #[derive(Debug, Clone, Copy)]
-struct Drive<'a> {
-    seconds: u64,
-    connections: u32,
-    requests: Requests<'a>,
-    warm_up: bool,
+pub(crate) struct Drive<'a> {
+    pub seconds: u64,
+    pub connections: u32,
+    pub requests: Requests<'a>,
+    pub warm_up: bool,
 }
 
 /// What one measured run saw.
-struct Measured {
-    wrk: WrkResult,
-    per_gateway: Vec<WrkResult>,
-    redis_commands: BTreeMap<String, u64>,
-    samples: Vec<Sample>,
+pub(crate) struct Measured {
+    pub wrk: WrkResult,
+    pub per_gateway: Vec<WrkResult>,
+    pub redis_commands: BTreeMap<String, u64>,
+    pub samples: Vec<Sample>,
 }
 
 /// wrk against every port at once, progress from the listeners' counters,
 /// Redis commands counted around the measured part.
-fn measure(
+pub(crate) fn measure(
     ext: &External<'_>,
     label: &str,
     ports: &[u16],
@@ -312,11 +338,11 @@ fn measure(
     }
 }
 
-fn announce(title: &str) {
+pub(crate) fn announce(title: &str) {
     println!("[loadtest] == {title}");
 }
 
-fn current_window() -> u64 {
+pub(crate) fn current_window() -> u64 {
     (stack::unix_now() / 60.0).floor() as u64 * 60
 }
 
@@ -370,7 +396,7 @@ fn limiter_accuracy(ext: &External<'_>, limit: u64, window: Option<u64>) -> Opti
 ///
 /// # Panics
 /// When the route does not answer 200 with an OpenAI usage object.
-fn usage_per_answer(port: u16, path: &str, body: &str) -> u64 {
+pub(crate) fn usage_per_answer(port: u16, path: &str, body: &str) -> u64 {
     let answer = stack::request(
         port,
         "POST",
@@ -404,7 +430,7 @@ fn usage_per_answer(port: u16, path: &str, body: &str) -> u64 {
 /// key prefix, then the rule name escaped as the token quota writes it
 /// in its keys (`%`, `:`, `{`, `}` as `%25`, `%3A`, `%7B`, `%7D`), both
 /// with the pattern's own special characters escaped.
-fn rule_keys(route: &QuotaRoute) -> String {
+pub(crate) fn rule_keys(route: &QuotaRoute) -> String {
     let glob = |text: &str| -> String {
         text.chars()
             .flat_map(|c| {
@@ -959,6 +985,7 @@ mod tests {
             description: String::new(),
             gateways: Vec::new(),
             quota: None,
+            pass: Default::default(),
             redis_port: 6379,
             redis_stop: None,
             redis_start: None,

@@ -31,6 +31,8 @@
 
 mod cluster;
 mod external;
+mod external_pass;
+mod overhead_checks;
 mod report;
 mod scenarios;
 mod target;
@@ -65,7 +67,12 @@ const USAGE: &str = "usage: loadtest [--smoke] [--only ID,...] [--seconds N] [--
      --token-quota-sse URL         a token quota route answering event streams\n  \
      --token-quota-baseline URL,.. no filter to the same upstream (one, or JSON's then the event streams')\n  \
      --token-quota-rule NAME,..    each route's rule_name (one per route; two different names for two routes)\n  \
-     --token-quota-key-prefix P    its redis_key_prefix (default token-quota)";
+     --token-quota-key-prefix P    its redis_key_prefix (default token-quota)\n\
+     \nOverhead rows of a --gateway stack (limits never reached; each runs only when given):\n  \
+     --limiter-pass URL            a limiter whose limit is never reached (limiter-pass; beside the first --baseline)\n  \
+     --token-quota-pass-json URL   a token quota never reached, JSON answers (token-quota-json)\n  \
+     --token-quota-pass-sse URL    the same, event-stream answers (token-quota-sse); both beside\n  \
+     \x20                             --token-quota-baseline (upstream-baseline)";
 
 /// How big each scenario is.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +115,8 @@ pub struct External {
     pub redis_start: Option<String>,
     /// `--token-quota-*`.
     pub quota: target::QuotaUrls,
+    /// `--limiter-pass`, `--token-quota-pass-*`.
+    pub pass: target::PassUrls,
 }
 
 impl External {
@@ -121,9 +130,13 @@ impl External {
             if !self.gateways.is_empty() || !self.baselines.is_empty() || self.redis.is_some() {
                 return Err("--stack compose takes no --gateway, --baseline or --redis".to_owned());
             }
-            if self.quota.any() {
+            if self.quota.any()
+                || self.pass.limiter.is_some()
+                || self.pass.json.is_some()
+                || self.pass.sse.is_some()
+            {
                 return Err(
-                    "--token-quota-*: --stack compose reads its token quota routes from \
+                    "--token-quota-*, --limiter-pass: --stack compose reads its routes from \
                             the compose files; these options go with --gateway"
                         .to_owned(),
                 );
@@ -145,6 +158,7 @@ impl External {
                 redis,
                 &self.admins,
                 &self.quota,
+                &self.pass,
             )?
         };
         match (&self.redis_stop, &self.redis_start) {
@@ -215,7 +229,12 @@ fn parse_options() -> Result<Options, String> {
                 external.admins = list(args.next(), "--admin")?;
                 continue;
             }
-            "--token-quota-json" | "--token-quota-sse" | "--token-quota-key-prefix" => {
+            "--token-quota-json"
+            | "--token-quota-sse"
+            | "--token-quota-key-prefix"
+            | "--limiter-pass"
+            | "--token-quota-pass-json"
+            | "--token-quota-pass-sse" => {
                 let value = args
                     .next()
                     .filter(|v| !v.trim().is_empty())
@@ -223,6 +242,9 @@ fn parse_options() -> Result<Options, String> {
                 let slot = match arg.as_str() {
                     "--token-quota-json" => &mut external.quota.json,
                     "--token-quota-sse" => &mut external.quota.sse,
+                    "--limiter-pass" => &mut external.pass.limiter,
+                    "--token-quota-pass-json" => &mut external.pass.json,
+                    "--token-quota-pass-sse" => &mut external.pass.sse,
                     _ => &mut external.quota.key_prefix,
                 };
                 *slot = Some(value);
@@ -350,10 +372,13 @@ fn parse_options() -> Result<Options, String> {
             || !external.admins.is_empty()
             || external.redis_stop.is_some()
             || external.redis_start.is_some()
-            || external.quota.any())
+            || external.quota.any()
+            || external.pass.limiter.is_some()
+            || external.pass.json.is_some()
+            || external.pass.sse.is_some())
     {
         return Err(format!(
-            "--baseline, --redis, --admin, --redis-stop, --redis-start and --token-quota-* go with --stack or --gateway\n{USAGE}"
+            "--baseline, --redis, --admin, --redis-stop, --redis-start, --token-quota-* and --limiter-pass go with --stack or --gateway\n{USAGE}"
         ));
     }
     let mut options = options;
@@ -750,7 +775,7 @@ fn run_external(opts: Options, args: &External) -> ! {
         target: &target,
         script_dir: dir.join("wrk"),
     };
-    let (scenarios, skipped) = external::run(&ext, &opts.only);
+    let (scenarios, skipped) = external::run(&ext, &opts.only, external_pass::run);
     for s in &skipped {
         println!("[loadtest] skipped {}: {}", s.id, s.why);
     }

@@ -68,6 +68,40 @@ pub struct Quota {
     pub sse: Option<QuotaRoute>,
 }
 
+/// The stack's routes whose limits are never reached, for the overhead
+/// rows (`limiter-pass`, `token-quota-json`, `token-quota-sse` beside
+/// their no-filter routes): the accuracy runs reach the other routes'
+/// limits within seconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassRoutes {
+    /// The limiter; compared with the first gateway's no-filter route.
+    pub limiter: Option<PassLimiter>,
+    /// The token quota answering JSON; its `rule` is empty when the
+    /// stack's configuration is not read (`--token-quota-pass-json`).
+    pub json: Option<QuotaRoute>,
+    /// The token quota answering event streams; `rule` as for `json`.
+    pub sse: Option<QuotaRoute>,
+}
+
+/// A limiter route whose limit is never reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassLimiter {
+    pub port: u16,
+    pub listener: Option<Listener>,
+}
+
+/// The overhead route options of the generic mode, before they are
+/// checked (their no-filter routes: `--baseline`, `--token-quota-baseline`).
+#[derive(Debug, Clone, Default)]
+pub struct PassUrls {
+    /// `--limiter-pass URL`.
+    pub limiter: Option<String>,
+    /// `--token-quota-pass-json URL`.
+    pub json: Option<String>,
+    /// `--token-quota-pass-sse URL`.
+    pub sse: Option<String>,
+}
+
 /// The token quota options of the generic mode, before they are checked.
 #[derive(Debug, Clone, Default)]
 pub struct QuotaUrls {
@@ -97,12 +131,14 @@ impl QuotaUrls {
 }
 
 /// Everything the external mode needs to know about the stack.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Target {
     /// One line for the report's header.
     pub description: String,
     pub gateways: Vec<Gateway>,
     pub quota: Option<Quota>,
+    /// The routes of the overhead rows.
+    pub pass: PassRoutes,
     pub redis_port: u16,
     /// Shell commands that stop and start the stack's Redis.
     pub redis_stop: Option<String>,
@@ -175,7 +211,13 @@ pub fn loopback_url(url: &str) -> Result<(u16, String), String> {
 /// an option that needs a route without one, or a key prefix Redis keys
 /// of the token quota cannot start with.
 pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Quota>, String> {
-    if !args.any() {
+    let routes_or_their_options = args.json.is_some()
+        || args.sse.is_some()
+        || !args.rules.is_empty()
+        || args.key_prefix.is_some();
+    if !routes_or_their_options {
+        // A --token-quota-baseline alone serves the overhead routes
+        // ([`pass_from_urls`] checks it).
         return Ok(None);
     }
     let routes: Vec<(&str, &String)> = [
@@ -254,26 +296,9 @@ pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Qu
         sse: None,
     };
     for (i, (option, url)) in routes.into_iter().enumerate() {
-        let (port, path) = loopback_url(url).map_err(|e| format!("{option}: {e}"))?;
-        let baseline = args
-            .baselines
-            .get(i)
-            .or(args.baselines.first())
-            .map(String::as_str)
-            .unwrap_or_default();
-        let (baseline_port, baseline_path) =
-            loopback_url(baseline).map_err(|e| format!("--token-quota-baseline: {e}"))?;
-        let route = QuotaRoute {
-            port,
-            path,
-            listener: admin.map(|a| Listener::new(a, None)),
-            rule: args.rules.get(i).cloned().unwrap_or_default(),
-            key_prefix: key_prefix.clone(),
-            per_minute: None,
-            upstream: None,
-            baseline_port,
-            baseline_path,
-        };
+        let mut route = route_from_url(option, url, args, i, admin)?;
+        route.rule = args.rules.get(i).cloned().unwrap_or_default();
+        route.key_prefix = key_prefix.clone();
         if option == "--token-quota-json" {
             quota.json = Some(route);
         } else {
@@ -281,6 +306,116 @@ pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Qu
         }
     }
     Ok(Some(quota))
+}
+
+/// A token quota route from its `option`'s `url`, with the no-filter route
+/// of `--token-quota-baseline` at `index` (or the first), no rule and
+/// the default key prefix.
+///
+/// # Errors
+/// One line naming the option: a URL that is not on loopback, or no
+/// `--token-quota-baseline`.
+fn route_from_url(
+    option: &str,
+    url: &str,
+    args: &QuotaUrls,
+    index: usize,
+    admin: Option<u16>,
+) -> Result<QuotaRoute, String> {
+    let (port, path) = loopback_url(url).map_err(|e| format!("{option}: {e}"))?;
+    let baseline = args
+        .baselines
+        .get(index)
+        .or(args.baselines.first())
+        .ok_or_else(|| {
+            format!(
+                "--token-quota-baseline: needed with {option} (a route without any filter to \
+                 the same upstream)"
+            )
+        })?;
+    let (baseline_port, baseline_path) =
+        loopback_url(baseline).map_err(|e| format!("--token-quota-baseline: {e}"))?;
+    Ok(QuotaRoute {
+        port,
+        path,
+        listener: admin.map(|a| Listener::new(a, None)),
+        rule: String::new(),
+        key_prefix: args
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| "token-quota".to_owned()),
+        per_minute: None,
+        upstream: None,
+        baseline_port,
+        baseline_path,
+    })
+}
+
+/// The overhead routes the generic mode's options name: `--limiter-pass`
+/// (its no-filter route is the first `--baseline`), and
+/// `--token-quota-pass-json`/`-sse` (theirs from `--token-quota-baseline`:
+/// one, or the JSON route's then the event-stream route's).
+///
+/// # Errors
+/// One line naming the option: a URL that is not on loopback, a token
+/// quota route without `--token-quota-baseline`, or that option given with
+/// no token quota route at all.
+pub fn pass_from_urls(
+    pass: &PassUrls,
+    quota: &QuotaUrls,
+    admin: Option<u16>,
+) -> Result<PassRoutes, String> {
+    let any_quota_route =
+        pass.json.is_some() || pass.sse.is_some() || quota.json.is_some() || quota.sse.is_some();
+    if !quota.baselines.is_empty() && !any_quota_route {
+        return Err(
+            "--token-quota-baseline goes with a token quota route (--token-quota-json/-sse URL \
+             or --token-quota-pass-json/-sse URL)"
+                .to_owned(),
+        );
+    }
+    let limiter = pass
+        .limiter
+        .as_deref()
+        .map(|url| {
+            Ok::<_, String>(PassLimiter {
+                port: loopback_port(url).map_err(|e| format!("--limiter-pass: {e}"))?,
+                listener: admin.map(|a| Listener::new(a, None)),
+            })
+        })
+        .transpose()?;
+    let route = |option: &str, url: &Option<String>, index: usize| {
+        url.as_deref()
+            .map(|url| route_from_url(option, url, quota, index, admin))
+            .transpose()
+    };
+    Ok(PassRoutes {
+        limiter,
+        json: route("--token-quota-pass-json", &pass.json, 0)?,
+        sse: route("--token-quota-pass-sse", &pass.sse, 1)?,
+    })
+}
+
+/// One line for the report's header: the overhead routes, if any.
+fn pass_description(pass: &PassRoutes) -> String {
+    let limiter = pass
+        .limiter
+        .as_ref()
+        .map(|l| format!("limiter, limit never reached :{}", l.port));
+    let quota = [("JSON", &pass.json), ("event streams", &pass.sse)]
+        .into_iter()
+        .filter_map(|(kind, route)| {
+            let r = route.as_ref()?;
+            Some(format!(
+                "token quota ({kind}), quota never reached :{}{} (no filter :{}{})",
+                r.port, r.path, r.baseline_port, r.baseline_path
+            ))
+        });
+    limiter
+        .into_iter()
+        .chain(quota)
+        .map(|part| format!(", {part}"))
+        .collect()
 }
 
 /// One line for the report's header: the token quota routes.
@@ -314,6 +449,7 @@ pub fn from_urls(
     redis: &str,
     admins: &[String],
     quota: &QuotaUrls,
+    pass: &PassUrls,
 ) -> Result<Target, String> {
     let admins: Vec<u16> = admins
         .iter()
@@ -342,10 +478,11 @@ pub fn from_urls(
         });
     }
     let redis_port = loopback_port(redis).map_err(|e| format!("--redis: {e}"))?;
+    let pass = pass_from_urls(pass, quota, admins.first().copied())?;
     let quota = quota_from_urls(quota, admins.first().copied())?;
     Ok(Target {
         description: format!(
-            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}{}",
+            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}{}{}",
             gateways.join(", "),
             baselines.join(", "),
             if admins.is_empty() {
@@ -363,10 +500,12 @@ pub fn from_urls(
             quota
                 .as_ref()
                 .map(|q| format!(", {}", quota_description(q)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            pass_description(&pass)
         ),
         gateways: out,
         quota,
+        pass,
         redis_port,
         redis_stop: None,
         redis_start: None,
@@ -494,6 +633,9 @@ pub fn compose() -> Result<Target, String> {
     let json = listener(&gw, file, "token-quota-json")?;
     let sse = listener(&gw, file, "token-quota-sse")?;
     let baseline_llm = listener(&gw, file, "baseline-llm")?;
+    let limiter_pass = listener(&gw, file, "limiter-pass")?;
+    let json_pass = listener(&gw, file, "token-quota-json-pass")?;
+    let sse_pass = listener(&gw, file, "token-quota-sse-pass")?;
     let up_json = listener(&upstream, "loadtest/compose/upstream.yaml", "json")?;
     let up_sse = listener(&upstream, "loadtest/compose/upstream.yaml", "sse")?;
     for port in [
@@ -502,6 +644,9 @@ pub fn compose() -> Result<Target, String> {
         json.port,
         sse.port,
         baseline_llm.port,
+        limiter_pass.port,
+        json_pass.port,
+        sse_pass.port,
         gw_admin,
     ] {
         published(&compose, "gateway", port)?;
@@ -595,6 +740,10 @@ pub fn compose() -> Result<Target, String> {
         "token quota :{} and :{} (no filter :{}), upstream admin :{up_admin}, Redis :{redis_port}",
         json.port, sse.port, baseline_llm.port
     ));
+    parts.push(format!(
+        "limits never reached: limiter :{}, token quota :{} and :{}",
+        limiter_pass.port, json_pass.port, sse_pass.port
+    ));
     let server = server_info(gw_admin);
     parts.push(format!("gateway Envoy {server}"));
     Ok(Target {
@@ -604,6 +753,14 @@ pub fn compose() -> Result<Target, String> {
             json: Some(quota_route(&json, &up_json, "/")?),
             sse: Some(quota_route(&sse, &up_sse, "/sse")?),
         }),
+        pass: PassRoutes {
+            limiter: Some(PassLimiter {
+                port: limiter_pass.port,
+                listener: Some(Listener::new(gw_admin, Some(&limiter_pass.stat_prefix))),
+            }),
+            json: Some(quota_route(&json_pass, &up_json, "/")?),
+            sse: Some(quota_route(&sse_pass, &up_sse, "/sse")?),
+        },
         redis_port,
         redis_stop: None,
         redis_start: None,
@@ -641,20 +798,29 @@ mod tests {
             "http://127.0.0.1:2".to_owned(),
         ];
         let none = QuotaUrls::default();
+        let no_pass = PassUrls::default();
         let one = from_urls(
             &g,
             &["127.0.0.1:3".to_owned()],
             "127.0.0.1:6379",
             &[],
             &none,
+            &no_pass,
         )
         .unwrap();
         assert_eq!(one.gateways[1].baseline_port, Some(3));
         assert!(one.gateways[0].listener.is_none());
         let three = vec!["127.0.0.1:3".to_owned(); 3];
-        assert!(from_urls(&g, &three, "127.0.0.1:6379", &[], &none).is_err());
+        assert!(from_urls(&g, &three, "127.0.0.1:6379", &[], &none, &no_pass).is_err());
         assert!(one.quota.is_none());
-        let remote = from_urls(&g, &["127.0.0.1:3".to_owned()], "redis:6379", &[], &none);
+        let remote = from_urls(
+            &g,
+            &["127.0.0.1:3".to_owned()],
+            "redis:6379",
+            &[],
+            &none,
+            &no_pass,
+        );
         assert!(remote.unwrap_err().starts_with("--redis: "));
     }
 
@@ -724,6 +890,51 @@ mod tests {
         assert!(quota_from_urls(&QuotaUrls::default(), None)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn overhead_routes_from_options() {
+        let pass = PassUrls {
+            limiter: Some("http://127.0.0.1:10005".to_owned()),
+            json: Some("http://127.0.0.1:10006/v1/chat/completions".to_owned()),
+            sse: Some("http://127.0.0.1:10007/v1/chat/completions".to_owned()),
+        };
+        let baselines = quota_args(
+            false,
+            false,
+            &["127.0.0.1:10004/", "127.0.0.1:10004/sse"],
+            &[],
+        );
+        let routes = pass_from_urls(&pass, &baselines, Some(15000)).unwrap();
+        let limiter = routes.limiter.unwrap();
+        assert_eq!(limiter.port, 10005);
+        assert_eq!(limiter.listener, Some(Listener::new(15000, None)));
+        let (json, sse) = (routes.json.unwrap(), routes.sse.unwrap());
+        assert_eq!((json.port, json.baseline_path.as_str()), (10006, "/"));
+        assert_eq!((sse.port, sse.baseline_path.as_str()), (10007, "/sse"));
+        assert_eq!(sse.path, "/v1/chat/completions");
+        // Without the stack's configuration the rule is not known.
+        assert!(json.rule.is_empty() && json.upstream.is_none());
+        // The baseline alone is not a token quota run to measure.
+        assert!(quota_from_urls(&baselines, None).unwrap().is_none());
+        let none = pass_from_urls(&PassUrls::default(), &QuotaUrls::default(), None).unwrap();
+        assert!(none.limiter.is_none() && none.json.is_none() && none.sse.is_none());
+        let refused = |pass: &PassUrls, quota: &QuotaUrls, option: &str| {
+            let e = pass_from_urls(pass, quota, None).unwrap_err();
+            assert!(e.starts_with(option), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        };
+        let json_only = PassUrls {
+            json: pass.json.clone(),
+            ..PassUrls::default()
+        };
+        refused(&json_only, &QuotaUrls::default(), "--token-quota-baseline");
+        refused(&PassUrls::default(), &baselines, "--token-quota-baseline");
+        let remote = PassUrls {
+            limiter: Some("http://gateway:10005".to_owned()),
+            ..PassUrls::default()
+        };
+        refused(&remote, &QuotaUrls::default(), "--limiter-pass");
     }
 
     #[test]
