@@ -5,7 +5,8 @@
 # `loadtest --stack compose --smoke` runs every external scenario against
 # them, the fault scenario included (Redis frozen with SIGSTOP and thawed
 # with SIGCONT: a Redis that accepts connections and never answers), then
-# the generic mode (`--gateway ... --token-quota-*`) against the same
+# the generic mode (`--gateway ... --token-quota-* --limiter-pass
+# --token-quota-pass-*`) against the same
 # ports, as a user names their own gateway: nothing read from the compose
 # files, the token quota's limit read from its refusals, the quota routes
 # driven at /v1/chat/completions.
@@ -42,11 +43,16 @@ timeout 540 target/release/loadtest --stack compose --smoke \
 # the limiter :10000, its no-filter route :10003, the token quota :10001
 # (JSON) and :10002 (event streams) with rules compose-json and
 # compose-sse, the no-filter route to the same upstream :10004 (event
-# streams under /sse), the gateway's admin :15000, Redis :6379.
+# streams under /sse), the same plugins with limits never reached (the
+# overhead rows) :10005 (limiter), :10006 and :10007 (token quota), the
+# gateway's admin :15000, Redis :6379.
 timeout 540 target/release/loadtest --smoke \
   --gateway http://127.0.0.1:10000 --baseline http://127.0.0.1:10003 \
   --redis 127.0.0.1:6379 --admin http://127.0.0.1:15000 \
   --token-quota-json http://127.0.0.1:10001/v1/chat/completions \
   --token-quota-sse http://127.0.0.1:10002/v1/chat/completions \
   --token-quota-baseline http://127.0.0.1:10004/v1/chat/completions,http://127.0.0.1:10004/sse \
-  --token-quota-rule compose-json,compose-sse
+  --token-quota-rule compose-json,compose-sse \
+  --limiter-pass http://127.0.0.1:10005 \
+  --token-quota-pass-json http://127.0.0.1:10006/v1/chat/completions \
+  --token-quota-pass-sse http://127.0.0.1:10007/v1/chat/completions

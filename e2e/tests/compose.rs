@@ -14,7 +14,11 @@
 //!   (`outbound|<port>||<service_name>`) is defined in the gateway config;
 //! * that every mounted file exists (building the Higress modules with the
 //!   command scripts/test.sh uses) and every path the configs load is
-//!   mounted.
+//!   mounted;
+//! * that every port the gateways' configs listen on is published on
+//!   127.0.0.1 (the same port inside), and the routes the load test reads
+//!   by name are there with rule names of their own and, for the overhead
+//!   rows, limits no run reaches.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::indexing_slicing)]
 
@@ -186,7 +190,11 @@ fn higress_gateway_config_validates_with_the_higress_parts_swapped() {
         other => panic!("gateway.yaml loads an unknown module {other}"),
     };
     let configs = wasm_configs(&mut bootstrap);
-    assert_eq!(configs.len(), 3, "one limiter and two token quota filters");
+    assert_eq!(
+        configs.len(),
+        6,
+        "a limiter and two token quota filters, each with a limit reached and one never reached"
+    );
     for config in configs {
         let name = config["name"].as_str().unwrap().to_owned();
         let file = config["vm_config"]["code"]["local"]["filename"]
@@ -369,4 +377,110 @@ fn compose_mounts_files_that_exist_and_the_configs_load_only_mounted_files() {
     assert_eq!(webdis["redis_host"], "redis");
     assert_eq!(webdis["http_port"], 7379);
     assert_eq!(webdis["daemonize"], false);
+}
+
+/// The port of a listener or admin `address`.
+fn port_of(address: &Value) -> u64 {
+    address["socket_address"]["port_value"].as_u64().unwrap()
+}
+
+/// Each listener of `bootstrap` by name: its port and its Wasm plugin's
+/// configuration, if it has one.
+fn listeners(bootstrap: &Value) -> Vec<(String, u64, Option<Value>)> {
+    bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let plugin = l["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|f| f["typed_config"]["config"]["configuration"]["value"].as_str())
+                .map(|text| serde_json::from_str(text).unwrap());
+            (
+                l["name"].as_str().unwrap().to_owned(),
+                port_of(&l["address"]),
+                plugin,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn compose_publishes_the_gateways_ports_and_the_load_test_finds_its_routes() {
+    let root = repo_root();
+    let compose = yaml(&root.join("docker-compose.yaml"));
+    let published = |service: &str| -> Vec<String> {
+        compose["services"][service]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (service, file, names) in [
+        (
+            "gateway",
+            "loadtest/compose/gateway.yaml",
+            &[
+                "limiter",
+                "token-quota-json",
+                "token-quota-sse",
+                "limiter-pass",
+                "token-quota-json-pass",
+                "token-quota-sse-pass",
+                "baseline",
+                "baseline-llm",
+            ][..],
+        ),
+        (
+            "envoy",
+            "loadtest/envoy.yaml",
+            &["main", "limiter-pass", "baseline"][..],
+        ),
+    ] {
+        let bootstrap = yaml(&root.join(file));
+        let ports = published(service);
+        let found = listeners(&bootstrap);
+        let admin = port_of(&bootstrap["admin"]["address"]);
+        for port in found.iter().map(|(_, port, _)| *port).chain([admin]) {
+            let wanted = format!("127.0.0.1:{port}:{port}");
+            assert!(
+                ports.contains(&wanted),
+                "{file} listens on {port}, which service {service} does not publish as \
+                 {wanted} (it publishes {ports:?})"
+            );
+        }
+        assert_eq!(
+            ports.len(),
+            found.len() + 1,
+            "service {service} publishes a port {file} does not listen on: {ports:?}"
+        );
+        let by_name: Vec<&str> = found.iter().map(|(name, _, _)| name.as_str()).collect();
+        assert_eq!(by_name, names, "{file}: the listeners the load test reads");
+        let rules: Vec<&str> = found
+            .iter()
+            .filter_map(|(_, _, plugin)| plugin.as_ref()?["rule_name"].as_str())
+            .collect();
+        let mut distinct = rules.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            rules.len(),
+            "{file}: two plugins share a rule name, so their counters too: {rules:?}"
+        );
+        // The overhead rows measure a request that passes: no run of the
+        // load test comes near these limits.
+        for (name, _, plugin) in found.iter().filter(|(name, ..)| name.ends_with("-pass")) {
+            let limit = &plugin.as_ref().unwrap()["global_threshold"];
+            let out_of_reach = limit["query_per_minute"].as_u64() >= Some(1_000_000_000)
+                || limit["token_per_minute"].as_u64() >= Some(1_000_000_000_000);
+            assert!(
+                out_of_reach,
+                "{file}: listener {name} has a limit a load test reaches: {limit}"
+            );
+        }
+    }
 }

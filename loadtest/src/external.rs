@@ -16,6 +16,7 @@ mod accuracy;
 mod endurance;
 mod measure;
 mod overhead;
+mod pass;
 #[cfg(test)]
 mod tests;
 
@@ -32,6 +33,10 @@ pub const IDS: &[&str] = &[
     "token-quota-json-accuracy",
     "token-quota-sse-accuracy",
     "baseline",
+    "limiter-pass",
+    "upstream-baseline",
+    "token-quota-json",
+    "token-quota-sse",
     "limiter-flood",
     "soak",
     "faults",
@@ -47,12 +52,6 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
         skip(
             "local-ratelimit-pass, local-ratelimit-flood",
             "the stack has no gateway with Envoy's C++ local_ratelimit (the local run starts one)",
-        ),
-        skip(
-            "limiter-pass",
-            "needs a limiter whose limit is never reached; the stack's limiter admits its \
-             per-minute limit and a run at thousands of req/s reaches it within a second \
-             (the accuracy run counts its Redis round trips instead)",
         ),
         skip(
             "limiter-flood-paired",
@@ -74,12 +73,31 @@ fn always_skipped(target: &Target) -> Vec<Skipped> {
         .quota
         .as_ref()
         .map_or((false, false), |q| (q.json.is_some(), q.sse.is_some()));
-    if routes != (false, false) {
+    if target.pass.limiter.is_none() {
         out.push(skip(
-            "upstream-baseline, token-quota-json, token-quota-sse",
-            "need a token quota that is never reached; the stack's quotas are used up by the \
-             accuracy runs within seconds",
+            "limiter-pass",
+            "needs a limiter whose limit is never reached (`--stack compose` has one; with \
+             --gateway: --limiter-pass URL)",
         ));
+    }
+    match (target.pass.json.is_some(), target.pass.sse.is_some()) {
+        (false, false) => out.push(skip(
+            "upstream-baseline, token-quota-json, token-quota-sse",
+            "need a token quota that is never reached (`--stack compose` has them; with \
+             --gateway: --token-quota-pass-json URL and/or --token-quota-pass-sse URL, with \
+             --token-quota-baseline URL)",
+        )),
+        (true, false) => out.push(skip(
+            "token-quota-sse",
+            "no event-stream token quota route whose quota is never reached given \
+             (--token-quota-pass-sse URL)",
+        )),
+        (false, true) => out.push(skip(
+            "token-quota-json",
+            "no JSON token quota route whose quota is never reached given \
+             (--token-quota-pass-json URL)",
+        )),
+        (true, true) => {}
     }
     match routes {
         (false, false) => out.push(skip(
@@ -115,6 +133,10 @@ pub fn runnable(target: &Target) -> Vec<&'static str> {
         .filter(|id| match *id {
             "token-quota-json-accuracy" => target.quota.as_ref().is_some_and(|q| q.json.is_some()),
             "token-quota-sse-accuracy" => target.quota.as_ref().is_some_and(|q| q.sse.is_some()),
+            "limiter-pass" => target.pass.limiter.is_some(),
+            "token-quota-json" => target.pass.json.is_some(),
+            "token-quota-sse" => target.pass.sse.is_some(),
+            "upstream-baseline" => target.pass.json.is_some() || target.pass.sse.is_some(),
             _ => true,
         })
         .filter(|id| *id != "faults" || target.redis_stop.is_some())
@@ -156,7 +178,7 @@ pub fn run(ext: &External<'_>, only: &[String]) -> (Vec<Scenario>, Vec<Skipped>)
             "limiter-flood" => limiter_flood(ext, limit),
             "soak" => soak(ext, limit),
             "faults" => faults(ext),
-            _ => continue,
+            other => pass::run(ext, other),
         };
         let Some(s) = s else { continue };
         println!(

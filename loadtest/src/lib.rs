@@ -23,7 +23,8 @@
 //! tiny) can run in `scripts/test.sh`.
 //!
 //! External mode (`--stack compose`, or `--gateway`/`--baseline`/`--redis`
-//! and optionally `--token-quota-*`; `target.rs`, `external.rs`): starts
+//! and optionally `--token-quota-*`, `--limiter-pass`; `target.rs`,
+//! `external.rs`): starts
 //! nothing, drives a stack someone else runs with every scenario that needs
 //! no process of its own, and lists the others in the report with the
 //! reason. Results go to `loadtest/results/external/`.
@@ -41,11 +42,13 @@
 //! 2. What a run is: `target` (an external stack's ports and routes),
 //!    `options` (the command line's sizes and stack), `scenario` (what a
 //!    scenario reports, and its checks), `bench` (the local stack).
-//! 3. Runs both modes share: `soak`.
+//! 3. What both modes share: `soak` (the soak run), `overhead_checks` (what
+//!    the overhead rows at a limit never reached must show).
 //! 4. The scenarios: `cluster` (the Redis Cluster runs), `scenarios` (the
 //!    local run's registry, which lists them too, and a file per family
 //!    under `scenarios/`), `external` (the external mode's registry, its
-//!    scenarios under `external/`).
+//!    scenarios under `external/`, the overhead rows at limits never
+//!    reached in `external/pass`).
 //! 5. `report`: `results.json`, `report.md` and the charts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -53,6 +56,7 @@ pub mod bench;
 pub mod cluster;
 pub mod external;
 pub mod options;
+pub mod overhead_checks;
 pub mod pinning;
 pub mod process_stats;
 pub mod redis_stats;

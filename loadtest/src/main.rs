@@ -31,7 +31,12 @@ const USAGE: &str = "usage: loadtest [--smoke] [--only ID,...] [--seconds N] [--
      --token-quota-sse URL         a token quota route answering event streams\n  \
      --token-quota-baseline URL,.. no filter to the same upstream (one, or JSON's then the event streams')\n  \
      --token-quota-rule NAME,..    each route's rule_name (one per route; two different names for two routes)\n  \
-     --token-quota-key-prefix P    its redis_key_prefix (default token-quota)";
+     --token-quota-key-prefix P    its redis_key_prefix (default token-quota)\n\
+     \nOverhead rows of a --gateway stack (limits never reached; each runs only when given):\n  \
+     --limiter-pass URL            a limiter whose limit is never reached (limiter-pass; beside the first --baseline)\n  \
+     --token-quota-pass-json URL   a token quota never reached, JSON answers (token-quota-json)\n  \
+     --token-quota-pass-sse URL    the same, event-stream answers (token-quota-sse); both beside\n  \
+     \x20                             --token-quota-baseline (upstream-baseline)";
 
 fn parse_options() -> Result<Options, String> {
     let default_seconds = match std::env::var("LOADTEST_SECONDS") {
@@ -91,7 +96,12 @@ fn parse_options() -> Result<Options, String> {
                 external.admins = list(args.next(), "--admin")?;
                 continue;
             }
-            "--token-quota-json" | "--token-quota-sse" | "--token-quota-key-prefix" => {
+            "--token-quota-json"
+            | "--token-quota-sse"
+            | "--token-quota-key-prefix"
+            | "--limiter-pass"
+            | "--token-quota-pass-json"
+            | "--token-quota-pass-sse" => {
                 let value = args
                     .next()
                     .filter(|v| !v.trim().is_empty())
@@ -99,6 +109,9 @@ fn parse_options() -> Result<Options, String> {
                 let slot = match arg.as_str() {
                     "--token-quota-json" => &mut external.quota.json,
                     "--token-quota-sse" => &mut external.quota.sse,
+                    "--limiter-pass" => &mut external.pass.limiter,
+                    "--token-quota-pass-json" => &mut external.pass.json,
+                    "--token-quota-pass-sse" => &mut external.pass.sse,
                     _ => &mut external.quota.key_prefix,
                 };
                 *slot = Some(value);
@@ -226,10 +239,11 @@ fn parse_options() -> Result<Options, String> {
             || !external.admins.is_empty()
             || external.redis_stop.is_some()
             || external.redis_start.is_some()
-            || external.quota.any())
+            || external.quota.any()
+            || external.pass.any())
     {
         return Err(format!(
-            "--baseline, --redis, --admin, --redis-stop, --redis-start and --token-quota-* go with --stack or --gateway\n{USAGE}"
+            "--baseline, --redis, --admin, --redis-stop, --redis-start, --token-quota-* and --limiter-pass go with --stack or --gateway\n{USAGE}"
         ));
     }
     let mut options = options;

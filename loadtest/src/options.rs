@@ -46,6 +46,8 @@ pub struct External {
     pub redis_start: Option<String>,
     /// `--token-quota-*`.
     pub quota: target::QuotaUrls,
+    /// `--limiter-pass`, `--token-quota-pass-*`.
+    pub pass: target::PassUrls,
 }
 
 impl External {
@@ -59,9 +61,9 @@ impl External {
             if !self.gateways.is_empty() || !self.baselines.is_empty() || self.redis.is_some() {
                 return Err("--stack compose takes no --gateway, --baseline or --redis".to_owned());
             }
-            if self.quota.any() {
+            if self.quota.any() || self.pass.any() {
                 return Err(
-                    "--token-quota-*: --stack compose reads its token quota routes from \
+                    "--token-quota-*, --limiter-pass: --stack compose reads its routes from \
                             the compose files; these options go with --gateway"
                         .to_owned(),
                 );
@@ -83,6 +85,7 @@ impl External {
                 redis,
                 &self.admins,
                 &self.quota,
+                &self.pass,
             )?
         };
         match (&self.redis_stop, &self.redis_start) {

@@ -68,6 +68,47 @@ pub struct Quota {
     pub sse: Option<QuotaRoute>,
 }
 
+/// The stack's routes whose limits are never reached, for the overhead
+/// rows (`limiter-pass`, `token-quota-json`, `token-quota-sse` beside
+/// their no-filter routes): the accuracy runs reach the other routes'
+/// limits within seconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassRoutes {
+    /// The limiter; compared with the first gateway's no-filter route.
+    pub limiter: Option<PassLimiter>,
+    /// The token quota answering JSON; its `rule` is empty when the
+    /// stack's configuration is not read (`--token-quota-pass-json`).
+    pub json: Option<QuotaRoute>,
+    /// The token quota answering event streams; `rule` as for `json`.
+    pub sse: Option<QuotaRoute>,
+}
+
+/// A limiter route whose limit is never reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassLimiter {
+    pub port: u16,
+    pub listener: Option<Listener>,
+}
+
+/// The overhead route options of the generic mode, before they are
+/// checked (their no-filter routes: `--baseline`, `--token-quota-baseline`).
+#[derive(Debug, Clone, Default)]
+pub struct PassUrls {
+    /// `--limiter-pass URL`.
+    pub limiter: Option<String>,
+    /// `--token-quota-pass-json URL`.
+    pub json: Option<String>,
+    /// `--token-quota-pass-sse URL`.
+    pub sse: Option<String>,
+}
+
+impl PassUrls {
+    /// Whether any overhead route option was given.
+    pub fn any(&self) -> bool {
+        self.limiter.is_some() || self.json.is_some() || self.sse.is_some()
+    }
+}
+
 /// The token quota options of the generic mode, before they are checked.
 #[derive(Debug, Clone, Default)]
 pub struct QuotaUrls {
@@ -97,12 +138,14 @@ impl QuotaUrls {
 }
 
 /// Everything the external mode needs to know about the stack.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Target {
     /// One line for the report's header.
     pub description: String,
     pub gateways: Vec<Gateway>,
     pub quota: Option<Quota>,
+    /// The routes of the overhead rows.
+    pub pass: PassRoutes,
     pub redis_port: u16,
     /// Shell commands that stop and start the stack's Redis.
     pub redis_stop: Option<String>,
@@ -175,7 +218,13 @@ pub fn loopback_url(url: &str) -> Result<(u16, String), String> {
 /// an option that needs a route without one, or a key prefix Redis keys
 /// of the token quota cannot start with.
 pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Quota>, String> {
-    if !args.any() {
+    let routes_or_their_options = args.json.is_some()
+        || args.sse.is_some()
+        || !args.rules.is_empty()
+        || args.key_prefix.is_some();
+    if !routes_or_their_options {
+        // A --token-quota-baseline alone serves the overhead routes
+        // ([`pass_from_urls`] checks it).
         return Ok(None);
     }
     let routes: Vec<(&str, &String)> = [
@@ -254,26 +303,9 @@ pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Qu
         sse: None,
     };
     for (i, (option, url)) in routes.into_iter().enumerate() {
-        let (port, path) = loopback_url(url).map_err(|e| format!("{option}: {e}"))?;
-        let baseline = args
-            .baselines
-            .get(i)
-            .or(args.baselines.first())
-            .map(String::as_str)
-            .unwrap_or_default();
-        let (baseline_port, baseline_path) =
-            loopback_url(baseline).map_err(|e| format!("--token-quota-baseline: {e}"))?;
-        let route = QuotaRoute {
-            port,
-            path,
-            listener: admin.map(|a| Listener::new(a, None)),
-            rule: args.rules.get(i).cloned().unwrap_or_default(),
-            key_prefix: key_prefix.clone(),
-            per_minute: None,
-            upstream: None,
-            baseline_port,
-            baseline_path,
-        };
+        let mut route = route_from_url(option, url, args, i, admin)?;
+        route.rule = args.rules.get(i).cloned().unwrap_or_default();
+        route.key_prefix = key_prefix.clone();
         if option == "--token-quota-json" {
             quota.json = Some(route);
         } else {
@@ -281,6 +313,116 @@ pub fn quota_from_urls(args: &QuotaUrls, admin: Option<u16>) -> Result<Option<Qu
         }
     }
     Ok(Some(quota))
+}
+
+/// A token quota route from its `option`'s `url`, with the no-filter route
+/// of `--token-quota-baseline` at `index` (or the first), no rule and
+/// the default key prefix.
+///
+/// # Errors
+/// One line naming the option: a URL that is not on loopback, or no
+/// `--token-quota-baseline`.
+fn route_from_url(
+    option: &str,
+    url: &str,
+    args: &QuotaUrls,
+    index: usize,
+    admin: Option<u16>,
+) -> Result<QuotaRoute, String> {
+    let (port, path) = loopback_url(url).map_err(|e| format!("{option}: {e}"))?;
+    let baseline = args
+        .baselines
+        .get(index)
+        .or(args.baselines.first())
+        .ok_or_else(|| {
+            format!(
+                "--token-quota-baseline: needed with {option} (a route without any filter to \
+                 the same upstream)"
+            )
+        })?;
+    let (baseline_port, baseline_path) =
+        loopback_url(baseline).map_err(|e| format!("--token-quota-baseline: {e}"))?;
+    Ok(QuotaRoute {
+        port,
+        path,
+        listener: admin.map(|a| Listener::new(a, None)),
+        rule: String::new(),
+        key_prefix: args
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| "token-quota".to_owned()),
+        per_minute: None,
+        upstream: None,
+        baseline_port,
+        baseline_path,
+    })
+}
+
+/// The overhead routes the generic mode's options name: `--limiter-pass`
+/// (its no-filter route is the first `--baseline`), and
+/// `--token-quota-pass-json`/`-sse` (theirs from `--token-quota-baseline`:
+/// one, or the JSON route's then the event-stream route's).
+///
+/// # Errors
+/// One line naming the option: a URL that is not on loopback, a token
+/// quota route without `--token-quota-baseline`, or that option given with
+/// no token quota route at all.
+pub fn pass_from_urls(
+    pass: &PassUrls,
+    quota: &QuotaUrls,
+    admin: Option<u16>,
+) -> Result<PassRoutes, String> {
+    let any_quota_route =
+        pass.json.is_some() || pass.sse.is_some() || quota.json.is_some() || quota.sse.is_some();
+    if !quota.baselines.is_empty() && !any_quota_route {
+        return Err(
+            "--token-quota-baseline goes with a token quota route (--token-quota-json/-sse URL \
+             or --token-quota-pass-json/-sse URL)"
+                .to_owned(),
+        );
+    }
+    let limiter = pass
+        .limiter
+        .as_deref()
+        .map(|url| {
+            Ok::<_, String>(PassLimiter {
+                port: loopback_port(url).map_err(|e| format!("--limiter-pass: {e}"))?,
+                listener: admin.map(|a| Listener::new(a, None)),
+            })
+        })
+        .transpose()?;
+    let route = |option: &str, url: &Option<String>, index: usize| {
+        url.as_deref()
+            .map(|url| route_from_url(option, url, quota, index, admin))
+            .transpose()
+    };
+    Ok(PassRoutes {
+        limiter,
+        json: route("--token-quota-pass-json", &pass.json, 0)?,
+        sse: route("--token-quota-pass-sse", &pass.sse, 1)?,
+    })
+}
+
+/// One line for the report's header: the overhead routes, if any.
+fn pass_description(pass: &PassRoutes) -> String {
+    let limiter = pass
+        .limiter
+        .as_ref()
+        .map(|l| format!("limiter, limit never reached :{}", l.port));
+    let quota = [("JSON", &pass.json), ("event streams", &pass.sse)]
+        .into_iter()
+        .filter_map(|(kind, route)| {
+            let r = route.as_ref()?;
+            Some(format!(
+                "token quota ({kind}), quota never reached :{}{} (no filter :{}{})",
+                r.port, r.path, r.baseline_port, r.baseline_path
+            ))
+        });
+    limiter
+        .into_iter()
+        .chain(quota)
+        .map(|part| format!(", {part}"))
+        .collect()
 }
 
 /// One line for the report's header: the token quota routes.
@@ -314,6 +456,7 @@ pub fn from_urls(
     redis: &str,
     admins: &[String],
     quota: &QuotaUrls,
+    pass: &PassUrls,
 ) -> Result<Target, String> {
     let admins: Vec<u16> = admins
         .iter()
@@ -342,10 +485,11 @@ pub fn from_urls(
         });
     }
     let redis_port = loopback_port(redis).map_err(|e| format!("--redis: {e}"))?;
+    let pass = pass_from_urls(pass, quota, admins.first().copied())?;
     let quota = quota_from_urls(quota, admins.first().copied())?;
     Ok(Target {
         description: format!(
-            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}{}",
+            "external: limiter gateway(s) {}, baseline {}, Redis 127.0.0.1:{redis_port}{}{}{}",
             gateways.join(", "),
             baselines.join(", "),
             if admins.is_empty() {
@@ -363,10 +507,12 @@ pub fn from_urls(
             quota
                 .as_ref()
                 .map(|q| format!(", {}", quota_description(q)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            pass_description(&pass)
         ),
         gateways: out,
         quota,
+        pass,
         redis_port,
         redis_stop: None,
         redis_start: None,
@@ -494,6 +640,9 @@ pub fn compose() -> Result<Target, String> {
     let json = listener(&gw, file, "token-quota-json")?;
     let sse = listener(&gw, file, "token-quota-sse")?;
     let baseline_llm = listener(&gw, file, "baseline-llm")?;
+    let limiter_pass = listener(&gw, file, "limiter-pass")?;
+    let json_pass = listener(&gw, file, "token-quota-json-pass")?;
+    let sse_pass = listener(&gw, file, "token-quota-sse-pass")?;
     let up_json = listener(&upstream, "loadtest/compose/upstream.yaml", "json")?;
     let up_sse = listener(&upstream, "loadtest/compose/upstream.yaml", "sse")?;
     for port in [
@@ -502,6 +651,9 @@ pub fn compose() -> Result<Target, String> {
         json.port,
         sse.port,
         baseline_llm.port,
+        limiter_pass.port,
+        json_pass.port,
+        sse_pass.port,
         gw_admin,
     ] {
         published(&compose, "gateway", port)?;
@@ -595,6 +747,10 @@ pub fn compose() -> Result<Target, String> {
         "token quota :{} and :{} (no filter :{}), upstream admin :{up_admin}, Redis :{redis_port}",
         json.port, sse.port, baseline_llm.port
     ));
+    parts.push(format!(
+        "limits never reached: limiter :{}, token quota :{} and :{}",
+        limiter_pass.port, json_pass.port, sse_pass.port
+    ));
     let server = server_info(gw_admin);
     parts.push(format!("gateway Envoy {server}"));
     Ok(Target {
@@ -604,6 +760,14 @@ pub fn compose() -> Result<Target, String> {
             json: Some(quota_route(&json, &up_json, "/")?),
             sse: Some(quota_route(&sse, &up_sse, "/sse")?),
         }),
+        pass: PassRoutes {
+            limiter: Some(PassLimiter {
+                port: limiter_pass.port,
+                listener: Some(Listener::new(gw_admin, Some(&limiter_pass.stat_prefix))),
+            }),
+            json: Some(quota_route(&json_pass, &up_json, "/")?),
+            sse: Some(quota_route(&sse_pass, &up_sse, "/sse")?),
+        },
         redis_port,
         redis_stop: None,
         redis_start: None,
@@ -620,152 +784,4 @@ pub fn server_info(admin_port: u16) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_must_be_loopback_ports() {
-        assert_eq!(loopback_port("http://127.0.0.1:10000/"), Ok(10000));
-        assert_eq!(loopback_port("localhost:8080"), Ok(8080));
-        assert_eq!(loopback_port("6379"), Ok(6379));
-        let remote = loopback_port("http://gateway.example.com:80").unwrap_err();
-        assert!(remote.contains("loopback only"), "{remote}");
-        assert!(loopback_port("http://127.0.0.1/").is_err());
-        assert!(loopback_port("http://127.0.0.1:0").is_err());
-    }
-
-    #[test]
-    fn baselines_are_one_or_one_per_gateway() {
-        let g = [
-            "http://127.0.0.1:1".to_owned(),
-            "http://127.0.0.1:2".to_owned(),
-        ];
-        let none = QuotaUrls::default();
-        let one = from_urls(
-            &g,
-            &["127.0.0.1:3".to_owned()],
-            "127.0.0.1:6379",
-            &[],
-            &none,
-        )
-        .unwrap();
-        assert_eq!(one.gateways[1].baseline_port, Some(3));
-        assert!(one.gateways[0].listener.is_none());
-        let three = vec!["127.0.0.1:3".to_owned(); 3];
-        assert!(from_urls(&g, &three, "127.0.0.1:6379", &[], &none).is_err());
-        assert!(one.quota.is_none());
-        let remote = from_urls(&g, &["127.0.0.1:3".to_owned()], "redis:6379", &[], &none);
-        assert!(remote.unwrap_err().starts_with("--redis: "));
-    }
-
-    #[test]
-    fn urls_keep_their_path() {
-        assert_eq!(
-            loopback_url("http://127.0.0.1:10001/v1/chat/completions"),
-            Ok((10001, "/v1/chat/completions".to_owned()))
-        );
-        assert_eq!(loopback_url("localhost:9"), Ok((9, "/".to_owned())));
-        assert!(loopback_url("http://127.0.0.1:1/a b").is_err());
-        assert!(loopback_url("http://127.0.0.1:1/a\"b").is_err());
-        assert!(loopback_url("http://10.0.0.1:1/v1").is_err());
-        let path = loopback_port("http://127.0.0.1:10000/v1").unwrap_err();
-        assert!(path.contains("is not used here"), "{path}");
-    }
-
-    fn quota_args(json: bool, sse: bool, baselines: &[&str], rules: &[&str]) -> QuotaUrls {
-        QuotaUrls {
-            json: json.then(|| "http://127.0.0.1:10001/v1/chat/completions".to_owned()),
-            sse: sse.then(|| "http://127.0.0.1:10002/v1/chat/completions".to_owned()),
-            baselines: baselines.iter().map(|b| (*b).to_owned()).collect(),
-            rules: rules.iter().map(|r| (*r).to_owned()).collect(),
-            key_prefix: None,
-        }
-    }
-
-    #[test]
-    fn token_quota_routes_from_options() {
-        let both = quota_args(
-            true,
-            true,
-            &["127.0.0.1:10004/", "127.0.0.1:10004/sse"],
-            &["json", "sse"],
-        );
-        let quota = quota_from_urls(&both, Some(15000)).unwrap().unwrap();
-        let (json, sse) = (quota.json.unwrap(), quota.sse.unwrap());
-        assert_eq!(
-            (json.port, json.path.as_str()),
-            (10001, "/v1/chat/completions")
-        );
-        assert_eq!(
-            (json.baseline_port, json.baseline_path.as_str()),
-            (10004, "/")
-        );
-        assert_eq!(
-            (sse.baseline_port, sse.baseline_path.as_str()),
-            (10004, "/sse")
-        );
-        assert_eq!((json.rule.as_str(), sse.rule.as_str()), ("json", "sse"));
-        assert_eq!(json.key_prefix, "token-quota");
-        assert!(json.per_minute.is_none() && json.upstream.is_none());
-        assert_eq!(json.listener, Some(Listener::new(15000, None)));
-        // One baseline serves both routes.
-        let shared = quota_args(
-            true,
-            true,
-            &["127.0.0.1:10004/v1/chat/completions"],
-            &["a", "b"],
-        );
-        let quota = quota_from_urls(&shared, None).unwrap().unwrap();
-        assert_eq!(quota.sse.unwrap().baseline_path, "/v1/chat/completions");
-        // One route alone.
-        let sse_only = quota_args(false, true, &["127.0.0.1:10004/sse"], &["s"]);
-        let quota = quota_from_urls(&sse_only, None).unwrap().unwrap();
-        assert!(quota.json.is_none() && quota.sse.is_some());
-        assert!(quota_from_urls(&QuotaUrls::default(), None)
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn token_quota_options_are_refused_with_the_option_named() {
-        let refused = |args: QuotaUrls, option: &str| {
-            let e = quota_from_urls(&args, None).unwrap_err();
-            assert!(e.starts_with(option), "{e}");
-            assert!(!e.contains('\n'), "{e}");
-        };
-        refused(
-            quota_args(true, false, &[], &["r"]),
-            "--token-quota-baseline",
-        );
-        refused(
-            quota_args(true, false, &["127.0.0.1:1", "127.0.0.1:2"], &["r"]),
-            "--token-quota-baseline",
-        );
-        refused(
-            quota_args(true, false, &["127.0.0.1:1"], &[]),
-            "--token-quota-rule",
-        );
-        refused(
-            quota_args(true, true, &["127.0.0.1:1"], &["r"]),
-            "--token-quota-rule",
-        );
-        refused(
-            quota_args(true, true, &["127.0.0.1:1"], &["r", "r"]),
-            "--token-quota-rule",
-        );
-        refused(
-            quota_args(false, false, &["127.0.0.1:1"], &["r"]),
-            "--token-quota-baseline",
-        );
-        refused(
-            quota_args(true, false, &["gateway:1"], &["r"]),
-            "--token-quota-baseline",
-        );
-        let mut remote = quota_args(true, false, &["127.0.0.1:1"], &["r"]);
-        remote.json = Some("http://gateway:10001/v1".to_owned());
-        refused(remote, "--token-quota-json");
-        let mut braces = quota_args(false, true, &["127.0.0.1:1"], &["r"]);
-        braces.key_prefix = Some("a{b".to_owned());
-        refused(braces, "--token-quota-key-prefix");
-    }
-}
+mod tests;

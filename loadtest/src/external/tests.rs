@@ -1,9 +1,9 @@
-//! The external registry's choice of scenarios, and the token quota's key
-//! pattern.
+//! The external registry's choice of scenarios (the overhead rows only
+//! with their routes), and the token quota's key pattern.
 
 use super::accuracy::rule_keys;
 use super::*;
-use crate::target::QuotaRoute;
+use crate::target::{PassLimiter, QuotaRoute};
 
 fn route(rule: &str, key_prefix: &str) -> QuotaRoute {
     QuotaRoute {
@@ -38,6 +38,7 @@ fn runnable_follows_the_routes_given() {
         description: String::new(),
         gateways: Vec::new(),
         quota: None,
+        pass: Default::default(),
         redis_port: 6379,
         redis_stop: None,
         redis_start: None,
@@ -60,4 +61,27 @@ fn runnable_follows_the_routes_given() {
     assert!(!skipped
         .iter()
         .any(|s| s.id.contains("token-quota-sse-accuracy")));
+}
+
+#[test]
+fn overhead_rows_run_only_with_their_routes() {
+    const ROWS: [&str; 4] = [
+        "limiter-pass",
+        "upstream-baseline",
+        "token-quota-json",
+        "token-quota-sse",
+    ];
+    let mut t = Target::default();
+    let ids = runnable(&t);
+    assert!(ROWS.iter().all(|row| !ids.contains(row)), "{ids:?}");
+    t.pass.limiter = Some(PassLimiter {
+        port: 1,
+        listener: None,
+    });
+    t.pass.sse = Some(route("", "token-quota"));
+    let ids = runnable(&t);
+    for row in ["limiter-pass", "upstream-baseline", "token-quota-sse"] {
+        assert!(ids.contains(&row), "{row} in {ids:?}");
+    }
+    assert!(!ids.contains(&"token-quota-json"), "{ids:?}");
 }

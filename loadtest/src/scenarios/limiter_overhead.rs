@@ -9,6 +9,7 @@ use super::gateways::{
 };
 use super::measure::{measure, overhead, overhead_drive, Drive};
 use crate::bench::Bench;
+use crate::overhead_checks::HOT_KEY_ROUND_TRIPS;
 use crate::scenario::{announce, Kind, Scenario};
 use crate::wrk::{self, Requests};
 
@@ -70,33 +71,9 @@ pub(super) fn limiter_pass(bench: &Bench) -> Scenario {
         &gateway,
         Requests::Get,
     );
-    s.check_answers(&[200]);
-    // Every request is counted, but requests that arrive while their key's
-    // call is in flight share the next call: at most one round trip each,
-    // and with 32 connections on one key far fewer (the target); with
-    // fewer connections, fewer requests wait together.
-    let per_request = s.per_request(&["evalsha", "eval"]);
-    // (wrk cuts one request per connection off at the end.)
-    let requests = s.wrk.requests.max(1) as f64;
-    let bound = if s.connections >= 32 {
-        HOT_KEY_ROUND_TRIPS
-    } else {
-        1.0 + f64::from(s.connections + 2) / requests
-    };
-    s.check(
-        format!("at most {bound:.3} Redis round trips per request (evalsha/eval)"),
-        per_request <= bound,
-        format!(
-            "{per_request:.3} per request; all commands: {}",
-            s.redis_commands_text()
-        ),
-    );
+    s.judge_limiter_pass();
     s
 }
-
-/// The round trips per request the hot-key scenario may pay: the target of
-/// shared increments.
-pub(super) const HOT_KEY_ROUND_TRIPS: f64 = 0.10;
 
 /// Distinct `x-api-key` values the many-keys scenario rotates over.
 pub(super) const DISTINCT_KEYS: u32 = 1000;
@@ -122,21 +99,7 @@ pub(super) fn limiter_keys(bench: &Bench) -> Scenario {
     s.check_answers(&[200]);
     // The connections in flight carry distinct keys, so nothing shares a
     // key's call: the sharing is that of several keys in one call.
-    let per_request = s.per_request(ROUND_TRIP_COMMANDS);
-    let requests = s.wrk.requests.max(1) as f64;
-    let bound = if s.connections >= 32 {
-        MANY_KEYS_ROUND_TRIPS
-    } else {
-        1.0 + f64::from(s.connections + 2) / requests
-    };
-    s.check(
-        format!("at most {bound:.3} Redis round trips per request (evalsha/eval/get)"),
-        per_request <= bound,
-        format!(
-            "{per_request:.3} per request; all commands: {}",
-            s.redis_commands_text()
-        ),
-    );
+    s.check_round_trips(ROUND_TRIP_COMMANDS, MANY_KEYS_ROUND_TRIPS, 1.0);
     s
 }
 

@@ -66,53 +66,10 @@ pub(super) fn token_quota_overhead(bench: &Bench, sse: bool) -> Scenario {
     s.samples = m.samples;
     s.fact_cpu_per_request(&m.cpu_seconds);
     s.fact_backend_cpu_per_request(m.backend_cpu_seconds);
-    s.check_answers(&[200]);
-    // A read and a charge per request, both shared increments of the one
-    // counter: requests that arrive while its call is in flight share the
-    // next call. At most two round trips each, and with 32 connections far
-    // fewer (the target).
-    let per_request = s.per_request(&["evalsha", "eval", "get"]);
-    let requests = s.wrk.requests.max(1) as f64;
-    let bound = if s.connections >= 32 {
-        TOKEN_QUOTA_ROUND_TRIPS
-    } else {
-        2.0 + 2.0 * f64::from(s.connections + 2) / requests
-    };
-    s.fact(
-        "Redis round trips per request (evalsha/eval/get)",
-        format!("{per_request:.3}"),
-    );
-    s.check(
-        format!("at most {bound:.3} Redis round trips per request (evalsha/eval/get)"),
-        per_request <= bound,
-        format!(
-            "{per_request:.3} per request; all commands: {}",
-            s.redis_commands_text()
-        ),
-    );
-    let reported = upstream_answers * usage.charged();
-    s.fact("tokens the upstream reported", reported);
-    s.fact("tokens charged in Redis", charged);
-    // wrk stops with requests in flight: the last request of each
-    // connection, in the warm-up and in the measured run, may have been
-    // answered upstream and dropped by the gateway before it was scanned.
-    // The exact equality is checked by the accuracy scenarios, which end
-    // with nothing in flight.
-    let cut = 2 * u64::from(drive.connections) * usage.charged();
-    s.check(
-        "tokens charged in Redis match the usage the upstream reported",
-        charged <= reported && reported - charged <= cut,
-        format!(
-            "{charged} charged, {reported} reported by {upstream_answers} upstream answers \
-             (at most {cut} may be lost to requests wrk cut off)"
-        ),
-    );
+    s.judge_token_quota_pass();
+    s.judge_tokens_charged(charged, upstream_answers, usage.charged());
     s
 }
-
-/// The round trips per request the token-quota scenarios may pay: the
-/// target of shared reads and charges.
-pub(super) const TOKEN_QUOTA_ROUND_TRIPS: f64 = 0.30;
 
 /// The token quota loaded, configured so that no limit applies (a per-header
 /// limit on a header the requests do not carry): the request body is still

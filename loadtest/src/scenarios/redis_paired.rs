@@ -34,12 +34,10 @@ use super::gateways::{
     limiter_config, limiter_gateway_to, per_key_limiter_config, plain_gateway_to,
     token_quota_gateway_to, CHAT_JSON, CHAT_SSE, REDIS_TIMEOUT_MS,
 };
-use super::limiter_overhead::{
-    DISTINCT_KEYS, HOT_KEY_ROUND_TRIPS, MANY_KEYS_ROUND_TRIPS, ROUND_TRIP_COMMANDS,
-};
+use super::limiter_overhead::{DISTINCT_KEYS, MANY_KEYS_ROUND_TRIPS, ROUND_TRIP_COMMANDS};
 use super::paired::{self, Round, Rounds, WRK_CPU};
-use super::quota_overhead::TOKEN_QUOTA_ROUND_TRIPS;
 use crate::bench::Bench;
+use crate::overhead_checks::{HOT_KEY_ROUND_TRIPS, TOKEN_QUOTA_ROUND_TRIPS};
 use crate::redis_stats::commands_since;
 use crate::scenario::{announce, median_ratio, Kind, Scenario};
 use crate::wrk::Requests;
