@@ -37,6 +37,23 @@ fn braces_with_whitespace_are_literal() {
     assert!(matches("^a{1,2}$", b"aa"));
 }
 
+/// Go reads `-` right after the bracket (or `^`) as the start of a range
+/// when another `-` and a character follow; regex-lite reads the
+/// characters one by one (found by the `pattern` fuzz target).
+#[test]
+fn a_class_opening_with_two_dashes_is_a_range_from_the_dash() {
+    assert!(matches("^[--d]$", b"0"));
+    assert!(matches("^[--d]$", b"A"));
+    assert!(!matches("^[--d]$", b"e"));
+    assert!(!matches("^[^--d]$", b"a"));
+    assert!(matches("^[^--d]$", b"e"));
+    assert!(matches("^[---]$", b"-"));
+    assert!(!matches(
+        ".(?i)][^--d+W\\w\\\\]",
+        b"\x01[-]6]an.]^-][[.(??"
+    ));
+}
+
 #[test]
 fn supported_syntax_matches_as_go_does() {
     let cases: &[(&str, &[u8], bool)] = &[
