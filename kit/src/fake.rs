@@ -92,9 +92,8 @@ impl Headers {
     /// look headers up through here. The bytes are compared as they are
     /// first: names are nearly always written in lowercase on both sides
     /// (HTTP/2 requires it), and one comparison of the whole name costs
-    /// a fraction of folding the case of every byte pair (about 7
-    /// instructions a byte). Only names that differ are compared again
-    /// case aside.
+    /// a fraction of folding the case of every byte pair. Only names that
+    /// differ are compared again case aside.
     fn is_named(&self, e: &(usize, usize, usize), name: &[u8]) -> bool {
         if e.1.wrapping_sub(e.0) != name.len() {
             return false;
@@ -420,7 +419,7 @@ impl FakeHost {
         self.now_nanos = self.now_nanos / window * window + into;
     }
 
-    /// The value of a counter by full name (`limiter.allowed`).
+    /// The value of a counter by full name (`<plugin>.<counter>`).
     pub fn counter(&self, name: &str) -> u64 {
         self.counters
             .iter()

@@ -48,10 +48,7 @@ fn a_class_opening_with_two_dashes_is_a_range_from_the_dash() {
     assert!(!matches("^[^--d]$", b"a"));
     assert!(matches("^[^--d]$", b"e"));
     assert!(matches("^[---]$", b"-"));
-    assert!(!matches(
-        ".(?i)][^--d+W\\w\\\\]",
-        b"\x01[-]6]an.]^-][[.(??"
-    ));
+    assert!(!matches(".(?i)][^--d+W\\w\\\\]", b"\x01[-]6]an.]^-][[.(??"));
 }
 
 #[test]
