@@ -130,15 +130,7 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             Owner::Shared(_) => {}
             Owner::Stream(stream) => self.resume_after(stream, |cx| P::on_redis_reply(cx, reply)),
             Owner::Root(tag) => {
-                let io = RootIo {
-                    host: &mut self.host,
-                    redis: self.redis.as_mut(),
-                    calls: &mut self.calls,
-                    counters: &mut self.counters.pending,
-                    log_level: self.log_level,
-                    plugin: P::NAME,
-                };
-                P::on_root_reply(io, tag, reply);
+                P::on_root_reply(self.root_io(), tag, reply);
             }
         }
     }
@@ -278,15 +270,20 @@ impl<P: Plugin, H: Host> Filter<P, H> {
             CountError::Redis(e) => Err(e),
             CountError::NotCounted(reply) => Ok(reply),
         };
-        let io = RootIo {
+        P::on_root_reply(self.root_io(), crate::ADOPTED, reply);
+    }
+
+    /// What the root context's handlers reach: the same host, Redis
+    /// client, calls and counters the requests use.
+    fn root_io(&mut self) -> RootIo<'_, H> {
+        RootIo {
             host: &mut self.host,
             redis: self.redis.as_mut(),
             calls: &mut self.calls,
             counters: &mut self.counters.pending,
             log_level: self.log_level,
             plugin: P::NAME,
-        };
-        P::on_root_reply(io, crate::ADOPTED, reply);
+        }
     }
 }
 
