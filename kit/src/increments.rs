@@ -33,6 +33,7 @@
 //! Redis timeouts at most.
 
 use crate::calls::StreamId;
+use crate::key_words;
 use crate::redis::{Reply, Script};
 use core::fmt;
 
@@ -286,14 +287,15 @@ impl Increments {
         if len > KEY_BYTES {
             return Placement::Alone;
         }
-        let hash = fnv1a(parts);
+        let hash = key_words::hash(parts);
         let mut free = None;
         for (index, entry) in self.entries.iter_mut().enumerate() {
-            if entry.state == State::Free {
+            if matches!(entry.state, State::Free) {
                 free = free.or(Some(index));
                 continue;
             }
-            if entry.hash == hash && entry.key.len() == len && same_bytes(&entry.key, parts) {
+            if entry.hash == hash && entry.key.len() == len && key_words::equals(&entry.key, parts)
+            {
                 if entry.next.len() >= BATCH {
                     return Placement::Alone;
                 }
@@ -441,30 +443,6 @@ impl Increments {
         }
         self.in_flight = self.in_flight.saturating_sub(1);
     }
-}
-
-/// FNV-1a over the key's parts: a cheap first comparison, so a table of
-/// keys that share a long head compares the bytes of the one that matches.
-fn fnv1a(parts: &[&[u8]]) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for &b in parts.iter().flat_map(|p| p.iter()) {
-        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-fn same_bytes(key: &[u8], parts: &[&[u8]]) -> bool {
-    let mut rest = key;
-    for part in parts {
-        let Some((head, tail)) = rest.split_at_checked(part.len()) else {
-            return false;
-        };
-        if head != *part {
-            return false;
-        }
-        rest = tail;
-    }
-    rest.is_empty()
 }
 
 /// The Redis Cluster hash slot of the key made of `parts`: CRC-16/XMODEM

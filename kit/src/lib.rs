@@ -37,7 +37,7 @@
 //! folder.
 //!
 //! 1. ABI and host seam: `abi`, `host`, `raw`, `log`, `sdk_host`
-//! 2. Wire formats and configuration: `hex`, `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`, `pattern`
+//! 2. Wire formats and configuration: `hex`, `key_words`, `resp`, `config_json`, `config_keys`, `config`, `authority`, `http`, `pattern`
 //! 3. Calls to Redis and HTTP: `calls`, `counter_key`, `redis`, `increments`
 //! 4. One request's I/O: `flow`, `ending`, `io`
 //! 5. Plugin API: `plugin`
@@ -115,6 +115,7 @@ pub mod host;
 pub mod http;
 pub mod increments;
 mod io;
+mod key_words;
 pub mod limits;
 mod log;
 pub mod pattern;

@@ -16,7 +16,7 @@ use crate::abi::AbiVersion;
 use crate::clock::VirtualClock;
 use crate::redis::{Delivery, RedisCall};
 use crate::state::{CallbackData, HostState, HttpAnswer, LogLine, Metric};
-use crate::{host_calls, stream_calls};
+use crate::{fuel_trace, host_calls, stream_calls};
 
 /// A failure to load or start a module, or a trap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl std::fmt::Debug for Host {
 }
 
 /// Fuel given to a store; far more than any run uses, so fuel only counts.
-const FUEL: u64 = 1 << 62;
+pub(crate) const FUEL: u64 = 1 << 62;
 /// Most ticks one `advance` fires, so a 1 ms period over an hour stays bounded.
 const MAX_TICKS_PER_ADVANCE: u64 = 10_000;
 
@@ -417,12 +417,19 @@ impl Host {
 
     /// Marks context `id` as the one whose callback runs.
     pub(crate) fn enter(&mut self, id: u32) {
+        if fuel_trace::on() {
+            fuel_trace::line(self.fuel_used(), format_args!("enter {id}"));
+        }
         let s = self.store.data_mut();
         s.current = id;
         s.effective = id;
     }
 
     pub(crate) fn leave(&mut self) {
+        if fuel_trace::on() {
+            let id = self.store.data().current;
+            fuel_trace::line(self.fuel_used(), format_args!("leave {id}"));
+        }
         let s = self.store.data_mut();
         s.current = 0;
         s.effective = 0;

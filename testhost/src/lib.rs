@@ -21,6 +21,7 @@
 pub mod abi;
 pub mod clock;
 pub mod exchange;
+mod fuel_trace;
 mod guest;
 pub mod host;
 mod host_calls;

@@ -16,6 +16,10 @@ macro_rules! import {
             $name,
             |mut c: Caller<'_, HostState>, $($arg: $t),*| -> wasmtime::Result<i32> {
                 c.data_mut().count($name);
+                if $crate::fuel_trace::on() {
+                    let used = $crate::host::FUEL.saturating_sub(c.get_fuel().unwrap_or(0));
+                    $crate::fuel_trace::line(used, format_args!("call {}", $name));
+                }
                 finish($f(&mut c, $($arg),*))
             },
         )?;
