@@ -221,6 +221,18 @@ struct Entry {
     next: Vec<Waiter>,
 }
 
+impl Entry {
+    /// Queues `waiter` for the next call of this key, or tells the caller
+    /// to send it alone when the queue is full.
+    fn queue(&mut self, waiter: Waiter) -> Placement {
+        if self.next.len() >= BATCH {
+            return Placement::Alone;
+        }
+        self.next.push(waiter);
+        Placement::Queued
+    }
+}
+
 /// Where [`Increments::place`] put an increment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
@@ -243,6 +255,8 @@ pub(crate) struct Increments {
     in_flight: u32,
     /// The id of the last call made.
     last_call: u32,
+    /// The entry the last increment joined or opened.
+    last: usize,
     /// The entries of the call being sent, in the order of its keys.
     group: Vec<u32>,
     /// The requests of the reply being shared out, each with the position
@@ -287,6 +301,17 @@ impl Increments {
         if len > KEY_BYTES {
             return Placement::Alone;
         }
+        // A busy key's requests come one after another: the entry the
+        // last increment found is tried by its bytes first, which saves
+        // hashing the key and searching the table.
+        if let Some(entry) = self.entries.get_mut(self.last) {
+            if !matches!(entry.state, State::Free)
+                && entry.key.len() == len
+                && key_words::equals(&entry.key, parts)
+            {
+                return entry.queue(waiter);
+            }
+        }
         let hash = key_words::hash(parts);
         let mut free = None;
         for (index, entry) in self.entries.iter_mut().enumerate() {
@@ -296,11 +321,8 @@ impl Increments {
             }
             if entry.hash == hash && entry.key.len() == len && key_words::equals(&entry.key, parts)
             {
-                if entry.next.len() >= BATCH {
-                    return Placement::Alone;
-                }
-                entry.next.push(waiter);
-                return Placement::Queued;
+                self.last = index;
+                return entry.queue(waiter);
             }
         }
         let Some(index) = free else {
@@ -320,6 +342,7 @@ impl Increments {
         let Some(entry) = self.entries.get_mut(index) else {
             return Placement::Alone;
         };
+        self.last = index;
         entry.hash = hash;
         entry.slot = slot;
         entry.ttl = ttl;
@@ -636,6 +659,47 @@ mod tests {
             table.place(&[b"new"], waiter(0, 1), 60),
             Placement::Lead(calls[last].0 + 1)
         );
+    }
+
+    #[test]
+    fn the_last_entry_is_only_joined_by_its_own_key() {
+        let mut table = Increments::default();
+        table.allocate();
+        // `a` opens entry 0 and is the last entry found.
+        assert_eq!(table.place(&[b"k:a"], waiter(0, 1), 60), Placement::Lead(1));
+        // `b` waits in entry 1, which becomes the last one; `a` again
+        // finds its own entry by a search, not the last one's.
+        assert_eq!(
+            table.place(&[b"k:", b"b"], waiter(1, 1), 60),
+            Placement::Queued
+        );
+        assert_eq!(
+            table.place(&[b"k:", b"a"], waiter(2, 1), 60),
+            Placement::Queued
+        );
+        // Same length, other bytes: not `a`'s entry.
+        assert_eq!(table.place(&[b"k:c"], waiter(3, 1), 60), Placement::Queued);
+        assert_eq!(table.answered(1), 1);
+        assert_eq!(table.next_group(), Some(2));
+        let keys: Vec<(Vec<u8>, u64)> =
+            table.group().map(|(k, _, sum)| (k.to_vec(), sum)).collect();
+        assert_eq!(
+            keys,
+            [
+                (b"k:a".to_vec(), 1),
+                (b"k:b".to_vec(), 1),
+                (b"k:c".to_vec(), 1)
+            ]
+        );
+        // Every entry freed: `d` takes the entry `a` had and becomes the
+        // last one found; `a` must get an entry of its own.
+        assert_eq!(table.answered(2), 3);
+        assert_eq!(table.place(&[b"k:d"], waiter(4, 1), 60), Placement::Lead(3));
+        assert_eq!(table.place(&[b"k:a"], waiter(5, 1), 60), Placement::Queued);
+        assert_eq!(table.answered(3), 1);
+        assert_eq!(table.next_group(), Some(4));
+        let keys: Vec<Vec<u8>> = table.group().map(|(k, _, _)| k.to_vec()).collect();
+        assert_eq!(keys, [b"k:a".to_vec()]);
     }
 
     #[test]

@@ -62,16 +62,20 @@ pub(crate) fn hash(parts: &[&[u8]]) -> u32 {
 }
 
 /// Whether `key` holds exactly the bytes of `parts`, one after the other.
+///
+/// The parts are compared last first: keys of one rule share their head
+/// and differ in the value and the window that follow it, so two
+/// different keys usually part ways within the first bytes compared.
 pub(crate) fn equals(key: &[u8], parts: &[&[u8]]) -> bool {
     let mut rest = key;
-    for part in parts {
-        let Some((head, tail)) = rest.split_at_checked(part.len()) else {
+    for part in parts.iter().rev() {
+        let Some((head, tail)) = rest.split_at_checked(rest.len().wrapping_sub(part.len())) else {
             return false;
         };
-        if !same(head, part) {
+        if !same(tail, part) {
             return false;
         }
-        rest = tail;
+        rest = head;
     }
     rest.is_empty()
 }
