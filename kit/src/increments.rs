@@ -257,6 +257,9 @@ pub(crate) struct Increments {
     last_call: u32,
     /// The entry the last increment joined or opened.
     last: usize,
+    /// Bit `i` set: entry `i` holds a key. Searches visit only those, so
+    /// a key new to a quiet table does not walk all [`KEYS`] entries.
+    used: u64,
     /// The entries of the call being sent, in the order of its keys.
     group: Vec<u32>,
     /// The requests of the reply being shared out, each with the position
@@ -313,36 +316,34 @@ impl Increments {
             }
         }
         let hash = key_words::hash(parts);
-        let mut free = None;
-        for (index, entry) in self.entries.iter_mut().enumerate() {
-            if matches!(entry.state, State::Free) {
-                free = free.or(Some(index));
+        for index in indices(self.used) {
+            let Some(entry) = self.entries.get_mut(index) else {
                 continue;
-            }
+            };
             if entry.hash == hash && entry.key.len() == len && key_words::equals(&entry.key, parts)
             {
                 self.last = index;
                 return entry.queue(waiter);
             }
         }
-        let Some(index) = free else {
+        // The first free entry; none when every entry holds a key.
+        let index = (!self.used).trailing_zeros() as usize;
+        if index >= self.entries.len() {
             return Placement::Alone;
-        };
+        }
         let busy = self.in_flight >= CALLS_IN_FLIGHT;
         let slot = if self.cluster { slot_of(parts) } else { 0 };
         // On a cluster, a key only waits when a call could carry it along:
         // another key of its slot waits or is in flight.
         let wait = busy
             && (!self.cluster
-                || self
-                    .entries
-                    .iter()
-                    .any(|e| e.state != State::Free && e.slot == slot));
+                || indices(self.used).any(|i| self.entries.get(i).is_some_and(|e| e.slot == slot)));
         let call = if wait { 0 } else { self.new_call() };
         let Some(entry) = self.entries.get_mut(index) else {
             return Placement::Alone;
         };
         self.last = index;
+        self.used |= 1 << index;
         entry.hash = hash;
         entry.slot = slot;
         entry.ttl = ttl;
@@ -371,9 +372,13 @@ impl Increments {
     /// The host refused the lead's call: the entry is free again (its only
     /// request hears the error from the caller).
     pub(crate) fn abandon(&mut self, call: u32) {
-        for entry in self.entries.iter_mut() {
+        for index in indices(self.used) {
+            let Some(entry) = self.entries.get_mut(index) else {
+                continue;
+            };
             if entry.state == State::Sent(call) {
                 entry.state = State::Free;
+                self.used &= !(1 << index);
                 entry.sent.clear();
                 entry.next.clear();
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -388,18 +393,22 @@ impl Increments {
     pub(crate) fn answered(&mut self, call: u32) -> u32 {
         self.delivering.clear();
         let mut keys = 0;
-        for entry in self.entries.iter_mut() {
+        for index in indices(self.used) {
+            let Some(entry) = self.entries.get_mut(index) else {
+                continue;
+            };
             if entry.state != State::Sent(call) {
                 continue;
             }
             for waiter in entry.sent.drain(..) {
                 self.delivering.push((keys, waiter));
             }
-            entry.state = if entry.next.is_empty() {
-                State::Free
+            if entry.next.is_empty() {
+                entry.state = State::Free;
+                self.used &= !(1 << index);
             } else {
-                State::Waiting
-            };
+                entry.state = State::Waiting;
+            }
             keys += 1;
         }
         if keys > 0 {
@@ -413,18 +422,22 @@ impl Increments {
     /// call's requests. Returns its id, with its keys in
     /// [`Increments::group`], or `None` when no key waits.
     pub(crate) fn next_group(&mut self) -> Option<u32> {
-        let first = self
-            .entries
-            .iter()
-            .position(|e| e.state == State::Waiting)?;
+        let first = indices(self.used).find(|&i| {
+            self.entries
+                .get(i)
+                .is_some_and(|e| e.state == State::Waiting)
+        })?;
         let slot = self.entries.get(first)?.slot;
         let call = self.new_call();
         let cluster = self.cluster;
         self.group.clear();
-        for (index, entry) in self.entries.iter_mut().enumerate().skip(first) {
+        for index in indices(self.used).skip_while(|&i| i < first) {
             if self.group.len() == KEYS_PER_CALL {
                 break;
             }
+            let Some(entry) = self.entries.get_mut(index) else {
+                continue;
+            };
             if entry.state != State::Waiting || (cluster && entry.slot != slot) {
                 continue;
             }
@@ -455,18 +468,37 @@ impl Increments {
     /// `refused`, and its keys are free.
     pub(crate) fn refuse(&mut self, call: u32) {
         self.refused.clear();
-        for entry in self.entries.iter_mut() {
+        for index in indices(self.used) {
+            let Some(entry) = self.entries.get_mut(index) else {
+                continue;
+            };
             if entry.state == State::Sent(call) {
                 self.refused.extend_from_slice(&entry.sent);
                 self.refused.extend_from_slice(&entry.next);
                 entry.sent.clear();
                 entry.next.clear();
                 entry.state = State::Free;
+                self.used &= !(1 << index);
             }
         }
         self.in_flight = self.in_flight.saturating_sub(1);
     }
 }
+
+/// The indices of the bits set in `bits`, lowest first.
+fn indices(mut bits: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        if bits == 0 {
+            return None;
+        }
+        let index = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        Some(index)
+    })
+}
+
+// One bit of `Increments::used` per entry.
+const _: () = assert!(KEYS <= 64);
 
 /// The Redis Cluster hash slot of the key made of `parts`: CRC-16/XMODEM
 /// of its hash tag (the bytes between the first `{` and the next `}`,
