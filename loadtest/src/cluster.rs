@@ -100,11 +100,28 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
         "keys allowed more than their limit",
         allowed.iter().filter(|n| **n > limit).count(),
     );
+    // A call the dying master ran whose answer never came back fails its
+    // requests by the failure mode (503) though Redis counted them: in a
+    // failover a key may fall short of its limit by its requests answered
+    // 503, and by no more. Without a failover there is no 503, so every
+    // key must reach its limit exactly.
+    let unexplained = allowed
+        .iter()
+        .enumerate()
+        .filter(|&(key, &n)| {
+            let failed = answers
+                .iter()
+                .filter(|a| a.key == key && a.status == 503)
+                .count() as u64;
+            n.saturating_add(failed) < limit
+        })
+        .count();
     s.check(
-        "every key reached its limit",
-        reached && short == 0,
+        "every key reached its limit (in a failover: but for requests answered 503)",
+        reached && unexplained == 0,
         format!(
-            "{short} of {KEYS} keys allowed fewer than {limit}; every key refused once: {reached}"
+            "{short} of {KEYS} keys allowed fewer than {limit}, {unexplained} of them by more than \
+             their answers 503; every key refused once: {reached}"
         ),
     );
     let crossslot = cluster.error_count("CROSSSLOT") - crossslot_before;
