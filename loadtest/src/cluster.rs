@@ -31,8 +31,8 @@ mod loss;
 mod nodes;
 
 use clients::{
-    allowed_per_key, drive, drive_with, post, scenario_of_run, wait_for_window, Answer, Progress,
-    CAP, KEYS, RECOVERY_BOUND, SMOKE_CAP, TAIL,
+    allowed_per_key, answered_per_key, drive, drive_with, post, scenario_of_run, wait_for_window,
+    Answer, Progress, CAP, KEYS, RECOVERY_BOUND, SMOKE_CAP, TAIL,
 };
 use nodes::{
     charged_per_key, config, gateway, quota_config, quota_gateway, start_cluster, TOKENS_PER_ANSWER,
@@ -105,16 +105,11 @@ fn run(bench: &Bench, kill: bool) -> Scenario {
     // failover a key may fall short of its limit by its requests answered
     // 503, and by no more. Without a failover there is no 503, so every
     // key must reach its limit exactly.
+    let failed = answered_per_key(&answers, 503);
     let unexplained = allowed
         .iter()
-        .enumerate()
-        .filter(|&(key, &n)| {
-            let failed = answers
-                .iter()
-                .filter(|a| a.key == key && a.status == 503)
-                .count() as u64;
-            n.saturating_add(failed) < limit
-        })
+        .zip(&failed)
+        .filter(|&(&n, &f)| n.saturating_add(f) < limit)
         .count();
     s.check(
         "every key reached its limit (in a failover: but for requests answered 503)",

@@ -208,13 +208,18 @@ pub(super) fn summarize(answers: &[Answer], elapsed: Duration) -> WrkResult {
 
 /// Answers 200 by key.
 pub(super) fn allowed_per_key(answers: &[Answer]) -> Vec<u64> {
-    let mut allowed = vec![0u64; KEYS];
-    for a in answers.iter().filter(|a| a.status == 200) {
-        if let Some(n) = allowed.get_mut(a.key) {
+    answered_per_key(answers, 200)
+}
+
+/// How many answers of each key had `status`.
+pub(super) fn answered_per_key(answers: &[Answer], status: u16) -> Vec<u64> {
+    let mut counts = vec![0u64; KEYS];
+    for a in answers.iter().filter(|a| a.status == status) {
+        if let Some(n) = counts.get_mut(a.key) {
             *n += 1;
         }
     }
-    allowed
+    counts
 }
 
 /// Waits until the clock minute has room for a run capped at `cap` (and
